@@ -1,0 +1,78 @@
+// swift-tools-version:6.1
+//
+// capture-agent: the Linux capture runtime.
+//
+// Layering (each arrow is "depends on"):
+//
+//   CaptureAgent (executable) -> CapturePipeline -> X11Capture    -> CX11
+//                                                -> PulseCapture  -> CPulse
+//                                                -> MediaEncoding -> CFFmpeg
+//                                                -> CaptureSpool
+//                                     everything -> CaptureCore (pure Swift: rings, clock, errors, ids)
+//
+// C libraries are reached only through the thin `C*` system-library modules and
+// one Swift wrapper module per library; nothing above the wrappers touches C.
+import PackageDescription
+
+let package = Package(
+    name: "capture-agent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "capture-agent", targets: ["CaptureAgent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // MARK: C system libraries (module maps + static inline shims for macros)
+        .systemLibrary(
+            name: "CX11", pkgConfig: "x11",
+            providers: [.apt(["libx11-dev", "libxext-dev", "libxfixes-dev", "libxrandr-dev", "libxdamage-dev"])]),
+        .systemLibrary(
+            name: "CPulse", pkgConfig: "libpulse",
+            providers: [.apt(["libpulse-dev"])]),
+        .systemLibrary(
+            name: "CFFmpeg", pkgConfig: "libavcodec",
+            providers: [.apt(["libavcodec-dev", "libavformat-dev", "libavutil-dev", "libswscale-dev", "libswresample-dev"])]),
+        .systemLibrary(
+            name: "CWebSockets", pkgConfig: "libwebsockets",
+            providers: [.apt(["libwebsockets-dev"])]),
+
+        // MARK: Pure Swift core
+        .target(name: "CaptureCore"),
+
+        // MARK: One wrapper per C library
+        .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11"]),
+        .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse"]),
+        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg"]),
+
+        // MARK: Pipeline and storage
+        .target(name: "CaptureSpool", dependencies: ["CaptureCore"]),
+        .target(
+            name: "CapturePipeline",
+            dependencies: [
+                "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "CaptureAgent",
+            dependencies: [
+                "CaptureCore", "CapturePipeline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        // MARK: Tests
+        .target(name: "CaptureTestSupport", dependencies: ["CaptureCore"], path: "Tests/CaptureTestSupport"),
+        .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "CaptureSpool"]),
+        .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "CaptureTestSupport"]),
+        .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),
+        .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "CaptureTestSupport"]),
+        .testTarget(
+            name: "CaptureAgentTests",
+            dependencies: ["CaptureCore", "CapturePipeline", "CaptureTestSupport"]),
+    ]
+)

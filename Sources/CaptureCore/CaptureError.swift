@@ -1,0 +1,45 @@
+/// Stable, machine-readable error codes. The raw values are part of the public
+/// contract (command line, control protocol, logs): never rename one.
+public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
+    /// No X server, it refused us, or it went away.
+    case displayUnavailable = "DISPLAY_UNAVAILABLE"
+    /// No PulseAudio (or pipewire-pulse) server, or it went away.
+    case audioUnavailable = "AUDIO_UNAVAILABLE"
+    /// A requested channel id is malformed or does not exist.
+    case invalidChannels = "INVALID_CHANNELS"
+    /// Output could not be written (spool, --out directory, disk full, ...).
+    case ioError = "IO_ERROR"
+    /// An argument or message is malformed.
+    case invalidRequest = "INVALID_REQUEST"
+    /// The encoder or muxer failed.
+    case encoderError = "ENCODER_ERROR"
+    /// A bug: something that should not happen did.
+    case internalError = "INTERNAL_ERROR"
+
+    /// Process exit status used by the command-line tools for this code.
+    public var exitStatus: Int32 {
+        switch self {
+        case .invalidRequest: 64      // EX_USAGE
+        case .invalidChannels: 65     // EX_DATAERR
+        case .displayUnavailable: 69  // EX_UNAVAILABLE
+        case .audioUnavailable: 69
+        case .ioError: 74             // EX_IOERR
+        case .encoderError: 70        // EX_SOFTWARE
+        case .internalError: 70
+        }
+    }
+}
+
+/// The one error type that crosses module boundaries: a stable code plus a
+/// message meant for a human (what happened and, where possible, what to do).
+public struct CaptureError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: CaptureErrorCode
+    public var message: String
+
+    public init(_ code: CaptureErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

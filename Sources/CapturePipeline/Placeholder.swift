@@ -1,0 +1,1 @@
+// CapturePipeline: see the module's files.

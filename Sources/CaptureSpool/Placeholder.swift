@@ -1,0 +1,1 @@
+// CaptureSpool: see the module's files.

@@ -1,0 +1,1 @@
+// MediaEncoding: see the module's files.

@@ -1,0 +1,1 @@
+// PulseCapture: see the module's files.

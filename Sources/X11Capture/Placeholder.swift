@@ -1,0 +1,1 @@
+// X11Capture: see the module's files.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages capture-agent needs to build, test and demo.
+# Idempotent: packages already present are skipped quickly.
+set -euo pipefail
+
+BUILD_PKGS=(
+  pkg-config
+  libpulse-dev libx11-dev libxext-dev libxfixes-dev libxrandr-dev libxdamage-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libwebsockets-dev
+)
+RIG_PKGS=(
+  xvfb xserver-xorg-core xserver-xorg-video-dummy
+  pulseaudio pulseaudio-utils
+  ffmpeg x11-utils x11-xserver-utils x11-apps xdotool
+  procps time
+)
+
+missing=()
+for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
