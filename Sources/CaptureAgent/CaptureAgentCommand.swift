@@ -1,0 +1,65 @@
+import ArgumentParser
+import CaptureCore
+import CapturePipeline
+import Foundation
+import Logging
+
+@main
+struct CaptureAgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture-agent",
+        abstract: "The Linux capture runtime: screen, microphone and system audio into media chunks.",
+        version: "0.1.0",
+        subcommands: [ChannelsCommand.self, RecordCommand.self])
+}
+
+/// Options every subcommand shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["CAPTURE_AGENT_LOG_LEVEL"] ?? "info"
+
+    @Option(name: .long, help: "X11 display to capture (default: $DISPLAY).")
+    var display: String?
+
+    @Flag(name: .long, help: "Machine-readable JSON on stdout.")
+    var json = false
+
+    func makeLogger() throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
+            throw CaptureError(.invalidRequest, "unknown log level '\(logLevel)'")
+        }
+        LoggingSystem.bootstrapOnce()
+        var logger = Logger(label: "capture-agent")
+        logger.logLevel = level
+        return logger
+    }
+}
+
+extension LoggingSystem {
+    private static let once: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    static func bootstrapOnce() { _ = once }
+}
+
+/// Writes a CaptureError the same way everywhere and exits with its status.
+func fail(with error: CaptureError, json: Bool) -> Never {
+    FileHandle.standardError.write(Data("capture-agent: \(error.code.rawValue): \(error.message)\n".utf8))
+    if json {
+        let object: [String: Any] = ["error": ["code": error.code.rawValue, "message": error.message]]
+        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        }
+    }
+    Foundation.exit(error.code.exitStatus)
+}
+
+func writeJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    if let data = try? encoder.encode(value) {
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+}
+
+func writeLine(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}

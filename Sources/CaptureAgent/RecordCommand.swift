@@ -1,0 +1,171 @@
+import ArgumentParser
+import CaptureCore
+import CapturePipeline
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+struct RecordCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "record",
+        abstract: "Record channels into chunks in a directory, without any server.",
+        discussion: """
+            Default channels: display:1, mic:default and system_audio:default, where present.
+            Stops after --duration, or on SIGINT/SIGTERM, after closing the current chunk of every channel.
+            Layout: DIR/session.json and DIR/<channel>/chunk-NNNNNN.ts + chunk-NNNNNN.json.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .long, help: "Output directory (created if needed).")
+    var out: String
+
+    @Option(name: .long, help: "Stop after this long (e.g. 10s, 2m). Default: until SIGINT/SIGTERM.")
+    var duration: String?
+
+    @Option(name: .customLong("channel"), help: "Channel id to record (repeatable): display:N, mic:default, mic:NAME, system_audio:default, system_audio:SINK.")
+    var channels: [String] = []
+
+    @Option(name: .long, help: "Video frames per second, 1-60.")
+    var fps: Int = 30
+
+    @Option(name: .long, help: "Chunk duration, 0.5s-10s.")
+    var chunk: String = "1s"
+
+    @Option(name: .long, help: "x264 preset.")
+    var preset: String = "ultrafast"
+
+    @Option(name: .long, help: "x264 constant rate factor (0-51); ignored with --video-bitrate.")
+    var crf: Int = 23
+
+    @Option(name: .long, help: "Video bitrate instead of CRF, e.g. 4M or 2500k.")
+    var videoBitrate: String?
+
+    @Option(name: .long, help: "Downscale video so it is at most this many pixels high.")
+    var maxHeight: Int?
+
+    @Option(name: .long, help: "AAC bitrate, e.g. 128k.")
+    var audioBitrate: String = "128k"
+
+    @Flag(name: .long, help: "Do not draw the mouse pointer.")
+    var noCursor = false
+
+    @Option(name: .long, help: "Session id written into the metadata (default: rec-<time>).")
+    var sessionId: String?
+
+    func run() throws {
+        let logger: Logger
+        let options: RecordingOptions
+        let stopAfter: Int64?
+        do throws(CaptureError) {
+            logger = try wrap { try global.makeLogger() }
+            options = try makeOptions()
+            stopAfter = try duration.map { (text) throws(CaptureError) in try parseDuration(text) }
+        } catch {
+            fail(with: error, json: global.json)
+        }
+
+        let stopRequested = Atomic<Int32>(0)
+        let signalSources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                // A second signal while closing chunks means "abort now".
+                if stopRequested.exchange(sig, ordering: .relaxed) != 0 { _exit(128 + sig) }
+            }
+            source.activate()
+            return source
+        }
+        defer { signalSources.forEach { $0.cancel() } }
+
+        let session = RecordingSession(options: options, logger: logger)
+        do throws(CaptureError) {
+            try session.start()
+        } catch {
+            fail(with: error, json: global.json)
+        }
+        let started = MonotonicClock.now()
+        var failure: CaptureError?
+        while true {
+            if stopRequested.load(ordering: .relaxed) != 0 {
+                logger.info("signal received; closing the current chunks")
+                break
+            }
+            var wakeAt = MonotonicClock.now() + 100_000_000
+            if let stopAfter {
+                let end = started + stopAfter
+                if MonotonicClock.now() >= end { break }
+                wakeAt = min(wakeAt, end)
+            }
+            let nanos = max(0, wakeAt - MonotonicClock.now())
+            if let f = session.waitForFailure(timeout: .now() + .nanoseconds(Int(nanos))) {
+                failure = f
+                break
+            }
+        }
+        let summary = session.stop()
+        if global.json {
+            writeJSON(summary)
+        } else {
+            writeLine("recorded \(String(format: "%.1f", Double(summary.durationNs) / 1e9)) s into \(summary.outputDirectory)")
+            for c in summary.channels {
+                var line = "  \(c.channel): \(c.chunks) chunks, \(c.bytes) bytes, \(c.encoded) frames encoded"
+                if c.type == .video {
+                    line += " (grabbed \(c.captured), repeated \(c.repeated), left out \(c.leftOut), dropped \(c.dropped))"
+                } else if c.silenceFilledMs > 0 || c.discontinuities > 0 {
+                    line += " (silence filled \(c.silenceFilledMs) ms, interruptions \(c.discontinuities))"
+                }
+                writeLine(line)
+            }
+        }
+        if let failure = failure ?? session.failure {
+            fail(with: failure, json: false)
+        }
+    }
+
+    private func makeOptions() throws(CaptureError) -> RecordingOptions {
+        let ids = try channels.map { (text) throws(CaptureError) in try ChannelID(parsing: text) }
+        let id = sessionId ?? "rec-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacingOccurrences(of: ":", with: "-"))"
+        var options = RecordingOptions(sessionId: id, outputDirectory: out, channels: ids)
+        options.displayName = global.display
+        options.chunkDurationNs = try parseDuration(chunk)
+        options.video.fps = fps
+        options.video.preset = preset
+        options.video.crf = crf
+        if let videoBitrate {
+            options.video.bitrate = try parseBitrate(videoBitrate)
+            options.video.crf = nil
+        }
+        options.video.maxHeight = maxHeight
+        options.audioBitrate = try parseBitrate(audioBitrate)
+        options.drawCursor = !noCursor
+        try options.validate()
+        return options
+    }
+}
+
+/// `128k`, `4M`, `2500000` -> bits per second.
+func parseBitrate(_ text: String) throws(CaptureError) -> Int {
+    var digits = Substring(text)
+    var scale = 1.0
+    if let last = digits.last, "kKmM".contains(last) {
+        scale = (last == "k" || last == "K") ? 1e3 : 1e6
+        digits = digits.dropLast()
+    }
+    guard let value = Double(digits), value > 0, value * scale < 1e9 else {
+        throw CaptureError(.invalidRequest, "'\(text)' is not a bitrate (examples: 128k, 4M)")
+    }
+    return Int(value * scale)
+}
+
+/// Runs a throwing closure and turns any error into a CaptureError.
+func wrap<T>(_ body: () throws -> T) throws(CaptureError) -> T {
+    do {
+        return try body()
+    } catch let error as CaptureError {
+        throw error
+    } catch {
+        throw CaptureError(.invalidRequest, "\(error)")
+    }
+}

@@ -1,0 +1,294 @@
+import CaptureCore
+import CaptureSpool
+import Dispatch
+import Foundation
+import Logging
+import MediaEncoding
+import PulseCapture
+import Synchronization
+
+/// One block of audio on its way from the capture thread to the encoder.
+struct AudioBlockItem: BitwiseCopyable {
+    /// Pool slot with `AudioFormat.blockSamples` interleaved floats; -1 marks the end.
+    var slot: Int32
+    /// Position of the block's first sample on the session timeline (1/48000 s).
+    var ptsSamples: Int64
+}
+
+/// Preallocated sample blocks shared by an audio channel's capture side and
+/// its encoder.
+///
+/// Why `@unchecked Sendable` is sound: block `i` is written only by the
+/// capture side between popping `i` from the `free` ring and pushing it to
+/// `filled`, and read only by the encoder between popping it from `filled` and
+/// pushing it back to `free`; the rings order those hand-overs.
+final class SampleBlocks: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        base = .allocate(capacity: count * AudioFormat.blockSamples)
+        base.initialize(repeating: 0, count: count * AudioFormat.blockSamples)
+    }
+
+    deinit { base.deallocate() }
+
+    @inline(__always)
+    func block(_ i: Int) -> UnsafeMutablePointer<Float> { base + i * AudioFormat.blockSamples }
+}
+
+/// One `mic:*` or `system_audio:*` channel: PulseAudio delivers timestamped
+/// fragments on its own thread; `AudioTimeline` places them on the session
+/// timeline in whole AAC-sized blocks, filling holes with silence; an encoder
+/// queue turns blocks into AAC and chunks.
+///
+/// Why `@unchecked Sendable` is sound: the timeline state (`current*`,
+/// `nextPts`, `started`, `afterDiscontinuity`) is touched only from the
+/// recorder's callbacks, which libpulse runs one at a time on its mainloop
+/// thread, and from `finishCapture()`, which runs after `recorder.stop()` has
+/// returned (no callback runs any more). The encoder state (`encoder`,
+/// `chunker`, `expectedPts`, `failed`) is set up in `prepare()` before the
+/// wakeup exists and afterwards touched only on the serial `encodeQueue`.
+final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
+    let id: ChannelID
+    let stats: ChannelStats
+    private let target: AudioCaptureTarget
+    private let options: RecordingOptions
+    private let logger: Logger
+    private let onFailure: @Sendable (CaptureError) -> Void
+
+    /// 512 blocks = 10.9 s: the encoder may fall that far behind before audio
+    /// would have to be dropped (it never is in practice: AAC costs ~1% of a core).
+    static let poolBlocks = 512
+    private let blocks = SampleBlocks(count: AudioChannel.poolBlocks)
+    private let filled = SPSCRing<AudioBlockItem>(capacity: AudioChannel.poolBlocks)
+    private let free = SPSCRing<Int>(capacity: AudioChannel.poolBlocks)
+    private let running = Atomic<Bool>(false)
+    private let startTime = Atomic<Int64>(0)
+    private let encoderDone = DispatchSemaphore(value: 0)
+
+    private var recorder: AudioRecorder?
+    private let encodeQueue: DispatchQueue
+    private var wakeup: QueueWakeup?
+
+    // Capture-side timeline state.
+    private var currentSlot = -1
+    private var currentFrames = 0
+    private var currentPts: Int64 = 0
+    private var nextPts: Int64 = 0
+    private var started = false
+    private var afterDiscontinuity = false
+
+    // Encoder-side state.
+    private var encoder: AudioEncoder?
+    private var chunker: Chunker?
+    private var expectedPts: Int64 = -1
+    private var failed = false
+    private let silence: UnsafeMutablePointer<Float>
+
+    /// Gaps up to this are timestamp jitter, not holes (40 ms).
+    static let holeThreshold: Int64 = 1920
+    /// Audio that arrives earlier than the timeline by more than this is an overlap (100 ms).
+    static let overlapThreshold: Int64 = 4800
+
+    init(id: ChannelID, target: AudioCaptureTarget, options: RecordingOptions, logger: Logger,
+         onFailure: @escaping @Sendable (CaptureError) -> Void) {
+        self.id = id
+        self.target = target
+        self.options = options
+        self.logger = logger
+        self.onFailure = onFailure
+        self.stats = ChannelStats(channel: id)
+        self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
+        self.silence = .allocate(capacity: AudioFormat.blockSamples)
+        silence.initialize(repeating: 0, count: AudioFormat.blockSamples)
+        for i in 0..<AudioChannel.poolBlocks { _ = free.push(i) }
+    }
+
+    deinit { silence.deallocate() }
+
+    func prepare(spool: SpoolWriter) throws(CaptureError) {
+        let encoder = try AudioEncoder(bitrate: options.audioBitrate)
+        let muxer = try TSChunkMuxer(stream: encoder.stream)
+        let outlet = try spool.addChannel(id, codec: "aac")
+        self.encoder = encoder
+        self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
+                               ticksPerSecond: Int64(AudioFormat.sampleRate),
+                               nominalPacketTicks: Int64(AudioFormat.blockFrames), stats: stats)
+        wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
+        let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self)
+        try recorder.start()
+        self.recorder = recorder
+        logger.info("audio channel ready", metadata: ["channel": "\(id)", "device": "\(recorder.deviceName ?? "?")"])
+    }
+
+    /// Places audio on the timeline that starts at `t0` (monotonic ns). Audio
+    /// captured before `t0` is discarded; the span from `t0` to the first
+    /// captured sample is silence.
+    func start(at t0: Int64) {
+        startTime.store(t0, ordering: .releasing)
+        running.store(true, ordering: .releasing)
+    }
+
+    func requestStop() {}
+
+    /// Stops capture, closes the last block and waits until the last chunk is in the spool.
+    func stopAndWait() {
+        running.store(false, ordering: .releasing)
+        recorder?.stop()
+        finishCapture()
+        encoderDone.wait()
+        wakeup?.cancel()
+    }
+
+    // MARK: AudioCaptureSink (PulseAudio mainloop thread)
+
+    func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64) {
+        guard running.load(ordering: .acquiring), frameCount > 0 else { return }
+        let t0 = startTime.load(ordering: .relaxed)
+        // Where the first frame belongs on the timeline (round to nearest sample).
+        let position = ((captureTime - t0) * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
+        var skip = 0
+        if !started {
+            if position + Int64(frameCount) <= 0 { return }     // all of it predates the session
+            if position < 0 { skip = Int(-position) }
+            started = true
+            nextPts = 0
+            let lead = max(position, 0)
+            if lead > 0 { appendSilence(frames: lead) }
+        } else {
+            let drift = position - nextPts
+            let holeThreshold = afterDiscontinuity ? 96 : Self.holeThreshold          // 2 ms after a reported break
+            let overlapThreshold = afterDiscontinuity ? 96 : Self.overlapThreshold
+            if drift > holeThreshold {
+                appendSilence(frames: drift)
+            } else if drift < -overlapThreshold {
+                skip = Int(min(-drift, Int64(frameCount)))
+                stats.overlapDroppedSamples.add(skip, ordering: .relaxed)
+            }
+        }
+        afterDiscontinuity = false
+        if skip < frameCount {
+            append(samples.baseAddress! + skip * AudioFormat.channels, frames: frameCount - skip)
+        }
+    }
+
+    func audioCaptureDidDiscontinue(reason: String) {
+        stats.discontinuities.add(1, ordering: .relaxed)
+        afterDiscontinuity = true
+        logger.notice("audio interrupted; the gap will be filled with silence",
+                      metadata: ["channel": "\(id)", "reason": "\(reason)"])
+    }
+
+    func audioCapture(didFail error: CaptureError) {
+        logger.error("audio capture failed", metadata: ["channel": "\(id)", "error": "\(error)"])
+        onFailure(error)
+    }
+
+    // MARK: Timeline (capture side)
+
+    private func appendSilence(frames: Int64) {
+        stats.silenceFilledSamples.add(Int(frames), ordering: .relaxed)
+        var remaining = Int(frames)
+        while remaining > 0 {
+            let n = min(remaining, AudioFormat.blockFrames)
+            append(silence, frames: n)
+            remaining -= n
+        }
+    }
+
+    /// Copies interleaved frames into the current block, queueing every full one.
+    private func append(_ source: UnsafePointer<Float>, frames: Int) {
+        var offset = 0
+        while offset < frames {
+            if currentSlot < 0 {
+                guard let slot = free.pop() else {
+                    // The encoder is more than 10 s behind: keep the timeline
+                    // right (the encoder fills the hole) but this audio is lost.
+                    stats.overlapDroppedSamples.add(frames - offset, ordering: .relaxed)
+                    nextPts += Int64(frames - offset)
+                    return
+                }
+                currentSlot = slot
+                currentFrames = 0
+                currentPts = nextPts
+            }
+            let n = min(frames - offset, AudioFormat.blockFrames - currentFrames)
+            (blocks.block(currentSlot) + currentFrames * AudioFormat.channels)
+                .update(from: source + offset * AudioFormat.channels, count: n * AudioFormat.channels)
+            currentFrames += n
+            offset += n
+            nextPts += Int64(n)
+            if currentFrames == AudioFormat.blockFrames {
+                _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), ptsSamples: currentPts))
+                stats.captured.add(1, ordering: .relaxed)
+                currentSlot = -1
+                wakeup?.wake()
+            }
+        }
+    }
+
+    /// Pads the open block with silence, queues it and the end marker.
+    private func finishCapture() {
+        if currentSlot >= 0 {
+            let block = blocks.block(currentSlot) + currentFrames * AudioFormat.channels
+            block.update(repeating: 0, count: (AudioFormat.blockFrames - currentFrames) * AudioFormat.channels)
+            _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), ptsSamples: currentPts))
+            stats.captured.add(1, ordering: .relaxed)
+            currentSlot = -1
+        }
+        while !filled.push(AudioBlockItem(slot: -1, ptsSamples: 0)) { usleep(1000) }
+        wakeup?.wake()
+    }
+
+    // MARK: Encoder queue
+
+    private func drain() {
+        while let item = filled.pop() {
+            if item.slot < 0 {
+                finishStream()
+                return
+            }
+            let slot = Int(item.slot)
+            if !failed {
+                // Keep the AAC stream contiguous: a lost block becomes silence.
+                if expectedPts >= 0 {
+                    while expectedPts + Int64(AudioFormat.blockFrames) <= item.ptsSamples && !failed {
+                        encodeBlock(silence, pts: expectedPts)
+                    }
+                }
+                encodeBlock(blocks.block(slot), pts: item.ptsSamples)
+            }
+            _ = free.push(slot)
+        }
+    }
+
+    private func encodeBlock(_ samples: UnsafeMutablePointer<Float>, pts: Int64) {
+        guard let encoder, let chunker else { return }
+        expectedPts = pts + Int64(AudioFormat.blockFrames)
+        do throws(CaptureError) {
+            try encoder.encode(interleaved: UnsafeBufferPointer(start: samples, count: AudioFormat.blockSamples),
+                               ptsSamples: pts) { (packet) throws(CaptureError) in try chunker.write(packet) }
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func finishStream() {
+        defer { encoderDone.signal() }
+        guard !failed, let encoder, let chunker else { return }
+        do throws(CaptureError) {
+            try encoder.flush { (packet) throws(CaptureError) in try chunker.write(packet) }
+            try chunker.finish()
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func fail(_ error: CaptureError) {
+        failed = true
+        logger.error("audio encoding failed", metadata: ["channel": "\(id)", "error": "\(error)"])
+        onFailure(error)
+    }
+}

@@ -1,0 +1,53 @@
+import CaptureCore
+import Synchronization
+
+/// Counters of one channel, written by its stages and read by anyone (status,
+/// summary). Relaxed atomics: each counter is independent.
+public final class ChannelStats: Sendable {
+    public let channel: ChannelID
+    /// Video: frames grabbed from the screen. Audio: 1024-sample blocks captured.
+    let captured = Atomic<Int>(0)
+    /// Video: unchanged frames encoded again as cheap repeats.
+    let repeated = Atomic<Int>(0)
+    /// Video: unchanged frames left out (timestamps stay right; the decoder holds the last frame).
+    let leftOut = Atomic<Int>(0)
+    /// Video: frames not taken because the encoder was behind or the capture thread stalled.
+    let dropped = Atomic<Int>(0)
+    /// Frames (video) or AAC frames (audio) handed to the muxer.
+    let encoded = Atomic<Int>(0)
+    /// Audio: samples of silence inserted for holes (device suspended, moved, server restarted).
+    let silenceFilledSamples = Atomic<Int>(0)
+    /// Audio: samples dropped because they overlapped audio already placed on the timeline.
+    let overlapDroppedSamples = Atomic<Int>(0)
+    /// Audio: times the source reported an interruption.
+    let discontinuities = Atomic<Int>(0)
+
+    init(channel: ChannelID) { self.channel = channel }
+
+    public var snapshot: ChannelStatsSnapshot {
+        ChannelStatsSnapshot(
+            channel: channel.description, type: channel.mediaType,
+            captured: captured.load(ordering: .relaxed), repeated: repeated.load(ordering: .relaxed),
+            leftOut: leftOut.load(ordering: .relaxed), dropped: dropped.load(ordering: .relaxed),
+            encoded: encoded.load(ordering: .relaxed),
+            silenceFilledMs: silenceFilledSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
+            overlapDroppedMs: overlapDroppedSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
+            discontinuities: discontinuities.load(ordering: .relaxed),
+            chunks: 0, bytes: 0)
+    }
+}
+
+public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
+    public var channel: String
+    public var type: MediaType
+    public var captured: Int
+    public var repeated: Int
+    public var leftOut: Int
+    public var dropped: Int
+    public var encoded: Int
+    public var silenceFilledMs: Int
+    public var overlapDroppedMs: Int
+    public var discontinuities: Int
+    public var chunks: Int
+    public var bytes: Int
+}

@@ -1,1 +1,0 @@
-// CapturePipeline: see the module's files.

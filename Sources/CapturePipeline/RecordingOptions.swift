@@ -1,0 +1,60 @@
+import CaptureCore
+import MediaEncoding
+
+/// Everything a recording needs to know, already validated.
+public struct RecordingOptions: Sendable {
+    public var sessionId: String
+    /// Chunks go to `<outputDirectory>/<channel dir>/chunk-NNNNNN.{ts,json}`.
+    public var outputDirectory: String
+    /// Empty means the defaults: display:1, mic:default and system_audio:default, where present.
+    public var channels: [ChannelID]
+    public var chunkDurationNs: Int64 = 1_000_000_000
+    public var video = VideoEncoderSettings()
+    public var audioBitrate = 128_000
+    public var drawCursor = true
+    /// XShm images per display: how many grabbed frames may wait for the encoder.
+    public var framePoolSize = 3
+    /// Unchanged frames in a row encoded as (cheap) repeats before the channel
+    /// starts leaving still frames out. The first and last frame slot of every
+    /// chunk is always encoded, so chunks keep their full duration.
+    public var stillRepeatLimit = 2
+    /// X11 display to use; nil means $DISPLAY.
+    public var displayName: String?
+
+    public static let allowedChunkRange: ClosedRange<Int64> = 500_000_000...10_000_000_000
+    public static let allowedFps: ClosedRange<Int> = 1...60
+
+    public init(sessionId: String, outputDirectory: String, channels: [ChannelID] = []) {
+        self.sessionId = sessionId
+        self.outputDirectory = outputDirectory
+        self.channels = channels
+    }
+
+    public func validate() throws(CaptureError) {
+        guard Self.allowedFps.contains(video.fps) else {
+            throw CaptureError(.invalidRequest, "fps \(video.fps) is out of range 1-60")
+        }
+        guard Self.allowedChunkRange.contains(chunkDurationNs) else {
+            throw CaptureError(.invalidRequest, "chunk duration must be between 0.5 s and 10 s")
+        }
+        if let crf = video.crf, !(0...51).contains(crf) {
+            throw CaptureError(.invalidRequest, "crf \(crf) is out of range 0-51")
+        }
+        if let maxHeight = video.maxHeight, maxHeight < 16 {
+            throw CaptureError(.invalidRequest, "max height \(maxHeight) is too small")
+        }
+        guard (16_000...512_000).contains(audioBitrate) else {
+            throw CaptureError(.invalidRequest, "audio bitrate must be between 16k and 512k")
+        }
+        let allowedPresets = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+        guard allowedPresets.contains(video.preset) else {
+            throw CaptureError(.invalidRequest, "unknown x264 preset '\(video.preset)' (\(allowedPresets.joined(separator: ", ")))")
+        }
+        guard !sessionId.isEmpty, sessionId.utf8.count <= 128,
+              sessionId.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0) }),
+              !sessionId.hasPrefix(".")
+        else {
+            throw CaptureError(.invalidRequest, "session id '\(sessionId)' must be 1-128 letters, digits, '-', '_' or '.'")
+        }
+    }
+}

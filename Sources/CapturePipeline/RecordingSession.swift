@@ -1,0 +1,197 @@
+import CaptureCore
+import CaptureSpool
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// The result of a recording, per channel.
+public struct RecordingSummary: Sendable, Codable {
+    public var sessionId: String
+    public var outputDirectory: String
+    public var durationNs: Int64
+    public var channels: [ChannelStatsSnapshot]
+    public var error: String?
+    public var errorCode: String?
+}
+
+/// One recording: every requested channel captured on one shared timeline
+/// (zero = session start) into chunks in `options.outputDirectory`.
+///
+/// Lifecycle: `start()` resolves channels, opens every source and encoder
+/// (failing fast with a stable error code), then starts all channels at one
+/// instant. `stop()` closes the current chunk of every channel, waits until
+/// they are on disk and returns the summary. If a source fails on its own
+/// (X server gone, audio server gone for good, disk error), `failure` is set
+/// and `waitForFailure` returns it; the caller then calls `stop()`.
+public final class RecordingSession: Sendable {
+    public let options: RecordingOptions
+    private let logger: Logger
+    private let state = Mutex<State>(State())
+    private let failureSignal = DispatchSemaphore(value: 0)
+
+    private struct State {
+        var video: [VideoChannel] = []
+        var audio: [AudioChannel] = []
+        var spool: SpoolWriter?
+        var t0: Int64 = 0
+        var started = false
+        var stopped = false
+        var failure: CaptureError?
+        var channels: [ChannelInfo] = []
+    }
+
+    public init(options: RecordingOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    /// The channels being recorded (after `start()`).
+    public var channels: [ChannelInfo] { state.withLock { $0.channels } }
+
+    /// The first failure of a running session, if any.
+    public var failure: CaptureError? { state.withLock { $0.failure } }
+
+    public func start() throws(CaptureError) {
+        try options.validate()
+        let resolved = try ChannelCatalog.resolve(options.channels, displayName: options.displayName)
+        guard !resolved.isEmpty else {
+            throw CaptureError(.invalidChannels, "no channel to record (no display and no audio device found)")
+        }
+        let wallAtStart = WallClock.now()
+        let monoAtStart = MonotonicClock.now()
+        let spool = try SpoolWriter(sessionId: options.sessionId, sessionDirectory: options.outputDirectory,
+                                    sessionStartMonotonic: monoAtStart, sessionStartUnixNs: wallAtStart)
+        let onFailure: @Sendable (CaptureError) -> Void = { [weak self] error in self?.reportFailure(error) }
+
+        var video: [VideoChannel] = []
+        var audio: [AudioChannel] = []
+        do throws(CaptureError) {
+            for channel in resolved {
+                switch channel {
+                case .display(let id, let monitor, _):
+                    let v = VideoChannel(id: id, monitor: monitor, options: options, logger: logger, onFailure: onFailure)
+                    try v.prepare(spool: spool)
+                    video.append(v)
+                case .audio(let id, let target, _):
+                    let a = AudioChannel(id: id, target: target, options: options, logger: logger, onFailure: onFailure)
+                    try a.prepare(spool: spool)
+                    audio.append(a)
+                }
+            }
+        } catch {
+            for v in video { v.requestStop(); v.start(at: MonotonicClock.now()); v.waitUntilFinished() }
+            for a in audio { a.stopAndWait() }
+            throw error
+        }
+
+        // One instant for everyone: the session's zero. The spool's anchor
+        // moves here so chunk wall-clock capture times are exact.
+        let t0 = MonotonicClock.now()
+        let wall0 = wallAtStart + (t0 - monoAtStart)
+        spool.reanchor(monotonic: t0, unixNs: wall0)
+        state.withLock {
+            $0.video = video
+            $0.audio = audio
+            $0.spool = spool
+            $0.t0 = t0
+            $0.started = true
+            $0.channels = resolved.map(\.info)
+        }
+        try writeSessionFile(spool: spool, channels: resolved.map(\.info), t0Wall: wall0, summary: nil)
+        for a in audio { a.start(at: t0) }
+        for v in video { v.start(at: t0) }
+        logger.info("recording started", metadata: [
+            "session": "\(options.sessionId)", "out": "\(options.outputDirectory)",
+            "channels": "\(resolved.map { $0.id.description }.joined(separator: ","))",
+        ])
+    }
+
+    /// Blocks until a channel fails or `timeout` passes; returns the failure, if any.
+    public func waitForFailure(timeout: DispatchTime) -> CaptureError? {
+        if failureSignal.wait(timeout: timeout) == .success {
+            failureSignal.signal()
+            return failure
+        }
+        return nil
+    }
+
+    /// Stops every channel after closing its current chunk; returns what was recorded.
+    @discardableResult
+    public func stop() -> RecordingSummary {
+        let (video, audio, spool, t0, alreadyStopped) = state.withLock { s in
+            let was = s.stopped
+            s.stopped = true
+            return (s.video, s.audio, s.spool, s.t0, was)
+        }
+        if !alreadyStopped {
+            for v in video { v.requestStop() }
+            for a in audio { a.stopAndWait() }
+            for v in video { v.waitUntilFinished() }
+            do throws(CaptureError) {
+                try spool?.flush()
+            } catch {
+                reportFailure(error)
+            }
+        }
+        let summary = makeSummary(video: video, audio: audio, spool: spool, t0: t0)
+        if !alreadyStopped, let spool {
+            do throws(CaptureError) {
+                try writeSessionFile(spool: spool, channels: channels, t0Wall: spool.sessionStartUnixNs, summary: summary)
+            } catch {
+                logger.error("cannot write session summary", metadata: ["error": "\(error)"])
+            }
+            logger.info("recording stopped", metadata: ["session": "\(options.sessionId)"])
+        }
+        return summary
+    }
+
+    private func reportFailure(_ error: CaptureError) {
+        let first = state.withLock { s in
+            if s.failure == nil { s.failure = error; return true }
+            return false
+        }
+        if first { failureSignal.signal() }
+    }
+
+    private func makeSummary(video: [VideoChannel], audio: [AudioChannel], spool: SpoolWriter?, t0: Int64) -> RecordingSummary {
+        var channels: [ChannelStatsSnapshot] = []
+        let outlets = spool?.outletsByChannel ?? [:]
+        for stats in video.map(\.stats) + audio.map(\.stats) {
+            var snap = stats.snapshot
+            if let outlet = outlets[stats.channel] {
+                snap.chunks = outlet.chunks
+                snap.bytes = outlet.bytes
+            }
+            channels.append(snap)
+        }
+        let failure = self.failure
+        return RecordingSummary(sessionId: options.sessionId, outputDirectory: options.outputDirectory,
+                                durationNs: t0 > 0 ? MonotonicClock.now() - t0 : 0, channels: channels,
+                                error: failure?.message, errorCode: failure?.code.rawValue)
+    }
+
+    private func writeSessionFile(spool: SpoolWriter, channels: [ChannelInfo], t0Wall: Int64, summary: RecordingSummary?) throws(CaptureError) {
+        struct SessionFile: Codable {
+            var version = 1
+            var sessionId: String
+            var startedAt: String
+            var startedAtUnixNs: Int64
+            var chunkDurationNs: Int64
+            var fps: Int
+            var channels: [ChannelInfo]
+            var summary: RecordingSummary?
+        }
+        let file = SessionFile(sessionId: options.sessionId, startedAt: WallClock.iso8601(nanoseconds: t0Wall),
+                               startedAtUnixNs: t0Wall, chunkDurationNs: options.chunkDurationNs, fps: options.video.fps,
+                               channels: channels, summary: summary)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        guard let data = try? encoder.encode(file) else {
+            throw CaptureError(.internalError, "cannot encode session.json")
+        }
+        let dir = try AtomicDirectory(creating: spool.sessionDirectory)
+        try dir.publish("session.json", string: String(decoding: data, as: UTF8.self))
+        try dir.sync()
+    }
+}

@@ -1,0 +1,293 @@
+import CaptureCore
+import CaptureSpool
+import Dispatch
+import Foundation
+import Logging
+import MediaEncoding
+import Synchronization
+import X11Capture
+
+/// What the capture thread hands the encoder for one frame slot of the timeline.
+struct FrameItem: BitwiseCopyable {
+    enum Kind: UInt8 { case grabbed, repeated, end }
+    var kind: Kind
+    /// Pool slot holding the grabbed pixels (only for `.grabbed`).
+    var slot: Int32
+    /// Grab time on the session timeline, nanoseconds.
+    var ptsNs: Int64
+    /// What changed since the previous grabbed frame (only for `.grabbed`).
+    var dirty: DirtyRegion
+}
+
+/// The pixel memory of the grabber's image pool, readable from the encoder.
+///
+/// Why `@unchecked Sendable` is sound: the views point into XShm images owned
+/// by the capture thread's `ScreenGrabber`, which outlives every use here (the
+/// capture thread waits for the encoder to finish before it releases the
+/// grabber). Each slot is accessed by one side at a time: the capture thread
+/// writes slot `i` only after popping `i` from the `free` ring, the encoder
+/// reads it only after popping a `FrameItem` naming it from `filled` and before
+/// pushing `i` back to `free`; the rings' release/acquire ordering makes each
+/// hand-over a happens-before edge.
+final class FrameSlots: @unchecked Sendable {
+    let views: [PixelBufferView]
+    init(_ views: [PixelBufferView]) { self.views = views }
+}
+
+/// One `display:N` channel: a capture thread that grabs the monitor on a fixed
+/// frame grid, and an encoder queue that converts, encodes and chunks.
+///
+///     capture thread --filled ring--> encoder queue --ChannelOutlet--> spool writer
+///                    <---free ring---
+///
+/// Why `@unchecked Sendable` is sound: immutable `let`s and atomics aside, the
+/// encoder-side state (`encoder`, `chunker`, `lastPts`, `lastChunk`, `failed`)
+/// is created in `prepare()` before the wakeup source exists and afterwards is
+/// touched only by `drain()`, which runs only on the serial `encodeQueue`.
+/// The capture thread's X11 objects are locals of the thread's closure and
+/// never leave it.
+final class VideoChannel: @unchecked Sendable {
+    let id: ChannelID
+    let monitor: MonitorInfo
+    let stats: ChannelStats
+    private let options: RecordingOptions
+    private let logger: Logger
+    private let onFailure: @Sendable (CaptureError) -> Void
+
+    private let filled = SPSCRing<FrameItem>(capacity: 16)
+    private let free: SPSCRing<Int>
+    private let stopRequested = Atomic<Bool>(false)
+    private let startTime = Atomic<Int64>(0)
+    private let setupDone = DispatchSemaphore(value: 0)
+    private let go = DispatchSemaphore(value: 0)
+    private let encoderDone = DispatchSemaphore(value: 0)
+    private let captureExited = DispatchSemaphore(value: 0)
+    private let setupResult = Mutex<Result<FrameSlots, CaptureError>?>(nil)
+
+    private let encodeQueue: DispatchQueue
+    private var wakeup: QueueWakeup?
+    private var slots: FrameSlots?
+    private var encoder: VideoEncoder?
+    private var chunker: Chunker?
+    private var lastPts: Int64 = -1
+    private var lastChunk: Int64 = -1
+    private var failed = false
+    private var nominalFrameTicks: Int64
+
+    init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
+         onFailure: @escaping @Sendable (CaptureError) -> Void) {
+        self.id = id
+        self.monitor = monitor
+        self.options = options
+        self.logger = logger
+        self.onFailure = onFailure
+        self.stats = ChannelStats(channel: id)
+        self.free = SPSCRing(capacity: options.framePoolSize)
+        self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
+        self.nominalFrameTicks = VideoTimebase.hz / Int64(options.video.fps)
+    }
+
+    /// Opens the X connection and image pool on a new capture thread, then the
+    /// encoder and the spool outlet. Throws what went wrong; nothing runs yet.
+    func prepare(spool: SpoolWriter) throws(CaptureError) {
+        let thread = Thread { [self] in captureThreadMain() }
+        thread.name = "capture \(id)"
+        thread.qualityOfService = .userInteractive
+        thread.start()
+        setupDone.wait()
+        let result = setupResult.withLock { $0! }
+        let slots: FrameSlots
+        switch result {
+        case .failure(let error):
+            captureExited.wait()
+            throw error
+        case .success(let s):
+            slots = s
+        }
+        self.slots = slots
+        for i in 0..<slots.views.count { _ = free.push(i) }
+        do throws(CaptureError) {
+            let encoder = try VideoEncoder(sourceWidth: monitor.width, sourceHeight: monitor.height, settings: options.video)
+            let muxer = try TSChunkMuxer(stream: encoder.stream)
+            let outlet = try spool.addChannel(id, codec: "h264")
+            self.encoder = encoder
+            self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
+                                   ticksPerSecond: VideoTimebase.hz,
+                                   nominalPacketTicks: nominalFrameTicks, stats: stats)
+            logger.info("video channel ready", metadata: [
+                "channel": "\(id)", "monitor": "\(monitor.name) \(monitor.width)x\(monitor.height)+\(monitor.x)+\(monitor.y)",
+                "output": "\(encoder.outputWidth)x\(encoder.outputHeight)", "fps": "\(options.video.fps)",
+            ])
+        } catch {
+            stopRequested.store(true, ordering: .releasing)
+            go.signal()
+            captureExited.wait()
+            throw error
+        }
+        wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
+    }
+
+    /// Starts grabbing on the frame grid that begins at `t0` (monotonic ns).
+    func start(at t0: Int64) {
+        startTime.store(t0, ordering: .releasing)
+        go.signal()
+    }
+
+    /// Asks the capture thread to stop after its current frame.
+    func requestStop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// Waits until the last chunk has been handed to the spool. (The capture
+    /// thread exits only after the encoder finished, so its exit is the signal;
+    /// `encoderDone` has exactly one waiter, the capture thread.)
+    func waitUntilFinished() {
+        captureExited.wait()
+        wakeup?.cancel()
+    }
+
+    // MARK: Capture thread
+
+    private func captureThreadMain() {
+        defer { captureExited.signal() }
+        let connection: X11Connection
+        let grabber: ScreenGrabber
+        do throws(CaptureError) {
+            connection = try X11Connection(displayName: options.displayName)
+            grabber = try ScreenGrabber(connection: connection, region: monitor, poolSize: options.framePoolSize,
+                                        drawCursor: options.drawCursor)
+            for warning in grabber.warnings { logger.warning("\(warning)", metadata: ["channel": "\(id)"]) }
+            let views = (0..<options.framePoolSize).map { grabber.pixels(slot: $0) }
+            setupResult.withLock { $0 = .success(FrameSlots(views)) }
+            setupDone.signal()
+        } catch {
+            setupResult.withLock { $0 = .failure(error) }
+            setupDone.signal()
+            return
+        }
+        go.wait()
+        if !stopRequested.load(ordering: .acquiring) {
+            captureLoop(grabber: grabber)
+        }
+        // The end marker tells the encoder to flush; then wait for it so the
+        // grabber (whose memory the encoder reads) outlives every read.
+        if wakeup != nil {
+            while !filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) { usleep(1000) }
+            wakeup?.wake()
+            encoderDone.wait()
+        }
+        withExtendedLifetime((connection, grabber)) {}
+    }
+
+    private func captureLoop(grabber: ScreenGrabber) {
+        let t0 = startTime.load(ordering: .acquiring)
+        let fps = Int64(options.video.fps)
+        let periodNs = 1_000_000_000 / fps
+        let chunkNs = options.chunkDurationNs
+        @inline(__always) func nominal(_ n: Int64) -> Int64 { n * 1_000_000_000 / fps }
+        var n: Int64 = 0
+        var unchangedRun = 0
+
+        while !stopRequested.load(ordering: .relaxed) {
+            let deadline = t0 + nominal(n)
+            MonotonicClock.sleep(until: deadline)
+            let now = MonotonicClock.now()
+            if now - deadline >= periodNs {
+                // Stalled (machine busy, X server slow): skip the missed slots
+                // instead of bursting to catch up; stay on the grid.
+                let missed = (now - t0 - nominal(n)) / periodNs
+                stats.dropped.add(Int(missed), ordering: .relaxed)
+                n += missed
+            }
+            let slotStart = nominal(n)
+            let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
+            let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
+            do throws(CaptureError) {
+                let changed = try grabber.pollChanges()
+                if changed || n == 0 {
+                    if filled.freeSpace > 0, let slot = free.pop() {
+                        let grabTime = MonotonicClock.now()
+                        let dirty = try grabber.grab(into: slot)
+                        _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), ptsNs: grabTime - t0, dirty: dirty))
+                        stats.captured.add(1, ordering: .relaxed)
+                        unchangedRun = 0
+                    } else {
+                        // The encoder is behind: lower the frame rate here, at
+                        // the edge. The damage stays pending for the next grab.
+                        stats.dropped.add(1, ordering: .relaxed)
+                    }
+                } else {
+                    unchangedRun += 1
+                    if unchangedRun <= options.stillRepeatLimit || firstOfChunk || lastOfChunk {
+                        if filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: MonotonicClock.now() - t0, dirty: DirtyRegion())) {
+                            stats.repeated.add(1, ordering: .relaxed)
+                        } else {
+                            stats.dropped.add(1, ordering: .relaxed)
+                        }
+                    } else {
+                        stats.leftOut.add(1, ordering: .relaxed)
+                    }
+                }
+            } catch {
+                logger.error("display capture failed", metadata: ["channel": "\(id)", "error": "\(error)"])
+                onFailure(error)
+                return
+            }
+            wakeup?.wake()
+            n += 1
+        }
+    }
+
+    // MARK: Encoder queue
+
+    private func drain() {
+        while let item = filled.pop() {
+            switch item.kind {
+            case .end:
+                finishStream()
+                return
+            case .grabbed:
+                let slot = Int(item.slot)
+                if !failed, let encoder, let slots {
+                    encoder.updatePicture(from: slots.views[slot], dirty: item.dirty)
+                }
+                _ = free.push(slot)
+                encodeFrame(ptsNs: item.ptsNs)
+            case .repeated:
+                encodeFrame(ptsNs: item.ptsNs)
+            }
+        }
+    }
+
+    private func encodeFrame(ptsNs: Int64) {
+        guard !failed, let encoder, let chunker else { return }
+        var pts = VideoTimebase.fromNanoseconds(ptsNs)
+        if pts <= lastPts { pts = lastPts + 1 }
+        lastPts = pts
+        let chunk = chunker.chunkIndex(ticks: pts)
+        let keyframe = chunk != lastChunk
+        lastChunk = chunk
+        do throws(CaptureError) {
+            try encoder.encode(pts90k: pts, keyframe: keyframe) { (packet) throws(CaptureError) in
+                try chunker.write(packet)
+            }
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func finishStream() {
+        defer { encoderDone.signal() }
+        guard !failed, let encoder, let chunker else { return }
+        do throws(CaptureError) {
+            try encoder.flush { (packet) throws(CaptureError) in try chunker.write(packet) }
+            try chunker.finish()
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func fail(_ error: CaptureError) {
+        failed = true
+        logger.error("video encoding failed", metadata: ["channel": "\(id)", "error": "\(error)"])
+        onFailure(error)
+    }
+}

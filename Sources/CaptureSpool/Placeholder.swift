@@ -1,1 +1,0 @@
-// CaptureSpool: see the module's files.

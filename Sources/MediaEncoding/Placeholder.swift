@@ -1,1 +1,0 @@
-// MediaEncoding: see the module's files.

@@ -1,0 +1,108 @@
+internal import CFFmpeg
+import CaptureCore
+
+/// What a muxer needs to know about an encoded stream: codec parameters and
+/// the time base its packets' timestamps are in. Immutable and Sendable, so
+/// it can travel from the encoding thread to whoever builds a muxer.
+public struct StreamDescription: Sendable {
+    public let mediaType: MediaType
+    /// FFmpeg codec name: "h264" or "aac".
+    public let codecName: String
+    /// Video only (0 for audio).
+    public let width: Int
+    public let height: Int
+    /// Audio only (0 for video).
+    public let sampleRate: Int
+    public let channelCount: Int
+    /// Packet timestamps are in units of 1/timeBaseDenominator s
+    /// (90000 for video, 48000 for audio).
+    public let timeBaseDenominator: Int
+    /// Nominal duration of one packet in time-base units (frame period / 1024 samples).
+    public let nominalPacketDuration: Int64
+
+    let parameters: CodecParametersBox
+
+    init(from context: UnsafeMutablePointer<AVCodecContext>, mediaType: MediaType,
+         nominalPacketDuration: Int64) throws(CaptureError) {
+        let box = try CodecParametersBox(from: context)
+        self.parameters = box
+        self.mediaType = mediaType
+        self.codecName = String(cString: avcodec_get_name(context.pointee.codec_id))
+        self.width = Int(context.pointee.width)
+        self.height = Int(context.pointee.height)
+        self.sampleRate = Int(context.pointee.sample_rate)
+        self.channelCount = Int(context.pointee.ch_layout.nb_channels)
+        self.timeBaseDenominator = Int(context.pointee.time_base.den)
+        self.nominalPacketDuration = nominalPacketDuration
+        precondition(context.pointee.time_base.num == 1, "time bases here are 1/N")
+    }
+
+    var timeBase: AVRational { AVRational(1, Int32(timeBaseDenominator)) }
+}
+
+/// Owns one AVCodecParameters. It is filled in `init` and never written again;
+/// afterwards it is only read (avcodec_parameters_copy into a muxer's stream),
+/// and reading immutable memory from several threads is safe, hence Sendable.
+/// It is freed in deinit, after the last reference (and so the last reader) is gone.
+final class CodecParametersBox: @unchecked Sendable {
+    private let raw: UnsafeMutablePointer<AVCodecParameters>
+
+    init(from context: UnsafeMutablePointer<AVCodecContext>) throws(CaptureError) {
+        guard let p = avcodec_parameters_alloc() else {
+            throw CaptureError(.encoderError, "avcodec_parameters_alloc failed: out of memory")
+        }
+        let rc = avcodec_parameters_from_context(p, context)
+        if rc < 0 {
+            var q: UnsafeMutablePointer<AVCodecParameters>? = p
+            avcodec_parameters_free(&q)
+            throw ffmpegError(rc, "avcodec_parameters_from_context")
+        }
+        raw = p
+    }
+
+    /// Copies the parameters into `destination` (e.g. a muxer's AVStream.codecpar).
+    func copy(into destination: UnsafeMutablePointer<AVCodecParameters>) throws(CaptureError) {
+        let rc = avcodec_parameters_copy(destination, raw)
+        if rc < 0 { throw ffmpegError(rc, "avcodec_parameters_copy") }
+    }
+
+    var codecID: AVCodecID { raw.pointee.codec_id }
+
+    /// The codec's extradata (for AAC: the AudioSpecificConfig).
+    var extradata: UnsafeRawBufferPointer {
+        guard let d = raw.pointee.extradata, raw.pointee.extradata_size > 0 else {
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        return UnsafeRawBufferPointer(start: d, count: Int(raw.pointee.extradata_size))
+    }
+
+    deinit {
+        var q: UnsafeMutablePointer<AVCodecParameters>? = raw
+        avcodec_parameters_free(&q)
+    }
+}
+
+/// One encoded packet, borrowed for the duration of an `emit` callback. It
+/// wraps the encoder's reused AVPacket: do not keep its bytes past the callback
+/// (copy them, or hand the packet to `TSChunkMuxer.write` inside the callback).
+public struct EncodedPacket: ~Copyable {
+    /// The encoder's AVPacket (typed pointer hidden from clients).
+    let raw: UnsafeMutablePointer<AVPacket>
+
+    init(_ raw: UnsafeMutablePointer<AVPacket>) { self.raw = raw }
+
+    /// Presentation time in the stream's time base (1/90000 s video, 1/48000 s audio).
+    public var pts: Int64 { raw.pointee.pts }
+    /// Decode time in the stream's time base (equals pts: no B-frames).
+    public var dts: Int64 { raw.pointee.dts }
+    /// Duration in the stream's time base.
+    public var duration: Int64 { raw.pointee.duration }
+    /// An IDR picture (video; with SPS/PPS in front) or any AAC packet.
+    public var isKeyframe: Bool { raw.pointee.flags & AV_PKT_FLAG_KEY != 0 }
+    public var byteCount: Int { Int(raw.pointee.size) }
+
+    /// The encoded bytes, valid only inside `body`.
+    public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(start: raw.pointee.data, count: Int(raw.pointee.size)))
+    }
+}

@@ -1,0 +1,77 @@
+import CaptureCore
+import Foundation
+import Synchronization
+
+/// Records one PulseAudio source as 48 kHz interleaved stereo Float32 and hands it to a sink on the
+/// recorder's own thread (a pa_threaded_mainloop).
+///
+/// - `start()` connects and opens the stream, throwing `.audioUnavailable` (no server, refused,
+///   timeout) or `.invalidChannels` (no such device) before it returns.
+/// - Default targets follow the server's default device; the move is reported as a discontinuity.
+/// - If the server goes away the recorder reports a discontinuity ("server lost"), retries every
+///   500 ms for `reconnectTimeout`, and resumes (new timestamps) or fails with `.audioUnavailable`.
+///
+/// Sendable: the only stored state is immutable (the engine reference); the engine documents how it
+/// owns its mutable state.
+public final class AudioRecorder: Sendable {
+    public let target: AudioCaptureTarget
+    public let streamName: String
+    private let engine: RecorderEngine
+
+    /// - Parameters:
+    ///   - streamName: the pulse stream (and client) name, shown by `pactl list source-outputs`.
+    ///   - reconnectTimeout: how long to keep retrying after the server went away.
+    ///   - server: a pulse server string ("unix:/path/native"); nil = libpulse's default (PULSE_SERVER,
+    ///     then XDG_RUNTIME_DIR/pulse/native).
+    ///   - startTimeout: how long `start()` waits for the server.
+    public init(target: AudioCaptureTarget, streamName: String, sink: any AudioCaptureSink,
+                reconnectTimeout: Duration = .seconds(10), server: String? = nil,
+                startTimeout: Duration = .seconds(3))
+    {
+        self.target = target
+        self.streamName = streamName
+        self.engine = RecorderEngine(target: target, streamName: streamName, sink: sink, server: server,
+                                     reconnectTimeout: reconnectTimeout, startTimeout: startTimeout)
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// Connects and starts the stream; throws `.audioUnavailable` (no server) / `.invalidChannels`
+    /// (no such device) synchronously, before returning. Audio may reach the sink before it returns.
+    /// Can be called again after `stop()`.
+    public func start() throws(CaptureError) {
+        if engine.isOnMainloopThread {
+            throw CaptureError(.internalError, "AudioRecorder.start() called from inside its own callback")
+        }
+        try engine.lifecycle.withLock { _ throws(CaptureError) in
+            try engine.start()
+        }
+    }
+
+    /// Stops and disconnects; after it returns no more callbacks come. Idempotent. May be called
+    /// from inside a sink callback (the mainloop thread is then shut down by a helper thread).
+    public func stop() {
+        let engine = self.engine
+        if engine.isOnMainloopThread {
+            // We are inside a callback, holding the mainloop lock: tear down now so nothing more
+            // reaches the sink, and let another thread join and free the mainloop (a thread cannot
+            // join itself). The helper holds the engine strongly, so it outlives the mainloop.
+            engine.stopFromMainloopThread()
+            let generation = engine.generation
+            Thread.detachNewThread {
+                engine.lifecycle.withLock { _ in engine.shutdown(generation: generation) }
+            }
+            return
+        }
+        engine.lifecycle.withLock { _ in
+            engine.shutdown(generation: engine.generation)
+        }
+    }
+
+    /// The pulse source currently recorded (nil before start, while reconnecting, after stop).
+    public var deviceName: String? {
+        engine.publishedDevice.withLock { $0 }
+    }
+}

@@ -1,1 +1,0 @@
-// PulseCapture: see the module's files.

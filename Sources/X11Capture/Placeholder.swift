@@ -1,1 +1,0 @@
-// X11Capture: see the module's files.

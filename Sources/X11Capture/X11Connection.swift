@@ -1,0 +1,284 @@
+import CX11
+import CaptureCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One monitor (RandR 1.5 "monitor", or the whole root window when there is none).
+public struct MonitorInfo: Sendable, Hashable {
+    /// 1-based, in RandR monitor order (XRRGetMonitors with get_active = True).
+    public var index: Int
+    /// RandR monitor name (e.g. "DUMMY0", "screen").
+    public var name: String
+    /// Position and size in root-window pixels.
+    public var x: Int, y: Int, width: Int, height: Int
+    public var isPrimary: Bool
+
+    public init(index: Int, name: String, x: Int, y: Int, width: Int, height: Int, isPrimary: Bool) {
+        self.index = index
+        self.name = name
+        self.x = x
+        self.y = y
+        self.width = width
+        self.height = height
+        self.isPrimary = isPrimary
+    }
+
+    /// The monitor's rectangle in root-window coordinates.
+    public var rect: PixelRect { PixelRect(x: x, y: y, width: width, height: height) }
+}
+
+/// One connection to the X server.
+///
+/// Not thread-safe and deliberately not Sendable: it is owned by one thread (each capture
+/// thread opens its own). Survives the server going away: Xlib's exit-on-IO-error
+/// defaults are replaced, the connection is marked dead (`isAlive == false`) and every
+/// operation then throws `DISPLAY_UNAVAILABLE` instead of calling into Xlib.
+public final class X11Connection {
+    let display: OpaquePointer
+    let health: DisplayHealth
+    let screen: Int32
+    let root: Window
+    let visual: UnsafeMutablePointer<Visual>
+    let depth: Int32
+
+    public let displayName: String
+    public private(set) var rootWidth: Int
+    public private(set) var rootHeight: Int
+
+    public let hasShm: Bool
+    public let hasXFixes: Bool
+    public let hasDamage: Bool
+    /// RandR 1.5 or newer (monitors); older RandR counts as missing.
+    public let hasRandR: Bool
+
+    let damageEventBase: Int32
+    let xfixesEventBase: Int32
+
+    /// Grabbers that receive this connection's events (damage, cursor notify). Not owning:
+    /// a grabber holds its connection strongly and removes itself in its deinit.
+    private var eventSinks: [Unmanaged<ScreenGrabber>] = []
+
+    /// Opens a connection. `displayName` nil means `$DISPLAY`.
+    /// Throws DISPLAY_UNAVAILABLE when no display is named or none answers.
+    public init(displayName: String? = nil) throws(CaptureError) {
+        X11ErrorHandling.installGlobalHandlers()
+
+        var name = displayName
+        if name == nil, let env = getenv("DISPLAY") { name = String(cString: env) }
+        guard let name, !name.isEmpty else {
+            throw CaptureError(.displayUnavailable,
+                               "no X display given and DISPLAY is not set; set DISPLAY (e.g. DISPLAY=:0) to the X server to capture")
+        }
+        guard let dpy = XOpenDisplay(name) else {
+            throw CaptureError(.displayUnavailable,
+                               "cannot open X display '\(name)': no X server answers there or it refused this client; check DISPLAY, that the server is running, and XAUTHORITY/xhost access")
+        }
+        display = dpy
+        health = X11ErrorHandling.register(dpy)
+        self.displayName = String(cString: XDisplayString(dpy))
+        screen = XDefaultScreen(dpy)
+        root = XRootWindow(dpy, screen)
+        visual = XDefaultVisual(dpy, screen)
+        depth = XDefaultDepth(dpy, screen)
+        rootWidth = Int(XDisplayWidth(dpy, screen))
+        rootHeight = Int(XDisplayHeight(dpy, screen))
+
+        var eventBase: Int32 = 0, errorBase: Int32 = 0
+        var major: Int32 = 0, minor: Int32 = 0, pixmaps: Int32 = 0
+
+        hasShm = XShmQueryExtension(dpy) != 0 && XShmQueryVersion(dpy, &major, &minor, &pixmaps) != 0
+
+        if XFixesQueryExtension(dpy, &eventBase, &errorBase) != 0 {
+            major = 5; minor = 0
+            // Cursor images and CursorNotify need XFIXES 2 or newer.
+            hasXFixes = XFixesQueryVersion(dpy, &major, &minor) != 0 && major >= 2
+            xfixesEventBase = eventBase
+        } else {
+            hasXFixes = false
+            xfixesEventBase = -1
+        }
+
+        if XDamageQueryExtension(dpy, &eventBase, &errorBase) != 0 {
+            major = 1; minor = 1
+            // The protocol requires QueryVersion before any other DAMAGE request.
+            hasDamage = XDamageQueryVersion(dpy, &major, &minor) != 0
+            damageEventBase = eventBase
+        } else {
+            hasDamage = false
+            damageEventBase = -1
+        }
+
+        if XRRQueryExtension(dpy, &eventBase, &errorBase) != 0 {
+            major = 0; minor = 0
+            hasRandR = XRRQueryVersion(dpy, &major, &minor) != 0 && (major > 1 || (major == 1 && minor >= 5))
+        } else {
+            hasRandR = false
+        }
+        eventSinks.reserveCapacity(4)
+
+        if health.isDead {
+            throw CaptureError(.displayUnavailable, "X display '\(name)' closed the connection while it was being set up")
+        }
+    }
+
+    deinit {
+        // Safe on a dead connection too: Xlib skips the wire and frees the Display.
+        XCloseDisplay(display)
+        X11ErrorHandling.unregister(display, health: health)
+    }
+
+    /// False once the server went away (detected on the next call that touches the wire).
+    public var isAlive: Bool { !health.isDead }
+
+    /// Throws DISPLAY_UNAVAILABLE if the connection broke.
+    @inline(__always)
+    func checkAlive() throws(CaptureError) {
+        if health.isDead { throw Self.serverGone(displayName) }
+    }
+
+    static func serverGone(_ name: String) -> CaptureError {
+        CaptureError(.displayUnavailable,
+                     "the X server on '\(name)' went away (connection lost); capture of this display stopped, reconnect when it is back")
+    }
+
+    var protocolErrorCount: Int { health.protocolErrorCount.load(ordering: .acquiring) }
+
+    /// The monitors RandR reports (active ones, in RandR order), or the whole root window
+    /// as a single monitor named "screen" when RandR is missing or reports none. Also
+    /// refreshes `rootWidth` / `rootHeight`.
+    public func monitors() throws(CaptureError) -> [MonitorInfo] {
+        try checkAlive()
+        var rootReturn: Window = 0
+        var gx: Int32 = 0, gy: Int32 = 0
+        var gw: UInt32 = 0, gh: UInt32 = 0, border: UInt32 = 0, gdepth: UInt32 = 0
+        if XGetGeometry(display, root, &rootReturn, &gx, &gy, &gw, &gh, &border, &gdepth) != 0 {
+            rootWidth = Int(gw)
+            rootHeight = Int(gh)
+        }
+        try checkAlive()
+
+        var result: [MonitorInfo] = []
+        if hasRandR {
+            var count: Int32 = 0
+            if let list = XRRGetMonitors(display, root, 1, &count) {
+                defer { XRRFreeMonitors(list) }
+                for i in 0..<Int(max(count, 0)) {
+                    let m = list[i]
+                    var name = "monitor-\(i + 1)"
+                    if m.name != 0, let cName = XGetAtomName(display, m.name) {
+                        name = String(cString: cName)
+                        XFree(cName)
+                    }
+                    result.append(MonitorInfo(index: i + 1, name: name, x: Int(m.x), y: Int(m.y),
+                                              width: Int(m.width), height: Int(m.height),
+                                              isPrimary: m.primary != 0))
+                }
+            }
+            try checkAlive()
+        }
+        if result.isEmpty {
+            result = [MonitorInfo(index: 1, name: "screen", x: 0, y: 0,
+                                  width: rootWidth, height: rootHeight, isPrimary: true)]
+        }
+        return result
+    }
+
+    // MARK: Events
+
+    func addEventSink(_ grabber: ScreenGrabber) {
+        eventSinks.append(Unmanaged.passUnretained(grabber))
+    }
+
+    func removeEventSink(_ grabber: ScreenGrabber) {
+        let p = Unmanaged.passUnretained(grabber).toOpaque()
+        eventSinks.removeAll { $0.toOpaque() == p }
+    }
+
+    /// Reads every event the server has sent so far (never blocks) and hands damage and
+    /// cursor events to the grabbers. No allocation: Xlib recycles its queue entries.
+    func drainEvents() throws(CaptureError) {
+        try checkAlive()
+        var event = XEvent()
+        var pending = XPending(display)           // flushes, then reads without blocking
+        while pending > 0 {
+            for _ in 0..<pending {
+                XNextEvent(display, &event)
+                dispatch(&event)
+            }
+            pending = XEventsQueued(display, QueuedAfterReading)
+        }
+        try checkAlive()
+    }
+
+    private func dispatch(_ event: inout XEvent) {
+        let type = event.type
+        if hasDamage && type == damageEventBase + XDamageNotify {
+            let notify = withUnsafeBytes(of: &event) { $0.load(as: XDamageNotifyEvent.self) }
+            for sink in eventSinks {
+                sink.takeUnretainedValue().noteDamage(notify)
+            }
+        } else if hasXFixes && type == xfixesEventBase + XFixesCursorNotify {
+            for sink in eventSinks {
+                sink.takeUnretainedValue().noteCursorChanged()
+            }
+        }
+        // Anything else (there should be nothing else) is dropped.
+    }
+
+    // MARK: Diagnostics and test helpers (drive the server from the same process)
+
+    /// Fills `rect` (root coordinates) of the root window with the 0xRRGGBB `color`,
+    /// under any child windows' clipping (ClipByChildren), and waits until the server did it.
+    public func fillRootRectangle(_ rect: PixelRect, color: UInt32) throws(CaptureError) {
+        try checkAlive()
+        let gc = XCreateGC(display, root, 0, nil)
+        XSetForeground(display, gc, UInt(color))
+        XFillRectangle(display, root, gc, rect.x, rect.y, UInt32(max(rect.width, 0)), UInt32(max(rect.height, 0)))
+        XFreeGC(display, gc)
+        XSync(display, 0)
+        try checkAlive()
+    }
+
+    /// Moves the pointer to (x, y) on the root window and waits until the server did it.
+    public func warpPointer(x: Int, y: Int) throws(CaptureError) {
+        try checkAlive()
+        XWarpPointer(display, 0, root, 0, 0, 0, 0, Int32(x), Int32(y))
+        XSync(display, 0)
+        try checkAlive()
+    }
+
+    /// Sets the root window's cursor to glyph `shape` of the standard cursor font
+    /// (X11/cursorfont.h, e.g. 68 = XC_left_ptr, 152 = XC_xterm), or back to the default
+    /// for nil. Waits until the server did it.
+    public func defineRootCursor(fontShape shape: Int?) throws(CaptureError) {
+        try checkAlive()
+        if let shape {
+            let cursor = XCreateFontCursor(display, UInt32(shape))
+            XDefineCursor(display, root, cursor)
+            XFreeCursor(display, cursor)
+        } else {
+            XUndefineCursor(display, root)
+        }
+        XSync(display, 0)
+        try checkAlive()
+    }
+
+    /// Where the pointer is, in root coordinates (nil when it is on another screen).
+    public func pointerPosition() throws(CaptureError) -> (x: Int, y: Int)? {
+        try checkAlive()
+        var rootReturn: Window = 0, child: Window = 0
+        var rx: Int32 = 0, ry: Int32 = 0, wx: Int32 = 0, wy: Int32 = 0
+        var mask: UInt32 = 0
+        let onScreen = XQueryPointer(display, root, &rootReturn, &child, &rx, &ry, &wx, &wy, &mask) != 0
+        try checkAlive()
+        return onScreen ? (Int(rx), Int(ry)) : nil
+    }
+
+    /// Round trip to the server: everything sent so far has been processed when it returns.
+    public func sync() throws(CaptureError) {
+        try checkAlive()
+        XSync(display, 0)
+        try checkAlive()
+    }
+}

@@ -1,0 +1,142 @@
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// `capture-agent record` on a real Xvfb + PulseAudio rig, media checked with ffprobe/ffmpeg.
+final class RecordTests: XCTestCase {
+    /// The acceptance run: 10 s of display:1 + mic + system audio.
+    func testTenSecondRecordingOfScreenMicAndSystemAudio() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("ten-seconds")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let fps = 30
+        let result = try Agent.run(
+            ["record", "--out", out, "--duration", "10s", "--fps", "\(fps)", "--chunk", "1s",
+             "--channel", "display:1", "--channel", "mic:default", "--channel", "system_audio:default", "--json"],
+            env: Agent.environment(rig))
+        XCTAssertEqual(result.status, 0, "stderr: \(result.stderr)")
+
+        // --- video ---
+        let video = try RecordedChannel(out + "/display-1")
+        XCTAssertGreaterThanOrEqual(video.chunks.count, 10)
+        XCTAssertLessThanOrEqual(video.chunks.count, 11)
+        XCTAssertEqual(video.chunks.map(\.seq), Array(0..<video.chunks.count), "sequence numbers from 0 without gaps")
+        let videoAll = try video.concatenated(into: out + "/video-all.ts")
+        XCTAssertEqual(try Media.decodeErrors(videoAll), "", "concatenated video decodes without error")
+        let v = try Media.probe(videoAll)
+        XCTAssertEqual(v.codecName, "h264")
+        XCTAssertEqual(v.width, 1920)
+        XCTAssertEqual(v.height, 1080)
+        let expectedFrames = Double(fps * 10)
+        XCTAssertEqual(Double(v.frameCount), expectedFrames, accuracy: expectedFrames * 0.01,
+                       "frame count within 1% of fps x duration")
+        let frameNs = Int64(1_000_000_000 / fps)
+        var previousEnd: Int64?
+        for chunk in video.chunks {
+            let packets = try Media.packetTimestamps(chunk.media)
+            XCTAssertEqual(packets.first?.key, true, "chunk \(chunk.seq) starts with a keyframe")
+            let probe = try Media.probe(chunk.media)
+            XCTAssertEqual(probe.startTime, Double(chunk.startPtsNs) / 1e9, accuracy: 0.002,
+                           "chunk \(chunk.seq): metadata start matches the stream")
+            XCTAssertEqual(Double(probe.frameCount), Double(chunk.frames), accuracy: 0, "chunk \(chunk.seq) frame count")
+            if !chunk.isFinal {
+                XCTAssertLessThanOrEqual(abs(chunk.durationNs - 1_000_000_000), frameNs,
+                                         "chunk \(chunk.seq) lasts 1 s within one frame: \(chunk.durationNs)")
+                // Measured on the media too: first to last frame plus one frame.
+                let span = (packets.last!.pts + 1.0 / Double(fps)) - packets.first!.pts
+                XCTAssertEqual(span, 1.0, accuracy: 1.0 / Double(fps) + 0.001, "chunk \(chunk.seq) media span")
+            }
+            if let previousEnd {
+                XCTAssertEqual(chunk.startPtsNs, previousEnd, "chunks tile the timeline")
+            }
+            previousEnd = chunk.startPtsNs + chunk.durationNs
+        }
+        XCTAssertTrue(video.chunks.last!.isFinal)
+        let pts = try Media.packetTimestamps(videoAll).map(\.pts)
+        XCTAssertEqual(pts, pts.sorted(), "timestamps are continuous and increasing across chunks")
+
+        // --- audio ---
+        var firstStarts = [v.startTime]
+        for (dir, tone) in [("mic-default", 440.0), ("system_audio-default", 1000.0)] {
+            let audio = try RecordedChannel(out + "/" + dir)
+            XCTAssertGreaterThanOrEqual(audio.chunks.count, 10, dir)
+            let all = try audio.concatenated(into: out + "/\(dir)-all.ts")
+            XCTAssertEqual(try Media.decodeErrors(all), "", "\(dir) decodes without error")
+            let a = try Media.probe(all)
+            XCTAssertEqual(a.codecName, "aac", dir)
+            XCTAssertEqual(a.sampleRate, 48_000, dir)
+            XCTAssertEqual(a.channels, 2, dir)
+            XCTAssertEqual(a.duration, 10, accuracy: 0.3, "\(dir) lasts as long as the recording")
+            XCTAssertEqual(try Media.dominantFrequency(all, seconds: 5), tone, accuracy: 5, "\(dir) carries its tone")
+            let level = try Media.rmsLevelDB(all)
+            XCTAssertGreaterThan(level, -40, "\(dir) is not silence: \(level) dBFS")
+            XCTAssertLessThan(level, -1, "\(dir) is not clipping: \(level) dBFS")
+            for chunk in audio.chunks where !chunk.isFinal {
+                XCTAssertLessThanOrEqual(abs(chunk.durationNs - 1_000_000_000), 25_000_000,
+                                         "\(dir) chunk \(chunk.seq) lasts 1 s within 25 ms: \(chunk.durationNs)")
+                let probe = try Media.probe(chunk.media)
+                XCTAssertEqual(probe.startTime, Double(chunk.startPtsNs) / 1e9, accuracy: 0.002)
+            }
+            firstStarts.append(try Media.probe(audio.chunks[0].media).startTime)
+        }
+        XCTAssertLessThanOrEqual(firstStarts.max()! - firstStarts.min()!, 0.050,
+                                 "channels start within 50 ms of each other: \(firstStarts)")
+
+        // The session file names every channel.
+        let session = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/session.json"))) as? [String: Any]
+        XCTAssertEqual((session?["channels"] as? [Any])?.count, 3)
+    }
+
+    /// SIGINT closes the current chunk of every channel and exits cleanly.
+    func testSigintClosesTheCurrentChunks() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("sigint")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Agent.binary)
+        process.arguments = ["record", "--out", out, "--channel", "display:1", "--channel", "system_audio:default", "--chunk", "1s"]
+        process.environment = Agent.environment(rig)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 2.5)
+        kill(process.processIdentifier, SIGINT)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertFalse(process.isRunning, "stops promptly on SIGINT")
+        if process.isRunning { process.terminate(); return }
+        XCTAssertEqual(process.terminationStatus, 0)
+        for dir in ["display-1", "system_audio-default"] {
+            let channel = try RecordedChannel(out + "/" + dir)
+            XCTAssertGreaterThanOrEqual(channel.chunks.count, 3, dir)
+            XCTAssertTrue(channel.chunks.last?.isFinal ?? false, "\(dir): the last chunk is closed and marked final")
+            let total = channel.chunks.reduce(Int64(0)) { $0 + $1.durationNs }
+            XCTAssertEqual(Double(total) / 1e9, 2.5, accuracy: 0.4, "\(dir): everything up to the signal was kept")
+            let all = try channel.concatenated(into: out + "/\(dir).ts")
+            XCTAssertEqual(try Media.decodeErrors(all), "", dir)
+        }
+    }
+
+    /// Every chunk's checksum and size in its metadata match the file.
+    func testMetadataDescribesEachChunk() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("metadata")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try Agent.run(["record", "--out", out, "--duration", "2s", "--channel", "mic:default", "--chunk", "0.5s"],
+                                   env: Agent.environment(rig))
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let channel = try RecordedChannel(out + "/mic-default")
+        XCTAssertGreaterThanOrEqual(channel.chunks.count, 4)
+        for chunk in channel.chunks {
+            let data = try Data(contentsOf: URL(fileURLWithPath: chunk.media))
+            XCTAssertEqual(chunk.metadata["bytes"] as? Int, data.count)
+            let sum = try runProcess("/usr/bin/sha256sum", [chunk.media], timeout: .seconds(10)).stdout.prefix(64)
+            XCTAssertEqual(chunk.metadata["sha256"] as? String, String(sum))
+            XCTAssertEqual(chunk.metadata["channelId"] as? String, "mic:default")
+            XCTAssertNotNil(chunk.metadata["captureTime"] as? String)
+        }
+        // No temporary files are left behind.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out + "/mic-default").filter { $0.hasSuffix(".tmp") }
+        XCTAssertEqual(leftovers, [])
+    }
+}

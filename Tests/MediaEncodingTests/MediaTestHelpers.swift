@@ -1,0 +1,299 @@
+import CaptureCore
+import Foundation
+import XCTest
+
+/// A BGRX (XShm-like) image in memory with a few drawing helpers.
+final class TestImage {
+    let width: Int
+    let height: Int
+    let bytesPerRow: Int
+    let pixels: UnsafeMutableRawPointer
+
+    init(width: Int, height: Int, rowPadding: Int = 0) {
+        self.width = width
+        self.height = height
+        bytesPerRow = width * 4 + rowPadding
+        pixels = .allocate(byteCount: bytesPerRow * height, alignment: 64)
+        pixels.initializeMemory(as: UInt8.self, repeating: 0, count: bytesPerRow * height)
+    }
+
+    deinit { pixels.deallocate() }
+
+    var view: PixelBufferView {
+        PixelBufferView(baseAddress: pixels, width: width, height: height, bytesPerRow: bytesPerRow)
+    }
+
+    func set(_ x: Int, _ y: Int, r: UInt8, g: UInt8, b: UInt8) {
+        let p = (pixels + y * bytesPerRow + x * 4).assumingMemoryBound(to: UInt8.self)
+        p[0] = b; p[1] = g; p[2] = r; p[3] = 0
+    }
+
+    func fill(_ rect: PixelRect, r: UInt8, g: UInt8, b: UInt8) {
+        let clipped = rect.intersection(PixelRect(x: 0, y: 0, width: width, height: height))
+        if clipped.isEmpty { return }
+        for y in Int(clipped.y)..<Int(clipped.maxY) {
+            for x in Int(clipped.x)..<Int(clipped.maxX) { set(x, y, r: r, g: g, b: b) }
+        }
+    }
+
+    func randomize(_ rect: PixelRect, using rng: inout some RandomNumberGenerator) {
+        let clipped = rect.intersection(PixelRect(x: 0, y: 0, width: width, height: height))
+        if clipped.isEmpty { return }
+        for y in Int(clipped.y)..<Int(clipped.maxY) {
+            let row = (pixels + y * bytesPerRow + Int(clipped.x) * 4).assumingMemoryBound(to: UInt32.self)
+            for i in 0..<Int(clipped.width) { row[i] = UInt32.random(in: 0...UInt32.max, using: &rng) }
+        }
+    }
+
+    /// A static diagonal gradient with a white box that moves with `frame`.
+    /// Returns the box's rectangle (what changed, together with the previous box).
+    @discardableResult
+    func drawMoving(frame: Int) -> PixelRect {
+        for y in 0..<height {
+            let row = (pixels + y * bytesPerRow).assumingMemoryBound(to: UInt32.self)
+            for x in 0..<width {
+                let r = UInt32(x & 0xFF), g = UInt32((y * 2) & 0xFF), b = UInt32((x + y) / 4 & 0xFF)
+                row[x] = (r << 16) | (g << 8) | b
+            }
+        }
+        return drawBox(frame: frame)
+    }
+
+    /// Redraws only what changes between frame-1 and frame (the box over the gradient).
+    func advance(to frame: Int) -> DirtyRegion {
+        var d = DirtyRegion()
+        let old = boxRect(frame: frame - 1)
+        for y in Int(old.y)..<Int(old.maxY) {
+            let row = (pixels + y * bytesPerRow).assumingMemoryBound(to: UInt32.self)
+            for x in Int(old.x)..<Int(old.maxX) {
+                let r = UInt32(x & 0xFF), g = UInt32((y * 2) & 0xFF), b = UInt32((x + y) / 4 & 0xFF)
+                row[x] = (r << 16) | (g << 8) | b
+            }
+        }
+        d.add(old)
+        d.add(drawBox(frame: frame))
+        return d
+    }
+
+    func boxRect(frame: Int) -> PixelRect {
+        let box = min(48, width / 2, height / 2)
+        let bx = (frame * 7) % max(1, width - box), by = (frame * 5) % max(1, height - box)
+        return PixelRect(x: bx, y: by, width: box, height: box)
+    }
+
+    private func drawBox(frame: Int) -> PixelRect {
+        let r = boxRect(frame: frame)
+        fill(r, r: 255, g: 255, b: 255)
+        return r
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so failures can be reproduced.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+struct ToolResult {
+    var status: Int32
+    var stdout: Data
+    var stderr: String
+}
+
+enum Tools {
+    static func run(_ executable: String, _ arguments: [String]) throws -> ToolResult {
+        let dir = FileManager.default.temporaryDirectory
+        let outURL = dir.appendingPathComponent("me-tool-\(UUID().uuidString).out")
+        let errURL = dir.appendingPathComponent("me-tool-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: outURL)
+            try? FileManager.default.removeItem(at: errURL)
+        }
+        let out = try FileHandle(forWritingTo: outURL)
+        let err = try FileHandle(forWritingTo: errURL)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        try out.close()
+        try err.close()
+        return ToolResult(status: p.terminationStatus,
+                          stdout: try Data(contentsOf: outURL),
+                          stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+    }
+
+    static func ffprobeJSON(_ arguments: [String]) throws -> [String: Any] {
+        let r = try run("/usr/bin/ffprobe", ["-v", "error", "-print_format", "json"] + arguments)
+        guard r.status == 0 else { throw ToolError("ffprobe \(arguments) failed: \(r.stderr)") }
+        guard let obj = try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any] else {
+            throw ToolError("ffprobe printed no JSON object")
+        }
+        return obj
+    }
+
+    struct Stream {
+        var codec: String
+        var width: Int
+        var height: Int
+        var sampleRate: Int
+        var channels: Int
+        var startTime: Double
+        var frames: Int
+    }
+
+    /// First stream of a file, with decoded frame count.
+    static func probeStream(_ path: String) throws -> Stream {
+        let j = try ffprobeJSON(["-count_frames", "-show_streams", path])
+        guard let s = (j["streams"] as? [[String: Any]])?.first else { throw ToolError("no stream in \(path)") }
+        func int(_ k: String) -> Int { (s[k] as? Int) ?? Int(s[k] as? String ?? "") ?? 0 }
+        return Stream(codec: s["codec_name"] as? String ?? "",
+                      width: int("width"), height: int("height"),
+                      sampleRate: int("sample_rate"), channels: int("channels"),
+                      startTime: Double(s["start_time"] as? String ?? "") ?? .nan,
+                      frames: int("nb_read_frames"))
+    }
+
+    struct Packet { var pts: Int64; var dts: Int64; var key: Bool }
+
+    static func packets(_ path: String) throws -> [Packet] {
+        let j = try ffprobeJSON(["-show_packets", path])
+        let list = j["packets"] as? [[String: Any]] ?? []
+        return list.map { p in
+            Packet(pts: (p["pts"] as? NSNumber)?.int64Value ?? .min,
+                   dts: (p["dts"] as? NSNumber)?.int64Value ?? .min,
+                   key: (p["flags"] as? String ?? "").hasPrefix("K"))
+        }
+    }
+
+    /// Decodes with `ffmpeg -v error ... -f null -`; returns whatever it printed.
+    static func decodeErrors(_ path: String) throws -> String {
+        let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-f", "null", "-"])
+        return r.stderr + (r.status == 0 ? "" : "exit status \(r.status)")
+    }
+
+    /// Decodes audio to float samples at 48 kHz; returns the left channel.
+    static func decodeAudio(_ path: String) throws -> [Float] {
+        let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-ar", "48000", "-f", "f32le", "-"])
+        guard r.status == 0 else { throw ToolError("ffmpeg audio decode failed: \(r.stderr)") }
+        let interleaved = r.stdout.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return stride(from: 0, to: interleaved.count - 1, by: 2).map { interleaved[$0] }
+    }
+
+    /// Decodes the first video frame to packed RGB24.
+    static func decodeFirstFrameRGB(_ path: String) throws -> [UInt8] {
+        let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        guard r.status == 0 else { throw ToolError("ffmpeg video decode failed: \(r.stderr)") }
+        return [UInt8](r.stdout)
+    }
+}
+
+struct ToolError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Goertzel power of `frequency` in `samples` (sample rate 48 kHz).
+func goertzelPower(_ samples: ArraySlice<Float>, frequency: Double, sampleRate: Double = 48_000) -> Double {
+    let w = 2 * Double.pi * frequency / sampleRate
+    let coeff = 2 * cos(w)
+    var s1 = 0.0, s2 = 0.0
+    for x in samples {
+        let s0 = Double(x) + coeff * s1 - s2
+        s2 = s1; s1 = s0
+    }
+    return s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The strongest frequency between 50 Hz and 4 kHz (10 Hz steps, then refined to 1 Hz).
+func dominantFrequency(_ samples: ArraySlice<Float>) -> Double {
+    var best = 0.0, bestPower = -1.0
+    for f in stride(from: 50.0, through: 4000.0, by: 10.0) {
+        let p = goertzelPower(samples, frequency: f)
+        if p > bestPower { bestPower = p; best = f }
+    }
+    var fine = best
+    for f in stride(from: best - 10, through: best + 10, by: 1.0) {
+        let p = goertzelPower(samples, frequency: f)
+        if p > bestPower { bestPower = p; fine = f }
+    }
+    return fine
+}
+
+func rmsDB(_ samples: ArraySlice<Float>) -> Double {
+    var sum = 0.0
+    for x in samples { sum += Double(x) * Double(x) }
+    return 10 * log10(sum / Double(max(1, samples.count)))
+}
+
+/// A minimal MPEG-TS reader: the PIDs of the packets in order, and for each PES
+/// start whether its adaptation field carries a PCR.
+struct TransportStreamSummary {
+    struct TSPacket { var pid: Int; var payloadStart: Bool; var hasPCR: Bool; var hasPayload: Bool; var continuity: Int }
+    var packets: [TSPacket] = []
+    var pmtPID: Int?
+
+    init(_ data: Data) throws {
+        guard data.count % 188 == 0, data.count > 0 else { throw ToolError("TS size \(data.count) is not a multiple of 188") }
+        let bytes = [UInt8](data)
+        var i = 0
+        while i < bytes.count {
+            guard bytes[i] == 0x47 else { throw ToolError("no TS sync byte at \(i)") }
+            let pid = (Int(bytes[i + 1] & 0x1F) << 8) | Int(bytes[i + 2])
+            let pusi = bytes[i + 1] & 0x40 != 0
+            let afc = (bytes[i + 3] >> 4) & 0x3
+            var pcr = false
+            if afc & 0x2 != 0 && bytes[i + 4] > 0 { pcr = bytes[i + 5] & 0x10 != 0 }
+            packets.append(TSPacket(pid: pid, payloadStart: pusi, hasPCR: pcr, hasPayload: afc & 0x1 != 0,
+                                    continuity: Int(bytes[i + 3] & 0x0F)))
+            if pid == 0 && pusi && pmtPID == nil {
+                // PAT: pointer field, then table; first program's PMT PID.
+                let p = i + 4 + 1 + Int(bytes[i + 4])
+                pmtPID = (Int(bytes[p + 10] & 0x1F) << 8) | Int(bytes[p + 11])
+            }
+            i += 188
+        }
+    }
+
+    /// PIDs whose continuity counter skips somewhere (excluding the null PID).
+    var continuityBreaks: [String] {
+        var last: [Int: Int] = [:]
+        var breaks: [String] = []
+        for (n, p) in packets.enumerated() where p.pid != 0x1FFF && p.hasPayload {
+            if let prev = last[p.pid], (prev + 1) & 0xF != p.continuity {
+                breaks.append("pid \(p.pid) at TS packet \(n): \(prev) -> \(p.continuity)")
+            }
+            last[p.pid] = p.continuity
+        }
+        return breaks
+    }
+
+    /// The chunk opens with SI tables only (SDT 0x11 may come first, as libavformat
+    /// writes it), PAT before PMT, and both before the first elementary-stream packet.
+    var startsWithTables: Bool {
+        guard let pmt = pmtPID, let es = elementaryPID,
+              let firstES = packets.firstIndex(where: { $0.pid == es }),
+              let pat = packets.firstIndex(where: { $0.pid == 0 }),
+              let pmtIndex = packets.firstIndex(where: { $0.pid == pmt }) else { return false }
+        let head = packets[..<firstES]
+        return pat < pmtIndex && pmtIndex < firstES && head.allSatisfy { [0, 0x11, pmt].contains($0.pid) }
+            && packets[pat].payloadStart && packets[pmtIndex].payloadStart
+    }
+
+    /// The elementary stream's PID: the first PID that is not PAT, PMT or SDT.
+    var elementaryPID: Int? {
+        packets.first { $0.pid != 0 && $0.pid != 0x11 && $0.pid != pmtPID && $0.pid != 0x1FFF }?.pid
+    }
+}
