@@ -6,7 +6,7 @@
 //
 //   CaptureAgent (executable) -> CapturePipeline -> X11Capture    -> CX11
 //                                                -> PulseCapture  -> CPulse
-//                                                -> MediaEncoding -> CFFmpeg
+//                                                -> MediaEncoding -> CFFmpeg, CX264
 //                                                -> CaptureSpool
 //                                     everything -> CaptureCore (pure Swift: rings, clock, errors, ids)
 //
@@ -36,6 +36,9 @@ let package = Package(
             name: "CFFmpeg", pkgConfig: "libavcodec",
             providers: [.apt(["libavcodec-dev", "libavformat-dev", "libavutil-dev", "libswscale-dev", "libswresample-dev"])]),
         .systemLibrary(
+            name: "CX264", pkgConfig: "x264",
+            providers: [.apt(["libx264-dev"])]),
+        .systemLibrary(
             name: "CWebSockets", pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev"])]),
 
@@ -45,7 +48,7 @@ let package = Package(
         // MARK: One wrapper per C library
         .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11"]),
         .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse"]),
-        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg"]),
+        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264"]),
 
         // MARK: Pipeline and storage
         .target(name: "CaptureSpool", dependencies: ["CaptureCore"]),

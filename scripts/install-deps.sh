@@ -7,7 +7,7 @@ BUILD_PKGS=(
   pkg-config
   libpulse-dev libx11-dev libxext-dev libxfixes-dev libxrandr-dev libxdamage-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-  libwebsockets-dev
+  libwebsockets-dev libx264-dev
 )
 RIG_PKGS=(
   xvfb xserver-xorg-core xserver-xorg-video-dummy

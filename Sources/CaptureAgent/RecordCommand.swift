@@ -85,7 +85,10 @@ struct RecordCommand: ParsableCommand {
         } catch {
             fail(with: error, json: global.json)
         }
-        let started = MonotonicClock.now()
+        // Capture itself ends exactly at t0 + duration; stopping a little later
+        // lets the audio up to that instant arrive (it comes with the stream's latency).
+        let started = session.startTime ?? MonotonicClock.now()
+        let stopSlack: Int64 = 200_000_000
         var failure: CaptureError?
         while true {
             if stopRequested.load(ordering: .relaxed) != 0 {
@@ -94,7 +97,7 @@ struct RecordCommand: ParsableCommand {
             }
             var wakeAt = MonotonicClock.now() + 100_000_000
             if let stopAfter {
-                let end = started + stopAfter
+                let end = started + stopAfter + stopSlack
                 if MonotonicClock.now() >= end { break }
                 wakeAt = min(wakeAt, end)
             }
@@ -130,6 +133,7 @@ struct RecordCommand: ParsableCommand {
         var options = RecordingOptions(sessionId: id, outputDirectory: out, channels: ids)
         options.displayName = global.display
         options.chunkDurationNs = try parseDuration(chunk)
+        options.maxDurationNs = try duration.map { (text) throws(CaptureError) in try parseDuration(text) }
         options.video.fps = fps
         options.video.preset = preset
         options.video.crf = crf

@@ -28,8 +28,8 @@ final class SampleBlocks: @unchecked Sendable {
 
     init(count: Int) {
         self.count = count
+        // Not pre-touched: a block is always written before it is read.
         base = .allocate(capacity: count * AudioFormat.blockSamples)
-        base.initialize(repeating: 0, count: count * AudioFormat.blockSamples)
     }
 
     deinit { base.deallocate() }
@@ -58,9 +58,9 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
 
-    /// 512 blocks = 10.9 s: the encoder may fall that far behind before audio
+    /// 256 blocks = 5.5 s: the encoder may fall that far behind before audio
     /// would have to be dropped (it never is in practice: AAC costs ~1% of a core).
-    static let poolBlocks = 512
+    static let poolBlocks = 256
     private let blocks = SampleBlocks(count: AudioChannel.poolBlocks)
     private let filled = SPSCRing<AudioBlockItem>(capacity: AudioChannel.poolBlocks)
     private let free = SPSCRing<Int>(capacity: AudioChannel.poolBlocks)
@@ -79,6 +79,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var nextPts: Int64 = 0
     private var started = false
     private var afterDiscontinuity = false
+    /// End of the timeline in samples (`RecordingOptions.maxDurationNs`).
+    private let limitSamples: Int64
 
     // Encoder-side state.
     private var encoder: AudioEncoder?
@@ -101,6 +103,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         self.onFailure = onFailure
         self.stats = ChannelStats(channel: id)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
+        self.limitSamples = options.maxDurationNs.map { $0 * Int64(AudioFormat.sampleRate) / 1_000_000_000 } ?? .max
         self.silence = .allocate(capacity: AudioFormat.blockSamples)
         silence.initialize(repeating: 0, count: AudioFormat.blockSamples)
         for i in 0..<AudioChannel.poolBlocks { _ = free.push(i) }
@@ -193,13 +196,15 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         var remaining = Int(frames)
         while remaining > 0 {
             let n = min(remaining, AudioFormat.blockFrames)
+            if nextPts >= limitSamples { return }
             append(silence, frames: n)
             remaining -= n
         }
     }
 
     /// Copies interleaved frames into the current block, queueing every full one.
-    private func append(_ source: UnsafePointer<Float>, frames: Int) {
+    private func append(_ source: UnsafePointer<Float>, frames requested: Int) {
+        let frames = Int(min(Int64(requested), max(0, limitSamples - nextPts)))
         var offset = 0
         while offset < frames {
             if currentSlot < 0 {
@@ -278,12 +283,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private func finishStream() {
         defer { encoderDone.signal() }
         guard !failed, let encoder, let chunker else { return }
-        do throws(CaptureError) {
-            try encoder.flush { (packet) throws(CaptureError) in try chunker.write(packet) }
-            try chunker.finish()
-        } catch {
-            fail(error)
-        }
+        do throws(CaptureError) { try chunker.finish(flushing: encoder) } catch { fail(error) }
     }
 
     private func fail(_ error: CaptureError) {

@@ -62,8 +62,9 @@ final class Chunker {
         stats.encoded.add(1, ordering: .relaxed)
     }
 
-    /// Ends the open chunk, if any, as the channel's last.
-    func finish() throws(CaptureError) {
+    /// Drains `encoder` and ends the open chunk, if any, as the channel's last.
+    func finish(flushing encoder: some FlushableEncoder) throws(CaptureError) {
+        try encoder.flush { (packet) throws(CaptureError) in try write(packet) }
         if isOpen { try close(nextStartNs: nil, isFinal: true) }
     }
 
@@ -77,3 +78,11 @@ final class Chunker {
         isOpen = false
     }
 }
+
+/// An encoder that may still hold packets when its input ends.
+protocol FlushableEncoder {
+    func flush(emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError)
+}
+
+extension VideoEncoder: FlushableEncoder {}
+extension AudioEncoder: FlushableEncoder {}

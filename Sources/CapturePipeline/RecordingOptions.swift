@@ -9,11 +9,16 @@ public struct RecordingOptions: Sendable {
     /// Empty means the defaults: display:1, mic:default and system_audio:default, where present.
     public var channels: [ChannelID]
     public var chunkDurationNs: Int64 = 1_000_000_000
+    /// When set, capture covers exactly [0, maxDuration) of the session
+    /// timeline: video takes the frame slots before it, audio is cut at it.
+    public var maxDurationNs: Int64?
     public var video = VideoEncoderSettings()
     public var audioBitrate = 128_000
     public var drawCursor = true
-    /// XShm images per display: how many grabbed frames may wait for the encoder.
-    public var framePoolSize = 3
+    /// XShm images per display: how many grabbed frames may wait for the
+    /// encoder. A slot is released as soon as its changes are converted (~2 ms),
+    /// long before the next grab, so two suffice.
+    public var framePoolSize = 2
     /// Unchanged frames in a row encoded as (cheap) repeats before the channel
     /// starts leaving still frames out. The first and last frame slot of every
     /// chunk is always encoded, so chunks keep their full duration.
@@ -39,6 +44,9 @@ public struct RecordingOptions: Sendable {
         }
         if let crf = video.crf, !(0...51).contains(crf) {
             throw CaptureError(.invalidRequest, "crf \(crf) is out of range 0-51")
+        }
+        if let maxDurationNs, maxDurationNs <= 0 {
+            throw CaptureError(.invalidRequest, "duration must be positive")
         }
         if let maxHeight = video.maxHeight, maxHeight < 16 {
             throw CaptureError(.invalidRequest, "max height \(maxHeight) is too small")

@@ -49,6 +49,9 @@ public final class RecordingSession: Sendable {
     /// The channels being recorded (after `start()`).
     public var channels: [ChannelInfo] { state.withLock { $0.channels } }
 
+    /// The session's zero on CLOCK_MONOTONIC (after `start()`).
+    public var startTime: Int64? { state.withLock { $0.started ? $0.t0 : nil } }
+
     /// The first failure of a running session, if any.
     public var failure: CaptureError? { state.withLock { $0.failure } }
 

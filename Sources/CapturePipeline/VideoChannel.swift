@@ -186,7 +186,8 @@ final class VideoChannel: @unchecked Sendable {
         var n: Int64 = 0
         var unchangedRun = 0
 
-        while !stopRequested.load(ordering: .relaxed) {
+        let limit = options.maxDurationNs ?? .max
+        while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit {
             let deadline = t0 + nominal(n)
             MonotonicClock.sleep(until: deadline)
             let now = MonotonicClock.now()
@@ -196,6 +197,7 @@ final class VideoChannel: @unchecked Sendable {
                 let missed = (now - t0 - nominal(n)) / periodNs
                 stats.dropped.add(Int(missed), ordering: .relaxed)
                 n += missed
+                if nominal(n) >= limit { break }
             }
             let slotStart = nominal(n)
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
@@ -277,12 +279,7 @@ final class VideoChannel: @unchecked Sendable {
     private func finishStream() {
         defer { encoderDone.signal() }
         guard !failed, let encoder, let chunker else { return }
-        do throws(CaptureError) {
-            try encoder.flush { (packet) throws(CaptureError) in try chunker.write(packet) }
-            try chunker.finish()
-        } catch {
-            fail(error)
-        }
+        do throws(CaptureError) { try chunker.finish(flushing: encoder) } catch { fail(error) }
     }
 
     private func fail(_ error: CaptureError) {

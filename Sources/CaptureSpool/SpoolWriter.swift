@@ -163,7 +163,7 @@ public final class SpoolWriter: Sendable {
     public var failure: CaptureError? { failureState.withLock { $0 } }
 
     /// Creates the channel's directory and its outlet. Call before capture starts.
-    public func addChannel(_ channel: ChannelID, codec: String, bufferCount: Int = 8) throws(CaptureError) -> ChannelOutlet {
+    public func addChannel(_ channel: ChannelID, codec: String, bufferCount: Int = 4) throws(CaptureError) -> ChannelOutlet {
         let dir = try AtomicDirectory(creating: sessionDirectory + "/" + channel.directoryName)
         let outlet = ChannelOutlet(channel: channel, codec: codec, directory: dir, bufferCount: bufferCount, writer: self)
         outlets.withLock { $0.append(outlet) }
