@@ -148,7 +148,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     // MARK: AudioCaptureSink (PulseAudio mainloop thread)
 
     func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64) {
-        guard running.load(ordering: .acquiring), frameCount > 0 else { return }
+        guard running.load(ordering: .acquiring), frameCount > 0, nextPts < limitSamples else { return }
         let t0 = startTime.load(ordering: .relaxed)
         // Where the first frame belongs on the timeline (round to nearest sample).
         let position = ((captureTime - t0) * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
@@ -192,11 +192,10 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     // MARK: Timeline (capture side)
 
     private func appendSilence(frames: Int64) {
-        stats.silenceFilledSamples.add(Int(frames), ordering: .relaxed)
-        var remaining = Int(frames)
+        var remaining = Int(min(frames, max(0, limitSamples - nextPts)))
+        stats.silenceFilledSamples.add(remaining, ordering: .relaxed)
         while remaining > 0 {
             let n = min(remaining, AudioFormat.blockFrames)
-            if nextPts >= limitSamples { return }
             append(silence, frames: n)
             remaining -= n
         }

@@ -4,11 +4,13 @@ import CaptureCore
 // Shared plumbing for the FFmpeg wrappers: error text, option dictionaries,
 // one-time library setup. Nothing here is public except the log switch.
 
-/// FFmpeg's own logging (libav* and libx264 talk through av_log to stderr).
+/// FFmpeg's and libx264's own logging (both write to stderr).
 public enum MediaEncodingLog {
     /// Library default for this process: errors only. libx264 prints a summary
     /// at INFO level when an encoder closes, which would otherwise land on stderr.
-    /// Call with `verbose: true` to see FFmpeg's warnings and info lines.
+    /// Call with `verbose: true` to see FFmpeg's warnings and info lines, and
+    /// libx264's info lines from encoders created afterwards (libx264 is used
+    /// directly and takes its log level when a VideoEncoder is made).
     public static func setVerbose(_ verbose: Bool) {
         ffmpegSetup
         av_log_set_level(verbose ? AV_LOG_INFO : AV_LOG_ERROR)

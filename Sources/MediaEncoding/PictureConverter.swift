@@ -1,14 +1,14 @@
 internal import CFFmpeg
 import CaptureCore
 
-/// BGR0 (XShm depth 24) -> YUV420P into a persistent frame, either whole or
+/// BGR0 (XShm depth 24) -> YUV420P into a persistent picture, either whole or
 /// only where the picture changed.
 ///
 /// Partial conversion is exact: the output grid is cut into tiles of
 /// `tileWidth` x `tileHeight` pixels (both even, so a tile never splits a 2x2
 /// chroma block), and each horizontal run of dirty tiles in one tile row is
 /// converted as its own small image (one sws_scale call) straight into the
-/// persistent frame. With `SWS_AREA | SWS_ACCURATE_RND` and no scaling, luma is
+/// persistent picture. With `SWS_AREA | SWS_ACCURATE_RND` and no scaling, luma is
 /// a 1:1 (single-tap) transform and chroma a 2:1 box in both directions, so an
 /// output sample depends only on its own 2x2 block and a run gives the same
 /// bytes as a whole-frame conversion. Measured on this FFmpeg (5.1), random
@@ -137,32 +137,30 @@ final class PictureConverter {
         dstPlanes.deallocate(); dstStrides.deallocate()
     }
 
-    /// Converts `image` (at least sourceWidth x sourceHeight) into `frame`.
+    /// Converts `image` (at least sourceWidth x sourceHeight) into `picture`.
     /// Returns the number of output pixels converted.
-    func convert(_ image: PixelBufferView, dirty: DirtyRegion?,
-                 into frame: UnsafeMutablePointer<AVFrame>) -> Int {
+    func convert(_ image: PixelBufferView, dirty: DirtyRegion?, into picture: PlanarYUV) -> Int {
         srcStrides[0] = Int32(image.bytesPerRow)
-        dstStrides[0] = frame.pointee.linesize.0
-        dstStrides[1] = frame.pointee.linesize.1
-        dstStrides[2] = frame.pointee.linesize.2
+        dstStrides[0] = Int32(picture.yStride)
+        dstStrides[1] = Int32(picture.uStride)
+        dstStrides[2] = Int32(picture.vStride)
 
         if let dirty {
             if dirty.isEmpty { return 0 }
             let b = dirty.bounds
             let coversAll = b.x <= 0 && b.y <= 0 && Int(b.maxX) >= outputWidth && Int(b.maxY) >= outputHeight
-            if !isScaling && !coversAll { return convertTiles(image, dirty, frame) }
+            if !isScaling && !coversAll { return convertTiles(image, dirty, picture) }
         }
         srcPlanes[0] = UnsafePointer(image.baseAddress.assumingMemoryBound(to: UInt8.self))
-        dstPlanes[0] = frame.pointee.data.0
-        dstPlanes[1] = frame.pointee.data.1
-        dstPlanes[2] = frame.pointee.data.2
+        dstPlanes[0] = picture.y
+        dstPlanes[1] = picture.u
+        dstPlanes[2] = picture.v
         let inH = isScaling ? sourceHeight : outputHeight
         _ = sws_scale(fullContext, srcPlanes, srcStrides, 0, Int32(inH), dstPlanes, dstStrides)
         return outputWidth * outputHeight
     }
 
-    private func convertTiles(_ image: PixelBufferView, _ dirty: DirtyRegion,
-                              _ frame: UnsafeMutablePointer<AVFrame>) -> Int {
+    private func convertTiles(_ image: PixelBufferView, _ dirty: DirtyRegion, _ picture: PlanarYUV) -> Int {
         let tw = Self.tileWidth, th = Self.tileHeight
         marks.update(repeating: 0, count: columns * rows)
         let frameRect = PixelRect(x: 0, y: 0, width: outputWidth, height: outputHeight)
@@ -179,11 +177,8 @@ final class PictureConverter {
 
         let src = image.baseAddress.assumingMemoryBound(to: UInt8.self)
         let bpr = image.bytesPerRow
-        guard let y0 = frame.pointee.data.0, let u0 = frame.pointee.data.1, let v0 = frame.pointee.data.2 else {
-            return 0
-        }
-        let ls0 = Int(frame.pointee.linesize.0), ls1 = Int(frame.pointee.linesize.1)
-        let ls2 = Int(frame.pointee.linesize.2)
+        let y0 = picture.y, u0 = picture.u, v0 = picture.v
+        let ls0 = picture.yStride, ls1 = picture.uStride, ls2 = picture.vStride
         var converted = 0
         for row in 0..<rows {
             let h = row == rows - 1 ? lastRowHeight : th
@@ -211,4 +206,15 @@ final class PictureConverter {
         }
         return converted
     }
+}
+
+/// The planes of an 8-bit YUV 4:2:0 picture (I420): where they are and their
+/// row strides in bytes. Chroma planes are (width/2) x (height/2).
+struct PlanarYUV {
+    var y: UnsafeMutablePointer<UInt8>
+    var u: UnsafeMutablePointer<UInt8>
+    var v: UnsafeMutablePointer<UInt8>
+    var yStride: Int
+    var uStride: Int
+    var vStride: Int
 }

@@ -37,6 +37,33 @@ public struct StreamDescription: Sendable {
         precondition(context.pointee.time_base.num == 1, "time bases here are 1/N")
     }
 
+    /// H.264 (Annex B, from libx264 directly) in 1/90000 s: YUV420P, BT.709
+    /// limited range. No extradata: SPS/PPS travel in front of every IDR, which is
+    /// all the mpegts muxer needs.
+    init(h264Width width: Int, height: Int, bitrate: Int?, nominalPacketDuration: Int64) throws(CaptureError) {
+        parameters = try CodecParametersBox(filling: { p in
+            p.pointee.codec_type = AVMEDIA_TYPE_VIDEO
+            p.pointee.codec_id = AV_CODEC_ID_H264
+            p.pointee.format = AV_PIX_FMT_YUV420P.rawValue
+            p.pointee.width = Int32(width)
+            p.pointee.height = Int32(height)
+            p.pointee.color_range = AVCOL_RANGE_MPEG
+            p.pointee.color_space = AVCOL_SPC_BT709
+            p.pointee.color_primaries = AVCOL_PRI_BT709
+            p.pointee.color_trc = AVCOL_TRC_BT709
+            p.pointee.field_order = AV_FIELD_PROGRESSIVE
+            p.pointee.bit_rate = Int64(bitrate ?? 0)
+        })
+        mediaType = .video
+        codecName = String(cString: avcodec_get_name(AV_CODEC_ID_H264))
+        self.width = width
+        self.height = height
+        sampleRate = 0
+        channelCount = 0
+        timeBaseDenominator = Int(VideoTimebase.hz)
+        self.nominalPacketDuration = nominalPacketDuration
+    }
+
     var timeBase: AVRational { AVRational(1, Int32(timeBaseDenominator)) }
 }
 
@@ -64,6 +91,15 @@ final class CodecParametersBox: @unchecked Sendable {
     func copy(into destination: UnsafeMutablePointer<AVCodecParameters>) throws(CaptureError) {
         let rc = avcodec_parameters_copy(destination, raw)
         if rc < 0 { throw ffmpegError(rc, "avcodec_parameters_copy") }
+    }
+
+    /// Parameters filled in by `fill` (on freshly allocated, defaulted parameters).
+    init(filling fill: (UnsafeMutablePointer<AVCodecParameters>) -> Void) throws(CaptureError) {
+        guard let p = avcodec_parameters_alloc() else {
+            throw CaptureError(.encoderError, "avcodec_parameters_alloc failed: out of memory")
+        }
+        fill(p)
+        raw = p
     }
 
     var codecID: AVCodecID { raw.pointee.codec_id }

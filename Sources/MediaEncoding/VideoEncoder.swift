@@ -1,4 +1,5 @@
 internal import CFFmpeg
+internal import CX264
 import CaptureCore
 
 public struct VideoEncoderSettings: Sendable, Equatable {
@@ -8,7 +9,15 @@ public struct VideoEncoderSettings: Sendable, Equatable {
     public var preset: String = "ultrafast"
     /// x264 tune (nil: none). The encoder adds no delay with any tune (see `encode`).
     public var tune: String? = "zerolatency"
-    /// Constant rate factor, used when `bitrate` is nil (nil too: x264's default, 23).
+    /// Quality when `bitrate` is nil (nil too: 23), 0...51, lower is better: x264's
+    /// quantizer for P-frames, held constant (IDR frames get ~3 less). Named after
+    /// x264's constant rate factor, which it replaced: CRF moves the quantizer with
+    /// each frame's complexity, and x264 only trusts an "unchanged macroblock" hint
+    /// when the frame's quantizer is not below the one the block was coded with,
+    /// so under CRF the hints were ignored on every frame whose quantizer dipped
+    /// (e.g. a repeated still frame after a busy one); CRF's per-frame lookahead
+    /// cost estimate also costs ~1 ms at 1080p. For desktop content a quantizer of
+    /// N spends about what CRF N did.
     public var crf: Int? = 23
     /// Average bitrate in bits/s; when set, ABR instead of CRF.
     public var bitrate: Int? = nil
@@ -27,10 +36,21 @@ public struct VideoEncoderSettings: Sendable, Equatable {
 }
 
 /// BGRX (XShm depth 24, 32 bpp little-endian = AV_PIX_FMT_BGR0) -> YUV420P ->
-/// H.264 (libx264), no B-frames, an IDR only when asked (infinite GOP, scenecut
-/// off), SPS/PPS repeated in front of every IDR and an access unit delimiter in
-/// every packet, so each MPEG-TS chunk that starts at a forced keyframe decodes
-/// on its own. Time base 1/90000.
+/// H.264 with libx264 (its own API, not libavcodec's wrapper), no B-frames, an
+/// IDR only when asked (infinite GOP, scenecut off), SPS/PPS repeated in front
+/// of every IDR and an access unit delimiter in every packet, so each MPEG-TS
+/// chunk that starts at a forced keyframe decodes on its own. Time base 1/90000.
+///
+/// Unchanged macroblocks: the encoder remembers which 16x16 macroblocks of the
+/// output the dirty rectangles given to `updatePicture` touched since the last
+/// `encode`, and tells x264 that all others are unchanged
+/// (`x264_picture_t.prop.mb_info`, `X264_MBINFO_CONSTANT`). x264 then codes
+/// those as skipped without analysing them, so a still desktop or a small change
+/// costs little. A full update (`dirty == nil`) or any update while scaling
+/// (`maxHeight`) marks everything changed; an `encode` with no `updatePicture`
+/// since the previous one marks everything unchanged. x264 only trusts a hint
+/// where it is safe (the reference frame is the previous frame and its block
+/// was coded at least as well as this frame's QP); elsewhere it analyses as usual.
 ///
 /// Sizes: x264 needs even dimensions, so an odd source is cropped by its last
 /// column/row (1366x767 -> 1366x766). With `maxHeight` below the source height
@@ -54,19 +74,66 @@ public final class VideoEncoder {
     /// Pictures sent to x264 so far.
     public private(set) var encodedFrames: Int = 0
 
-    private let context: UnsafeMutablePointer<AVCodecContext>
-    private let frame: UnsafeMutablePointer<AVFrame>
-    private let packet: UnsafeMutablePointer<AVPacket>
+    /// Macroblocks per row / column of the output (16x16, partial ones included).
+    let macroblockColumns: Int
+    let macroblockRows: Int
+    /// Whether x264 gets per-macroblock "unchanged" hints (always, except in
+    /// tests and measurements that compare against an encode without them).
+    let usesMacroblockHints: Bool
+    /// Macroblocks marked unchanged in the last encoded picture (for tests and metrics).
+    private(set) var lastUnchangedMacroblocks: Int = 0
+    /// Test only: the next `encode` claims that no macroblock changed, whatever
+    /// `updatePicture` was told, to prove that a wrong hint shows up as a stale
+    /// decoded picture.
+    var claimNothingChangedOnce = false
+
     private let converter: PictureConverter
     private let frameDuration: Int64
+    /// The x264_t*.
+    private let encoder: OpaquePointer
+    /// The persistent input picture: x264_picture_t whose planes point into `planes`.
+    /// x264 copies the planes into its own frame inside x264_encoder_encode, so
+    /// the converter may write them again as soon as that returns.
+    private let picture: UnsafeMutablePointer<x264_picture_t>
+    private let pictureOut: UnsafeMutablePointer<x264_picture_t>
+    /// 64-byte aligned Y, U, V planes (strides multiples of 64), written by the converter.
+    private let planes: UnsafeMutableRawPointer
+    private let yuv: PlanarYUV
+    /// The AVPacket handed out through EncodedPacket: it points at x264's output
+    /// buffer (no copy), which stays valid until the next x264_encoder_encode.
+    private let packet: UnsafeMutablePointer<AVPacket>
+    /// Two mb_info arrays used in turn. x264 may still read the one it was given
+    /// after x264_encoder_encode returns: with sliced threads the deblocking of a
+    /// frame finishes in the slice threads, and x264 waits for them only at the
+    /// start of the next x264_encoder_encode (encoder.c, threadpool_wait_all).
+    /// So hints for the next picture are collected in the other array.
+    private let macroblockInfo: (UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt8>)
+    private var pendingInfoIndex = 0
+    /// Whether anything in the pending array was marked changed (a fully unchanged
+    /// picture is the common case on a still desktop).
+    private var pendingAnyChanged = true
+    private let constantFlag: UInt8
     private var flushed = false
     /// Set last in init; optional only so that every stored property is set
     /// before the first `throw` after allocating (then deinit frees everything).
     private var streamDescription: StreamDescription?
-    /// An error met where the API cannot throw (updatePicture), reported by the next encode.
-    private var pendingError: CaptureError?
 
-    public init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings) throws(CaptureError) {
+    /// How `settings.crf` is applied (without `bitrate`). Only tests and
+    /// measurements choose CRF, to compare.
+    enum QualityRateControl {
+        case constantQuantizer
+        case constantRateFactor
+    }
+
+    public convenience init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings) throws(CaptureError) {
+        try self.init(sourceWidth: sourceWidth, sourceHeight: sourceHeight, settings: settings,
+                      macroblockHints: true, rateControl: .constantQuantizer)
+    }
+
+    /// `macroblockHints: false` and `rateControl: .constantRateFactor` exist for
+    /// tests and measurements that compare against an encoder without them.
+    init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings, macroblockHints: Bool = true,
+         rateControl: QualityRateControl = .constantQuantizer) throws(CaptureError) {
         ffmpegSetup
         guard sourceWidth >= 2, sourceHeight >= 2, sourceWidth <= 16384, sourceHeight <= 16384 else {
             throw CaptureError(.invalidRequest, "video source size \(sourceWidth)x\(sourceHeight) is out of range (2...16384)")
@@ -86,6 +153,7 @@ public final class VideoEncoder {
         self.sourceWidth = sourceWidth
         self.sourceHeight = sourceHeight
         self.settings = settings
+        self.usesMacroblockHints = macroblockHints
 
         var outW = sourceWidth & ~1, outH = sourceHeight & ~1
         if let mh = settings.maxHeight, outH > mh {
@@ -93,88 +161,143 @@ public final class VideoEncoder {
             let w = Double(sourceWidth) * Double(outH) / Double(sourceHeight)
             outW = max(2, Int((w / 2).rounded()) * 2)
         }
+        frameDuration = VideoTimebase.hz / Int64(settings.fps)
+        macroblockColumns = (outW + 15) / 16
+        macroblockRows = (outH + 15) / 16
+        constantFlag = cx264_mbinfo_constant()
+
+        // x264 parameters. Everything that can fail without side effects comes first.
+        var param = x264_param_t()
+        if x264_param_default_preset(&param, settings.preset, settings.tune) < 0 {
+            throw CaptureError(.encoderError,
+                               "x264 does not know preset '\(settings.preset)' or tune '\(settings.tune ?? "none")'; presets: ultrafast superfast veryfast faster fast medium slow slower veryslow placebo")
+        }
+        param.i_width = Int32(outW)
+        param.i_height = Int32(outH)
+        param.i_csp = X264_CSP_I420
+        param.i_bitdepth = 8
+        param.i_log_level = av_log_get_level() >= AV_LOG_INFO ? X264_LOG_INFO : X264_LOG_ERROR
+        // One IDR per chunk, only when asked; no other I-frames.
+        param.i_keyint_max = cx264_keyint_max_infinite()
+        param.i_scenecut_threshold = 0
+        param.b_repeat_headers = 1          // SPS/PPS in front of every IDR
+        param.b_annexb = 1                  // start codes (MPEG-TS wants Annex B)
+        param.b_aud = 1                     // AUD first: the mpegts muxer then inserts none (no copy)
+        // No encoder delay whatever the preset/tune: sliced threads instead of frame
+        // threads, no lookahead, no B-frames, no mb-tree, and b_vfr_input = 0: with
+        // VFR input x264 holds every frame back until the next one arrives, to take
+        // its duration from the next pts (encoder.c: i_delay += b_vfr_input;
+        // lookahead.c). So every encode() emits the packet of that very picture and a
+        // chunk can be cut between two encode() calls. Timestamps still pass through
+        // verbatim (x264 copies i_pts; dts == pts without B-frames); rate control
+        // assumes `fps`.
+        param.b_sliced_threads = 1
+        param.i_bframe = 0
+        param.rc.i_lookahead = 0
+        param.i_sync_lookahead = 0
+        param.rc.b_mb_tree = 0
+        param.b_vfr_input = 0
+        param.i_fps_num = UInt32(settings.fps)
+        param.i_fps_den = 1
+        param.i_timebase_num = 1
+        param.i_timebase_den = UInt32(VideoTimebase.hz)
+        if let b = settings.bitrate {
+            param.rc.i_rc_method = X264_RC_ABR
+            param.rc.i_bitrate = Int32(max(1, b / 1000))   // kbit/s
+        } else if rateControl == .constantRateFactor {
+            param.rc.i_rc_method = X264_RC_CRF
+            param.rc.f_rf_constant = Float(settings.crf ?? 23)
+        } else {
+            param.rc.i_rc_method = X264_RC_CQP
+            param.rc.i_qp_constant = Int32(settings.crf ?? 23)
+        }
+        // BT.709 matrix, limited range (what PictureConverter produces).
+        param.vui.i_colorprim = 1
+        param.vui.i_transfer = 1
+        param.vui.i_colmatrix = 1
+        param.vui.b_fullrange = 0
+        param.analyse.b_mb_info = macroblockHints ? 1 : 0
+        param.analyse.b_mb_info_update = 0
+        // No x264_param_apply_profile: for 8-bit 4:2:0 x264 already signals the
+        // lowest profile its tools need (ultrafast: Constrained Baseline), and
+        // forcing "high" would only refuse crf 0 (lossless).
+
         converter = try PictureConverter(sourceWidth: sourceWidth, sourceHeight: sourceHeight,
                                          outputWidth: outW, outputHeight: outH)
-        frameDuration = VideoTimebase.hz / Int64(settings.fps)
 
-        guard let codec = avcodec_find_encoder_by_name("libx264") else {
-            throw CaptureError(.encoderError, "FFmpeg has no libx264 encoder; install a libavcodec built with libx264 (Debian: libavcodec59)")
+        // Planes: 64-byte aligned rows, one spare row after each plane (SIMD in
+        // swscale may touch a few bytes past a row's end).
+        let yStride = (outW + 63) & ~63, cStride = (outW / 2 + 63) & ~63
+        let ySize = yStride * (outH + 1), cSize = cStride * (outH / 2 + 1)
+        planes = .allocate(byteCount: ySize + 2 * cSize, alignment: 64)
+        let yPlane = planes.assumingMemoryBound(to: UInt8.self)
+        // Start black (Y 16, Cb/Cr 128) so a partial first update leaves no garbage.
+        yPlane.initialize(repeating: 16, count: ySize)
+        (yPlane + ySize).initialize(repeating: 128, count: 2 * cSize)
+        yuv = PlanarYUV(y: yPlane, u: yPlane + ySize, v: yPlane + ySize + cSize,
+                        yStride: yStride, uStride: cStride, vStride: cStride)
+
+        let mbCount = macroblockColumns * macroblockRows
+        macroblockInfo = (.allocate(capacity: mbCount), .allocate(capacity: mbCount))
+        macroblockInfo.0.initialize(repeating: 0, count: mbCount)   // 0: changed
+        macroblockInfo.1.initialize(repeating: 0, count: mbCount)
+
+        picture = .allocate(capacity: 1)
+        pictureOut = .allocate(capacity: 1)
+        x264_picture_init(picture)
+        x264_picture_init(pictureOut)
+        picture.pointee.img.i_csp = X264_CSP_I420
+        picture.pointee.img.i_plane = 3
+        picture.pointee.img.i_stride = (Int32(yStride), Int32(cStride), Int32(cStride), 0)
+        picture.pointee.img.plane = (yuv.y, yuv.u, yuv.v, nil)
+        picture.pointee.prop.mb_info_free = nil     // the arrays are ours, reused
+
+        guard let pkt = av_packet_alloc() else {
+            Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
+            throw CaptureError(.encoderError, "av_packet_alloc failed: out of memory")
         }
-        guard let ctx = avcodec_alloc_context3(codec) else {
-            throw CaptureError(.encoderError, "avcodec_alloc_context3(libx264) failed: out of memory")
+        guard let x = cx264_encoder_open(&param) else {
+            var p: UnsafeMutablePointer<AVPacket>? = pkt
+            av_packet_free(&p)
+            Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
+            throw CaptureError(.encoderError,
+                               "x264_encoder_open failed (\(outW)x\(outH), preset \(settings.preset), tune \(settings.tune ?? "none"), \(settings.bitrate.map { "bitrate \($0)" } ?? "crf \(settings.crf ?? 23)")); see x264's message on stderr")
         }
-        context = ctx
-        guard let f = av_frame_alloc(), let p = av_packet_alloc() else {
-            var c: UnsafeMutablePointer<AVCodecContext>? = ctx
-            avcodec_free_context(&c)
-            throw CaptureError(.encoderError, "av_frame_alloc/av_packet_alloc failed: out of memory")
-        }
-        frame = f
-        packet = p
+        packet = pkt
+        encoder = x
         // From here on deinit cleans up if init throws.
 
-        ctx.pointee.width = Int32(outW)
-        ctx.pointee.height = Int32(outH)
-        ctx.pointee.pix_fmt = AV_PIX_FMT_YUV420P
-        ctx.pointee.time_base = AVRational(1, Int32(VideoTimebase.hz))
-        ctx.pointee.framerate = AVRational(Int32(settings.fps), 1)
-        ctx.pointee.gop_size = 1 << 30          // X264_KEYINT_MAX_INFINITE: IDR only when forced
-        ctx.pointee.max_b_frames = 0
-        ctx.pointee.thread_count = 0            // let x264 decide
-        ctx.pointee.color_range = AVCOL_RANGE_MPEG
-        ctx.pointee.colorspace = AVCOL_SPC_BT709
-        ctx.pointee.color_primaries = AVCOL_PRI_BT709
-        ctx.pointee.color_trc = AVCOL_TRC_BT709
-        if let b = settings.bitrate { ctx.pointee.bit_rate = Int64(b) }
-
-        var options = FFDictionary()
-        try options.set("preset", settings.preset)
-        if let tune = settings.tune { try options.set("tune", tune) }
-        if settings.bitrate == nil, let crf = settings.crf { try options.set("crf", String(crf)) }
-        try options.set("forced-idr", "1")
-        // No encoder delay whatever the preset/tune: sliced threads, no lookahead, no
-        // B-frames, and force-cfr (in VFR mode x264 waits for the next frame's
-        // timestamp to size the current one: one frame of delay, measured), so
-        // every encode() emits the packet of that very picture and a chunk can be
-        // cut between two encode() calls. Timestamps still pass through verbatim;
-        // rate control assumes `fps`.
-        try options.set("x264-params",
-                        "scenecut=0:repeat-headers=1:aud=1:bframes=0:sliced-threads=1:rc-lookahead=0:sync-lookahead=0:force-cfr=1")
-        var rc = avcodec_open2(ctx, codec, &options.raw)
-        if rc < 0 {
-            throw ffmpegError(rc, "opening libx264 (\(outW)x\(outH), preset \(settings.preset), tune \(settings.tune ?? "none"))")
-        }
-        let unused = options.leftovers()
-        if !unused.isEmpty {
-            throw CaptureError(.encoderError, "libx264 did not accept the options \(unused.joined(separator: ", "))")
+        var opened = x264_param_t()
+        x264_encoder_parameters(x, &opened)
+        if opened.b_vfr_input != 0 || opened.i_bframe != 0 || x264_encoder_maximum_delayed_frames(x) > 0 {
+            throw CaptureError(.encoderError,
+                               "libx264 would delay frames (bframes \(opened.i_bframe), max delayed \(x264_encoder_maximum_delayed_frames(x))); this x264 build does not honour the zero-delay settings")
         }
 
-        f.pointee.format = AV_PIX_FMT_YUV420P.rawValue
-        f.pointee.width = Int32(outW)
-        f.pointee.height = Int32(outH)
-        f.pointee.color_range = AVCOL_RANGE_MPEG
-        f.pointee.colorspace = AVCOL_SPC_BT709
-        f.pointee.color_primaries = AVCOL_PRI_BT709
-        f.pointee.color_trc = AVCOL_TRC_BT709
-        rc = av_frame_get_buffer(f, 64)
-        if rc < 0 { throw ffmpegError(rc, "av_frame_get_buffer(\(outW)x\(outH) yuv420p)") }
-        // Start black (Y 16, Cb/Cr 128) so a partial first update leaves no garbage.
-        if let y = f.pointee.data.0, let u = f.pointee.data.1, let v = f.pointee.data.2 {
-            y.update(repeating: 16, count: Int(f.pointee.linesize.0) * outH)
-            u.update(repeating: 128, count: Int(f.pointee.linesize.1) * (outH / 2))
-            v.update(repeating: 128, count: Int(f.pointee.linesize.2) * (outH / 2))
-        }
-
-        streamDescription = try StreamDescription(from: ctx, mediaType: .video, nominalPacketDuration: frameDuration)
+        streamDescription = try StreamDescription(h264Width: outW, height: outH,
+                                                  bitrate: settings.bitrate, nominalPacketDuration: frameDuration)
     }
 
     deinit {
-        var f: UnsafeMutablePointer<AVFrame>? = frame
-        av_frame_free(&f)
+        x264_encoder_close(encoder)   // waits for x264's threads: nothing reads our memory after this
         var p: UnsafeMutablePointer<AVPacket>? = packet
         av_packet_free(&p)
-        var c: UnsafeMutablePointer<AVCodecContext>? = context
-        avcodec_free_context(&c)
+        Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
+    }
+
+    private static func release(planes: UnsafeMutableRawPointer, picture: UnsafeMutablePointer<x264_picture_t>,
+                                pictureOut: UnsafeMutablePointer<x264_picture_t>,
+                                info: (UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt8>)) {
+        planes.deallocate()
+        picture.deallocate()
+        pictureOut.deallocate()
+        info.0.deallocate()
+        info.1.deallocate()
+    }
+
+    /// The mb_info array the next encode will hand to x264.
+    private var pendingInfo: UnsafeMutablePointer<UInt8> {
+        pendingInfoIndex == 0 ? macroblockInfo.0 : macroblockInfo.1
     }
 
     /// Converts the changed parts of `image` into the encoder's persistent
@@ -182,25 +305,46 @@ public final class VideoEncoder {
     /// converts everything; an empty region converts nothing. Rectangles are in
     /// source pixels and are clipped to the frame. With scaling active every
     /// non-empty update is a full conversion. The result is byte-identical to a
-    /// full conversion of the same image.
+    /// full conversion of the same image. The macroblocks the rectangles touch
+    /// are coded as changed by the next `encode` (several updates between two
+    /// encodes add up).
+    ///
+    /// `dirty` must cover every pixel that differs from the image given last time:
+    /// macroblocks outside it are coded as unchanged.
     ///
     /// `image` must be at least sourceWidth x sourceHeight (its top-left part is
-    /// used) and stay valid for the duration of the call. Never allocates
-    /// (except inside FFmpeg when the encoder still holds the frame, see below).
+    /// used) and stay valid for the duration of the call. Never allocates.
     public func updatePicture(from image: PixelBufferView, dirty: DirtyRegion?) {
         precondition(image.width >= sourceWidth && image.height >= sourceHeight,
                      "updatePicture: image \(image.width)x\(image.height) is smaller than the encoder's source \(sourceWidth)x\(sourceHeight); make a new VideoEncoder when the size changes")
         if let d = dirty, d.isEmpty { lastConvertedPixels = 0; return }
-        // libavcodec may still hold a reference to the frame's buffers; then
-        // writing into them would change a picture it has not finished with.
-        if av_frame_is_writable(frame) == 0 {
-            let rc = av_frame_make_writable(frame)
-            if rc < 0 {
-                pendingError = ffmpegError(rc, "av_frame_make_writable (video picture)")
-                return
+        lastConvertedPixels = converter.convert(image, dirty: dirty, into: yuv)
+        markChanged(dirty)
+    }
+
+    /// Marks the macroblocks under `dirty` (nil or scaling: all) as changed.
+    private func markChanged(_ dirty: DirtyRegion?) {
+        let info = pendingInfo
+        let count = macroblockColumns * macroblockRows
+        pendingAnyChanged = true
+        guard let dirty, !converter.isScaling else {
+            info.update(repeating: 0, count: count)
+            return
+        }
+        let frame = PixelRect(x: 0, y: 0, width: outputWidth, height: outputHeight)
+        for i in 0..<dirty.count {
+            let r = dirty[i].intersection(frame)
+            if r.isEmpty { continue }
+            // Expand to macroblock boundaries. The conversion is exact per 2x2
+            // block (even-aligned), and 16 is even, so no change leaks into a
+            // macroblock the rectangle does not touch.
+            let c0 = Int(r.x) >> 4, c1 = (Int(r.maxX) - 1) >> 4
+            let r0 = Int(r.y) >> 4, r1 = (Int(r.maxY) - 1) >> 4
+            let n = c1 - c0 + 1
+            for row in r0...r1 {
+                (info + row * macroblockColumns + c0).update(repeating: 0, count: n)
             }
         }
-        lastConvertedPixels = converter.convert(image, dirty: dirty, into: frame)
     }
 
     /// Encodes the current persistent picture with presentation time `pts90k`
@@ -211,17 +355,51 @@ public final class VideoEncoder {
     /// simply fall between two calls. (The signature allows 0...n packets.)
     /// Gaps in `pts90k` (dropped frames) are fine; the packet keeps `pts90k` as
     /// its pts and dts.
+    ///
+    /// The packet's bytes are x264's output buffer, valid only inside `emit`.
     public func encode(pts90k: Int64, keyframe: Bool,
                        emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
-        if let e = pendingError { pendingError = nil; throw e }
         if flushed { throw CaptureError(.internalError, "VideoEncoder.encode called after flush") }
-        frame.pointee.pts = pts90k
-        frame.pointee.pict_type = keyframe ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
-        frame.pointee.key_frame = keyframe ? 1 : 0
-        let rc = avcodec_send_frame(context, frame)
-        if rc < 0 { throw ffmpegError(rc, "avcodec_send_frame (libx264, pts \(pts90k))") }
+        let pic = picture
+        pic.pointee.i_pts = pts90k
+        pic.pointee.i_type = keyframe ? X264_TYPE_IDR : X264_TYPE_AUTO
+        if usesMacroblockHints {
+            let info = pendingInfo
+            let count = macroblockColumns * macroblockRows
+            if claimNothingChangedOnce {
+                claimNothingChangedOnce = false
+                info.update(repeating: constantFlag, count: count)
+                lastUnchangedMacroblocks = count
+            } else if !pendingAnyChanged {
+                lastUnchangedMacroblocks = count
+            } else {
+                // The array holds 0 (changed) or constantFlag (unchanged) per macroblock.
+                var unchanged = 0
+                for i in 0..<count where info[i] != 0 { unchanged += 1 }
+                lastUnchangedMacroblocks = unchanged
+            }
+            pic.pointee.prop.mb_info = info
+        } else {
+            pic.pointee.prop.mb_info = nil
+            lastUnchangedMacroblocks = 0
+        }
+
+        var nals: UnsafeMutablePointer<x264_nal_t>? = nil
+        var nalCount: Int32 = 0
+        let size = x264_encoder_encode(encoder, &nals, &nalCount, pic, pictureOut)
+        pic.pointee.prop.mb_info = nil
+        if usesMacroblockHints {
+            // The array just given may still be read by x264's slice threads until the
+            // next x264_encoder_encode; collect the next picture's hints in the other one.
+            pendingInfoIndex ^= 1
+            pendingInfo.update(repeating: constantFlag, count: macroblockColumns * macroblockRows)
+            pendingAnyChanged = false
+        }
+        if size < 0 {
+            throw CaptureError(.encoderError, "x264_encoder_encode failed (pts \(pts90k), returned \(size)); see x264's message on stderr")
+        }
         encodedFrames += 1
-        try drain(emit)
+        if size > 0, let nals { try emitPacket(nals, Int(size), emit) }
     }
 
     /// Drains the encoder at the end of a stream (normally emits nothing, as
@@ -229,20 +407,34 @@ public final class VideoEncoder {
     public func flush(emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { return }
         flushed = true
-        let rc = avcodec_send_frame(context, nil)
-        if rc < 0 && rc != cffmpeg_averror_eof() { throw ffmpegError(rc, "flushing libx264") }
-        try drain(emit)
+        while x264_encoder_delayed_frames(encoder) > 0 {
+            var nals: UnsafeMutablePointer<x264_nal_t>? = nil
+            var nalCount: Int32 = 0
+            let size = x264_encoder_encode(encoder, &nals, &nalCount, nil, pictureOut)
+            if size < 0 { throw CaptureError(.encoderError, "flushing libx264 failed (returned \(size))") }
+            if size > 0, let nals { try emitPacket(nals, Int(size), emit) }
+        }
     }
 
-    private func drain(_ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
-        while true {
-            let rc = avcodec_receive_packet(context, packet)
-            if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
-            if rc < 0 { throw ffmpegError(rc, "avcodec_receive_packet (libx264)") }
-            defer { av_packet_unref(packet) }
-            if packet.pointee.duration == 0 { packet.pointee.duration = frameDuration }
-            try emit(EncodedPacket(packet))
+    /// Wraps x264's output (all NALs of one picture, contiguous, Annex B) in the
+    /// reused AVPacket without copying, and hands it to `emit`.
+    private func emitPacket(_ nals: UnsafeMutablePointer<x264_nal_t>, _ size: Int,
+                            _ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
+        let out = pictureOut.pointee
+        let p = packet
+        p.pointee.data = nals[0].p_payload
+        p.pointee.size = Int32(size)
+        p.pointee.buf = nil
+        p.pointee.pts = out.i_pts
+        p.pointee.dts = out.i_dts
+        p.pointee.duration = frameDuration
+        p.pointee.flags = out.b_keyframe != 0 ? AV_PKT_FLAG_KEY : 0
+        p.pointee.stream_index = 0
+        defer {
+            p.pointee.data = nil
+            p.pointee.size = 0
         }
+        try emit(EncodedPacket(p))
     }
 
     // MARK: test support
@@ -251,15 +443,14 @@ public final class VideoEncoder {
     func copyPicture() -> [UInt8] {
         var out: [UInt8] = []
         let w = outputWidth, h = outputHeight
-        let planes: [(UnsafeMutablePointer<UInt8>?, Int32, Int, Int)] = [
-            (frame.pointee.data.0, frame.pointee.linesize.0, w, h),
-            (frame.pointee.data.1, frame.pointee.linesize.1, w / 2, h / 2),
-            (frame.pointee.data.2, frame.pointee.linesize.2, w / 2, h / 2),
+        let planes: [(UnsafeMutablePointer<UInt8>, Int, Int, Int)] = [
+            (yuv.y, yuv.yStride, w, h),
+            (yuv.u, yuv.uStride, w / 2, h / 2),
+            (yuv.v, yuv.vStride, w / 2, h / 2),
         ]
         for (base, stride, pw, ph) in planes {
-            guard let base else { continue }
             for y in 0..<ph {
-                out.append(contentsOf: UnsafeBufferPointer(start: base + y * Int(stride), count: pw))
+                out.append(contentsOf: UnsafeBufferPointer(start: base + y * stride, count: pw))
             }
         }
         return out

@@ -9,7 +9,10 @@ import Synchronization
 ///   timeout) or `.invalidChannels` (no such device) before it returns.
 /// - Default targets follow the server's default device; the move is reported as a discontinuity.
 /// - If the server goes away the recorder reports a discontinuity ("server lost"), retries every
-///   500 ms for `reconnectTimeout`, and resumes (new timestamps) or fails with `.audioUnavailable`.
+///   500 ms for `reconnectTimeout`, and resumes (new timestamps) or fails with `.audioUnavailable`
+///   (`.invalidChannels` when the server came back without the named device).
+/// - Timestamps: see `AudioCaptureSink.audioCapture(didCapture:frameCount:captureTime:)` and
+///   `CaptureClock`.
 ///
 /// Sendable: the only stored state is immutable (the engine reference); the engine documents how it
 /// owns its mutable state.

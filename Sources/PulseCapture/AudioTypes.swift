@@ -98,9 +98,15 @@ public enum AudioCaptureTarget: Sendable, Hashable, CustomStringConvertible {
 /// internal lock held. Implementations must not block. Calling `AudioRecorder.stop()` from inside
 /// a callback is allowed (no further callbacks follow it).
 public protocol AudioCaptureSink: AnyObject, Sendable {
-    /// Interleaved stereo Float32 at 48 kHz (`AudioFormat`). `samples` is valid only during the call.
+    /// Interleaved stereo Float32 at 48 kHz (`AudioFormat`). `samples` is valid only during the call;
+    /// blocks are of any size (usually 20 ms, at times a few frames, up to 1024 frames).
     /// `captureTime`: CLOCK_MONOTONIC ns (`MonotonicClock`) at which the FIRST frame of `samples`
-    /// entered the source, smoothed so that consecutive blocks are consistent with the sample count.
+    /// entered the source; for a monitor (system audio), when it is heard, i.e. including the
+    /// sink's latency, as libpulse counts it. Smoothed so that consecutive blocks follow the sample
+    /// count (strictly increasing, block-to-block jitter of microseconds) while tracking the
+    /// device clock's drift. After a start, move or reconnect the first audio is held back until
+    /// the stream's latency has settled (typically 0.1-0.4 s, at most 0.5 s), then delivered in
+    /// full with timestamps from the settled time line.
     func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64)
     /// The stream was interrupted and resumed (moved to another device, default changed, suspended,
     /// hole in the stream, server reconnect): the next block's captureTime may jump; the caller fills

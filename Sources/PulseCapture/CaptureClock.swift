@@ -9,7 +9,8 @@
 /// gain is `1/count`, so the start is a running average rather than the first (noisiest) sample.
 ///
 /// A measurement further than `resyncThreshold` from the prediction means audio was lost or the
-/// stream restarted: the filter restarts at the measured time and reports the jump.
+/// stream restarted: the filter restarts at the measured time and reports the jump. Otherwise the
+/// output is strictly increasing (each correction is limited to half the previous block).
 ///
 /// A value type with no storage beyond a few numbers: updating never allocates.
 public struct CaptureClock: Sendable {
@@ -81,7 +82,11 @@ public struct CaptureClock: Sendable {
                 let omega = 2 * Double.pi * bandwidth * Double(lastFrames) * nanosecondsPerFrame * 1e-9
                 let b = max(2.0.squareRoot() * omega, 1.0 / Double(count))
                 let c = omega * omega
-                t = next + b * error
+                // Never move a block by more than half the previous block's length: with tiny
+                // blocks (pulse hands out chunks of a few frames at times) a full correction could
+                // put a block before its predecessor. Time stays strictly increasing.
+                let limit = 0.5 * Double(lastFrames) * nanosecondsPerFrame
+                t = next + min(max(b * error, -limit), limit)
                 if lastFrames > 0 {
                     nanosecondsPerFrame += c * error / Double(lastFrames)
                     // A real device is within a few hundred ppm of nominal; never let noise push it far.

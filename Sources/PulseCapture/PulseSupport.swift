@@ -37,12 +37,6 @@ enum Pulse {
         return "the default PulseAudio server"
     }
 
-    static func flags(_ values: pa_stream_flags...) -> pa_stream_flags_t {
-        var raw: UInt32 = 0
-        for v in values { raw |= v.rawValue }
-        return pa_stream_flags_t(rawValue: raw)
-    }
-
     /// `timeval` that is `microseconds` from now on the wall clock (what pa_mainloop timers take).
     static func timeval(fromNow microseconds: UInt64) -> timeval {
         var tv = Glibc.timeval()

@@ -43,7 +43,7 @@ final class RecorderEngine: @unchecked Sendable {
 
     // MARK: Any thread
     let publishedDevice = Mutex<String?>(nil)
-    /// pthread_t of the mainloop thread, recorded by the first context callback (0 = none).
+    /// pthread_t of the mainloop thread, recorded when it starts (0 = none).
     let mainloopThread = Atomic<UInt>(0)
 
     // MARK: Lifecycle (`lifecycle` held)
@@ -70,7 +70,7 @@ final class RecorderEngine: @unchecked Sendable {
     private var gateOpen = false
     private var refreshNeeded = false
     private var discontinuityReported = false
-    private var clock = CaptureClock(bandwidth: debugBW, resyncThreshold: 15_000_000)
+    private var clock = CaptureClock(resyncThreshold: 15_000_000)
     /// Reassembly buffer for chunks that are not whole, aligned frames (rare; allocated once).
     private let staging: UnsafeMutableRawPointer
     private let stagingCapacity = 4_096 * Pulse.bytesPerFrame
@@ -150,6 +150,11 @@ final class RecorderEngine: @unchecked Sendable {
             api = nil
             throw CaptureError(.internalError, "cannot start the PulseAudio mainloop thread")
         }
+        // Learn the mainloop thread's identity (stop() from a callback must not lock). Not from a
+        // callback: pa_context_connect runs the first state callback on the calling thread.
+        pa_threaded_mainloop_once_unlocked(ml, { _, userdata in
+            RecorderEngine.from(userdata)?.mainloopThread.store(UInt(pthread_self()), ordering: .releasing)
+        }, userdata)
         pa_threaded_mainloop_lock(ml)
         phase = .starting
         startOutcome = nil
@@ -225,7 +230,11 @@ final class RecorderEngine: @unchecked Sendable {
             guard let engine = RecorderEngine.from(userdata), let c else { return }
             engine.contextStateChanged(c)
         }, userdata)
-        if pa_context_connect(ctx, server, PA_CONTEXT_NOAUTOSPAWN, nil) < 0 {
+        // pa_context_connect can fail synchronously and run our state callback, which tears the
+        // context down: hold a reference of our own across the call.
+        pa_context_ref(ctx)
+        defer { pa_context_unref(ctx) }
+        if pa_context_connect(ctx, server, PA_CONTEXT_NOAUTOSPAWN, nil) < 0, context == ctx {
             attemptFailed(unavailable(detail: Pulse.errorText(context: ctx)), contextDead: true)
         }
     }
@@ -237,9 +246,6 @@ final class RecorderEngine: @unchecked Sendable {
     }
 
     private func contextStateChanged(_ c: OpaquePointer) {
-        if mainloopThread.load(ordering: .relaxed) == 0 {
-            mainloopThread.store(UInt(pthread_self()), ordering: .releasing)
-        }
         guard c == context else { return }
         switch pa_context_get_state(c) {
         case PA_CONTEXT_READY:
@@ -413,11 +419,14 @@ final class RecorderEngine: @unchecked Sendable {
         var attr = pa_buffer_attr(
             maxlength: UInt32.max, tlength: UInt32.max, prebuf: UInt32.max, minreq: UInt32.max,
             fragsize: UInt32(48_000 / 50 * Pulse.bytesPerFrame))
-        var flags = [PA_STREAM_ADJUST_LATENCY, PA_STREAM_INTERPOLATE_TIMING, PA_STREAM_AUTO_TIMING_UPDATE]
-        if !target.followsDefault { flags.append(PA_STREAM_DONT_MOVE) }
-        var raw: UInt32 = 0
-        for f in flags { raw |= f.rawValue }
-        if pa_stream_connect_record(s, device, &attr, pa_stream_flags_t(rawValue: raw)) < 0 {
+        // Named devices are pinned (DONT_MOVE: if one goes away the stream fails); default targets
+        // may move, and we move them ourselves when the default changes.
+        var raw = PA_STREAM_ADJUST_LATENCY.rawValue | PA_STREAM_INTERPOLATE_TIMING.rawValue
+            | PA_STREAM_AUTO_TIMING_UPDATE.rawValue
+        if !target.followsDefault { raw |= PA_STREAM_DONT_MOVE.rawValue }
+        pa_stream_ref(s)
+        defer { pa_stream_unref(s) }
+        if pa_stream_connect_record(s, device, &attr, pa_stream_flags_t(rawValue: raw)) < 0, stream == s {
             attemptFailed(classifyStreamError(c, device: device), contextDead: false)
         }
     }
@@ -526,7 +535,9 @@ final class RecorderEngine: @unchecked Sendable {
             }
         case .recovering:
             if now >= deadline {
-                fail(lastProblem ?? CaptureError(.audioUnavailable, "the audio server did not come back"))
+                let seconds = Double(reconnectTimeoutNs / 1_000_000) / 1000
+                let last = lastProblem ?? CaptureError(.audioUnavailable, "no answer")
+                fail(CaptureError(last.code, "gave up recording \(target) after retrying for \(seconds) s: \(last.message)"))
                 return
             }
             if attemptInFlight && now - attemptStartedAt > attemptTimeoutNs {
@@ -682,11 +693,11 @@ final class RecorderEngine: @unchecked Sendable {
     }
 
     private func drain(_ s: OpaquePointer) {
-        // libpulse's automatic timing updates thin out to one per 1.5 s, and between them its
-        // interpolation drifts by up to ~1 ms/s (measured on a null sink). Ask for fresh timing
-        // every 100 ms instead, so "now - latency" stays within ~0.1 ms (FFmpeg asks on every read).
+        // libpulse's automatic timing updates thin out to one per 1.5 s. Ask for fresh timing every
+        // 100 ms (FFmpeg asks on every read): each answer is an independent measurement for
+        // measureCaptureTime / SlidingMedian, and a recent one is never far off.
         let now = MonotonicClock.now()
-        if !debugNoReq && now - lastTimingRequest >= timingRequestIntervalNs {
+        if now - lastTimingRequest >= timingRequestIntervalNs {
             lastTimingRequest = now
             if let op = pa_stream_update_timing_info(s, nil, nil) { pa_operation_unref(op) }
         }
@@ -805,10 +816,6 @@ final class RecorderEngine: @unchecked Sendable {
             time = clock.advance(frames: frames)
         }
         timelineFrames += frames
-        if debugTiming {
-            let line = "T \(MonotonicClock.now()) \(measured ?? 0) \(frames) \(time) cum \(timelineFrames - frames) floor 0\n"
-            _ = line.withCString { write(2, $0, strlen($0)) }
-        }
         if let jump {
             // Audio went missing (or the time line slipped): the filter restarted at the measured
             // time; the caller must know about the gap.
@@ -835,10 +842,6 @@ final class RecorderEngine: @unchecked Sendable {
         let framesBefore = heldBytes / Pulse.bytesPerFrame
         heldBytes += bytes
         timelineFrames += frames
-        if debugTiming {
-            let line = "H \(MonotonicClock.now()) \(measured ?? 0) \(framesBefore) implied \(Double(measured ?? 0) - Double(framesBefore) * CaptureClock.nominalNanosecondsPerFrame)\n"
-            _ = line.withCString { write(2, $0, strlen($0)) }
-        }
         if let measured, let settled = settler.add(measured: measured, framesBefore: framesBefore) {
             releaseHeld(start: settled.start, confidence: settled.agreeing)
         }
@@ -924,13 +927,4 @@ final class RecorderEngine: @unchecked Sendable {
         pendingMove = nil
         gateOpen = false
     }
-}
-
-// DEBUG (temporary)
-let debugTiming = getenv("PC_DEBUG") != nil
-let debugNoReq = getenv("PC_NOREQ") != nil
-let debugBW = getenv("PC_BW").map { Double(String(cString: $0))! } ?? 0.05
-func debugLog(now: Int64, measured: Int64, frames: Int, time: Int64) {
-    let line = "T \(now) \(measured) \(frames) \(time)\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
 }

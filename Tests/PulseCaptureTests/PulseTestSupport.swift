@@ -1,0 +1,277 @@
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import PulseCapture
+import Synchronization
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A sink that keeps everything it is given (left and right samples, block times, events), with
+/// the frame position of each event, for assertions after the recording.
+final class RecordingSink: AudioCaptureSink {
+    struct Block {
+        var captureTime: Int64
+        var arrival: Int64
+        var frameCount: Int
+        var firstFrame: Int     // position in `samples` (frames)
+    }
+    struct Event {
+        var atFrame: Int        // frames delivered before the event
+        var time: Int64
+        var text: String
+    }
+    struct State {
+        var samples: [Float] = []          // interleaved stereo
+        var blocks: [Block] = []
+        var discontinuities: [Event] = []
+        var failures: [(atFrame: Int, error: CaptureError)] = []
+        var callbacksAfterStop = 0
+        var stopped = false
+        var wrongFormat = 0
+    }
+
+    let state = Mutex(State())
+    /// Called (on the recorder's thread) after each block is stored; may stop the recorder.
+    let onBlock: (@Sendable (Int) -> Void)?
+
+    init(onBlock: (@Sendable (Int) -> Void)? = nil) {
+        self.onBlock = onBlock
+    }
+
+    func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64) {
+        let now = MonotonicClock.now()
+        let total = state.withLock { s -> Int in
+            if s.stopped { s.callbacksAfterStop += 1 }
+            if samples.count != frameCount * 2 { s.wrongFormat += 1 }
+            s.blocks.append(Block(captureTime: captureTime, arrival: now, frameCount: frameCount,
+                                  firstFrame: s.samples.count / 2))
+            s.samples.append(contentsOf: samples)
+            return s.blocks.count
+        }
+        onBlock?(total)
+    }
+
+    func audioCaptureDidDiscontinue(reason: String) {
+        let now = MonotonicClock.now()
+        state.withLock { s in
+            if s.stopped { s.callbacksAfterStop += 1 }
+            s.discontinuities.append(Event(atFrame: s.samples.count / 2, time: now, text: reason))
+        }
+    }
+
+    func audioCapture(didFail error: CaptureError) {
+        state.withLock { s in
+            if s.stopped { s.callbacksAfterStop += 1 }
+            s.failures.append((s.samples.count / 2, error))
+        }
+    }
+
+    /// Marks the point after which any callback is a bug.
+    func markStopped() { state.withLock { $0.stopped = true } }
+
+    var frames: Int { state.withLock { $0.samples.count / 2 } }
+    var snapshot: State { state.withLock { $0 } }
+
+    /// Waits (polling) until `condition` holds on the state, or `timeout` passes.
+    @discardableResult
+    func wait(timeout: Double, _ condition: (State) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if state.withLock({ condition($0) }) { return true }
+            usleep(20_000)
+        }
+        return state.withLock { condition($0) }
+    }
+}
+
+enum Signal {
+    /// Left channel of interleaved stereo, frames [from, to).
+    static func left(_ samples: [Float], from: Int, to: Int) -> [Float] {
+        let a = max(0, from), b = min(samples.count / 2, to)
+        guard b > a else { return [] }
+        return (a..<b).map { samples[2 * $0] }
+    }
+
+    /// Goertzel power of `frequency` normalised so that a pure sine at that frequency gives ~1
+    /// (the fraction of the signal's energy in that tone).
+    static func toneFraction(_ x: [Float], frequency: Double, sampleRate: Double = 48_000) -> Double {
+        guard !x.isEmpty else { return 0 }
+        let coeff = 2 * cos(2 * Double.pi * frequency / sampleRate)
+        let n = Double(x.count)
+        var s1 = 0.0, s2 = 0.0, energy = 0.0, sumH = 0.0, sumH2 = 0.0
+        for (i, v) in x.enumerated() {
+            let h = 0.5 - 0.5 * cos(2 * Double.pi * Double(i) / n)   // Hann: keeps other tones out
+            let s = Double(v) * h
+            let s0 = s + coeff * s1 - s2
+            s2 = s1
+            s1 = s0
+            energy += s * s
+            sumH += h
+            sumH2 += h * h
+        }
+        guard energy > 0 else { return 0 }
+        let power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+        // A windowed sine of amplitude A: power ~ (A * sumH / 2)^2 and energy ~ A^2 / 2 * sumH2.
+        return (power / (sumH * sumH / 4)) / (energy / (sumH2 / 2))
+    }
+
+    /// The frequency (10 Hz steps, 50..5000 Hz) with the most Goertzel power in `x`.
+    static func dominantFrequency(_ x: [Float], sampleRate: Double = 48_000) -> Double {
+        let piece = Array(x.prefix(4_800))
+        var best = 0.0, bestPower = -1.0
+        var f = 50.0
+        while f <= 5_000 {
+            let p = toneFraction(piece, frequency: f, sampleRate: sampleRate)
+            if p > bestPower { bestPower = p; best = f }
+            f += 10
+        }
+        return best
+    }
+
+    static func rmsDB(_ x: [Float]) -> Double {
+        guard !x.isEmpty else { return -.infinity }
+        var sum = 0.0
+        for v in x { sum += Double(v) * Double(v) }
+        let rms = (sum / Double(x.count)).squareRoot()
+        return rms > 0 ? 20 * log10(rms) : -.infinity
+    }
+
+    /// Writes interleaved stereo Float32 48 kHz as a WAV file (so ffprobe/ffmpeg can check it).
+    static func writeWAV(_ samples: [Float], to path: String) throws {
+        var data = Data()
+        func u32(_ v: UInt32) { var l = v.littleEndian; withUnsafeBytes(of: &l) { data.append(contentsOf: $0) } }
+        func u16(_ v: UInt16) { var l = v.littleEndian; withUnsafeBytes(of: &l) { data.append(contentsOf: $0) } }
+        let bytes = UInt32(samples.count * 4)
+        data.append(contentsOf: Array("RIFF".utf8)); u32(36 + bytes)
+        data.append(contentsOf: Array("WAVE".utf8))
+        data.append(contentsOf: Array("fmt ".utf8)); u32(16)
+        u16(3); u16(2); u32(48_000); u32(48_000 * 8); u16(8); u16(32)   // IEEE float, stereo
+        data.append(contentsOf: Array("data".utf8)); u32(bytes)
+        samples.withUnsafeBytes { data.append(contentsOf: $0) }
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+}
+
+/// Shell helpers for a rig's PulseAudio (pactl, a tone client, kill/restart).
+struct PulseControl {
+    let rig: TestRig
+
+    var runtimeDir: String { rig.environment["XDG_RUNTIME_DIR"]! }
+    var server: String { rig.pulseServer! }
+
+    var env: [String: String] {
+        rig.childEnvironment(["DISPLAY": nil])
+    }
+
+    @discardableResult
+    func pactl(_ args: String...) throws -> String {
+        let r = try runProcess("pactl", args, environment: env, timeout: .seconds(10))
+        guard r.status == 0 else {
+            throw CaptureError(.internalError, "pactl \(args.joined(separator: " ")) failed: \(r.stderr)")
+        }
+        return r.stdout
+    }
+
+    /// Starts `ffmpeg` playing a sine (-9 dBFS RMS) into `sink`; returns its PID. The caller kills
+    /// it (`kill(pid)`). 200 ms of buffer in the server, so a busy machine does not starve it (the
+    /// sink still runs at the 20 ms its monitor's recorder asks for).
+    func startTone(frequency: Int, sink: String, name: String) throws -> pid_t {
+        let args = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-f", "lavfi", "-i", "sine=frequency=\(frequency):sample_rate=48000",
+            "-af", "volume=12dB", "-ac", "2",
+            "-f", "pulse", "-buffer_duration", "200", "-name", name, "-device", sink, name,
+        ]
+        return try spawn(args)
+    }
+
+    func spawn(_ args: [String]) throws -> pid_t {
+        var pid: pid_t = 0
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let envList = env.map { "\($0.key)=\($0.value)" }
+        let cArgs = args.map { strdup($0) } + [nil]
+        let cEnv = envList.map { strdup($0) } + [nil]
+        defer { for p in cArgs + cEnv { free(p) } }
+        let rc = posix_spawnp(&pid, args[0], &actions, nil, cArgs, cEnv)
+        guard rc == 0 else {
+            throw CaptureError(.internalError, "cannot start \(args[0]): \(String(cString: strerror(rc)))")
+        }
+        return pid
+    }
+
+    /// SIGTERM, then SIGKILL after 2 s; reaps it when it is our child.
+    static func kill(_ pid: pid_t) {
+        guard pid > 0 else { return }
+        Glibc.kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(2)
+        var status: Int32 = 0
+        while Date() < deadline {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && Glibc.kill(pid, 0) != 0) { return }
+            usleep(20_000)
+        }
+        Glibc.kill(pid, SIGKILL)
+        _ = waitpid(pid, &status, 0)
+    }
+
+    /// The PID of the rig's (or our restarted) pulseaudio daemon.
+    func daemonPID() throws -> pid_t {
+        let text = try String(contentsOfFile: runtimeDir + "/pulse/pid", encoding: .utf8)
+        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+            throw CaptureError(.internalError, "no pulseaudio pid in \(runtimeDir)/pulse/pid")
+        }
+        return pid
+    }
+
+    /// Kills the daemon with SIGKILL (a crash, as far as clients can tell) and waits until its
+    /// socket refuses connections.
+    func killDaemon() throws {
+        let pid = try daemonPID()
+        Glibc.kill(pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            if (try? AudioServer.snapshot(timeout: .milliseconds(300), server: server)) == nil { return }
+            usleep(20_000)
+        }
+        throw CaptureError(.internalError, "pulseaudio \(pid) still answers after SIGKILL")
+    }
+
+    /// Starts a fresh daemon on the same runtime dir with a null sink "spk" (the default sink).
+    /// Returns its PID; the caller kills it.
+    func restartDaemon() throws -> pid_t {
+        // A killed daemon may linger as a zombie until reaped; its pid file would make the new
+        // one refuse to start ("Daemon already running").
+        try? FileManager.default.removeItem(atPath: runtimeDir + "/pulse/pid")
+        let r = try runProcess("pulseaudio", [
+            "-D", "--exit-idle-time=-1", "--disallow-exit", "-n", "--use-pid-file=yes",
+            "--log-target=file:\(rig.stateDirectory)/pulse-restarted.log",
+            "--load=module-null-sink sink_name=spk rate=48000 channels=2",
+            "--load=module-native-protocol-unix auth-anonymous=1",
+        ], environment: env.merging(["PULSE_STATE_PATH": rig.stateDirectory + "/pulse-state"]) { $1 },
+           timeout: .seconds(20))
+        guard r.status == 0 else {
+            throw CaptureError(.internalError, "restarting pulseaudio failed: \(r.stderr)")
+        }
+        return try daemonPID()
+    }
+}
+
+extension XCTestCase {
+    func requireRig(_ options: RigOptions? = nil) throws -> TestRig {
+        do {
+            if let options { return try TestRig.start(options) }
+            return try TestRig.shared()
+        } catch {
+            XCTFail("the test rig did not start: \(error)")
+            throw error
+        }
+    }
+}
