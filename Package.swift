@@ -42,6 +42,9 @@ let package = Package(
             name: "CWebSockets", pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev"])]),
 
+        // Variadic libc calls Swift cannot import (prctl).
+        .target(name: "CLinuxShims"),
+
         // MARK: Pure Swift core
         .target(name: "CaptureCore"),
 
@@ -63,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "CaptureAgent",
             dependencies: [
-                "CaptureCore", "CapturePipeline",
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

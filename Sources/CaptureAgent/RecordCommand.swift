@@ -1,6 +1,8 @@
 import ArgumentParser
 import CaptureCore
 import CapturePipeline
+import CaptureSpool
+import CLinuxShims
 import Dispatch
 import Foundation
 import Logging
@@ -12,14 +14,15 @@ struct RecordCommand: ParsableCommand {
         abstract: "Record channels into chunks in a directory, without any server.",
         discussion: """
             Default channels: display:1, mic:default and system_audio:default, where present.
+            Default output: the spool, $XDG_STATE_HOME/capture-agent/spool/<session> (~/.local/state/...).
             Stops after --duration, or on SIGINT/SIGTERM, after closing the current chunk of every channel.
             Layout: DIR/session.json and DIR/<channel>/chunk-NNNNNN.ts + chunk-NNNNNN.json.
             """)
 
     @OptionGroup var global: GlobalOptions
 
-    @Option(name: .long, help: "Output directory (created if needed).")
-    var out: String
+    @Option(name: .long, help: "Output directory (created if needed). Default: the spool, $XDG_STATE_HOME/capture-agent/spool/<session>.")
+    var out: String?
 
     @Option(name: .long, help: "Stop after this long (e.g. 10s, 2m). Default: until SIGINT/SIGTERM.")
     var duration: String?
@@ -36,8 +39,11 @@ struct RecordCommand: ParsableCommand {
     @Option(name: .long, help: "x264 preset.")
     var preset: String = "ultrafast"
 
-    @Option(name: .long, help: "x264 constant rate factor (0-51); ignored with --video-bitrate.")
-    var crf: Int = 23
+    @Option(name: .long, help: "Quality as x264's constant quantizer (0-51, lower is better; the default, 23). Unchanged parts of the screen cost almost nothing with it.")
+    var qp: Int?
+
+    @Option(name: .long, help: "Quality as x264's constant rate factor (0-51) instead of --qp. Costs more CPU on a mostly still desktop.")
+    var crf: Int?
 
     @Option(name: .long, help: "Video bitrate instead of CRF, e.g. 4M or 2500k.")
     var videoBitrate: String?
@@ -55,6 +61,10 @@ struct RecordCommand: ParsableCommand {
     var sessionId: String?
 
     func run() throws {
+        // Transparent huge pages round every large buffer (frames, x264's
+        // planes) up to 2 MB pages: ~10 MB of resident memory for nothing in a
+        // process meant to run all day. Small pages, please.
+        _ = clinux_disable_transparent_huge_pages()
         let logger: Logger
         let options: RecordingOptions
         let stopAfter: Int64?
@@ -130,14 +140,19 @@ struct RecordCommand: ParsableCommand {
     private func makeOptions() throws(CaptureError) -> RecordingOptions {
         let ids = try channels.map { (text) throws(CaptureError) in try ChannelID(parsing: text) }
         let id = sessionId ?? "rec-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacingOccurrences(of: ":", with: "-"))"
-        var options = RecordingOptions(sessionId: id, outputDirectory: out, channels: ids)
+        var options = RecordingOptions(sessionId: id, outputDirectory: out ?? SpoolLocation.sessionDirectory(id), channels: ids)
         options.displayName = global.display
         options.chunkDurationNs = try parseDuration(chunk)
         options.maxDurationNs = try duration.map { (text) throws(CaptureError) in try parseDuration(text) }
         options.video.fps = fps
         options.video.preset = preset
-        options.video.crf = crf
+        if qp != nil && crf != nil {
+            throw CaptureError(.invalidRequest, "give --qp or --crf, not both")
+        }
+        options.video.crf = crf ?? qp ?? 23
+        options.video.rateControl = crf != nil ? .constantRateFactor : .constantQuantizer
         if let videoBitrate {
+            if qp != nil || crf != nil { throw CaptureError(.invalidRequest, "--video-bitrate replaces --qp/--crf; give one") }
             options.video.bitrate = try parseBitrate(videoBitrate)
             options.video.crf = nil
         }

@@ -219,7 +219,10 @@ final class VideoChannel: @unchecked Sendable {
                 } else {
                     unchangedRun += 1
                     if unchangedRun <= options.stillRepeatLimit || firstOfChunk || lastOfChunk {
-                        if filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: MonotonicClock.now() - t0, dirty: DirtyRegion())) {
+                        // Queue a repeat only while the encoder keeps up, so
+                        // latency stays bounded to a couple of frames.
+                        if filled.capacity - filled.freeSpace < 2,
+                           filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: MonotonicClock.now() - t0, dirty: DirtyRegion())) {
                             stats.repeated.add(1, ordering: .relaxed)
                         } else {
                             stats.dropped.add(1, ordering: .relaxed)

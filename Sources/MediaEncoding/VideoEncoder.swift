@@ -19,6 +19,9 @@ public struct VideoEncoderSettings: Sendable, Equatable {
     /// cost estimate also costs ~1 ms at 1080p. For desktop content a quantizer of
     /// N spends about what CRF N did.
     public var crf: Int? = 23
+    /// How `crf` is applied: a constant quantizer (the default, for the reason
+    /// above) or x264's real constant rate factor.
+    public var rateControl: VideoEncoder.QualityRateControl = .constantQuantizer
     /// Average bitrate in bits/s; when set, ABR instead of CRF.
     public var bitrate: Int? = nil
     /// Downscale (keeping aspect, even-aligned) when the source is taller.
@@ -118,16 +121,15 @@ public final class VideoEncoder {
     /// before the first `throw` after allocating (then deinit frees everything).
     private var streamDescription: StreamDescription?
 
-    /// How `settings.crf` is applied (without `bitrate`). Only tests and
-    /// measurements choose CRF, to compare.
-    enum QualityRateControl {
+    /// How `settings.crf` is applied (without `bitrate`).
+    public enum QualityRateControl: Sendable, Equatable {
         case constantQuantizer
         case constantRateFactor
     }
 
     public convenience init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings) throws(CaptureError) {
         try self.init(sourceWidth: sourceWidth, sourceHeight: sourceHeight, settings: settings,
-                      macroblockHints: true, rateControl: .constantQuantizer)
+                      macroblockHints: true, rateControl: settings.rateControl)
     }
 
     /// `macroblockHints: false` and `rateControl: .constantRateFactor` exist for

@@ -89,7 +89,7 @@ final class ErrorCodeTests: XCTestCase {
         let out = Agent.temporaryDirectory("bad-args")
         defer { try? FileManager.default.removeItem(atPath: out) }
         for args in [["--fps", "0"], ["--fps", "61"], ["--chunk", "0.1s"], ["--chunk", "11s"], ["--duration", "soon"],
-                     ["--preset", "warp"]] {
+                     ["--preset", "warp"], ["--qp", "20", "--crf", "20"], ["--qp", "52"]] {
             let result = try Agent.run(["record", "--out", out, "--channel", "mic:default"] + args, env: Agent.environment(rig))
             assertFails(result, code: "INVALID_REQUEST", status: 64)
         }

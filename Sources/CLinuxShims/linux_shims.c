@@ -1,0 +1,6 @@
+#include "linux_shims.h"
+#include <sys/prctl.h>
+
+int clinux_disable_transparent_huge_pages(void) {
+    return prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+}
