@@ -34,6 +34,18 @@ enum Agent {
         try runProcess(binary, args, environment: env, timeout: timeout)
     }
 
+    /// Starts the agent in the background (output discarded) for tests that signal or kill it.
+    static func start(_ args: [String], env: [String: String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = args
+        process.environment = env
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     static func temporaryDirectory(_ name: String) -> String {
         let path = FileManager.default.temporaryDirectory
             .appendingPathComponent("capture-agent-tests-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path

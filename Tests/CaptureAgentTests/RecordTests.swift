@@ -92,13 +92,8 @@ final class RecordTests: XCTestCase {
         let rig = try TestRig.shared()
         let out = Agent.temporaryDirectory("sigint")
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Agent.binary)
-        process.arguments = ["record", "--out", out, "--channel", "display:1", "--channel", "system_audio:default", "--chunk", "1s"]
-        process.environment = Agent.environment(rig)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try Agent.start(["record", "--out", out, "--channel", "display:1", "--channel", "system_audio:default",
+                                       "--chunk", "1s"], env: Agent.environment(rig))
         Thread.sleep(forTimeInterval: 2.5)
         kill(process.processIdentifier, SIGINT)
         let deadline = Date().addingTimeInterval(15)

@@ -46,14 +46,8 @@ final class RobustnessTests: XCTestCase {
         let rig = try TestRig.shared()
         let out = Agent.temporaryDirectory("crash")
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Agent.binary)
-        process.arguments = ["record", "--out", out, "--chunk", "0.5s",
-                             "--channel", "display:1", "--channel", "mic:default"]
-        process.environment = Agent.environment(rig)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try Agent.start(["record", "--out", out, "--chunk", "0.5s", "--channel", "display:1",
+                                       "--channel", "mic:default"], env: Agent.environment(rig))
         Thread.sleep(forTimeInterval: 2.7)
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
