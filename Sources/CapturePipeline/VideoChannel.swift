@@ -185,6 +185,7 @@ final class VideoChannel: @unchecked Sendable {
         @inline(__always) func nominal(_ n: Int64) -> Int64 { n * 1_000_000_000 / fps }
         var n: Int64 = 0
         var unchangedRun = 0
+        var queued = false
 
         let limit = options.maxDurationNs ?? .max
         while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit {
@@ -209,6 +210,7 @@ final class VideoChannel: @unchecked Sendable {
                         let grabTime = MonotonicClock.now()
                         let dirty = try grabber.grab(into: slot)
                         _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), ptsNs: grabTime - t0, dirty: dirty))
+                        queued = true
                         stats.captured.add(1, ordering: .relaxed)
                         unchangedRun = 0
                     } else {
@@ -223,6 +225,7 @@ final class VideoChannel: @unchecked Sendable {
                         // latency stays bounded to a couple of frames.
                         if filled.capacity - filled.freeSpace < 2,
                            filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: MonotonicClock.now() - t0, dirty: DirtyRegion())) {
+                            queued = true
                             stats.repeated.add(1, ordering: .relaxed)
                         } else {
                             stats.dropped.add(1, ordering: .relaxed)
@@ -236,7 +239,12 @@ final class VideoChannel: @unchecked Sendable {
                 onFailure(error)
                 return
             }
-            wakeup?.wake()
+            // Wake the encoder only when there is work: a still screen then
+            // costs no thread hand-off at all between chunk boundaries.
+            if queued {
+                wakeup?.wake()
+                queued = false
+            }
             n += 1
         }
     }
