@@ -13,7 +13,7 @@ struct FrameItem: BitwiseCopyable {
     var kind: Kind
     /// Pool slot holding the grabbed pixels (only for `.grabbed`).
     var slot: Int32
-    /// Grab time on the session timeline, nanoseconds.
+    /// The frame slot on the session timeline (the grab happened inside it), nanoseconds.
     var ptsNs: Int64
     /// What changed since the previous grabbed frame (only for `.grabbed`).
     var dirty: DirtyRegion
@@ -207,9 +207,14 @@ final class VideoChannel: @unchecked Sendable {
                 let changed = try grabber.pollChanges()
                 if changed || n == 0 {
                     if filled.freeSpace > 0, let slot = free.pop() {
-                        let grabTime = MonotonicClock.now()
                         let dirty = try grabber.grab(into: slot)
-                        _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), ptsNs: grabTime - t0, dirty: dirty))
+                        // The frame's timestamp is its slot on the grid. The
+                        // grab happens inside that slot (a later one was
+                        // skipped above), so the error is the grab latency,
+                        // under one frame, usually well under 1 ms; and frames
+                        // are never closer than one period, which strict
+                        // players and muxers require.
+                        _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), ptsNs: slotStart, dirty: dirty))
                         queued = true
                         stats.captured.add(1, ordering: .relaxed)
                         unchangedRun = 0
@@ -224,7 +229,7 @@ final class VideoChannel: @unchecked Sendable {
                         // Queue a repeat only while the encoder keeps up, so
                         // latency stays bounded to a couple of frames.
                         if filled.capacity - filled.freeSpace < 2,
-                           filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: MonotonicClock.now() - t0, dirty: DirtyRegion())) {
+                           filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: slotStart, dirty: DirtyRegion())) {
                             queued = true
                             stats.repeated.add(1, ordering: .relaxed)
                         } else {

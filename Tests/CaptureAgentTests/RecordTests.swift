@@ -54,6 +54,10 @@ final class RecordTests: XCTestCase {
         XCTAssertTrue(video.chunks.last!.isFinal)
         let pts = try Media.packetTimestamps(videoAll).map(\.pts)
         XCTAssertEqual(pts, pts.sorted(), "timestamps are continuous and increasing across chunks")
+        // Every frame sits on its slot of the frame grid (n/fps), so no two frames are ever closer than
+        // one period (strict muxers and players reject that).
+        let offGrid = pts.filter { abs(($0 * Double(fps)).rounded() - $0 * Double(fps)) > 0.001 }
+        XCTAssertEqual(offGrid.count, 0, "frames off the 1/\(fps) s grid: \(offGrid.prefix(5))")
 
         // --- audio ---
         var firstStarts = [v.startTime]
