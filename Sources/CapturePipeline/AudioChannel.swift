@@ -136,8 +136,6 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         running.store(true, ordering: .releasing)
     }
 
-    func requestStop() {}
-
     /// Stops capture, closes the last block and waits until the last chunk is in the spool.
     func stopAndWait() {
         running.store(false, ordering: .releasing)

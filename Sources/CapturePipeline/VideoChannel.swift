@@ -72,7 +72,7 @@ final class VideoChannel: @unchecked Sendable {
     private var lastPts: Int64 = -1
     private var lastChunk: Int64 = -1
     private var failed = false
-    private var nominalFrameTicks: Int64
+    private let nominalFrameTicks: Int64
 
     init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
          onFailure: @escaping @Sendable (CaptureError) -> Void) {

@@ -172,10 +172,21 @@ public enum Media {
     public static func rmsLevelDB(_ path: String) throws -> Double {
         let samples = try decodeFloat(path, channels: nil, sampleRate: nil, seconds: nil)
         guard !samples.isEmpty else { throw CaptureError(.ioError, "\(path): no audio samples decoded") }
+        return rmsDB(samples: samples)
+    }
+
+    /// The strongest frequency between `low` and `high` Hz in mono `samples`
+    /// (as `dominantFrequency(_:seconds:)`, for samples already in memory).
+    public static func dominantFrequency(samples: some Collection<Float>, sampleRate: Double = 48_000,
+                                         from low: Double = 50, to high: Double = 5000) -> Double {
+        Spectrum.dominantFrequency(Array(samples), sampleRate: sampleRate, from: low, to: high)
+    }
+
+    /// RMS level of `samples` in dBFS; -infinity for digital silence or no samples.
+    public static func rmsDB(samples: some Collection<Float>) -> Double {
+        guard !samples.isEmpty else { return -.infinity }
         var sum = 0.0
-        samples.withUnsafeBufferPointer { p in
-            for s in p { sum += Double(s) * Double(s) }
-        }
+        for s in samples { sum += Double(s) * Double(s) }
         let rms = (sum / Double(samples.count)).squareRoot()
         return rms > 0 ? 20 * log10(rms) : -.infinity
     }

@@ -1,20 +1,10 @@
 import CaptureCore
+import CaptureTestSupport
 import Foundation
 @testable import MediaEncoding
 import XCTest
 
-final class AudioEncodingTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("media-encoding-audio-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
+final class AudioEncodingTests: TemporaryDirectoryTestCase {
 
     struct Chunk { var path: String; var firstPTS: Int64; var pts: [Int64] }
 
@@ -75,7 +65,7 @@ final class AudioEncodingTests: XCTestCase {
             XCTAssertEqual(s.channels, 2)
             XCTAssertEqual(s.frames, chunk.pts.count, "chunk \(c) decoded frame count")
             XCTAssertEqual(s.startTime, Double(chunk.firstPTS) / 48_000, accuracy: 1.0 / 90_000, "chunk \(c) start_time")
-            XCTAssertEqual(try Tools.decodeErrors(chunk.path), "", "chunk \(c) decodes on its own")
+            XCTAssertEqual(try Media.decodeErrors(chunk.path), "", "chunk \(c) decodes on its own")
             let data = try Data(contentsOf: URL(fileURLWithPath: chunk.path))
             let ts = try TransportStreamSummary(data)
             XCTAssertTrue(ts.startsWithTables, "chunk \(c) starts with SI tables: \(ts.packets.prefix(4).map(\.pid))")
@@ -86,7 +76,7 @@ final class AudioEncodingTests: XCTestCase {
         }
         let all = directory.appendingPathComponent("all.ts").path
         try concatenated.write(to: URL(fileURLWithPath: all))
-        XCTAssertEqual(try Tools.decodeErrors(all), "")
+        XCTAssertEqual(try Media.decodeErrors(all), "")
         XCTAssertEqual(try TransportStreamSummary(concatenated).continuityBreaks, [])
         let packets = try Tools.packets(all)
         XCTAssertEqual(packets.count, allPTS.count)
@@ -95,9 +85,9 @@ final class AudioEncodingTests: XCTestCase {
         let samples = try Tools.decodeAudio(all)
         XCTAssertGreaterThanOrEqual(samples.count, 3 * 47 * 1024)
         let middle = samples[4096..<(samples.count - 4096)]
-        XCTAssertEqual(dominantFrequency(middle), 440, accuracy: 2)
+        XCTAssertEqual(Media.dominantFrequency(samples: middle), 440, accuracy: 2)
         // 0.5 amplitude sine: RMS 0.354 = -9.03 dBFS.
-        XCTAssertEqual(rmsDB(middle), -9.03, accuracy: 0.5)
+        XCTAssertEqual(Media.rmsDB(samples: middle), -9.03, accuracy: 0.5)
         // Timing: decoded sample i is at start_time + i/48000 = i/48000; the tone's phase
         // there must match the input's (sin, phase 0), i.e. priming did not shift audio.
         var inPhase = 0.0, quadrature = 0.0
@@ -126,11 +116,11 @@ final class AudioEncodingTests: XCTestCase {
         for c in chunks { data.append(try Data(contentsOf: URL(fileURLWithPath: c.path))) }
         let all = directory.appendingPathComponent("late.ts")
         try data.write(to: all)
-        XCTAssertEqual(try Tools.decodeErrors(all.path), "")
+        XCTAssertEqual(try Media.decodeErrors(all.path), "")
         let packets = try Tools.packets(all.path)
         for i in 1..<packets.count { XCTAssertEqual(packets[i].pts - packets[i - 1].pts, 1920) }
         let samples = try Tools.decodeAudio(all.path)
-        XCTAssertEqual(dominantFrequency(samples[4096..<(samples.count - 4096)]), 1000, accuracy: 2)
+        XCTAssertEqual(Media.dominantFrequency(samples: samples[4096..<(samples.count - 4096)]), 1000, accuracy: 2)
     }
 
     func testWrongBlockSizeIsRejected() throws {

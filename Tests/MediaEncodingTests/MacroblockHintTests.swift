@@ -8,18 +8,7 @@ import XCTest
 /// very frame, including rectangles that changed only in that frame, at odd
 /// positions, on the partial last macroblock row/column, and across several
 /// updates between two encodes.
-final class MacroblockHintTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("mb-hint-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
+final class MacroblockHintTests: TemporaryDirectoryTestCase {
 
     // MARK: recording a sequence
 

@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureTestSupport
 import Foundation
 import XCTest
 
@@ -109,30 +110,8 @@ struct ToolResult {
 
 enum Tools {
     static func run(_ executable: String, _ arguments: [String]) throws -> ToolResult {
-        let dir = FileManager.default.temporaryDirectory
-        let outURL = dir.appendingPathComponent("me-tool-\(UUID().uuidString).out")
-        let errURL = dir.appendingPathComponent("me-tool-\(UUID().uuidString).err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: outURL)
-            try? FileManager.default.removeItem(at: errURL)
-        }
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        try out.close()
-        try err.close()
-        return ToolResult(status: p.terminationStatus,
-                          stdout: try Data(contentsOf: outURL),
-                          stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        let r = try runProcessData(executable, arguments, timeout: .seconds(120))
+        return ToolResult(status: r.status, stdout: Data(r.stdout), stderr: r.stderr)
     }
 
     static func ffprobeJSON(_ arguments: [String]) throws -> [String: Any] {
@@ -178,12 +157,6 @@ enum Tools {
         }
     }
 
-    /// Decodes with `ffmpeg -v error ... -f null -`; returns whatever it printed.
-    static func decodeErrors(_ path: String) throws -> String {
-        let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-f", "null", "-"])
-        return r.stderr + (r.status == 0 ? "" : "exit status \(r.status)")
-    }
-
     /// Decodes audio to float samples at 48 kHz; returns the left channel.
     static func decodeAudio(_ path: String) throws -> [Float] {
         let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-ar", "48000", "-f", "f32le", "-"])
@@ -203,39 +176,6 @@ enum Tools {
 struct ToolError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
-}
-
-/// Goertzel power of `frequency` in `samples` (sample rate 48 kHz).
-func goertzelPower(_ samples: ArraySlice<Float>, frequency: Double, sampleRate: Double = 48_000) -> Double {
-    let w = 2 * Double.pi * frequency / sampleRate
-    let coeff = 2 * cos(w)
-    var s1 = 0.0, s2 = 0.0
-    for x in samples {
-        let s0 = Double(x) + coeff * s1 - s2
-        s2 = s1; s1 = s0
-    }
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
-}
-
-/// The strongest frequency between 50 Hz and 4 kHz (10 Hz steps, then refined to 1 Hz).
-func dominantFrequency(_ samples: ArraySlice<Float>) -> Double {
-    var best = 0.0, bestPower = -1.0
-    for f in stride(from: 50.0, through: 4000.0, by: 10.0) {
-        let p = goertzelPower(samples, frequency: f)
-        if p > bestPower { bestPower = p; best = f }
-    }
-    var fine = best
-    for f in stride(from: best - 10, through: best + 10, by: 1.0) {
-        let p = goertzelPower(samples, frequency: f)
-        if p > bestPower { bestPower = p; fine = f }
-    }
-    return fine
-}
-
-func rmsDB(_ samples: ArraySlice<Float>) -> Double {
-    var sum = 0.0
-    for x in samples { sum += Double(x) * Double(x) }
-    return 10 * log10(sum / Double(max(1, samples.count)))
 }
 
 /// A minimal MPEG-TS reader: the PIDs of the packets in order, and for each PES
@@ -295,5 +235,20 @@ struct TransportStreamSummary {
     /// The elementary stream's PID: the first PID that is not PAT, PMT or SDT.
     var elementaryPID: Int? {
         packets.first { $0.pid != 0 && $0.pid != 0x11 && $0.pid != pmtPID && $0.pid != 0x1FFF }?.pid
+    }
+}
+
+/// A test case with a fresh temporary directory per test, removed afterwards.
+class TemporaryDirectoryTestCase: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("media-encoding-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
     }
 }

@@ -1,20 +1,10 @@
 import CaptureCore
+import CaptureTestSupport
 import Foundation
 @testable import MediaEncoding
 import XCTest
 
-final class VideoEncodingTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("media-encoding-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
+final class VideoEncodingTests: TemporaryDirectoryTestCase {
 
     struct Chunk {
         var path: String; var firstPTS: Int64; var pts: [Int64]; var keyframes: [Bool]
@@ -113,7 +103,7 @@ final class VideoEncodingTests: XCTestCase {
             XCTAssertEqual(packets.map(\.pts), chunk.pts, "chunk \(c): pts written verbatim")
             XCTAssertEqual(packets.map(\.dts), chunk.pts, "chunk \(c): dts == pts (no B-frames)")
             XCTAssertEqual(packets.first?.key, true, "chunk \(c) starts with a keyframe")
-            XCTAssertEqual(try Tools.decodeErrors(chunk.path), "", "chunk \(c) decodes on its own")
+            XCTAssertEqual(try Media.decodeErrors(chunk.path), "", "chunk \(c) decodes on its own")
 
             let data = try Data(contentsOf: URL(fileURLWithPath: chunk.path))
             let ts = try TransportStreamSummary(data)
@@ -126,7 +116,7 @@ final class VideoEncodingTests: XCTestCase {
 
         let all = directory.appendingPathComponent("all.ts").path
         try concatenated.write(to: URL(fileURLWithPath: all))
-        XCTAssertEqual(try Tools.decodeErrors(all), "", "concatenated chunks decode without a message")
+        XCTAssertEqual(try Media.decodeErrors(all), "", "concatenated chunks decode without a message")
         XCTAssertEqual(try TransportStreamSummary(concatenated).continuityBreaks, [],
                        "continuity counters run on across chunks")
         let packets = try Tools.packets(all)
@@ -171,7 +161,7 @@ final class VideoEncodingTests: XCTestCase {
         XCTAssertEqual(s.width, 1366)
         XCTAssertEqual(s.height, 766)
         XCTAssertEqual(s.frames, 5)
-        XCTAssertEqual(try Tools.decodeErrors(path), "")
+        XCTAssertEqual(try Media.decodeErrors(path), "")
         // Colours survive (BT.709 conversion and VUI tags agree): red stays red, bottom row too.
         let rgb = try Tools.decodeFirstFrameRGB(path)
         XCTAssertEqual(rgb.count, 1366 * 766 * 3)
@@ -192,7 +182,7 @@ final class VideoEncodingTests: XCTestCase {
         XCTAssertEqual(s.width, 640)
         XCTAssertEqual(s.height, 360)
         XCTAssertEqual(s.frames, 10)
-        XCTAssertEqual(try Tools.decodeErrors(chunks[0].path), "")
+        XCTAssertEqual(try Media.decodeErrors(chunks[0].path), "")
         // Odd source with odd scaled width: 1001x563 at max 300 -> 534x300 (both even).
         let odd = try VideoEncoder(sourceWidth: 1001, sourceHeight: 563, settings: VideoEncoderSettings(maxHeight: 301))
         XCTAssertEqual(odd.outputHeight, 300)
@@ -214,7 +204,7 @@ final class VideoEncodingTests: XCTestCase {
         var data = Data()
         for c in chunks { data.append(try Data(contentsOf: URL(fileURLWithPath: c.path))) }
         try data.write(to: all)
-        XCTAssertEqual(try Tools.decodeErrors(all.path), "")
+        XCTAssertEqual(try Media.decodeErrors(all.path), "")
         XCTAssertEqual(try Tools.probeStream(all.path).frames, 50)
     }
 
@@ -239,7 +229,7 @@ final class VideoEncodingTests: XCTestCase {
         let path = directory.appendingPathComponent("irregular.ts").path
         try Data(try muxer.finishChunk()).write(to: URL(fileURLWithPath: path))
         XCTAssertEqual(try Tools.packets(path).map(\.pts), asked)
-        XCTAssertEqual(try Tools.decodeErrors(path), "")
+        XCTAssertEqual(try Media.decodeErrors(path), "")
     }
 
     func testChunkMustStartWithKeyframe() throws {

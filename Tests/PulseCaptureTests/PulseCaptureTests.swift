@@ -331,17 +331,17 @@ final class PulseCaptureTests: XCTestCase {
 
         // The tone: dominant frequency, purity, level.
         let middle = Signal.left(s.samples, from: frames / 4, to: frames / 4 + 48_000)
-        XCTAssertEqual(Signal.dominantFrequency(middle), tone, accuracy: 10, file: file, line: line)
+        XCTAssertEqual(Media.dominantFrequency(samples: middle), tone, accuracy: 10, file: file, line: line)
         XCTAssertGreaterThan(Signal.toneFraction(middle, frequency: tone), 0.9, file: file, line: line)
         XCTAssertLessThan(Signal.toneFraction(middle, frequency: otherTone), 0.01, file: file, line: line)
-        let level = Signal.rmsDB(Array(s.samples[(frames / 4 * 2)...]))
+        let level = Media.rmsDB(samples: s.samples[(frames / 4 * 2)...])
         XCTAssertEqual(level, -9, accuracy: 2, "the rig's tones are -9 dBFS RMS", file: file, line: line)
         // No dropouts: every 20 ms piece carries the tone at full level.
         var piece = 0
         while (piece + 1) * 960 <= frames {
             let x = Signal.left(s.samples, from: piece * 960, to: (piece + 1) * 960)
-            if Signal.rmsDB(x) < -15 {
-                XCTFail("silence at \(piece * 20) ms (\(Signal.rmsDB(x)) dB)", file: file, line: line)
+            if Media.rmsDB(samples: x) < -15 {
+                XCTFail("silence at \(piece * 20) ms (\(Media.rmsDB(samples: x)) dB)", file: file, line: line)
                 break
             }
             piece += 1

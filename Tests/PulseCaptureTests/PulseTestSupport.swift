@@ -118,27 +118,6 @@ enum Signal {
         return (power / (sumH * sumH / 4)) / (energy / (sumH2 / 2))
     }
 
-    /// The frequency (10 Hz steps, 50..5000 Hz) with the most Goertzel power in `x`.
-    static func dominantFrequency(_ x: [Float], sampleRate: Double = 48_000) -> Double {
-        let piece = Array(x.prefix(4_800))
-        var best = 0.0, bestPower = -1.0
-        var f = 50.0
-        while f <= 5_000 {
-            let p = toneFraction(piece, frequency: f, sampleRate: sampleRate)
-            if p > bestPower { bestPower = p; best = f }
-            f += 10
-        }
-        return best
-    }
-
-    static func rmsDB(_ x: [Float]) -> Double {
-        guard !x.isEmpty else { return -.infinity }
-        var sum = 0.0
-        for v in x { sum += Double(v) * Double(v) }
-        let rms = (sum / Double(x.count)).squareRoot()
-        return rms > 0 ? 20 * log10(rms) : -.infinity
-    }
-
     /// Writes interleaved stereo Float32 48 kHz as a WAV file (so ffprobe/ffmpeg can check it).
     static func writeWAV(_ samples: [Float], to path: String) throws {
         var data = Data()
