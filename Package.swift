@@ -19,10 +19,12 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "capture-agent", targets: ["CaptureAgent"]),
+        .executable(name: "capturectl", targets: ["CaptureCtl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // MARK: C system libraries (module maps + static inline shims for macros)
@@ -42,7 +44,7 @@ let package = Package(
             name: "CWebSockets", pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev"])]),
 
-        // Variadic libc calls Swift cannot import (prctl).
+        // libc calls Swift cannot import (variadic prctl; accept4 and SO_PEERCRED need _GNU_SOURCE).
         .target(name: "CLinuxShims"),
 
         // MARK: Pure Swift core
@@ -62,13 +64,34 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        // MARK: Control plane
+        // The line protocol (framing, requests, responses, events) and a
+        // blocking client; shared by the daemon, capturectl and the tests.
+        .target(name: "CaptureControl", dependencies: ["CaptureCore"]),
+        // sd_notify, socket activation and the watchdog, spoken directly (no libsystemd).
+        .target(name: "SystemdSupport"),
+        // The daemon: sessions, the control socket and stdio transports, configuration.
+        .target(
+            name: "CaptureDaemon",
+            dependencies: [
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "CLinuxShims",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]),
+
         // MARK: Executables
         .executableTarget(
             name: "CaptureAgent",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims",
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims", "CaptureDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "CaptureCtl",
+            dependencies: [
+                "CaptureCore", "CaptureControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         // MARK: Tests
@@ -80,5 +103,10 @@ let package = Package(
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: ["CaptureCore", "CapturePipeline", "CaptureTestSupport"]),
+        .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureTestSupport"]),
+        .testTarget(
+            name: "CaptureDaemonTests",
+            dependencies: ["CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport"]),
     ]
 )

@@ -9,8 +9,9 @@ struct CaptureAgentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capture-agent",
         abstract: "The Linux capture runtime: screen, microphone and system audio into media chunks.",
-        version: "0.1.0",
-        subcommands: [ChannelsCommand.self, RecordCommand.self])
+        version: "0.2.0",
+        subcommands: [DaemonCommand.self, ChannelsCommand.self, RecordCommand.self],
+        defaultSubcommand: DaemonCommand.self)
 }
 
 /// Options every subcommand shares.

@@ -164,20 +164,6 @@ struct RecordCommand: ParsableCommand {
     }
 }
 
-/// `128k`, `4M`, `2500000` -> bits per second.
-func parseBitrate(_ text: String) throws(CaptureError) -> Int {
-    var digits = Substring(text)
-    var scale = 1.0
-    if let last = digits.last, "kKmM".contains(last) {
-        scale = (last == "k" || last == "K") ? 1e3 : 1e6
-        digits = digits.dropLast()
-    }
-    guard let value = Double(digits), value > 0, value * scale < 1e9 else {
-        throw CaptureError(.invalidRequest, "'\(text)' is not a bitrate (examples: 128k, 4M)")
-    }
-    return Int(value * scale)
-}
-
 /// Runs a throwing closure and turns any error into a CaptureError.
 func wrap<T>(_ body: () throws -> T) throws(CaptureError) -> T {
     do {

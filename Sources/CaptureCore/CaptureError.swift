@@ -15,6 +15,22 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
     case encoderError = "ENCODER_ERROR"
     /// A bug: something that should not happen did.
     case internalError = "INTERNAL_ERROR"
+    /// The command is not allowed in the current state (a second start, a stop with no session, ...).
+    case invalidState = "INVALID_STATE"
+    /// The control protocol has no command by that name.
+    case unknownCommand = "UNKNOWN_COMMAND"
+    /// A control message line is longer than the protocol allows (1 MiB).
+    case requestTooLarge = "REQUEST_TOO_LARGE"
+    /// The peer is not allowed to talk to this daemon (another user), or a capture permission is missing.
+    case permissionDenied = "PERMISSION_DENIED"
+    /// The upload token is missing, malformed or expired.
+    case invalidToken = "INVALID_TOKEN"
+    /// Something did not happen in the time allowed.
+    case timeout = "TIMEOUT"
+    /// A channel stopped producing media while its session is active.
+    case channelStalled = "CHANNEL_STALLED"
+    /// No capture-agent daemon is listening on the control socket (client side).
+    case agentNotRunning = "AGENT_NOT_RUNNING"
 
     /// Process exit status used by the command-line tools for this code.
     public var exitStatus: Int32 {
@@ -26,6 +42,14 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
         case .ioError: 74             // EX_IOERR
         case .encoderError: 70        // EX_SOFTWARE
         case .internalError: 70
+        case .invalidState: 75        // EX_TEMPFAIL: try again when the state allows
+        case .unknownCommand: 64
+        case .requestTooLarge: 64
+        case .permissionDenied: 77    // EX_NOPERM
+        case .invalidToken: 77
+        case .timeout: 75
+        case .channelStalled: 70
+        case .agentNotRunning: 69
         }
     }
 }

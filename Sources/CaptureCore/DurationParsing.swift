@@ -18,6 +18,36 @@ public func parseDuration(_ text: String) throws(CaptureError) -> Int64 {
     return Int64(ns.rounded())
 }
 
+/// `128k`, `4M`, `2500000` -> bits per second.
+public func parseBitrate(_ text: String) throws(CaptureError) -> Int {
+    var digits = Substring(text.trimmingSpaces())
+    var scale = 1.0
+    if let last = digits.last, "kKmM".contains(last) {
+        scale = (last == "k" || last == "K") ? 1e3 : 1e6
+        digits = digits.dropLast()
+    }
+    guard let value = Double(digits), value > 0, value * scale < 1e9 else {
+        throw CaptureError(.invalidRequest, "'\(text)' is not a bitrate (examples: 128k, 4M)")
+    }
+    return Int(value * scale)
+}
+
+/// `2GiB`, `500MiB`, `1G`, `1048576` -> bytes (K/M/G/T are powers of 1024 too,
+/// as in systemd's settings).
+public func parseByteSize(_ text: String) throws(CaptureError) -> Int64 {
+    var s = text.trimmingSpaces()
+    for suffix in ["iB", "B"] where s.hasSuffix(suffix) { s = String(s.dropLast(suffix.count)); break }
+    var scale: Double = 1
+    if let last = s.last, let power = ["K": 1, "M": 2, "G": 3, "T": 4][String(last).uppercased()] {
+        for _ in 0..<power { scale *= 1024 }
+        s = String(s.dropLast())
+    }
+    guard let value = Double(s.trimmingSpaces()), value.isFinite, value >= 0, value * scale < 9.0e18 else {
+        throw CaptureError(.invalidRequest, "'\(text)' is not a size (examples: 2GiB, 500MiB)")
+    }
+    return Int64((value * scale).rounded())
+}
+
 extension String {
     func trimmingSpaces() -> String {
         var s = Substring(self)

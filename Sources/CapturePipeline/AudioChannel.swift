@@ -53,6 +53,8 @@ final class SampleBlocks: @unchecked Sendable {
 final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     let id: ChannelID
     let stats: ChannelStats
+    /// Pausing the track: digital silence from the pause instant on.
+    let pauseGate = PauseGate()
     private let target: AudioCaptureTarget
     private let options: RecordingOptions
     private let logger: Logger
@@ -122,7 +124,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                                ticksPerSecond: Int64(AudioFormat.sampleRate),
                                nominalPacketTicks: Int64(AudioFormat.blockFrames), stats: stats)
         wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
-        let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self)
+        let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self,
+                                     reconnectTimeout: options.audioReconnectTimeout)
         try recorder.start()
         self.recorder = recorder
         logger.info("audio channel ready", metadata: ["channel": "\(id)", "device": "\(recorder.deviceName ?? "?")"])
@@ -219,8 +222,11 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 currentPts = nextPts
             }
             let n = min(frames - offset, AudioFormat.blockFrames - currentFrames)
-            (blocks.block(currentSlot) + currentFrames * AudioFormat.channels)
-                .update(from: source + offset * AudioFormat.channels, count: n * AudioFormat.channels)
+            let destination = blocks.block(currentSlot) + currentFrames * AudioFormat.channels
+            destination.update(from: source + offset * AudioFormat.channels, count: n * AudioFormat.channels)
+            if let window = pauseGate.window() {
+                silencePaused(destination, frames: n, at: nextPts, window: window)
+            }
             currentFrames += n
             offset += n
             nextPts += Int64(n)
@@ -237,6 +243,19 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Zeroes the frames of `destination` (starting at timeline sample `pts`)
+    /// that fall inside the pause window (nanoseconds, to the nearest sample).
+    @inline(__always)
+    private func silencePaused(_ destination: UnsafeMutablePointer<Float>, frames: Int, at pts: Int64,
+                               window: (from: Int64, until: Int64)) {
+        let rate = Int64(AudioFormat.sampleRate)
+        let from = (window.from * rate + 500_000_000) / 1_000_000_000
+        let until = window.until == .max ? Int64.max : (window.until * rate + 500_000_000) / 1_000_000_000
+        let lo = max(pts, from), hi = min(pts + Int64(frames), until)
+        guard lo < hi else { return }
+        (destination + Int(lo - pts) * AudioFormat.channels).update(repeating: 0, count: Int(hi - lo) * AudioFormat.channels)
     }
 
     /// Pads the open block with silence, queues it and the end marker.

@@ -33,7 +33,7 @@ public final class ChannelStats: Sendable {
             silenceFilledMs: silenceFilledSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             overlapDroppedMs: overlapDroppedSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             discontinuities: discontinuities.load(ordering: .relaxed),
-            chunks: 0, bytes: 0)
+            chunks: 0, bytes: 0, paused: nil)
     }
 }
 
@@ -50,4 +50,6 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     public var discontinuities: Int
     public var chunks: Int
     public var bytes: Int
+    /// Whether the channel's track is paused now (live status only).
+    public var paused: Bool?
 }

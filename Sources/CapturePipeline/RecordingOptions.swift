@@ -23,6 +23,9 @@ public struct RecordingOptions: Sendable {
     /// starts leaving still frames out. The first and last frame slot of every
     /// chunk is always encoded, so chunks keep their full duration.
     public var stillRepeatLimit = 2
+    /// How long an audio channel keeps reconnecting after the audio server
+    /// went away (the gap is filled with silence) before the session fails.
+    public var audioReconnectTimeout: Duration = .seconds(10)
     /// X11 display to use; nil means $DISPLAY.
     public var displayName: String?
 

@@ -149,6 +149,54 @@ public final class RecordingSession: Sendable {
         return summary
     }
 
+    /// Pauses the channels whose track (`ChannelID.trackName`: screen, mic,
+    /// system_audio) is in `tracks`, from now on the session timeline. Returns
+    /// that instant (ns since the session's zero).
+    @discardableResult
+    public func pause(tracks: Set<String>) -> Int64 {
+        let (video, audio, t0) = state.withLock { ($0.video, $0.audio, $0.t0) }
+        let at = max(0, MonotonicClock.now() - t0)
+        for v in video where tracks.contains(v.id.trackName) { v.pauseGate.pause(at: at) }
+        for a in audio where tracks.contains(a.id.trackName) { a.pauseGate.pause(at: at) }
+        return at
+    }
+
+    /// Resumes the channels whose track is in `tracks`; returns the instant.
+    @discardableResult
+    public func resume(tracks: Set<String>) -> Int64 {
+        let (video, audio, t0) = state.withLock { ($0.video, $0.audio, $0.t0) }
+        let at = max(0, MonotonicClock.now() - t0)
+        for v in video where tracks.contains(v.id.trackName) { v.pauseGate.resume(at: at) }
+        for a in audio where tracks.contains(a.id.trackName) { a.pauseGate.resume(at: at) }
+        return at
+    }
+
+    /// Tracks paused now.
+    public var pausedTracks: Set<String> {
+        let (video, audio) = state.withLock { ($0.video, $0.audio) }
+        var out = Set<String>()
+        for v in video where v.pauseGate.isPaused { out.insert(v.id.trackName) }
+        for a in audio where a.pauseGate.isPaused { out.insert(a.id.trackName) }
+        return out
+    }
+
+    /// Live counters of every channel (chunks and bytes as spooled so far).
+    public func liveStats() -> [ChannelStatsSnapshot] {
+        let (video, audio, spool) = state.withLock { ($0.video, $0.audio, $0.spool) }
+        let outlets = spool?.outletsByChannel ?? [:]
+        var out: [ChannelStatsSnapshot] = []
+        for (stats, gate) in video.map({ ($0.stats, $0.pauseGate) }) + audio.map({ ($0.stats, $0.pauseGate) }) {
+            var snap = stats.snapshot
+            if let outlet = outlets[stats.channel] {
+                snap.chunks = outlet.chunks
+                snap.bytes = outlet.bytes
+            }
+            snap.paused = gate.isPaused
+            out.append(snap)
+        }
+        return out
+    }
+
     private func reportFailure(_ error: CaptureError) {
         let first = state.withLock { s in
             if s.failure == nil { s.failure = error; return true }

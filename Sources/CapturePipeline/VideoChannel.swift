@@ -9,7 +9,7 @@ import X11Capture
 
 /// What the capture thread hands the encoder for one frame slot of the timeline.
 struct FrameItem: BitwiseCopyable {
-    enum Kind: UInt8 { case grabbed, repeated, end }
+    enum Kind: UInt8 { case grabbed, repeated, blank, end }
     var kind: Kind
     /// Pool slot holding the grabbed pixels (only for `.grabbed`).
     var slot: Int32
@@ -50,6 +50,8 @@ final class VideoChannel: @unchecked Sendable {
     let id: ChannelID
     let monitor: MonitorInfo
     let stats: ChannelStats
+    /// Pausing the screen track: black frames from the pause instant on.
+    let pauseGate = PauseGate()
     private let options: RecordingOptions
     private let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
@@ -186,6 +188,7 @@ final class VideoChannel: @unchecked Sendable {
         var n: Int64 = 0
         var unchangedRun = 0
         var queued = false
+        var showingBlank = false
 
         let limit = options.maxDurationNs ?? .max
         while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit {
@@ -204,7 +207,28 @@ final class VideoChannel: @unchecked Sendable {
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
             let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
             do throws(CaptureError) {
-                let changed = try grabber.pollChanges()
+                var changed = try grabber.pollChanges()
+                if pauseGate.isPaused(atNs: slotStart) {
+                    // Paused: one black frame, then it is a still screen.
+                    changed = false
+                    if !showingBlank {
+                        if filled.push(FrameItem(kind: .blank, slot: -1, ptsNs: slotStart, dirty: DirtyRegion())) {
+                            showingBlank = true
+                            queued = true
+                            unchangedRun = 0
+                            stats.repeated.add(1, ordering: .relaxed)
+                            wakeup?.wake()
+                            queued = false
+                            n += 1
+                            continue
+                        }
+                    }
+                } else if showingBlank {
+                    // Resumed: the encoder's picture is black; send the whole screen.
+                    grabber.invalidate()
+                    showingBlank = false
+                    changed = true
+                }
                 if changed || n == 0 {
                     if filled.freeSpace > 0, let slot = free.pop() {
                         let dirty = try grabber.grab(into: slot)
@@ -270,6 +294,9 @@ final class VideoChannel: @unchecked Sendable {
                 _ = free.push(slot)
                 encodeFrame(ptsNs: item.ptsNs)
             case .repeated:
+                encodeFrame(ptsNs: item.ptsNs)
+            case .blank:
+                if !failed { encoder?.fillBlack() }
                 encodeFrame(ptsNs: item.ptsNs)
             }
         }

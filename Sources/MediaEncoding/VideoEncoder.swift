@@ -324,6 +324,18 @@ public final class VideoEncoder {
         markChanged(dirty)
     }
 
+    /// Replaces the persistent picture with black (Y 16, Cb/Cr 128: limited
+    /// range), e.g. while the screen track is paused. Every macroblock is coded
+    /// as changed by the next `encode`. Never allocates.
+    public func fillBlack() {
+        let h = outputHeight
+        yuv.y.update(repeating: 16, count: yuv.yStride * h)
+        yuv.u.update(repeating: 128, count: yuv.uStride * (h / 2))
+        yuv.v.update(repeating: 128, count: yuv.vStride * (h / 2))
+        lastConvertedPixels = 0
+        markChanged(nil)
+    }
+
     /// Marks the macroblocks under `dirty` (nil or scaling: all) as changed.
     private func markChanged(_ dirty: DirtyRegion?) {
         let info = pendingInfo

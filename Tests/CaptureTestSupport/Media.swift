@@ -191,6 +191,29 @@ public enum Media {
         return rms > 0 ? 20 * log10(rms) : -.infinity
     }
 
+    /// Every video frame's presentation time (seconds) and average luma (0-255)
+    /// inside `crop` (x, y, width, height in source pixels).
+    public static func frameLuma(_ path: String, crop: (x: Int, y: Int, width: Int, height: Int)) throws -> [(pts: Double, luma: Double)] {
+        try requireFile(path)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("luma-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).txt").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let filter = "crop=\(crop.width):\(crop.height):\(crop.x):\(crop.y),signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=\(out)"
+        let r = try runProcess("ffmpeg", ["-nostdin", "-hide_banner", "-v", "error", "-i", path, "-map", "0:v:0",
+                                          "-vf", filter, "-f", "null", "-"], timeout: toolTimeout)
+        guard r.status == 0 else { throw CaptureError(.ioError, "ffmpeg signalstats failed on \(path): \(r.stderr)") }
+        var frames: [(Double, Double)] = []
+        var pts: Double?
+        for line in try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n") {
+            if let range = line.range(of: "pts_time:") {
+                pts = Double(line[range.upperBound...].prefix { !$0.isWhitespace })
+            } else if let range = line.range(of: "YAVG="), let p = pts, let y = Double(line[range.upperBound...]) {
+                frames.append((p, y))
+                pts = nil
+            }
+        }
+        return frames
+    }
+
     /// Decodes the first audio stream to interleaved 32-bit float samples.
     public static func decodeFloat(_ path: String, channels: Int?, sampleRate: Int?, seconds: Double?) throws -> [Float] {
         try requireFile(path)

@@ -1,9 +1,19 @@
-// Linux calls Swift cannot import directly (variadic C functions).
+// Linux calls Swift cannot import directly (variadic C functions, or
+// declarations glibc only exposes under _GNU_SOURCE).
 #ifndef CLINUXSHIMS_H
 #define CLINUXSHIMS_H
+
+#include <sys/types.h>
 
 /// prctl(PR_SET_THP_DISABLE, 1): no transparent huge pages for this process.
 /// Returns 0 on success, -1 with errno set.
 int clinux_disable_transparent_huge_pages(void);
+
+/// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC).
+int clinux_accept_nonblocking(int fd);
+
+/// SO_PEERCRED of a connected AF_UNIX socket. Returns 0 and fills uid/pid,
+/// or -1 with errno set.
+int clinux_peer_credentials(int fd, uid_t *uid, pid_t *pid);
 
 #endif

@@ -1,0 +1,83 @@
+import ArgumentParser
+import CaptureCore
+import CaptureDaemon
+import CLinuxShims
+import Foundation
+import Logging
+
+/// `capture-agent` with no subcommand: the daemon, in the foreground, as systemd starts it.
+struct DaemonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "daemon",
+        abstract: "Run the capture daemon in the foreground (the default when no subcommand is given).",
+        discussion: """
+            Serves the control protocol on $XDG_RUNTIME_DIR/capture-agent/control.sock (or the socket systemd
+            passes), or on stdin/stdout with --stdio. Settings: built-in defaults, then
+            $XDG_CONFIG_HOME/capture-agent/config.toml, then CAPTURE_AGENT_<KEY> environment variables, then flags.
+            See `capture-agent --print-config` and docs/control-protocol.md.
+            """)
+
+    @Flag(name: .long, help: "Serve one client on stdin/stdout instead of the socket (how the VideoDB SDK runs its runtime). Logs go to stderr.")
+    var stdio = false
+
+    @Flag(name: .long, help: "Print the effective configuration (and where each value came from) and exit.")
+    var printConfig = false
+
+    @Option(name: .long, help: "Configuration file (default: $XDG_CONFIG_HOME/capture-agent/config.toml, if it exists).")
+    var config: String?
+
+    @Option(name: .long, help: "Control socket path.")
+    var socket: String?
+
+    @Option(name: .long, help: "Video frames per second, 1-60.")
+    var fps: Int?
+
+    @Option(name: .long, help: "Chunk duration, 0.5s-10s.")
+    var chunk: String?
+
+    @Option(name: .long, help: "x264 preset.")
+    var preset: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    @Option(name: .long, help: "X11 display to capture (default: $DISPLAY).")
+    var display: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Any setting, as in config.toml (repeatable), e.g. --set crf=28.", valueName: "key=value"))
+    var settings: [String] = []
+
+    func run() throws {
+        _ = clinux_disable_transparent_huge_pages()
+        var flags: [(key: String, value: String)] = []
+        for item in settings {
+            guard let eq = item.firstIndex(of: "=") else {
+                fail(with: CaptureError(.invalidRequest, "--set takes key=value, got '\(item)'"), json: false)
+            }
+            flags.append((String(item[..<eq]).trimmingCharacters(in: .whitespaces), String(item[item.index(after: eq)...])))
+        }
+        if let socket { flags.append(("socket", socket)) }
+        if let fps { flags.append(("fps", String(fps))) }
+        if let chunk { flags.append(("chunk", chunk)) }
+        if let preset { flags.append(("preset", preset)) }
+        if let logLevel { flags.append(("log_level", logLevel)) }
+        if let display { flags.append(("display", display)) }
+
+        let configuration: DaemonConfiguration
+        do throws(CaptureError) {
+            configuration = try DaemonConfiguration.load(file: config, flags: flags)
+        } catch {
+            fail(with: error, json: false)
+        }
+        if printConfig {
+            FileHandle.standardOutput.write(Data(configuration.rendered().utf8))
+            return
+        }
+        LoggingSystem.bootstrapOnce()
+        var logger = Logger(label: "capture-agent")
+        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        let daemon = Daemon(configuration: configuration, transport: stdio ? .stdio : .socket, logger: logger)
+        let status = daemon.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}

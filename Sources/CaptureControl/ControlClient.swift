@@ -1,0 +1,212 @@
+import CaptureCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the daemon's control socket lives.
+public enum ControlSocketPath {
+    /// `$CAPTURE_AGENT_SOCKET`, else `$XDG_RUNTIME_DIR/capture-agent/control.sock`,
+    /// else `/run/user/<uid>/capture-agent/control.sock`.
+    public static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let explicit = environment["CAPTURE_AGENT_SOCKET"], !explicit.isEmpty { return explicit }
+        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
+            return runtime + "/capture-agent/control.sock"
+        }
+        return "/run/user/\(getuid())/capture-agent/control.sock"
+    }
+
+    /// The longest path a sockaddr_un holds (107 bytes + NUL).
+    public static let maxLength = 107
+}
+
+/// A blocking client of the control protocol, for capturectl and tests:
+/// sends requests, waits for the matching response, and keeps the events
+/// that arrive meanwhile. Owned by one thread at a time (not Sendable).
+public final class ControlClient {
+    private let readFD: Int32
+    private let writeFD: Int32
+    private let ownsDescriptors: Bool
+    private var splitter = LineSplitter()
+    private var pendingLines: [[UInt8]] = []
+    private var pendingEvents: [ControlEvent] = []
+    private var closedByPeer = false
+
+    /// Connects to the daemon's Unix socket. Throws AGENT_NOT_RUNNING when
+    /// nothing listens there, PERMISSION_DENIED when the socket is not ours.
+    public init(socketPath: String) throws(CaptureError) {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CaptureError(.ioError, "cannot create a socket: \(String(cString: strerror(errno)))") }
+        guard socketPath.utf8.count <= ControlSocketPath.maxLength else {
+            close(fd)
+            throw CaptureError(.invalidRequest, "socket path is longer than \(ControlSocketPath.maxLength) bytes: \(socketPath)")
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: socketPath.utf8)
+            raw[socketPath.utf8.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if result != 0 {
+            let err = errno
+            close(fd)
+            switch err {
+            case ENOENT, ECONNREFUSED, ENOTDIR:
+                throw CaptureError(.agentNotRunning,
+                    "capture-agent is not running (nothing listens on \(socketPath)): start it with `systemctl --user start capture-agent.socket`, or run `capture-agent` in a terminal")
+            case EACCES, EPERM:
+                throw CaptureError(.permissionDenied, "no permission to use \(socketPath): the daemon belongs to another user")
+            default:
+                throw CaptureError(.ioError, "cannot connect to \(socketPath): \(String(cString: strerror(err)))")
+            }
+        }
+        readFD = fd
+        writeFD = fd
+        ownsDescriptors = true
+    }
+
+    /// Talks over a pair of descriptors (e.g. pipes to `capture-agent --stdio`).
+    public init(readFD: Int32, writeFD: Int32, ownsDescriptors: Bool = false) {
+        self.readFD = readFD
+        self.writeFD = writeFD
+        self.ownsDescriptors = ownsDescriptors
+    }
+
+    deinit {
+        if ownsDescriptors {
+            close(readFD)
+            if writeFD != readFD { close(writeFD) }
+        }
+    }
+
+    /// Sends raw bytes as they are (tests of bad input).
+    public func sendRaw(_ bytes: [UInt8]) throws(CaptureError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                Glibc.send(writeFD, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 && errno == ENOTSOCK {
+                let w = bytes.withUnsafeBytes { raw in write(writeFD, raw.baseAddress! + offset, raw.count - offset) }
+                if w < 0 { if errno == EINTR { continue }; throw CaptureError(.ioError, "write failed: \(String(cString: strerror(errno)))") }
+                offset += w
+                continue
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CaptureError(.ioError, "the daemon closed the connection (\(String(cString: strerror(errno))))")
+            }
+            offset += n
+        }
+    }
+
+    public func send(_ request: ControlRequest) throws(CaptureError) {
+        try sendRaw(request.encodedLine())
+    }
+
+    /// Sends `command` and waits for its response. Returns the result on
+    /// success; throws the daemon's error (with its code) on failure, TIMEOUT
+    /// when no reply came in time. Events seen meanwhile are kept for `nextEvent`.
+    @discardableResult
+    public func call(_ command: String, params: [String: JSONValue] = [:], timeout: Duration = .seconds(60)) throws(CaptureError) -> JSONValue {
+        let request = ControlRequest(command: command, params: params)
+        try send(request)
+        let deadline = MonotonicClock.now() + Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        while true {
+            let remaining = deadline - MonotonicClock.now()
+            guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else {
+                if closedByPeer { throw CaptureError(.ioError, "the daemon closed the connection before answering \(command)") }
+                throw CaptureError(.timeout, "no answer to \(command) within \(timeout)")
+            }
+            if let event = ControlEvent(message) {
+                pendingEvents.append(event)
+                continue
+            }
+            guard message["type"]?.stringValue == "response", message["commandId"] == request.commandId else { continue }
+            if message["status"]?.stringValue == "success" {
+                return message["result"] ?? .null
+            }
+            let code = message["code"]?.stringValue.flatMap(CaptureErrorCode.init(rawValue:)) ?? .internalError
+            throw CaptureError(code, message["result"]?.stringValue ?? "unknown error")
+        }
+    }
+
+    /// The next event (kept from earlier calls first), or nil after `timeoutNs`.
+    public func nextEvent(timeoutNs: Int64) throws(CaptureError) -> ControlEvent? {
+        if !pendingEvents.isEmpty { return pendingEvents.removeFirst() }
+        let deadline = MonotonicClock.now() + timeoutNs
+        while true {
+            let remaining = deadline - MonotonicClock.now()
+            guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else { return nil }
+            if let event = ControlEvent(message) { return event }
+        }
+    }
+
+    /// Waits for an event with this name, keeping the others in order.
+    public func waitForEvent(_ name: ControlEventName, timeoutNs: Int64) throws(CaptureError) -> ControlEvent? {
+        if let i = pendingEvents.firstIndex(where: { $0.name == name.rawValue }) { return pendingEvents.remove(at: i) }
+        let deadline = MonotonicClock.now() + timeoutNs
+        var others: [ControlEvent] = []
+        defer { pendingEvents.append(contentsOf: others) }
+        while true {
+            let remaining = deadline - MonotonicClock.now()
+            guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else { return nil }
+            guard let event = ControlEvent(message) else { continue }
+            if event.name == name.rawValue { return event }
+            others.append(event)
+        }
+    }
+
+    /// Events received but not yet handed out.
+    public var bufferedEvents: [ControlEvent] { pendingEvents }
+
+    /// True once the daemon closed the connection.
+    public var isClosed: Bool { closedByPeer && pendingLines.isEmpty }
+
+    /// The next message line as JSON (lines that are not protocol lines are
+    /// skipped), or nil after `timeoutNs` or when the peer closed.
+    public func nextMessage(timeoutNs: Int64) throws(CaptureError) -> JSONValue? {
+        guard let line = try nextLine(timeoutNs: timeoutNs) else { return nil }
+        let prefix = ControlFraming.prefixBytes
+        guard line.count > prefix.count, line[0..<prefix.count].elementsEqual(prefix) else {
+            return try nextMessage(timeoutNs: 0)
+        }
+        guard let value = try? JSONCoding.decoder.decode(JSONValue.self, from: Data(line[prefix.count...])) else {
+            throw CaptureError(.internalError, "the daemon sent a line that is not JSON")
+        }
+        return value
+    }
+
+    /// The next raw line, or nil after `timeoutNs` (0: only what is already here) or at end of stream.
+    public func nextLine(timeoutNs: Int64) throws(CaptureError) -> [UInt8]? {
+        let deadline = MonotonicClock.now() + max(0, timeoutNs)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while pendingLines.isEmpty {
+            if closedByPeer { return nil }
+            let remainingMs = Int32(clamping: max(0, (deadline - MonotonicClock.now()) / 1_000_000))
+            var pfd = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, remainingMs)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw CaptureError(.ioError, "poll failed: \(String(cString: strerror(errno)))")
+            }
+            if ready == 0 { return nil }
+            let n = buffer.withUnsafeMutableBytes { read(readFD, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == ECONNRESET { closedByPeer = true; continue }
+                throw CaptureError(.ioError, "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { closedByPeer = true; continue }
+            buffer.withUnsafeBytes { raw in
+                splitter.append(UnsafeRawBufferPointer(rebasing: raw[0..<n])) { event in
+                    if case .line(let l) = event { pendingLines.append(l) }
+                }
+            }
+        }
+        return pendingLines.removeFirst()
+    }
+}

@@ -1,0 +1,178 @@
+import CaptureCore
+import Foundation
+
+/// A request from a client: `{"command": ..., "commandId": ..., "params": {...}}`.
+public struct ControlRequest: Sendable, Equatable {
+    public var command: String
+    /// Echoed in the response. A string (the SDK sends a UUID) or a number;
+    /// `.null` when the client sent none.
+    public var commandId: JSONValue
+    public var params: [String: JSONValue]
+
+    public init(command: String, commandId: JSONValue = .string(UUID().uuidString.lowercased()), params: [String: JSONValue] = [:]) {
+        self.command = command
+        self.commandId = commandId
+        self.params = params
+    }
+
+    /// Parses one line (without its newline). On failure the error carries
+    /// the commandId when one could be read, so the reply can still be matched.
+    public static func parse(line: [UInt8]) -> Result<ControlRequest, ControlRequestError> {
+        let prefix = ControlFraming.prefixBytes
+        guard line.count >= prefix.count, line[0..<prefix.count].elementsEqual(prefix) else {
+            return .failure(ControlRequestError(commandId: .null, error: CaptureError(
+                .invalidRequest, "a message line must start with '\(ControlFraming.prefix)' followed by a JSON object")))
+        }
+        let json = Data(line[prefix.count...])
+        let value: JSONValue
+        do {
+            value = try JSONCoding.decoder.decode(JSONValue.self, from: json)
+        } catch {
+            return .failure(ControlRequestError(commandId: .null, error: CaptureError(
+                .invalidRequest, "the message is not valid JSON")))
+        }
+        guard case .object(let object) = value else {
+            return .failure(ControlRequestError(commandId: .null, error: CaptureError(
+                .invalidRequest, "the message must be a JSON object, not \(value.typeName)")))
+        }
+        var commandId = JSONValue.null
+        switch object["commandId"] {
+        case nil, .null?: break
+        case .string(let s)? where s.utf8.count <= 256: commandId = .string(s)
+        case .integer(let i)?: commandId = .integer(i)
+        case let other?:
+            return .failure(ControlRequestError(commandId: .null, error: CaptureError(
+                .invalidRequest, "commandId must be a string of at most 256 bytes or an integer, not \(other.typeName)")))
+        }
+        guard case .string(let command)? = object["command"], !command.isEmpty else {
+            return .failure(ControlRequestError(commandId: commandId, error: CaptureError(
+                .invalidRequest, "the message has no \"command\" string")))
+        }
+        var params: [String: JSONValue] = [:]
+        switch object["params"] {
+        case nil, .null?: break
+        case .object(let p)?: params = p
+        case let other?:
+            return .failure(ControlRequestError(commandId: commandId, error: CaptureError(
+                .invalidRequest, "params must be an object, not \(other.typeName)")))
+        }
+        return .success(ControlRequest(command: command, commandId: commandId, params: params))
+    }
+
+    /// The framed line for this request.
+    public func encodedLine() -> [UInt8] {
+        var object: [String: JSONValue] = ["command": .string(command), "commandId": commandId]
+        if !params.isEmpty { object["params"] = .object(params) }
+        return ControlFraming.frame((try? JSONCoding.encoder.encode(JSONValue.object(object))) ?? Data())
+    }
+}
+
+/// A request that could not be parsed, with what to answer.
+public struct ControlRequestError: Error, Sendable, Equatable {
+    public var commandId: JSONValue
+    public var error: CaptureError
+}
+
+/// The one reply to a request, matched by `commandId`:
+///
+///     {"type":"response","commandId":"…","status":"success","result":{…}}
+///     {"type":"response","commandId":"…","status":"error","result":"<message>","code":"INVALID_REQUEST"}
+///
+/// The error form is the SDK's (`result` is the message) plus a stable `code`.
+public enum ControlResponse: Sendable, Equatable {
+    case success(commandId: JSONValue, result: JSONValue)
+    case failure(commandId: JSONValue, error: CaptureError)
+
+    public var commandId: JSONValue {
+        switch self {
+        case .success(let id, _), .failure(let id, _): id
+        }
+    }
+
+    public var jsonValue: JSONValue {
+        switch self {
+        case .success(let id, let result):
+            .object(["type": "response", "commandId": id, "status": "success", "result": result])
+        case .failure(let id, let error):
+            .object(["type": "response", "commandId": id, "status": "error",
+                     "result": .string(error.message), "code": .string(error.code.rawValue)])
+        }
+    }
+
+    public func encodedLine() -> [UInt8] {
+        ControlFraming.frame((try? JSONCoding.encoder.encode(jsonValue)) ?? Data())
+    }
+}
+
+/// Event names. The raw values are the wire names; never rename one.
+public enum ControlEventName: String, Sendable, CaseIterable, Codable {
+    case recordingStarted = "recording-started"
+    case recordingPaused = "recording-paused"
+    case recordingResumed = "recording-resumed"
+    case recordingStopped = "recording-stopped"
+    case recordingComplete = "recording-complete"
+    case recordingFailed = "recording-failed"
+    case channelError = "channel-error"
+    case uploadProgress = "upload-progress"
+    case tokenExpired = "token-expired"
+}
+
+/// Something that happened, sent to every subscribed client:
+///
+///     {"type":"event","event":"recording-started","sessionId":"cap-1",
+///      "timestamp":"2026-11-22T10:00:00.123Z","timestampUnixNs":…,"data":{…}}
+///
+/// `channel` is present for channel events; `sessionId` whenever a session is concerned.
+public struct ControlEvent: Sendable, Equatable {
+    public var name: String
+    public var sessionId: String?
+    public var channel: String?
+    public var timestampUnixNs: Int64
+    public var data: [String: JSONValue]
+
+    public init(_ name: ControlEventName, sessionId: String?, channel: String? = nil,
+                timestampUnixNs: Int64 = WallClock.now(), data: [String: JSONValue] = [:]) {
+        self.name = name.rawValue
+        self.sessionId = sessionId
+        self.channel = channel
+        self.timestampUnixNs = timestampUnixNs
+        self.data = data
+    }
+
+    public var jsonValue: JSONValue {
+        var o: [String: JSONValue] = [
+            "type": "event", "event": .string(name),
+            "timestamp": .string(WallClock.iso8601(nanoseconds: timestampUnixNs)),
+            "timestampUnixNs": .integer(timestampUnixNs), "data": .object(data),
+        ]
+        if let sessionId { o["sessionId"] = .string(sessionId) }
+        if let channel { o["channel"] = .string(channel) }
+        return .object(o)
+    }
+
+    public func encodedLine() -> [UInt8] {
+        ControlFraming.frame((try? JSONCoding.encoder.encode(jsonValue)) ?? Data())
+    }
+
+    /// Reads an event object back (client side).
+    public init?(_ value: JSONValue) {
+        guard value["type"]?.stringValue == "event", let name = value["event"]?.stringValue else { return nil }
+        self.name = name
+        sessionId = value["sessionId"]?.stringValue
+        channel = value["channel"]?.stringValue
+        timestampUnixNs = value["timestampUnixNs"]?.int64Value ?? 0
+        data = value["data"]?.objectValue ?? [:]
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByBooleanLiteral, ExpressibleByIntegerLiteral,
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
+{
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
+    }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(integerLiteral value: Int64) { self = .integer(value) }
+}

@@ -1,0 +1,273 @@
+import CaptureControl
+import CaptureCore
+import CLinuxShims
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control socket: accepts clients of the same user (SO_PEERCRED),
+/// reads their lines and writes replies and events, all on one serial I/O
+/// queue with non-blocking descriptors. A client that misbehaves (garbage,
+/// huge lines, never reading) costs only itself.
+public final class ControlServer: Sendable {
+    private let listenFD: Int32
+    private let service: ControlService
+    private let logger: Logger
+    private let queue: DispatchQueue
+    private let shared: ServerState
+    /// Most clients at once; more are told so and closed.
+    public static let maxClients = 64
+
+    /// - Parameter listeningSocket: a bound, listening AF_UNIX stream socket (ours or systemd's).
+    public init(listeningSocket: Int32, service: ControlService, logger: Logger, queue: DispatchQueue) {
+        self.listenFD = listeningSocket
+        self.service = service
+        self.logger = logger
+        self.queue = queue
+        self.shared = ServerState(queue: queue)
+    }
+
+    public func start() {
+        _ = fcntl(listenFD, F_SETFL, fcntl(listenFD, F_GETFL) | O_NONBLOCK)
+        queue.sync {
+            let source = DispatchSource.makeReadSource(fileDescriptor: listenFD, queue: queue)
+            source.setEventHandler { [self] in acceptClients() }
+            source.activate()
+            shared.acceptSource = source
+        }
+    }
+
+    /// Stops accepting, disconnects every client.
+    public func stop() {
+        queue.sync {
+            shared.acceptSource?.cancel()
+            shared.acceptSource = nil
+            for client in shared.clients.values { client.close(reason: nil) }
+        }
+    }
+
+    public var clientCount: Int { queue.sync { shared.clients.count } }
+
+    // MARK: I/O queue
+
+    private func acceptClients() {
+        while true {
+            let fd = clinux_accept_nonblocking(listenFD)
+            if fd < 0 {
+                if errno == EINTR { continue }
+                if errno != EAGAIN && errno != EWOULDBLOCK {
+                    logger.warning("accept failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                }
+                return
+            }
+            var peerUid: uid_t = 0
+            var peerPid: pid_t = 0
+            let ok = clinux_peer_credentials(fd, &peerUid, &peerPid) == 0
+            if !ok || peerUid != geteuid() {
+                logger.warning("refused a client of another user", metadata: [
+                    "uid": "\(ok ? String(peerUid) : "?")", "pid": "\(ok ? String(peerPid) : "?")"])
+                Self.writeAndClose(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
+                    .permissionDenied, "this capture-agent belongs to uid \(geteuid()); connections from uid \(ok ? String(peerUid) : "?") are refused")).encodedLine())
+                continue
+            }
+            if shared.clients.count >= Self.maxClients {
+                logger.warning("too many clients; refused one", metadata: ["limit": "\(Self.maxClients)"])
+                Self.writeAndClose(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
+                    .invalidState, "too many clients (\(Self.maxClients)); close some connections")).encodedLine())
+                continue
+            }
+            let client = SocketClient(fd: fd, id: shared.nextClientId(), peerPid: peerPid, server: self)
+            shared.clients[client.clientId] = client
+            service.clientConnected(client)
+            client.activate()
+        }
+    }
+
+    fileprivate func didClose(_ client: SocketClient) {
+        if shared.clients.removeValue(forKey: client.clientId) != nil {
+            service.clientDisconnected(client)
+        }
+    }
+
+    fileprivate var ioQueue: DispatchQueue { queue }
+    fileprivate var controlService: ControlService { service }
+    fileprivate var log: Logger { logger }
+    fileprivate var readBuffer: UnsafeMutableRawBufferPointer { shared.readBuffer }
+
+    /// Best effort: one line to a socket we are about to close.
+    private static func writeAndClose(_ fd: Int32, _ line: [UInt8]) {
+        line.withUnsafeBytes { _ = Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        Glibc.close(fd)
+    }
+}
+
+/// State of the server that only the I/O queue touches.
+///
+/// Why `@unchecked Sendable` is sound: every member is read and written only
+/// from blocks running on `queue` (a serial queue), as the methods of
+/// `ControlServer` and `SocketClient` that use it all run there.
+private final class ServerState: @unchecked Sendable {
+    let queue: DispatchQueue
+    var acceptSource: (any DispatchSourceRead)?
+    var clients: [Int: SocketClient] = [:]
+    /// One read buffer for every client: reads happen one at a time on the queue.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+    private static let counter = Atomic<Int>(0)
+
+    init(queue: DispatchQueue) { self.queue = queue }
+    deinit { readBuffer.deallocate() }
+
+    func nextClientId() -> Int { Self.counter.add(1, ordering: .relaxed).newValue }
+}
+
+/// One connected socket client.
+///
+/// Why `@unchecked Sendable` is sound: the mutable state (`splitter`, `outbox`,
+/// sources, `closed`) is touched only on the server's serial I/O queue;
+/// `send` (callable from any thread) only enqueues a block on that queue.
+final class SocketClient: ControlClientHandle, @unchecked Sendable {
+    let clientId: Int
+    let peerPid: Int32
+    private let fd: Int32
+    private unowned let server: ControlServer
+    private var splitter = LineSplitter()
+    private var outbox: [UInt8] = []
+    private var outboxHead = 0
+    private var readSource: (any DispatchSourceRead)?
+    private var writeSource: (any DispatchSourceWrite)?
+    private enum WriteWatch { case inactive, running, suspended }
+    private var writeWatch = WriteWatch.inactive
+    private var closed = false
+    /// Unsent bytes beyond which a client counts as not reading (it is disconnected).
+    static let maxOutbox = 8 << 20
+    /// Bytes read per wake-up before yielding to other clients.
+    static let readBudget = 256 << 10
+
+    init(fd: Int32, id: Int, peerPid: Int32, server: ControlServer) {
+        self.fd = fd
+        self.clientId = id
+        self.peerPid = peerPid
+        self.server = server
+    }
+
+    func activate() {
+        let read = DispatchSource.makeReadSource(fileDescriptor: fd, queue: server.ioQueue)
+        read.setEventHandler { [self] in readAvailable() }
+        read.setCancelHandler { [self] in sourceCancelled() }
+        readSource = read
+        let write = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: server.ioQueue)
+        write.setEventHandler { [self] in flush() }
+        write.setCancelHandler { [self] in sourceCancelled() }
+        writeSource = write
+        read.activate()
+    }
+
+    func send(_ line: [UInt8]) {
+        server.ioQueue.async { [self] in enqueue(line) }
+    }
+
+    private func readAvailable() {
+        guard !closed else { return }
+        let buffer = server.readBuffer
+        var budget = Self.readBudget
+        while budget > 0 && !closed {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { return }
+                close(reason: "read failed: \(String(cString: strerror(errno)))")
+                return
+            }
+            if n == 0 { close(reason: nil); return }
+            budget -= n
+            let service = server.controlService
+            splitter.append(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { event in
+                switch event {
+                case .line(let line): service.handle(line: line, client: self)
+                case .oversized(let bytes): service.handleOversized(bytes: bytes, client: self)
+                }
+            }
+        }
+    }
+
+    private func enqueue(_ line: [UInt8]) {
+        guard !closed else { return }
+        if outbox.count - outboxHead + line.count > Self.maxOutbox {
+            close(reason: "the client does not read its replies (\(outbox.count - outboxHead) bytes waiting)")
+            return
+        }
+        if outboxHead > 0 && outboxHead == outbox.count {
+            outbox.removeAll(keepingCapacity: outbox.capacity <= 1 << 20)
+            outboxHead = 0
+        }
+        outbox.append(contentsOf: line)
+        flush()
+    }
+
+    private func flush() {
+        guard !closed else { return }
+        while outboxHead < outbox.count {
+            let n = outbox.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + outboxHead, raw.count - outboxHead, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    watchWritable(true)
+                    return
+                }
+                close(reason: errno == EPIPE || errno == ECONNRESET ? nil : "write failed: \(String(cString: strerror(errno)))")
+                return
+            }
+            outboxHead += n
+        }
+        outbox.removeAll(keepingCapacity: outbox.capacity <= 1 << 20)
+        outboxHead = 0
+        watchWritable(false)
+    }
+
+    /// Starts or stops waiting for the socket to become writable.
+    private func watchWritable(_ on: Bool) {
+        guard let source = writeSource else { return }
+        switch (writeWatch, on) {
+        case (.inactive, true): source.activate(); writeWatch = .running
+        case (.suspended, true): source.resume(); writeWatch = .running
+        case (.running, false): source.suspend(); writeWatch = .suspended
+        default: break
+        }
+    }
+
+    /// Closes the connection (on the I/O queue). `reason` nil: a normal disconnect.
+    func close(reason: String?) {
+        guard !closed else { return }
+        closed = true
+        if let reason {
+            server.log.warning("disconnecting a client", metadata: ["client": "\(clientId)", "pid": "\(peerPid)", "reason": "\(reason)"])
+        }
+        readSource?.cancel()
+        if let write = writeSource {
+            // A dispatch source must not be released suspended or inactive.
+            switch writeWatch {
+            case .inactive: write.activate()
+            case .suspended: write.resume()
+            case .running: break
+            }
+            write.cancel()
+        }
+        readSource = nil
+        writeSource = nil
+        server.didClose(self)
+    }
+
+    /// The descriptor is closed only when both sources stopped watching it,
+    /// so a new client reusing the number is never confused with this one.
+    private var sourcesCancelled = 0
+    private func sourceCancelled() {
+        sourcesCancelled += 1
+        if sourcesCancelled == 2 { Glibc.close(fd) }
+    }
+}

@@ -1,0 +1,209 @@
+import CaptureControl
+import CaptureCore
+import CapturePipeline
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// One connected client, whatever the transport.
+public protocol ControlClientHandle: AnyObject, Sendable {
+    /// Unique per daemon process.
+    var clientId: Int { get }
+    /// Queues a framed line for the client; never blocks. A client that does
+    /// not read falls behind and is disconnected by its transport.
+    func send(_ line: [UInt8])
+}
+
+/// The command set, shared by every transport: parses a line, runs the
+/// command, answers exactly once. Slow commands (device probing, start, stop)
+/// answer later from another queue; everything else answers at once.
+public final class ControlService: Sendable {
+    public static let version = "0.2.0"
+    public static let protocolVersion = 1
+
+    private let controller: SessionController
+    private let events: EventBus
+    private let logger: Logger
+    private let displayName: String?
+    private let startedMonotonic = MonotonicClock.now()
+    private let work = DispatchQueue(label: "capture-agent.control.work", qos: .userInitiated, attributes: .concurrent)
+    private let onShutdown: @Sendable () -> Void
+    private let clientCount = Atomic<Int>(0)
+    private let requests = Atomic<Int>(0)
+    private let badRequests = Atomic<Int>(0)
+
+    public init(controller: SessionController, events: EventBus, configuration: DaemonConfiguration, logger: Logger,
+                onShutdown: @escaping @Sendable () -> Void) {
+        self.controller = controller
+        self.events = events
+        self.logger = logger
+        self.displayName = configuration.display
+        self.onShutdown = onShutdown
+    }
+
+    public func clientConnected(_ client: any ControlClientHandle) {
+        clientCount.add(1, ordering: .relaxed)
+        logger.debug("client connected", metadata: ["client": "\(client.clientId)"])
+    }
+
+    public func clientDisconnected(_ client: any ControlClientHandle) {
+        clientCount.subtract(1, ordering: .relaxed)
+        events.unsubscribe(id: client.clientId)
+        logger.debug("client disconnected", metadata: ["client": "\(client.clientId)"])
+    }
+
+    /// A line longer than the protocol allows.
+    public func handleOversized(bytes: Int, client: any ControlClientHandle) {
+        badRequests.add(1, ordering: .relaxed)
+        client.send(ControlResponse.failure(commandId: .null, error: CaptureError(
+            .requestTooLarge, "message of \(bytes) bytes is over the \(ControlFraming.maxLineBytes)-byte limit; it was skipped")).encodedLine())
+    }
+
+    public func handle(line: [UInt8], client: any ControlClientHandle) {
+        requests.add(1, ordering: .relaxed)
+        let request: ControlRequest
+        switch ControlRequest.parse(line: line) {
+        case .failure(let bad):
+            badRequests.add(1, ordering: .relaxed)
+            client.send(ControlResponse.failure(commandId: bad.commandId, error: bad.error).encodedLine())
+            return
+        case .success(let r):
+            request = r
+        }
+        // Never log params: they may carry a token.
+        logger.debug("command", metadata: ["command": "\(request.command.prefix(64))", "client": "\(client.clientId)"])
+        let id = request.commandId
+        let reply: @Sendable (Result<JSONValue, CaptureError>) -> Void = { result in
+            switch result {
+            case .success(let value): client.send(ControlResponse.success(commandId: id, result: value).encodedLine())
+            case .failure(let error): client.send(ControlResponse.failure(commandId: id, error: error).encodedLine())
+            }
+        }
+        guard let command = ControlCommand(rawValue: request.command) else {
+            badRequests.add(1, ordering: .relaxed)
+            let known = ControlCommand.allCases.map(\.rawValue).joined(separator: ", ")
+            reply(.failure(CaptureError(.unknownCommand, "unknown command '\(request.command.prefix(64))' (known: \(known))")))
+            return
+        }
+        do throws(CaptureError) {
+            try run(command, request, client: client, reply: reply)
+        } catch {
+            badRequests.add(1, ordering: .relaxed)
+            reply(.failure(error))
+        }
+    }
+
+    private func run(_ command: ControlCommand, _ request: ControlRequest, client: any ControlClientHandle,
+                     reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) throws(CaptureError) {
+        switch command {
+        case .initialize:
+            let apiUrl = try ParamReader(request).string("apiUrl", maxBytes: 2048)
+            controller.initialize(apiUrl: apiUrl)
+            reply(.success(daemonInfo()))
+
+        case .ping:
+            var info = daemonInfo().objectValue ?? [:]
+            info["pong"] = true
+            reply(.success(.object(info)))
+
+        case .requestPermission:
+            guard let raw = try ParamReader(request).string("permission", maxBytes: 64) else {
+                throw CaptureError(.invalidRequest, "requestPermission: params.permission is required (microphone, screen-capture or system-audio)")
+            }
+            guard let permission = Permission(wire: raw) else {
+                throw CaptureError(.invalidRequest, "requestPermission: unknown permission '\(raw)' (microphone, screen-capture, system-audio)")
+            }
+            let display = displayName
+            work.async {
+                reply(.success(Self.checkPermission(permission, displayName: display)))
+            }
+
+        case .getChannels:
+            let display = displayName
+            work.async {
+                let (channels, problems) = ChannelCatalog.list(displayName: display)
+                reply(.success(.object([
+                    "channels": .array(channels.map { c in
+                        .object(["channel_id": .string(c.id), "type": .string(c.type.rawValue), "name": .string(c.name)])
+                    }),
+                    "problems": .array(problems.map { .object(["code": .string($0.code.rawValue), "message": .string($0.message)]) }),
+                ])))
+            }
+
+        case .startRecording:
+            controller.start(try StartRecordingParams(request), reply: reply)
+
+        case .stopRecording:
+            controller.stop(sessionId: try ParamReader(request).string("sessionId", maxBytes: 128), reply: reply)
+
+        case .pauseTracks:
+            reply(.success(try controller.setPaused(true, tracks: TracksParams(request).tracks)))
+
+        case .resumeTracks:
+            reply(.success(try controller.setPaused(false, tracks: TracksParams(request).tracks)))
+
+        case .getStatus:
+            var status = controller.status().objectValue ?? [:]
+            status["daemon"] = daemonInfo()
+            reply(.success(.object(status)))
+
+        case .updateToken:
+            reply(.success(controller.updateToken(try UpdateTokenParams(request))))
+
+        case .subscribeEvents:
+            let names = try SubscribeParams(request).events
+            let all = events.subscription(id: client.clientId).union(names)
+            let recent = events.subscribe(id: client.clientId, events: all) { [weak client] _, line in
+                client?.send(line)
+            }
+            reply(.success(.object([
+                "subscribed": .array(all.map(\.rawValue).sorted().map(JSONValue.string)),
+                "recent": .array(recent.map(\.jsonValue)),
+            ])))
+
+        case .unsubscribeEvents:
+            let names = try SubscribeParams(request).events
+            events.unsubscribe(id: client.clientId, events: names)
+            reply(.success(.object([
+                "subscribed": .array(events.subscription(id: client.clientId).map(\.rawValue).sorted().map(JSONValue.string)),
+            ])))
+
+        case .shutdown:
+            reply(.success(.object(["shuttingDown": true])))
+            logger.notice("shutdown requested by a client")
+            onShutdown()
+        }
+    }
+
+    private func daemonInfo() -> JSONValue {
+        .object([
+            "version": .string(Self.version), "protocol": .integer(Int64(Self.protocolVersion)),
+            "pid": .integer(Int64(getpid())), "platform": "linux-x11",
+            "uptimeNs": .integer(MonotonicClock.now() - startedMonotonic),
+            "clients": .integer(Int64(clientCount.load(ordering: .relaxed))),
+            "requests": .integer(Int64(requests.load(ordering: .relaxed))),
+            "badRequests": .integer(Int64(badRequests.load(ordering: .relaxed))),
+        ])
+    }
+
+    /// On X11 there is no permission dialog: a permission is granted when the
+    /// server that provides it is reachable, denied with the reason otherwise.
+    static func checkPermission(_ permission: Permission, displayName: String?) -> JSONValue {
+        let (channels, problems) = ChannelCatalog.list(displayName: displayName)
+        let wanted: (ChannelInfo) -> Bool
+        let problemCode: CaptureErrorCode
+        switch permission {
+        case .screenCapture: wanted = { $0.type == .video }; problemCode = .displayUnavailable
+        case .microphone: wanted = { $0.id.hasPrefix("mic:") }; problemCode = .audioUnavailable
+        case .systemAudio: wanted = { $0.id.hasPrefix("system_audio:") }; problemCode = .audioUnavailable
+        }
+        if channels.contains(where: wanted) {
+            return .object(["permission": .string(permission.rawValue), "status": "granted"])
+        }
+        let reason = problems.first { $0.code == problemCode }?.message
+            ?? "no \(permission == .screenCapture ? "display" : permission == .microphone ? "microphone" : "audio output") was found"
+        return .object(["permission": .string(permission.rawValue), "status": "denied", "reason": .string(reason),
+                        "code": .string(problemCode.rawValue)])
+    }
+}

@@ -1,0 +1,82 @@
+import CaptureCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Creates the daemon's own listening socket when systemd did not pass one.
+public enum ControlSocket {
+    /// Binds and listens on `path`: the parent directory is created 0700 when
+    /// missing, the socket is 0600. A stale socket (nothing accepting) is
+    /// replaced; a live one means another daemon runs: INVALID_STATE.
+    public static func listen(path: String) throws(CaptureError) -> Int32 {
+        guard path.hasPrefix("/"), path.utf8.count <= 107 else {
+            throw CaptureError(.invalidRequest, "socket path must be absolute and at most 107 bytes: \(path)")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        var info = stat()
+        if lstat(directory, &info) != 0 {
+            // Parents (e.g. $XDG_RUNTIME_DIR) must exist; only our own directory is created.
+            if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+                throw CaptureError(.ioError, "cannot create \(directory): \(String(cString: strerror(errno)))")
+            }
+            _ = chmod(directory, 0o700)
+        } else if (info.st_mode & S_IFMT) != S_IFDIR {
+            throw CaptureError(.ioError, "\(directory) is not a directory")
+        } else if info.st_uid != geteuid() && info.st_mode & 0o002 == 0 {
+            throw CaptureError(.permissionDenied, "\(directory) belongs to uid \(info.st_uid), not to this user")
+        }
+
+        if lstat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+                throw CaptureError(.ioError, "\(path) exists and is not a socket; remove it or choose another path")
+            }
+            if isAccepting(path) {
+                throw CaptureError(.invalidState, "another capture-agent is already running on \(path)")
+            }
+            unlink(path)   // stale: left behind by a crash
+        }
+
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CaptureError(.ioError, "cannot create a socket: \(String(cString: strerror(errno)))") }
+        var address = makeAddress(path)
+        let oldMask = umask(0o177)   // the socket is created 0600
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let bindErrno = errno
+        umask(oldMask)
+        guard bound == 0 else {
+            close(fd)
+            throw CaptureError(.ioError, "cannot bind \(path): \(String(cString: strerror(bindErrno)))")
+        }
+        _ = chmod(path, 0o600)
+        guard Glibc.listen(fd, 64) == 0 else {
+            let e = errno
+            close(fd)
+            throw CaptureError(.ioError, "cannot listen on \(path): \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
+    static func makeAddress(_ path: String) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        return address
+    }
+
+    /// True when something accepts connections on `path`.
+    static func isAccepting(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = makeAddress(path)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+}

@@ -1,0 +1,442 @@
+import CaptureControl
+import CaptureCore
+import CapturePipeline
+import CaptureSpool
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// The one capture session the daemon runs at a time, as a state machine:
+///
+///     idle -> starting -> active (tracks pause/resume) -> stopping -> stopped
+///                  \            \--(a source fails)--> stopping -> failed
+///                   \--(start fails)--> failed
+///
+/// A new session may start from idle, stopped or failed; a second start while
+/// one is starting, active or stopping gets INVALID_STATE.
+///
+/// Threads: state lives in a Mutex and is read without waiting by `status()`
+/// and every command check; the slow work (opening sources, closing chunks)
+/// runs on the serial `operations` queue, one operation at a time; a monitor
+/// timer on its own queue watches the running session (source failure,
+/// stalled channels, audio interruptions, token expiry).
+public final class SessionController: Sendable {
+    public enum State: String, Sendable, Codable {
+        case idle, starting, active, stopping, stopped, failed
+    }
+
+    private struct ChannelWatch {
+        var lastChunks = 0
+        var lastProgress: Int64 = 0
+        var stallReported = false
+        var lastDiscontinuities = 0
+        var lastEncoded = 0
+        var lastRateSample: Int64 = 0
+        var measuredFps: Double?
+    }
+
+    private struct Snapshot {
+        var state: State = .idle
+        var sessionId: String?
+        var session: RecordingSession?
+        var options: RecordingOptions?
+        var startedAtUnixNs: Int64?
+        var startMonotonic: Int64?
+        var failure: CaptureError?
+        var channels: [ChannelInfo] = []
+        var primaryChannel: String?
+        var token: String?
+        var tokenExpiresAtUnix: Int64?
+        var tokenExpiredReported = false
+        var apiUrl: String?
+        var endpoint: String?
+        var lastSummary: RecordingSummary?
+        var watches: [String: ChannelWatch] = [:]
+    }
+
+    private let configuration: DaemonConfiguration
+    private let logger: Logger
+    private let events: EventBus
+    private let snapshot = Mutex(Snapshot())
+    private let operations = DispatchQueue(label: "capture-agent.session", qos: .userInitiated)
+    private let monitorQueue = DispatchQueue(label: "capture-agent.monitor", qos: .utility)
+    private let monitor = Mutex<RepeatingTimer?>(nil)
+    /// How often the monitor looks at the session.
+    static let monitorIntervalMs = 250
+
+    public init(configuration: DaemonConfiguration, logger: Logger, events: EventBus) {
+        self.configuration = configuration
+        self.logger = logger
+        self.events = events
+        let timer = RepeatingTimer(queue: monitorQueue, interval: .milliseconds(Self.monitorIntervalMs)) { [weak self] in
+            self?.checkSession()
+        }
+        monitor.withLock { $0 = timer }
+    }
+
+    deinit { monitor.withLock { $0?.cancel() } }
+
+    public var state: State { snapshot.withLock { $0.state } }
+
+    // MARK: Commands
+
+    /// `init`: remembers the API base URL the SDK names.
+    public func initialize(apiUrl: String?) {
+        snapshot.withLock { $0.apiUrl = apiUrl }
+    }
+
+    /// `startRecording`. Replies once the session is active (or failed to start).
+    public func start(_ params: StartRecordingParams, reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) {
+        let claimed: Result<RecordingOptions, CaptureError> = snapshot.withLock { s in
+            switch s.state {
+            case .starting, .active, .stopping:
+                return .failure(CaptureError(.invalidState,
+                    "session \(s.sessionId ?? "?") is \(s.state.rawValue); stop it before starting another (one session at a time)"))
+            case .idle, .stopped, .failed:
+                break
+            }
+            let options: RecordingOptions
+            do throws(CaptureError) {
+                options = try makeOptions(params)
+            } catch {
+                return .failure(error)
+            }
+            s = Snapshot(state: .starting, sessionId: options.sessionId, options: options,
+                         token: params.uploadToken ?? s.token,
+                         tokenExpiresAtUnix: params.tokenExpiresAtUnixSeconds ?? (params.uploadToken.flatMap(Self.jwtExpiry) ?? (params.uploadToken == nil ? s.tokenExpiresAtUnix : nil)),
+                         apiUrl: s.apiUrl, endpoint: params.endpoint ?? s.endpoint ?? configuration.endpoint)
+            s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
+            return .success(options)
+        }
+        let options: RecordingOptions
+        switch claimed {
+        case .failure(let error): reply(.failure(error)); return
+        case .success(let o): options = o
+        }
+        operations.async { [self] in
+            let session = RecordingSession(options: options, logger: logger)
+            do throws(CaptureError) {
+                try session.start()
+            } catch {
+                snapshot.withLock { s in
+                    s.state = .failed
+                    s.failure = error
+                }
+                logger.error("session failed to start", metadata: ["session": "\(options.sessionId)", "error": "\(error)"])
+                events.publish(ControlEvent(.recordingFailed, sessionId: options.sessionId,
+                                            data: ["code": .string(error.code.rawValue), "message": .string(error.message), "phase": "start"]))
+                reply(.failure(error))
+                return
+            }
+            let now = MonotonicClock.now()
+            let startedAt = WallClock.now() - (now - (session.startTime ?? now))
+            let result: JSONValue = snapshot.withLock { s in
+                if s.state == .starting { s.state = .active }   // a stop may already be queued
+                s.session = session
+                s.startMonotonic = session.startTime
+                s.startedAtUnixNs = startedAt
+                s.channels = session.channels
+                s.watches = Dictionary(uniqueKeysWithValues: session.channels.map {
+                    ($0.id, ChannelWatch(lastProgress: now, lastRateSample: now))
+                })
+                return startResult(s)
+            }
+            events.publish(ControlEvent(.recordingStarted, sessionId: options.sessionId, timestampUnixNs: startedAt,
+                                        data: result.objectValue ?? [:]))
+            reply(.success(result))
+        }
+    }
+
+    private func startResult(_ s: Snapshot) -> JSONValue {
+        .object([
+            "sessionId": .string(s.sessionId ?? ""),
+            "state": .string(s.state.rawValue),
+            "channels": .array(s.channels.map { c in
+                .object(["channel_id": .string(c.id), "type": .string(c.type.rawValue), "name": .string(c.name),
+                         "is_primary": .bool(c.id == s.primaryChannel)])
+            }),
+            "outputDirectory": .string(s.options?.outputDirectory ?? ""),
+            "startedAt": .string(WallClock.iso8601(nanoseconds: s.startedAtUnixNs ?? 0)),
+        ])
+    }
+
+    private func makeOptions(_ params: StartRecordingParams) throws(CaptureError) -> RecordingOptions {
+        let id = params.sessionId ?? "cap-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacingOccurrences(of: ":", with: "-"))"
+        var ids = params.channels.map(\.id)
+        if ids.isEmpty { ids = configuration.channels }
+        var o = RecordingOptions(sessionId: id, outputDirectory: SpoolLocation.sessionDirectory(id), channels: ids)
+        o.displayName = configuration.display
+        o.chunkDurationNs = configuration.chunkNs
+        o.video.fps = configuration.fps
+        o.video.preset = configuration.preset
+        o.video.maxHeight = configuration.maxHeight
+        if let bitrate = configuration.videoBitrate {
+            o.video.bitrate = bitrate
+            o.video.crf = nil
+        } else if let crf = configuration.crf {
+            o.video.crf = crf
+            o.video.rateControl = .constantRateFactor
+        } else {
+            o.video.crf = configuration.qp ?? 23
+            o.video.rateControl = .constantQuantizer
+        }
+        o.audioBitrate = configuration.audioBitrate
+        o.drawCursor = configuration.drawCursor
+        o.audioReconnectTimeout = .nanoseconds(configuration.audioReconnectTimeoutNs)
+        try o.validate()
+        if FileManager.default.fileExists(atPath: o.outputDirectory) {
+            throw CaptureError(.invalidRequest, "session \(id) already has a recording in \(o.outputDirectory); use a new session id")
+        }
+        return o
+    }
+
+    /// `stopRecording`. Replies with the summary once every chunk is in the spool.
+    public func stop(sessionId: String?, reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) {
+        let check: CaptureError? = snapshot.withLock { s in
+            guard s.state == .starting || s.state == .active else {
+                if s.state == .stopping {
+                    return CaptureError(.invalidState, "session \(s.sessionId ?? "?") is already stopping")
+                }
+                return CaptureError(.invalidState, "no session is recording (state: \(s.state.rawValue))")
+            }
+            if let sessionId, sessionId != s.sessionId {
+                return CaptureError(.invalidState, "no session \(sessionId); the current session is \(s.sessionId ?? "?")")
+            }
+            s.state = .stopping
+            return nil
+        }
+        if let check { reply(.failure(check)); return }
+        operations.async { [self] in
+            let result = finishSession(failure: nil)
+            reply(.success(result))
+        }
+    }
+
+    /// Closes the session's chunks and publishes what happened. Runs on `operations`.
+    private func finishSession(failure: CaptureError?) -> JSONValue {
+        let (session, id) = snapshot.withLock { ($0.session, $0.sessionId) }
+        guard let session else { return .object([:]) }
+        let summary = session.stop()
+        let failure = failure ?? session.failure
+        let summaryValue = (try? JSONValue(encoding: summary)) ?? .null
+        snapshot.withLock { s in
+            s.state = failure == nil ? .stopped : .failed
+            s.failure = failure
+            s.lastSummary = summary
+        }
+        if let failure {
+            logger.error("session failed", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
+            events.publish(ControlEvent(.recordingFailed, sessionId: id, data: [
+                "code": .string(failure.code.rawValue), "message": .string(failure.message), "summary": summaryValue,
+            ]))
+        } else {
+            logger.info("session stopped", metadata: ["session": "\(id ?? "?")"])
+        }
+        events.publish(ControlEvent(.recordingStopped, sessionId: id, data: ["summary": summaryValue]))
+        // Until the uplink exists, "delivered" means safely in the spool.
+        let chunks = summary.channels.reduce(0) { $0 + $1.chunks }
+        let bytes = summary.channels.reduce(0) { $0 + $1.bytes }
+        events.publish(ControlEvent(.recordingComplete, sessionId: id, data: [
+            "chunks": .integer(Int64(chunks)), "bytes": .integer(Int64(bytes)),
+            "outputDirectory": .string(summary.outputDirectory), "deliveredTo": "spool",
+        ]))
+        return .object(["sessionId": .string(id ?? ""), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
+    }
+
+    /// `pauseTracks` / `resumeTracks`.
+    public func setPaused(_ paused: Bool, tracks: Set<Track>) throws(CaptureError) -> JSONValue {
+        let (session, id, state) = snapshot.withLock { ($0.session, $0.sessionId, $0.state) }
+        guard state == .active, let session else {
+            throw CaptureError(.invalidState, "no active session to \(paused ? "pause" : "resume") (state: \(state.rawValue))")
+        }
+        let names = Set(tracks.map(\.rawValue))
+        let at = paused ? session.pause(tracks: names) : session.resume(tracks: names)
+        let now = session.pausedTracks.sorted()
+        let affected = names.sorted()
+        events.publish(ControlEvent(paused ? .recordingPaused : .recordingResumed, sessionId: id, data: [
+            "tracks": .array(affected.map(JSONValue.string)), "atNs": .integer(at),
+            "pausedTracks": .array(now.map(JSONValue.string)),
+        ]))
+        logger.info(paused ? "tracks paused" : "tracks resumed", metadata: ["session": "\(id ?? "?")", "tracks": "\(affected)"])
+        return .object(["pausedTracks": .array(now.map(JSONValue.string)), "atNs": .integer(at)])
+    }
+
+    /// `updateToken`: replaces the upload token (kept in memory only, never logged).
+    public func updateToken(_ params: UpdateTokenParams) -> JSONValue {
+        let expiry = params.expiresAtUnixSeconds ?? Self.jwtExpiry(params.token)
+        snapshot.withLock { s in
+            s.token = params.token
+            s.tokenExpiresAtUnix = expiry
+            s.tokenExpiredReported = false
+        }
+        logger.info("upload token updated", metadata: ["expiresAt": "\(expiry.map { String($0) } ?? "unknown")"])
+        var result: [String: JSONValue] = ["accepted": true]
+        if let expiry { result["expiresAt"] = .integer(expiry) }
+        return .object(result)
+    }
+
+    /// Stops a running session, if any, and waits for it (daemon shutdown).
+    public func stopForShutdown() {
+        let running = snapshot.withLock { s -> Bool in
+            guard s.state == .starting || s.state == .active else { return false }
+            s.state = .stopping
+            return true
+        }
+        if running {
+            operations.sync { _ = finishSession(failure: nil) }
+        } else {
+            operations.sync {}   // let a stop in progress finish
+        }
+    }
+
+    // MARK: Status
+
+    /// `getStatus`: never waits for a start or stop in progress.
+    public func status() -> JSONValue {
+        let s = snapshot.withLock { $0 }
+        var object: [String: JSONValue] = [
+            "state": .string(s.state.rawValue),
+            "pausedTracks": .array((s.session?.pausedTracks.sorted() ?? []).map(JSONValue.string)),
+        ]
+        if let id = s.sessionId { object["sessionId"] = .string(id) }
+        if let started = s.startedAtUnixNs { object["startedAt"] = .string(WallClock.iso8601(nanoseconds: started)) }
+        if let t0 = s.startMonotonic, s.state == .active || s.state == .stopping {
+            object["elapsedNs"] = .integer(MonotonicClock.now() - t0)
+        }
+        if let f = s.failure { object["failure"] = .object(["code": .string(f.code.rawValue), "message": .string(f.message)]) }
+        if let dir = s.options?.outputDirectory { object["outputDirectory"] = .string(dir) }
+        object["endpoint"] = s.endpoint.map(JSONValue.string) ?? .null
+        object["tokenPresent"] = .bool(s.token != nil)
+        if let e = s.tokenExpiresAtUnix { object["tokenExpiresAt"] = .integer(e) }
+
+        var channels: [JSONValue] = []
+        let live: [ChannelStatsSnapshot]
+        if let session = s.session, s.state == .active || s.state == .stopping {
+            live = session.liveStats()
+        } else {
+            live = s.lastSummary?.channels ?? []
+        }
+        for stat in live {
+            let info = s.channels.first { $0.id == stat.channel }
+            let watch = s.watches[stat.channel]
+            var c: [String: JSONValue] = [
+                "channel_id": .string(stat.channel), "type": .string(stat.type.rawValue),
+                "name": .string(info?.name ?? stat.channel),
+                "frames": .integer(Int64(stat.encoded)), "captured": .integer(Int64(stat.captured)),
+                "dropped": .integer(Int64(stat.dropped)),
+                "chunksSpooled": .integer(Int64(stat.chunks)), "chunksUploaded": .integer(0),
+                "bytes": .integer(Int64(stat.bytes)), "uploadLagMs": .null,
+                "paused": .bool(stat.paused ?? false),
+                "stalled": .bool(watch?.stallReported ?? false),
+            ]
+            if stat.type == .video {
+                c["fps"] = .integer(Int64(configuration.fps))
+                c["measuredFps"] = watch?.measuredFps.map { .number(($0 * 10).rounded() / 10) } ?? .null
+                c["repeated"] = .integer(Int64(stat.repeated))
+                c["leftOut"] = .integer(Int64(stat.leftOut))
+            } else {
+                c["silenceFilledMs"] = .integer(Int64(stat.silenceFilledMs))
+                c["interruptions"] = .integer(Int64(stat.discontinuities))
+            }
+            channels.append(.object(c))
+        }
+        object["channels"] = .array(channels)
+        return .object(object)
+    }
+
+    // MARK: Monitor
+
+    /// How long a channel may go without a new chunk before it counts as stalled.
+    private var stallThresholdNs: Int64 { max(3 * configuration.chunkNs, configuration.chunkNs + 3_000_000_000) }
+
+    private func checkSession() {
+        let now = MonotonicClock.now()
+        let (state, session, id) = snapshot.withLock { ($0.state, $0.session, $0.sessionId) }
+        checkToken(sessionId: id)
+        guard state == .active, let session else { return }
+
+        if let failure = session.failure {
+            let claimed = snapshot.withLock { s -> Bool in
+                guard s.state == .active else { return false }
+                s.state = .stopping
+                return true
+            }
+            if claimed {
+                logger.error("a source failed; stopping the session", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
+                operations.async { [self] in _ = finishSession(failure: failure) }
+            }
+            return
+        }
+
+        var pending: [ControlEvent] = []
+        let stats = session.liveStats()
+        let threshold = stallThresholdNs
+        snapshot.withLock { s in
+            for stat in stats {
+                var w = s.watches[stat.channel] ?? ChannelWatch(lastProgress: now, lastRateSample: now)
+                if stat.chunks != w.lastChunks {
+                    if w.stallReported {
+                        pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
+                            "code": .string(CaptureErrorCode.channelStalled.rawValue),
+                            "message": .string("\(stat.channel) produces media again"), "recovered": true,
+                        ]))
+                    }
+                    w.lastChunks = stat.chunks
+                    w.lastProgress = now
+                    w.stallReported = false
+                } else if !w.stallReported && now - w.lastProgress > threshold {
+                    w.stallReported = true
+                    let seconds = String(format: "%.1f", Double(now - w.lastProgress) / 1e9)
+                    logger.warning("channel stalled", metadata: ["channel": "\(stat.channel)", "seconds": "\(seconds)"])
+                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
+                        "code": .string(CaptureErrorCode.channelStalled.rawValue),
+                        "message": .string("\(stat.channel) has produced no media for \(seconds) s while the session is active"),
+                        "recovered": false,
+                    ]))
+                }
+                if stat.discontinuities > w.lastDiscontinuities {
+                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
+                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
+                        "message": .string("audio was interrupted (the audio server went away or the device changed); reconnecting, the gap is filled with silence"),
+                        "interruptions": .integer(Int64(stat.discontinuities)), "recovered": false,
+                    ]))
+                    w.lastDiscontinuities = stat.discontinuities
+                }
+                if now - w.lastRateSample >= 1_000_000_000 {
+                    w.measuredFps = Double(stat.encoded - w.lastEncoded) * 1e9 / Double(now - w.lastRateSample)
+                    w.lastEncoded = stat.encoded
+                    w.lastRateSample = now
+                }
+                s.watches[stat.channel] = w
+            }
+        }
+        for event in pending { events.publish(event) }
+    }
+
+    private func checkToken(sessionId: String?) {
+        let expired: Int64? = snapshot.withLock { s in
+            guard let expiry = s.tokenExpiresAtUnix, s.token != nil, !s.tokenExpiredReported,
+                  WallClock.now() / 1_000_000_000 >= expiry else { return nil }
+            s.tokenExpiredReported = true
+            return expiry
+        }
+        if let expired {
+            logger.warning("upload token expired; send updateToken")
+            events.publish(ControlEvent(.tokenExpired, sessionId: sessionId, data: [
+                "expiredAt": .integer(expired), "message": "the upload token expired; send updateToken with a new one",
+            ]))
+        }
+    }
+
+    /// The `exp` claim of a JWT (unix seconds), if the token is one.
+    static func jwtExpiry(_ token: String) -> Int64? {
+        let parts = token.split(separator: ".")
+        guard parts.count == 3 else { return nil }
+        var b64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.count % 4 != 0 { b64 += "=" }
+        guard let data = Data(base64Encoded: b64),
+              let claims = try? JSONCoding.decoder.decode(JSONValue.self, from: data) else { return nil }
+        return claims["exp"]?.int64Value
+    }
+}

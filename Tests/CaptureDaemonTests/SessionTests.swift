@@ -1,0 +1,324 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import Synchronization
+import XCTest
+
+/// Sessions driven over the real control socket of a real daemon, capturing
+/// the rig's Xvfb and PulseAudio; media checked with ffmpeg.
+final class SessionTests: XCTestCase {
+    /// Concatenates a channel's chunks (in sequence order) into one file.
+    static func concatenate(_ sessionDir: String, _ channelDir: String) throws -> String {
+        let dir = sessionDir + "/" + channelDir
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".ts") }.sorted()
+        XCTAssertFalse(names.isEmpty, "no chunks in \(dir)")
+        var data = Data()
+        for name in names { data.append(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))) }
+        let out = sessionDir + "/\(channelDir)-all.ts"
+        try data.write(to: URL(fileURLWithPath: out))
+        return out
+    }
+
+    /// Pausing mic and screen: the mic turns to digital silence and the screen
+    /// to black exactly over [pause, resume) on the session timeline (the
+    /// instants the replies and events report), and the streams stay continuous.
+    func testPauseAndResumeAreTimestampedOnTheSessionTimeline() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "pause")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "pause-1", "channels": .array([
+            .object(["channel_id": "display:1"]), .object(["channel_id": "mic:default"])])])
+        XCTAssertNotNil(try client.event(.recordingStarted))
+        usleep(2_000_000)
+        let paused = try client.ok("pauseTracks", ["tracks": ["mic", "screen"]])
+        let pauseAt = try XCTUnwrap(paused["atNs"]?.int64Value)
+        XCTAssertEqual(paused["pausedTracks"], .array(["mic", "screen"]))
+        let pausedEvent = try XCTUnwrap(try client.event(.recordingPaused))
+        XCTAssertEqual(pausedEvent.data["atNs"]?.int64Value, pauseAt)
+        XCTAssertEqual(pausedEvent.sessionId, "pause-1")
+        let status = try client.ok("getStatus")
+        XCTAssertEqual(status["pausedTracks"], .array(["mic", "screen"]))
+        usleep(2_000_000)
+        let resumed = try client.ok("resumeTracks", ["tracks": ["mic", "screen"]])
+        let resumeAt = try XCTUnwrap(resumed["atNs"]?.int64Value)
+        XCTAssertEqual(resumed["pausedTracks"], .array([]))
+        XCTAssertNotNil(try client.event(.recordingResumed))
+        usleep(2_000_000)
+        let stopped = try client.ok("stopRecording", ["sessionId": "pause-1"])
+        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+        let p = Double(pauseAt) / 1e9, r = Double(resumeAt) / 1e9
+        XCTAssertEqual(r - p, 2.0, accuracy: 0.3)
+
+        let dir = daemon.sessionDirectory("pause-1")
+        // Audio: tone, silence from the pause instant, tone again from the resume instant.
+        let mic = try Self.concatenate(dir, "mic-default")
+        let probe = try Media.probe(mic)
+        XCTAssertEqual(probe.startTime, 0, accuracy: 0.03)
+        let samples = try Media.decodeFloat(mic, channels: 1, sampleRate: 48_000, seconds: nil)
+        let total = Double(samples.count) / 48_000
+        XCTAssertEqual(total, Double(durationNs) / 1e9, accuracy: 0.35, "the mic stream is not continuous over the pause")
+        func level(_ from: Double, _ to: Double) -> Double {
+            let a = max(0, Int(from * 48_000)), b = min(samples.count, Int(to * 48_000))
+            return a < b ? Media.rmsDB(samples: samples[a..<b]) : .nan
+        }
+        XCTAssertGreaterThan(level(p - 0.5, p - 0.04), -20, "no tone before the pause")
+        XCTAssertLessThan(level(p + 0.04, r - 0.04), -80, "the mic was not silent while paused")
+        XCTAssertGreaterThan(level(r + 0.05, r + 0.5), -20, "no tone after the resume")
+        // The edges, in 5 ms steps: where the level crosses -40 dB.
+        func crossing(from: Double, toSilence: Bool) -> Double? {
+            var t = from
+            while t < from + 0.3 {
+                let l = level(t, t + 0.005)
+                if toSilence ? l < -40 : l > -40 { return t }
+                t += 0.005
+            }
+            return nil
+        }
+        let silenceStart = try XCTUnwrap(crossing(from: p - 0.1, toSilence: true))
+        let toneStart = try XCTUnwrap(crossing(from: r - 0.1, toSilence: false))
+        XCTAssertEqual(silenceStart, p, accuracy: 0.025, "silence begins at \(silenceStart) s, the pause was at \(p) s")
+        XCTAssertEqual(toneStart, r, accuracy: 0.025, "the tone returns at \(toneStart) s, the resume was at \(r) s")
+
+        // Video: the moving pattern, black from the first frame slot at or after
+        // the pause, the pattern again from the first slot after the resume.
+        let video = try Self.concatenate(dir, "display-1")
+        XCTAssertEqual(try Media.decodeErrors(video), "")
+        let motion = try XCTUnwrap(rig.motionRect)
+        let frames = try Media.frameLuma(video, crop: (Int(motion.x) + 40, Int(motion.y) + 40, 320, 320))
+        let period = 1.0 / 30
+        let before = frames.filter { $0.pts < p - period }
+        let during = frames.filter { $0.pts >= p + period && $0.pts < r - period }
+        let after = frames.filter { $0.pts >= r + 2 * period }
+        XCTAssertFalse(before.isEmpty || during.isEmpty || after.isEmpty, "frames: \(frames.count)")
+        XCTAssertTrue(before.allSatisfy { $0.luma > 60 }, "the pattern is missing before the pause")
+        XCTAssertTrue(during.allSatisfy { $0.luma < 20 }, "the screen was not black while paused: \(during.filter { $0.luma >= 20 }.prefix(3))")
+        XCTAssertTrue(after.allSatisfy { $0.luma > 60 }, "the pattern is missing after the resume")
+        let firstBlack = try XCTUnwrap(frames.first { $0.pts >= p - 0.2 && $0.luma < 20 })
+        XCTAssertEqual(firstBlack.pts, p, accuracy: period + 0.001)
+        let firstBack = try XCTUnwrap(frames.first { $0.pts >= r - 0.1 && $0.luma > 60 })
+        XCTAssertEqual(firstBack.pts, r, accuracy: 2 * period + 0.001)
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// One session at a time; several clients at once; every subscriber gets every event.
+    func testSecondStartIsRefusedAndEventsFanOutToEverySubscriber() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "fanout")
+        let clients = try (0..<3).map { _ in try daemon.client() }
+        for c in clients { _ = try c.ok("subscribeEvents") }
+        let bystander = try daemon.client()   // never subscribes: gets no events
+        let started = try clients[0].ok("startRecording", ["sessionId": "fan-1", "channels": .array([.object(["channel_id": "display:1"])])])
+        XCTAssertEqual(started["state"], "active")
+        XCTAssertEqual(started["channels"]?.arrayValue?.first?["channel_id"], "display:1")
+
+        let refused = clients[1].failure("startRecording", ["sessionId": "fan-2"])
+        XCTAssertEqual(refused?.code, .invalidState)
+        XCTAssertTrue(refused?.message.contains("fan-1") ?? false, refused?.message ?? "")
+        for c in clients {
+            let e = try XCTUnwrap(try c.event(.recordingStarted))
+            XCTAssertEqual(e.sessionId, "fan-1")
+        }
+        // Many concurrent pings and status reads from fresh connections while recording.
+        let failures = Atomic<Int>(0)
+        let socketPath = daemon.socketPath
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            do {
+                let c = try ControlClient(socketPath: socketPath)
+                for _ in 0..<20 { _ = try c.call("ping", timeout: .seconds(10)) }
+                let s = try c.call("getStatus", timeout: .seconds(10))
+                if s["state"] != "active" { failures.add(1, ordering: .relaxed) }
+            } catch {
+                failures.add(1, ordering: .relaxed)
+            }
+        }
+        XCTAssertEqual(failures.load(ordering: .relaxed), 0)
+        usleep(1_500_000)
+        let stopped = try clients[2].ok("stopRecording")
+        XCTAssertEqual(stopped["state"], "stopped")
+        let chunks = stopped["summary"]?["channels"]?.arrayValue?.first?["chunks"]?.int64Value ?? 0
+        XCTAssertGreaterThanOrEqual(chunks, 1)
+        for c in clients {
+            XCTAssertNotNil(try c.event(.recordingStopped), "a subscriber missed recording-stopped")
+            let complete = try XCTUnwrap(try c.event(.recordingComplete))
+            XCTAssertEqual(complete.data["chunks"]?.int64Value, chunks)
+        }
+        XCTAssertEqual(try bystander.nextEvent(timeoutNs: 300_000_000)?.name, nil, "a client that did not subscribe got an event")
+        XCTAssertEqual(clients[0].failure("stopRecording")?.code, .invalidState)
+        XCTAssertEqual(clients[0].failure("pauseTracks")?.code, .invalidState)
+        // A new session may start after the last one stopped; the old id is taken.
+        XCTAssertEqual(clients[0].failure("startRecording", ["sessionId": "fan-1"])?.code, .invalidRequest)
+        _ = try clients[0].ok("startRecording", ["sessionId": "fan-3", "channels": .array([.object(["channel_id": "display:1"])])])
+        _ = try clients[0].ok("stopRecording", ["sessionId": "fan-3"])
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// The X server dies mid-session: the session fails with the reason, the
+    /// chunks so far stay, and the daemon keeps answering.
+    func testDisplayLossFailsTheSessionWhileTheDaemonKeepsServing() throws {
+        let rig = try TestRig.start(RigOptions(audio: false, motion: false))
+        defer { rig.stop() }
+        let daemon = try DaemonProcess(rig: rig, name: "xdeath")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "xdeath-1", "channels": .array([.object(["channel_id": "display:1"])])])
+        usleep(1_500_000)
+        rig.stop()   // kills Xvfb under the capture thread
+        let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 15), "no recording-failed event")
+        XCTAssertEqual(failed.data["code"], "DISPLAY_UNAVAILABLE")
+        XCTAssertFalse(failed.data["message"]?.stringValue?.isEmpty ?? true)
+        XCTAssertEqual(failed.sessionId, "xdeath-1")
+        XCTAssertNotNil(try client.event(.recordingStopped))
+        let pong = try daemon.client().ok("ping")
+        XCTAssertEqual(pong["pong"], true)
+        let status = try client.ok("getStatus")
+        XCTAssertEqual(status["state"], "failed")
+        XCTAssertEqual(status["failure"]?["code"], "DISPLAY_UNAVAILABLE")
+        let chunks = status["channels"]?.arrayValue?.first?["chunksSpooled"]?.int64Value ?? 0
+        XCTAssertGreaterThanOrEqual(chunks, 1, "the chunks recorded before the loss are gone")
+        // A new start fails cleanly, and the daemon still serves.
+        XCTAssertEqual(client.failure("startRecording", ["sessionId": "xdeath-2"])?.code, .displayUnavailable)
+        XCTAssertEqual(try client.ok("ping")["pong"], true)
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// A display channel that stops producing (its X server frozen with
+    /// SIGSTOP) is reported by the watchdog, and reported again when it recovers.
+    func testWatchdogReportsAStalledChannelAndItsRecovery() throws {
+        let rig = try TestRig.start(RigOptions(audio: false, motion: true))
+        defer { rig.stop() }
+        let xvfb = try XCTUnwrap(Self.rigPID(rig, named: "x"), "no X server in the rig's pid list")
+        let daemon = try DaemonProcess(rig: rig, name: "stall")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "stall-1", "channels": .array([.object(["channel_id": "display:1"])])])
+        usleep(1_500_000)
+        kill(xvfb, SIGSTOP)
+        var resumed = false
+        defer { if !resumed { kill(xvfb, SIGCONT) } }
+        let stalled = try XCTUnwrap(try client.event(.channelError, within: 12), "the stall was not reported")
+        XCTAssertEqual(stalled.channel, "display:1")
+        XCTAssertEqual(stalled.data["code"], "CHANNEL_STALLED")
+        XCTAssertEqual(stalled.data["recovered"], false)
+        XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
+        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the daemon stopped answering during the stall")
+        kill(xvfb, SIGCONT)
+        resumed = true
+        let recovered = try XCTUnwrap(try client.event(.channelError, within: 10), "the recovery was not reported")
+        XCTAssertEqual(recovered.data["recovered"], true)
+        _ = try client.ok("stopRecording")
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// PulseAudio killed and restarted mid-session: the channel reports the
+    /// interruption, reconnects, fills the gap with silence, and the stream
+    /// stays continuous with the tone back after the restart.
+    func testAudioServerRestartIsBridgedWithSilence() throws {
+        let rig = try TestRig.start(RigOptions(audio: true, motion: false))
+        defer { rig.stop() }
+        let pulse = PulseControl(rig: rig)
+        let daemon = try DaemonProcess(rig: rig, name: "pulse")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "pulse-1", "channels": .array([.object(["channel_id": "system_audio:default"])])])
+        usleep(2_000_000)
+        try pulse.killDaemon()
+        let interrupted = try XCTUnwrap(try client.event(.channelError, within: 5), "no channel-error for the lost audio server")
+        XCTAssertEqual(interrupted.channel, "system_audio:default")
+        XCTAssertEqual(interrupted.data["code"], "AUDIO_UNAVAILABLE")
+        usleep(1_000_000)
+        let restarted = try pulse.restartDaemon()
+        defer { PulseControl.kill(restarted) }
+        let tone = try pulse.startTone(frequency: 1000, sink: "spk", name: "restart-tone")
+        defer { PulseControl.kill(tone) }
+        usleep(3_500_000)
+        let status = try client.ok("getStatus")
+        XCTAssertEqual(status["state"], "active", "the session did not survive the audio server restart")
+        let stopped = try client.ok("stopRecording")
+        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
+        XCTAssertGreaterThanOrEqual(channel["discontinuities"]?.int64Value ?? 0, 1)
+        XCTAssertGreaterThan(channel["silenceFilledMs"]?.int64Value ?? 0, 700, "the gap was not filled")
+        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+
+        let audio = try Self.concatenate(daemon.sessionDirectory("pulse-1"), "system_audio-default")
+        XCTAssertEqual(try Media.decodeErrors(audio), "")
+        let samples = try Media.decodeFloat(audio, channels: 1, sampleRate: 48_000, seconds: nil)
+        XCTAssertEqual(Double(samples.count) / 48_000, Double(durationNs) / 1e9, accuracy: 0.35, "the stream has a hole")
+        let tail = samples.suffix(48_000)
+        XCTAssertEqual(Media.dominantFrequency(samples: tail), 1000, accuracy: 5, "no tone after the restart")
+        XCTAssertGreaterThan(Media.rmsDB(samples: tail), -30)
+        XCTAssertEqual(Media.dominantFrequency(samples: samples[24_000..<72_000]), 1000, accuracy: 5)
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// An audio server gone for longer than audio_reconnect_timeout fails the session.
+    func testAudioServerGoneForGoodFailsAfterTheConfiguredTimeout() throws {
+        let rig = try TestRig.start(RigOptions(audio: true, motion: false))
+        defer { rig.stop() }
+        let daemon = try DaemonProcess(rig: rig, name: "pulsegone", arguments: ["--set", "audio_reconnect_timeout=1s"])
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "gone-1", "channels": .array([.object(["channel_id": "system_audio:default"])])])
+        usleep(1_000_000)
+        try PulseControl(rig: rig).killDaemon()
+        let killed = Date()
+        let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 10))
+        XCTAssertEqual(failed.data["code"], "AUDIO_UNAVAILABLE")
+        let after = Date().timeIntervalSince(killed)
+        XCTAssertGreaterThan(after, 0.9, "failed before the reconnect timeout")
+        XCTAssertLessThan(after, 5)
+        XCTAssertEqual(try client.ok("ping")["pong"], true)
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// Tokens reach neither the log (at trace level) nor any file the daemon writes.
+    func testTokensNeverReachLogsOrFiles() throws {
+        let rig = try TestRig.shared()
+        let first = "tok1-\(UInt64.random(in: 1...UInt64.max))-secret"
+        let second = "tok2-\(UInt64.random(in: 1...UInt64.max))-secret"
+        let daemon = try DaemonProcess(rig: rig, name: "token", env: ["CAPTURE_AGENT_LOG_LEVEL": "trace"])
+        let client = try daemon.client()
+        _ = try client.ok("startRecording", ["sessionId": "tok-1", "uploadToken": .string(first),
+                                             "channels": .array([.object(["channel_id": "display:1"])])])
+        let updated = try client.ok("updateToken", ["token": .string(second), "expiresAt": 4_102_444_800])
+        XCTAssertEqual(updated["expiresAt"]?.int64Value, 4_102_444_800)
+        XCTAssertEqual(try client.ok("getStatus")["tokenPresent"], true)
+        usleep(1_200_000)
+        _ = try client.ok("stopRecording")
+        // A bad token is refused without echoing it.
+        let bad = client.failure("updateToken", ["token": .string("has space \(first)")])
+        XCTAssertEqual(bad?.code, .invalidToken)
+        XCTAssertFalse(bad?.message.contains(first) ?? true)
+        XCTAssertEqual(daemon.terminate(), 0)
+        let log = daemon.log
+        XCTAssertTrue(log.contains("updateToken"), "the trace log is not what this test thinks it is")
+        for token in [first, second] {
+            XCTAssertFalse(log.contains(token), "a token is in the log")
+            let grep = try runProcess("grep", ["-r", "-l", "-F", token, daemon.root], timeout: .seconds(30))
+            XCTAssertEqual(grep.stdout, "", "a token is in these files: \(grep.stdout)")
+        }
+    }
+
+    /// An expired upload token is reported once as token-expired.
+    func testExpiredTokenIsReported() throws {
+        let daemon = try DaemonProcess(rig: nil, name: "expiry")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents", ["events": ["token-expired"]])
+        let soon = Int64(Date().timeIntervalSince1970) + 1
+        _ = try client.ok("updateToken", ["token": "abc.def", "expiresAt": .integer(soon)])
+        let expired = try XCTUnwrap(try client.event(.tokenExpired, within: 5))
+        XCTAssertEqual(expired.data["expiredAt"]?.int64Value, soon)
+        XCTAssertNil(try client.nextEvent(timeoutNs: 1_000_000_000), "token-expired was sent twice")
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    static func rigPID(_ rig: TestRig, named name: String) -> pid_t? {
+        guard let text = try? String(contentsOfFile: rig.stateDirectory + "/pids", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 3, fields[2] == name, let pid = pid_t(fields[0]) { return pid }
+        }
+        return nil
+    }
+}
