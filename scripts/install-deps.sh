@@ -15,9 +15,14 @@ RIG_PKGS=(
   ffmpeg x11-utils x11-xserver-utils x11-apps xdotool
   procps time
 )
+# Daemon tests and docs: systemd-analyze / systemd-socket-activate, setpriv
+# (util-linux), a stdlib Python client run as another user, socat examples.
+TEST_PKGS=(
+  systemd util-linux python3 socat
+)
 
 missing=()
-for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}"; do
+for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}" "${TEST_PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi

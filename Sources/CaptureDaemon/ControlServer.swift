@@ -70,13 +70,13 @@ public final class ControlServer: Sendable {
             if !ok || peerUid != geteuid() {
                 logger.warning("refused a client of another user", metadata: [
                     "uid": "\(ok ? String(peerUid) : "?")", "pid": "\(ok ? String(peerPid) : "?")"])
-                Self.writeAndClose(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
+                refuse(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
                     .permissionDenied, "this capture-agent belongs to uid \(geteuid()); connections from uid \(ok ? String(peerUid) : "?") are refused")).encodedLine())
                 continue
             }
             if shared.clients.count >= Self.maxClients {
                 logger.warning("too many clients; refused one", metadata: ["limit": "\(Self.maxClients)"])
-                Self.writeAndClose(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
+                refuse(fd, ControlResponse.failure(commandId: .null, error: CaptureError(
                     .invalidState, "too many clients (\(Self.maxClients)); close some connections")).encodedLine())
                 continue
             }
@@ -98,10 +98,18 @@ public final class ControlServer: Sendable {
     fileprivate var log: Logger { logger }
     fileprivate var readBuffer: UnsafeMutableRawBufferPointer { shared.readBuffer }
 
-    /// Best effort: one line to a socket we are about to close.
-    private static func writeAndClose(_ fd: Int32, _ line: [UInt8]) {
+    /// Best effort: one line to a socket we refuse, then end of stream. The
+    /// descriptor is closed a second later, after discarding what the client
+    /// sent meanwhile: closing a Unix socket with unread input resets the
+    /// connection, and the client would lose the line that says why.
+    private func refuse(_ fd: Int32, _ line: [UInt8]) {
         line.withUnsafeBytes { _ = Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-        Glibc.close(fd)
+        Glibc.shutdown(fd, Int32(SHUT_WR))
+        queue.asyncAfter(deadline: .now() + .seconds(1)) {
+            var scratch = [UInt8](repeating: 0, count: 4096)
+            while scratch.withUnsafeMutableBytes({ Glibc.recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) > 0 {}
+            Glibc.close(fd)
+        }
     }
 }
 
