@@ -9,7 +9,7 @@ struct CaptureAgentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capture-agent",
         abstract: "The Linux capture runtime: screen, microphone and system audio into media chunks.",
-        version: "0.2.0",
+        version: CaptureAgentVersion.string,
         subcommands: [DaemonCommand.self, ChannelsCommand.self, RecordCommand.self],
         defaultSubcommand: DaemonCommand.self)
 }

@@ -67,3 +67,8 @@ public struct CaptureError: Error, Sendable, Equatable, CustomStringConvertible 
 
     public var description: String { "\(code.rawValue): \(message)" }
 }
+
+/// The product version, shared by capture-agent, capturectl and the protocol's `ping`/`init` replies.
+public enum CaptureAgentVersion {
+    public static let string = "0.2.0"
+}

@@ -16,7 +16,7 @@ struct Capturectl: ParsableCommand {
 
             Shell completions: capturectl --generate-completion-script bash|zsh|fish
             """,
-        version: "0.1.0",
+        version: CaptureAgentVersion.string,
         subcommands: [
             ChannelsCommand.self, StartCommand.self, StopCommand.self, PauseCommand.self, ResumeCommand.self,
             StatusCommand.self, EventsCommand.self, TokenCommand.self, PingCommand.self,

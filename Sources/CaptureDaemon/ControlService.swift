@@ -19,7 +19,7 @@ public protocol ControlClientHandle: AnyObject, Sendable {
 /// command, answers exactly once. Slow commands (device probing, start, stop)
 /// answer later from another queue; everything else answers at once.
 public final class ControlService: Sendable {
-    public static let version = "0.2.0"
+    public static let version = CaptureAgentVersion.string
     public static let protocolVersion = 1
 
     private let controller: SessionController
@@ -27,7 +27,10 @@ public final class ControlService: Sendable {
     private let logger: Logger
     private let displayName: String?
     private let startedMonotonic = MonotonicClock.now()
-    private let work = DispatchQueue(label: "capture-agent.control.work", qos: .userInitiated, attributes: .concurrent)
+    /// Serial: device probing opens and closes X connections, and libXext's
+    /// per-display extension bookkeeping (XShm, RandR) corrupts the heap when
+    /// two threads open/query/close displays at once, even with XInitThreads.
+    private let work = DispatchQueue(label: "capture-agent.control.work", qos: .userInitiated)
     private let onShutdown: @Sendable () -> Void
     private let clientCount = Atomic<Int>(0)
     private let requests = Atomic<Int>(0)
@@ -51,6 +54,15 @@ public final class ControlService: Sendable {
         clientCount.subtract(1, ordering: .relaxed)
         events.unsubscribe(id: client.clientId)
         logger.debug("client disconnected", metadata: ["client": "\(client.clientId)"])
+    }
+
+    /// Subscribes `client` to every event, as if it had sent `subscribeEvents`
+    /// with no params. The stdio client gets this at once: the SDK that starts
+    /// us on stdin/stdout never subscribes, yet expects every event.
+    public func subscribeToAllEvents(_ client: any ControlClientHandle) {
+        _ = events.subscribe(id: client.clientId, events: Set(ControlEventName.allCases)) { [weak client] _, line in
+            client?.send(line)
+        }
     }
 
     /// A line longer than the protocol allows.

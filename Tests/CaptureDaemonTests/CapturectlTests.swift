@@ -37,9 +37,10 @@ enum Capturectl {
         try runProcess(binary, args, environment: env, timeout: timeout)
     }
 
-    static func temporaryDirectory(_ name: String) throws -> String {
+    /// Short (a socket path inside it must fit in 107 bytes).
+    static func temporaryDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("capturectl-tests-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
+            .appendingPathComponent("ctl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
@@ -50,7 +51,7 @@ final class CapturectlTests: XCTestCase {
     private var env: [String: String] = [:]
 
     override func setUpWithError() throws {
-        scratch = try Capturectl.temporaryDirectory(name.filter(\.isLetter))
+        scratch = try Capturectl.temporaryDirectory()
         env = Capturectl.environment(socket: scratch + "/nothing-here.sock")
     }
 
@@ -169,5 +170,131 @@ final class CapturectlTests: XCTestCase {
         try Data(try Capturectl.run(["--generate-completion-script", "bash"], env: env).stdout.utf8).write(to: URL(fileURLWithPath: bash))
         let syntax = try runProcess("bash", ["-n", bash], timeout: .seconds(10))
         XCTAssertEqual(syntax.status, 0, syntax.stderr)
+    }
+
+    // MARK: against the real daemon (no display, no audio server)
+
+    /// Starts `capture-agent` (the daemon, its default subcommand) with every
+    /// XDG directory in `scratch` and neither DISPLAY nor PULSE_SERVER; returns
+    /// it and the environment that points capturectl at its socket.
+    private func startDaemon() throws -> (Process, [String: String]) {
+        var env = ProcessInfo.processInfo.environment
+        for key in ["DISPLAY", "PULSE_SERVER", "CAPTURE_AGENT_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] {
+            env[key] = nil
+        }
+        for key in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"] {
+            env[key] = scratch
+        }
+        let socket = scratch + "/capture-agent/control.sock"
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: Capturectl.builtProduct("capture-agent"))
+        agent.arguments = []
+        agent.environment = env
+        FileManager.default.createFile(atPath: scratch + "/agent.log", contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/agent.log"))
+        agent.standardOutput = log
+        agent.standardError = log
+        try agent.run()
+        addTeardownBlock {
+            if agent.isRunning { agent.terminate(); agent.waitUntilExit() }
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !FileManager.default.fileExists(atPath: socket) {
+            guard agent.isRunning, ContinuousClock.now < deadline else {
+                let text = (try? String(contentsOfFile: scratch + "/agent.log", encoding: .utf8)) ?? ""
+                throw CaptureError(.timeout, "capture-agent did not create \(socket): \(text.suffix(2000))")
+            }
+            usleep(20_000)
+        }
+        env["CAPTURE_AGENT_SOCKET"] = socket
+        return (agent, env)
+    }
+
+    private func waitForExit(_ process: Process, within timeout: Duration = .seconds(10)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+        return !process.isRunning
+    }
+
+    func testAgainstTheDaemonWithoutADisplay() throws {
+        let (agent, env) = try startDaemon()
+
+        let ping = try Capturectl.run(["ping", "--json"], env: env)
+        XCTAssertEqual(ping.status, 0, ping.stderr)
+        XCTAssertEqual(try jsonObject(ping.stdout)["pong"] as? Bool, true)
+        XCTAssertEqual(try jsonObject(ping.stdout)["pid"] as? Int, Int(agent.processIdentifier))
+        let pingText = try Capturectl.run(["ping"], env: env)
+        XCTAssertEqual(pingText.status, 0, pingText.stderr)
+        XCTAssertTrue(pingText.stdout.contains("pid \(agent.processIdentifier)"), pingText.stdout)
+
+        let status = try Capturectl.run(["status", "--json"], env: env)
+        XCTAssertEqual(status.status, 0, status.stderr)
+        let statusObject = try jsonObject(status.stdout)
+        XCTAssertEqual(statusObject["state"] as? String, "idle")
+        XCTAssertEqual((statusObject["daemon"] as? [String: Any])?["pid"] as? Int, Int(agent.processIdentifier))
+        let statusText = try Capturectl.run(["status"], env: env)
+        XCTAssertEqual(statusText.status, 0, statusText.stderr)
+        XCTAssertTrue(statusText.stdout.contains("state:    idle"), statusText.stdout)
+
+        let channels = try Capturectl.run(["channels", "--json"], env: env)
+        XCTAssertEqual(channels.status, 0, channels.stderr)
+        let listing = try jsonObject(channels.stdout)
+        XCTAssertNotNil(listing["channels"] as? [Any], channels.stdout)
+        let problems = (listing["problems"] as? [[String: Any]] ?? []).compactMap { $0["code"] as? String }
+        XCTAssertTrue(problems.contains("DISPLAY_UNAVAILABLE"), channels.stdout)
+
+        let start = try Capturectl.run(["start", "--json"], env: env)
+        XCTAssertEqual(start.status, 69, start.stderr)
+        XCTAssertEqual((try jsonObject(start.stdout)["error"] as? [String: Any])?["code"] as? String, "DISPLAY_UNAVAILABLE")
+        XCTAssertTrue(start.stderr.hasPrefix("capturectl: DISPLAY_UNAVAILABLE: "), start.stderr)
+
+        // Nothing records, so pausing is not allowed now.
+        let pause = try Capturectl.run(["pause", "--track", "mic"], env: env)
+        XCTAssertEqual(pause.status, CaptureErrorCode.invalidState.exitStatus, pause.stderr)
+        XCTAssertTrue(pause.stderr.contains("INVALID_STATE"), pause.stderr)
+
+        // The failed start left an event behind.
+        let events = try Capturectl.run(["events", "--json"], env: env)
+        XCTAssertEqual(events.status, 0, events.stderr)
+        let names = try events.stdout.split(separator: "\n").map { try jsonObject(String($0))["event"] as? String }
+        XCTAssertTrue(names.contains("recording-failed"), events.stdout)
+    }
+
+    func testEventsFollowEndsWith69WhenTheDaemonGoesAway() throws {
+        let (agent, env) = try startDaemon()
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: Capturectl.binary)
+        follower.arguments = ["events", "--follow"]
+        follower.environment = env
+        follower.standardOutput = FileHandle.nullDevice
+        follower.standardError = FileHandle.nullDevice
+        try follower.run()
+        addTeardownBlock { if follower.isRunning { follower.terminate() } }
+        usleep(500_000)
+        XCTAssertTrue(follower.isRunning, "events --follow ended on its own (status \(follower.terminationStatus))")
+
+        agent.terminate()
+        XCTAssertTrue(waitForExit(agent), "capture-agent did not stop on SIGTERM")
+        XCTAssertTrue(waitForExit(follower), "events --follow kept running after the daemon went away")
+        XCTAssertEqual(follower.terminationStatus, 69)
+    }
+
+    func testWatchAndFollowExitZeroOnInterrupt() throws {
+        let (_, env) = try startDaemon()
+        for args in [["status", "--watch"], ["status", "--watch", "--json"], ["events", "--follow"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Capturectl.binary)
+            process.arguments = args
+            process.environment = env
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(1_300_000)
+            XCTAssertTrue(process.isRunning, "\(args) ended on its own")
+            process.interrupt()
+            XCTAssertTrue(waitForExit(process), "\(args) ignored SIGINT")
+            XCTAssertEqual(process.terminationStatus, 0, "\(args)")
+            XCTAssertEqual(process.terminationReason, .exit, "\(args)")
+        }
     }
 }

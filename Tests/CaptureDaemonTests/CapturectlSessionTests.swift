@@ -1,0 +1,120 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// A whole session driven only through `capturectl`, against the real daemon
+/// capturing the rig; the media checked with ffprobe.
+final class CapturectlSessionTests: XCTestCase {
+    func testFullSessionThroughCapturectl() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "ctl-session")
+        var env = daemon.environment
+        env["CAPTURE_AGENT_SOCKET"] = daemon.socketPath
+        func ctl(_ args: String...) throws -> (status: Int32, stdout: String, stderr: String) {
+            try Capturectl.run(Array(args), env: env, timeout: .seconds(60))
+        }
+        func json(_ text: String) throws -> [String: Any] {
+            try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], text)
+        }
+        let token = "ctl-token-\(UInt64.random(in: 1...UInt64.max))"
+        let tokenFile = daemon.root + "/token"
+        try (token + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        chmod(tokenFile, 0o600)
+
+        // Follow events in the background for the whole session.
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: Capturectl.binary)
+        follower.arguments = ["events", "--follow", "--json"]
+        follower.environment = env
+        let followed = Pipe()
+        follower.standardOutput = followed
+        follower.standardError = FileHandle.nullDevice
+        try follower.run()
+        usleep(300_000)
+
+        let channels = try ctl("channels", "--json")
+        XCTAssertEqual(channels.status, 0, channels.stderr)
+        let ids = (try json(channels.stdout)["channels"] as? [[String: Any]] ?? []).compactMap { $0["channel_id"] as? String }
+        XCTAssertTrue(ids.contains("display:1") && ids.contains("mic:default") && ids.contains("system_audio:default"), "\(ids)")
+
+        let start = try ctl("start", "--session", "ctl-1", "--token-file", tokenFile, "--channel", "display:1",
+                            "--channel", "mic:default", "--primary", "display:1", "--json")
+        XCTAssertEqual(start.status, 0, start.stderr)
+        XCTAssertEqual(try json(start.stdout)["state"] as? String, "active")
+        XCTAssertEqual(try ctl("start", "--session", "ctl-2").status, CaptureErrorCode.invalidState.exitStatus)
+        usleep(1_500_000)
+        XCTAssertEqual(try ctl("pause", "--track", "mic").status, 0)
+        let paused = try json(try ctl("status", "--json").stdout)
+        XCTAssertEqual(paused["pausedTracks"] as? [String], ["mic"])
+        usleep(700_000)
+        XCTAssertEqual(try ctl("resume").status, 0)
+        usleep(1_000_000)
+        let status = try ctl("status")
+        XCTAssertEqual(status.status, 0, status.stderr)
+        XCTAssertTrue(status.stdout.contains("ctl-1") && status.stdout.contains("display:1"), status.stdout)
+        let stop = try ctl("stop", "--json")
+        XCTAssertEqual(stop.status, 0, stop.stderr)
+        let summary = try XCTUnwrap(try json(stop.stdout)["summary"] as? [String: Any])
+        let perChannel = summary["channels"] as? [[String: Any]] ?? []
+        XCTAssertEqual(perChannel.count, 2)
+        for c in perChannel { XCTAssertGreaterThanOrEqual(c["chunks"] as? Int ?? 0, 3, "\(c)") }
+        XCTAssertEqual(try ctl("stop").status, CaptureErrorCode.invalidState.exitStatus)
+
+        usleep(300_000)
+        kill(follower.processIdentifier, SIGINT)
+        follower.waitUntilExit()
+        XCTAssertEqual(follower.terminationStatus, 0)
+        let lines = String(decoding: followed.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let names = try lines.map { try json(String($0))["event"] as? String ?? "?" }
+        for expected in ["recording-started", "recording-paused", "recording-resumed", "recording-stopped", "recording-complete"] {
+            XCTAssertTrue(names.contains(expected), "\(expected) missing from the followed events: \(names)")
+        }
+        XCTAssertLessThan(names.firstIndex(of: "recording-started") ?? 99, names.firstIndex(of: "recording-stopped") ?? -1)
+
+        // The media: H.264 1920x1080 and AAC, decodable.
+        let dir = daemon.sessionDirectory("ctl-1")
+        let video = try SessionTests.concatenate(dir, "display-1")
+        let probe = try Media.probe(video)
+        XCTAssertEqual(probe.codecName, "h264")
+        XCTAssertEqual(probe.width, 1920)
+        XCTAssertEqual(probe.height, 1080)
+        XCTAssertEqual(try Media.decodeErrors(video), "")
+        let audio = try SessionTests.concatenate(dir, "mic-default")
+        XCTAssertEqual(try Media.probe(audio).codecName, "aac")
+        XCTAssertEqual(try Media.dominantFrequency(audio, seconds: 1.0), 440, accuracy: 5)
+
+        XCTAssertEqual(daemon.terminate(), 0)
+        XCTAssertFalse(daemon.log.contains(token), "the token is in the daemon's log")
+    }
+
+    /// init, requestPermission (granted with the rig, denied with the reason
+    /// without it), getChannels.
+    func testInitPermissionsAndChannels() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "perms")
+        let client = try daemon.client()
+        let info = try client.ok("init", ["apiUrl": "http://127.0.0.1:8787"])
+        XCTAssertEqual(info["protocol"]?.int64Value, 1)
+        XCTAssertEqual(info["version"]?.stringValue, CaptureAgentVersion.string)
+        for permission in ["screen-capture", "microphone", "system-audio", "screen_capture"] {
+            XCTAssertEqual(try client.ok("requestPermission", ["permission": .string(permission)])["status"], "granted", permission)
+        }
+        XCTAssertEqual(client.failure("requestPermission", ["permission": "camera"])?.code, .invalidRequest)
+        let listed = try client.ok("getChannels")
+        let ids = listed["channels"]?.arrayValue?.compactMap { $0["channel_id"]?.stringValue } ?? []
+        XCTAssertTrue(ids.contains("display:1") && ids.contains("mic:default") && ids.contains("system_audio:default"), "\(ids)")
+        XCTAssertEqual(listed["problems"], .array([]))
+        XCTAssertEqual(daemon.terminate(), 0)
+
+        let bare = try DaemonProcess(rig: nil, name: "noperms", env: ["PULSE_SERVER": "unix:/nonexistent/pulse"])
+        let c = try bare.client()
+        let denied = try c.ok("requestPermission", ["permission": "screen-capture"])
+        XCTAssertEqual(denied["status"], "denied")
+        XCTAssertEqual(denied["code"], "DISPLAY_UNAVAILABLE")
+        XCTAssertTrue(denied["reason"]?.stringValue?.contains("DISPLAY") ?? false, "\(denied)")
+        XCTAssertEqual(try c.ok("requestPermission", ["permission": "microphone"])["status"], "denied")
+        XCTAssertEqual(bare.terminate(), 0)
+    }
+}
