@@ -53,6 +53,8 @@ public final class SessionController: Sendable {
         var endpoint: String?
         var lastSummary: RecordingSummary?
         var watches: [String: ChannelWatch] = [:]
+        /// Bytes in the spool from earlier sessions when this one started.
+        var spoolBytesAtStart: Int64 = 0
     }
 
     private let configuration: DaemonConfiguration
@@ -115,8 +117,14 @@ public final class SessionController: Sendable {
         case .success(let o): options = o
         }
         operations.async { [self] in
+            let used = Self.spoolUsage()
+            snapshot.withLock { $0.spoolBytesAtStart = used }
             let session = RecordingSession(options: options, logger: logger)
             do throws(CaptureError) {
+                if used >= configuration.spoolBudgetBytes {
+                    throw CaptureError(.ioError,
+                        "the spool (\(SpoolLocation.root)) holds \(used) bytes, at or over spool_budget (\(configuration.spoolBudgetBytes) bytes); chunks are deleted only once the endpoint acknowledged them, so free space there or raise spool_budget")
+                }
                 try session.start()
             } catch {
                 snapshot.withLock { s in
@@ -369,8 +377,24 @@ public final class SessionController: Sendable {
             return
         }
 
-        var pending: [ControlEvent] = []
         let stats = session.liveStats()
+        let spoolBytes = snapshot.withLock { $0.spoolBytesAtStart } + Int64(stats.reduce(0) { $0 + $1.bytes })
+        if spoolBytes >= configuration.spoolBudgetBytes {
+            let claimed = snapshot.withLock { s -> Bool in
+                guard s.state == .active else { return false }
+                s.state = .stopping
+                return true
+            }
+            if claimed {
+                let error = CaptureError(.ioError,
+                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed; the session was stopped and nothing was deleted")
+                logger.error("spool budget reached; stopping the session", metadata: ["session": "\(id ?? "?")"])
+                operations.async { [self] in _ = finishSession(failure: error) }
+            }
+            return
+        }
+
+        var pending: [ControlEvent] = []
         let threshold = stallThresholdNs
         snapshot.withLock { s in
             for stat in stats {
@@ -427,6 +451,20 @@ public final class SessionController: Sendable {
                 "expiredAt": .integer(expired), "message": "the upload token expired; send updateToken with a new one",
             ]))
         }
+    }
+
+    /// Bytes of every file under the spool root (all sessions).
+    static func spoolUsage() -> Int64 {
+        let root = SpoolLocation.root
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return 0 }
+        var total: Int64 = 0
+        while let name = walker.nextObject() as? String {
+            if let size = walker.fileAttributes?[.size] as? NSNumber, walker.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
+                total += size.int64Value
+            }
+            _ = name
+        }
+        return total
     }
 
     /// The `exp` claim of a JWT (unix seconds), if the token is one.

@@ -322,3 +322,27 @@ final class SessionTests: XCTestCase {
         return nil
     }
 }
+
+extension SessionTests {
+    /// The spool never grows past spool_budget: the session stops with
+    /// IO_ERROR when it is reached, and a new one is refused while it is full.
+    func testSpoolBudgetStopsTheSessionAndRefusesANewOne() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "budget", arguments: ["--set", "spool_budget=1MiB"])
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": "budget-1", "channels": .array([.object(["channel_id": "display:1"])])])
+        let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 20), "the session was not stopped at the budget")
+        XCTAssertEqual(failed.data["code"], "IO_ERROR")
+        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("spool_budget") ?? false, "\(failed.data)")
+        let refused = client.failure("startRecording", ["sessionId": "budget-2"])
+        XCTAssertEqual(refused?.code, .ioError)
+        XCTAssertTrue(refused?.message.contains("spool_budget") ?? false, refused?.message ?? "")
+        // Nothing was deleted: every chunk written is still there, with its metadata.
+        let dir = daemon.sessionDirectory("budget-1") + "/display-1"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        XCTAssertGreaterThanOrEqual(files.filter { $0.hasSuffix(".ts") }.count, 1)
+        XCTAssertEqual(files.filter { $0.hasSuffix(".ts") }.count, files.filter { $0.hasSuffix(".json") }.count)
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+}
