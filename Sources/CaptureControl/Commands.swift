@@ -162,8 +162,16 @@ public struct StartRecordingParams: Sendable, Equatable {
         let p = ParamReader(request)
         sessionId = try p.string("sessionId", maxBytes: 128)
         uploadToken = try p.string("uploadToken", maxBytes: 16384)
+        if let token = uploadToken, !UpdateTokenParams.isWellFormed(token) {
+            throw CaptureError(.invalidToken, "startRecording: an upload token is printable ASCII without spaces")
+        }
         tokenExpiresAtUnixSeconds = try p.integer("tokenExpiresAt")
         endpoint = try p.string("endpoint", maxBytes: 2048)
+        if let endpoint, !["ws://", "wss://", "http://", "https://"].contains(where: endpoint.hasPrefix) {
+            throw CaptureError(.invalidRequest, "startRecording: params.endpoint must be a ws://, wss://, http:// or https:// URL")
+        }
+        // Older SDKs name the primary video channel at the top level.
+        let primaryId = try p.string("primary_video_channel_id", maxBytes: 256)
         channels = []
         for (i, object) in (try p.objectArray("channels") ?? []).enumerated() {
             guard case .string(let text)? = object["channel_id"] ?? object["channelId"] else {
@@ -181,6 +189,10 @@ public struct StartRecordingParams: Sendable, Equatable {
             case nil, .null?: break
             case .bool(let b)?: primary = b
             case let v?: throw CaptureError(.invalidRequest, "startRecording: params.channels[\(i)].is_primary must be true or false, not \(v.typeName)")
+            }
+            if let primaryId, primaryId == id.description { primary = true }
+            guard !channels.contains(where: { $0.id == id }) else {
+                throw CaptureError(.invalidChannels, "startRecording: channel \(id) is listed twice")
             }
             channels.append(Channel(id: id, store: store, isPrimary: primary))
         }
@@ -220,9 +232,14 @@ public struct UpdateTokenParams: Sendable, Equatable {
         let p = ParamReader(request)
         token = try p.requiredString("token", maxBytes: 16384)
         expiresAtUnixSeconds = try p.integer("expiresAt")
-        guard token.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+        guard Self.isWellFormed(token) else {
             throw CaptureError(.invalidToken, "updateToken: a token is printable ASCII without spaces")
         }
+    }
+
+    /// Printable ASCII without spaces (what HTTP headers and URLs carry unescaped).
+    public static func isWellFormed(_ token: String) -> Bool {
+        !token.isEmpty && token.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value < 0x7F }
     }
 }
 

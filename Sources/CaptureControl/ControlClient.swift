@@ -10,7 +10,7 @@ public enum ControlSocketPath {
     /// else `/run/user/<uid>/capture-agent/control.sock`.
     public static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let explicit = environment["CAPTURE_AGENT_SOCKET"], !explicit.isEmpty { return explicit }
-        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
             return runtime + "/capture-agent/control.sock"
         }
         return "/run/user/\(getuid())/capture-agent/control.sock"

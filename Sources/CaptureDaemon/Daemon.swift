@@ -29,6 +29,7 @@ public final class Daemon: Sendable {
     private let ioQueue = DispatchQueue(label: "capture-agent.io", qos: .userInitiated)
     private let finished = DispatchSemaphore(value: 0)
     private let shuttingDown = Atomic<Bool>(false)
+    private let signalsReceived = Atomic<Int>(0)
 
     public init(configuration: DaemonConfiguration, transport: Transport, logger: Logger) {
         self.configuration = configuration
@@ -74,7 +75,9 @@ public final class Daemon: Sendable {
                     logger.notice("SIGHUP ignored; restart the service to apply a new configuration")
                     return
                 }
-                if shuttingDown.load(ordering: .relaxed) {
+                // A second *signal* means "now". (The SDK sends `shutdown` and
+                // then SIGTERM: that is one signal, and the chunks still close.)
+                if signalsReceived.add(1, ordering: .relaxed).newValue > 1 {
                     logger.warning("second signal; exiting without waiting")
                     _exit(128 + sig)
                 }

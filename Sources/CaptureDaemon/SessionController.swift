@@ -34,6 +34,9 @@ public final class SessionController: Sendable {
         var lastEncoded = 0
         var lastRateSample: Int64 = 0
         var measuredFps: Double?
+        /// Audio: interrupted (server gone, reconnecting) since this instant; 0: not interrupted.
+        var interruptedSince: Int64 = 0
+        var capturedAtInterruption = 0
     }
 
     private struct Snapshot {
@@ -90,7 +93,7 @@ public final class SessionController: Sendable {
 
     /// `startRecording`. Replies once the session is active (or failed to start).
     public func start(_ params: StartRecordingParams, reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) {
-        let claimed: Result<RecordingOptions, CaptureError> = snapshot.withLock { s in
+        let claimed: Result<(RecordingOptions, State), CaptureError> = snapshot.withLock { s in
             switch s.state {
             case .starting, .active, .stopping:
                 return .failure(CaptureError(.invalidState,
@@ -108,13 +111,15 @@ public final class SessionController: Sendable {
                          token: params.uploadToken ?? s.token,
                          tokenExpiresAtUnix: params.tokenExpiresAtUnixSeconds ?? (params.uploadToken.flatMap(Self.jwtExpiry) ?? (params.uploadToken == nil ? s.tokenExpiresAtUnix : nil)),
                          apiUrl: s.apiUrl, endpoint: params.endpoint ?? s.endpoint ?? configuration.endpoint)
+            let previous = s.state
             s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
-            return .success(options)
+            return .success((options, previous))
         }
         let options: RecordingOptions
+        let previousState: State
         switch claimed {
         case .failure(let error): reply(.failure(error)); return
-        case .success(let o): options = o
+        case .success(let (o, p)): options = o; previousState = p
         }
         operations.async { [self] in
             let used = Self.spoolUsage()
@@ -127,9 +132,12 @@ public final class SessionController: Sendable {
                 }
                 try session.start()
             } catch {
+                // A request naming channels that do not exist changes nothing;
+                // a source that cannot be opened is a failed start.
+                let requestError = error.code == .invalidChannels || error.code == .invalidRequest
                 snapshot.withLock { s in
-                    s.state = .failed
-                    s.failure = error
+                    s.state = requestError ? previousState : .failed
+                    s.failure = requestError ? s.failure : error
                 }
                 logger.error("session failed to start", metadata: ["session": "\(options.sessionId)", "error": "\(error)"])
                 events.publish(ControlEvent(.recordingFailed, sessionId: options.sessionId,
@@ -216,6 +224,11 @@ public final class SessionController: Sendable {
         }
         if let check { reply(.failure(check)); return }
         operations.async { [self] in
+            // Runs after a start in progress finished: it may have failed.
+            guard snapshot.withLock({ $0.session != nil && $0.state == .stopping }) else {
+                reply(.failure(CaptureError(.invalidState, "the session failed to start; there is nothing to stop")))
+                return
+            }
             let result = finishSession(failure: nil)
             reply(.success(result))
         }
@@ -237,6 +250,7 @@ public final class SessionController: Sendable {
             logger.error("session failed", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
             events.publish(ControlEvent(.recordingFailed, sessionId: id, data: [
                 "code": .string(failure.code.rawValue), "message": .string(failure.message), "summary": summaryValue,
+                "phase": "recording",
             ]))
         } else {
             logger.info("session stopped", metadata: ["session": "\(id ?? "?")"])
@@ -258,16 +272,21 @@ public final class SessionController: Sendable {
         guard state == .active, let session else {
             throw CaptureError(.invalidState, "no active session to \(paused ? "pause" : "resume") (state: \(state.rawValue))")
         }
-        let names = Set(tracks.map(\.rawValue))
-        let at = paused ? session.pause(tracks: names) : session.resume(tracks: names)
+        let before = session.pausedTracks
+        let present = Set(session.channels.compactMap { try? ChannelID(parsing: $0.id).trackName })
+        let names = Set(tracks.map(\.rawValue)).intersection(present)
+        let changing = paused ? names.subtracting(before) : names.intersection(before)
+        let at = paused ? session.pause(tracks: changing) : session.resume(tracks: changing)
         let now = session.pausedTracks.sorted()
-        let affected = names.sorted()
-        events.publish(ControlEvent(paused ? .recordingPaused : .recordingResumed, sessionId: id, data: [
-            "tracks": .array(affected.map(JSONValue.string)), "atNs": .integer(at),
-            "pausedTracks": .array(now.map(JSONValue.string)),
-        ]))
-        logger.info(paused ? "tracks paused" : "tracks resumed", metadata: ["session": "\(id ?? "?")", "tracks": "\(affected)"])
-        return .object(["pausedTracks": .array(now.map(JSONValue.string)), "atNs": .integer(at)])
+        if !changing.isEmpty {
+            events.publish(ControlEvent(paused ? .recordingPaused : .recordingResumed, sessionId: id, data: [
+                "tracks": .array(changing.sorted().map(JSONValue.string)), "atNs": .integer(at),
+                "pausedTracks": .array(now.map(JSONValue.string)),
+            ]))
+            logger.info(paused ? "tracks paused" : "tracks resumed", metadata: ["session": "\(id ?? "?")", "tracks": "\(changing.sorted())"])
+        }
+        return .object(["pausedTracks": .array(now.map(JSONValue.string)), "atNs": .integer(at),
+                        "changed": .array(changing.sorted().map(JSONValue.string))])
     }
 
     /// `updateToken`: replaces the upload token (kept in memory only, never logged).
@@ -314,7 +333,7 @@ public final class SessionController: Sendable {
         }
         if let f = s.failure { object["failure"] = .object(["code": .string(f.code.rawValue), "message": .string(f.message)]) }
         if let dir = s.options?.outputDirectory { object["outputDirectory"] = .string(dir) }
-        object["endpoint"] = s.endpoint.map(JSONValue.string) ?? .null
+        object["endpoint"] = (s.endpoint ?? configuration.endpoint).map(JSONValue.string) ?? .null
         object["tokenPresent"] = .bool(s.token != nil)
         if let e = s.tokenExpiresAtUnix { object["tokenExpiresAt"] = .integer(e) }
 
@@ -409,7 +428,10 @@ public final class SessionController: Sendable {
                     w.lastChunks = stat.chunks
                     w.lastProgress = now
                     w.stallReported = false
-                } else if !w.stallReported && now - w.lastProgress > threshold {
+                } else if !w.stallReported && now - w.lastProgress > threshold
+                            && (w.interruptedSince == 0 || now - w.interruptedSince > configuration.audioReconnectTimeoutNs + threshold) {
+                    // (An audio channel that is reconnecting is reported as
+                    // interrupted, not stalled, until its reconnect time is up.)
                     w.stallReported = true
                     let seconds = String(format: "%.1f", Double(now - w.lastProgress) / 1e9)
                     logger.warning("channel stalled", metadata: ["channel": "\(stat.channel)", "seconds": "\(seconds)"])
@@ -426,6 +448,16 @@ public final class SessionController: Sendable {
                         "interruptions": .integer(Int64(stat.discontinuities)), "recovered": false,
                     ]))
                     w.lastDiscontinuities = stat.discontinuities
+                    w.interruptedSince = now
+                    w.capturedAtInterruption = stat.captured
+                } else if w.interruptedSince != 0 && stat.captured > w.capturedAtInterruption + 4 {
+                    // Audio flows again (the hole before it was filled with silence).
+                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
+                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
+                        "message": .string("audio is back; the interruption was filled with silence"),
+                        "silenceFilledMs": .integer(Int64(stat.silenceFilledMs)), "recovered": true,
+                    ]))
+                    w.interruptedSince = 0
                 }
                 if now - w.lastRateSample >= 1_000_000_000 {
                     w.measuredFps = Double(stat.encoded - w.lastEncoded) * 1e9 / Double(now - w.lastRateSample)

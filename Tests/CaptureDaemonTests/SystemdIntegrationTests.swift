@@ -211,3 +211,22 @@ final class SystemdIntegrationTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.socketPath))
     }
 }
+
+extension SystemdIntegrationTests {
+    /// What the VideoDB SDK does at the end: `shutdown`, then SIGTERM right
+    /// away. That is one signal: the session's chunks still close.
+    func testShutdownFollowedBySigtermStillClosesTheChunks() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "sdk-exit")
+        let client = try daemon.client()
+        _ = try client.ok("startRecording", ["sessionId": "sdk-1", "channels": .array([.object(["channel_id": "display:1"])])])
+        usleep(1_200_000)
+        _ = try client.ok("shutdown")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(), 0)
+        let dir = daemon.sessionDirectory("sdk-1") + "/display-1"
+        let metas = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".json") }.sorted()
+        let last = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/" + metas.last!))) as? [String: Any]
+        XCTAssertEqual(last?["isFinal"] as? Bool, true, "the last chunk was lost")
+    }
+}
