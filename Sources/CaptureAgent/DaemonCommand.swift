@@ -20,6 +20,9 @@ struct DaemonCommand: ParsableCommand {
     @Flag(name: .long, help: "Serve one client on stdin/stdout instead of the socket (how the VideoDB SDK runs its runtime). Logs go to stderr.")
     var stdio = false
 
+    @Option(name: .long, help: ArgumentHelp("Where to serve: socket, stdio, or auto: stdio when stdin and stdout are both pipes or sockets and systemd passed no socket (how the VideoDB SDK starts its runtime, with no arguments), else the socket.", valueName: "auto|socket|stdio"))
+    var transport: String = "auto"
+
     @Flag(name: .long, help: "Print the effective configuration (and where each value came from) and exit.")
     var printConfig = false
 
@@ -76,8 +79,30 @@ struct DaemonCommand: ParsableCommand {
         LoggingSystem.bootstrapOnce()
         var logger = Logger(label: "capture-agent")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        let daemon = Daemon(configuration: configuration, transport: stdio ? .stdio : .socket, logger: logger)
+        let chosen: Daemon.Transport
+        switch (stdio, transport) {
+        case (true, _), (false, "stdio"): chosen = .stdio
+        case (false, "socket"): chosen = .socket
+        case (false, "auto"): chosen = Self.stdioLooksPiped() ? .stdio : .socket
+        default: fail(with: CaptureError(.invalidRequest, "--transport takes auto, socket or stdio"), json: false)
+        }
+        if chosen == .stdio && !stdio && transport == "auto" {
+            logger.info("stdin and stdout are pipes: serving the control protocol on them (--transport socket to override)")
+        }
+        let daemon = Daemon(configuration: configuration, transport: chosen, logger: logger)
         let status = daemon.run()
         if status != 0 { throw ExitCode(status) }
+    }
+
+    /// Both standard streams are pipes or sockets, and systemd passed no socket.
+    static func stdioLooksPiped() -> Bool {
+        if ProcessInfo.processInfo.environment["LISTEN_FDS"] != nil { return false }
+        func piped(_ fd: Int32) -> Bool {
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { return false }
+            let kind = info.st_mode & S_IFMT
+            return kind == S_IFIFO || kind == S_IFSOCK
+        }
+        return piped(STDIN_FILENO) && piped(STDOUT_FILENO)
     }
 }
