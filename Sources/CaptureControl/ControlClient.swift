@@ -169,15 +169,17 @@ public final class ControlClient {
     /// The next message line as JSON (lines that are not protocol lines are
     /// skipped), or nil after `timeoutNs` or when the peer closed.
     public func nextMessage(timeoutNs: Int64) throws(CaptureError) -> JSONValue? {
-        guard let line = try nextLine(timeoutNs: timeoutNs) else { return nil }
+        // Skipping a line keeps the caller's deadline (it used to leave 0 ns for the next one).
+        let deadline = MonotonicClock.now() + max(0, timeoutNs)
         let prefix = ControlFraming.prefixBytes
-        guard line.count > prefix.count, line[0..<prefix.count].elementsEqual(prefix) else {
-            return try nextMessage(timeoutNs: 0)
+        while true {
+            guard let line = try nextLine(timeoutNs: deadline - MonotonicClock.now()) else { return nil }
+            guard line.count > prefix.count, line[0..<prefix.count].elementsEqual(prefix) else { continue }
+            guard let value = try? JSONCoding.decoder.decode(JSONValue.self, from: Data(line[prefix.count...])) else {
+                throw CaptureError(.internalError, "the daemon sent a line that is not JSON")
+            }
+            return value
         }
-        guard let value = try? JSONCoding.decoder.decode(JSONValue.self, from: Data(line[prefix.count...])) else {
-            throw CaptureError(.internalError, "the daemon sent a line that is not JSON")
-        }
-        return value
     }
 
     /// The next raw line, or nil after `timeoutNs` (0: only what is already here) or at end of stream.

@@ -150,6 +150,10 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
     private enum WriteWatch { case inactive, running, suspended }
     private var writeWatch = WriteWatch.inactive
     private var closed = false
+    /// Request lines handed to the service and not answered yet.
+    private var unanswered = 0
+    /// The client shut down its sending side: answer what it asked, then close.
+    private var inputEnded = false
     /// Unsent bytes beyond which a client counts as not reading (it is disconnected).
     static let maxOutbox = 8 << 20
     /// Bytes read per wake-up before yielding to other clients.
@@ -178,6 +182,28 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
         server.ioQueue.async { [self] in enqueue(line) }
     }
 
+    func respond(_ line: [UInt8]) {
+        server.ioQueue.async { [self] in
+            unanswered -= 1
+            enqueue(line)
+            closeIfDone()
+        }
+    }
+
+    /// End of input (e.g. `shutdown(SHUT_WR)`, as `socat` and `nc -N` do after
+    /// sending): stop reading, but answer every request read so far before
+    /// closing. Closing at once dropped the answers still being made.
+    private func endOfInput() {
+        inputEnded = true
+        readSource?.cancel()
+        readSource = nil
+        closeIfDone()
+    }
+
+    private func closeIfDone() {
+        if inputEnded && !closed && unanswered <= 0 && outboxHead >= outbox.count { close(reason: nil) }
+    }
+
     private func readAvailable() {
         guard !closed else { return }
         let buffer = server.readBuffer
@@ -190,13 +216,17 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
                 close(reason: "read failed: \(String(cString: strerror(errno)))")
                 return
             }
-            if n == 0 { close(reason: nil); return }
+            if n == 0 { endOfInput(); return }
             budget -= n
             let service = server.controlService
             splitter.append(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { event in
                 switch event {
-                case .line(let line): service.handle(line: line, client: self)
-                case .oversized(let bytes): service.handleOversized(bytes: bytes, client: self)
+                case .line(let line):
+                    unanswered += 1
+                    service.handle(line: line, client: self)
+                case .oversized(let bytes):
+                    unanswered += 1
+                    service.handleOversized(bytes: bytes, client: self)
                 }
             }
         }
@@ -236,6 +266,7 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
         outbox.removeAll(keepingCapacity: outbox.capacity <= 1 << 20)
         outboxHead = 0
         watchWritable(false)
+        closeIfDone()
     }
 
     /// Starts or stops waiting for the socket to become writable.

@@ -13,6 +13,14 @@ public protocol ControlClientHandle: AnyObject, Sendable {
     /// Queues a framed line for the client; never blocks. A client that does
     /// not read falls behind and is disconnected by its transport.
     func send(_ line: [UInt8])
+    /// Queues the one response to a request line (`send` by default). A
+    /// transport that counts unanswered requests (the socket: a client that
+    /// shut down its sending side still gets its answers) overrides it.
+    func respond(_ line: [UInt8])
+}
+
+extension ControlClientHandle {
+    public func respond(_ line: [UInt8]) { send(line) }
 }
 
 /// The command set, shared by every transport: parses a line, runs the
@@ -68,7 +76,7 @@ public final class ControlService: Sendable {
     /// A line longer than the protocol allows.
     public func handleOversized(bytes: Int, client: any ControlClientHandle) {
         badRequests.add(1, ordering: .relaxed)
-        client.send(ControlResponse.failure(commandId: .null, error: CaptureError(
+        client.respond(ControlResponse.failure(commandId: .null, error: CaptureError(
             .requestTooLarge, "message of \(bytes) bytes is over the \(ControlFraming.maxLineBytes)-byte limit; it was skipped")).encodedLine())
     }
 
@@ -78,7 +86,7 @@ public final class ControlService: Sendable {
         switch ControlRequest.parse(line: line) {
         case .failure(let bad):
             badRequests.add(1, ordering: .relaxed)
-            client.send(ControlResponse.failure(commandId: bad.commandId, error: bad.error).encodedLine())
+            client.respond(ControlResponse.failure(commandId: bad.commandId, error: bad.error).encodedLine())
             return
         case .success(let r):
             request = r
@@ -88,8 +96,8 @@ public final class ControlService: Sendable {
         let id = request.commandId
         let reply: @Sendable (Result<JSONValue, CaptureError>) -> Void = { result in
             switch result {
-            case .success(let value): client.send(ControlResponse.success(commandId: id, result: value).encodedLine())
-            case .failure(let error): client.send(ControlResponse.failure(commandId: id, error: error).encodedLine())
+            case .success(let value): client.respond(ControlResponse.success(commandId: id, result: value).encodedLine())
+            case .failure(let error): client.respond(ControlResponse.failure(commandId: id, error: error).encodedLine())
             }
         }
         guard let command = ControlCommand(rawValue: request.command) else {

@@ -74,7 +74,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         for key in keys {
             let variable = "CAPTURE_AGENT_" + key.uppercased()
-            if let value = environment[variable] {
+            // Empty means unset (as for CAPTURE_AGENT_SOCKET and systemd's `Environment=KEY=`).
+            if let value = environment[variable], !value.isEmpty {
                 try config.set(key, .text(value), source: "environment (\(variable))")
             }
         }
@@ -224,6 +225,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
             if let value, !(0...51).contains(value) {
                 throw CaptureError(.invalidRequest, "\(name) \(value) is out of range 0-51 (\(sources[name] ?? ""))")
             }
+        }
+        // The same limits RecordingOptions.validate applies: a value it would refuse
+        // must stop the daemon at startup, not fail every session later.
+        let presets = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+        guard presets.contains(preset) else {
+            throw CaptureError(.invalidRequest, "preset '\(preset)' is not an x264 preset (\(presets.joined(separator: ", "))) (\(sources["preset"] ?? ""))")
+        }
+        guard (16_000...512_000).contains(audioBitrate) else {
+            throw CaptureError(.invalidRequest, "audio_bitrate \(audioBitrate) is out of range 16k-512k (\(sources["audio_bitrate"] ?? ""))")
         }
         if let maxHeight, maxHeight < 16 { throw CaptureError(.invalidRequest, "max_height \(maxHeight) is too small") }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {

@@ -10,11 +10,12 @@ import Glibc
 
 /// The protocol on stdin/stdout, for one client that started us as its child
 /// (the VideoDB SDK does this). stdout carries only protocol lines; logs go to
-/// stderr. End of stdin means the parent went away: `onEnd` runs.
+/// stderr. The client gets every event without subscribing (the SDK never
+/// sends subscribeEvents). End of stdin means the parent went away: `onEnd` runs.
 ///
-/// stdin is read on the I/O queue through a read source; stdout is written
-/// with blocking writes on a queue of its own, so a slow reader never stalls
-/// the daemon. If more than `maxPending` bytes wait, events are dropped (and
+/// stdin is read with blocking reads on a thread of its own and every chunk
+/// is handled on the I/O queue; stdout is written with blocking writes on a
+/// queue of its own, so a slow reader never stalls the daemon. If more than `maxPending` bytes wait, events are dropped (and
 /// counted) rather than growing without bound.
 public final class StdioTransport: ControlClientHandle, Sendable {
     public let clientId = 0
@@ -29,13 +30,10 @@ public final class StdioTransport: ControlClientHandle, Sendable {
     static let maxPending = 16 << 20
 
     /// Why `@unchecked Sendable` is sound: touched only by blocks on the
-    /// serial `ioQueue` (start, stop and the read handler all run there).
+    /// serial `ioQueue` (stop and the reader thread's `ioQueue.sync` blocks).
     private final class ReaderState: @unchecked Sendable {
         var splitter = LineSplitter()
-        var source: (any DispatchSourceRead)?
         var ended = false
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
-        deinit { buffer.deallocate() }
     }
 
     public init(service: ControlService, logger: Logger, ioQueue: DispatchQueue, onEnd: @escaping @Sendable () -> Void) {
@@ -47,19 +45,14 @@ public final class StdioTransport: ControlClientHandle, Sendable {
 
     public func start() {
         service.clientConnected(self)
-        ioQueue.sync {
-            let source = DispatchSource.makeReadSource(fileDescriptor: STDIN_FILENO, queue: ioQueue)
-            source.setEventHandler { [self] in readAvailable() }
-            reader.source = source
-            source.activate()
-        }
+        service.subscribeToAllEvents(self)   // the SDK never sends subscribeEvents
+        let thread = Thread { [self] in readLoop() }
+        thread.name = "capture-agent.stdin"
+        thread.start()
     }
 
     public func stop() {
-        ioQueue.sync {
-            reader.source?.cancel()
-            reader.source = nil
-        }
+        ioQueue.sync { reader.ended = true }   // input read after this is ignored
         writeQueue.sync {}   // drain what was queued
     }
 
@@ -87,27 +80,43 @@ public final class StdioTransport: ControlClientHandle, Sendable {
         }
     }
 
-    private func readAvailable() {
-        let buffer = reader.buffer
-        let n = read(STDIN_FILENO, buffer.baseAddress, buffer.count)
-        if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
-        if n <= 0 {
-            reader.source?.cancel()
-            reader.source = nil
-            if !reader.ended {
-                reader.ended = true
-                logger.notice("stdin closed; shutting down")
-                service.clientDisconnected(self)
-                onEnd()
-            }
-            return
-        }
+    /// Blocking reads until the end of stdin; lines are handled on the I/O queue.
+    ///
+    /// No dispatch read source: once the writer of a pipe is gone, epoll keeps
+    /// reporting EPOLLHUP for it, and cancelling the source then crashed
+    /// libdispatch's manager thread (_dispatch_event_loop_drain, null pointer)
+    /// in a few percent of exits; the source also fired only once when the data
+    /// and the end of stdin arrived together, so the end went unseen and the
+    /// daemon never exited; and it never fired for a /dev/null stdin.
+    private func readLoop() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+        defer { buffer.deallocate() }
         let service = self.service
-        reader.splitter.append(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { event in
-            switch event {
-            case .line(let line): service.handle(line: line, client: self)
-            case .oversized(let bytes): service.handleOversized(bytes: bytes, client: self)
+        while true {
+            let n = read(STDIN_FILENO, buffer.baseAddress, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }   // end of stdin (an error means the same here)
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            let stopped = ioQueue.sync { () -> Bool in
+                guard !reader.ended else { return true }
+                reader.splitter.append(chunk) { event in
+                    switch event {
+                    case .line(let line): service.handle(line: line, client: self)
+                    case .oversized(let bytes): service.handleOversized(bytes: bytes, client: self)
+                    }
+                }
+                return false
             }
+            if stopped { return }
         }
+        let first = ioQueue.sync { () -> Bool in
+            guard !reader.ended else { return false }
+            reader.ended = true
+            return true
+        }
+        guard first else { return }
+        logger.notice("stdin closed; shutting down")
+        service.clientDisconnected(self)
+        onEnd()
     }
 }

@@ -1,4 +1,5 @@
 import CX11
+import Foundation
 import CaptureCore
 #if canImport(Glibc)
 import Glibc
@@ -63,6 +64,13 @@ public final class X11Connection {
     /// Throws DISPLAY_UNAVAILABLE when no display is named or none answers.
     public init(displayName: String? = nil) throws(CaptureError) {
         X11ErrorHandling.installGlobalHandlers()
+        // libXext's per-display extension records (MIT-SHM, DAMAGE, XFIXES,
+        // RandR) are not safe to create and destroy from several threads at
+        // once, even after XInitThreads: two threads opening displays
+        // corrupted the heap. Opening, the extension queries and closing are
+        // rare (per session, per device query), so one process-wide lock.
+        Self.setupLock.lock()
+        defer { Self.setupLock.unlock() }
 
         var name = displayName
         if name == nil, let env = getenv("DISPLAY") { name = String(cString: env) }
@@ -122,8 +130,13 @@ public final class X11Connection {
         }
     }
 
+    /// Serializes opening (with the extension queries) and closing of connections.
+    private static let setupLock = NSLock()
+
     deinit {
         // Safe on a dead connection too: Xlib skips the wire and frees the Display.
+        Self.setupLock.lock()
+        defer { Self.setupLock.unlock() }
         XCloseDisplay(display)
         X11ErrorHandling.unregister(display, health: health)
     }

@@ -1,0 +1,312 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Copies everything from one descriptor to another on a thread of its own,
+/// keeping a copy: the test sees the daemon's raw stdout while a ControlClient
+/// talks to it.
+final class Tee: @unchecked Sendable {
+    private let lock = NSLock()
+    private var captured: [UInt8] = []
+    private var finished = false
+
+    /// Reads `from` until end of file, writes all to `to`, then closes both.
+    init(from: Int32, to: Int32) {
+        let thread = Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                lock.withLock { captured.append(contentsOf: buffer[0..<n]) }
+                var offset = 0
+                while offset < n {
+                    let w = buffer.withUnsafeBytes { write(to, $0.baseAddress! + offset, n - offset) }
+                    if w < 0 { if errno == EINTR { continue }; break }
+                    offset += w
+                }
+            }
+            close(from)
+            close(to)
+            lock.withLock { finished = true }
+        }
+        thread.start()
+    }
+
+    var bytes: [UInt8] { lock.withLock { captured } }
+    var isFinished: Bool { lock.withLock { finished } }
+}
+
+/// `capture-agent --stdio` as the VideoDB SDK runs it: a child with pipes on
+/// stdin and stdout (private XDG directories, log on stderr into a file).
+final class StdioDaemon {
+    let root: String
+    let runtimeDir: String
+    let stateDir: String
+    let logPath: String
+    let process = Process()
+    let client: ControlClient
+    private let tee: Tee
+    private var toChild: Int32
+    private let fromTee: Int32
+
+    /// - Parameters:
+    ///   - input: when given, written to stdin and stdin closed before the daemon starts
+    ///     (its whole conversation and the end of stdin are there at once).
+    ///   - nullInput: stdin is /dev/null.
+    init(rig: TestRig?, name: String, arguments: [String] = [], input: [UInt8]? = nil, nullInput: Bool = false) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "capture-stdio-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
+        runtimeDir = root + "/run"
+        stateDir = root + "/state"
+        for dir in [runtimeDir, stateDir, root + "/config"] {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        logPath = root + "/stderr.log"
+        var e = ProcessInfo.processInfo.environment
+        if let rig { for (k, v) in rig.environment { e[k] = v } } else {
+            e["DISPLAY"] = nil
+            e["PULSE_SERVER"] = nil
+        }
+        e["XDG_RUNTIME_DIR"] = runtimeDir
+        e["XDG_STATE_HOME"] = stateDir
+        e["XDG_CONFIG_HOME"] = root + "/config"
+        e["CAPTURE_AGENT_SOCKET"] = nil
+        e["CAPTURE_AGENT_LOG_LEVEL"] = "debug"
+        for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] { e[k] = nil }
+
+        var stdinPipe: [Int32] = [-1, -1]
+        var stdoutPipe: [Int32] = [-1, -1]
+        var teePipe: [Int32] = [-1, -1]
+        guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0, pipe(&teePipe) == 0 else {
+            throw CaptureError(.ioError, "pipe failed")
+        }
+        // Only the child's ends may survive exec (dup2 onto 0 and 1 clears the flag there).
+        for fd in stdinPipe + stdoutPipe + teePipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: BuiltBinary.path("capture-agent"))
+        process.arguments = ["--stdio"] + arguments
+        process.environment = e
+        if let input {
+            precondition(input.count < 65536, "more than a pipe holds")
+            XCTAssertEqual(input.withUnsafeBytes { write(stdinPipe[1], $0.baseAddress, $0.count) }, input.count)
+            close(stdinPipe[1])
+            stdinPipe[1] = -1
+        }
+        process.standardInput = nullInput ? FileHandle.nullDevice : FileHandle(fileDescriptor: stdinPipe[0], closeOnDealloc: false)
+        process.standardOutput = FileHandle(fileDescriptor: stdoutPipe[1], closeOnDealloc: false)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try process.run()
+        close(stdinPipe[0])
+        close(stdoutPipe[1])
+        toChild = stdinPipe[1]
+        fromTee = teePipe[0]
+        tee = Tee(from: stdoutPipe[0], to: teePipe[1])
+        client = ControlClient(readFD: fromTee, writeFD: toChild)
+    }
+
+    /// Everything the daemon wrote on stdout so far.
+    var stdout: [UInt8] { tee.bytes }
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    func sessionDirectory(_ id: String) -> String { stateDir + "/capture-agent/spool/" + id }
+
+    func closeStdin() {
+        if toChild >= 0 { close(toChild); toChild = -1 }
+    }
+
+    /// The exit status, or nil if the process still runs after `timeout`.
+    func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Every stdout line must be a protocol line holding a JSON object; returns them.
+    func checkStdout(file: StaticString = #filePath, line: UInt = #line) -> [JSONValue] {
+        let bytes = stdout
+        XCTAssertEqual(bytes.last, 0x0A, "stdout ends with a complete line", file: file, line: line)
+        var values: [JSONValue] = []
+        for raw in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast() {
+            do {
+                values.append(try Wire.decode(Array(raw)))
+            } catch {
+                XCTFail("stdout carries something else than protocol lines: \(error)", file: file, line: line)
+            }
+        }
+        return values
+    }
+
+    deinit {
+        closeStdin()
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        close(fromTee)
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+final class StdioTests: XCTestCase {
+    override func setUp() {
+        signal(SIGPIPE, SIG_IGN)   // a pipe to a dead child must fail a write, not kill the tests
+    }
+
+    func testStdioAnswersKeepsStdoutCleanAndExitsAtEndOfStdin() throws {
+        let d = try StdioDaemon(rig: nil, name: "basic")
+        let c = d.client
+        let info = try c.ok("init", ["apiUrl": "https://api.videodb.io"])
+        XCTAssertEqual(info["protocol"], 1)
+        XCTAssertEqual(info["pid"]?.int64Value, Int64(d.process.processIdentifier))
+        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        let channels = try c.ok("getChannels")
+        XCTAssertNotNil(channels["channels"]?.arrayValue, "\(channels)")
+        let problems = channels["problems"]?.arrayValue ?? []
+        XCTAssertTrue(problems.contains { $0["code"] == "DISPLAY_UNAVAILABLE" }, "no display here: \(channels)")
+        let status = try c.ok("getStatus")
+        XCTAssertEqual(status["state"], "idle")
+        XCTAssertEqual(try c.ok("requestPermission", ["permission": "screen-capture"])["status"], "denied")
+
+        // Bad lines get error responses and the conversation goes on.
+        try c.sendRaw(Array("videodb_recorder|{not json\n".utf8))
+        try c.expectError(.invalidRequest)
+        try c.sendRaw(Array("garbage without prefix\r\n\n".utf8))
+        try c.expectError(.invalidRequest)
+        XCTAssertEqual(c.failure("noSuchCommand")?.code, .unknownCommand)
+        XCTAssertEqual(c.failure("pauseTracks", ["tracks": 5])?.code, .invalidRequest)
+        try c.sendRaw(Wire.prefix + [UInt8](repeating: 0x20, count: ControlFraming.maxLineBytes + 10) + [0x0A])
+        try c.expectError(.requestTooLarge)
+        XCTAssertEqual(try c.ok("ping")["pong"], true)
+
+        // No socket in stdio mode.
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d.runtimeDir + "/capture-agent/control.sock"))
+
+        // End of stdin: a clean exit, quickly.
+        let closedAt = Date()
+        d.closeStdin()
+        let status0 = d.waitForExit(timeout: 5)
+        XCTAssertEqual(status0, 0, "exit status after end of stdin; log:\n\(d.log.suffix(2000))")
+        print("stdio: exited \(String(format: "%.2f", Date().timeIntervalSince(closedAt))) s after stdin closed")
+        let deadline = Date().addingTimeInterval(5)
+        while !d.stdoutFinished && Date() < deadline { usleep(10_000) }
+
+        let lines = d.checkStdout()
+        XCTAssertEqual(lines.filter { $0["type"] == "response" }.count, 11, "one response per request: \(lines)")
+        for value in lines where value["type"] == "response" { XCTAssertNil(Wire.responseProblem(value)) }
+        // Logs went to stderr (and only there).
+        let log = d.log
+        XCTAssertTrue(log.contains("capture-agent ready"), log)
+        XCTAssertTrue(log.contains("stdin closed"), log)
+        XCTAssertFalse(String(decoding: d.stdout, as: UTF8.self).contains("capture-agent ready"))
+    }
+
+    func testEndOfStdinAloneStopsTheDaemon() throws {
+        let d = try StdioDaemon(rig: nil, name: "eof")
+        XCTAssertEqual(try d.client.ok("ping")["pong"], true)
+        d.closeStdin()
+        XCTAssertEqual(d.waitForExit(timeout: 5), 0, d.log)
+        // Started and closed without a single request: same.
+        let quiet = try StdioDaemon(rig: nil, name: "eof-quiet")
+        usleep(200_000)
+        quiet.closeStdin()
+        XCTAssertEqual(quiet.waitForExit(timeout: 5), 0, quiet.log)
+        XCTAssertEqual(quiet.stdout, [], "nothing asked, nothing said")
+    }
+
+    func testRequestsAndEndOfStdinArrivingTogether() throws {
+        // The parent wrote its requests and went away before the daemon read anything:
+        // every request is answered, then the daemon sees the end and exits.
+        var input: [UInt8] = []
+        for i in 0..<50 { input += Wire.line(#"{"command":"ping","commandId":\#(i)}"#) }
+        input += Array("videodb_recorder|{broken\n".utf8)
+        input += Wire.line(#"{"command":"getStatus","commandId":"last"}"#)
+        let d = try StdioDaemon(rig: nil, name: "together", input: input)
+        XCTAssertEqual(d.waitForExit(timeout: 5), 0, "the daemon did not exit after the end of stdin; log:\n\(d.log.suffix(2000))")
+        let deadline = Date().addingTimeInterval(5)
+        while !d.stdoutFinished && Date() < deadline { usleep(10_000) }
+        let lines = d.checkStdout()
+        XCTAssertEqual(lines.count, 52, "\(lines.count) responses")
+        XCTAssertEqual(lines.last?["commandId"], "last")
+        XCTAssertEqual(lines.filter { $0["status"] == "error" }.count, 1)
+
+        // One request and the end, as `printf ... | capture-agent --stdio` gives it.
+        for i in 0..<3 {
+            let one = try StdioDaemon(rig: nil, name: "one-\(i)", input: Wire.line(#"{"command":"ping","commandId":"only"}"#))
+            XCTAssertEqual(one.waitForExit(timeout: 5), 0, "one request then the end; log:\n\(one.log.suffix(2000))")
+            let deadline = Date().addingTimeInterval(5)
+            while !one.stdoutFinished && Date() < deadline { usleep(10_000) }
+            XCTAssertEqual(one.checkStdout().map { $0["commandId"] }, ["only"])
+        }
+
+        // stdin is /dev/null: nothing to serve, a clean exit.
+        let null = try StdioDaemon(rig: nil, name: "devnull", nullInput: true)
+        XCTAssertEqual(null.waitForExit(timeout: 5), 0, "stdin /dev/null; log:\n\(null.log.suffix(2000))")
+    }
+
+    func testStdioSessionGetsEventsWithoutSubscribing() throws {
+        let rig = try TestRig.shared()
+        let d = try StdioDaemon(rig: rig, name: "session")
+        let c = d.client
+        _ = try c.ok("init")
+        let start = try c.ok("startRecording", ["sessionId": "stdio-1",
+                                                "channels": .array([.object(["channel_id": "display:1", "is_primary": true])])])
+        XCTAssertEqual(start["state"], "active", "\(start)")
+        let started = try XCTUnwrap(try c.event(.recordingStarted, within: 5), "recording-started arrives without subscribeEvents")
+        XCTAssertEqual(started.sessionId, "stdio-1")
+        usleep(1_500_000)
+        let paused = try c.ok("pauseTracks", ["tracks": .array(["screen"])])
+        XCTAssertEqual(paused["pausedTracks"], .array(["screen"]))
+        XCTAssertNotNil(try c.event(.recordingPaused, within: 5))
+        _ = try c.ok("resumeTracks")
+        XCTAssertNotNil(try c.event(.recordingResumed, within: 5))
+        let stop = try c.ok("stopRecording")
+        let chunks = stop["summary"]?["channels"]?.arrayValue?.first?["chunks"]?.int64Value ?? 0
+        XCTAssertGreaterThan(chunks, 0, "\(stop)")
+        XCTAssertNotNil(try c.event(.recordingStopped, within: 5))
+        let complete = try XCTUnwrap(try c.event(.recordingComplete, within: 5))
+        XCTAssertEqual(complete.data["chunks"]?.int64Value, chunks)
+        let dir = d.sessionDirectory("stdio-1") + "/display-1"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        XCTAssertEqual(files.filter { $0.hasSuffix(".ts") }.count, Int(chunks), "\(files)")
+
+        // Opting out still works.
+        let after = try c.ok("unsubscribeEvents")
+        XCTAssertEqual(after["subscribed"], .array([]))
+
+        d.closeStdin()
+        XCTAssertEqual(d.waitForExit(timeout: 10), 0, d.log.suffix(2000).description)
+        let deadline = Date().addingTimeInterval(5)
+        while !d.stdoutFinished && Date() < deadline { usleep(10_000) }
+        let lines = d.checkStdout()
+        let events = lines.filter { $0["type"] == "event" }
+        for e in events { XCTAssertNil(Wire.eventProblem(e)) }
+        XCTAssertEqual(events.compactMap { $0["event"]?.stringValue },
+                       ["recording-started", "recording-paused", "recording-resumed", "recording-stopped", "recording-complete"])
+    }
+
+    func testEndOfStdinDuringASessionClosesItsChunks() throws {
+        let rig = try TestRig.shared()
+        let d = try StdioDaemon(rig: rig, name: "eof-session")
+        _ = try d.client.ok("startRecording", ["sessionId": "stdio-eof", "channels": .array([.object(["channel_id": "display:1"])])])
+        usleep(1_500_000)
+        d.closeStdin()   // the parent went away
+        XCTAssertEqual(d.waitForExit(timeout: 15), 0, d.log.suffix(2000).description)
+        let dir = d.sessionDirectory("stdio-eof") + "/display-1"
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        let media = files.filter { $0.hasSuffix(".ts") }
+        XCTAssertFalse(media.isEmpty, "\(files)")
+        // Every chunk is complete: its metadata exists.
+        for m in media { XCTAssertTrue(files.contains(String(m.dropLast(3)) + ".json"), "\(m) has no metadata: \(files)") }
+    }
+}
+
+extension StdioDaemon {
+    /// True once the daemon's stdout reached end of file (the copy is complete).
+    var stdoutFinished: Bool { tee.isFinished }
+}
