@@ -4,21 +4,7 @@ import XCTest
 
 /// Runs the real `capture-agent` binary built next to the test bundle.
 enum Agent {
-    static var binary: String {
-        // The test bundle lives in the build products directory, beside the executable.
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") || dir.path.contains(".xctest/") {
-            while dir.pathComponents.count > 1 && !dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
-            dir.deleteLastPathComponent()
-        }
-        let candidate = dir.appendingPathComponent("capture-agent").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        for config in ["debug", "release"] {
-            let p = Repo.root + "/.build/\(config)/capture-agent"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return candidate
-    }
+    static var binary: String { BuiltProduct.path("capture-agent") }
 
     /// The rig's environment on top of this process's, with overrides (nil removes a variable).
     static func environment(_ rig: TestRig?, _ overrides: [String: String?] = [:]) -> [String: String] {

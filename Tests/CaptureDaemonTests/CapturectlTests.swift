@@ -7,21 +7,7 @@ import XCTest
 enum Capturectl {
     static var binary: String { builtProduct("capturectl") }
 
-    /// A product of this package: beside the test bundle, else in .build/{debug,release}.
-    static func builtProduct(_ name: String) -> String {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") || dir.path.contains(".xctest/") {
-            while dir.pathComponents.count > 1 && !dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
-            dir.deleteLastPathComponent()
-        }
-        let candidate = dir.appendingPathComponent(name).path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        for config in ["debug", "release"] {
-            let p = Repo.root + "/.build/\(config)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return candidate
-    }
+    static func builtProduct(_ name: String) -> String { BuiltProduct.path(name) }
 
     /// This process's environment with the control socket pointed at `socket`.
     static func environment(socket: String, _ overrides: [String: String?] = [:]) -> [String: String] {

@@ -5,22 +5,7 @@ import Foundation
 import XCTest
 
 /// Finds executables built next to the test bundle (capture-agent, capturectl).
-enum BuiltBinary {
-    static func path(_ name: String) -> String {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") || dir.path.contains(".xctest/") {
-            while dir.pathComponents.count > 1 && !dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
-            dir.deleteLastPathComponent()
-        }
-        let candidate = dir.appendingPathComponent(name).path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        for config in ["debug", "release"] {
-            let p = Repo.root + "/.build/\(config)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return candidate
-    }
-}
+typealias BuiltBinary = BuiltProduct
 
 /// A real `capture-agent` daemon process with private runtime, state and
 /// config directories (so tests never touch the user's), talking on its own
@@ -70,7 +55,7 @@ final class DaemonProcess {
         for (k, v) in env { e[k] = v }
         environment = e
 
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         if launcher.isEmpty {
             process.executableURL = URL(fileURLWithPath: BuiltBinary.path("capture-agent"))

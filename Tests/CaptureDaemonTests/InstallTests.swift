@@ -44,8 +44,8 @@ final class InstallTests: XCTestCase {
                      prefix + "/share/zsh/site-functions/_capturectl",
                      prefix + "/share/fish/vendor_completions.d/capturectl.fish",
                      prefix + "/share/doc/capture-agent/config.toml.example"] {
-            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            XCTAssertGreaterThan(size ?? 0, 0, "\(path) is missing or empty")
+            let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
+            XCTAssertGreaterThan(size, 0, "\(path) is missing or empty")
         }
         XCTAssertTrue(FileManager.default.isExecutableFile(atPath: prefix + "/bin/capture-agent"))
         let serviceText = try String(contentsOfFile: service, encoding: .utf8)

@@ -179,3 +179,23 @@ func resolveExecutable(_ exe: String, path: String) throws -> String {
     }
     throw CaptureError(.ioError, "\(exe) not found in PATH (\(path)); run scripts/install-deps.sh")
 }
+
+/// Executables of this package, as built for the tests.
+public enum BuiltProduct {
+    /// `name` beside the test bundle (where `swift build --build-tests` puts
+    /// products), else in .build/debug or .build/release.
+    public static func path(_ name: String) -> String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if dir.lastPathComponent.hasSuffix(".xctest") || dir.path.contains(".xctest/") {
+            while dir.pathComponents.count > 1 && !dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
+            dir.deleteLastPathComponent()
+        }
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        for config in ["debug", "release"] {
+            let p = Repo.root + "/.build/\(config)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return candidate
+    }
+}

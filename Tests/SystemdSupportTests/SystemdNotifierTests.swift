@@ -101,19 +101,46 @@ final class SystemdNotifierTests: XCTestCase {
 
     func testConcurrentNotificationsFromManyThreads() throws {
         let receiver = try NotifyReceiver(path: directory + "/notify.sock")
-        var size: Int32 = 1 << 20
-        setsockopt(receiver.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         let env = ["NOTIFY_SOCKET": receiver.notifySocket]
         let count = 64
+        // Read while the threads send: the receive queue holds only
+        // net.unix.max_dgram_qlen (10) datagrams, as systemd's does.
+        let seen = Mutex(Set<String>())
+        let reader = Thread {
+            var remaining = count
+            while remaining > 0, let message = try? receiver.receive(timeoutMilliseconds: 5000) {
+                seen.withLock { _ = $0.insert(message.text) }
+                remaining -= 1
+            }
+        }
+        reader.start()
         let results = Mutex([Bool](repeating: false, count: count))
         DispatchQueue.concurrentPerform(iterations: count) { i in
             let ok = SystemdNotifier.status("ping \(i)", environment: env)
             results.withLock { $0[i] = ok }
         }
         XCTAssertEqual(results.withLock { $0 }, [Bool](repeating: true, count: count))
-        var seen = Set<String>()
-        while let message = try receiver.receive(timeoutMilliseconds: 500) { seen.insert(message.text) }
-        XCTAssertEqual(seen, Set((0..<count).map { "STATUS=ping \($0)" }))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while seen.withLock({ $0.count }) < count && ContinuousClock.now < deadline { usleep(10_000) }
+        XCTAssertEqual(seen.withLock { $0 }, Set((0..<count).map { "STATUS=ping \($0)" }))
+    }
+
+    func testAReceiverThatNeverReadsDoesNotHangTheSender() throws {
+        let receiver = try NotifyReceiver(path: directory + "/notify.sock")
+        let env = ["NOTIFY_SOCKET": receiver.notifySocket]
+        // Fill the receiver's queue (net.unix.max_dgram_qlen, 10 by default).
+        var sent = 0
+        let started = ContinuousClock.now
+        while SystemdNotifier.watchdog(environment: env) {
+            sent += 1
+            XCTAssertLessThan(sent, 10_000, "the queue never filled")
+            if sent >= 10_000 { break }
+        }
+        let elapsed = ContinuousClock.now - started
+        XCTAssertGreaterThan(sent, 0)
+        XCTAssertGreaterThanOrEqual(elapsed, .seconds(SystemdNotifier.sendTimeoutSeconds) - .milliseconds(100))
+        XCTAssertLessThan(elapsed, .seconds(SystemdNotifier.sendTimeoutSeconds + 5))
+        XCTAssertEqual(try receiver.receive()?.text, "WATCHDOG=1", "the queued pings are intact")
     }
 
     func testWatchdogInterval() {

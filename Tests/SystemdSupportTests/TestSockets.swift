@@ -38,7 +38,7 @@ func withUnixAddress<R>(_ name: String, abstract: Bool = false, _ body: (UnsafeP
 
 /// A bound AF_UNIX datagram socket that receives what SystemdNotifier sends,
 /// with the sender's credentials (SO_PASSCRED), as systemd's notify socket does.
-final class NotifyReceiver {
+final class NotifyReceiver: @unchecked Sendable {  // immutable after init; the fd is only read from
     let fd: Int32
     /// The value for NOTIFY_SOCKET: the path, or "@name" for the abstract namespace.
     let notifySocket: String
