@@ -1,117 +1,179 @@
 #!/usr/bin/env bash
-# Installs capture-agent and capturectl the way Linux users expect.
+# packaging/install.sh: installs capture-agent, capturectl, the systemd user
+# units (systemd/capture-agent.service and .socket), shell completions for
+# capturectl and a sample configuration.
 #
-#   sudo packaging/install.sh [--prefix /usr/local]   system-wide (default prefix /usr/local)
-#   packaging/install.sh --user                       for this user only (~/.local, ~/.config/systemd/user)
-#   packaging/install.sh ... --destdir DIR            stage into DIR (for packagers)
-#   packaging/install.sh ... --binary-dir DIR         take already built binaries from DIR
-#   packaging/install.sh ... --uninstall              remove what an install with the same options put there
+# Usage:
+#   swift build -c release --static-swift-stdlib
+#   sudo packaging/install.sh --binary-dir .build/release     system-wide, PREFIX=/usr/local
+#   packaging/install.sh --user                               this user only (builds first)
+#   DESTDIR=/tmp/stage packaging/install.sh --prefix /usr --binary-dir DIR   (packagers)
 #
-# Installs: bin/capture-agent, bin/capturectl; the systemd user units
-# capture-agent.service (ExecStart rewritten to the installed binary) and
-# capture-agent.socket; capturectl completions for bash, zsh and fish; and
-# README.md, docs/control-protocol.md and config.toml.example under
-# share/doc/capture-agent. Without --binary-dir it builds a release first.
+# Options:
+#   --user             install for the current user: ~/.local/bin,
+#                      ${XDG_CONFIG_HOME:-~/.config}/systemd/user,
+#                      ${XDG_DATA_HOME:-~/.local/share}/{bash-completion,zsh,doc},
+#                      ~/.config/fish/completions
+#   --prefix DIR       system-wide prefix (default: $PREFIX, else /usr/local):
+#                      DIR/bin, DIR/lib/systemd/user, DIR/share/...
+#   --unit-dir DIR     put the units here instead
+#   --binary-dir DIR   take capture-agent (and capturectl) from DIR; without it
+#                      the script runs `swift build -c release --static-swift-stdlib`
+#                      in the repository and takes its bin path
+#   --no-completions   do not install shell completions
+#   -h, --help         this text
+#
+# Environment: DESTDIR (staging root, prepended to every path written; the
+# units still name the final paths), PREFIX.
+#
+# ExecStart= in the installed service names the installed capture-agent.
+# Completions come from `capturectl --generate-completion-script bash|zsh|fish`;
+# without a working capturectl they are skipped with a warning.
+# packaging/uninstall.sh takes the same options and removes what this installs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+# shellcheck source-path=SCRIPTDIR source=layout.sh
+source "$here/layout.sh"
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
 
 mode=system
-prefix=/usr/local
-prefix_given=0
-destdir=""
+prefix=${PREFIX:-/usr/local}
+unit_dir=""
 binary_dir=""
-uninstall=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --user) mode=user; shift ;;
-    --prefix) prefix="$2"; prefix_given=1; shift 2 ;;
-    --destdir) destdir="$2"; shift 2 ;;
-    --binary-dir) binary_dir="$2"; shift 2 ;;
-    --uninstall) uninstall=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
-  esac
+completions=yes
+destdir=${DESTDIR:-}
+while (($#)); do
+    case $1 in
+        --user) mode=user ;;
+        --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; prefix=$2; shift ;;
+        --prefix=*) prefix=${1#*=} ;;
+        --unit-dir) [[ $# -ge 2 ]] || die "--unit-dir needs a directory"; unit_dir=$2; shift ;;
+        --unit-dir=*) unit_dir=${1#*=} ;;
+        --binary-dir) [[ $# -ge 2 ]] || die "--binary-dir needs a directory"; binary_dir=$2; shift ;;
+        --binary-dir=*) binary_dir=${1#*=} ;;
+        --no-completions) completions=no ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
 done
+[[ $prefix == /* ]] || die "--prefix must be an absolute path: $prefix"
+[[ -z $unit_dir || $unit_dir == /* ]] || die "--unit-dir must be an absolute path: $unit_dir"
+[[ -z $destdir || $destdir == /* ]] || die "DESTDIR must be an absolute path: $destdir"
+destdir=${destdir%/}
 
-if [ "$mode" = user ]; then
-  [ "$prefix_given" = 1 ] || prefix="$HOME/.local"
-  unit_dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
-else
-  # Directories the user manager searches (systemd-analyze --user unit-paths).
-  case "$prefix" in
-    /usr) unit_dir=/usr/lib/systemd/user ;;
-    *) unit_dir="$prefix/lib/systemd/user" ;;
-  esac
+layout_compute "$mode" "$prefix" "$unit_dir"
+
+# --- The binaries -----------------------------------------------------------
+if [[ -z $binary_dir ]]; then
+    command -v swift >/dev/null 2>&1 || die "swift is not in PATH; build first and pass --binary-dir DIR"
+    build=(swift build --package-path "$repo" -c release --static-swift-stdlib)
+    printf 'Building: %s\n' "${build[*]}"
+    "${build[@]}"
+    binary_dir=$("${build[@]}" --show-bin-path)
 fi
-bin_dir="$prefix/bin"
-share="$prefix/share"
-files=(
-  "$bin_dir/capture-agent" "$bin_dir/capturectl"
-  "$unit_dir/capture-agent.service" "$unit_dir/capture-agent.socket"
-  "$share/bash-completion/completions/capturectl"
-  "$share/zsh/site-functions/_capturectl"
-  "$share/fish/vendor_completions.d/capturectl.fish"
-  "$share/doc/capture-agent/README.md"
-  "$share/doc/capture-agent/control-protocol.md"
-  "$share/doc/capture-agent/config.toml.example"
-)
-
-if [ "$uninstall" = 1 ]; then
-  for f in "${files[@]}"; do
-    if [ -e "$destdir$f" ]; then rm -f "$destdir$f" && echo "removed $destdir$f"; fi
-  done
-  rmdir "$destdir$share/doc/capture-agent" 2>/dev/null || true
-  echo "uninstalled. If the socket was enabled: systemctl --user disable --now capture-agent.socket"
-  exit 0
+binary_dir=$(cd "$binary_dir" 2>/dev/null && pwd) || die "no such directory: $binary_dir"
+[[ -x $binary_dir/capture-agent && -f $binary_dir/capture-agent ]] \
+    || die "$binary_dir/capture-agent is missing or not executable"
+have_ctl=yes
+if [[ ! -x $binary_dir/capturectl || ! -f $binary_dir/capturectl ]]; then
+    have_ctl=no
+    warn "$binary_dir/capturectl is missing: installing without capturectl and its completions"
 fi
 
-if [ -z "$binary_dir" ]; then
-  echo "== building (release)"
-  swift build -c release --product capture-agent 2>&1 | grep -v "prohibited flag" | tail -n 1
-  swift build -c release --product capturectl 2>&1 | grep -v "prohibited flag" | tail -n 1
-  binary_dir="$(swift build -c release --show-bin-path)"
-fi
-for b in capture-agent capturectl; do
-  [ -x "$binary_dir/$b" ] || { echo "install.sh: $binary_dir/$b is missing or not executable" >&2; exit 66; }
-done
+# The unit names the final path. systemd needs '%' doubled; refuse what would
+# need quoting rather than guess.
+agent_path=$BIN_DIR/capture-agent
+case $agent_path in
+    *[[:space:]\"\'\\]*) die "the binary path must not contain spaces, quotes or backslashes: $agent_path" ;;
+esac
+unit_agent_path=${agent_path//%/%%}
 
-put() { # put MODE SOURCE TARGET
-  install -D -m "$1" "$2" "$destdir$3"
-  echo "installed $destdir$3"
+# --- Install ----------------------------------------------------------------
+staging=$(mktemp -d)
+trap 'rm -rf "$staging"' EXIT
+
+# Copies the service with ExecStart=/usr/bin/capture-agent ARGS rewritten to the
+# installed binary, keeping ARGS.
+rewrite_service() {
+    local line count=0
+    while IFS= read -r line || [[ -n $line ]]; do
+        if [[ $line == ExecStart=/usr/bin/capture-agent || $line == "ExecStart=/usr/bin/capture-agent "* ]]; then
+            printf 'ExecStart=%s%s\n' "$unit_agent_path" "${line#ExecStart=/usr/bin/capture-agent}"
+            count=$((count + 1))
+        else
+            printf '%s\n' "$line"
+        fi
+    done <"$1" >"$2"
+    [[ $count -eq 1 ]] || die "$1: expected one ExecStart=/usr/bin/capture-agent line, found $count"
 }
-put 0755 "$binary_dir/capture-agent" "$bin_dir/capture-agent"
-put 0755 "$binary_dir/capturectl" "$bin_dir/capturectl"
+rewrite_service "$repo/systemd/capture-agent.service" "$staging/capture-agent.service"
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-sed "s|^ExecStart=/usr/bin/capture-agent|ExecStart=$bin_dir/capture-agent|" systemd/capture-agent.service >"$work/capture-agent.service"
-put 0644 "$work/capture-agent.service" "$unit_dir/capture-agent.service"
-put 0644 systemd/capture-agent.socket "$unit_dir/capture-agent.socket"
+put() { # put MODE SOURCE FINAL_PATH
+    install -D -m "$1" "$2" "$destdir$3"
+    printf '  %s\n' "$destdir$3"
+}
 
-for shell in bash zsh fish; do
-  if ! "$binary_dir/capturectl" --generate-completion-script "$shell" >"$work/completion.$shell" 2>/dev/null; then
-    echo "install.sh: warning: capturectl could not generate its $shell completions" >&2
-    continue
-  fi
-  case "$shell" in
-    bash) put 0644 "$work/completion.bash" "$share/bash-completion/completions/capturectl" ;;
-    zsh) put 0644 "$work/completion.zsh" "$share/zsh/site-functions/_capturectl" ;;
-    fish) put 0644 "$work/completion.fish" "$share/fish/vendor_completions.d/capturectl.fish" ;;
-  esac
-done
+printf 'Installing (%s) into %s\n' "$mode" "${destdir:-/}"
+put 0755 "$binary_dir/capture-agent" "$BIN_DIR/capture-agent"
+if [[ $have_ctl == yes ]]; then put 0755 "$binary_dir/capturectl" "$BIN_DIR/capturectl"; fi
+put 0644 "$staging/capture-agent.service" "$UNIT_DIR/capture-agent.service"
+put 0644 "$repo/systemd/capture-agent.socket" "$UNIT_DIR/capture-agent.socket"
+put 0644 "$here/config.toml.example" "$DOC_DIR/config.toml.example"
 
-put 0644 README.md "$share/doc/capture-agent/README.md"
-[ -f docs/control-protocol.md ] && put 0644 docs/control-protocol.md "$share/doc/capture-agent/control-protocol.md"
-put 0644 packaging/config.toml.example "$share/doc/capture-agent/config.toml.example"
+if [[ $completions == yes && $have_ctl == yes ]]; then
+    for shell in bash zsh fish; do
+        case $shell in
+            bash) target=$BASH_COMPLETION ;;
+            zsh) target=$ZSH_COMPLETION ;;
+            fish) target=$FISH_COMPLETION ;;
+        esac
+        if "$binary_dir/capturectl" --generate-completion-script "$shell" >"$staging/completion" 2>"$staging/completion.err" \
+            && [[ -s $staging/completion ]]; then
+            put 0644 "$staging/completion" "$target"
+        else
+            warn "capturectl --generate-completion-script $shell failed or printed nothing; no $shell completion ($(head -c 300 "$staging/completion.err"))"
+        fi
+    done
+fi
 
+# --- Next steps -------------------------------------------------------------
+if [[ -n $destdir ]]; then
+    printf '\nStaged into %s. The units run %s.\n' "$destdir" "$agent_path"
+    exit 0
+fi
+
+if ! layout_user_unit_paths | grep -qxF "$UNIT_DIR"; then
+    warn "systemd does not search $UNIT_DIR for user units (see systemd-analyze --user unit-paths); pass --unit-dir or link the units"
+fi
+if [[ $mode == user ]] && [[ ":$PATH:" != *":$BIN_DIR:"* ]]; then
+    warn "$BIN_DIR is not in PATH: add it to run capturectl by name"
+fi
 cat <<MSG
 
-Next steps:
-  systemctl --user daemon-reload
-  systemctl --user enable --now capture-agent.socket
-The daemon captures the display in the user manager's DISPLAY/XAUTHORITY; most
-desktop sessions import them, otherwise:
-  systemctl --user import-environment DISPLAY XAUTHORITY
-Settings: ~/.config/capture-agent/config.toml (example: $share/doc/capture-agent/config.toml.example)
-Check:    capturectl ping && capturectl channels
+Done. Start the daemon on demand (the control socket starts it):
+
+    systemctl --user daemon-reload && systemctl --user enable --now capture-agent.socket
+
+(or also at login: systemctl --user enable --now capture-agent.service)
+
+The user manager needs DISPLAY and XAUTHORITY to reach the X server. Most
+desktop sessions import them already; otherwise, from the desktop session:
+
+    systemctl --user import-environment DISPLAY XAUTHORITY
+
+Settings: copy $DOC_DIR/config.toml.example to
+\${XDG_CONFIG_HOME:-~/.config}/capture-agent/config.toml and edit it.
+Logs: journalctl --user -u capture-agent
 MSG
+if [[ $mode == system ]]; then
+    printf '\nEvery user enables the units for themselves (as that user, not with sudo).\n'
+fi
+if [[ $mode == user && $completions == yes && $have_ctl == yes ]]; then
+    printf 'zsh: add %s to fpath to use the completion.\n' "$(dirname "$ZSH_COMPLETION")"
+fi

@@ -1,4 +1,68 @@
 #!/usr/bin/env bash
-# Removes what packaging/install.sh installed; takes the same options (--user, --prefix, --destdir).
+# packaging/uninstall.sh: removes what packaging/install.sh installed.
+#
+# Usage (the same options as the install):
+#   sudo packaging/uninstall.sh [--prefix DIR] [--unit-dir DIR]
+#   packaging/uninstall.sh --user
+#   DESTDIR=/tmp/stage packaging/uninstall.sh --prefix /usr
+#
+# With --user (and no DESTDIR) it first runs
+# `systemctl --user disable --now capture-agent.socket capture-agent.service`
+# when a user manager is reachable. A system-wide uninstall cannot reach the
+# users' managers: each user should disable the units first (the command is
+# printed). The spool (~/.local/state/capture-agent) and the configuration
+# (~/.config/capture-agent) are left alone.
 set -euo pipefail
-exec "$(dirname "$0")/install.sh" --uninstall "$@"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=layout.sh
+source "$here/layout.sh"
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+die() { printf 'uninstall.sh: error: %s\n' "$*" >&2; exit 1; }
+
+mode=system
+prefix=${PREFIX:-/usr/local}
+unit_dir=""
+destdir=${DESTDIR:-}
+while (($#)); do
+    case $1 in
+        --user) mode=user ;;
+        --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; prefix=$2; shift ;;
+        --prefix=*) prefix=${1#*=} ;;
+        --unit-dir) [[ $# -ge 2 ]] || die "--unit-dir needs a directory"; unit_dir=$2; shift ;;
+        --unit-dir=*) unit_dir=${1#*=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+[[ $prefix == /* ]] || die "--prefix must be an absolute path: $prefix"
+[[ -z $destdir || $destdir == /* ]] || die "DESTDIR must be an absolute path: $destdir"
+destdir=${destdir%/}
+
+layout_compute "$mode" "$prefix" "$unit_dir"
+
+if [[ -z $destdir && $mode == user ]] && command -v systemctl >/dev/null 2>&1 \
+    && systemctl --user show-environment >/dev/null 2>&1; then
+    systemctl --user disable --now capture-agent.socket capture-agent.service || true
+fi
+
+removed=0
+for file in "${INSTALLED_FILES[@]}"; do
+    if [[ -e $destdir$file || -L $destdir$file ]]; then
+        rm -f -- "$destdir$file"
+        printf '  removed %s\n' "$destdir$file"
+        removed=$((removed + 1))
+    fi
+done
+# The doc directory is ours alone; the others are shared.
+rmdir -- "$destdir$DOC_DIR" 2>/dev/null || true
+printf '%d files removed.\n' "$removed"
+
+if [[ -z $destdir ]]; then
+    if [[ $mode == system ]]; then
+        printf 'Each user who enabled the units: systemctl --user disable --now capture-agent.socket capture-agent.service\n'
+    fi
+    printf 'Then: systemctl --user daemon-reload\n'
+fi

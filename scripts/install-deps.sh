@@ -16,9 +16,10 @@ RIG_PKGS=(
   procps time
 )
 # Daemon tests and docs: systemd-analyze / systemd-socket-activate, setpriv
-# (util-linux), a stdlib Python client run as another user, socat examples.
+# (util-linux), a stdlib Python client run as another user, socat examples,
+# dpkg-shlibdeps for the .deb test.
 TEST_PKGS=(
-  systemd util-linux python3 socat
+  systemd util-linux python3 socat dpkg-dev
 )
 
 missing=()

@@ -133,7 +133,7 @@ public final class Daemon: Sendable {
             do {
                 try SocketActivation.requireListeningUnixStreamSocket(chosen.fd)
             } catch {
-                throw CaptureError(.invalidRequest, "the socket systemd passed (fd \(chosen.fd)) is unusable: \(error.message)")
+                throw CaptureError(.invalidRequest, "the socket systemd passed is unusable: \(error.message)")
             }
             logger.info("using the socket passed by systemd", metadata: ["fd": "\(chosen.fd)", "name": "\(chosen.name ?? "-")"])
             return (chosen.fd, nil)

@@ -21,6 +21,10 @@ import Glibc
 /// a receiver with `SO_PASSCRED`), which is how systemd applies
 /// `NotifyAccess=main`: send from the main process, not from a child.
 public enum SystemdNotifier {
+    /// How long one notification may wait for room in the receiver's queue
+    /// before it is given up (the call then returns false).
+    public static let sendTimeoutSeconds = 2
+
     /// Whether `$NOTIFY_SOCKET` is set, i.e. a service manager listens for
     /// notifications (sd_notify(3)).
     public static func isAvailable(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
@@ -35,8 +39,8 @@ public enum SystemdNotifier {
     /// `$NOTIFY_SOCKET` is an absolute socket path, or "@name" for the abstract
     /// namespace. Returns true when the whole datagram was sent; false when the
     /// variable is unset or empty, names an unsupported address (a relative
-    /// path, `vsock:`), nothing listens there, or `state` is empty. Never
-    /// raises SIGPIPE.
+    /// path, `vsock:`), nothing listens there, the receiver's queue stayed
+    /// full for `sendTimeoutSeconds`, or `state` is empty. Never raises SIGPIPE.
     @discardableResult
     public static func notify(_ state: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
         guard let value = environment["NOTIFY_SOCKET"], !value.isEmpty,
@@ -46,6 +50,10 @@ public enum SystemdNotifier {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        // A receiver whose queue is full (net.unix.max_dgram_qlen datagrams
+        // unread) blocks the sender; bound that wait instead of hanging.
+        var timeout = timeval(tv_sec: Int(sendTimeoutSeconds), tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         while true {
             let sent = address.withSockaddr { sockaddr, length in
                 payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sockaddr, length) }

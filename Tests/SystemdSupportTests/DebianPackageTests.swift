@@ -1,0 +1,67 @@
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// packaging/build-deb.sh with the real dpkg-deb and dpkg-shlibdeps.
+final class DebianPackageTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        directory = try makeTemporaryDirectory("deb")
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func buildDeb(binaries: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let bins = directory + "/bins"
+        try FileManager.default.createDirectory(atPath: bins, withIntermediateDirectories: true)
+        for (name, source) in binaries { try FileManager.default.copyItem(atPath: source, toPath: bins + "/" + name) }
+        let env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": directory, "LANG": "C.UTF-8"]
+        return try runProcess(Repo.root + "/packaging/build-deb.sh",
+                              ["--out", directory + "/out", "--binary-dir", bins, "--version", "1.2.3"],
+                              environment: env, timeout: .seconds(120))
+    }
+
+    func testPackageHoldsTheUnitsAndDependsOnWhatTheBinariesLink() throws {
+        // Stand-ins that link only libc: the package's layout and metadata are the point here.
+        let r = try buildDeb(binaries: ["capture-agent": "/bin/true", "capturectl": "/bin/true"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let deb = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(deb.hasSuffix("/capture-agent_1.2.3_\(try architecture()).deb"), deb)
+
+        let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
+        XCTAssertEqual(fields.status, 0, fields.stderr)
+        XCTAssertTrue(fields.stdout.contains("Package: capture-agent\n"), fields.stdout)
+        XCTAssertTrue(fields.stdout.contains("Version: 1.2.3\n"), fields.stdout)
+        XCTAssertTrue(fields.stdout.contains("Depends: libc6 (>= "), fields.stdout)
+
+        let extracted = directory + "/x"
+        XCTAssertEqual(try runProcess("dpkg-deb", ["-x", deb, extracted], timeout: .seconds(30)).status, 0)
+        let service = try String(contentsOfFile: extracted + "/usr/lib/systemd/user/capture-agent.service", encoding: .utf8)
+        XCTAssertTrue(service.contains("\nExecStart=/usr/bin/capture-agent --transport socket\n"))
+        for path in ["usr/bin/capture-agent", "usr/bin/capturectl", "usr/lib/systemd/user/capture-agent.socket",
+                     "usr/share/doc/capture-agent/config.toml.example"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: extracted + "/" + path), "missing \(path)")
+        }
+        let contents = try runProcess("dpkg-deb", ["-c", deb], timeout: .seconds(30))
+        XCTAssertFalse(contents.stdout.contains("/DEBIAN"), contents.stdout)
+        XCTAssertTrue(contents.stdout.split(separator: "\n").allSatisfy { $0.contains("root/root") }, contents.stdout)
+    }
+
+    func testBinariesThatNeedTheToolchainsSwiftRuntimeAreRefused() throws {
+        // This test bundle links libswiftCore.so and friends from the toolchain,
+        // as any Swift binary built without --static-swift-stdlib does.
+        let bundle = try XCTUnwrap(ActivatedChild.testBundleExecutable())
+        let r = try buildDeb(binaries: ["capture-agent": bundle])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("libswiftCore.so (needed by capture-agent)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("--static-swift-stdlib"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/out/capture-agent_1.2.3_\(try architecture()).deb"))
+    }
+
+    private func architecture() throws -> String {
+        try runProcess("dpkg", ["--print-architecture"], timeout: .seconds(10)).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# packaging/build-deb.sh: builds capture-agent_<version>_<arch>.deb with
+# dpkg-deb, installing with install.sh --prefix /usr into a staging root.
+#
+# Usage:
+#   swift build -c release --static-swift-stdlib
+#   packaging/build-deb.sh --out DIR --binary-dir .build/release [--version V]
+#
+# Options:
+#   --out DIR          where the .deb goes (created if missing)
+#   --binary-dir DIR   take the binaries from DIR; without it install.sh builds
+#                      them (swift build -c release --static-swift-stdlib)
+#   --version V        package version (default 0.1.0)
+#   --maintainer M     Maintainer field (default: capture-agent developers <capture-agent@localhost>)
+#
+# Depends is computed from the binaries' ELF NEEDED entries with
+# dpkg-shlibdeps (package dpkg-dev), e.g. libc6, libx11-6, libpulse0,
+# libavcodec59, libx264-164. A library that no Debian package provides
+# (libswiftCore.so, libFoundation.so from a Swift toolchain) is an error: the
+# Swift runtime must be linked in with --static-swift-stdlib.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+die() { printf 'build-deb.sh: error: %s\n' "$*" >&2; exit 1; }
+
+out=""
+binary_dir=""
+version=0.1.0
+maintainer="capture-agent developers <capture-agent@localhost>"
+while (($#)); do
+    case $1 in
+        --out) [[ $# -ge 2 ]] || die "--out needs a directory"; out=$2; shift ;;
+        --out=*) out=${1#*=} ;;
+        --binary-dir) [[ $# -ge 2 ]] || die "--binary-dir needs a directory"; binary_dir=$2; shift ;;
+        --binary-dir=*) binary_dir=${1#*=} ;;
+        --version) [[ $# -ge 2 ]] || die "--version needs a value"; version=$2; shift ;;
+        --version=*) version=${1#*=} ;;
+        --maintainer) [[ $# -ge 2 ]] || die "--maintainer needs a value"; maintainer=$2; shift ;;
+        --maintainer=*) maintainer=${1#*=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+[[ -n $out ]] || die "--out DIR is required"
+[[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "not a Debian version: $version"
+for tool in dpkg-deb dpkg-shlibdeps dpkg; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install dpkg-dev)"
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+root=$stage/root
+
+install_args=(--prefix /usr)
+[[ -n $binary_dir ]] && install_args+=(--binary-dir "$binary_dir")
+DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
+    cat "$stage/install.log" >&2
+    die "install.sh failed"
+}
+
+# Every shared library the binaries load must come from a Debian package:
+# dpkg-shlibdeps quietly treats a library found through RUNPATH (the Swift
+# toolchain's) as private to the package, which would make a .deb that only
+# runs where that toolchain is installed.
+declare -A needed_by=()
+for f in "$root"/usr/bin/*; do
+    while read -r lib; do
+        needed_by[$lib]=${f##*/}
+    done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+done
+# dpkg knows a file by the path its package shipped, with or without /usr.
+variants() {
+    case $1 in
+        /usr/*) printf '%s\n%s\n' "$1" "${1#/usr}" ;;
+        *) printf '%s\n%s\n' "$1" "/usr$1" ;;
+    esac
+    readlink -f "$1"
+}
+candidates=()
+for lib in "${!needed_by[@]}"; do mapfile -t -O "${#candidates[@]}" candidates < <(variants "$lib"); done
+declare -A owned=()
+if ((${#candidates[@]})); then
+    while IFS= read -r line; do
+        owned[${line#*: }]=1
+    done < <(dpkg -S "${candidates[@]}" 2>/dev/null || true)
+fi
+unowned=()
+for lib in "${!needed_by[@]}"; do
+    found=no
+    while read -r v; do [[ -n ${owned[$v]:-} ]] && found=yes; done < <(variants "$lib")
+    [[ $found == yes ]] || unowned+=("$lib (needed by ${needed_by[$lib]})")
+done
+if ((${#unowned[@]})); then
+    printf '  %s\n' "${unowned[@]}" | sort >&2
+    die "these libraries belong to no Debian package; build the binaries with swift build -c release --static-swift-stdlib"
+fi
+
+# dpkg-shlibdeps reads debian/control from the current directory.
+mkdir -p "$stage/debian"
+printf 'Source: capture-agent\n\nPackage: capture-agent\nArchitecture: any\n' >"$stage/debian/control"
+binaries=()
+for f in "$root"/usr/bin/*; do binaries+=("-e${f#"$stage"/}"); done
+if ! shlibs=$(cd "$stage" && dpkg-shlibdeps -O "${binaries[@]}" 2>"$stage/shlibdeps.err"); then
+    cat "$stage/shlibdeps.err" >&2
+    die "dpkg-shlibdeps could not map every library to a package"
+fi
+depends=${shlibs#shlibs:Depends=}
+[[ -n $depends ]] || die "dpkg-shlibdeps printed no dependencies"
+
+arch=$(dpkg --print-architecture)
+installed_size=$(du -sk "$root" | cut -f1)
+mkdir -p "$root/DEBIAN"
+cat >"$root/DEBIAN/control" <<CONTROL
+Package: capture-agent
+Version: $version
+Architecture: $arch
+Maintainer: $maintainer
+Installed-Size: $installed_size
+Depends: $depends
+Recommends: pulseaudio | pipewire-pulse
+Section: video
+Priority: optional
+Description: Linux screen and audio capture daemon
+ capture-agent records the X11 screen, the microphone and the system audio
+ (PulseAudio or PipeWire) into H.264/AAC MPEG-TS chunks for upload. It runs
+ as a systemd user service, started on demand by its control socket; users
+ enable it with: systemctl --user enable --now capture-agent.socket
+CONTROL
+
+deb=$out/capture-agent_${version}_${arch}.deb
+dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
+printf '%s\n' "$deb"
