@@ -174,7 +174,7 @@ final class CapturectlTests: XCTestCase {
         let socket = scratch + "/capture-agent/control.sock"
         let agent = Process()
         agent.executableURL = URL(fileURLWithPath: Capturectl.builtProduct("capture-agent"))
-        agent.arguments = []
+        agent.arguments = ["--transport", "socket"]
         agent.environment = env
         FileManager.default.createFile(atPath: scratch + "/agent.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/agent.log"))

@@ -185,7 +185,7 @@ final class SystemdIntegrationTests: XCTestCase {
     /// refused; a stale socket left by a crash is replaced.
     func testShutdownSecondInstanceAndStaleSocket() throws {
         let daemon = try DaemonProcess(rig: nil, name: "single")
-        let second = try runProcess(BuiltBinary.path("capture-agent"), [], environment: daemon.environment, timeout: .seconds(20))
+        let second = try runProcess(BuiltBinary.path("capture-agent"), ["--transport", "socket"], environment: daemon.environment, timeout: .seconds(20))
         XCTAssertEqual(second.status, CaptureErrorCode.invalidState.exitStatus, second.stderr)
         XCTAssertTrue(second.stderr.contains("already running"), second.stderr)
         XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the first daemon was disturbed")
@@ -195,7 +195,9 @@ final class SystemdIntegrationTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: daemon.socketPath))
         let replacement = Process()
         replacement.executableURL = URL(fileURLWithPath: BuiltBinary.path("capture-agent"))
+        replacement.arguments = ["--transport", "socket"]   // whatever this test's stdin/stdout are
         replacement.environment = daemon.environment
+        replacement.standardInput = FileHandle.nullDevice
         replacement.standardError = FileHandle.nullDevice
         try replacement.run()
         var client: ControlClient?
