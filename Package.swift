@@ -69,7 +69,7 @@ let package = Package(
         // blocking client; shared by the daemon, capturectl and the tests.
         .target(name: "CaptureControl", dependencies: ["CaptureCore"]),
         // sd_notify, socket activation and the watchdog, spoken directly (no libsystemd).
-        .target(name: "SystemdSupport"),
+        .target(name: "SystemdSupport", dependencies: ["CaptureCore"]),
         // The daemon: sessions, the control socket and stdio transports, configuration.
         .target(
             name: "CaptureDaemon",
@@ -103,8 +103,8 @@ let package = Package(
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: ["CaptureCore", "CapturePipeline", "CaptureTestSupport"]),
-        .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore"]),
-        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureTestSupport"]),
+        .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(
             name: "CaptureDaemonTests",
             dependencies: ["CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport"]),

@@ -41,19 +41,13 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
 
-mode=system
-prefix=${PREFIX:-/usr/local}
-unit_dir=""
+layout_parse_options "$@"
+mode=$LAYOUT_MODE prefix=$LAYOUT_PREFIX unit_dir=$LAYOUT_UNIT_DIR destdir=$LAYOUT_DESTDIR
 binary_dir=""
 completions=yes
-destdir=${DESTDIR:-}
+set -- "${LAYOUT_REST[@]}"
 while (($#)); do
     case $1 in
-        --user) mode=user ;;
-        --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; prefix=$2; shift ;;
-        --prefix=*) prefix=${1#*=} ;;
-        --unit-dir) [[ $# -ge 2 ]] || die "--unit-dir needs a directory"; unit_dir=$2; shift ;;
-        --unit-dir=*) unit_dir=${1#*=} ;;
         --binary-dir) [[ $# -ge 2 ]] || die "--binary-dir needs a directory"; binary_dir=$2; shift ;;
         --binary-dir=*) binary_dir=${1#*=} ;;
         --no-completions) completions=no ;;
@@ -62,10 +56,6 @@ while (($#)); do
     esac
     shift
 done
-[[ $prefix == /* ]] || die "--prefix must be an absolute path: $prefix"
-[[ -z $unit_dir || $unit_dir == /* ]] || die "--unit-dir must be an absolute path: $unit_dir"
-[[ -z $destdir || $destdir == /* ]] || die "DESTDIR must be an absolute path: $destdir"
-destdir=${destdir%/}
 
 layout_compute "$mode" "$prefix" "$unit_dir"
 

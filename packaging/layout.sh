@@ -55,3 +55,31 @@ layout_user_unit_paths() {
         systemd-analyze --user unit-paths 2>/dev/null || systemd-analyze --global unit-paths 2>/dev/null || true
     fi
 }
+
+# layout_parse_options ARGS...: the options install.sh and uninstall.sh share.
+#   Sets LAYOUT_MODE (system|user), LAYOUT_PREFIX ($PREFIX or /usr/local),
+#   LAYOUT_UNIT_DIR and LAYOUT_DESTDIR ($DESTDIR, no trailing slash), checks
+#   that they are absolute, and leaves every other argument, in order, in
+#   LAYOUT_REST for the script's own options. Calls the script's `die`.
+layout_parse_options() {
+    LAYOUT_MODE=system
+    LAYOUT_PREFIX=${PREFIX:-/usr/local}
+    LAYOUT_UNIT_DIR=""
+    LAYOUT_DESTDIR=${DESTDIR:-}
+    LAYOUT_REST=()
+    while (($#)); do
+        case $1 in
+            --user) LAYOUT_MODE=user ;;
+            --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; LAYOUT_PREFIX=$2; shift ;;
+            --prefix=*) LAYOUT_PREFIX=${1#*=} ;;
+            --unit-dir) [[ $# -ge 2 ]] || die "--unit-dir needs a directory"; LAYOUT_UNIT_DIR=$2; shift ;;
+            --unit-dir=*) LAYOUT_UNIT_DIR=${1#*=} ;;
+            *) LAYOUT_REST+=("$1") ;;
+        esac
+        shift
+    done
+    [[ $LAYOUT_PREFIX == /* ]] || die "--prefix must be an absolute path: $LAYOUT_PREFIX"
+    [[ -z $LAYOUT_UNIT_DIR || $LAYOUT_UNIT_DIR == /* ]] || die "--unit-dir must be an absolute path: $LAYOUT_UNIT_DIR"
+    [[ -z $LAYOUT_DESTDIR || $LAYOUT_DESTDIR == /* ]] || die "DESTDIR must be an absolute path: $LAYOUT_DESTDIR"
+    LAYOUT_DESTDIR=${LAYOUT_DESTDIR%/}
+}

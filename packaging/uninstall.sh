@@ -21,25 +21,14 @@ source "$here/layout.sh"
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die() { printf 'uninstall.sh: error: %s\n' "$*" >&2; exit 1; }
 
-mode=system
-prefix=${PREFIX:-/usr/local}
-unit_dir=""
-destdir=${DESTDIR:-}
-while (($#)); do
-    case $1 in
-        --user) mode=user ;;
-        --prefix) [[ $# -ge 2 ]] || die "--prefix needs a directory"; prefix=$2; shift ;;
-        --prefix=*) prefix=${1#*=} ;;
-        --unit-dir) [[ $# -ge 2 ]] || die "--unit-dir needs a directory"; unit_dir=$2; shift ;;
-        --unit-dir=*) unit_dir=${1#*=} ;;
+layout_parse_options "$@"
+mode=$LAYOUT_MODE prefix=$LAYOUT_PREFIX unit_dir=$LAYOUT_UNIT_DIR destdir=$LAYOUT_DESTDIR
+for arg in "${LAYOUT_REST[@]}"; do
+    case $arg in
         -h|--help) usage; exit 0 ;;
-        *) die "unknown argument: $1 (see --help)" ;;
+        *) die "unknown argument: $arg (see --help)" ;;
     esac
-    shift
 done
-[[ $prefix == /* ]] || die "--prefix must be an absolute path: $prefix"
-[[ -z $destdir || $destdir == /* ]] || die "DESTDIR must be an absolute path: $destdir"
-destdir=${destdir%/}
 
 layout_compute "$mode" "$prefix" "$unit_dir"
 

@@ -121,6 +121,24 @@ public struct ParamReader: Sendable {
         }
     }
 
+    /// An array of names of `T`'s cases, as a set; nil when absent. An unknown
+    /// name is INVALID_REQUEST listing the known ones.
+    public func nameSet<T: RawRepresentable & CaseIterable & Hashable>(_ key: String, of type: T.Type, noun: String,
+                                                                      maxCount: Int) throws(CaptureError) -> Set<T>?
+        where T.RawValue == String
+    {
+        guard let names = try stringArray(key, maxCount: maxCount) else { return nil }
+        var out = Set<T>()
+        for name in names {
+            guard let value = T(rawValue: name) else {
+                let known = T.allCases.map(\.rawValue).joined(separator: ", ")
+                throw CaptureError(.invalidRequest, "\(command): unknown \(noun) '\(name)' (\(known))")
+            }
+            out.insert(value)
+        }
+        return out
+    }
+
     public func objectArray(_ key: String, maxCount: Int = 64) throws(CaptureError) -> [[String: JSONValue]]? {
         switch params[key] {
         case nil, .null?: return nil
@@ -205,16 +223,9 @@ public struct TracksParams: Sendable, Equatable {
     public var tracks: Set<Track>
 
     public init(_ request: ControlRequest) throws(CaptureError) {
-        guard let names = try ParamReader(request).stringArray("tracks", maxCount: 16) else {
+        guard let out = try ParamReader(request).nameSet("tracks", of: Track.self, noun: "track", maxCount: 16) else {
             tracks = Set(Track.allCases)
             return
-        }
-        var out = Set<Track>()
-        for name in names {
-            guard let t = Track(rawValue: name) else {
-                throw CaptureError(.invalidRequest, "\(request.command): unknown track '\(name)' (mic, system_audio, screen)")
-            }
-            out.insert(t)
         }
         guard !out.isEmpty else {
             throw CaptureError(.invalidRequest, "\(request.command): params.tracks is empty; name at least one of mic, system_audio, screen")
@@ -248,17 +259,9 @@ public struct SubscribeParams: Sendable, Equatable {
     public var events: Set<ControlEventName>
 
     public init(_ request: ControlRequest) throws(CaptureError) {
-        guard let names = try ParamReader(request).stringArray("events", maxCount: 32) else {
+        guard let out = try ParamReader(request).nameSet("events", of: ControlEventName.self, noun: "event", maxCount: 32) else {
             events = Set(ControlEventName.allCases)
             return
-        }
-        var out = Set<ControlEventName>()
-        for name in names {
-            guard let e = ControlEventName(rawValue: name) else {
-                let known = ControlEventName.allCases.map(\.rawValue).joined(separator: ", ")
-                throw CaptureError(.invalidRequest, "\(request.command): unknown event '\(name)' (\(known))")
-            }
-            out.insert(e)
         }
         events = out
     }

@@ -15,9 +15,6 @@ public enum ControlSocketPath {
         }
         return "/run/user/\(getuid())/capture-agent/control.sock"
     }
-
-    /// The longest path a sockaddr_un holds (107 bytes + NUL).
-    public static let maxLength = 107
 }
 
 /// A blocking client of the control protocol, for capturectl and tests:
@@ -37,19 +34,11 @@ public final class ControlClient {
     public init(socketPath: String) throws(CaptureError) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CaptureError(.ioError, "cannot create a socket: \(String(cString: strerror(errno)))") }
-        guard socketPath.utf8.count <= ControlSocketPath.maxLength else {
+        guard let address = UnixSocketAddress(path: socketPath) else {
             close(fd)
-            throw CaptureError(.invalidRequest, "socket path is longer than \(ControlSocketPath.maxLength) bytes: \(socketPath)")
+            throw CaptureError(.invalidRequest, "socket path is empty or longer than \(UnixSocketAddress.maxPathLength) bytes: \(socketPath)")
         }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: socketPath.utf8)
-            raw[socketPath.utf8.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let result = address.connect(fd)
         if result != 0 {
             let err = errno
             close(fd)
@@ -114,7 +103,7 @@ public final class ControlClient {
     public func call(_ command: String, params: [String: JSONValue] = [:], timeout: Duration = .seconds(60)) throws(CaptureError) -> JSONValue {
         let request = ControlRequest(command: command, params: params)
         try send(request)
-        let deadline = MonotonicClock.now() + Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let deadline = MonotonicClock.now() + timeout.nanoseconds
         while true {
             let remaining = deadline - MonotonicClock.now()
             guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else {

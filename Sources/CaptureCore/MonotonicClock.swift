@@ -51,3 +51,10 @@ public enum WallClock {
             + String(repeating: "0", count: 3 - ms.count) + ms + "Z"
     }
 }
+
+extension Duration {
+    /// The duration in whole nanoseconds (the unit of MonotonicClock).
+    public var nanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

@@ -35,9 +35,9 @@ public final class ControlService: Sendable {
     private let logger: Logger
     private let displayName: String?
     private let startedMonotonic = MonotonicClock.now()
-    /// Serial: device probing opens and closes X connections, and libXext's
-    /// per-display extension bookkeeping (XShm, RandR) corrupts the heap when
-    /// two threads open/query/close displays at once, even with XInitThreads.
+    /// Serial: one device probe at a time (each opens an X and a PulseAudio
+    /// connection), however many clients ask at once. The libXext race of
+    /// concurrent X opens is handled where it lives, in X11Connection.
     private let work = DispatchQueue(label: "capture-agent.control.work", qos: .userInitiated)
     private let onShutdown: @Sendable () -> Void
     private let clientCount = Atomic<Int>(0)
@@ -68,9 +68,12 @@ public final class ControlService: Sendable {
     /// with no params. The stdio client gets this at once: the SDK that starts
     /// us on stdin/stdout never subscribes, yet expects every event.
     public func subscribeToAllEvents(_ client: any ControlClientHandle) {
-        _ = events.subscribe(id: client.clientId, events: Set(ControlEventName.allCases)) { [weak client] _, line in
-            client?.send(line)
-        }
+        _ = subscribe(client, to: Set(ControlEventName.allCases))
+    }
+
+    /// Makes `events` the client's subscription; returns the recent ones of those names.
+    private func subscribe(_ client: any ControlClientHandle, to names: Set<ControlEventName>) -> [ControlEvent] {
+        events.subscribe(id: client.clientId, events: names) { [weak client] _, line in client?.send(line) }
     }
 
     /// A line longer than the protocol allows.
@@ -174,9 +177,7 @@ public final class ControlService: Sendable {
         case .subscribeEvents:
             let names = try SubscribeParams(request).events
             let all = events.subscription(id: client.clientId).union(names)
-            let recent = events.subscribe(id: client.clientId, events: all) { [weak client] _, line in
-                client?.send(line)
-            }
+            let recent = subscribe(client, to: all)
             reply(.success(.object([
                 "subscribed": .array(all.map(\.rawValue).sorted().map(JSONValue.string)),
                 "recent": .array(recent.map(\.jsonValue)),

@@ -10,8 +10,8 @@ public enum ControlSocket {
     /// missing, the socket is 0600. A stale socket (nothing accepting) is
     /// replaced; a live one means another daemon runs: INVALID_STATE.
     public static func listen(path: String) throws(CaptureError) -> Int32 {
-        guard path.hasPrefix("/"), path.utf8.count <= 107 else {
-            throw CaptureError(.invalidRequest, "socket path must be absolute and at most 107 bytes: \(path)")
+        guard path.hasPrefix("/"), let address = UnixSocketAddress(path: path) else {
+            throw CaptureError(.invalidRequest, "socket path must be absolute and at most \(UnixSocketAddress.maxPathLength) bytes: \(path)")
         }
         let directory = (path as NSString).deletingLastPathComponent
         var info = stat()
@@ -39,11 +39,8 @@ public enum ControlSocket {
 
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CaptureError(.ioError, "cannot create a socket: \(String(cString: strerror(errno)))") }
-        var address = makeAddress(path)
         let oldMask = umask(0o177)   // the socket is created 0600
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = address.bind(fd)
         let bindErrno = errno
         umask(oldMask)
         guard bound == 0 else {
@@ -59,24 +56,11 @@ public enum ControlSocket {
         return fd
     }
 
-    static func makeAddress(_ path: String) -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path.utf8)
-            raw[path.utf8.count] = 0
-        }
-        return address
-    }
-
     /// True when something accepts connections on `path`.
     static func isAccepting(_ path: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var address = makeAddress(path)
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        } == 0
+        return UnixSocketAddress(path: path)?.connect(fd) == 0
     }
 }

@@ -89,7 +89,7 @@ public final class Daemon: Sendable {
 
         var watchdog: RepeatingTimer?
         if let interval = SystemdNotifier.watchdogInterval(unsetEnvironment: true) {
-            let half = max(Int64(interval.components.seconds) * 500_000_000 + interval.components.attoseconds / 2_000_000_000, 100_000_000)
+            let half = max(interval.nanoseconds / 2, 100_000_000)
             watchdog = RepeatingTimer(queue: ioQueue, interval: .nanoseconds(Int(half))) {
                 SystemdNotifier.watchdog()
             }

@@ -1,3 +1,4 @@
+import CaptureControl
 import CaptureCore
 import CaptureSpool
 import Foundation
@@ -38,7 +39,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var configFile: String?
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        socketPath = ControlSocketDefaults.path(environment: environment)
+        socketPath = ControlSocketPath.resolve(environment: environment)   // the rule clients use too
     }
 
     /// Every key, in the order --print-config shows them.
@@ -242,8 +243,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         guard (0...3_600_000_000_000).contains(audioReconnectTimeoutNs) else {
             throw CaptureError(.invalidRequest, "audio_reconnect_timeout must be between 0s and 1h")
         }
-        guard socketPath.hasPrefix("/"), socketPath.utf8.count <= 107 else {
-            throw CaptureError(.invalidRequest, "socket must be an absolute path of at most 107 bytes: \(socketPath)")
+        guard socketPath.hasPrefix("/"), UnixSocketAddress(path: socketPath) != nil else {
+            throw CaptureError(.invalidRequest, "socket must be an absolute path of at most \(UnixSocketAddress.maxPathLength) bytes: \(socketPath)")
         }
         if let endpoint, !(endpoint.hasPrefix("ws://") || endpoint.hasPrefix("wss://") || endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
             throw CaptureError(.invalidRequest, "endpoint must be a ws://, wss://, http:// or https:// URL: \(endpoint)")
@@ -285,16 +286,5 @@ public struct DaemonConfiguration: Sendable, Equatable {
         add("display", display.map(q))
         add("socket", q(socketPath))
         return lines.joined(separator: "\n") + "\n"
-    }
-}
-
-/// Where the control socket goes by default (the same rule the clients use).
-public enum ControlSocketDefaults {
-    public static func path(environment: [String: String]) -> String {
-        if let explicit = environment["CAPTURE_AGENT_SOCKET"], !explicit.isEmpty { return explicit }
-        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
-            return runtime + "/capture-agent/control.sock"
-        }
-        return "/run/user/\(getuid())/capture-agent/control.sock"
     }
 }

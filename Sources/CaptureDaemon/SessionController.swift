@@ -107,9 +107,14 @@ public final class SessionController: Sendable {
             } catch {
                 return .failure(error)
             }
+            // A new token brings its own expiry; without one the old token and expiry stay.
+            let expiry = if let token = params.uploadToken {
+                Self.expiry(of: token, given: params.tokenExpiresAtUnixSeconds)
+            } else {
+                params.tokenExpiresAtUnixSeconds ?? s.tokenExpiresAtUnix
+            }
             s = Snapshot(state: .starting, sessionId: options.sessionId, options: options,
-                         token: params.uploadToken ?? s.token,
-                         tokenExpiresAtUnix: params.tokenExpiresAtUnixSeconds ?? (params.uploadToken.flatMap(Self.jwtExpiry) ?? (params.uploadToken == nil ? s.tokenExpiresAtUnix : nil)),
+                         token: params.uploadToken ?? s.token, tokenExpiresAtUnix: expiry,
                          apiUrl: s.apiUrl, endpoint: params.endpoint ?? s.endpoint ?? configuration.endpoint)
             let previous = s.state
             s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
@@ -291,7 +296,7 @@ public final class SessionController: Sendable {
 
     /// `updateToken`: replaces the upload token (kept in memory only, never logged).
     public func updateToken(_ params: UpdateTokenParams) -> JSONValue {
-        let expiry = params.expiresAtUnixSeconds ?? Self.jwtExpiry(params.token)
+        let expiry = Self.expiry(of: params.token, given: params.expiresAtUnixSeconds)
         snapshot.withLock { s in
             s.token = params.token
             s.tokenExpiresAtUnix = expiry
@@ -497,6 +502,11 @@ public final class SessionController: Sendable {
             _ = name
         }
         return total
+    }
+
+    /// A token's expiry: the one the client gave, else the JWT `exp` claim.
+    static func expiry(of token: String, given: Int64?) -> Int64? {
+        given ?? jwtExpiry(token)
     }
 
     /// The `exp` claim of a JWT (unix seconds), if the token is one.

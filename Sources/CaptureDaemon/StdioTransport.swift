@@ -15,8 +15,9 @@ import Glibc
 ///
 /// stdin is read with blocking reads on a thread of its own and every chunk
 /// is handled on the I/O queue; stdout is written with blocking writes on a
-/// queue of its own, so a slow reader never stalls the daemon. If more than `maxPending` bytes wait, events are dropped (and
-/// counted) rather than growing without bound.
+/// queue of its own, so a slow reader never stalls the daemon. If more than
+/// `maxPending` bytes wait, further lines (responses too) are dropped and
+/// logged rather than growing without bound.
 public final class StdioTransport: ControlClientHandle, Sendable {
     public let clientId = 0
     private let service: ControlService

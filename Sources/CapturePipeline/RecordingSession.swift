@@ -137,7 +137,7 @@ public final class RecordingSession: Sendable {
                 reportFailure(error)
             }
         }
-        let summary = makeSummary(video: video, audio: audio, spool: spool, t0: t0)
+        let summary = makeSummary(spool: spool, t0: t0)
         if !alreadyStopped, let spool {
             do throws(CaptureError) {
                 try writeSessionFile(spool: spool, channels: channels, t0Wall: spool.sessionStartUnixNs, summary: summary)
@@ -154,47 +154,53 @@ public final class RecordingSession: Sendable {
     /// that instant (ns since the session's zero).
     @discardableResult
     public func pause(tracks: Set<String>) -> Int64 {
-        let (video, audio, t0) = state.withLock { ($0.video, $0.audio, $0.t0) }
-        let at = max(0, MonotonicClock.now() - t0)
-        for v in video where tracks.contains(v.id.trackName) { v.pauseGate.pause(at: at) }
-        for a in audio where tracks.contains(a.id.trackName) { a.pauseGate.pause(at: at) }
-        return at
+        setPaused(true, tracks: tracks)
     }
 
     /// Resumes the channels whose track is in `tracks`; returns the instant.
     @discardableResult
     public func resume(tracks: Set<String>) -> Int64 {
-        let (video, audio, t0) = state.withLock { ($0.video, $0.audio, $0.t0) }
+        setPaused(false, tracks: tracks)
+    }
+
+    private func setPaused(_ paused: Bool, tracks: Set<String>) -> Int64 {
+        let t0 = state.withLock { $0.t0 }
         let at = max(0, MonotonicClock.now() - t0)
-        for v in video where tracks.contains(v.id.trackName) { v.pauseGate.resume(at: at) }
-        for a in audio where tracks.contains(a.id.trackName) { a.pauseGate.resume(at: at) }
+        for c in channelParts() where tracks.contains(c.stats.channel.trackName) {
+            if paused { c.gate.pause(at: at) } else { c.gate.resume(at: at) }
+        }
         return at
     }
 
     /// Tracks paused now.
     public var pausedTracks: Set<String> {
-        let (video, audio) = state.withLock { ($0.video, $0.audio) }
-        var out = Set<String>()
-        for v in video where v.pauseGate.isPaused { out.insert(v.id.trackName) }
-        for a in audio where a.pauseGate.isPaused { out.insert(a.id.trackName) }
-        return out
+        Set(channelParts().filter(\.gate.isPaused).map(\.stats.channel.trackName))
     }
 
     /// Live counters of every channel (chunks and bytes as spooled so far).
     public func liveStats() -> [ChannelStatsSnapshot] {
-        let (video, audio, spool) = state.withLock { ($0.video, $0.audio, $0.spool) }
+        snapshots(channelParts(), spool: state.withLock { $0.spool }, withPause: true)
+    }
+
+    /// Every channel's counters and pause gate, video first.
+    private func channelParts() -> [(stats: ChannelStats, gate: PauseGate)] {
+        let (video, audio) = state.withLock { ($0.video, $0.audio) }
+        return video.map { ($0.stats, $0.pauseGate) } + audio.map { ($0.stats, $0.pauseGate) }
+    }
+
+    /// Counters with the spooled chunks and bytes filled in (and the pause state, for live status).
+    private func snapshots(_ parts: [(stats: ChannelStats, gate: PauseGate)], spool: SpoolWriter?,
+                           withPause: Bool) -> [ChannelStatsSnapshot] {
         let outlets = spool?.outletsByChannel ?? [:]
-        var out: [ChannelStatsSnapshot] = []
-        for (stats, gate) in video.map({ ($0.stats, $0.pauseGate) }) + audio.map({ ($0.stats, $0.pauseGate) }) {
-            var snap = stats.snapshot
-            if let outlet = outlets[stats.channel] {
+        return parts.map { part in
+            var snap = part.stats.snapshot
+            if let outlet = outlets[part.stats.channel] {
                 snap.chunks = outlet.chunks
                 snap.bytes = outlet.bytes
             }
-            snap.paused = gate.isPaused
-            out.append(snap)
+            if withPause { snap.paused = part.gate.isPaused }
+            return snap
         }
-        return out
     }
 
     private func reportFailure(_ error: CaptureError) {
@@ -205,17 +211,8 @@ public final class RecordingSession: Sendable {
         if first { failureSignal.signal() }
     }
 
-    private func makeSummary(video: [VideoChannel], audio: [AudioChannel], spool: SpoolWriter?, t0: Int64) -> RecordingSummary {
-        var channels: [ChannelStatsSnapshot] = []
-        let outlets = spool?.outletsByChannel ?? [:]
-        for stats in video.map(\.stats) + audio.map(\.stats) {
-            var snap = stats.snapshot
-            if let outlet = outlets[stats.channel] {
-                snap.chunks = outlet.chunks
-                snap.bytes = outlet.bytes
-            }
-            channels.append(snap)
-        }
+    private func makeSummary(spool: SpoolWriter?, t0: Int64) -> RecordingSummary {
+        let channels = snapshots(channelParts(), spool: spool, withPause: false)
         let failure = self.failure
         return RecordingSummary(sessionId: options.sessionId, outputDirectory: options.outputDirectory,
                                 durationNs: t0 > 0 ? MonotonicClock.now() - t0 : 0, channels: channels,

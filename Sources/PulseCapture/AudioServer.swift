@@ -54,8 +54,7 @@ private final class SnapshotQuery {
                 "cannot connect to the audio server (\(target)): \(Pulse.errorText(context: ctx)); "
                 + "start PulseAudio/PipeWire or set PULSE_SERVER / XDG_RUNTIME_DIR")
         }
-        let deadline = MonotonicClock.now() + Int64(timeout.components.seconds) * 1_000_000_000
-            + timeout.components.attoseconds / 1_000_000_000
+        let deadline = MonotonicClock.now() + timeout.nanoseconds
         while !done && failure == nil {
             let remaining = deadline - MonotonicClock.now()
             if remaining <= 0 {

@@ -99,8 +99,8 @@ final class RecorderEngine: @unchecked Sendable {
         self.streamName = streamName
         self.sink = sink
         self.server = server
-        self.reconnectTimeoutNs = Self.nanoseconds(reconnectTimeout)
-        self.startTimeoutNs = Self.nanoseconds(startTimeout)
+        self.reconnectTimeoutNs = reconnectTimeout.nanoseconds
+        self.startTimeoutNs = startTimeout.nanoseconds
         self.staging = .allocate(byteCount: stagingCapacity, alignment: 16)
         self.hold = .allocate(byteCount: holdCapacity, alignment: 16)
     }
@@ -110,9 +110,6 @@ final class RecorderEngine: @unchecked Sendable {
         hold.deallocate()
     }
 
-    static func nanoseconds(_ d: Duration) -> Int64 {
-        d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
-    }
 
     private var userdata: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 

@@ -176,7 +176,7 @@ final class CapturectlTests: XCTestCase {
         agent.executableURL = URL(fileURLWithPath: Capturectl.builtProduct("capture-agent"))
         agent.arguments = ["--transport", "socket"]
         agent.environment = env
-        FileManager.default.createFile(atPath: scratch + "/agent.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: scratch + "/agent.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/agent.log"))
         agent.standardOutput = log
         agent.standardError = log

@@ -7,6 +7,43 @@ import XCTest
 /// Finds executables built next to the test bundle (capture-agent, capturectl).
 typealias BuiltBinary = BuiltProduct
 
+/// Private runtime, state and config directories for one daemon under test
+/// (so tests never touch the user's), and the environment that points it there.
+struct DaemonSandbox {
+    let root: String
+    var runtimeDir: String { root + "/run" }
+    var stateDir: String { root + "/state" }
+    var configDir: String { root + "/config" }
+
+    init(kind: String, name: String) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "capture-\(kind)-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
+        for dir in [runtimeDir, stateDir, configDir] {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+    }
+
+    /// This process's environment with the rig's on top (or no display and no
+    /// audio server), the private XDG directories, debug logs, and nothing
+    /// systemd would pass.
+    func environment(rig: TestRig?) -> [String: String] {
+        var e = ProcessInfo.processInfo.environment
+        if let rig { for (k, v) in rig.environment { e[k] = v } } else {
+            e["DISPLAY"] = nil
+            e["PULSE_SERVER"] = nil
+        }
+        // The daemon's own runtime dir; the rig's pulse server stays reachable through PULSE_SERVER.
+        e["XDG_RUNTIME_DIR"] = runtimeDir
+        e["XDG_STATE_HOME"] = stateDir
+        e["XDG_CONFIG_HOME"] = configDir
+        e["CAPTURE_AGENT_SOCKET"] = nil
+        e["CAPTURE_AGENT_LOG_LEVEL"] = "debug"
+        for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] { e[k] = nil }
+        return e
+    }
+}
+
 /// A real `capture-agent` daemon process with private runtime, state and
 /// config directories (so tests never touch the user's), talking on its own
 /// socket. Its stderr (the log) is kept in `logPath`.
@@ -26,32 +63,14 @@ final class DaemonProcess {
     ///   - env: extra environment (nil values remove a variable).
     init(rig: TestRig?, name: String, arguments: [String] = [], env: [String: String?] = [:],
          launcher: [String] = [], waitForSocket: Bool = true) throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "capture-daemon-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
-        runtimeDir = root + "/run"
-        stateDir = root + "/state"
-        configDir = root + "/config"
-        for dir in [runtimeDir, stateDir, configDir] {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
-        }
+        let sandbox = try DaemonSandbox(kind: "daemon", name: name)
+        root = sandbox.root
+        runtimeDir = sandbox.runtimeDir
+        stateDir = sandbox.stateDir
+        configDir = sandbox.configDir
         socketPath = runtimeDir + "/capture-agent/control.sock"
         logPath = root + "/daemon.log"
-        var e = ProcessInfo.processInfo.environment
-        if let rig { for (k, v) in rig.environment { e[k] = v } } else {
-            e["DISPLAY"] = nil
-            e["PULSE_SERVER"] = nil
-        }
-        // The daemon's own runtime dir; the rig's pulse server stays reachable through PULSE_SERVER.
-        e["XDG_RUNTIME_DIR"] = runtimeDir
-        e["XDG_STATE_HOME"] = stateDir
-        e["XDG_CONFIG_HOME"] = configDir
-        e["CAPTURE_AGENT_SOCKET"] = nil
-        e["CAPTURE_AGENT_LOG_LEVEL"] = "debug"
-        e["NOTIFY_SOCKET"] = nil
-        e["LISTEN_FDS"] = nil
-        e["LISTEN_PID"] = nil
-        e["WATCHDOG_USEC"] = nil
+        var e = sandbox.environment(rig: rig)
         for (k, v) in env { e[k] = v }
         environment = e
 

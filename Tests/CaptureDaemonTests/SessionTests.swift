@@ -10,14 +10,9 @@ import XCTest
 final class SessionTests: XCTestCase {
     /// Concatenates a channel's chunks (in sequence order) into one file.
     static func concatenate(_ sessionDir: String, _ channelDir: String) throws -> String {
-        let dir = sessionDir + "/" + channelDir
-        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".ts") }.sorted()
-        XCTAssertFalse(names.isEmpty, "no chunks in \(dir)")
-        var data = Data()
-        for name in names { data.append(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))) }
-        let out = sessionDir + "/\(channelDir)-all.ts"
-        try data.write(to: URL(fileURLWithPath: out))
-        return out
+        let channel = try RecordedChannel(sessionDir + "/" + channelDir)
+        XCTAssertFalse(channel.chunks.isEmpty, "no chunks in \(channel.directory)")
+        return try channel.concatenated(into: sessionDir + "/\(channelDir)-all.ts")
     }
 
     /// Pausing mic and screen: the mic turns to digital silence and the screen

@@ -61,25 +61,12 @@ final class StdioDaemon {
     ///     (its whole conversation and the end of stdin are there at once).
     ///   - nullInput: stdin is /dev/null.
     init(rig: TestRig?, name: String, arguments: [String] = [], input: [UInt8]? = nil, nullInput: Bool = false) throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "capture-stdio-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
-        runtimeDir = root + "/run"
-        stateDir = root + "/state"
-        for dir in [runtimeDir, stateDir, root + "/config"] {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        }
+        let sandbox = try DaemonSandbox(kind: "stdio", name: name)
+        root = sandbox.root
+        runtimeDir = sandbox.runtimeDir
+        stateDir = sandbox.stateDir
         logPath = root + "/stderr.log"
-        var e = ProcessInfo.processInfo.environment
-        if let rig { for (k, v) in rig.environment { e[k] = v } } else {
-            e["DISPLAY"] = nil
-            e["PULSE_SERVER"] = nil
-        }
-        e["XDG_RUNTIME_DIR"] = runtimeDir
-        e["XDG_STATE_HOME"] = stateDir
-        e["XDG_CONFIG_HOME"] = root + "/config"
-        e["CAPTURE_AGENT_SOCKET"] = nil
-        e["CAPTURE_AGENT_LOG_LEVEL"] = "debug"
-        for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] { e[k] = nil }
+        let e = sandbox.environment(rig: rig)
 
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]

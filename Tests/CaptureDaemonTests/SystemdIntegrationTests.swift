@@ -19,15 +19,7 @@ final class SystemdIntegrationTests: XCTestCase {
         init(directory: String) throws {
             path = directory + "/notify.sock"
             fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: path.utf8)
-                raw[path.utf8.count] = 0
-            }
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
+            let rc = UnixSocketAddress(path: path)?.bind(fd) ?? -1
             guard fd >= 0, rc == 0 else { throw CaptureError(.ioError, "cannot bind \(path)") }
         }
 
@@ -172,10 +164,9 @@ final class SystemdIntegrationTests: XCTestCase {
         let channels = try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasSuffix(".json") }
         XCTAssertEqual(Set(channels), ["display-1", "mic-default", "system_audio-default"])
         for channel in channels {
-            let metas = try FileManager.default.contentsOfDirectory(atPath: dir + "/" + channel).filter { $0.hasSuffix(".json") }.sorted()
-            XCTAssertGreaterThanOrEqual(metas.count, 2, channel)
-            let last = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/" + channel + "/" + metas.last!))) as? [String: Any]
-            XCTAssertEqual(last?["isFinal"] as? Bool, true, "\(channel): the last chunk was not closed")
+            let chunks = try RecordedChannel(dir + "/" + channel).chunks
+            XCTAssertGreaterThanOrEqual(chunks.count, 2, channel)
+            XCTAssertEqual(chunks.last?.isFinal, true, "\(channel): the last chunk was not closed")
         }
         let session = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/session.json"))) as? [String: Any]
         XCTAssertNotNil(session?["summary"], "session.json has no summary")
@@ -226,9 +217,7 @@ extension SystemdIntegrationTests {
         _ = try client.ok("shutdown")
         kill(daemon.process.processIdentifier, SIGTERM)
         XCTAssertEqual(daemon.waitForExit(), 0)
-        let dir = daemon.sessionDirectory("sdk-1") + "/display-1"
-        let metas = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".json") }.sorted()
-        let last = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/" + metas.last!))) as? [String: Any]
-        XCTAssertEqual(last?["isFinal"] as? Bool, true, "the last chunk was lost")
+        let chunks = try RecordedChannel(daemon.sessionDirectory("sdk-1") + "/display-1").chunks
+        XCTAssertEqual(chunks.last?.isFinal, true, "the last chunk was lost")
     }
 }

@@ -66,13 +66,7 @@ final class AudioEncodingTests: TemporaryDirectoryTestCase {
             XCTAssertEqual(s.frames, chunk.pts.count, "chunk \(c) decoded frame count")
             XCTAssertEqual(s.startTime, Double(chunk.firstPTS) / 48_000, accuracy: 1.0 / 90_000, "chunk \(c) start_time")
             XCTAssertEqual(try Media.decodeErrors(chunk.path), "", "chunk \(c) decodes on its own")
-            let data = try Data(contentsOf: URL(fileURLWithPath: chunk.path))
-            let ts = try TransportStreamSummary(data)
-            XCTAssertTrue(ts.startsWithTables, "chunk \(c) starts with SI tables: \(ts.packets.prefix(4).map(\.pid))")
-            let es = try XCTUnwrap(ts.elementaryPID)
-            let firstPES = try XCTUnwrap(ts.packets.first { $0.pid == es })
-            XCTAssertTrue(firstPES.payloadStart && firstPES.hasPCR, "chunk \(c): first PES carries a PCR")
-            concatenated.append(data)
+            concatenated.append(try assertSelfContainedChunk(chunk.path, index: c))
         }
         let all = directory.appendingPathComponent("all.ts").path
         try concatenated.write(to: URL(fileURLWithPath: all))

@@ -1,11 +1,12 @@
 import CaptureCore
 @testable import MediaEncoding
+import CaptureTestSupport
 import XCTest
 
 /// Partial (dirty-tile) conversion must give the same bytes as a full conversion.
 final class ConversionTests: XCTestCase {
     private func check(width: Int, height: Int, rounds: Int, seed: UInt64, rowPadding: Int = 0) throws {
-        var rng = SeededGenerator(seed: seed)
+        var rng = SeededRNG(seed: seed)
         let image = TestImage(width: width, height: height, rowPadding: rowPadding)
         image.randomize(PixelRect(x: 0, y: 0, width: width, height: height), using: &rng)
         let settings = VideoEncoderSettings()
@@ -98,7 +99,7 @@ final class ConversionTests: XCTestCase {
 
     func testScaledConversionFallsBackToFull() throws {
         let image = TestImage(width: 640, height: 360)
-        var rng = SeededGenerator(seed: 9)
+        var rng = SeededRNG(seed: 9)
         image.randomize(PixelRect(x: 0, y: 0, width: 640, height: 360), using: &rng)
         let enc = try VideoEncoder(sourceWidth: 640, sourceHeight: 360, settings: VideoEncoderSettings(maxHeight: 180))
         XCTAssertEqual(enc.outputWidth, 320)

@@ -1,6 +1,7 @@
 import CaptureCore
 import Foundation
 @testable import MediaEncoding
+import CaptureTestSupport
 import XCTest
 
 /// The per-macroblock "unchanged" hints (x264 mb_info) must never leave a stale
@@ -55,7 +56,7 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
     /// A desktop-like background: smooth gradient, some text-like strokes.
     private static func drawBackground(_ image: TestImage) {
         image.drawMoving(frame: 0)
-        var rng = SeededGenerator(seed: 77)
+        var rng = SeededRNG(seed: 77)
         for _ in 0..<(image.width * image.height / 4000) {
             let x = Int.random(in: 0..<image.width, using: &rng), y = Int.random(in: 0..<image.height, using: &rng)
             let dark = Bool.random(using: &rng)
@@ -186,7 +187,7 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
     /// bottom-right corner, several updates between two encodes, repeated
     /// frames (no update), and a forced IDR in the middle.
     private func changingSequence(width: Int, height: Int, frames: Int, seed: UInt64) -> [Step] {
-        var rng = SeededGenerator(seed: seed)
+        var rng = SeededRNG(seed: seed)
         var steps: [Step] = []
         let w = width & ~1, h = height & ~1   // the output (cropped) size
         for f in 1...frames {

@@ -89,19 +89,6 @@ final class TestImage {
     }
 }
 
-/// A small deterministic generator (SplitMix64) so failures can be reproduced.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 struct ToolResult {
     var status: Int32
     var stdout: Data
@@ -135,14 +122,9 @@ enum Tools {
 
     /// First stream of a file, with decoded frame count.
     static func probeStream(_ path: String) throws -> Stream {
-        let j = try ffprobeJSON(["-count_frames", "-show_streams", path])
-        guard let s = (j["streams"] as? [[String: Any]])?.first else { throw ToolError("no stream in \(path)") }
-        func int(_ k: String) -> Int { (s[k] as? Int) ?? Int(s[k] as? String ?? "") ?? 0 }
-        return Stream(codec: s["codec_name"] as? String ?? "",
-                      width: int("width"), height: int("height"),
-                      sampleRate: int("sample_rate"), channels: int("channels"),
-                      startTime: Double(s["start_time"] as? String ?? "") ?? .nan,
-                      frames: int("nb_read_frames"))
+        let s = try Media.probe(path).first
+        return Stream(codec: s.codecName, width: s.width, height: s.height, sampleRate: s.sampleRate,
+                      channels: s.channels, startTime: s.startTime, frames: s.frameCount)
     }
 
     struct Packet { var pts: Int64; var dts: Int64; var key: Bool }
@@ -159,9 +141,7 @@ enum Tools {
 
     /// Decodes audio to float samples at 48 kHz; returns the left channel.
     static func decodeAudio(_ path: String) throws -> [Float] {
-        let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-ar", "48000", "-f", "f32le", "-"])
-        guard r.status == 0 else { throw ToolError("ffmpeg audio decode failed: \(r.stderr)") }
-        let interleaved = r.stdout.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let interleaved = try Media.decodeFloat(path, channels: nil, sampleRate: 48_000, seconds: nil)
         return stride(from: 0, to: interleaved.count - 1, by: 2).map { interleaved[$0] }
     }
 
@@ -170,6 +150,22 @@ enum Tools {
         let r = try run("/usr/bin/ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         guard r.status == 0 else { throw ToolError("ffmpeg video decode failed: \(r.stderr)") }
         return [UInt8](r.stdout)
+    }
+}
+
+extension XCTestCase {
+    /// Checks that chunk `index` at `path` stands on its own as MPEG-TS: SI
+    /// tables first, and the first PES of its stream carries a PCR. Returns its bytes.
+    func assertSelfContainedChunk(_ path: String, index c: Int,
+                                  file: StaticString = #filePath, line: UInt = #line) throws -> Data {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let ts = try TransportStreamSummary(data)
+        XCTAssertTrue(ts.startsWithTables, "chunk \(c) starts with SI tables: \(ts.packets.prefix(4).map(\.pid))",
+                      file: file, line: line)
+        let es = try XCTUnwrap(ts.elementaryPID, file: file, line: line)
+        let firstPES = try XCTUnwrap(ts.packets.first { $0.pid == es }, file: file, line: line)
+        XCTAssertTrue(firstPES.payloadStart && firstPES.hasPCR, "chunk \(c): first PES carries a PCR", file: file, line: line)
+        return data
     }
 }
 

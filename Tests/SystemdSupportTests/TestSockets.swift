@@ -1,3 +1,4 @@
+import CaptureCore
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -14,26 +15,13 @@ func makeTemporaryDirectory(_ name: String) throws -> String {
 
 func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
 
-/// Fills a sockaddr_un: a path, or (when `abstract`) a name in the abstract
-/// namespace. Returns the address length to pass to bind/connect.
+/// The address of a test socket: a path, or (when `abstract`) a name in the
+/// abstract namespace, handed to `body` with its length for bind/connect.
 func withUnixAddress<R>(_ name: String, abstract: Bool = false, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(name.utf8)
-    precondition(bytes.count < 107, "socket name too long for the test: \(name)")
-    let length: Int = withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        if abstract {
-            raw[0] = 0
-            for (i, b) in bytes.enumerated() { raw[i + 1] = b }
-            return 2 + 1 + bytes.count
-        }
-        for (i, b) in bytes.enumerated() { raw[i] = b }
-        raw[bytes.count] = 0
-        return 2 + bytes.count + 1
+    guard let address = abstract ? UnixSocketAddress(abstract: name) : UnixSocketAddress(path: name) else {
+        preconditionFailure("socket name too long for the test: \(name)")
     }
-    return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(length)) }
-    }
+    return address.withSockaddr(body)
 }
 
 /// A bound AF_UNIX datagram socket that receives what SystemdNotifier sends,
