@@ -93,7 +93,7 @@ public final class SessionController: Sendable {
 
     /// `startRecording`. Replies once the session is active (or failed to start).
     public func start(_ params: StartRecordingParams, reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) {
-        let claimed: Result<(RecordingOptions, State), CaptureError> = snapshot.withLock { s in
+        let claimed: Result<(RecordingOptions, Snapshot), CaptureError> = snapshot.withLock { s in
             switch s.state {
             case .starting, .active, .stopping:
                 return .failure(CaptureError(.invalidState,
@@ -107,6 +107,7 @@ public final class SessionController: Sendable {
             } catch {
                 return .failure(error)
             }
+            let previous = s
             // A new token brings its own expiry; without one the old token and expiry stay.
             let expiry = if let token = params.uploadToken {
                 Self.expiry(of: token, given: params.tokenExpiresAtUnixSeconds)
@@ -116,15 +117,14 @@ public final class SessionController: Sendable {
             s = Snapshot(state: .starting, sessionId: options.sessionId, options: options,
                          token: params.uploadToken ?? s.token, tokenExpiresAtUnix: expiry,
                          apiUrl: s.apiUrl, endpoint: params.endpoint ?? s.endpoint ?? configuration.endpoint)
-            let previous = s.state
             s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
             return .success((options, previous))
         }
         let options: RecordingOptions
-        let previousState: State
+        let previous: Snapshot
         switch claimed {
         case .failure(let error): reply(.failure(error)); return
-        case .success(let (o, p)): options = o; previousState = p
+        case .success(let (o, p)): options = o; previous = p
         }
         operations.async { [self] in
             let used = Self.spoolUsage()
@@ -137,12 +137,17 @@ public final class SessionController: Sendable {
                 }
                 try session.start()
             } catch {
-                // A request naming channels that do not exist changes nothing;
-                // a source that cannot be opened is a failed start.
+                // A request naming channels that do not exist changes nothing
+                // (the daemon is as it was before the request); a source that
+                // cannot be opened is a failed start.
                 let requestError = error.code == .invalidChannels || error.code == .invalidRequest
                 snapshot.withLock { s in
-                    s.state = requestError ? previousState : .failed
-                    s.failure = requestError ? s.failure : error
+                    if requestError {
+                        s = previous
+                    } else {
+                        s.state = .failed
+                        s.failure = error
+                    }
                 }
                 logger.error("session failed to start", metadata: ["session": "\(options.sessionId)", "error": "\(error)"])
                 events.publish(ControlEvent(.recordingFailed, sessionId: options.sessionId,

@@ -350,3 +350,19 @@ extension SessionTests {
         XCTAssertEqual(daemon.terminate(), 0)
     }
 }
+
+extension SessionTests {
+    /// A start naming a channel this machine does not have leaves the state
+    /// as it was, so the next start works.
+    func testStartWithAMissingChannelLeavesTheStateAsItWas() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "nochannel")
+        let client = try daemon.client()
+        let refused = client.failure("startRecording", ["sessionId": "nochan-1", "channels": .array([.object(["channel_id": "display:9"])])])
+        XCTAssertEqual(refused?.code, .invalidChannels)
+        XCTAssertEqual(try client.ok("getStatus")["state"], "idle")
+        _ = try client.ok("startRecording", ["sessionId": "nochan-2", "channels": .array([.object(["channel_id": "display:1"])])])
+        _ = try client.ok("stopRecording")
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+}
