@@ -52,8 +52,13 @@ let package = Package(
 
         // MARK: One wrapper per C library
         .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11"]),
-        .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse"]),
-        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264"]),
+        .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse", "CLinuxShims"]),
+        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264", "PixelConversion"]),
+        // The per-pixel colour conversion, SIMD code that is ~50 times slower unoptimized: built
+        // optimized in debug builds too, so debug test runs keep up with 30 fps.
+        .target(
+            name: "PixelConversion",
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
 
         // MARK: Pipeline and storage
         .target(name: "CaptureSpool", dependencies: ["CaptureCore"]),

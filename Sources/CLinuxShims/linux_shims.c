@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "linux_shims.h"
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <stddef.h>
@@ -19,4 +20,12 @@ int clinux_peer_credentials(int fd, uid_t *uid, pid_t *pid) {
     *uid = cred.uid;
     *pid = cred.pid;
     return 0;
+}
+
+void clinux_set_thread_name(const char *name) {
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
+int clinux_eventfd_nonblocking(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }

@@ -76,6 +76,9 @@ public final class VideoEncoder {
     public private(set) var lastConvertedPixels: Int = 0
     /// Pictures sent to x264 so far.
     public private(set) var encodedFrames: Int = 0
+    /// Frames sent again from the still picture's earlier encoding instead of
+    /// through x264 (see `KeyframeReplay`).
+    public private(set) var replayedFrames: Int = 0
 
     /// Macroblocks per row / column of the output (16x16, partial ones included).
     let macroblockColumns: Int
@@ -115,6 +118,12 @@ public final class VideoEncoder {
     /// Whether anything in the pending array was marked changed (a fully unchanged
     /// picture is the common case on a still desktop).
     private var pendingAnyChanged = true
+    /// Whether still pictures reuse their earlier encoding (always, except in
+    /// tests and measurements that compare against an encoder without it).
+    let replaysKeyframes: Bool
+    private var replay = KeyframeReplay()
+    /// Whether the frame sent last was an IDR.
+    private var lastSentKeyframe = false
     private let constantFlag: UInt8
     private var flushed = false
     /// Set last in init; optional only so that every stored property is set
@@ -129,13 +138,15 @@ public final class VideoEncoder {
 
     public convenience init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings) throws(CaptureError) {
         try self.init(sourceWidth: sourceWidth, sourceHeight: sourceHeight, settings: settings,
-                      macroblockHints: true, rateControl: settings.rateControl)
+                      macroblockHints: true, rateControl: settings.rateControl, keyframeReplay: true)
     }
 
-    /// `macroblockHints: false` and `rateControl: .constantRateFactor` exist for
-    /// tests and measurements that compare against an encoder without them.
+    /// `macroblockHints: false`, `rateControl: .constantRateFactor`,
+    /// `keyframeReplay: false` and `converter: .swscale` exist for tests and
+    /// measurements that compare against an encoder without them.
     init(sourceWidth: Int, sourceHeight: Int, settings: VideoEncoderSettings, macroblockHints: Bool = true,
-         rateControl: QualityRateControl = .constantQuantizer) throws(CaptureError) {
+         rateControl: QualityRateControl = .constantQuantizer, keyframeReplay: Bool = true,
+         converter converterEngine: PictureConverter.Engine = .automatic) throws(CaptureError) {
         ffmpegSetup
         guard sourceWidth >= 2, sourceHeight >= 2, sourceWidth <= 16384, sourceHeight <= 16384 else {
             throw CaptureError(.invalidRequest, "video source size \(sourceWidth)x\(sourceHeight) is out of range (2...16384)")
@@ -156,6 +167,7 @@ public final class VideoEncoder {
         self.sourceHeight = sourceHeight
         self.settings = settings
         self.usesMacroblockHints = macroblockHints
+        self.replaysKeyframes = keyframeReplay
 
         var outW = sourceWidth & ~1, outH = sourceHeight & ~1
         if let mh = settings.maxHeight, outH > mh {
@@ -225,7 +237,7 @@ public final class VideoEncoder {
         // forcing "high" would only refuse crf 0 (lossless).
 
         converter = try PictureConverter(sourceWidth: sourceWidth, sourceHeight: sourceHeight,
-                                         outputWidth: outW, outputHeight: outH)
+                                         outputWidth: outW, outputHeight: outH, engine: converterEngine)
 
         // Planes: 64-byte aligned rows, one spare row after each plane (SIMD in
         // swscale may touch a few bytes past a row's end).
@@ -374,9 +386,23 @@ public final class VideoEncoder {
     public func encode(pts90k: Int64, keyframe: Bool,
                        emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { throw CaptureError(.internalError, "VideoEncoder.encode called after flush") }
+        // Nothing changed since the frame sent last (a test's claimNothingChangedOnce
+        // lies to x264 only, so such a frame goes to x264).
+        let unchanged = !pendingAnyChanged && !claimNothingChangedOnce
+        if replaysKeyframes,
+           let k = replay.nextReplayedFrame(keyframe: keyframe, unchanged: unchanged, afterKeyframe: lastSentKeyframe) {
+            replayedFrames += 1
+            lastUnchangedMacroblocks = macroblockColumns * macroblockRows
+            lastSentKeyframe = k == 0
+            try emitReplayed(replay.frame(k), keyframe: k == 0, pts90k: pts90k, emit)
+            return
+        }
+        // After a replay x264 continues only from the chain's last frame; anywhere
+        // else its next frame must not refer to earlier ones.
+        let forceKeyframe = keyframe || !replay.encoderInSync
         let pic = picture
         pic.pointee.i_pts = pts90k
-        pic.pointee.i_type = keyframe ? X264_TYPE_IDR : X264_TYPE_AUTO
+        pic.pointee.i_type = forceKeyframe ? X264_TYPE_IDR : X264_TYPE_AUTO
         if usesMacroblockHints {
             let info = pendingInfo
             let count = macroblockColumns * macroblockRows
@@ -407,13 +433,40 @@ public final class VideoEncoder {
             // next x264_encoder_encode; collect the next picture's hints in the other one.
             pendingInfoIndex ^= 1
             pendingInfo.update(repeating: constantFlag, count: macroblockColumns * macroblockRows)
-            pendingAnyChanged = false
         }
+        pendingAnyChanged = false
         if size < 0 {
+            replay.invalidate()
             throw CaptureError(.encoderError, "x264_encoder_encode failed (pts \(pts90k), returned \(size)); see x264's message on stderr")
         }
         encodedFrames += 1
-        if size > 0, let nals { try emitPacket(nals, Int(size), emit) }
+        guard size > 0, let nals else { return }
+        let isKeyframe = pictureOut.pointee.b_keyframe != 0
+        lastSentKeyframe = isKeyframe
+        if replaysKeyframes {
+            replay.encoded(UnsafeRawBufferPointer(start: nals[0].p_payload, count: Int(size)),
+                           keyframe: isKeyframe, unchanged: unchanged)
+        }
+        try emitPacket(nals, Int(size), emit)
+    }
+
+    /// Sends chain frame bytes (see `KeyframeReplay`) as this frame's packet.
+    private func emitReplayed(_ bytes: UnsafeRawBufferPointer, keyframe: Bool, pts90k: Int64,
+                              _ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
+        let p = packet
+        p.pointee.data = UnsafeMutablePointer(mutating: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        p.pointee.size = Int32(bytes.count)
+        p.pointee.buf = nil
+        p.pointee.pts = pts90k
+        p.pointee.dts = pts90k
+        p.pointee.duration = frameDuration
+        p.pointee.flags = keyframe ? AV_PKT_FLAG_KEY : 0
+        p.pointee.stream_index = 0
+        defer {
+            p.pointee.data = nil
+            p.pointee.size = 0
+        }
+        try emit(EncodedPacket(p))
     }
 
     /// Drains the encoder at the end of a stream (normally emits nothing, as

@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 
 /// Records one PulseAudio source as 48 kHz interleaved stereo Float32 and hands it to a sink on the
-/// recorder's own thread (a pa_threaded_mainloop).
+/// recorder's own thread (a `PulseLoopThread`, which reads in 50 ms batches while the stream runs).
 ///
 /// - `start()` connects and opens the stream, throwing `.audioUnavailable` (no server, refused,
 ///   timeout) or `.invalidChannels` (no such device) before it returns.
@@ -77,4 +77,8 @@ public final class AudioRecorder: Sendable {
     public var deviceName: String? {
         engine.publishedDevice.withLock { $0 }
     }
+
+    /// How many times the recorder's PulseAudio loop has polled so far (0 when not running); for
+    /// tests of its read batching.
+    var loopIterations: UInt64 { engine.loopIterations }
 }

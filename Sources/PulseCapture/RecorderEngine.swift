@@ -5,17 +5,17 @@ import Synchronization
 import Glibc
 #endif
 
-/// The state machine behind one `AudioRecorder`: a pa_threaded_mainloop, its pa_context and
+/// The state machine behind one `AudioRecorder`: a `PulseLoopThread`, its pa_context and
 /// pa_stream, following the default device, and reconnecting after the server went away.
 ///
 /// Threads and ownership (why `@unchecked Sendable` is sound):
 /// - The lifecycle fields (`mainloop`, `api`, `generation`) are written only by `start()` and
 ///   `shutdown(generation:)`, which are called with the `lifecycle` mutex held; the
 ///   mainloop thread reads them only while it exists, i.e. strictly between the write in
-///   `start()` (before pa_threaded_mainloop_start creates the thread) and the clear in
-///   `shutdown` (after pa_threaded_mainloop_stop joined it): thread creation and join order the
+///   `start()` (before PulseLoopThread.start creates the thread) and the clear in
+///   `shutdown` (after PulseLoopThread.stop joined it): thread creation and join order the
 ///   accesses.
-/// - Every other mutable field is touched only with the pa_threaded_mainloop lock held: libpulse
+/// - Every other mutable field is touched only with the loop's lock held: libpulse
 ///   runs every callback (context, stream, operations, timer) on the mainloop thread with that
 ///   (recursive) lock held, and `start()` / `shutdown` / `stopFromMainloopThread()` take it (or
 ///   already run under it) before touching state.
@@ -40,16 +40,19 @@ final class RecorderEngine: @unchecked Sendable {
     let retryIntervalUs: UInt64 = 500_000
     /// An attempt (connect + resolve + stream ready) that takes longer than this is abandoned.
     let attemptTimeoutNs: Int64 = 3_000_000_000
+    /// While streaming, the loop reads the server's blocks at most this often (see
+    /// `PulseLoopThread`): 20 wake-ups per second instead of one per block.
+    static let batchIntervalNs: Int64 = 50_000_000
 
     // MARK: Any thread
     let publishedDevice = Mutex<String?>(nil)
-    /// pthread_t of the mainloop thread, recorded when it starts (0 = none).
+    /// pthread_t of the mainloop thread while it runs (0 = none).
     let mainloopThread = Atomic<UInt>(0)
 
     // MARK: Lifecycle (`lifecycle` held)
     /// Serialises start() and shutdown(): guards `mainloop`, `api` and `generation`.
     let lifecycle = Mutex<Void>(())
-    private(set) var mainloop: OpaquePointer?
+    private(set) var mainloop: PulseLoopThread?
     private var api: UnsafeMutablePointer<pa_mainloop_api>?
     private(set) var generation: UInt64 = 0
 
@@ -87,6 +90,10 @@ final class RecorderEngine: @unchecked Sendable {
     private var recentStarts = SlidingMedian()
     /// When we last asked the server for fresh timing (see `drain`).
     private var lastTimingRequest: Int64 = 0
+    /// A timing request is out (see `updateBatching`).
+    private var timingReplyPending = false
+    /// The loop iteration in which a due timing request was put off until the next block arrives.
+    private var timingRequestArmedAt: UInt64?
     private let timingRequestIntervalNs: Int64 = 100_000_000
     /// Wall-clock stamp of the last timing info seen, and wall-minus-monotonic when it was seen.
     private var lastInfoStamp: Int64 = 0
@@ -118,6 +125,16 @@ final class RecorderEngine: @unchecked Sendable {
         return Unmanaged<RecorderEngine>.fromOpaque(userdata).takeUnretainedValue()
     }
 
+    /// See AudioRecorder.loopIterations.
+    var loopIterations: UInt64 {
+        lifecycle.withLock { _ in
+            guard let ml = mainloop else { return 0 }
+            ml.lock()
+            defer { ml.unlock() }
+            return ml.iteration
+        }
+    }
+
     var isOnMainloopThread: Bool {
         let t = mainloopThread.load(ordering: .acquiring)
         return t != 0 && pthread_equal(pthread_t(t), pthread_self()) != 0
@@ -134,25 +151,20 @@ final class RecorderEngine: @unchecked Sendable {
                 throw CaptureError(.internalError, "AudioRecorder.start() called twice without stop()")
             }
         }
-        guard let ml = pa_threaded_mainloop_new() else {
-            throw CaptureError(.internalError, "pa_threaded_mainloop_new failed (out of memory?)")
+        guard let ml = PulseLoopThread(name: "pulse-capture", batchIntervalNs: Self.batchIntervalNs) else {
+            throw CaptureError(.internalError, "pa_mainloop_new failed (out of memory?)")
         }
         mainloop = ml
-        api = pa_threaded_mainloop_get_api(ml)
+        api = ml.api
         generation &+= 1
-        pa_threaded_mainloop_set_name(ml, "pulse-capture")
-        if pa_threaded_mainloop_start(ml) < 0 {
-            pa_threaded_mainloop_free(ml)
+        guard let thread = ml.start() else {
             mainloop = nil
             api = nil
             throw CaptureError(.internalError, "cannot start the PulseAudio mainloop thread")
         }
-        // Learn the mainloop thread's identity (stop() from a callback must not lock). Not from a
-        // callback: pa_context_connect runs the first state callback on the calling thread.
-        pa_threaded_mainloop_once_unlocked(ml, { _, userdata in
-            RecorderEngine.from(userdata)?.mainloopThread.store(UInt(pthread_self()), ordering: .releasing)
-        }, userdata)
-        pa_threaded_mainloop_lock(ml)
+        // Before any callback can run: they only follow what is set up below, under the lock.
+        mainloopThread.store(UInt(thread), ordering: .releasing)
+        ml.lock()
         phase = .starting
         startOutcome = nil
         lastProblem = nil
@@ -167,33 +179,33 @@ final class RecorderEngine: @unchecked Sendable {
         armTimer(afterMicroseconds: UInt64(startTimeoutNs / 1000))
         beginAttempt()
         while startOutcome == nil {
-            pa_threaded_mainloop_wait(ml)
+            ml.wait()
         }
         let outcome = startOutcome!
         startOutcome = nil
         if case .failure(let error) = outcome {
             teardownAll()
             phase = .idle
-            pa_threaded_mainloop_unlock(ml)
+            ml.unlock()
             shutdown(generation: generation)
             throw error
         }
-        pa_threaded_mainloop_unlock(ml)
+        ml.unlock()
     }
 
     /// Stops and frees the mainloop of `generation` (no-op if that one is already gone). After it
     /// returns no callback runs. Must not be called on the mainloop thread.
     func shutdown(generation: UInt64) {
         guard let ml = mainloop, generation == self.generation else { return }
-        pa_threaded_mainloop_lock(ml)
+        ml.readPending()   // the audio up to now, which batching may still hold back
+        ml.lock()
         teardownAll()
         if phase != .idle { phase = .stopped }
-        pa_threaded_mainloop_unlock(ml)
-        pa_threaded_mainloop_stop(ml)
-        pa_threaded_mainloop_free(ml)
+        ml.unlock()
+        ml.stop()
+        mainloopThread.store(0, ordering: .releasing)
         mainloop = nil
         api = nil
-        mainloopThread.store(0, ordering: .releasing)
         publish(nil)
     }
 
@@ -478,7 +490,7 @@ final class RecorderEngine: @unchecked Sendable {
         phase = .running
         if wasStarting {
             startOutcome = .success
-            if let mainloop { pa_threaded_mainloop_signal(mainloop, 0) }
+            mainloop?.signal()
         }
         // The default may have changed while we were connecting.
         if target.followsDefault { refreshExpected() }
@@ -493,7 +505,7 @@ final class RecorderEngine: @unchecked Sendable {
         case .starting:
             if startOutcome == nil {
                 startOutcome = .failure(error)
-                if let mainloop { pa_threaded_mainloop_signal(mainloop, 0) }
+                mainloop?.signal()
             }
         case .recovering:
             // Keep the most telling problem: "no such device" beats "no server" once the server is back.
@@ -689,15 +701,48 @@ final class RecorderEngine: @unchecked Sendable {
         sink.audioCaptureDidDiscontinue(reason: reason())
     }
 
+    /// Batch the reads once the stream runs; not while connecting or settling (every round trip
+    /// and every block counts), nor while a timing reply is awaited: libpulse turns the server's
+    /// read index into the client's by subtracting what the client holds when the reply is
+    /// processed, so audio sent before the reply but read after it (as a batch could) would
+    /// count twice and move that measurement late by up to a batch (measured: worst stray of a
+    /// recording's capture times 2.6 -> 4.7 ms).
+    private func updateBatching() {
+        mainloop?.batching = phase == .running && !settling && !timingReplyPending && timingRequestArmedAt == nil
+    }
+
+    private func sendTimingRequest(_ s: OpaquePointer) {
+        if let op = pa_stream_update_timing_info(s, { _, _, userdata in
+            guard let engine = RecorderEngine.from(userdata) else { return }
+            engine.timingReplyPending = false
+            engine.updateBatching()
+        }, userdata) {
+            timingReplyPending = true
+            pa_operation_unref(op)
+        }
+    }
+
     private func drain(_ s: OpaquePointer) {
         // libpulse's automatic timing updates thin out to one per 1.5 s. Ask for fresh timing every
         // 100 ms (FFmpeg asks on every read): each answer is an independent measurement for
         // measureCaptureTime / SlidingMedian, and a recent one is never far off.
         let now = MonotonicClock.now()
-        if now - lastTimingRequest >= timingRequestIntervalNs {
-            lastTimingRequest = now
-            if let op = pa_stream_update_timing_info(s, nil, nil) { pa_operation_unref(op) }
+        if now - lastTimingRequest >= timingRequestIntervalNs && !timingReplyPending, let loop = mainloop {
+            if loop.batching && timingRequestArmedAt == nil {
+                // This batch was read late. The server stamps its answer with the time it
+                // answers, and its write index moves only when the device delivers a block
+                // (every 10 ms on the rig): an answer at a random moment between two blocks
+                // is off by up to a block (measured: the recording's capture times strayed up
+                // to 5.4 ms instead of 1.7). Ask right after the next block arrives instead,
+                // as an unbatched reader does: stop batching until then.
+                timingRequestArmedAt = loop.iteration
+            } else if timingRequestArmedAt.map({ loop.iteration > $0 }) ?? true {
+                timingRequestArmedAt = nil
+                lastTimingRequest = now
+                sendTimingRequest(s)
+            }
         }
+        updateBatching()
         while stream == s {
             var data: UnsafeRawPointer? = nil
             var nbytes = 0
@@ -900,6 +945,9 @@ final class RecorderEngine: @unchecked Sendable {
         pa_stream_unref(s)
         stagingBytes = 0
         gateOpen = false
+        timingReplyPending = false      // its operation goes with the stream
+        timingRequestArmedAt = nil
+        mainloop?.batching = false
     }
 
     private func teardownContext() {

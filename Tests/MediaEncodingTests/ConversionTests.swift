@@ -91,10 +91,48 @@ final class ConversionTests: XCTestCase {
         var d = DirtyRegion()
         d.add(PixelRect(x: 3, y: 5, width: 4, height: 4))
         enc.updatePicture(from: image.view, dirty: d)
-        XCTAssertEqual(enc.lastConvertedPixels, 64 * 32)   // one tile: 64 wide (frame), 32 high
+        XCTAssertEqual(enc.lastConvertedPixels, 16 * 16)   // one tile
         let after = enc.copyPicture()
         XCTAssertNotEqual(after[0], before[0])                 // luma of (0,0) changed
         XCTAssertEqual(after[40 * 64], before[40 * 64])        // luma of row 40 did not
+    }
+
+    /// BT709Conversion against swscale (SWS_AREA | SWS_ACCURATE_RND, BT.709, limited
+    /// range), which it replaced where nothing is scaled: random pictures and flat
+    /// patches of the extreme colours, at most 1 apart in every sample. (Not at a
+    /// height of 2: swscale then computes its one chroma row differently, off by up
+    /// to 15 here; the old tile converter had to avoid 2-row tiles for that reason.)
+    func testBT709ConversionMatchesSwscale() throws {
+        for (w, h, seed) in [(1920, 1080, 21), (638, 358, 22), (1366, 767, 23), (18, 6, 24), (4, 4, 25)] as [(Int, Int, UInt64)] {
+            let image = TestImage(width: w, height: h, rowPadding: 8)
+            var rng = SeededRNG(seed: seed)
+            image.randomize(PixelRect(x: 0, y: 0, width: w, height: h), using: &rng)
+            let colours: [(UInt8, UInt8, UInt8)] = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255),
+                                                    (255, 255, 0), (0, 255, 255), (255, 0, 255), (128, 128, 128)]
+            for (i, c) in colours.enumerated() where (i + 1) * 16 <= w && h >= 16 {
+                image.fill(PixelRect(x: i * 16, y: 0, width: 16, height: 16), r: c.0, g: c.1, b: c.2)
+            }
+            let ours = try VideoEncoder(sourceWidth: w, sourceHeight: h, settings: VideoEncoderSettings())
+            let reference = try VideoEncoder(sourceWidth: w, sourceHeight: h, settings: VideoEncoderSettings(),
+                                             converter: .swscale)
+            ours.updatePicture(from: image.view, dirty: nil)
+            reference.updatePicture(from: image.view, dirty: nil)
+            let a = ours.copyPicture(), b = reference.copyPicture()
+            XCTAssertEqual(a.count, b.count)
+            var differing = 0, maxDiff = 0
+            for i in 0..<min(a.count, b.count) where a[i] != b[i] {
+                differing += 1
+                maxDiff = max(maxDiff, abs(Int(a[i]) - Int(b[i])))
+            }
+            XCTAssertLessThanOrEqual(maxDiff, 1, "\(w)x\(h): \(differing) of \(a.count) samples differ, by up to \(maxDiff)")
+            if w >= 16 * colours.count && h >= 16 {
+                // Black is exactly (16, 128, 128), white (235, 128, 128).
+                XCTAssertEqual(a[0], 16)
+                XCTAssertEqual(a[16], 235)
+                XCTAssertEqual(a[w * h], 128)
+                XCTAssertEqual(a[w * h + 8], 128)
+            }
+        }
     }
 
     func testScaledConversionFallsBackToFull() throws {

@@ -27,6 +27,10 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
         var picture: [UInt8]
         var changed: [PixelRect]
         var unchangedMacroblocks: Int
+        /// The packet was an IDR.
+        var keyframe: Bool
+        /// The packet was the still picture's earlier encoding sent again (KeyframeReplay).
+        var replayed: Bool
     }
 
     struct Recording {
@@ -35,6 +39,9 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
         var path: String
         var frames: [EncodedFrame]
         var bytes: Int
+        /// One MPEG-TS file per chunk (a chunk starts at each encode that asks for a
+        /// keyframe); `path` is their concatenation, as a channel's chunks are.
+        var chunkPaths: [String]
     }
 
     /// Sets every pixel of `rect` to white where it is dark and to black where it
@@ -66,9 +73,9 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
     }
 
     private func record(width: Int, height: Int, steps: [Step], macroblockHints: Bool = true,
-                        name: String) throws -> Recording {
+                        keyframeReplay: Bool = true, name: String) throws -> Recording {
         let encoder = try VideoEncoder(sourceWidth: width, sourceHeight: height, settings: VideoEncoderSettings(),
-                                       macroblockHints: macroblockHints)
+                                       macroblockHints: macroblockHints, keyframeReplay: keyframeReplay)
         let muxer = try TSChunkMuxer(stream: encoder.stream)
         let image = TestImage(width: width, height: height, rowPadding: 12)
         Self.drawBackground(image)
@@ -79,7 +86,7 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
         var pts: Int64 = 0
         var packets = 0
         var bytes = 0
-        try muxer.beginChunk()
+        var chunks: [[UInt8]] = []
         for step in [Step.encode(keyframe: true)] + steps {
             switch step {
             case .change(let rects):
@@ -93,18 +100,27 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
                 encoder.updatePicture(from: image.view, dirty: dirty)
             case .encode(let keyframe, let lie):
                 encoder.claimNothingChangedOnce = lie
+                if keyframe || frames.isEmpty {
+                    if !frames.isEmpty { chunks.append(Array(try muxer.finishChunk())) }
+                    try muxer.beginChunk()
+                }
                 var got = 0
+                var isKeyframe = false
+                let replayedBefore = encoder.replayedFrames
                 try encoder.encode(pts90k: pts, keyframe: keyframe) { (p) throws(CaptureError) in
                     got += 1
                     bytes += p.byteCount
+                    isKeyframe = p.isKeyframe
                     XCTAssertEqual(p.pts, pts)
-                    XCTAssertEqual(p.isKeyframe, keyframe || frames.isEmpty)
+                    // A keyframe when asked; otherwise only after a replay left x264 behind.
+                    if keyframe || frames.isEmpty { XCTAssertTrue(p.isKeyframe, "encode \(frames.count): an IDR") }
                     try muxer.write(p)
                 }
                 XCTAssertEqual(got, 1, "one packet per encode, at once")
                 packets += got
                 frames.append(EncodedFrame(picture: encoder.copyPicture(), changed: pending,
-                                           unchangedMacroblocks: encoder.lastUnchangedMacroblocks))
+                                           unchangedMacroblocks: encoder.lastUnchangedMacroblocks,
+                                           keyframe: isKeyframe, replayed: encoder.replayedFrames > replayedBefore))
                 pending = []
                 pts += 3000
             }
@@ -113,11 +129,18 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
             XCTFail("flush emitted a packet (pts \(p.pts)): the encoder had a delay")
             try muxer.write(p)
         }
+        chunks.append(Array(try muxer.finishChunk()))
         let path = directory.appendingPathComponent("\(name).ts").path
-        try Data(try muxer.finishChunk()).write(to: URL(fileURLWithPath: path))
+        try Data(chunks.joined()).write(to: URL(fileURLWithPath: path))
+        var chunkPaths: [String] = []
+        for (i, chunk) in chunks.enumerated() {
+            let chunkPath = directory.appendingPathComponent("\(name)-chunk\(i).ts").path
+            try Data(chunk).write(to: URL(fileURLWithPath: chunkPath))
+            chunkPaths.append(chunkPath)
+        }
         XCTAssertEqual(packets, frames.count)
         return Recording(width: encoder.outputWidth, height: encoder.outputHeight, path: path, frames: frames,
-                         bytes: bytes)
+                         bytes: bytes, chunkPaths: chunkPaths)
     }
 
     // MARK: checking a recording
@@ -307,6 +330,63 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(rec.frames[n - 1].changed, [PixelRect(x: 1300, y: 740, width: 66, height: 26)])
         XCTAssertEqual(rec.frames[n - 1].unchangedMacroblocks, 86 * 48 - 5 * 2)
         assertClean(try check(rec), rec)
+    }
+
+    /// A still picture's encoding is sent again at later chunk starts instead of
+    /// x264 coding the same IDR each time (KeyframeReplay). Every path: a chunk
+    /// that starts still and stays still (all replayed), a change in the middle of
+    /// a replay (x264 must code an IDR: its state is behind the replayed stream),
+    /// a replay that reaches the end of what was kept (x264 takes over with
+    /// P-frames that continue it), a change right there (a plain P-frame), and two
+    /// chunk starts in a row (no replayed IDR right after an IDR: idr_pic_id). The
+    /// stream must decode cleanly to exactly the pictures given, concatenated and
+    /// chunk by chunk.
+    func testStillPicturesReplayTheirEncoding() throws {
+        let w = 640, h = 360
+        let change = Step.change([PixelRect(x: 200, y: 100, width: 37, height: 21)])
+        let key = Step.encode(keyframe: true), still = Step.encode(keyframe: false)
+        var steps: [Step] = []
+        // chunk 0 (the first IDR is record()'s): still, still, a change, still, still
+        steps += [still, still, change, still, still, still]
+        // chunk 1: nothing changed, but the kept encoding ended at the change: x264
+        steps += [key, still, still, still, still, still]
+        // chunk 2: all six replayed
+        steps += [key, still, still, still, still, still]
+        // chunk 3: replayed IDR and P1, then a change: x264 must code an IDR
+        steps += [key, still, change, still, still, still, still]
+        // chunk 4: replay of chunk 3's IDR and three stills, then x264 continues (P-frames)
+        steps += [key, still, still, still, still, still]
+        // chunk 5: six replayed, then a change at the end of the kept chain: a plain P-frame
+        steps += [key, still, still, still, still, still, change, still, still]
+        // chunk 6 keeps [IDR, P]; chunk 7 replays its IDR; chunk 8 starts right after that
+        // IDR, so x264 codes its IDR (the ids of consecutive IDRs must differ)
+        steps += [key, still, key, key, still]
+        let rec = try record(width: w, height: h, steps: steps, name: "replay")
+        let plain = try record(width: w, height: h, steps: steps, keyframeReplay: false, name: "replay-off")
+
+        let kinds = rec.frames.map { ($0.replayed ? "R" : "x") + ($0.keyframe ? "I" : "P") }
+        let expected = [
+            "xI", "xP", "xP", "xP", "xP", "xP",     // chunk 0
+            "xI", "xP", "xP", "xP", "xP", "xP",     // 1
+            "RI", "RP", "RP", "RP", "RP", "RP",     // 2
+            "RI", "RP", "xI", "xP", "xP", "xP",     // 3: the change forces an IDR
+            "RI", "RP", "RP", "RP", "xP", "xP",     // 4: x264 continues after the chain's end
+            "RI", "RP", "RP", "RP", "RP", "RP", "xP", "xP",   // 5: change at the chain's end: P
+            "xI", "xP", "RI", "xI", "xP",           // 6, 7, 8
+        ]
+        XCTAssertEqual(kinds, expected)
+        XCTAssertEqual(plain.frames.filter(\.replayed).count, 0)
+        XCTAssertEqual(plain.frames.filter(\.keyframe).count, 9, "without replay: one IDR per chunk start")
+
+        assertClean(try check(rec), rec)
+        assertClean(try check(plain), plain)
+        // Each chunk decodes on its own, without a message from the decoder.
+        XCTAssertEqual(rec.chunkPaths.count, 9)
+        for path in rec.chunkPaths {
+            XCTAssertEqual(try Media.decodeErrors(path), "", path)
+        }
+        XCTAssertEqual(try Media.decodeErrors(rec.path), "", "the concatenated stream decodes without a message")
+        print("keyframe replay: \(rec.frames.filter(\.replayed).count) of \(rec.frames.count) frames replayed; bytes \(rec.bytes) (without replay \(plain.bytes))")
     }
 
     func testScaledModeMarksEverythingChanged() throws {

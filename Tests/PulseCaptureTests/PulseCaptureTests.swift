@@ -1,7 +1,7 @@
 import CaptureCore
 import CaptureTestSupport
 import Foundation
-import PulseCapture
+@testable import PulseCapture
 import Synchronization
 import XCTest
 
@@ -110,6 +110,34 @@ final class PulseCaptureTests: XCTestCase {
         let system = try record(.systemAudio(sinkName: "spk"), server: rig.pulseServer!, seconds: 1)
         XCTAssertEqual(system.device, "spk.monitor")
         try checkRecording(system, tone: 1000, otherTone: 440)
+    }
+
+    /// While a stream runs, the loop reads the server's blocks in batches (PulseLoopThread): the
+    /// rig's sink hands out a block every 10 ms, which unbatched means a poll per block plus the
+    /// timing replies (over 100 per second); batched, about 20 plus the timing requests. Nothing
+    /// is lost: the recording is whole, up to the stop.
+    func testReadsAreBatchedWhileStreaming() throws {
+        let rig = try requireRig()
+        let sink = RecordingSink()
+        let recorder = AudioRecorder(target: .defaultSystemAudio, streamName: "pulse-test", sink: sink,
+                                     server: rig.pulseServer!)
+        let called = MonotonicClock.now()
+        try recorder.start()
+        let started = MonotonicClock.now()
+        let device = recorder.deviceName
+        usleep(1_000_000)   // past the start, where every round trip counts and nothing is batched
+        let (i0, t0) = (recorder.loopIterations, MonotonicClock.now())
+        usleep(2_000_000)
+        let (i1, t1) = (recorder.loopIterations, MonotonicClock.now())
+        recorder.stop()
+        let stopped = MonotonicClock.now()
+        sink.markStopped()
+        usleep(200_000)
+        let perSecond = Double(i1 - i0) / (Double(t1 - t0) / 1e9)
+        XCTAssertLessThan(perSecond, 50, "loop polls per second while streaming")
+        XCTAssertGreaterThan(perSecond, 10, "loop polls per second while streaming")
+        try checkRecording(Recording(state: sink.snapshot, device: device, startCalled: called, started: started,
+                                     stopped: stopped), tone: 1000, otherTone: 440)
     }
 
     func testUnknownDeviceIsInvalidChannels() throws {

@@ -16,4 +16,12 @@ int clinux_accept_nonblocking(int fd);
 /// or -1 with errno set.
 int clinux_peer_credentials(int fd, uid_t *uid, pid_t *pid);
 
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): a counter a poll() can wait on.
+/// Returns the fd, or -1 with errno set.
+int clinux_eventfd_nonblocking(void);
+
+/// Names the calling thread (at most 15 bytes are kept), as shown by top -H,
+/// perf and /proc/<pid>/task/<tid>/comm.
+void clinux_set_thread_name(const char *name);
+
 #endif
