@@ -51,6 +51,9 @@ struct DaemonCommand: ParsableCommand {
     var settings: [String] = []
 
     func run() throws {
+        // First, while this is the only thread: termination signals wait for the daemon's
+        // sources (see SignalBlocking) instead of being lost or killing it during start-up.
+        SignalBlocking.block([SIGTERM, SIGINT, SIGHUP])
         _ = clinux_disable_transparent_huge_pages()
         var flags: [(key: String, value: String)] = []
         for item in settings {

@@ -61,6 +61,13 @@ struct RecordCommand: ParsableCommand {
     var sessionId: String?
 
     func run() throws {
+        // First, while this is the only thread: SIGINT/SIGTERM wait for their sources
+        // (see SignalBlocking) instead of being lost or killing us before those exist.
+        SignalBlocking.block([SIGINT, SIGTERM])
+        // Fault injection for tests: widen the start-up gap before the signal sources exist.
+        if let ms = ProcessInfo.processInfo.environment["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"].flatMap({ UInt32($0) }) {
+            usleep(ms * 1000)
+        }
         // Transparent huge pages round every large buffer (frames, x264's
         // planes) up to 2 MB pages: ~10 MB of resident memory for nothing in a
         // process meant to run all day. Small pages, please.
@@ -78,7 +85,6 @@ struct RecordCommand: ParsableCommand {
 
         let stopRequested = Atomic<Int32>(0)
         let signalSources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
-            signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
                 // A second signal while closing chunks means "abort now".

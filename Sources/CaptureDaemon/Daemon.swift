@@ -67,8 +67,10 @@ public final class Daemon: Sendable {
             stdio = t
         }
 
+        // The signals are blocked (capture-agent blocks them first thing, see SignalBlocking):
+        // one sent before these sources exist waits for them.
+        SignalBlocking.block([SIGTERM, SIGINT, SIGHUP])
         let signals = [SIGTERM, SIGINT, SIGHUP].map { sig -> any DispatchSourceSignal in
-            signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { [self] in
                 if sig == SIGHUP {

@@ -116,6 +116,30 @@ final class RecordTests: XCTestCase {
         }
     }
 
+    /// A SIGTERM that arrives while `record` is still starting (before its signal
+    /// sources exist; the gap is widened here by a test-only delay) is not lost:
+    /// the recording stops as soon as it can, closing its chunks, instead of
+    /// running its whole duration (the signals used to be set to SIG_IGN first,
+    /// which discards a signal in that gap) or dying without closing anything.
+    func testASignalDuringStartUpIsNotLost() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("early-signal")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var env = Agent.environment(rig)
+        env["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"] = "1500"
+        let started = Date()
+        let process = try Agent.start(["record", "--out", out, "--duration", "20s", "--channel", "display:1"], env: env)
+        Thread.sleep(forTimeInterval: 0.8)   // inside the delay: after the block, before the sources
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertFalse(process.isRunning, "stops on the early SIGTERM")
+        if process.isRunning { process.terminate(); return }
+        XCTAssertEqual(process.terminationReason, .exit, "exits, not killed by the signal")
+        XCTAssertEqual(process.terminationStatus, 0)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10, "did not record its whole 20 s")
+    }
+
     /// Every chunk's checksum and size in its metadata match the file.
     func testMetadataDescribesEachChunk() throws {
         let rig = try TestRig.shared()
