@@ -107,7 +107,10 @@ let package = Package(
         .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "CaptureTestSupport"]),
         .testTarget(
             name: "CaptureAgentTests",
-            dependencies: ["CaptureCore", "CapturePipeline", "CaptureTestSupport"]),
+            dependencies: [
+                "CaptureCore", "CapturePipeline", "CaptureTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "linux_shims.h"
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -7,6 +8,14 @@
 
 int clinux_disable_transparent_huge_pages(void) {
     return prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+}
+
+int clinux_set_mmap_threshold(int bytes) {
+    return mallopt(M_MMAP_THRESHOLD, bytes);
+}
+
+void clinux_release_free_heap(void) {
+    malloc_trim(0);
 }
 
 int clinux_accept_nonblocking(int fd) {

@@ -1,7 +1,6 @@
 import ArgumentParser
 import CaptureCore
 import CaptureDaemon
-import CLinuxShims
 import Foundation
 import Logging
 
@@ -54,7 +53,7 @@ struct DaemonCommand: ParsableCommand {
         // First, while this is the only thread: termination signals wait for the daemon's
         // sources (see SignalBlocking) instead of being lost or killing it during start-up.
         SignalBlocking.block([SIGTERM, SIGINT, SIGHUP])
-        _ = clinux_disable_transparent_huge_pages()
+        ProcessMemory.configure()
         var flags: [(key: String, value: String)] = []
         for item in settings {
             guard let eq = item.firstIndex(of: "=") else {

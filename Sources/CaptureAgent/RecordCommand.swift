@@ -2,7 +2,6 @@ import ArgumentParser
 import CaptureCore
 import CapturePipeline
 import CaptureSpool
-import CLinuxShims
 import Dispatch
 import Foundation
 import Logging
@@ -68,10 +67,7 @@ struct RecordCommand: ParsableCommand {
         if let ms = ProcessInfo.processInfo.environment["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"].flatMap({ UInt32($0) }) {
             usleep(ms * 1000)
         }
-        // Transparent huge pages round every large buffer (frames, x264's
-        // planes) up to 2 MB pages: ~10 MB of resident memory for nothing in a
-        // process meant to run all day. Small pages, please.
-        _ = clinux_disable_transparent_huge_pages()
+        ProcessMemory.configure()
         let logger: Logger
         let options: RecordingOptions
         let stopAfter: Int64?

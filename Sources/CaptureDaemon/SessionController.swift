@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CapturePipeline
+import CLinuxShims
 import CaptureSpool
 import Dispatch
 import Foundation
@@ -244,18 +245,15 @@ public final class SessionController: Sendable {
         }
     }
 
-    /// Closes the session's chunks and publishes what happened. Runs on `operations`.
+    /// Closes the session's chunks, lets go of it and publishes what happened. Runs on
+    /// `operations`.
     private func finishSession(failure: CaptureError?) -> JSONValue {
-        let (session, id) = snapshot.withLock { ($0.session, $0.sessionId) }
-        guard let session else { return .object([:]) }
-        let summary = session.stop()
-        let failure = failure ?? session.failure
+        guard let (summary, failure, id) = closeSession(failure: failure) else { return .object([:]) }
+        // The session, its channels and every buffer they held are gone now (RecordingSession
+        // has no other owner): hand the freed pages back, so a daemon that runs a session per
+        // meeting all day stays the size it was after the first.
+        clinux_release_free_heap()
         let summaryValue = (try? JSONValue(encoding: summary)) ?? .null
-        snapshot.withLock { s in
-            s.state = failure == nil ? .stopped : .failed
-            s.failure = failure
-            s.lastSummary = summary
-        }
         if let failure {
             logger.error("session failed", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
             events.publish(ControlEvent(.recordingFailed, sessionId: id, data: [
@@ -274,6 +272,21 @@ public final class SessionController: Sendable {
             "outputDirectory": .string(summary.outputDirectory), "deliveredTo": "spool",
         ]))
         return .object(["sessionId": .string(id ?? ""), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
+    }
+
+    /// Stops the session and drops the controller's reference to it; nil when there is none.
+    private func closeSession(failure: CaptureError?) -> (RecordingSummary, CaptureError?, String?)? {
+        let (session, id) = snapshot.withLock { ($0.session, $0.sessionId) }
+        guard let session else { return nil }
+        let summary = session.stop()
+        let failure = failure ?? session.failure
+        snapshot.withLock { s in
+            s.state = failure == nil ? .stopped : .failed
+            s.failure = failure
+            s.lastSummary = summary
+            s.session = nil
+        }
+        return (summary, failure, id)
     }
 
     /// `pauseTracks` / `resumeTracks`.

@@ -59,6 +59,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private let options: RecordingOptions
     private let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
+    private let live = AudioChannel.liveInstances.token()
+    static let liveInstances = LiveInstances("AudioChannel")
 
     /// 256 blocks = 5.5 s: the encoder may fall that far behind before audio
     /// would have to be dropped (it never is in practice: AAC costs ~1% of a core).

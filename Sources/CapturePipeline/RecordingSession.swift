@@ -3,7 +3,9 @@ import CaptureSpool
 import Dispatch
 import Foundation
 import Logging
+import PulseCapture
 import Synchronization
+import X11Capture
 
 /// The result of a recording, per channel.
 public struct RecordingSummary: Sendable, Codable {
@@ -29,6 +31,16 @@ public final class RecordingSession: Sendable {
     private let logger: Logger
     private let state = Mutex<State>(State())
     private let failureSignal = DispatchSemaphore(value: 0)
+    private let live = RecordingSession.liveInstances.token()
+
+    public static let liveInstances = LiveInstances("RecordingSession")
+
+    /// Every pipeline type that counts its live instances (sessions, channels, recorders,
+    /// grabbers): each count is back where it was once a stopped session has been let go.
+    public static var liveObjectCounters: [LiveInstances] {
+        [liveInstances, VideoChannel.liveInstances, AudioChannel.liveInstances,
+         AudioRecorder.liveInstances, ScreenGrabber.liveInstances]
+    }
 
     private struct State {
         var video: [VideoChannel] = []

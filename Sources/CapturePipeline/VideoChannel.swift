@@ -55,6 +55,8 @@ final class VideoChannel: @unchecked Sendable {
     private let options: RecordingOptions
     private let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
+    private let live = VideoChannel.liveInstances.token()
+    static let liveInstances = LiveInstances("VideoChannel")
 
     private let filled = SPSCRing<FrameItem>(capacity: 16)
     private let free: SPSCRing<Int>

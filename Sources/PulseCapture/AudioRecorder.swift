@@ -21,7 +21,13 @@ public final class AudioRecorder: Sendable {
     public let streamName: String
     private let engine: RecorderEngine
 
+    /// Live recorder engines (an engine can outlive its recorder briefly: a stop from inside a
+    /// callback hands it to a helper thread).
+    public static let liveInstances = LiveInstances("AudioRecorder")
+
     /// - Parameters:
+    ///   - sink: receives the audio. Not retained (the sink usually owns its recorder): keep it alive
+    ///     for as long as the recorder runs.
     ///   - streamName: the pulse stream (and client) name, shown by `pactl list source-outputs`.
     ///   - reconnectTimeout: how long to keep retrying after the server went away.
     ///   - server: a pulse server string ("unix:/path/native"); nil = libpulse's default (PULSE_SERVER,

@@ -32,7 +32,10 @@ final class RecorderEngine: @unchecked Sendable {
     // MARK: Configuration (immutable)
     let target: AudioCaptureTarget
     let streamName: String
-    let sink: any AudioCaptureSink
+    /// Not owned: the sink usually owns the recorder (an `AudioChannel` holds its `AudioRecorder`,
+    /// which holds this engine), so a strong reference here was a cycle that kept every session's
+    /// audio channels, their buffers and spool directory handles alive forever.
+    weak let sink: (any AudioCaptureSink)?
     let server: String?
     let reconnectTimeoutNs: Int64
     let startTimeoutNs: Int64
@@ -43,6 +46,8 @@ final class RecorderEngine: @unchecked Sendable {
     /// While streaming, the loop reads the server's blocks at most this often (see
     /// `PulseLoopThread`): 20 wake-ups per second instead of one per block.
     static let batchIntervalNs: Int64 = 50_000_000
+
+    private let live = AudioRecorder.liveInstances.token()
 
     // MARK: Any thread
     let publishedDevice = Mutex<String?>(nil)
@@ -571,7 +576,7 @@ final class RecorderEngine: @unchecked Sendable {
         teardownAll()
         phase = .failed
         publish(nil)
-        sink.audioCapture(didFail: error)
+        sink?.audioCapture(didFail: error)
     }
 
     // MARK: - Following the default device
@@ -698,7 +703,7 @@ final class RecorderEngine: @unchecked Sendable {
     private func reportGap(_ reason: @autoclosure () -> String) {
         if discontinuityReported { return }
         discontinuityReported = true
-        sink.audioCaptureDidDiscontinue(reason: reason())
+        sink?.audioCaptureDidDiscontinue(reason: reason())
     }
 
     /// Batch the reads once the stream runs; not while connecting or settling (every round trip
@@ -866,7 +871,7 @@ final class RecorderEngine: @unchecked Sendable {
         }
         let samples = UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self),
                                           count: frames * AudioFormat.channels)
-        sink.audioCapture(didCapture: samples, frameCount: frames, captureTime: time)
+        sink?.audioCapture(didCapture: samples, frameCount: frames, captureTime: time)
         discontinuityReported = false
     }
 
@@ -906,7 +911,7 @@ final class RecorderEngine: @unchecked Sendable {
             let time = clock.advance(frames: frames)
             let samples = UnsafeBufferPointer(start: (hold + offset).assumingMemoryBound(to: Float.self),
                                               count: frames * AudioFormat.channels)
-            sink.audioCapture(didCapture: samples, frameCount: frames, captureTime: time)
+            sink?.audioCapture(didCapture: samples, frameCount: frames, captureTime: time)
             discontinuityReported = false
             if phase != .running || settling { return }   // the sink stopped us
             offset += n

@@ -37,6 +37,9 @@ public final class ScreenGrabber {
         let bytesPerRow: Int
     }
 
+    private let live = ScreenGrabber.liveInstances.token()
+    public static let liveInstances = LiveInstances("ScreenGrabber")
+
     private var slots: [Slot] = []
     private let regionRect: PixelRect          // root coordinates
     private var damage: Damage = 0             // 0: no DAMAGE, every grab reports everything

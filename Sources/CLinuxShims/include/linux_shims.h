@@ -9,6 +9,13 @@
 /// Returns 0 on success, -1 with errno set.
 int clinux_disable_transparent_huge_pages(void);
 
+/// Fixes glibc's mmap threshold at `bytes` (mallopt M_MMAP_THRESHOLD), which also turns off
+/// its dynamic adjustment. Returns 1 on success, 0 on failure.
+int clinux_set_mmap_threshold(int bytes);
+
+/// malloc_trim(0): hands the free pages of every malloc arena back to the kernel.
+void clinux_release_free_heap(void);
+
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC).
 int clinux_accept_nonblocking(int fd);
 
