@@ -97,10 +97,9 @@ struct RecordCommand: ParsableCommand {
         } catch {
             fail(with: error, json: global.json)
         }
-        // Capture itself ends exactly at t0 + duration; stopping a little later
-        // lets the audio up to that instant arrive (it comes with the stream's latency).
+        // Capture ends exactly at t0 + duration; the stop then waits for the audio captured up
+        // to that instant (it comes with the source's latency).
         let started = session.startTime ?? MonotonicClock.now()
-        let stopSlack: Int64 = 200_000_000
         var failure: CaptureError?
         while true {
             if stopRequested.load(ordering: .relaxed) != 0 {
@@ -109,7 +108,7 @@ struct RecordCommand: ParsableCommand {
             }
             var wakeAt = MonotonicClock.now() + 100_000_000
             if let stopAfter {
-                let end = started + stopAfter + stopSlack
+                let end = started + stopAfter
                 if MonotonicClock.now() >= end { break }
                 wakeAt = min(wakeAt, end)
             }

@@ -85,8 +85,10 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var afterDiscontinuity = false
     private var blocksSinceWake = 0
     static let blocksPerWake = 4
-    /// End of the timeline in samples (`RecordingOptions.maxDurationNs`).
-    private let limitSamples: Int64
+    /// End of the timeline in samples: `RecordingOptions.maxDurationNs`, then the session's end
+    /// once it stops. Written by `stopAndWait` before the recorder's last callbacks, read by them.
+    private let limit = Atomic<Int64>(.max)
+    private var limitSamples: Int64 { limit.load(ordering: .acquiring) }
 
     // Encoder-side state.
     private var encoder: AudioEncoder?
@@ -94,6 +96,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var expectedPts: Int64 = -1
     private var failed = false
     private let silence: UnsafeMutablePointer<Float>
+    /// The newest audio before the session's zero (capture side).
+    private let preroll = AudioPreroll(capacityFrames: AudioFormat.sampleRate / 2)
 
     /// Gaps up to this are timestamp jitter, not holes (40 ms).
     static let holeThreshold: Int64 = 1920
@@ -109,7 +113,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         self.onFailure = onFailure
         self.stats = ChannelStats(channel: id)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
-        self.limitSamples = options.maxDurationNs.map { $0 * Int64(AudioFormat.sampleRate) / 1_000_000_000 } ?? .max
+        if let max = options.maxDurationNs { limit.store(Self.samples(atNs: max), ordering: .relaxed) }
         self.silence = .allocate(capacity: AudioFormat.blockSamples)
         silence.initialize(repeating: 0, count: AudioFormat.blockSamples)
         for i in 0..<AudioChannel.poolBlocks { _ = free.push(i) }
@@ -133,6 +137,17 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         logger.info("audio channel ready", metadata: ["channel": "\(id)", "device": "\(recorder.deviceName ?? "?")"])
     }
 
+    /// Waits until the server delivers this channel's audio, at most until `deadline` (monotonic
+    /// ns). A session starts only then: a source whose server takes a moment to deliver (an idle
+    /// null sink's monitor runs 2 s blocks until it has switched to the latency we asked for:
+    /// measured ~1 s before the first byte) would otherwise begin every recording with that much
+    /// silence, though it carried sound all along. (Audio the recorder still holds while its
+    /// timing settles comes later, with the right times.) False when it timed out (the channel
+    /// then starts with silence, counted).
+    func waitUntilFlowing(deadline: Int64) -> Bool {
+        recorder?.waitUntilStreaming(deadline: deadline) ?? true
+    }
+
     /// Places audio on the timeline that starts at `t0` (monotonic ns). Audio
     /// captured before `t0` is discarded; the span from `t0` to the first
     /// captured sample is silence.
@@ -141,19 +156,53 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         running.store(true, ordering: .releasing)
     }
 
-    /// Stops capture, closes the last block and waits until the last chunk is in the spool.
-    func stopAndWait() {
+    /// Ends the channel at `endNs` on the session timeline: waits for the audio captured up to then
+    /// (the recorder knows how late its source delivers), fills with silence only what never
+    /// came (counted), closes the last block and waits until the last chunk is in the spool.
+    /// nil: stop now without waiting (the session never started).
+    func stopAndWait(atNs endNs: Int64?) {
+        if let endNs {
+            let end = Self.samples(atNs: endNs)
+            if end < limitSamples { limit.store(end, ordering: .releasing) }
+            let t0 = startTime.load(ordering: .acquiring)
+            let waited = recorder?.finish(capturedUntil: t0 + endNs) ?? .zero
+            if waited > .milliseconds(300) {
+                logger.debug("waited for the end of the audio", metadata: [
+                    "channel": "\(id)", "ms": "\(waited.nanoseconds / 1_000_000)"])
+            }
+        }
         running.store(false, ordering: .releasing)
         recorder?.stop()
-        finishCapture()
+        finishCapture(fillToLimit: endNs != nil)
         encoderDone.wait()
         wakeup?.cancel()
+    }
+
+    @inline(__always)
+    static func samples(atNs ns: Int64) -> Int64 {
+        (ns * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
     }
 
     // MARK: AudioCaptureSink (PulseAudio mainloop thread)
 
     func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64) {
-        guard running.load(ordering: .acquiring), frameCount > 0, nextPts < limitSamples else { return }
+        guard frameCount > 0, let base = samples.baseAddress else { return }
+        guard running.load(ordering: .acquiring) else {
+            preroll.keep(base, frames: frameCount, captureTime: captureTime)
+            return
+        }
+        if !preroll.isEmpty {
+            // The audio from just before the start: the part from the session's zero on belongs
+            // to the session (a monitor's audio arrives before it is heard, by the sink's latency).
+            place(preroll.samples, frames: preroll.frames, captureTime: preroll.captureTime)
+            preroll.clear()
+        }
+        place(base, frames: frameCount, captureTime: captureTime)
+    }
+
+    /// Puts a block on the timeline: silence before it for a hole, overlap dropped.
+    private func place(_ samples: UnsafePointer<Float>, frames frameCount: Int, captureTime: Int64) {
+        guard nextPts < limitSamples else { return }
         let t0 = startTime.load(ordering: .relaxed)
         // Where the first frame belongs on the timeline (round to nearest sample).
         let position = ((captureTime - t0) * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
@@ -178,7 +227,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         }
         afterDiscontinuity = false
         if skip < frameCount {
-            append(samples.baseAddress! + skip * AudioFormat.channels, frames: frameCount - skip)
+            let placed = append(samples + skip * AudioFormat.channels, frames: frameCount - skip)
+            stats.capturedSamples.add(placed, ordering: .relaxed)
         }
     }
 
@@ -198,16 +248,17 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
 
     private func appendSilence(frames: Int64) {
         var remaining = Int(min(frames, max(0, limitSamples - nextPts)))
-        stats.silenceFilledSamples.add(remaining, ordering: .relaxed)
         while remaining > 0 {
             let n = min(remaining, AudioFormat.blockFrames)
-            append(silence, frames: n)
+            stats.silenceFilledSamples.add(append(silence, frames: n), ordering: .relaxed)
             remaining -= n
         }
     }
 
-    /// Copies interleaved frames into the current block, queueing every full one.
-    private func append(_ source: UnsafePointer<Float>, frames requested: Int) {
+    /// Copies interleaved frames into the current block, queueing every full one. Returns how
+    /// many frames went onto the timeline (the rest lay past its end).
+    @discardableResult
+    private func append(_ source: UnsafePointer<Float>, frames requested: Int) -> Int {
         let frames = Int(min(Int64(requested), max(0, limitSamples - nextPts)))
         var offset = 0
         while offset < frames {
@@ -217,7 +268,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                     // right (the encoder fills the hole) but this audio is lost.
                     stats.overlapDroppedSamples.add(frames - offset, ordering: .relaxed)
                     nextPts += Int64(frames - offset)
-                    return
+                    return offset
                 }
                 currentSlot = slot
                 currentFrames = 0
@@ -245,6 +296,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 }
             }
         }
+        return frames
     }
 
     /// Zeroes the frames of `destination` (starting at timeline sample `pts`)
@@ -260,8 +312,27 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         (destination + Int(lo - pts) * AudioFormat.channels).update(repeating: 0, count: Int(hi - lo) * AudioFormat.channels)
     }
 
-    /// Pads the open block with silence, queues it and the end marker.
-    private func finishCapture() {
+    /// With `fillToLimit`, fills the rest of the timeline up to its end with silence (the audio that
+    /// never arrived, counted); pads the open block with silence (AAC framing, past the end),
+    /// queues it and the end marker. Runs after the recorder stopped: no callback runs any more.
+    private func finishCapture(fillToLimit: Bool) {
+        if fillToLimit && limitSamples != .max {
+            if !started {
+                started = true
+                nextPts = 0
+            }
+            // Block by block, waiting for the encoder when the pool runs dry: a long tail (a
+            // source that never delivered) is more than the pool holds. Off the hot path.
+            while nextPts < limitSamples {
+                if currentSlot < 0 && free.isEmpty {
+                    wakeup?.wake()
+                    usleep(1000)
+                    continue
+                }
+                let room = currentSlot < 0 ? AudioFormat.blockFrames : AudioFormat.blockFrames - currentFrames
+                appendSilence(frames: min(limitSamples - nextPts, Int64(room)))
+            }
+        }
         if currentSlot >= 0 {
             let block = blocks.block(currentSlot) + currentFrames * AudioFormat.channels
             block.update(repeating: 0, count: (AudioFormat.blockFrames - currentFrames) * AudioFormat.channels)
@@ -316,5 +387,49 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         failed = true
         logger.error("audio encoding failed", metadata: ["channel": "\(id)", "error": "\(error)"])
         onFailure(error)
+    }
+}
+
+/// The newest half second of audio that arrived before a session started, with the capture time
+/// of its first frame: the block that straddles the session's zero may arrive before the zero is
+/// set (or, from a monitor, before it is heard). Touched only on the recorder's thread.
+/// Allocated once; `keep` copies, which only happens before the session starts.
+final class AudioPreroll {
+    let capacity: Int
+    private let buffer: UnsafeMutablePointer<Float>
+    private(set) var frames = 0
+    private(set) var captureTime: Int64 = 0
+
+    init(capacityFrames: Int) {
+        capacity = capacityFrames
+        buffer = .allocate(capacity: capacityFrames * AudioFormat.channels)
+    }
+
+    deinit { buffer.deallocate() }
+
+    var isEmpty: Bool { frames == 0 }
+    var samples: UnsafePointer<Float> { UnsafePointer(buffer) }
+
+    func clear() { frames = 0 }
+
+    /// Appends a block, keeping only the newest `capacity` frames; a block that does not follow
+    /// the kept audio (a gap of more than 2 ms) replaces it.
+    func keep(_ source: UnsafePointer<Float>, frames n: Int, captureTime time: Int64) {
+        let period = CaptureClock.nominalNanosecondsPerFrame
+        let end = captureTime + Int64(Double(frames) * period)
+        if frames > 0 && abs(time - end) > 2_000_000 { frames = 0 }
+        if frames == 0 { captureTime = time }
+        let c = AudioFormat.channels
+        let incoming = min(n, capacity)
+        let skipped = n - incoming
+        let overflow = frames + incoming - capacity
+        if overflow > 0 {
+            memmove(buffer, buffer + overflow * c, (frames - overflow) * c * MemoryLayout<Float>.size)
+            frames -= overflow
+            captureTime += Int64(Double(overflow) * period)
+        }
+        if frames == 0 { captureTime = time + Int64(Double(skipped) * period) }
+        (buffer + frames * c).update(from: source + skipped * c, count: incoming * c)
+        frames += incoming
     }
 }

@@ -15,7 +15,11 @@ public final class ChannelStats: Sendable {
     let dropped = Atomic<Int>(0)
     /// Frames (video) or AAC frames (audio) handed to the muxer.
     let encoded = Atomic<Int>(0)
-    /// Audio: samples of silence inserted for holes (device suspended, moved, server restarted).
+    /// Audio: samples of the source placed on the timeline (paused ones too: they are zeroed).
+    let capturedSamples = Atomic<Int>(0)
+    /// Audio: samples of silence inserted for holes (device suspended, moved, server restarted)
+    /// and for what never arrived before the session's start or its end. With `capturedSamples`
+    /// this is the whole stream: captured + filled = the session's length in samples.
     let silenceFilledSamples = Atomic<Int>(0)
     /// Audio: samples dropped because they overlapped audio already placed on the timeline.
     let overlapDroppedSamples = Atomic<Int>(0)
@@ -33,7 +37,9 @@ public final class ChannelStats: Sendable {
             silenceFilledMs: silenceFilledSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             overlapDroppedMs: overlapDroppedSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             discontinuities: discontinuities.load(ordering: .relaxed),
-            chunks: 0, bytes: 0, paused: nil)
+            chunks: 0, bytes: 0, paused: nil,
+            capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
+            silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil)
     }
 }
 
@@ -52,4 +58,8 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     public var bytes: Int
     /// Whether the channel's track is paused now (live status only).
     public var paused: Bool?
+    /// Audio: samples of the source on the timeline, and of silence filled in; their sum is the
+    /// stream's length (nil for video).
+    public var capturedSamples: Int?
+    public var silenceFilledSamples: Int?
 }

@@ -51,6 +51,8 @@ public final class RecordingSession: Sendable {
         var stopped = false
         var failure: CaptureError?
         var channels: [ChannelInfo] = []
+        /// Where the timeline ends (ns), fixed when `stop()` is called.
+        var endNs: Int64 = 0
     }
 
     public init(options: RecordingOptions, logger: Logger) {
@@ -96,8 +98,16 @@ public final class RecordingSession: Sendable {
             }
         } catch {
             for v in video { v.requestStop(); v.start(at: MonotonicClock.now()); v.waitUntilFinished() }
-            for a in audio { a.stopAndWait() }
+            for a in audio { a.stopAndWait(atNs: nil) }
             throw error
+        }
+
+        // Every audio channel delivers before the session's zero is set, so the recording starts
+        // with sound where the source had sound (see `AudioChannel.waitUntilFlowing`).
+        let flowDeadline = MonotonicClock.now() + Self.audioStartTimeoutNs
+        for a in audio where !a.waitUntilFlowing(deadline: flowDeadline) {
+            logger.warning("audio source delivers nothing yet; the channel starts with silence", metadata: [
+                "channel": "\(a.id)", "waitedMs": "\(Self.audioStartTimeoutNs / 1_000_000)"])
         }
 
         // One instant for everyone: the session's zero. The spool's anchor
@@ -105,6 +115,9 @@ public final class RecordingSession: Sendable {
         let t0 = MonotonicClock.now()
         let wall0 = wallAtStart + (t0 - monoAtStart)
         spool.reanchor(monotonic: t0, unixNs: wall0)
+        // At once: audio from t0 on is already arriving (the slow session file comes after).
+        for a in audio { a.start(at: t0) }
+        for v in video { v.start(at: t0) }
         state.withLock {
             $0.video = video
             $0.audio = audio
@@ -114,13 +127,14 @@ public final class RecordingSession: Sendable {
             $0.channels = resolved.map(\.info)
         }
         try writeSessionFile(spool: spool, channels: resolved.map(\.info), t0Wall: wall0, summary: nil)
-        for a in audio { a.start(at: t0) }
-        for v in video { v.start(at: t0) }
         logger.info("recording started", metadata: [
             "session": "\(options.sessionId)", "out": "\(options.outputDirectory)",
             "channels": "\(resolved.map { $0.id.description }.joined(separator: ","))",
         ])
     }
+
+    /// How long a start waits for the audio sources to deliver.
+    static let audioStartTimeoutNs: Int64 = 3_000_000_000
 
     /// Blocks until a channel fails or `timeout` passes; returns the failure, if any.
     public func waitForFailure(timeout: DispatchTime) -> CaptureError? {
@@ -131,17 +145,25 @@ public final class RecordingSession: Sendable {
         return nil
     }
 
-    /// Stops every channel after closing its current chunk; returns what was recorded.
+    /// Ends the session now (or at `maxDurationNs`, if that came first): every channel ends at
+    /// that instant of the timeline. Video takes no frame slot from it on; audio waits for what
+    /// its source captured up to it (a source that delivers late or in bursts sends the last
+    /// moments after the stop), and only what never arrives is filled with silence. Closes the
+    /// last chunks, waits until they are on disk and returns what was recorded.
     @discardableResult
     public func stop() -> RecordingSummary {
-        let (video, audio, spool, t0, alreadyStopped) = state.withLock { s in
+        let now = MonotonicClock.now()
+        let (video, audio, spool, t0, alreadyStopped, end) = state.withLock { s in
             let was = s.stopped
-            s.stopped = true
-            return (s.video, s.audio, s.spool, s.t0, was)
+            if !was {
+                s.stopped = true
+                s.endNs = s.started ? min(max(0, now - s.t0), options.maxDurationNs ?? .max) : 0
+            }
+            return (s.video, s.audio, s.spool, s.t0, was, s.endNs)
         }
         if !alreadyStopped {
-            for v in video { v.requestStop() }
-            for a in audio { a.stopAndWait() }
+            for v in video { v.requestStop(atNs: end) }
+            for a in audio { a.stopAndWait(atNs: end) }
             for v in video { v.waitUntilFinished() }
             do throws(CaptureError) {
                 try spool?.flush()
@@ -149,7 +171,7 @@ public final class RecordingSession: Sendable {
                 reportFailure(error)
             }
         }
-        let summary = makeSummary(spool: spool, t0: t0)
+        let summary = makeSummary(spool: spool, durationNs: end)
         if !alreadyStopped, let spool {
             do throws(CaptureError) {
                 try writeSessionFile(spool: spool, channels: channels, t0Wall: spool.sessionStartUnixNs, summary: summary)
@@ -223,11 +245,11 @@ public final class RecordingSession: Sendable {
         if first { failureSignal.signal() }
     }
 
-    private func makeSummary(spool: SpoolWriter?, t0: Int64) -> RecordingSummary {
+    private func makeSummary(spool: SpoolWriter?, durationNs: Int64) -> RecordingSummary {
         let channels = snapshots(channelParts(), spool: spool, withPause: false)
         let failure = self.failure
         return RecordingSummary(sessionId: options.sessionId, outputDirectory: options.outputDirectory,
-                                durationNs: t0 > 0 ? MonotonicClock.now() - t0 : 0, channels: channels,
+                                durationNs: durationNs, channels: channels,
                                 error: failure?.message, errorCode: failure?.code.rawValue)
     }
 

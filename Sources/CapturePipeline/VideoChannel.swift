@@ -61,6 +61,8 @@ final class VideoChannel: @unchecked Sendable {
     private let filled = SPSCRing<FrameItem>(capacity: 16)
     private let free: SPSCRing<Int>
     private let stopRequested = Atomic<Bool>(false)
+    /// The end of the timeline (ns): no frame slot at or after it is taken.
+    private let stopAt = Atomic<Int64>(.max)
     private let startTime = Atomic<Int64>(0)
     private let setupDone = DispatchSemaphore(value: 0)
     private let go = DispatchSemaphore(value: 0)
@@ -140,6 +142,10 @@ final class VideoChannel: @unchecked Sendable {
     /// Asks the capture thread to stop after its current frame.
     func requestStop() { stopRequested.store(true, ordering: .releasing) }
 
+    /// Ends the channel at `endNs` on the session timeline: the frame slots before it are
+    /// captured, none after.
+    func requestStop(atNs endNs: Int64) { stopAt.store(endNs, ordering: .releasing) }
+
     /// Waits until the last chunk has been handed to the spool. (The capture
     /// thread exits only after the encoder finished, so its exit is the signal;
     /// `encoderDone` has exactly one waiter, the capture thread.)
@@ -192,18 +198,20 @@ final class VideoChannel: @unchecked Sendable {
         var queued = false
         var showingBlank = false
 
-        let limit = options.maxDurationNs ?? .max
-        while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit {
+        let maxDuration = options.maxDurationNs ?? .max
+        @inline(__always) func limit() -> Int64 { min(maxDuration, stopAt.load(ordering: .relaxed)) }
+        while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit() {
             let deadline = t0 + nominal(n)
             MonotonicClock.sleep(until: deadline)
             let now = MonotonicClock.now()
+            if nominal(n) >= limit() { break }   // the session ended while we slept
             if now - deadline >= periodNs {
                 // Stalled (machine busy, X server slow): skip the missed slots
                 // instead of bursting to catch up; stay on the grid.
                 let missed = (now - t0 - nominal(n)) / periodNs
                 stats.dropped.add(Int(missed), ordering: .relaxed)
                 n += missed
-                if nominal(n) >= limit { break }
+                if nominal(n) >= limit() { break }
             }
             let slotStart = nominal(n)
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs

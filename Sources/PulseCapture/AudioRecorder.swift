@@ -79,6 +79,31 @@ public final class AudioRecorder: Sendable {
         }
     }
 
+    /// Waits until the server has started delivering audio (the sink may not have it yet: a new
+    /// stream's first audio is held until its timing settles), at most until `deadline`
+    /// (CLOCK_MONOTONIC ns). False when it timed out.
+    public func waitUntilStreaming(deadline: Int64) -> Bool {
+        while !engine.hasDelivered.load(ordering: .acquiring) {
+            if MonotonicClock.now() >= deadline { return false }
+            usleep(2_000)
+        }
+        return true
+    }
+
+    /// Waits until the sink has been given the audio captured up to `endTime` (CLOCK_MONOTONIC
+    /// ns), as long as the source's delivery delay makes necessary (a source that sends bursts
+    /// delivers the last moments up to a burst later), at most `maxWait` past `endTime`; then
+    /// anything still held back goes to the sink. Call it before `stop()` so a stop loses nothing
+    /// the server still holds. Returns how long it waited. Not from inside a sink callback.
+    @discardableResult
+    public func finish(capturedUntil endTime: Int64, maxWait: Duration = .seconds(5)) -> Duration {
+        if engine.isOnMainloopThread { return .zero }
+        let waited = engine.lifecycle.withLock { _ in
+            engine.finish(capturedUntil: endTime, maxWaitNs: maxWait.nanoseconds)
+        }
+        return .nanoseconds(waited)
+    }
+
     /// The pulse source currently recorded (nil before start, while reconnecting, after stop).
     public var deviceName: String? {
         engine.publishedDevice.withLock { $0 }

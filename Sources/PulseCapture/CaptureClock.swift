@@ -1,16 +1,19 @@
-/// Turns per-block capture-time measurements (monotonic "now" minus the stream latency, which
-/// jitters by scheduling and by the server's timing updates) into timestamps that advance with the
-/// sample count, while still tracking the device clock's drift against CLOCK_MONOTONIC.
+/// Turns capture-time measurements (taken from the server's timing reports, which jitter by
+/// scheduling and by when the server answered) into timestamps that advance with the sample
+/// count, while still tracking the device clock's drift against CLOCK_MONOTONIC.
 ///
 /// It is a second-order delay-locked loop, the filter FFmpeg's pulse input uses (`ff_timefilter`,
 /// after Fons Adriaensen, "Using a DLL to filter time"): the prediction for a block is the previous
-/// block's time plus its frame count times the estimated frame period; the measurement error
-/// corrects the time with gain `b` and the period with gain `c`. During the first blocks the time
-/// gain is `1/count`, so the start is a running average rather than the first (noisiest) sample.
+/// block's time plus its frame count times the estimated frame period; a measurement's error
+/// corrects the time with gain `b` and the period with gain `c`, both scaled to the audio since
+/// the previous measurement (blocks in between just `advance`). During the first measurements the
+/// time gain is `1/count`, so the start is a running average rather than the first (noisiest)
+/// sample.
 ///
-/// A measurement further than `resyncThreshold` from the prediction means audio was lost or the
-/// stream restarted: the filter restarts at the measured time and reports the jump. Otherwise the
-/// output is strictly increasing (each correction is limited to half the previous block).
+/// A measurement further than `resyncThreshold` from the prediction makes the filter restart at
+/// the measured time and report the jump (`StreamTimeline` passes `.infinity` and decides about
+/// jumps itself, after a second report confirms them). Otherwise the output is strictly
+/// increasing (each correction is limited to half the previous block).
 ///
 /// A value type with no storage beyond a few numbers: updating never allocates.
 public struct CaptureClock: Sendable {
@@ -25,7 +28,8 @@ public struct CaptureClock: Sendable {
     /// Estimated nanoseconds per frame (the source clock against CLOCK_MONOTONIC).
     public private(set) var nanosecondsPerFrame: Double = CaptureClock.nominalNanosecondsPerFrame
     private var next: Double = 0      // predicted start of the next block (ns)
-    private var lastFrames: Int = 0
+    private var lastFrames: Int = 0   // the previous block's length
+    private var interval: Int = 0     // frames since the previous measurement
     private var count: Int = 0
 
     public init(bandwidth: Double = 0.05, resyncThreshold: Double = 20_000_000) {
@@ -43,20 +47,24 @@ public struct CaptureClock: Sendable {
     /// True before the first block after a reset.
     public var isReset: Bool { count == 0 }
 
+    /// The predicted time of the next block's first frame (meaningless while `isReset`).
+    public var predictedNext: Double { next }
+
     /// Starts a time line whose next block begins at `time` (ns), trusted as much as `confidence`
     /// measurements would be (the time gain starts at 1/(confidence+1)).
     public mutating func restart(at time: Double, confidence: Int) {
         next = time
         lastFrames = 0
+        interval = 0
         count = max(1, confidence)
     }
 
-    /// The time of a block that follows the previous one without a measurement (audio that was
-    /// held back while the time line settled).
+    /// The time of a block that follows the previous one without a measurement of its own.
     public mutating func advance(frames: Int) -> Int64 {
         let t = next
         next = t + Double(frames) * nanosecondsPerFrame
         lastFrames = frames
+        interval += frames
         return Int64(t.rounded())
     }
 
@@ -78,8 +86,8 @@ public struct CaptureClock: Sendable {
                 count = 1
             } else {
                 count += 1
-                // Loop gains for this update interval (the previous block's duration).
-                let omega = 2 * Double.pi * bandwidth * Double(lastFrames) * nanosecondsPerFrame * 1e-9
+                // Loop gains for this update interval (the audio since the previous measurement).
+                let omega = 2 * Double.pi * bandwidth * Double(interval) * nanosecondsPerFrame * 1e-9
                 let b = max(2.0.squareRoot() * omega, 1.0 / Double(count))
                 let c = omega * omega
                 // Never move a block by more than half the previous block's length: with tiny
@@ -87,8 +95,8 @@ public struct CaptureClock: Sendable {
                 // put a block before its predecessor. Time stays strictly increasing.
                 let limit = 0.5 * Double(lastFrames) * nanosecondsPerFrame
                 t = next + min(max(b * error, -limit), limit)
-                if lastFrames > 0 {
-                    nanosecondsPerFrame += c * error / Double(lastFrames)
+                if interval > 0 {
+                    nanosecondsPerFrame += c * error / Double(interval)
                     // A real device is within a few hundred ppm of nominal; never let noise push it far.
                     let nominal = Self.nominalNanosecondsPerFrame
                     nanosecondsPerFrame = min(max(nanosecondsPerFrame, nominal * 0.99), nominal * 1.01)
@@ -97,18 +105,21 @@ public struct CaptureClock: Sendable {
         }
         next = t + Double(frames) * nanosecondsPerFrame
         lastFrames = frames
+        interval = frames
         return (Int64(t.rounded()), jump)
     }
 }
 
 /// Finds where a new stream's time line really starts.
 ///
-/// Right after a record stream connects (or moves), libpulse's latency is stale for a few blocks:
-/// the server is still shrinking the device's latency to the 20 ms we asked for, so "now - latency"
-/// can be off by 2-150 ms for the first 1-10 blocks while the audio itself is continuous. Each
-/// block implies a start time for the stream, `measured - framesBefore * period`; once the last few
-/// implied starts agree (within `tolerance`, over at least `minimumSpanFrames` of audio) the time
-/// line is known, and audio held back meanwhile can be stamped from it.
+/// Right after a record stream connects (or moves), the server's timing is stale for a while:
+/// it is still shrinking the device's latency to the 20 ms we asked for, so a report can be off
+/// by 2-150 ms for the first 100-200 ms while the audio itself is continuous. Each report implies
+/// a start time for the stream, `measured - framesBefore * period`; once the last few implied
+/// starts agree (within `tolerance`, over at least `minimumSpanFrames` of audio or
+/// `minimumSpanNs` of time between the reports) the time line is known, and audio held back
+/// meanwhile can be stamped from it. (Time counts as well as audio: a source that delivers in
+/// bursts sends reports between its bursts, when no audio arrives.)
 ///
 /// Fixed-size storage (InlineArray): adding never allocates.
 public struct TimelineSettler: Sendable {
@@ -116,36 +127,42 @@ public struct TimelineSettler: Sendable {
     public let tolerance: Double
     public let minimumCount: Int
     public let minimumSpanFrames: Int
+    public let minimumSpanNs: Int64
     private var starts = InlineArray<32, Double>(repeating: 0)
     private var positions = InlineArray<32, Int>(repeating: 0)
+    private var times = InlineArray<32, Int64>(repeating: 0)
     private var count = 0
 
-    /// Defaults: 6 blocks within 1 ms of each other, covering at least 100 ms of audio (the
-    /// latency can step down in stages for ~100 ms after a stream starts; measured).
-    public init(tolerance: Double = 1_000_000, minimumCount: Int = 6, minimumSpanFrames: Int = 4_800) {
+    /// Defaults: 3 reports within 1 ms of each other, covering at least 100 ms of audio or of time
+    /// (the latency can step down in stages for ~100 ms after a stream starts; measured).
+    public init(tolerance: Double = 1_000_000, minimumCount: Int = 3, minimumSpanFrames: Int = 4_800,
+                minimumSpanNs: Int64 = 100_000_000) {
         self.tolerance = tolerance
         self.minimumCount = minimumCount
         self.minimumSpanFrames = minimumSpanFrames
+        self.minimumSpanNs = minimumSpanNs
     }
 
     public mutating func reset() { count = 0 }
 
     public var isEmpty: Bool { count == 0 }
 
-    /// Adds the measured time of a block that starts `framesBefore` frames into the stream. Returns
-    /// the stream's start time (ns; the middle of the agreeing measurements' range) once the
-    /// recent measurements agree, and how many agreed.
-    public mutating func add(measured: Int64, framesBefore: Int) -> (start: Double, agreeing: Int)? {
+    /// Adds the measured time of the frame `framesBefore` frames into the stream, taken at `now`.
+    /// Returns the stream's start time (ns; the middle of the agreeing measurements' range) once
+    /// the recent measurements agree, and how many agreed.
+    public mutating func add(measured: Int64, framesBefore: Int, at now: Int64 = 0) -> (start: Double, agreeing: Int)? {
         let implied = Double(measured) - Double(framesBefore) * CaptureClock.nominalNanosecondsPerFrame
         if count == Self.window {
             for i in 1..<Self.window {
                 starts[i - 1] = starts[i]
                 positions[i - 1] = positions[i]
+                times[i - 1] = times[i]
             }
             count -= 1
         }
         starts[count] = implied
         positions[count] = framesBefore
+        times[count] = now
         count += 1
         // The longest run of newest measurements that agree.
         var lo = implied, hi = implied
@@ -158,19 +175,30 @@ public struct TimelineSettler: Sendable {
             lo = newLo; hi = newHi; n += 1
             i -= 1
         }
-        if n >= minimumCount && framesBefore - positions[count - n] >= minimumSpanFrames {
+        let oldest = count - n
+        if n >= minimumCount
+            && (framesBefore - positions[oldest] >= minimumSpanFrames || now - times[oldest] >= minimumSpanNs)
+        {
             return ((lo + hi) / 2, n)
         }
         return nil
     }
 
-    /// Best guess when the measurements never agreed: the median of the newest three.
+    /// Best guess when the measurements never agreed (a server whose reports keep swinging by a
+    /// few ms): the median of those in the window.
     public var fallbackStart: Double? {
         guard count > 0 else { return nil }
-        let a = starts[count - 1]
-        guard count >= 3 else { return a }
-        let b = starts[count - 2], c = starts[count - 3]
-        return max(min(a, b), min(max(a, b), c))
+        var sorted = InlineArray<32, Double>(repeating: 0)
+        for i in 0..<count {
+            let v = starts[i]
+            var j = i
+            while j > 0 && sorted[j - 1] > v {
+                sorted[j] = sorted[j - 1]
+                j -= 1
+            }
+            sorted[j] = v
+        }
+        return count % 2 == 1 ? sorted[count / 2] : (sorted[count / 2 - 1] + sorted[count / 2]) / 2
     }
 }
 

@@ -146,6 +146,12 @@ final class PulseLoopThread: @unchecked Sendable {
     /// Waits for `signal()`; the lock must be held (it is released while waiting).
     func wait() { pthread_cond_wait(cond, mutex) }
 
+    /// `wait()` that gives up at `deadline` (CLOCK_MONOTONIC ns; the condition uses that clock).
+    func wait(untilMonotonic deadline: Int64) {
+        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        _ = pthread_cond_timedwait(cond, mutex, &ts)
+    }
+
     /// Wakes every thread in `wait()`.
     func signal() { pthread_cond_broadcast(cond) }
 
