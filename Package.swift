@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureTestSupport",
+                "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),

@@ -13,4 +13,9 @@
 
 static inline int cx11_destroy_image(XImage *image) { return XDestroyImage(image); }
 
+/// Screen-size, CRTC and output changes of `root` arrive as events from now on.
+static inline void cx11_watch_screen_layout(Display *display, Window root) {
+    XRRSelectInput(display, root, RRScreenChangeNotifyMask | RRCrtcChangeNotifyMask | RROutputChangeNotifyMask);
+}
+
 #endif

@@ -126,7 +126,10 @@ struct RecordCommand: ParsableCommand {
             for c in summary.channels {
                 var line = "  \(c.channel): \(c.chunks) chunks, \(c.bytes) bytes, \(c.encoded) frames encoded"
                 if c.type == .video {
-                    line += " (grabbed \(c.captured), repeated \(c.repeated), left out \(c.leftOut), dropped \(c.dropped))"
+                    line += " (grabbed \(c.captured), repeated \(c.repeated), left out \(c.leftOut), dropped \(c.dropped)"
+                    if let off = c.offlineFrames, off > 0 { line += ", black while the monitor was off \(off)" }
+                    if let changes = c.layoutChanges, changes > 0 { line += ", monitor changes \(changes)" }
+                    line += ")"
                 } else if c.silenceFilledMs > 0 || c.discontinuities > 0 {
                     line += " (silence filled \(c.silenceFilledMs) ms, interruptions \(c.discontinuities))"
                 }

@@ -113,6 +113,7 @@ public enum ControlEventName: String, Sendable, CaseIterable, Codable {
     case recordingComplete = "recording-complete"
     case recordingFailed = "recording-failed"
     case channelError = "channel-error"
+    case displayChanged = "display-changed"
     case uploadProgress = "upload-progress"
     case tokenExpired = "token-expired"
 }

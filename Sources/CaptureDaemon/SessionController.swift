@@ -130,7 +130,11 @@ public final class SessionController: Sendable {
         operations.async { [self] in
             let used = Self.spoolUsage()
             snapshot.withLock { $0.spoolBytesAtStart = used }
-            let session = RecordingSession(options: options, logger: logger)
+            let events = self.events
+            let id = options.sessionId
+            let session = RecordingSession(options: options, logger: logger) { change in
+                events.publish(Self.event(for: change, sessionId: id))
+            }
             do throws(CaptureError) {
                 if used >= configuration.spoolBudgetBytes {
                     throw CaptureError(.ioError,
@@ -274,6 +278,22 @@ public final class SessionController: Sendable {
         return .object(["sessionId": .string(id ?? ""), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
     }
 
+    /// `display-changed`: a display channel's monitor changed, went off or came back.
+    static func event(for change: DisplayChange, sessionId: String) -> ControlEvent {
+        func rect(_ x: Int, _ y: Int, _ w: Int, _ h: Int) -> JSONValue {
+            .object(["x": .integer(Int64(x)), "y": .integer(Int64(y)), "width": .integer(Int64(w)), "height": .integer(Int64(h))])
+        }
+        let m = change.monitor, p = change.picture
+        return ControlEvent(.displayChanged, sessionId: sessionId, channel: change.channel.description, data: [
+            "state": .string(change.kind.rawValue),
+            "monitor": .object(["name": .string(m.name), "x": .integer(Int64(m.x)), "y": .integer(Int64(m.y)),
+                                "width": .integer(Int64(m.width)), "height": .integer(Int64(m.height))]),
+            "output": .object(["width": .integer(Int64(change.outputWidth)), "height": .integer(Int64(change.outputHeight))]),
+            "picture": rect(Int(p.x), Int(p.y), Int(p.width), Int(p.height)),
+            "atNs": .integer(change.atNs),
+        ])
+    }
+
     /// Stops the session and drops the controller's reference to it; nil when there is none.
     private func closeSession(failure: CaptureError?) -> (RecordingSummary, CaptureError?, String?)? {
         let (session, id) = snapshot.withLock { ($0.session, $0.sessionId) }
@@ -385,6 +405,8 @@ public final class SessionController: Sendable {
                 c["measuredFps"] = watch?.measuredFps.map { .number(($0 * 10).rounded() / 10) } ?? .null
                 c["repeated"] = .integer(Int64(stat.repeated))
                 c["leftOut"] = .integer(Int64(stat.leftOut))
+                c["offlineFrames"] = .integer(Int64(stat.offlineFrames ?? 0))
+                c["layoutChanges"] = .integer(Int64(stat.layoutChanges ?? 0))
             } else {
                 c["silenceFilledMs"] = .integer(Int64(stat.silenceFilledMs))
                 c["interruptions"] = .integer(Int64(stat.discontinuities))

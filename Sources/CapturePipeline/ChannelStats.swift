@@ -13,6 +13,10 @@ public final class ChannelStats: Sendable {
     let leftOut = Atomic<Int>(0)
     /// Video: frames not taken because the encoder was behind or the capture thread stalled.
     let dropped = Atomic<Int>(0)
+    /// Video: frame slots recorded black because the monitor was off or unplugged.
+    let offlineFrames = Atomic<Int>(0)
+    /// Video: times the monitor's size or position changed (or it came back elsewhere).
+    let layoutChanges = Atomic<Int>(0)
     /// Frames (video) or AAC frames (audio) handed to the muxer.
     let encoded = Atomic<Int>(0)
     /// Audio: samples of the source placed on the timeline (paused ones too: they are zeroed).
@@ -38,6 +42,8 @@ public final class ChannelStats: Sendable {
             overlapDroppedMs: overlapDroppedSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             discontinuities: discontinuities.load(ordering: .relaxed),
             chunks: 0, bytes: 0, paused: nil,
+            offlineFrames: channel.mediaType == .video ? offlineFrames.load(ordering: .relaxed) : nil,
+            layoutChanges: channel.mediaType == .video ? layoutChanges.load(ordering: .relaxed) : nil,
             capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
             silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil)
     }
@@ -58,6 +64,10 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     public var bytes: Int
     /// Whether the channel's track is paused now (live status only).
     public var paused: Bool?
+    /// Video: frame slots recorded black while the monitor was off, and how often its size or
+    /// place changed (nil for audio).
+    public var offlineFrames: Int?
+    public var layoutChanges: Int?
     /// Audio: samples of the source on the timeline, and of silence filled in; their sum is the
     /// stream's length (nil for video).
     public var capturedSamples: Int?

@@ -55,9 +55,15 @@ public final class RecordingSession: Sendable {
         var endNs: Int64 = 0
     }
 
-    public init(options: RecordingOptions, logger: Logger) {
+    private let onDisplayChange: @Sendable (DisplayChange) -> Void
+
+    /// - Parameter onDisplayChange: a display channel's monitor changed size or place, went off
+    ///   or came back (called on its capture thread; must not block).
+    public init(options: RecordingOptions, logger: Logger,
+                onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in }) {
         self.options = options
         self.logger = logger
+        self.onDisplayChange = onDisplayChange
     }
 
     /// The channels being recorded (after `start()`).
@@ -87,7 +93,8 @@ public final class RecordingSession: Sendable {
             for channel in resolved {
                 switch channel {
                 case .display(let id, let monitor, _):
-                    let v = VideoChannel(id: id, monitor: monitor, options: options, logger: logger, onFailure: onFailure)
+                    let v = VideoChannel(id: id, monitor: monitor, options: options, logger: logger, onFailure: onFailure,
+                                         onDisplayChange: onDisplayChange)
                     try v.prepare(spool: spool)
                     video.append(v)
                 case .audio(let id, let target, _):

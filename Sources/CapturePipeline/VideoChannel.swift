@@ -9,7 +9,12 @@ import X11Capture
 
 /// What the capture thread hands the encoder for one frame slot of the timeline.
 struct FrameItem: BitwiseCopyable {
-    enum Kind: UInt8 { case grabbed, repeated, blank, end }
+    enum Kind: UInt8 {
+        case grabbed, repeated, blank, end
+        /// The monitor's size or place changed: the encoder takes `nextSlots` (the new images)
+        /// and pictures of `width` x `height` from the next item on.
+        case reconfigure
+    }
     var kind: Kind
     /// Pool slot holding the grabbed pixels (only for `.grabbed`).
     var slot: Int32
@@ -17,6 +22,31 @@ struct FrameItem: BitwiseCopyable {
     var ptsNs: Int64
     /// What changed since the previous grabbed frame (only for `.grabbed`).
     var dirty: DirtyRegion
+    /// The new source size (only for `.reconfigure`).
+    var width: Int32 = 0
+    var height: Int32 = 0
+}
+
+/// A display channel's monitor changed under a running session.
+public struct DisplayChange: Sendable {
+    public enum Kind: String, Sendable {
+        /// Another mode or position: captured on, scaled into the stream's size.
+        case changed
+        /// Turned off or unplugged: black frames until it is back.
+        case lost
+        /// Back after `lost`.
+        case restored
+    }
+    public var channel: ChannelID
+    public var kind: Kind
+    /// The monitor now (the last known one for `lost`).
+    public var monitor: MonitorInfo
+    /// The stream's size (unchanged) and where the picture lies in it.
+    public var outputWidth: Int
+    public var outputHeight: Int
+    public var picture: PixelRect
+    /// When, on the session timeline (ns).
+    public var atNs: Int64
 }
 
 /// The pixel memory of the grabber's image pool, readable from the encoder.
@@ -52,14 +82,15 @@ final class VideoChannel: @unchecked Sendable {
     let stats: ChannelStats
     /// Pausing the screen track: black frames from the pause instant on.
     let pauseGate = PauseGate()
-    private let options: RecordingOptions
-    private let logger: Logger
+    let options: RecordingOptions
+    let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
+    let onDisplayChange: @Sendable (DisplayChange) -> Void
     private let live = VideoChannel.liveInstances.token()
     static let liveInstances = LiveInstances("VideoChannel")
 
-    private let filled = SPSCRing<FrameItem>(capacity: 16)
-    private let free: SPSCRing<Int>
+    let filled = SPSCRing<FrameItem>(capacity: 16)
+    let free: SPSCRing<Int>
     private let stopRequested = Atomic<Bool>(false)
     /// The end of the timeline (ns): no frame slot at or after it is taken.
     private let stopAt = Atomic<Int64>(.max)
@@ -69,9 +100,14 @@ final class VideoChannel: @unchecked Sendable {
     private let encoderDone = DispatchSemaphore(value: 0)
     private let captureExited = DispatchSemaphore(value: 0)
     private let setupResult = Mutex<Result<FrameSlots, CaptureError>?>(nil)
+    /// The images of a grabber that replaced the old one, for the encoder to take with the
+    /// `.reconfigure` item that announces them.
+    let nextSlots = Mutex<FrameSlots?>(nil)
+    /// The stream's size (set in `prepare`, before the capture loop starts).
+    private(set) var outputSize = (width: 0, height: 0)
 
     private let encodeQueue: DispatchQueue
-    private var wakeup: QueueWakeup?
+    private(set) var wakeup: QueueWakeup?
     private var slots: FrameSlots?
     private var encoder: VideoEncoder?
     private var chunker: Chunker?
@@ -81,12 +117,14 @@ final class VideoChannel: @unchecked Sendable {
     private let nominalFrameTicks: Int64
 
     init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
-         onFailure: @escaping @Sendable (CaptureError) -> Void) {
+         onFailure: @escaping @Sendable (CaptureError) -> Void,
+         onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in }) {
         self.id = id
         self.monitor = monitor
         self.options = options
         self.logger = logger
         self.onFailure = onFailure
+        self.onDisplayChange = onDisplayChange
         self.stats = ChannelStats(channel: id)
         self.free = SPSCRing(capacity: options.framePoolSize)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
@@ -117,6 +155,7 @@ final class VideoChannel: @unchecked Sendable {
             let muxer = try TSChunkMuxer(stream: encoder.stream)
             let outlet = try spool.addChannel(id, codec: "h264")
             self.encoder = encoder
+            self.outputSize = (encoder.outputWidth, encoder.outputHeight)
             self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
                                    ticksPerSecond: VideoTimebase.hz,
                                    nominalPacketTicks: nominalFrameTicks, stats: stats)
@@ -159,14 +198,14 @@ final class VideoChannel: @unchecked Sendable {
     private func captureThreadMain() {
         defer { captureExited.signal() }
         let connection: X11Connection
-        let grabber: ScreenGrabber
+        var grabber: ScreenGrabber
         do throws(CaptureError) {
             connection = try X11Connection(displayName: options.displayName)
+            try connection.watchScreenLayout()
             grabber = try ScreenGrabber(connection: connection, region: monitor, poolSize: options.framePoolSize,
                                         drawCursor: options.drawCursor)
             for warning in grabber.warnings { logger.warning("\(warning)", metadata: ["channel": "\(id)"]) }
-            let views = (0..<options.framePoolSize).map { grabber.pixels(slot: $0) }
-            setupResult.withLock { $0 = .success(FrameSlots(views)) }
+            setupResult.withLock { $0 = .success(Self.slots(of: grabber)) }
             setupDone.signal()
         } catch {
             setupResult.withLock { $0 = .failure(error) }
@@ -175,7 +214,9 @@ final class VideoChannel: @unchecked Sendable {
         }
         go.wait()
         if !stopRequested.load(ordering: .acquiring) {
-            captureLoop(grabber: grabber)
+            var display = DisplayState(grabber: grabber, tracked: monitor)
+            captureLoop(&display)
+            grabber = display.grabber
         }
         // The end marker tells the encoder to flush; then wait for it so the
         // grabber (whose memory the encoder reads) outlives every read.
@@ -187,7 +228,11 @@ final class VideoChannel: @unchecked Sendable {
         withExtendedLifetime((connection, grabber)) {}
     }
 
-    private func captureLoop(grabber: ScreenGrabber) {
+    static func slots(of grabber: ScreenGrabber) -> FrameSlots {
+        FrameSlots((0..<grabber.poolSize).map { grabber.pixels(slot: $0) })
+    }
+
+    private func captureLoop(_ display: inout DisplayState) {
         let t0 = startTime.load(ordering: .acquiring)
         let fps = Int64(options.video.fps)
         let periodNs = 1_000_000_000 / fps
@@ -217,9 +262,13 @@ final class VideoChannel: @unchecked Sendable {
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
             let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
             do throws(CaptureError) {
-                var changed = try grabber.pollChanges()
-                if pauseGate.isPaused(atNs: slotStart) {
-                    // Paused: one black frame, then it is a still screen.
+                var changed = try display.grabber.pollChanges()
+                if display.grabber.connection.takeLayoutChange() || slotStart >= display.lookAgainAt {
+                    if try followLayout(&display, atNs: slotStart) { changed = true }
+                }
+                if display.offline { stats.offlineFrames.add(1, ordering: .relaxed) }
+                if display.offline || pauseGate.isPaused(atNs: slotStart) {
+                    // Paused, or the monitor is off: one black frame, then it is a still screen.
                     changed = false
                     if !showingBlank {
                         if filled.push(FrameItem(kind: .blank, slot: -1, ptsNs: slotStart, dirty: DirtyRegion())) {
@@ -234,14 +283,27 @@ final class VideoChannel: @unchecked Sendable {
                         }
                     }
                 } else if showingBlank {
-                    // Resumed: the encoder's picture is black; send the whole screen.
-                    grabber.invalidate()
+                    // Resumed (or the monitor is back): the encoder's picture is black; send the whole screen.
+                    display.grabber.invalidate()
                     showingBlank = false
                     changed = true
                 }
                 if changed || n == 0 {
-                    if filled.freeSpace > 0, let slot = free.pop() {
-                        let dirty = try grabber.grab(into: slot)
+                    if filled.freeSpace > 0, let slot = display.spareSlot ?? free.pop() {
+                        display.spareSlot = nil
+                        let dirty: DirtyRegion
+                        do {
+                            dirty = try display.grabber.grab(into: slot)
+                        } catch where display.grabber.connection.isAlive {
+                            // The screen changed under the grab (BadMatch: the monitor no longer
+                            // fits where it was). Not the end: look at the layout at once.
+                            display.spareSlot = slot
+                            display.lookAgainAt = 0
+                            stats.dropped.add(1, ordering: .relaxed)
+                            logger.debug("grab failed; the screen layout changed", metadata: ["channel": "\(id)", "error": "\(error)"])
+                            n += 1
+                            continue
+                        }
                         // The frame's timestamp is its slot on the grid. The
                         // grab happens inside that slot (a later one was
                         // skipped above), so the error is the grab latency,
@@ -308,6 +370,16 @@ final class VideoChannel: @unchecked Sendable {
             case .blank:
                 if !failed { encoder?.fillBlack() }
                 encodeFrame(ptsNs: item.ptsNs)
+            case .reconfigure:
+                // Every slot of the old images is back (the capture thread waited for it).
+                if let next = nextSlots.withLock({ s -> FrameSlots? in defer { s = nil }; return s }) { slots = next }
+                if !failed, let encoder {
+                    do throws(CaptureError) {
+                        try encoder.changeSource(width: Int(item.width), height: Int(item.height))
+                    } catch {
+                        fail(error)
+                    }
+                }
             }
         }
     }

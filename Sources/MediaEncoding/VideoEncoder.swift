@@ -64,11 +64,16 @@ public struct VideoEncoderSettings: Sendable, Equatable {
 ///
 /// Not thread-safe: use an instance from one thread at a time.
 public final class VideoEncoder {
-    public let sourceWidth: Int
-    public let sourceHeight: Int
+    /// The source size the encoder takes now (`changeSource` changes it).
+    public private(set) var sourceWidth: Int
+    public private(set) var sourceHeight: Int
     public let settings: VideoEncoderSettings
-    public var outputWidth: Int { converter.outputWidth }
-    public var outputHeight: Int { converter.outputHeight }
+    /// The stream's size, fixed for the encoder's life.
+    public let outputWidth: Int
+    public let outputHeight: Int
+    /// Where the source lands in the output: all of it, or after `changeSource` to another
+    /// size, the largest centred rectangle that keeps the source's aspect (the rest is black).
+    public private(set) var pictureRect: PixelRect
     /// What a muxer needs (codec parameters, time base 1/90000).
     public var stream: StreamDescription { streamDescription! }
 
@@ -93,7 +98,8 @@ public final class VideoEncoder {
     /// decoded picture.
     var claimNothingChangedOnce = false
 
-    private let converter: PictureConverter
+    private var converter: PictureConverter
+    private let converterEngine: PictureConverter.Engine
     private let frameDuration: Int64
     /// The x264_t*.
     private let encoder: OpaquePointer
@@ -105,6 +111,8 @@ public final class VideoEncoder {
     /// 64-byte aligned Y, U, V planes (strides multiples of 64), written by the converter.
     private let planes: UnsafeMutableRawPointer
     private let yuv: PlanarYUV
+    /// The part of `yuv` the converter writes: `pictureRect` of it.
+    private var target: PlanarYUV
     /// The AVPacket handed out through EncodedPacket: it points at x264's output
     /// buffer (no copy), which stays valid until the next x264_encoder_encode.
     private let packet: UnsafeMutablePointer<AVPacket>
@@ -168,6 +176,7 @@ public final class VideoEncoder {
         self.settings = settings
         self.usesMacroblockHints = macroblockHints
         self.replaysKeyframes = keyframeReplay
+        self.converterEngine = converterEngine
 
         var outW = sourceWidth & ~1, outH = sourceHeight & ~1
         if let mh = settings.maxHeight, outH > mh {
@@ -175,6 +184,9 @@ public final class VideoEncoder {
             let w = Double(sourceWidth) * Double(outH) / Double(sourceHeight)
             outW = max(2, Int((w / 2).rounded()) * 2)
         }
+        outputWidth = outW
+        outputHeight = outH
+        pictureRect = PixelRect(x: 0, y: 0, width: outW, height: outH)
         frameDuration = VideoTimebase.hz / Int64(settings.fps)
         macroblockColumns = (outW + 15) / 16
         macroblockRows = (outH + 15) / 16
@@ -250,6 +262,7 @@ public final class VideoEncoder {
         (yPlane + ySize).initialize(repeating: 128, count: 2 * cSize)
         yuv = PlanarYUV(y: yPlane, u: yPlane + ySize, v: yPlane + ySize + cSize,
                         yStride: yStride, uStride: cStride, vStride: cStride)
+        target = yuv
 
         let mbCount = macroblockColumns * macroblockRows
         macroblockInfo = (.allocate(capacity: mbCount), .allocate(capacity: mbCount))
@@ -332,8 +345,46 @@ public final class VideoEncoder {
         precondition(image.width >= sourceWidth && image.height >= sourceHeight,
                      "updatePicture: image \(image.width)x\(image.height) is smaller than the encoder's source \(sourceWidth)x\(sourceHeight); make a new VideoEncoder when the size changes")
         if let d = dirty, d.isEmpty { lastConvertedPixels = 0; return }
-        lastConvertedPixels = converter.convert(image, dirty: dirty, into: yuv)
+        lastConvertedPixels = converter.convert(image, dirty: dirty, into: target)
         markChanged(dirty)
+    }
+
+    /// Takes pictures of another size from now on (the monitor's mode changed, or it moved):
+    /// the stream keeps its size, the new picture is scaled to fit it with its aspect kept
+    /// (`pictureRect`, centred, black around it: letterboxed or pillarboxed), so every chunk,
+    /// and everything built on them, stays one stream. The same size as the output takes the
+    /// exact, partial-update path again. The picture is black until the next `updatePicture`.
+    public func changeSource(width: Int, height: Int) throws(CaptureError) {
+        guard width >= 2, height >= 2, width <= 16384, height <= 16384 else {
+            throw CaptureError(.invalidRequest, "video source size \(width)x\(height) is out of range (2...16384)")
+        }
+        let rect = Self.fit(sourceWidth: width, sourceHeight: height, into: outputWidth, outputHeight)
+        let next = try PictureConverter(sourceWidth: width, sourceHeight: height, outputWidth: Int(rect.width),
+                                        outputHeight: Int(rect.height), engine: converterEngine)
+        converter = next
+        pictureRect = rect
+        sourceWidth = width
+        sourceHeight = height
+        let x = Int(rect.x), y = Int(rect.y)
+        target = PlanarYUV(y: yuv.y + y * yuv.yStride + x, u: yuv.u + (y / 2) * yuv.uStride + x / 2,
+                           v: yuv.v + (y / 2) * yuv.vStride + x / 2,
+                           yStride: yuv.yStride, uStride: yuv.uStride, vStride: yuv.vStride)
+        fillBlack()
+    }
+
+    /// The largest rectangle with the source's aspect that fits `width` x `height`, centred,
+    /// with even position and size (4:2:0 chroma); the whole output when the aspect is the
+    /// same to within a pixel.
+    public static func fit(sourceWidth: Int, sourceHeight: Int, into width: Int, _ height: Int) -> PixelRect {
+        let scale = min(Double(width) / Double(sourceWidth), Double(height) / Double(sourceHeight))
+        var w = Int((Double(sourceWidth) * scale / 2).rounded()) * 2
+        var h = Int((Double(sourceHeight) * scale / 2).rounded()) * 2
+        if abs(w - width) <= 2 { w = width }
+        if abs(h - height) <= 2 { h = height }
+        w = max(2, min(w, width))
+        h = max(2, min(h, height))
+        let x = (width - w) / 2 & ~1, y = (height - h) / 2 & ~1
+        return PixelRect(x: x, y: y, width: w, height: h)
     }
 
     /// Replaces the persistent picture with black (Y 16, Cb/Cr 128: limited
@@ -353,7 +404,7 @@ public final class VideoEncoder {
         let info = pendingInfo
         let count = macroblockColumns * macroblockRows
         pendingAnyChanged = true
-        guard let dirty, !converter.isScaling else {
+        guard let dirty, !converter.isScaling, pictureRect.x == 0, pictureRect.y == 0 else {
             info.update(repeating: 0, count: count)
             return
         }

@@ -55,6 +55,9 @@ public final class X11Connection {
 
     let damageEventBase: Int32
     let xfixesEventBase: Int32
+    let randrEventBase: Int32
+    /// A RandR event arrived since `takeLayoutChange()` last looked (see `watchScreenLayout`).
+    private var layoutChanged = false
 
     /// Grabbers that receive this connection's events (damage, cursor notify). Not owning:
     /// a grabber holds its connection strongly and removes itself in its deinit.
@@ -120,8 +123,10 @@ public final class X11Connection {
         if XRRQueryExtension(dpy, &eventBase, &errorBase) != 0 {
             major = 0; minor = 0
             hasRandR = XRRQueryVersion(dpy, &major, &minor) != 0 && (major > 1 || (major == 1 && minor >= 5))
+            randrEventBase = eventBase
         } else {
             hasRandR = false
+            randrEventBase = -1
         }
         eventSinks.reserveCapacity(4)
 
@@ -199,6 +204,23 @@ public final class X11Connection {
 
     // MARK: Events
 
+    /// Asks the server for RandR's screen, CRTC and output change events: a monitor whose mode or
+    /// position changes, one turned off or plugged in. They are read with the other events
+    /// (`drainEvents`); `takeLayoutChange()` tells whether any came. No-op without RandR 1.5.
+    public func watchScreenLayout() throws(CaptureError) {
+        guard hasRandR else { return }
+        try checkAlive()
+        cx11_watch_screen_layout(display, root)
+        XSync(display, 0)
+        try checkAlive()
+    }
+
+    /// Whether the screen layout changed since the last call (and forgets it).
+    public func takeLayoutChange() -> Bool {
+        defer { layoutChanged = false }
+        return layoutChanged
+    }
+
     func addEventSink(_ grabber: ScreenGrabber) {
         eventSinks.append(Unmanaged.passUnretained(grabber))
     }
@@ -235,6 +257,10 @@ public final class X11Connection {
             for sink in eventSinks {
                 sink.takeUnretainedValue().noteCursorChanged()
             }
+        } else if hasRandR && (type == randrEventBase + RRScreenChangeNotify || type == randrEventBase + RRNotify) {
+            // Keeps Xlib's idea of the screen size current (XDisplayWidth/Height).
+            if type == randrEventBase + RRScreenChangeNotify { XRRUpdateConfiguration(&event) }
+            layoutChanged = true
         }
         // Anything else (there should be nothing else) is dropped.
     }
