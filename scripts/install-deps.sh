@@ -12,6 +12,9 @@ BUILD_PKGS=(
 RIG_PKGS=(
   xvfb xserver-xorg-core xserver-xorg-video-dummy
   pulseaudio pulseaudio-utils
+  # PipeWire with its pulse server, as most desktops run it (the rig's --audio-server pipewire;
+  # it needs a D-Bus session bus, which the rig starts itself).
+  pipewire pipewire-pulse wireplumber dbus-daemon
   ffmpeg x11-utils x11-xserver-utils x11-apps xdotool
   procps time
 )

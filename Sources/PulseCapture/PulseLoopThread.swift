@@ -49,11 +49,17 @@ final class PulseLoopThread: @unchecked Sendable {
     /// pthread_t of the loop thread while it runs (0 = none).
     private let threadID = Atomic<UInt>(0)
     private var lastPollReturn: Int64 = 0
+    /// The previous poll slept (loop thread; folded into `sleeps` under the lock).
+    private var pendingSleep = false
     /// Times the loop entered its poll (lock held).
     private var pollEntries: UInt64 = 0
     /// How many times the loop has polled (lock held): a callback that sees a larger value than
     /// before runs in a later dispatch.
     var iteration: UInt64 { pollEntries }
+    /// How many of those polls put the thread to sleep (a batching pause, or a poll that had to
+    /// wait for the server): the wake-ups batching exists to save. A poll that finds data
+    /// waiting returns at once and costs no context switch (lock held to read).
+    private(set) var sleeps: UInt64 = 0
     /// Set by `readPending`: no more batching, the loop is about to stop (lock held).
     private var stopping = false
     /// An eventfd that ends a batching pause early (`readPending`, `stop`).
@@ -195,6 +201,11 @@ final class PulseLoopThread: @unchecked Sendable {
     /// lets the rest of the interval pass.
     private func poll(_ fds: UnsafeMutablePointer<pollfd>?, _ count: UInt, _ timeoutMs: Int32) -> Int32 {
         pollEntries &+= 1
+        if pendingSleep {
+            sleeps &+= 1
+            pendingSleep = false
+        }
+        var slept = false
         let batch = batching && !stopping
         signal()   // for readPending
         unlock()
@@ -206,6 +217,7 @@ final class PulseLoopThread: @unchecked Sendable {
                 let holdMs = Int32((hold + 999_999) / 1_000_000)
                 let sleepMs = timeout < 0 ? holdMs : min(holdMs, timeout)
                 var pfd = pollfd(fd: holdInterrupt, events: Int16(POLLIN), revents: 0)
+                slept = true
                 if Glibc.poll(&pfd, 1, sleepMs) > 0 {
                     var value: UInt64 = 0
                     _ = read(holdInterrupt, &value, 8)
@@ -213,8 +225,11 @@ final class PulseLoopThread: @unchecked Sendable {
                 timeout = timeout < 0 ? -1 : max(0, timeout - holdMs)
             }
         }
+        let before = slept ? 0 : MonotonicClock.now()
         let r = Glibc.poll(fds, nfds_t(count), timeout)
         lastPollReturn = MonotonicClock.now()
+        // Lock not held here: count once it is taken again (the defer above runs first).
+        if slept || lastPollReturn - before > 200_000 { pendingSleep = true }
         return r
     }
 }

@@ -122,6 +122,16 @@ final class RecorderEngine: @unchecked Sendable {
         return Unmanaged<RecorderEngine>.fromOpaque(userdata).takeUnretainedValue()
     }
 
+    /// See AudioRecorder.loopSleeps.
+    var loopSleeps: UInt64 {
+        lifecycle.withLock { _ in
+            guard let ml = mainloop else { return 0 }
+            ml.lock()
+            defer { ml.unlock() }
+            return ml.sleeps
+        }
+    }
+
     /// See AudioRecorder.loopIterations.
     var loopIterations: UInt64 {
         lifecycle.withLock { _ in

@@ -73,46 +73,31 @@ public struct PulseControl {
         _ = waitpid(pid, &status, 0)
     }
 
-    /// The PID of the rig's (or our restarted) pulseaudio daemon.
-    public func daemonPID() throws -> pid_t {
-        let text = try String(contentsOfFile: runtimeDir + "/pulse/pid", encoding: .utf8)
-        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
-            throw CaptureError(.internalError, "no pulseaudio pid in \(runtimeDir)/pulse/pid")
-        }
-        return pid
-    }
-
-    /// Kills the daemon with SIGKILL (a crash, as far as clients can tell) and waits until its
-    /// socket refuses connections.
+    /// Kills the audio server with SIGKILL (a crash, as far as clients can tell: pulseaudio, or
+    /// pipewire-pulse with pipewire and wireplumber) and waits until its socket refuses
+    /// connections (`scripts/rig audio-kill`).
     public func killDaemon() throws {
-        let pid = try daemonPID()
-        Glibc.kill(pid, SIGKILL)
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if let r = try? runProcess("pactl", ["--server", server, "info"], environment: env, timeout: .seconds(2)),
-               r.status != 0 { return }
-            usleep(20_000)
+        let r = try runProcess(Repo.script("rig"), ["audio-kill", "--state-dir", rig.stateDirectory], timeout: .seconds(20))
+        guard r.status == 0 else {
+            throw CaptureError(.internalError, "rig audio-kill failed (status \(r.status)): \(r.stderr)")
         }
-        throw CaptureError(.internalError, "pulseaudio \(pid) still answers after SIGKILL")
     }
 
-    /// Starts a fresh daemon on the same runtime dir with a null sink "spk" (the default sink).
-    /// Returns its PID; the caller kills it.
+    /// Starts a fresh audio server of the rig's kind on the same runtime dir with a null sink
+    /// "spk" (the default sink), no tones (`scripts/rig audio-start`). Returns the PID of its
+    /// first process; `rig down` stops all of them.
     public func restartDaemon() throws -> pid_t {
-        // A killed daemon may linger as a zombie until reaped; its pid file would make the new
-        // one refuse to start ("Daemon already running").
-        try? FileManager.default.removeItem(atPath: runtimeDir + "/pulse/pid")
-        let r = try runProcess("pulseaudio", [
-            "-D", "--exit-idle-time=-1", "--disallow-exit", "-n", "--use-pid-file=yes",
-            "--log-target=file:\(rig.stateDirectory)/pulse-restarted.log",
-            "--load=module-null-sink sink_name=spk rate=48000 channels=2",
-            "--load=module-native-protocol-unix auth-anonymous=1",
-        ], environment: env.merging(["PULSE_STATE_PATH": rig.stateDirectory + "/pulse-state"]) { $1 },
-           timeout: .seconds(20))
+        let r = try runProcess(Repo.script("rig"), ["audio-start", "--state-dir", rig.stateDirectory], timeout: .seconds(30))
         guard r.status == 0 else {
-            throw CaptureError(.internalError, "restarting pulseaudio failed: \(r.stderr)")
+            throw CaptureError(.internalError, "rig audio-start failed (status \(r.status)): \(r.stderr)")
         }
-        return try daemonPID()
+        let pids = r.stdout.split(separator: "\n").compactMap { line in
+            line.hasPrefix("PID=") ? pid_t(line.dropFirst(4)) : nil
+        }
+        guard let first = pids.first else {
+            throw CaptureError(.internalError, "rig audio-start printed no PID: \(r.stdout)")
+        }
+        return first
     }
 }
 

@@ -30,15 +30,27 @@ public struct RigOptions: Sendable, Hashable {
     /// ffplay's testsrc2 at 30 fps on the top-left quarter of the first monitor
     /// (960x540 on 1920x1080); the pointer parked away from it (1500,900 on 1920x1080).
     public var motion: Bool
+    /// Which server speaks the PulseAudio protocol: "pulseaudio" or "pipewire" (pipewire-pulse,
+    /// with pipewire and wireplumber on a private D-Bus session bus). Default: the environment's
+    /// `CAPTURE_TEST_AUDIO_SERVER`, else pulseaudio, so the whole audio suite runs against
+    /// either server (scripts/test runs it against both).
+    public var audioServer: String
+
+    public static var defaultAudioServer: String {
+        let value = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] ?? ""
+        return value.isEmpty ? "pulseaudio" : value
+    }
 
     public init(
         monitors: [RigMonitor] = [RigMonitor(width: 1920, height: 1080)],
         audio: Bool = true,
-        motion: Bool = true
+        motion: Bool = true,
+        audioServer: String = RigOptions.defaultAudioServer
     ) {
         self.monitors = monitors
         self.audio = audio
         self.motion = motion
+        self.audioServer = audioServer
     }
 }
 
@@ -64,6 +76,8 @@ public final class TestRig: Sendable {
     public let pointer: (x: Int, y: Int)?
     /// How long `rig up` took.
     public let startupSeconds: Double
+    /// "pulseaudio" or "pipewire" (nil without audio): `RigOptions.audioServer`.
+    public let audioServer: String?
 
     private let stopped = Mutex(false)
 
@@ -98,7 +112,7 @@ public final class TestRig: Sendable {
             "--monitors", options.monitors.map { "\($0.width)x\($0.height)" }.joined(separator: ","),
             "--owner-pid", "\(getpid())",
         ]
-        if !options.audio { args.append("--no-audio") }
+        if !options.audio { args.append("--no-audio") } else { args += ["--audio-server", options.audioServer] }
         if !options.motion { args.append("--no-motion") }
 
         Registry.track(state)
@@ -155,6 +169,7 @@ public final class TestRig: Sendable {
             self.pointer = nil
         }
         self.startupSeconds = startupSeconds
+        self.audioServer = values["RIG_AUDIO_SERVER"]
     }
 
     deinit { stop() }
