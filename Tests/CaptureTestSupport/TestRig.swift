@@ -35,6 +35,12 @@ public struct RigOptions: Sendable, Hashable {
     /// `CAPTURE_TEST_AUDIO_SERVER`, else pulseaudio, so the whole audio suite runs against
     /// either server (scripts/test runs it against both).
     public var audioServer: String
+    /// How the tones are played (scripts/rig --tones): `shared`, one client, the sinks warmed up
+    /// on the low latency and checked delivering; `separate`, one real-time client per tone and
+    /// nothing warmed up, the plain way a user sets it up (a recorder attached at once may wait
+    /// for its first byte).
+    public var tones: Tones
+    public enum Tones: String, Sendable, Hashable { case shared, separate }
 
     public static var defaultAudioServer: String {
         let value = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] ?? ""
@@ -45,12 +51,14 @@ public struct RigOptions: Sendable, Hashable {
         monitors: [RigMonitor] = [RigMonitor(width: 1920, height: 1080)],
         audio: Bool = true,
         motion: Bool = true,
-        audioServer: String = RigOptions.defaultAudioServer
+        audioServer: String = RigOptions.defaultAudioServer,
+        tones: Tones = .shared
     ) {
         self.monitors = monitors
         self.audio = audio
         self.motion = motion
         self.audioServer = audioServer
+        self.tones = tones
     }
 }
 
@@ -112,7 +120,11 @@ public final class TestRig: Sendable {
             "--monitors", options.monitors.map { "\($0.width)x\($0.height)" }.joined(separator: ","),
             "--owner-pid", "\(getpid())",
         ]
-        if !options.audio { args.append("--no-audio") } else { args += ["--audio-server", options.audioServer] }
+        if !options.audio {
+            args.append("--no-audio")
+        } else {
+            args += ["--audio-server", options.audioServer, "--tones", options.tones.rawValue]
+        }
         if !options.motion { args.append("--no-motion") }
 
         Registry.track(state)
