@@ -53,6 +53,7 @@ struct DaemonCommand: ParsableCommand {
         // First, while this is the only thread: termination signals wait for the daemon's
         // sources (see SignalBlocking) instead of being lost or killing it during start-up.
         SignalBlocking.block([SIGTERM, SIGINT, SIGHUP])
+        SignalBlocking.testOnlySetupDelay()
         ProcessMemory.configure()
         var flags: [(key: String, value: String)] = []
         for item in settings {

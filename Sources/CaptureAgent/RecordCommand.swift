@@ -63,10 +63,7 @@ struct RecordCommand: ParsableCommand {
         // First, while this is the only thread: SIGINT/SIGTERM wait for their sources
         // (see SignalBlocking) instead of being lost or killing us before those exist.
         SignalBlocking.block([SIGINT, SIGTERM])
-        // Fault injection for tests: widen the start-up gap before the signal sources exist.
-        if let ms = ProcessInfo.processInfo.environment["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"].flatMap({ UInt32($0) }) {
-            usleep(ms * 1000)
-        }
+        SignalBlocking.testOnlySetupDelay()
         ProcessMemory.configure()
         let logger: Logger
         let options: RecordingOptions

@@ -24,4 +24,12 @@ public enum SignalBlocking {
         for s in signals { sigaddset(&set, s) }
         return pthread_sigmask(SIG_BLOCK, &set, nil) == 0
     }
+
+    /// Fault injection for tests: sleeps `CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS` right after
+    /// `block`, widening the gap before the signal sources exist, so a test can send a signal
+    /// inside it (and fail if it were lost or killed the process).
+    public static func testOnlySetupDelay() {
+        guard let text = getenv("CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"), let ms = UInt32(String(cString: text)) else { return }
+        usleep(ms * 1000)
+    }
 }

@@ -68,6 +68,9 @@ public final class SessionController: Sendable {
     private let operations = DispatchQueue(label: "capture-agent.session", qos: .userInitiated)
     private let monitorQueue = DispatchQueue(label: "capture-agent.monitor", qos: .utility)
     private let monitor = Mutex<RepeatingTimer?>(nil)
+    /// One chunk per channel, as large as the largest of the last session: the room a new
+    /// session needs in the spool before its first chunks are in (see `spool_budget`).
+    private let lastChunkRound = Atomic<Int64>(0)
     /// How often the monitor looks at the session.
     static let monitorIntervalMs = 250
 
@@ -136,9 +139,10 @@ public final class SessionController: Sendable {
                 events.publish(Self.event(for: change, sessionId: id))
             }
             do throws(CaptureError) {
-                if used >= configuration.spoolBudgetBytes {
+                let room = lastChunkRound.load(ordering: .relaxed)
+                if used + room >= configuration.spoolBudgetBytes {
                     throw CaptureError(.ioError,
-                        "the spool (\(SpoolLocation.root)) holds \(used) bytes, at or over spool_budget (\(configuration.spoolBudgetBytes) bytes); chunks are deleted only once the endpoint acknowledged them, so free space there or raise spool_budget")
+                        "the spool (\(SpoolLocation.root)) holds \(used) bytes and the first chunks need about \(room) more, at or over spool_budget (\(configuration.spoolBudgetBytes) bytes); chunks are deleted only once the endpoint acknowledged them, so free space there or raise spool_budget")
                 }
                 try session.start()
             } catch {
@@ -299,6 +303,7 @@ public final class SessionController: Sendable {
         let (session, id) = snapshot.withLock { ($0.session, $0.sessionId) }
         guard let session else { return nil }
         let summary = session.stop()
+        lastChunkRound.store(Int64(summary.channels.reduce(0) { $0 + $1.largestChunkBytes }), ordering: .relaxed)
         let failure = failure ?? session.failure
         snapshot.withLock { s in
             s.state = failure == nil ? .stopped : .failed
@@ -443,7 +448,10 @@ public final class SessionController: Sendable {
 
         let stats = session.liveStats()
         let spoolBytes = snapshot.withLock { $0.spoolBytesAtStart } + Int64(stats.reduce(0) { $0 + $1.bytes })
-        if spoolBytes >= configuration.spoolBudgetBytes {
+        // Stop while the next round of chunks (one per channel, as large as the largest so far)
+        // still fits, so the spool ends within the budget plus the chunks the stop closes.
+        let nextChunks = Int64(stats.reduce(0) { $0 + $1.largestChunkBytes })
+        if spoolBytes + nextChunks >= configuration.spoolBudgetBytes {
             let claimed = snapshot.withLock { s -> Bool in
                 guard s.state == .active else { return false }
                 s.state = .stopping
@@ -451,7 +459,7 @@ public final class SessionController: Sendable {
             }
             if claimed {
                 let error = CaptureError(.ioError,
-                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed; the session was stopped and nothing was deleted")
+                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed and the next chunks (up to \(nextChunks) bytes) would not fit; the session was stopped and nothing was deleted")
                 logger.error("spool budget reached; stopping the session", metadata: ["session": "\(id ?? "?")"])
                 operations.async { [self] in _ = finishSession(failure: error) }
             }

@@ -41,7 +41,7 @@ public final class ChannelStats: Sendable {
             silenceFilledMs: silenceFilledSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             overlapDroppedMs: overlapDroppedSamples.load(ordering: .relaxed) * 1000 / AudioFormat.sampleRate,
             discontinuities: discontinuities.load(ordering: .relaxed),
-            chunks: 0, bytes: 0, paused: nil,
+            chunks: 0, bytes: 0, largestChunkBytes: 0, paused: nil,
             offlineFrames: channel.mediaType == .video ? offlineFrames.load(ordering: .relaxed) : nil,
             layoutChanges: channel.mediaType == .video ? layoutChanges.load(ordering: .relaxed) : nil,
             capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
@@ -62,6 +62,8 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     public var discontinuities: Int
     public var chunks: Int
     public var bytes: Int
+    /// The largest chunk spooled so far (what the next one may need).
+    public var largestChunkBytes: Int
     /// Whether the channel's track is paused now (live status only).
     public var paused: Bool?
     /// Video: frame slots recorded black while the monitor was off, and how often its size or

@@ -238,6 +238,7 @@ public final class RecordingSession: Sendable {
             if let outlet = outlets[part.stats.channel] {
                 snap.chunks = outlet.chunks
                 snap.bytes = outlet.bytes
+                snap.largestChunkBytes = outlet.largestChunk
             }
             if withPause { snap.paused = part.gate.isPaused }
             return snap

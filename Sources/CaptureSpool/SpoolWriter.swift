@@ -73,6 +73,7 @@ public final class ChannelOutlet: @unchecked Sendable {
 
     private let chunksWritten = Atomic<Int>(0)
     private let bytesWritten = Atomic<Int>(0)
+    private let largestWritten = Atomic<Int>(0)
     private let writerStalls = Atomic<Int>(0)
 
     init(channel: ChannelID, codec: String, directory: AtomicDirectory, bufferCount: Int, writer: SpoolWriter) {
@@ -88,6 +89,8 @@ public final class ChannelOutlet: @unchecked Sendable {
 
     public var chunks: Int { chunksWritten.load(ordering: .relaxed) }
     public var bytes: Int { bytesWritten.load(ordering: .relaxed) }
+    /// The largest chunk written so far (bytes): what the next one may need.
+    public var largestChunk: Int { largestWritten.load(ordering: .relaxed) }
     /// How often the encoder had to wait for the writer (the disk is slower than capture).
     public var stalls: Int { writerStalls.load(ordering: .relaxed) }
 
@@ -121,6 +124,8 @@ public final class ChannelOutlet: @unchecked Sendable {
     func recordWritten(bytes: Int) {
         chunksWritten.add(1, ordering: .relaxed)
         bytesWritten.add(bytes, ordering: .relaxed)
+        // Only the writer's queue writes it: no compare-and-swap needed.
+        if bytes > largestWritten.load(ordering: .relaxed) { largestWritten.store(bytes, ordering: .relaxed) }
     }
 }
 

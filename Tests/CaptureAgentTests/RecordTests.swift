@@ -70,11 +70,23 @@ final class RecordTests: XCTestCase {
             XCTAssertEqual(a.codecName, "aac", dir)
             XCTAssertEqual(a.sampleRate, 48_000, dir)
             XCTAssertEqual(a.channels, 2, dir)
-            XCTAssertEqual(a.duration, 10, accuracy: 0.3, "\(dir) lasts as long as the recording")
+            XCTAssertEqual(a.duration, 10, accuracy: 0.025, "\(dir) lasts as long as the recording")
             XCTAssertEqual(try Media.dominantFrequency(all, seconds: 5), tone, accuracy: 5, "\(dir) carries its tone")
+            // The rig's tones are sines at -9 dBFS RMS; AAC at 128k keeps that within 2 dB.
             let level = try Media.rmsLevelDB(all)
-            XCTAssertGreaterThan(level, -40, "\(dir) is not silence: \(level) dBFS")
-            XCTAssertLessThan(level, -1, "\(dir) is not clipping: \(level) dBFS")
+            XCTAssertEqual(level, -9, accuracy: 2, "\(dir) level: \(level) dBFS")
+            // No dropout anywhere: every 20 ms piece of the 10 s carries the tone near full level.
+            let samples = try Media.decodeFloat(all, channels: 1, sampleRate: 48_000, seconds: nil)
+            XCTAssertGreaterThanOrEqual(samples.count, 480_000, dir)
+            var piece = 0
+            while (piece + 1) * 960 <= min(samples.count, 480_000) {
+                let db = Media.rmsDB(samples: samples[(piece * 960)..<((piece + 1) * 960)])
+                if db < -15 {
+                    XCTFail("\(dir): dropout at \(piece * 20) ms (\(db) dB)")
+                    break
+                }
+                piece += 1
+            }
             for chunk in audio.chunks where !chunk.isFinal {
                 XCTAssertLessThanOrEqual(abs(chunk.durationNs - 1_000_000_000), 25_000_000,
                                          "\(dir) chunk \(chunk.seq) lasts 1 s within 25 ms: \(chunk.durationNs)")

@@ -345,8 +345,21 @@ extension SessionTests {
         // Nothing was deleted: every chunk written is still there, with its metadata.
         let dir = daemon.sessionDirectory("budget-1") + "/display-1"
         let files = try FileManager.default.contentsOfDirectory(atPath: dir)
-        XCTAssertGreaterThanOrEqual(files.filter { $0.hasSuffix(".ts") }.count, 1)
+        XCTAssertGreaterThanOrEqual(files.filter { $0.hasSuffix(".ts") }.count, 2)
         XCTAssertEqual(files.filter { $0.hasSuffix(".ts") }.count, files.filter { $0.hasSuffix(".json") }.count)
+        // And the spool stays within the budget plus one chunk (the session stops while the next
+        // chunk still fits; the stop closes one more).
+        let spool = daemon.stateDir + "/capture-agent/spool"
+        var total = 0
+        var largest = 0
+        for name in try XCTUnwrap(FileManager.default.subpaths(atPath: spool)) {
+            let attributes = try FileManager.default.attributesOfItem(atPath: spool + "/" + name)
+            guard attributes[.type] as? FileAttributeType == .typeRegular, let size = attributes[.size] as? Int else { continue }
+            total += size
+            if name.hasSuffix(".ts") { largest = max(largest, size) }
+        }
+        let budget = 1 << 20
+        XCTAssertLessThanOrEqual(total, budget + largest, "the spool holds \(total) bytes; budget \(budget), largest chunk \(largest)")
         XCTAssertEqual(daemon.terminate(), 0)
     }
 }

@@ -290,6 +290,13 @@ final class StdioTests: XCTestCase {
         XCTAssertFalse(media.isEmpty, "\(files)")
         // Every chunk is complete: its metadata exists.
         for m in media { XCTAssertTrue(files.contains(String(m.dropLast(3)) + ".json"), "\(m) has no metadata: \(files)") }
+        // And the session was closed, not abandoned: the last chunk is final, the chunks tile the
+        // timeline without a gap, and the concatenation decodes.
+        let channel = try RecordedChannel(dir)
+        XCTAssertEqual(channel.chunks.map(\.seq), Array(0..<channel.chunks.count), "chunks missing")
+        XCTAssertEqual(channel.chunks.last?.isFinal, true, "the last chunk was not closed")
+        XCTAssertTrue(channel.chunks.dropLast().allSatisfy { !$0.isFinal }, "a chunk before the last is marked final")
+        XCTAssertEqual(try Media.decodeErrors(try channel.concatenated(into: dir + "-all.ts")), "")
     }
 }
 

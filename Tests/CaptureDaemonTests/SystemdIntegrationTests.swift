@@ -174,6 +174,20 @@ final class SystemdIntegrationTests: XCTestCase {
 
     /// `shutdown` ends the daemon cleanly; a second daemon on a live socket is
     /// refused; a stale socket left by a crash is replaced.
+    /// A SIGTERM that arrives while the daemon is still starting (after it blocked the signal,
+    /// before its signal sources exist; the gap is widened by a test-only delay) is not lost and
+    /// does not kill it: the daemon comes up, takes the signal and exits cleanly. (With SIG_IGN
+    /// the signal was discarded and the daemon ran on; without the block it died of it.)
+    func testASignalDuringStartUpIsNotLost() throws {
+        let daemon = try DaemonProcess(rig: nil, name: "early-signal", env: ["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS": "1500"],
+                                       waitForSocket: false)
+        usleep(800_000)   // inside the delay
+        kill(daemon.process.processIdentifier, SIGTERM)
+        let status = daemon.waitForExit(timeout: 10)
+        XCTAssertEqual(daemon.process.terminationReason, .exit, "killed by the signal instead of handling it")
+        XCTAssertEqual(status, 0, daemon.log)
+    }
+
     func testShutdownSecondInstanceAndStaleSocket() throws {
         let daemon = try DaemonProcess(rig: nil, name: "single")
         let second = try runProcess(BuiltBinary.path("capture-agent"), ["--transport", "socket"], environment: daemon.environment, timeout: .seconds(20))

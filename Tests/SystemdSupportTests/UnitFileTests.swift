@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -9,21 +10,19 @@ import Glibc
 /// checked by the real `systemd-analyze --user verify`.
 final class UnitFileTests: XCTestCase {
     private var directory = ""
-    /// capture-agent and capturectl as built for the tests, or copies of
-    /// /bin/true when they are not built (the units only need a real executable).
+    /// capture-agent and capturectl as built for the tests (scripts/test builds them first).
     private var binaryDirectory = ""
-    private var usingRealBinaries = false
 
     override func setUpWithError() throws {
         directory = try makeTemporaryDirectory("units")
         binaryDirectory = directory + "/bin-source"
         try FileManager.default.createDirectory(atPath: binaryDirectory, withIntermediateDirectories: true)
-        usingRealBinaries = true
         for name in ["capture-agent", "capturectl"] {
-            var source = BuiltProduct.path(name)
-            if !FileManager.default.isExecutableFile(atPath: source) {
-                source = "/bin/true"
-                usingRealBinaries = false
+            let source = BuiltProduct.path(name)
+            // No stand-in: installing and verifying units around /bin/true proves nothing
+            // about the products (swift build --build-tests builds them).
+            guard FileManager.default.isExecutableFile(atPath: source) else {
+                throw CaptureError(.internalError, "\(source) is not built; run scripts/test (it builds every product first)")
             }
             try FileManager.default.copyItem(atPath: source, toPath: binaryDirectory + "/" + name)
         }
@@ -107,12 +106,10 @@ final class UnitFileTests: XCTestCase {
 
         XCTAssertEqual(try read(prefix + "/share/doc/capture-agent/config.toml.example"),
                        try read(Repo.root + "/packaging/config.toml.example"))
-        if usingRealBinaries {
-            for completion in ["share/bash-completion/completions/capturectl", "share/zsh/site-functions/_capturectl",
-                               "share/fish/vendor_completions.d/capturectl.fish"] {
-                let text = try read(prefix + "/" + completion)
-                XCTAssertTrue(text.contains("capturectl"), "\(completion) does not look like a capturectl completion")
-            }
+        for completion in ["share/bash-completion/completions/capturectl", "share/zsh/site-functions/_capturectl",
+                           "share/fish/vendor_completions.d/capturectl.fish"] {
+            let text = try read(prefix + "/" + completion)
+            XCTAssertTrue(text.contains("capturectl"), "\(completion) does not look like a capturectl completion")
         }
     }
 

@@ -32,21 +32,29 @@ final class DirtyRegionContractTests: XCTestCase {
         }
         XCTAssertTrue(sawMotion, "ffplay never drew")
 
-        // A second connection, owned by its own thread, moves the pointer around.
+        // A second connection, owned by its own thread, moves the pointer around. Its failures
+        // are the test's: a pointer that never moves would leave the cursor paths untested.
         let display = rig.display
         let stop = Stop()
-        let mover = Thread {
-            guard let mc = try? X11Connection(displayName: display) else { return }
-            var i = 0
-            while !stop.isSet {
-                let t = Double(i) * 0.05
-                _ = try? mc.warpPointer(x: 700 + Int(500 * cos(t)), y: 450 + Int(300 * sin(t)))
-                i += 1
-                usleep(3_000)
+        let mover = PointerMover()
+        let thread = Thread {
+            do throws(CaptureError) {
+                let mc = try X11Connection(displayName: display)
+                var i = 0
+                while !stop.isSet {
+                    let t = Double(i) * 0.05
+                    try mc.warpPointer(x: 700 + Int(500 * cos(t)), y: 450 + Int(300 * sin(t)))
+                    mover.moved()
+                    i += 1
+                    usleep(3_000)
+                }
+            } catch {
+                mover.failed(error)
             }
+            mover.finished()
         }
-        mover.start()
-        defer { stop.set() }
+        thread.start()
+        defer { stop.set(); mover.waitUntilFinished() }
 
         let size = m.height * g.pixels(slot: 0).bytesPerRow
         let expected = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
@@ -77,10 +85,31 @@ final class DirtyRegionContractTests: XCTestCase {
             if !dirty.isEmpty && dirty.bounds.intersection(video).isEmpty { cursorOnly += 1 }
             frames += 1
         }
+        stop.set()
+        mover.waitUntilFinished()
+        XCTAssertNil(mover.error, "the pointer thread failed: \(mover.error.map { "\($0)" } ?? "")")
+        XCTAssertGreaterThan(mover.moves, 200, "the pointer hardly moved")
         XCTAssertGreaterThan(frames, 100)
         XCTAssertEqual(mismatches, 0, "\(mismatches) of \(frames) frames changed outside their dirty region")
         XCTAssertGreaterThan(partial, frames * 9 / 10, "damage should keep most frames partial")
+        // The pointer moved outside the video too: frames whose only change was the cursor.
+        XCTAssertGreaterThan(cursorOnly, 10, "no cursor-only frames: the cursor path went untested")
         print("DIRTY-CONTRACT frames=\(frames) partial=\(partial) cursorOnly=\(cursorOnly) mismatches=\(mismatches)")
+    }
+}
+
+/// What the pointer-moving thread did, for the test to check.
+final class PointerMover: Sendable {
+    private struct State { var moves = 0; var error: CaptureError?; var done = false }
+    private let state = Mutex(State())
+    var moves: Int { state.withLock { $0.moves } }
+    var error: CaptureError? { state.withLock { $0.error } }
+    func moved() { state.withLock { $0.moves += 1 } }
+    func failed(_ error: CaptureError) { state.withLock { $0.error = error } }
+    func finished() { state.withLock { $0.done = true } }
+    func waitUntilFinished() {
+        let deadline = Date().addingTimeInterval(5)
+        while !state.withLock({ $0.done }) && Date() < deadline { usleep(5_000) }
     }
 }
 
