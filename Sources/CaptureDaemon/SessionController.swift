@@ -27,7 +27,7 @@ public final class SessionController: Sendable {
         case idle, starting, active, stopping, stopped, failed
     }
 
-    private struct ChannelWatch {
+    struct ChannelWatch {
         var lastChunks = 0
         var lastProgress: Int64 = 0
         var stallReported = false
@@ -40,7 +40,7 @@ public final class SessionController: Sendable {
         var capturedAtInterruption = 0
     }
 
-    private struct Snapshot {
+    struct Snapshot {
         var state: State = .idle
         var sessionId: String?
         var session: RecordingSession?
@@ -61,16 +61,16 @@ public final class SessionController: Sendable {
         var spoolBytesAtStart: Int64 = 0
     }
 
-    private let configuration: DaemonConfiguration
-    private let logger: Logger
-    private let events: EventBus
-    private let snapshot = Mutex(Snapshot())
-    private let operations = DispatchQueue(label: "capture-agent.session", qos: .userInitiated)
-    private let monitorQueue = DispatchQueue(label: "capture-agent.monitor", qos: .utility)
+    let configuration: DaemonConfiguration
+    let logger: Logger
+    let events: EventBus
+    let snapshot = Mutex(Snapshot())
+    let operations = DispatchQueue(label: "capture-agent.session", qos: .userInitiated)
+    let monitorQueue = DispatchQueue(label: "capture-agent.monitor", qos: .utility)
     private let monitor = Mutex<RepeatingTimer?>(nil)
     /// One chunk per channel, as large as the largest of the last session: the room a new
     /// session needs in the spool before its first chunks are in (see `spool_budget`).
-    private let lastChunkRound = Atomic<Int64>(0)
+    let lastChunkRound = Atomic<Int64>(0)
     /// How often the monitor looks at the session.
     static let monitorIntervalMs = 250
 
@@ -255,7 +255,8 @@ public final class SessionController: Sendable {
 
     /// Closes the session's chunks, lets go of it and publishes what happened. Runs on
     /// `operations`.
-    private func finishSession(failure: CaptureError?) -> JSONValue {
+    func finishSession(failure: CaptureError?) -> JSONValue {
+        dispatchPrecondition(condition: .onQueue(operations))
         guard let (summary, failure, id) = closeSession(failure: failure) else { return .object([:]) }
         // The session, its channels and every buffer they held are gone now (RecordingSession
         // has no other owner): hand the freed pages back, so a daemon that runs a session per
@@ -420,151 +421,5 @@ public final class SessionController: Sendable {
         }
         object["channels"] = .array(channels)
         return .object(object)
-    }
-
-    // MARK: Monitor
-
-    /// How long a channel may go without a new chunk before it counts as stalled.
-    private var stallThresholdNs: Int64 { max(3 * configuration.chunkNs, configuration.chunkNs + 3_000_000_000) }
-
-    private func checkSession() {
-        let now = MonotonicClock.now()
-        let (state, session, id) = snapshot.withLock { ($0.state, $0.session, $0.sessionId) }
-        checkToken(sessionId: id)
-        guard state == .active, let session else { return }
-
-        if let failure = session.failure {
-            let claimed = snapshot.withLock { s -> Bool in
-                guard s.state == .active else { return false }
-                s.state = .stopping
-                return true
-            }
-            if claimed {
-                logger.error("a source failed; stopping the session", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
-                operations.async { [self] in _ = finishSession(failure: failure) }
-            }
-            return
-        }
-
-        let stats = session.liveStats()
-        let spoolBytes = snapshot.withLock { $0.spoolBytesAtStart } + Int64(stats.reduce(0) { $0 + $1.bytes })
-        // Stop while the next round of chunks (one per channel, as large as the largest so far)
-        // still fits, so the spool ends within the budget plus the chunks the stop closes.
-        let nextChunks = Int64(stats.reduce(0) { $0 + $1.largestChunkBytes })
-        if spoolBytes + nextChunks >= configuration.spoolBudgetBytes {
-            let claimed = snapshot.withLock { s -> Bool in
-                guard s.state == .active else { return false }
-                s.state = .stopping
-                return true
-            }
-            if claimed {
-                let error = CaptureError(.ioError,
-                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed and the next chunks (up to \(nextChunks) bytes) would not fit; the session was stopped and nothing was deleted")
-                logger.error("spool budget reached; stopping the session", metadata: ["session": "\(id ?? "?")"])
-                operations.async { [self] in _ = finishSession(failure: error) }
-            }
-            return
-        }
-
-        var pending: [ControlEvent] = []
-        let threshold = stallThresholdNs
-        snapshot.withLock { s in
-            for stat in stats {
-                var w = s.watches[stat.channel] ?? ChannelWatch(lastProgress: now, lastRateSample: now)
-                if stat.chunks != w.lastChunks {
-                    if w.stallReported {
-                        pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                            "code": .string(CaptureErrorCode.channelStalled.rawValue),
-                            "message": .string("\(stat.channel) produces media again"), "recovered": true,
-                        ]))
-                    }
-                    w.lastChunks = stat.chunks
-                    w.lastProgress = now
-                    w.stallReported = false
-                } else if !w.stallReported && now - w.lastProgress > threshold
-                            && (w.interruptedSince == 0 || now - w.interruptedSince > configuration.audioReconnectTimeoutNs + threshold) {
-                    // (An audio channel that is reconnecting is reported as
-                    // interrupted, not stalled, until its reconnect time is up.)
-                    w.stallReported = true
-                    let seconds = String(format: "%.1f", Double(now - w.lastProgress) / 1e9)
-                    logger.warning("channel stalled", metadata: ["channel": "\(stat.channel)", "seconds": "\(seconds)"])
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.channelStalled.rawValue),
-                        "message": .string("\(stat.channel) has produced no media for \(seconds) s while the session is active"),
-                        "recovered": false,
-                    ]))
-                }
-                if stat.discontinuities > w.lastDiscontinuities {
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
-                        "message": .string("audio was interrupted (the audio server went away or the device changed); reconnecting, the gap is filled with silence"),
-                        "interruptions": .integer(Int64(stat.discontinuities)), "recovered": false,
-                    ]))
-                    w.lastDiscontinuities = stat.discontinuities
-                    w.interruptedSince = now
-                    w.capturedAtInterruption = stat.captured
-                } else if w.interruptedSince != 0 && stat.captured > w.capturedAtInterruption + 4 {
-                    // Audio flows again (the hole before it was filled with silence).
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
-                        "message": .string("audio is back; the interruption was filled with silence"),
-                        "silenceFilledMs": .integer(Int64(stat.silenceFilledMs)), "recovered": true,
-                    ]))
-                    w.interruptedSince = 0
-                }
-                if now - w.lastRateSample >= 1_000_000_000 {
-                    w.measuredFps = Double(stat.encoded - w.lastEncoded) * 1e9 / Double(now - w.lastRateSample)
-                    w.lastEncoded = stat.encoded
-                    w.lastRateSample = now
-                }
-                s.watches[stat.channel] = w
-            }
-        }
-        for event in pending { events.publish(event) }
-    }
-
-    private func checkToken(sessionId: String?) {
-        let expired: Int64? = snapshot.withLock { s in
-            guard let expiry = s.tokenExpiresAtUnix, s.token != nil, !s.tokenExpiredReported,
-                  WallClock.now() / 1_000_000_000 >= expiry else { return nil }
-            s.tokenExpiredReported = true
-            return expiry
-        }
-        if let expired {
-            logger.warning("upload token expired; send updateToken")
-            events.publish(ControlEvent(.tokenExpired, sessionId: sessionId, data: [
-                "expiredAt": .integer(expired), "message": "the upload token expired; send updateToken with a new one",
-            ]))
-        }
-    }
-
-    /// Bytes of every file under the spool root (all sessions).
-    static func spoolUsage() -> Int64 {
-        let root = SpoolLocation.root
-        guard let walker = FileManager.default.enumerator(atPath: root) else { return 0 }
-        var total: Int64 = 0
-        while let name = walker.nextObject() as? String {
-            if let size = walker.fileAttributes?[.size] as? NSNumber, walker.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
-                total += size.int64Value
-            }
-            _ = name
-        }
-        return total
-    }
-
-    /// A token's expiry: the one the client gave, else the JWT `exp` claim.
-    static func expiry(of token: String, given: Int64?) -> Int64? {
-        given ?? jwtExpiry(token)
-    }
-
-    /// The `exp` claim of a JWT (unix seconds), if the token is one.
-    static func jwtExpiry(_ token: String) -> Int64? {
-        let parts = token.split(separator: ".")
-        guard parts.count == 3 else { return nil }
-        var b64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while b64.count % 4 != 0 { b64 += "=" }
-        guard let data = Data(base64Encoded: b64),
-              let claims = try? JSONCoding.decoder.decode(JSONValue.self, from: data) else { return nil }
-        return claims["exp"]?.int64Value
     }
 }
