@@ -111,8 +111,8 @@ public final class AudioRecorder: Sendable {
 
     /// How many times the recorder's PulseAudio loop has polled so far (0 when not running); for
     /// tests of its read batching.
-    var loopIterations: UInt64 { engine.loopIterations }
+    var loopIterations: UInt64 { engine.loopCounters.iterations }
 
     /// How many of those polls slept (the thread's wake-ups); for tests of its read batching.
-    var loopSleeps: UInt64 { engine.loopSleeps }
+    var loopSleeps: UInt64 { engine.loopCounters.sleeps }
 }

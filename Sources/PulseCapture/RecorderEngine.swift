@@ -122,23 +122,13 @@ final class RecorderEngine: @unchecked Sendable {
         return Unmanaged<RecorderEngine>.fromOpaque(userdata).takeUnretainedValue()
     }
 
-    /// See AudioRecorder.loopSleeps.
-    var loopSleeps: UInt64 {
+    /// See AudioRecorder.loopIterations and loopSleeps: the loop's counters (0 when not running).
+    var loopCounters: (iterations: UInt64, sleeps: UInt64) {
         lifecycle.withLock { _ in
-            guard let ml = mainloop else { return 0 }
+            guard let ml = mainloop else { return (0, 0) }
             ml.lock()
             defer { ml.unlock() }
-            return ml.sleeps
-        }
-    }
-
-    /// See AudioRecorder.loopIterations.
-    var loopIterations: UInt64 {
-        lifecycle.withLock { _ in
-            guard let ml = mainloop else { return 0 }
-            ml.lock()
-            defer { ml.unlock() }
-            return ml.iteration
+            return (ml.iteration, ml.sleeps)
         }
     }
 

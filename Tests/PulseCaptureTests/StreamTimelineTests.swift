@@ -39,53 +39,35 @@ final class StreamTimelineTests: XCTestCase {
                 m = .init(captureTime: Int64(truth(first) + e), report: report)
             }
             let t = Int64(arrival)
-            var out: [(Int, Int, Int64)] = []
-            var jumped: [Int64] = []
+            var sink = Collected()
             scratch.withUnsafeBytes { raw in
-                _ = timeline.push(raw.baseAddress!, bytes: count * 8, measurement: m, now: t) { o in
-                    switch o {
-                    case .audio(let s, let n, let time): out.append((Int(s[0]), n, time))
-                    case .jump(let j): jumped.append(j)
-                    }
-                    return true
-                }
+                _ = timeline.push(raw.baseAddress!, bytes: count * 8, measurement: m, now: t) { sink.take($0) }
             }
-            record(out, jumped)
+            record(sink)
             pushed += count
         }
 
         /// A report between blocks: the capture time of the next source frame, off by `error`.
         mutating func observe(nextFrame: Int, at time: Double, error: Double = 0) {
             report += 1
-            var out: [(Int, Int, Int64)] = []
-            var jumped: [Int64] = []
-            _ = timeline.observe(.init(captureTime: Int64(truth(nextFrame) + error), report: report), now: Int64(time)) { o in
-                switch o {
-                case .audio(let s, let n, let time): out.append((Int(s[0]), n, time))
-                case .jump(let j): jumped.append(j)
-                }
-                return true
+            var sink = Collected()
+            _ = timeline.observe(.init(captureTime: Int64(truth(nextFrame) + error), report: report), now: Int64(time)) {
+                sink.take($0)
             }
-            record(out, jumped)
+            record(sink)
         }
 
         mutating func flush(at time: Double) {
-            var out: [(Int, Int, Int64)] = []
-            var jumped: [Int64] = []
-            _ = timeline.flush(now: Int64(time)) { o in
-                switch o {
-                case .audio(let s, let n, let time): out.append((Int(s[0]), n, time))
-                case .jump(let j): jumped.append(j)
-                }
-                return true
-            }
-            record(out, jumped)
+            var sink = Collected()
+            _ = timeline.flush(now: Int64(time)) { sink.take($0) }
+            record(sink)
         }
 
-        private mutating func record(_ out: [(Int, Int, Int64)], _ jumped: [Int64]) {
-            for j in jumped { jumps.append((out.first?.0 ?? -1, j)) }
-            for (frame, n, time) in out { delivered.append((frame, n, time)) }
+        private mutating func record(_ sink: Collected) {
+            for j in sink.jumps { jumps.append((sink.out.first?.0 ?? -1, j)) }
+            for (frame, n, time) in sink.out { delivered.append((frame, n, time)) }
         }
+
 
         /// Worst |output time - truth| over the delivered blocks from source frame `from` on (ns),
         /// and whether every frame came out once, in order.
@@ -104,6 +86,20 @@ final class StreamTimelineTests: XCTestCase {
                 if d.frame >= from { worst = max(worst, abs(Double(d.time) - truth(d.frame))) }
             }
             return (worst, inOrder, total)
+        }
+    }
+
+    /// What one call handed out: (source frame of the first frame, frames, time), and jumps.
+    struct Collected {
+        var out: [(Int, Int, Int64)] = []
+        var jumps: [Int64] = []
+
+        mutating func take(_ o: StreamTimeline.Output) -> Bool {
+            switch o {
+            case .audio(let s, let n, let time): out.append((Int(s[0]), n, time))
+            case .jump(let j): jumps.append(j)
+            }
+            return true
         }
     }
 
