@@ -39,17 +39,19 @@ final class SampleBlocks: @unchecked Sendable {
 }
 
 /// One `mic:*` or `system_audio:*` channel: PulseAudio delivers timestamped
-/// fragments on its own thread; `AudioTimeline` places them on the session
+/// fragments on its own thread; the channel places them on the session
 /// timeline in whole AAC-sized blocks, filling holes with silence; an encoder
 /// queue turns blocks into AAC and chunks.
 ///
 /// Why `@unchecked Sendable` is sound: the timeline state (`current*`,
-/// `nextPts`, `started`, `afterDiscontinuity`) is touched only from the
-/// recorder's callbacks, which libpulse runs one at a time on its mainloop
+/// `nextPts`, `started`, `afterDiscontinuity`, `preroll`) is touched only from
+/// the recorder's callbacks, which libpulse runs one at a time on its mainloop
 /// thread, and from `finishCapture()`, which runs after `recorder.stop()` has
 /// returned (no callback runs any more). The encoder state (`encoder`,
 /// `chunker`, `expectedPts`, `failed`) is set up in `prepare()` before the
-/// wakeup exists and afterwards touched only on the serial `encodeQueue`.
+/// wakeup exists and afterwards touched only on the serial `encodeQueue`. The
+/// timeline's end (`limit`), its zero (`startTime`) and `running` are atomics
+/// written by the session's thread and read by the callbacks.
 final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     let id: ChannelID
     let stats: ChannelStats
