@@ -48,6 +48,9 @@ final class AudioEdgeTests: XCTestCase {
         for (channel, c) in e.counters {
             XCTAssertEqual(c.captured + c.filled, seconds * 48_000,
                            "\(label): \(channel): captured \(c.captured) + filled \(c.filled) is the session", file: file, line: line)
+            // The sources carry sound all along: next to nothing is missing (a start that did not
+            // wait filled 30-40 ms on pipewire-pulse, 340-930 ms on a cold PulseAudio).
+            XCTAssertLessThanOrEqual(c.filled, 960, "\(label): \(channel): \(c.filled) samples of silence filled in", file: file, line: line)
         }
     }
 
