@@ -44,7 +44,7 @@ final class SampleBlocks: @unchecked Sendable {
 /// queue turns blocks into AAC and chunks.
 ///
 /// Why `@unchecked Sendable` is sound: the timeline state (`current*`,
-/// `nextPts`, `started`, `afterDiscontinuity`, `preroll`) is touched only from
+/// `nextPts`, `started`, `afterDiscontinuity`, `synchronizer`, `preroll`) is touched only from
 /// the recorder's callbacks, which libpulse runs one at a time on its mainloop
 /// thread, and from `finishCapture()`, which runs after `recorder.stop()` has
 /// returned (no callback runs any more). The encoder state (`encoder`,
@@ -85,6 +85,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var nextPts: Int64 = 0
     private var started = false
     private var afterDiscontinuity = false
+    private var synchronizer = AudioPlacement()
     private var blocksSinceWake = 0
     static let blocksPerWake = 4
     /// End of the timeline in samples: `RecordingOptions.maxDurationNs`, then the session's end
@@ -101,10 +102,6 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     /// The newest audio before the session's zero (capture side).
     private let preroll = AudioPreroll(capacityFrames: AudioFormat.sampleRate / 2)
 
-    /// Gaps up to this are timestamp jitter, not holes (40 ms).
-    static let holeThreshold: Int64 = 1920
-    /// Audio that arrives earlier than the timeline by more than this is an overlap (100 ms).
-    static let overlapThreshold: Int64 = 4800
 
     init(id: ChannelID, target: AudioCaptureTarget, options: RecordingOptions, logger: Logger,
          onFailure: @escaping @Sendable (CaptureError) -> Void) {
@@ -217,15 +214,14 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             let lead = max(position, 0)
             if lead > 0 { appendSilence(frames: lead) }
         } else {
-            let drift = position - nextPts
-            let holeThreshold = afterDiscontinuity ? 96 : Self.holeThreshold          // 2 ms after a reported break
-            let overlapThreshold = afterDiscontinuity ? 96 : Self.overlapThreshold
-            if drift > holeThreshold {
-                appendSilence(frames: drift)
-            } else if drift < -overlapThreshold {
-                skip = Int(min(-drift, Int64(frameCount)))
-                stats.overlapDroppedSamples.add(skip, ordering: .relaxed)
+            let placement = synchronizer.decide(drift: position - nextPts, frames: frameCount,
+                                                afterDiscontinuity: afterDiscontinuity)
+            if placement.silence > 0 { appendSilence(frames: placement.silence) }
+            for _ in 0..<placement.repeats {
+                stats.repeatedSamples.add(append(samples, frames: 1), ordering: .relaxed)
             }
+            skip = placement.skip
+            if skip > 0 { stats.overlapDroppedSamples.add(skip, ordering: .relaxed) }
         }
         afterDiscontinuity = false
         if skip < frameCount {

@@ -23,10 +23,14 @@ public final class ChannelStats: Sendable {
     let capturedSamples = Atomic<Int>(0)
     /// Audio: samples of silence inserted for holes (device suspended, moved, server restarted)
     /// and for what never arrived before the session's start or its end. With `capturedSamples`
-    /// this is the whole stream: captured + filled = the session's length in samples.
+    /// and `repeatedSamples` this is the whole stream: captured + filled + repeated = the
+    /// session's length in samples.
     let silenceFilledSamples = Atomic<Int>(0)
-    /// Audio: samples dropped because they overlapped audio already placed on the timeline.
+    /// Audio: samples dropped because they overlapped audio already placed on the timeline, or
+    /// left out to keep a source whose clock runs fast on the session's clock.
     let overlapDroppedSamples = Atomic<Int>(0)
+    /// Audio: samples repeated to keep a source whose clock runs slow on the session's clock.
+    let repeatedSamples = Atomic<Int>(0)
     /// Audio: times the source reported an interruption.
     let discontinuities = Atomic<Int>(0)
 
@@ -45,7 +49,8 @@ public final class ChannelStats: Sendable {
             offlineFrames: channel.mediaType == .video ? offlineFrames.load(ordering: .relaxed) : nil,
             layoutChanges: channel.mediaType == .video ? layoutChanges.load(ordering: .relaxed) : nil,
             capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
-            silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil)
+            silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil,
+            repeatedSamples: channel.mediaType == .audio ? repeatedSamples.load(ordering: .relaxed) : nil)
     }
 }
 
@@ -74,4 +79,8 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     /// stream's length (nil for video).
     public var capturedSamples: Int?
     public var silenceFilledSamples: Int?
+    /// Audio: samples repeated to keep a slow source on the session's clock (part of the
+    /// stream's length with the two above; the ones left out for a fast source count in
+    /// `overlapDroppedMs`).
+    public var repeatedSamples: Int?
 }

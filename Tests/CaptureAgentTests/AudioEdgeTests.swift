@@ -11,7 +11,7 @@ final class AudioEdgeTests: XCTestCase {
     struct Edges {
         var firstSoundMs: [String: Double] = [:]
         var lengths: [String: Double] = [:]
-        var counters: [String: (captured: Int, filled: Int)] = [:]
+        var counters: [String: (captured: Int, filled: Int, repeated: Int)] = [:]
         var durationNs: Int64 = 0
     }
 
@@ -25,7 +25,8 @@ final class AudioEdgeTests: XCTestCase {
         var edges = Edges()
         edges.durationNs = (summary["durationNs"] as? NSNumber)?.int64Value ?? 0
         for c in summary["channels"] as? [[String: Any]] ?? [] {
-            edges.counters[c["channel"] as? String ?? "?"] = (c["capturedSamples"] as? Int ?? -1, c["silenceFilledSamples"] as? Int ?? -1)
+            edges.counters[c["channel"] as? String ?? "?"] = (c["capturedSamples"] as? Int ?? -1, c["silenceFilledSamples"] as? Int ?? -1,
+                                                              c["repeatedSamples"] as? Int ?? -1)
         }
         for dir in ["mic-default", "system_audio-default"] {
             let all = try RecordedChannel(out + "/" + dir).concatenated(into: out + "/\(dir).ts")
@@ -46,8 +47,9 @@ final class AudioEdgeTests: XCTestCase {
             XCTAssertEqual(e.lengths[dir] ?? 0, Double(seconds), accuracy: 0.025, "\(label): \(dir) length", file: file, line: line)
         }
         for (channel, c) in e.counters {
-            XCTAssertEqual(c.captured + c.filled, seconds * 48_000,
-                           "\(label): \(channel): captured \(c.captured) + filled \(c.filled) is the session", file: file, line: line)
+            XCTAssertEqual(c.captured + c.filled + c.repeated, seconds * 48_000,
+                           "\(label): \(channel): captured \(c.captured) + filled \(c.filled) + repeated \(c.repeated) is the session",
+                           file: file, line: line)
             // The sources carry sound all along: next to nothing is missing (a start that did not
             // wait filled 30-40 ms on pipewire-pulse, 340-930 ms on a cold PulseAudio).
             XCTAssertLessThanOrEqual(c.filled, 960, "\(label): \(channel): \(c.filled) samples of silence filled in", file: file, line: line)
@@ -111,7 +113,8 @@ final class BurstySourceTests: XCTestCase {
             XCTAssertEqual(display["chunks"] as? Int, 5)
             XCTAssertEqual(mic["discontinuities"] as? Int, 0, "run \(run)")
             XCTAssertEqual(mic["silenceFilledSamples"] as? Int, 0, "run \(run): the source delivered everything")
-            XCTAssertEqual((mic["capturedSamples"] as? Int ?? 0) + (mic["silenceFilledSamples"] as? Int ?? 0), 240_000)
+            XCTAssertEqual((mic["capturedSamples"] as? Int ?? 0) + (mic["silenceFilledSamples"] as? Int ?? 0)
+                           + (mic["repeatedSamples"] as? Int ?? 0), 240_000)
 
             let all = try RecordedChannel(out + "/mic-default").concatenated(into: out + "/mic.ts")
             XCTAssertEqual(try Media.decodeErrors(all), "")
