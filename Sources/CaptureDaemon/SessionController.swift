@@ -415,6 +415,7 @@ public final class SessionController: Sendable {
                 c["layoutChanges"] = .integer(Int64(stat.layoutChanges ?? 0))
             } else {
                 c["silenceFilledMs"] = .integer(Int64(stat.silenceFilledMs))
+                c["lostMs"] = .integer(Int64((stat.lostSamples ?? 0) * 1000 / 48_000))
                 c["interruptions"] = .integer(Int64(stat.discontinuities))
             }
             channels.append(.object(c))

@@ -22,15 +22,18 @@ public final class ChannelStats: Sendable {
     /// Audio: samples of the source placed on the timeline (paused ones too: they are zeroed).
     let capturedSamples = Atomic<Int>(0)
     /// Audio: samples of silence inserted for holes (device suspended, moved, server restarted)
-    /// and for what never arrived before the session's start or its end. With `capturedSamples`
-    /// and `repeatedSamples` this is the whole stream: captured + filled + repeated = the
-    /// session's length in samples.
+    /// and for what never arrived before the session's start or its end. With `capturedSamples`,
+    /// `repeatedSamples` and `lostSamples` this is the whole stream: captured + filled +
+    /// repeated + lost = the session's length in samples.
     let silenceFilledSamples = Atomic<Int>(0)
     /// Audio: samples dropped because they overlapped audio already placed on the timeline, or
     /// left out to keep a source whose clock runs fast on the session's clock.
     let overlapDroppedSamples = Atomic<Int>(0)
     /// Audio: samples repeated to keep a source whose clock runs slow on the session's clock.
     let repeatedSamples = Atomic<Int>(0)
+    /// Audio: samples captured but lost because the encoder was more than 5 s behind (their
+    /// place on the timeline becomes silence).
+    let lostSamples = Atomic<Int>(0)
     /// Audio: times the source reported an interruption.
     let discontinuities = Atomic<Int>(0)
 
@@ -50,7 +53,8 @@ public final class ChannelStats: Sendable {
             layoutChanges: channel.mediaType == .video ? layoutChanges.load(ordering: .relaxed) : nil,
             capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
             silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil,
-            repeatedSamples: channel.mediaType == .audio ? repeatedSamples.load(ordering: .relaxed) : nil)
+            repeatedSamples: channel.mediaType == .audio ? repeatedSamples.load(ordering: .relaxed) : nil,
+            lostSamples: channel.mediaType == .audio ? lostSamples.load(ordering: .relaxed) : nil)
     }
 }
 
@@ -83,4 +87,7 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     /// stream's length with the two above; the ones left out for a fast source count in
     /// `overlapDroppedMs`).
     public var repeatedSamples: Int?
+    /// Audio: samples captured but lost because the encoder was more than 5 s behind (their
+    /// place in the stream is silence); the fourth part of the stream's length.
+    public var lostSamples: Int?
 }

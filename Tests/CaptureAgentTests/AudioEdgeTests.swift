@@ -11,6 +11,7 @@ final class AudioEdgeTests: XCTestCase {
     struct Edges {
         var firstSoundMs: [String: Double] = [:]
         var lengths: [String: Double] = [:]
+        /// `repeated` here: repeated + lost, the other two parts of the stream's length.
         var counters: [String: (captured: Int, filled: Int, repeated: Int)] = [:]
         var durationNs: Int64 = 0
     }
@@ -26,7 +27,7 @@ final class AudioEdgeTests: XCTestCase {
         edges.durationNs = (summary["durationNs"] as? NSNumber)?.int64Value ?? 0
         for c in summary["channels"] as? [[String: Any]] ?? [] {
             edges.counters[c["channel"] as? String ?? "?"] = (c["capturedSamples"] as? Int ?? -1, c["silenceFilledSamples"] as? Int ?? -1,
-                                                              c["repeatedSamples"] as? Int ?? -1)
+                                                              (c["repeatedSamples"] as? Int ?? -1) + (c["lostSamples"] as? Int ?? -1))
         }
         for dir in ["mic-default", "system_audio-default"] {
             let all = try RecordedChannel(out + "/" + dir).concatenated(into: out + "/\(dir).ts")
@@ -114,7 +115,8 @@ final class BurstySourceTests: XCTestCase {
             XCTAssertEqual(mic["discontinuities"] as? Int, 0, "run \(run)")
             XCTAssertEqual(mic["silenceFilledSamples"] as? Int, 0, "run \(run): the source delivered everything")
             XCTAssertEqual((mic["capturedSamples"] as? Int ?? 0) + (mic["silenceFilledSamples"] as? Int ?? 0)
-                           + (mic["repeatedSamples"] as? Int ?? 0), 240_000)
+                           + (mic["repeatedSamples"] as? Int ?? 0) + (mic["lostSamples"] as? Int ?? 0), 240_000)
+            XCTAssertEqual(mic["lostSamples"] as? Int, 0, "run \(run): audio lost")
 
             let all = try RecordedChannel(out + "/mic-default").concatenated(into: out + "/mic.ts")
             XCTAssertEqual(try Media.decodeErrors(all), "")
