@@ -333,6 +333,17 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 let room = currentSlot < 0 ? AudioFormat.blockFrames : AudioFormat.blockFrames - currentFrames
                 appendSilence(frames: min(limitSamples - nextPts, Int64(room)))
             }
+            // A monitor's audio is stamped with when it will be heard, so it arrives before
+            // that by the sink's latency: at the stop the stream may already hold audio from
+            // after the end. What is still in the open block goes (it belongs to no session,
+            // like audio captured after a stop); what was already handed to the encoder (a sink
+            // latency above one AAC frame, 21 ms) stays, and the stream is that much longer.
+            let excess = nextPts - limitSamples
+            if excess > 0 && currentSlot >= 0 && excess <= Int64(currentFrames) {
+                currentFrames -= Int(excess)
+                nextPts -= excess
+                stats.capturedSamples.subtract(Int(excess), ordering: .relaxed)
+            }
         }
         if currentSlot >= 0 {
             let block = blocks.block(currentSlot) + currentFrames * AudioFormat.channels
