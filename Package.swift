@@ -1,4 +1,4 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 //
 // capture-agent: the Linux capture runtime.
 //
@@ -7,8 +7,14 @@
 //   CaptureAgent (executable) -> CapturePipeline -> X11Capture    -> CX11
 //                                                -> PulseCapture  -> CPulse
 //                                                -> MediaEncoding -> CFFmpeg, CX264
-//                                                -> CaptureSpool
+//                                                -> CaptureSpool -> CaptureUplink
 //                                     everything -> CaptureCore (pure Swift: rings, clock, errors, ids)
+//
+//   capture-endpoint (executable) -> CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB
+//                                                    -> CaptureUplink (the wire messages, shared with the agent)
+//
+// The endpoint's dependency set (SwiftNIO and friends) never reaches capture-agent:
+// no target the agent links depends on a NIO-based package.
 //
 // C libraries are reached only through the thin `C*` system-library modules and
 // one Swift wrapper module per library; nothing above the wrappers touches C.
@@ -20,11 +26,20 @@ let package = Package(
     products: [
         .executable(name: "capture-agent", targets: ["CaptureAgent"]),
         .executable(name: "capturectl", targets: ["CaptureCtl"]),
+        .executable(name: "capture-endpoint", targets: ["CaptureEndpointServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // The endpoint only (see the layering above).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: C system libraries (module maps + static inline shims for macros)
@@ -61,7 +76,10 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
 
         // MARK: Pipeline and storage
-        .target(name: "CaptureSpool", dependencies: ["CaptureCore"]),
+        // The uplink's wire messages (hello, chunk frame, ack, errors, close codes) and the
+        // chunk metadata: pure Swift, shared by the agent, the endpoint and the tests.
+        .target(name: "CaptureUplink", dependencies: ["CaptureCore"]),
+        .target(name: "CaptureSpool", dependencies: ["CaptureCore", "CaptureUplink"]),
         .target(
             name: "CapturePipeline",
             dependencies: [
@@ -82,6 +100,32 @@ let package = Package(
                 "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "CLinuxShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+            ]),
+
+        // MARK: The reference endpoint (sessions, tokens, uplink ingest, webhooks, HLS, export)
+        .target(
+            name: "CaptureEndpoint",
+            dependencies: [
+                "CaptureCore", "CaptureUplink", "CaptureSpool",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "CaptureEndpointServer",
+            dependencies: [
+                "CaptureEndpoint",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         // MARK: Executables
@@ -113,6 +157,20 @@ let package = Package(
             ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
+        .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore"]),
+        .testTarget(
+            name: "CaptureEndpointTests",
+            dependencies: [
+                "CaptureEndpoint", "CaptureUplink", "CaptureCore", "CaptureTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "CaptureDaemonTests",
             dependencies: ["CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport"]),

@@ -1,4 +1,5 @@
 import CaptureControl
+import CaptureCore
 import CaptureSpool
 import Foundation
 

@@ -21,9 +21,11 @@ public final class AtomicDirectory {
 
     deinit { close(fd) }
 
-    /// Writes `bytes` as `name`, atomically and durably.
-    public func publish(_ name: String, bytes: UnsafeRawBufferPointer) throws(CaptureError) {
-        let temporary = ".\(name).tmp"
+    /// Writes `bytes` as `name`, atomically and durably (call `sync()` to make the
+    /// rename durable too). `writer` makes the temporary name unique to one of
+    /// several writers that may publish the same name at once.
+    public func publish(_ name: String, bytes: UnsafeRawBufferPointer, writer: String? = nil) throws(CaptureError) {
+        let temporary = writer.map { ".\(name).\($0).tmp" } ?? ".\(name).tmp"
         let out = openat(fd, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw ioError("cannot create \(path)/\(temporary)") }
         var written = 0

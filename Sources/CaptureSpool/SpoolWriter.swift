@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureUplink
 import Dispatch
 import Foundation
 import Synchronization

@@ -1,0 +1,129 @@
+import CaptureCore
+import CaptureSpool
+import CaptureUplink
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The parts of a running endpoint, for the executable and for tests.
+public struct EndpointComponents: Sendable {
+    public let store: SQLiteEndpointStore
+    let files: ChunkFiles
+    let uplinks: UplinkHub
+    let events: EventHub
+    let webhooks: WebhookDispatcher
+    let announcer: SessionAnnouncer
+    let housekeeping: Housekeeping
+
+    /// Open uplink connections right now.
+    public func uplinkConnectionCount() async -> Int { await uplinks.connectionCount }
+    public func eventConnectionCount() async -> Int { await events.connectionCount }
+}
+
+/// Builds the endpoint: storage (creating the data directory and running the
+/// migrations), the routers and the background services.
+///
+/// `onServerRunning` hears the bound port (useful with `port: 0`).
+public func buildApplication(
+    _ configuration: EndpointConfiguration,
+    logger: Logger,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> (application: some ApplicationProtocol, components: EndpointComponents) {
+    guard let signer = WebhookSigner(secret: configuration.webhookSecret) else {
+        throw CaptureError(.invalidRequest, "the webhook secret is not whsec_<base64 of 24-64 bytes>")
+    }
+    try makeDirectories(configuration.dataDirectory)
+    let store = try SQLiteEndpointStore(path: configuration.databasePath)
+    let files = ChunkFiles(dataDirectory: configuration.dataDirectory, threadPool: .singleton)
+    let uplinks = UplinkHub(helloTimeoutSeconds: configuration.helloTimeoutSeconds,
+                            writeTimeoutSeconds: configuration.uplinkWriteTimeoutSeconds, logger: logger)
+    let events = EventHub(logger: logger)
+    let webhooks = WebhookDispatcher(store: store, signer: signer, configuration: configuration, logger: logger)
+    let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
+    let housekeeping = Housekeeping(
+        store: store, uplinks: uplinks, announcer: announcer,
+        silenceTimeoutMs: Int64(configuration.silenceTimeoutSeconds) * 1000,
+        checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), logger: logger)
+    let components = EndpointComponents(
+        store: store, files: files, uplinks: uplinks, events: events, webhooks: webhooks, announcer: announcer,
+        housekeeping: housekeeping)
+
+    let router = buildRouter(configuration, components: components)
+    let webSocketRouter = buildWebSocketRouter(configuration, components: components)
+    let application = Application(
+        router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: webSocketRouter,
+            configuration: .init(ws: .init(
+                maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
+                autoPing: .enabled(timePeriod: .seconds(15)),
+                closeTimeout: .seconds(5)))),
+        configuration: .init(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),
+        services: [webhooks, housekeeping],
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.notice("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
+            await onServerRunning(port)
+        },
+        logger: logger)
+    return (application, components)
+}
+
+/// The HTTP routes: health and playback in the open, the REST API behind the API key.
+func buildRouter(_ configuration: EndpointConfiguration, components: EndpointComponents) -> Router<EndpointRequestContext> {
+    let router = Router(context: EndpointRequestContext.self)
+    router.add(middleware: AccessLogMiddleware())
+    router.add(middleware: ErrorBodyMiddleware())
+    let urls = URLResolver(configured: configuration.publicBaseURL, fallbackHost: configuration.host,
+                           fallbackPort: configuration.port)
+
+    router.get("health") { _, _ -> Response in APIResponse.ok(["status": "ok"]) }
+    PlaybackController(store: components.store, files: components.files).addRoutes(to: router)
+    UplinkController(
+        store: components.store, files: components.files, hub: components.uplinks, announcer: components.announcer,
+        maxChunkBytes: configuration.maxChunkBytes, window: configuration.uplinkWindow
+    ).addRoutes(to: router)
+
+    let api = router.group().add(middleware: APIKeyMiddleware(apiKeys: configuration.apiKeys, store: components.store))
+    SessionsController(store: components.store, urls: urls, maxBodyBytes: configuration.maxRequestBodyBytes)
+        .addRoutes(to: api)
+    TokensController(store: components.store, uplinks: components.uplinks,
+                     maxBodyBytes: configuration.maxRequestBodyBytes,
+                     maxLifetimeSeconds: configuration.maxTokenLifetimeSeconds).addRoutes(to: api)
+    EventsController(events: components.events, urls: urls).addRoutes(to: api)
+    return router
+}
+
+/// The WebSocket routes (consulted only for requests that ask for an upgrade).
+func buildWebSocketRouter(_ configuration: EndpointConfiguration, components: EndpointComponents)
+    -> Router<EndpointRequestContext> {
+    let router = Router(context: EndpointRequestContext.self)
+    router.add(middleware: ErrorBodyMiddleware())
+    UplinkController(
+        store: components.store, files: components.files, hub: components.uplinks, announcer: components.announcer,
+        maxChunkBytes: configuration.maxChunkBytes, window: configuration.uplinkWindow
+    ).addWebSocketRoutes(to: router)
+    EventsController(events: components.events, urls: URLResolver(configured: nil, fallbackHost: "", fallbackPort: 0))
+        .addWebSocketRoutes(to: router)
+    return router
+}
+
+/// Logs one line per request: method, the matched route's template (never the
+/// concrete path or query, which can hold a ticket or a playback key), status, time.
+struct AccessLogMiddleware: RouterMiddleware {
+    typealias Context = EndpointRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response {
+        let started = MonotonicClock.now()
+        let response = try await next(request, context)
+        context.logger.info("request", metadata: [
+            "method": "\(request.method.rawValue)", "route": "\(context.endpointPath ?? "(none)")",
+            "status": "\(response.status.code)", "ms": "\((MonotonicClock.now() - started) / 1_000_000)",
+        ])
+        return response
+    }
+}

@@ -1,0 +1,35 @@
+import CaptureUplink
+import Hummingbird
+import HummingbirdWebSocket
+
+/// The uplink WebSocket at `/capture/uplink` (docs/uplink-protocol.md). The
+/// upgrade itself needs no credential: the hello carries the client token, so
+/// every refusal can be a close code the client acts on.
+struct UplinkController {
+    let store: any EndpointStore
+    let files: ChunkFiles
+    let hub: UplinkHub
+    let announcer: SessionAnnouncer
+    let maxChunkBytes: Int
+    let window: Int
+
+    func addWebSocketRoutes(to router: Router<EndpointRequestContext>) {
+        let controller = self
+        router.ws(RouterPath(stringLiteral: String(UplinkProtocol.path.dropFirst())), onUpgrade: { inbound, outbound, context in
+            let state = await controller.hub.connect(outbound: outbound, channel: context.requestContext.channel)
+            var connection = UplinkConnection(
+                store: controller.store, files: controller.files, hub: controller.hub, announcer: controller.announcer,
+                maxChunkBytes: controller.maxChunkBytes, window: controller.window, outbound: outbound, state: state,
+                logger: context.logger)
+            await connection.run(inbound)
+            await controller.hub.disconnect(state.id)
+        })
+    }
+
+    /// A plain GET of a WebSocket path (no upgrade) gets a clear error, not a 404.
+    func addRoutes(to router: Router<EndpointRequestContext>) {
+        router.get(RouterPath(stringLiteral: String(UplinkProtocol.path.dropFirst()))) { _, _ -> Response in
+            throw APIError(.upgradeRequired, .invalidRequest, "the uplink is a WebSocket: connect with an Upgrade: websocket request")
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import CaptureUplink
+
+/// Everything the endpoint is told at start-up. The executable fills it from
+/// its options; tests build it directly.
+public struct EndpointConfiguration: Sendable {
+    /// Where the database, the chunk files, the exports and the generated secrets live.
+    public var dataDirectory: String
+    public var host: String = "127.0.0.1"
+    /// 0 picks a free port (reported by `onServerRunning` and on stderr).
+    public var port: Int = 8470
+    /// The base URL put into the URLs the endpoint hands out (websocket, HLS,
+    /// exports); defaults to `http://host:port` as bound.
+    public var publicBaseURL: String?
+    /// The API keys; each is an account of its own.
+    public var apiKeys: [String]
+    /// The Standard Webhooks signing secret, `whsec_<base64>`.
+    public var webhookSecret: String
+    /// A starting or active session whose uplink is silent this long fails.
+    public var silenceTimeoutSeconds: Int = 300
+    /// How often the silence check runs.
+    public var silenceCheckIntervalMilliseconds: Int = 1000
+    public var maxChunkBytes: Int = UplinkProtocol.defaultMaxChunkBytes
+    /// How many unacknowledged chunks a client may have in flight (the welcome's `window`).
+    public var uplinkWindow: Int = 16
+    /// A connection that has not said hello this long is closed (4001).
+    public var helloTimeoutSeconds: Int = UplinkProtocol.helloTimeoutSeconds
+    /// A client that has not taken an ack for this long is disconnected (the TCP connection is dropped).
+    public var uplinkWriteTimeoutSeconds: Int = 20
+    /// The largest REST request body.
+    public var maxRequestBodyBytes: Int = 1 << 20
+    /// The longest client-token lifetime `POST /capture/session/token` grants.
+    public var maxTokenLifetimeSeconds: Int = 30 * 86_400
+    /// Webhook retries: first retry after this, doubling up to `webhookMaxBackoffSeconds`.
+    public var webhookInitialBackoffMilliseconds: Int = 1000
+    public var webhookMaxBackoffSeconds: Int = 600
+    /// Attempts before a delivery is abandoned (about 1 h 40 min with the defaults).
+    public var webhookMaxAttempts: Int = 16
+    public var webhookTimeoutSeconds: Int = 10
+
+    public init(dataDirectory: String, apiKeys: [String], webhookSecret: String) {
+        self.dataDirectory = dataDirectory
+        self.apiKeys = apiKeys
+        self.webhookSecret = webhookSecret
+    }
+
+    public var databasePath: String { dataDirectory + "/endpoint.sqlite" }
+}

@@ -1,0 +1,58 @@
+import CaptureCore
+import CaptureSpool
+import NIOCore
+import NIOPosix
+
+/// The chunk bytes, as files under the data directory:
+/// `sessions/<session>/c<position>/chunk-NNNNNN.ts`. Every path is built from
+/// the endpoint's own ids (session ids it generated, channel positions), never
+/// from text a client chose. Blocking work (hashing, writing, fsync) runs on
+/// NIO's blocking thread pool, off the event loops and the cooperative pool.
+struct ChunkFiles: Sendable {
+    let dataDirectory: String
+    let threadPool: NIOThreadPool
+
+    static func relativePath(sessionId: String, channel: ChannelRecord, seq: Int) -> String {
+        "sessions/\(sessionId)/\(channel.directoryName)/\(ChunkMetadata.mediaFileName(seq: seq))"
+    }
+
+    func absolute(_ relative: String) -> String { dataDirectory + "/" + relative }
+
+    enum WriteResult: Sendable, Equatable {
+        case written
+        case hashMismatch(actual: String)
+    }
+
+    /// Hashes `count` bytes of `buffer` from `offset`; if they are `expectedSHA256`,
+    /// writes them to `relative` atomically and durably (file and directory fsync'ed).
+    func verifyAndWrite(_ buffer: ByteBuffer, offset: Int, count: Int, expectedSHA256: String, to relative: String,
+                        writer: UInt64) async throws -> WriteResult {
+        let path = absolute(relative)
+        return try await threadPool.runIfActive { () throws(CaptureError) -> WriteResult in
+            try buffer.withUnsafeReadableBytes { raw throws(CaptureError) -> WriteResult in
+                let payload = UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + count)])
+                let actual = SHA256.hexDigest(payload)
+                guard actual == expectedSHA256 else { return .hashMismatch(actual: actual) }
+                let slash = path.lastIndex(of: "/")!
+                let directory = try AtomicDirectory(creating: String(path[..<slash]))
+                try directory.publish(String(path[path.index(after: slash)...]), bytes: payload, writer: "w\(writer)")
+                try directory.sync()
+                return .written
+            }
+        }
+    }
+
+    /// Reads a stored chunk (HLS segments, export).
+    func read(_ relative: String) async throws -> ByteBuffer {
+        let path = absolute(relative)
+        return try await threadPool.runIfActive { () throws -> ByteBuffer in
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CaptureError(.ioError, "chunk file \(relative) is missing")
+            }
+            return ByteBuffer(bytes: data)
+        }
+    }
+}
+
+import CaptureUplink
+import Foundation

@@ -1,0 +1,105 @@
+import CaptureUplink
+
+/// A status change that backends hear about: by webhook (if the session has a
+/// `callback_url`) and on the event WebSocket.
+public enum SessionEventType: String, Codable, Sendable, CaseIterable {
+    case active = "capture_session.active"
+    case stopped = "capture_session.stopped"
+    case exported = "capture_session.exported"
+    case failed = "capture_session.failed"
+}
+
+/// What a store operation changed, for the caller to announce after the commit.
+public struct SessionTransition: Sendable, Equatable {
+    public var event: SessionEventType
+    /// The session as committed with the change.
+    public var session: SessionRecord
+}
+
+/// The answer to an uplink hello.
+public enum UplinkOpening: Sendable, Equatable {
+    case opened(session: SessionRecord, channels: [ChannelRecord])
+    case notFound
+    case closed(SessionStatus)
+    case channelMismatch(String)
+}
+
+/// What happened to one chunk.
+public enum ChunkOutcome: Sendable, Equatable {
+    /// Stored now; `transitions` holds the session becoming active, if it did.
+    case stored(ChannelRecord, transitions: [SessionTransition])
+    /// Stored before with the same bytes: acknowledge again.
+    case duplicate
+    /// Stored before with other bytes.
+    case conflict(storedSHA256: String)
+    /// An earlier seq is missing.
+    case gap(expected: Int)
+    case unknownChannel
+    case channelComplete
+    case sessionClosed(SessionStatus)
+}
+
+/// The answer to `end`.
+public enum StreamEnding: Sendable, Equatable {
+    case stopped([ChannelRecord], transitions: [SessionTransition])
+    case incomplete([ChannelRecord])
+    case sessionClosed(SessionStatus, [ChannelRecord])
+}
+
+/// What a client token may do: upload to its account's sessions, until it expires or is revoked.
+public enum TokenCheck: Sendable, Equatable {
+    case valid(TokenRecord)
+    case unknown
+    case expired
+    case revoked
+}
+
+/// The endpoint's state: sessions, channels, the chunk index, tokens and the
+/// webhook outbox. Chunk bytes live in files beside it (`ChunkFiles`); a chunk
+/// is indexed only after its file is durable.
+///
+/// Every method is one transaction, so a SIGKILL between two leaves a
+/// consistent state.
+public protocol EndpointStore: Sendable {
+    // Sessions (REST)
+    func createSession(_ session: SessionRecord) async throws
+    func session(id: String) async throws -> SessionRecord?
+    func sessions(accountId: String, collectionId: String, status: SessionStatus?) async throws -> [SessionRecord]
+    func channels(sessionId: String) async throws -> [ChannelRecord]
+
+    // Tokens
+    func insertToken(_ token: TokenRecord) async throws
+    func checkToken(hash: String, now: Int64) async throws -> TokenCheck
+    /// Revokes the token with this hash if it is the account's; returns whether it was.
+    func revokeToken(hash: String, accountId: String, now: Int64) async throws -> Bool
+
+    // Uplink
+    /// A hello for `sessionId` by a token of `accountId`: stores the channels on the
+    /// first hello, checks a later one names the same, and moves `created` to `starting`.
+    func openUplink(sessionId: String, accountId: String, channels: [UplinkChannel], now: Int64) async throws
+        -> UplinkOpening
+    /// Indexes a chunk whose file is already durable at `file`.
+    func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, now: Int64) async throws
+        -> ChunkOutcome
+    /// The seq-th chunk as stored, if it is.
+    func chunk(sessionId: String, channelId: String, seq: Int) async throws -> ChunkRecord?
+    func chunks(sessionId: String, channelId: String) async throws -> [ChunkRecord]
+    func endStream(sessionId: String, now: Int64) async throws -> StreamEnding
+    /// Marks these sessions' uplinks as heard from now (they have a live connection).
+    func touchUplink(sessionIds: [String], now: Int64) async throws
+    /// Fails every starting or active session whose uplink has been silent since before `silentSince`.
+    func failSilentSessions(silentSince: Int64, now: Int64) async throws -> [SessionTransition]
+
+    // Export
+    /// Marks the session exporting (if it is stopped and not exported or exporting yet);
+    /// returns the session as it is after the call.
+    func beginExport(sessionId: String, videoChannelId: String, now: Int64) async throws -> SessionRecord?
+    func finishExport(sessionId: String, videoId: String?, error: String?, now: Int64) async throws
+        -> [SessionTransition]
+
+    // Webhook outbox
+    func dueWebhooks(now: Int64, limit: Int) async throws -> [WebhookDeliveryRecord]
+    func webhookAttempted(id: String, status: Int?, error: String?, delivered: Bool, nextAttemptAt: Int64?,
+                          now: Int64) async throws
+    func webhooks(sessionId: String) async throws -> [WebhookDeliveryRecord]
+}

@@ -1,0 +1,298 @@
+import CaptureCore
+import CaptureUplink
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// The endpoint's side of one uplink WebSocket (docs/uplink-protocol.md):
+/// hello -> welcome, then chunk frames -> acks, then end -> ended. One
+/// connection's messages are handled strictly in order; the store serializes
+/// connections against each other.
+struct UplinkConnection {
+    let store: any EndpointStore
+    let files: ChunkFiles
+    let hub: UplinkHub
+    let announcer: SessionAnnouncer
+    let maxChunkBytes: Int
+    let window: Int
+    let outbound: WebSocketOutboundWriter
+    let state: UplinkConnectionState
+    var logger: Logger
+
+    /// Set by the hello.
+    private var session: String?
+    private var tokenHash = ""
+    private var tokenExpiresAt: Int64 = 0
+    /// Channel id -> where it stands, as this connection last learnt it.
+    private var channels: [String: ChannelRecord] = [:]
+
+    init(store: any EndpointStore, files: ChunkFiles, hub: UplinkHub, announcer: SessionAnnouncer, maxChunkBytes: Int,
+         window: Int, outbound: WebSocketOutboundWriter, state: UplinkConnectionState, logger: Logger) {
+        self.store = store
+        self.files = files
+        self.hub = hub
+        self.announcer = announcer
+        self.maxChunkBytes = maxChunkBytes
+        self.window = window
+        self.outbound = outbound
+        self.state = state
+        self.logger = logger
+        self.logger[metadataKey: "connection"] = "\(state.id)"
+    }
+
+    /// Why the loop stops: a close the endpoint sends (the handler then returns).
+    struct Close: Error {
+        var code: UplinkCloseCode
+        var reason: String
+    }
+
+    mutating func run(_ inbound: WebSocketInboundStream) async {
+        var iterator = inbound.makeAsyncIterator()
+        do {
+            while true {
+                let limit = session == nil ? UplinkProtocol.maxTextBytes
+                    : maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes
+                guard let message = try await iterator.nextMessage(maxSize: limit) else { break }
+                switch message {
+                case .text(let text): try await handleText(text)
+                case .binary(let buffer): try await handleChunk(buffer)
+                }
+            }
+        } catch let close as Close {
+            logger.info("uplink closed by endpoint", metadata: [
+                "code": "\(close.code.rawValue)", "reason": "\(close.reason)", "session": "\(session ?? "-")",
+            ])
+            try? await outbound.close(close.code.webSocketCode, reason: close.reason)
+        } catch {
+            // The peer went away, broke the WebSocket protocol, or sent a message over the limit:
+            // WSCore closes the connection with the matching code.
+            logger.info("uplink ended", metadata: ["session": "\(session ?? "-")", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Text messages
+
+    private mutating func handleText(_ text: String) async throws {
+        let message: UplinkTextMessage
+        do {
+            message = try UplinkTextMessage(decoding: text)
+        } catch {
+            try await protocolError(error)
+        }
+        switch message {
+        case .hello(let hello):
+            guard session == nil else {
+                try await protocolError(UplinkError(.helloExpected, "a connection says hello once"))
+            }
+            try await handleHello(hello)
+        case .end:
+            guard session != nil else { try await protocolError(UplinkError(.helloExpected, "say hello first")) }
+            try await handleEnd()
+        case .welcome, .ack, .ended, .error:
+            try await protocolError(UplinkError(.badMessage, "clients do not send endpoint messages"))
+        }
+    }
+
+    private mutating func handleHello(_ hello: UplinkHello) async throws {
+        guard hello.protocolVersion == UplinkProtocol.version else {
+            try await send(UplinkErrorMessage(code: .badHello, message: "protocol version \(hello.protocolVersion) is not supported (1)"))
+            throw Close(code: .unsupportedProtocol, reason: "unsupported protocol version")
+        }
+        do {
+            try UplinkChannelRules.validate(hello.channels)
+        } catch {
+            try await protocolError(error)
+        }
+        let hash = Secrets.storedHash(of: hello.token)
+        let token: TokenRecord
+        switch try await store.checkToken(hash: hash, now: EndpointClock.nowMilliseconds()) {
+        case .valid(let record): token = record
+        case .unknown: throw Close(code: .tokenInvalid, reason: "unknown token")
+        case .expired: throw Close(code: .tokenExpired, reason: "token expired")
+        case .revoked: throw Close(code: .tokenRevoked, reason: "token revoked")
+        }
+        guard Identifiers.isSessionId(hello.sessionId) else {
+            throw Close(code: .sessionNotFound, reason: "no such session")
+        }
+        let opening = try await store.openUplink(sessionId: hello.sessionId, accountId: token.accountId,
+                                                 channels: hello.channels, now: EndpointClock.nowMilliseconds())
+        switch opening {
+        case .notFound:
+            throw Close(code: .sessionNotFound, reason: "no such session")
+        case .closed(let status):
+            throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
+        case .channelMismatch(let detail):
+            try await protocolError(UplinkError(.channelMismatch, detail))
+        case .opened(let record, let stored):
+            session = record.id
+            tokenHash = hash
+            tokenExpiresAt = token.expiresAt
+            channels = Dictionary(uniqueKeysWithValues: stored.map { ($0.channelId, $0) })
+            logger[metadataKey: "session"] = "\(record.id)"
+            state.helloAccepted.store(true, ordering: .relaxed)
+            await hub.attach(state.id, sessionId: record.id, tokenHash: hash)
+            logger.info("uplink open", metadata: [
+                "agent": "\(hello.agent?.prefix(80) ?? "-")", "channels": "\(stored.count)",
+                "resume": "\(stored.map { "\($0.channelId)@\($0.nextSeq)" }.joined(separator: ","))",
+            ])
+            try await send(UplinkWelcome(
+                sessionId: record.id, status: record.status.rawValue, channels: stored.map(\.progress),
+                maxChunkBytes: maxChunkBytes, window: window))
+        }
+    }
+
+    private mutating func handleEnd() async throws {
+        guard let session else { return }
+        switch try await store.endStream(sessionId: session, now: EndpointClock.nowMilliseconds()) {
+        case .stopped(let stored, let transitions):
+            await announcer.announce(transitions)
+            try await send(UplinkEnded(sessionId: session, status: SessionStatus.stopped.rawValue,
+                                       channels: stored.map(\.progress)))
+            throw Close(code: .normal, reason: "stream complete")
+        case .incomplete(let stored):
+            let missing = stored.filter { !$0.complete }.map { "\($0.channelId) (next seq \($0.nextSeq))" }
+            try await send(UplinkErrorMessage(
+                code: .incomplete, message: "not every channel has its final chunk: \(missing.joined(separator: ", "))"))
+        case .sessionClosed(let status, _):
+            throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
+        }
+    }
+
+    // MARK: Chunks
+
+    private mutating func handleChunk(_ buffer: ByteBuffer) async throws {
+        guard let session else { try await protocolError(UplinkError(.helloExpected, "say hello first")) }
+        let parsed: UplinkChunkFrame.Parsed
+        switch Self.parse(buffer, maxChunkBytes: maxChunkBytes) {
+        case .success(let frame): parsed = frame
+        case .failure(let error):
+            if error.code == .badFrame { try await protocolError(error) }
+            return try await refuse(error)
+        }
+        let header = parsed.header
+        if EndpointClock.nowMilliseconds() >= tokenExpiresAt {
+            throw Close(code: .tokenExpired, reason: "token expired")
+        }
+        guard var channel = channels[header.channelId] else {
+            return try await refuse(UplinkError(.unknownChannel, "the hello did not name '\(header.channelId.prefix(80))'",
+                                                channelId: header.channelId, seq: header.seq))
+        }
+        if header.seq < channel.nextSeq {
+            return try await resent(header, session: session)
+        }
+        if channel.complete {
+            return try await refuse(UplinkError(.channelComplete, "\(header.channelId) ended at seq \(channel.nextSeq - 1)",
+                                                channelId: header.channelId, seq: header.seq))
+        }
+        if header.seq > channel.nextSeq {
+            return try await send(UplinkErrorMessage(
+                code: .seqGap, message: "\(header.channelId): expected seq \(channel.nextSeq), got \(header.seq)",
+                channelId: header.channelId, seq: header.seq, expectedSeq: channel.nextSeq))
+        }
+
+        let file = ChunkFiles.relativePath(sessionId: session, channel: channel, seq: header.seq)
+        let written: ChunkFiles.WriteResult
+        do {
+            written = try await files.verifyAndWrite(buffer, offset: buffer.readerIndex + parsed.payloadOffset,
+                                                     count: parsed.payloadCount, expectedSHA256: header.sha256,
+                                                     to: file, writer: state.id)
+        } catch {
+            logger.error("chunk not written", metadata: ["channel": "\(header.channelId)", "seq": "\(header.seq)", "error": "\(error)"])
+            try await send(UplinkErrorMessage(code: .storageFailed, message: "the endpoint could not store the chunk",
+                                              channelId: header.channelId, seq: header.seq))
+            throw Close(code: .internalError, reason: "storage failed")
+        }
+        if case .hashMismatch(let actual) = written {
+            return try await refuse(UplinkError(
+                .hashMismatch, "\(header.channelId) seq \(header.seq): the payload's SHA-256 is \(actual), the header says \(header.sha256)",
+                channelId: header.channelId, seq: header.seq))
+        }
+
+        let outcome: ChunkOutcome
+        do {
+            outcome = try await store.storeChunk(sessionId: session, header: header, file: file,
+                                                 now: EndpointClock.nowMilliseconds())
+        } catch {
+            logger.error("chunk not indexed", metadata: ["channel": "\(header.channelId)", "seq": "\(header.seq)", "error": "\(error)"])
+            try await send(UplinkErrorMessage(code: .storageFailed, message: "the endpoint could not store the chunk",
+                                              channelId: header.channelId, seq: header.seq))
+            throw Close(code: .internalError, reason: "storage failed")
+        }
+        switch outcome {
+        case .stored(let updated, let transitions):
+            channel = updated
+            channels[header.channelId] = channel
+            try await send(UplinkAck(channelId: header.channelId, seq: header.seq, sha256: header.sha256, duplicate: false))
+            await announcer.announce(transitions)
+        case .duplicate:
+            // Another connection of the session stored it a moment ago.
+            try await resent(header, session: session)
+        case .conflict(let stored):
+            try await refuse(UplinkError(.seqConflict, "\(header.channelId) seq \(header.seq) is stored with SHA-256 \(stored)",
+                                         channelId: header.channelId, seq: header.seq))
+        case .gap(let expected):
+            channels[header.channelId]?.nextSeq = expected
+            try await send(UplinkErrorMessage(code: .seqGap, message: "\(header.channelId): expected seq \(expected)",
+                                              channelId: header.channelId, seq: header.seq, expectedSeq: expected))
+        case .unknownChannel:
+            try await refuse(UplinkError(.unknownChannel, "unknown channel", channelId: header.channelId, seq: header.seq))
+        case .channelComplete:
+            channels[header.channelId]?.complete = true
+            try await refuse(UplinkError(.channelComplete, "\(header.channelId) has ended", channelId: header.channelId, seq: header.seq))
+        case .sessionClosed(let status):
+            throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
+        }
+    }
+
+    private static func parse(_ buffer: ByteBuffer, maxChunkBytes: Int) -> Result<UplinkChunkFrame.Parsed, UplinkError> {
+        buffer.withUnsafeReadableBytes { raw in
+            do throws(UplinkError) {
+                return .success(try UplinkChunkFrame.parse(raw, maxChunkBytes: maxChunkBytes))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
+    /// A seq below the next expected: acknowledged again if it is the stored chunk, refused if not.
+    private func resent(_ header: UplinkChunkHeader, session: String) async throws {
+        let stored = try await store.chunk(sessionId: session, channelId: header.channelId, seq: header.seq)
+        if let stored, stored.sha256 == header.sha256 {
+            try await send(UplinkAck(channelId: header.channelId, seq: header.seq, sha256: header.sha256, duplicate: true))
+        } else {
+            try await refuse(UplinkError(
+                .seqConflict, "\(header.channelId) seq \(header.seq) is stored with other bytes (SHA-256 \(stored?.sha256 ?? "?"))",
+                channelId: header.channelId, seq: header.seq))
+        }
+    }
+
+    // MARK: Sending
+
+    /// A chunk error: reported, the connection stays open.
+    private func refuse(_ error: UplinkError) async throws {
+        logger.notice("chunk refused", metadata: [
+            "code": "\(error.code.rawValue)", "channel": "\(error.channelId?.prefix(80) ?? "-")", "seq": "\(error.seq ?? -1)",
+        ])
+        try await send(error.wireMessage)
+    }
+
+    /// A protocol error: reported, then the connection closes with 4000.
+    private func protocolError(_ error: UplinkError) async throws -> Never {
+        try await send(error.wireMessage)
+        throw Close(code: .protocolError, reason: error.code.rawValue)
+    }
+
+    private func protocolError(_ error: any Error) async throws -> Never {
+        let uplinkError = error as? UplinkError ?? UplinkError(.badMessage, "unreadable message")
+        try await protocolError(uplinkError)
+    }
+
+    /// Writes one message; the hub's watchdog drops the connection if the write
+    /// cannot complete (the peer stopped reading).
+    private func send(_ message: some Encodable) async throws {
+        state.writeStartedAt.store(EndpointClock.nowMilliseconds(), ordering: .relaxed)
+        defer { state.writeStartedAt.store(0, ordering: .relaxed) }
+        try await outbound.write(.text(UplinkTextMessage.encode(message)))
+    }
+}

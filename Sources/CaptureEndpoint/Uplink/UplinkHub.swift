@@ -1,0 +1,125 @@
+import CaptureUplink
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// What the hub's watchdog reads of one connection while its handler runs:
+/// lock-free, written by the handler, read by the sweep.
+final class UplinkConnectionState: Sendable {
+    let id: UInt64
+    let openedAt: Int64
+    /// Set once a hello was accepted.
+    let helloAccepted = Atomic<Bool>(false)
+    /// When the write in progress started (ms), 0 when none is.
+    let writeStartedAt = Atomic<Int64>(0)
+
+    init(id: UInt64, openedAt: Int64) {
+        self.id = id
+        self.openedAt = openedAt
+    }
+}
+
+/// Every open uplink connection: which session each serves (one connection per
+/// session; a newer one supersedes), which token it holds (for revocation), and
+/// a watchdog that drops a connection that never says hello or stops reading.
+actor UplinkHub {
+    private struct Entry {
+        let state: UplinkConnectionState
+        let outbound: WebSocketOutboundWriter
+        let channel: any Channel
+        var sessionId: String?
+        var tokenHash: String?
+    }
+
+    private var entries: [UInt64: Entry] = [:]
+    private var bySession: [String: UInt64] = [:]
+    private var nextId: UInt64 = 1
+    private let helloTimeoutMs: Int64
+    private let writeTimeoutMs: Int64
+    private let logger: Logger
+
+    init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, logger: Logger) {
+        helloTimeoutMs = Int64(helloTimeoutSeconds) * 1000
+        writeTimeoutMs = Int64(writeTimeoutSeconds) * 1000
+        self.logger = logger
+    }
+
+    func connect(outbound: WebSocketOutboundWriter, channel: any Channel) -> UplinkConnectionState {
+        let state = UplinkConnectionState(id: nextId, openedAt: EndpointClock.nowMilliseconds())
+        nextId += 1
+        entries[state.id] = Entry(state: state, outbound: outbound, channel: channel)
+        return state
+    }
+
+    /// Binds the connection to its session; closes (4002) the connection that served it before.
+    func attach(_ id: UInt64, sessionId: String, tokenHash: String) async {
+        if let previous = bySession[sessionId], previous != id, let old = entries[previous] {
+            logger.info("uplink superseded", metadata: ["session": "\(sessionId)", "connection": "\(previous)"])
+            entries[previous]?.sessionId = nil
+            close(old, code: .superseded, reason: "a newer connection took over the session")
+        }
+        entries[id]?.sessionId = sessionId
+        entries[id]?.tokenHash = tokenHash
+        bySession[sessionId] = id
+    }
+
+    func disconnect(_ id: UInt64) {
+        guard let entry = entries.removeValue(forKey: id) else { return }
+        if let session = entry.sessionId, bySession[session] == id { bySession[session] = nil }
+    }
+
+    /// The sessions with a connection open right now.
+    func liveSessionIds() -> [String] { Array(bySession.keys) }
+
+    var connectionCount: Int { entries.count }
+
+    func closeConnections(tokenHash: String, code: UplinkCloseCode, reason: String) {
+        for entry in entries.values where entry.tokenHash == tokenHash {
+            close(entry, code: code, reason: reason)
+        }
+    }
+
+    func closeAll(code: UplinkCloseCode, reason: String) {
+        for entry in entries.values { close(entry, code: code, reason: reason) }
+    }
+
+    /// One pass of the watchdog.
+    func sweep(now: Int64) {
+        for entry in entries.values {
+            if !entry.state.helloAccepted.load(ordering: .relaxed), now - entry.state.openedAt > helloTimeoutMs {
+                logger.info("uplink without hello dropped", metadata: ["connection": "\(entry.state.id)"])
+                close(entry, code: .helloTimeout, reason: "no hello within \(helloTimeoutMs / 1000) s")
+                entry.state.helloAccepted.store(true, ordering: .relaxed)  // once
+            }
+            let started = entry.state.writeStartedAt.load(ordering: .relaxed)
+            if started != 0, now - started > writeTimeoutMs {
+                // The peer has not taken what we sent for that long: its socket is full and
+                // a close frame could not get through either, so drop the TCP connection.
+                logger.warning("uplink peer stopped reading; connection dropped",
+                               metadata: ["connection": "\(entry.state.id)", "session": "\(entry.sessionId ?? "-")"])
+                entry.channel.close(promise: nil)
+                entry.state.writeStartedAt.store(0, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Sends a close frame; if the peer's socket is full that write can hang, so
+    /// the TCP connection is dropped two seconds later regardless.
+    private func close(_ entry: Entry, code: UplinkCloseCode, reason: String) {
+        let outbound = entry.outbound
+        let channel = entry.channel
+        Task {
+            try? await outbound.close(code.webSocketCode, reason: reason)
+        }
+        Task {
+            try? await Task.sleep(for: .seconds(2))
+            try? await channel.close()
+        }
+    }
+}
+
+extension UplinkCloseCode {
+    var webSocketCode: WebSocketErrorCode { WebSocketErrorCode(codeNumber: Int(rawValue)) }
+}

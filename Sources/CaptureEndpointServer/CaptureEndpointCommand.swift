@@ -1,0 +1,105 @@
+import ArgumentParser
+import CaptureCore
+import CaptureEndpoint
+import Foundation
+import Hummingbird
+import Logging
+
+/// `capture-endpoint`: the reference capture endpoint. All of it lives in the
+/// CaptureEndpoint library; this reads the options, loads the credentials and runs.
+@main
+struct CaptureEndpointCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture-endpoint",
+        abstract: "The reference capture endpoint: sessions, client tokens, chunk uplink, webhooks, live HLS.",
+        discussion: """
+            Listens on 127.0.0.1 unless --host says otherwise. The API key comes from --api-key-file \
+            (one key per line, each its own account), else CAPTURE_ENDPOINT_API_KEY, else DATA/api-key, \
+            generated and printed once on first run. The webhook signing secret likewise from \
+            --webhook-secret-file, CAPTURE_ENDPOINT_WEBHOOK_SECRET or DATA/webhook-secret. \
+            SIGTERM or SIGINT shut it down gracefully. See docs/openapi.yaml and docs/uplink-protocol.md.
+            """,
+        version: EndpointVersion.current)
+
+    @Option(name: .customLong("data-dir"), help: "The directory for the database, chunks and secrets (created 0700).")
+    var dataDirectory: String = "./capture-endpoint-data"
+
+    @Option(help: "The address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "The TCP port (0 picks a free one; the log line 'listening' names it).")
+    var port: Int = 8470
+
+    @Option(name: .customLong("api-key-file"), help: "A file of API keys, one per line.")
+    var apiKeyFile: String?
+
+    @Option(name: .customLong("webhook-secret-file"), help: "A file whose first line is the whsec_ signing secret.")
+    var webhookSecretFile: String?
+
+    @Option(name: .customLong("public-url"), help: "The base URL put into handed-out URLs (default: the request's Host).")
+    var publicURL: String?
+
+    @Option(name: .customLong("silence-timeout"), help: "A session whose uplink is silent this long fails (e.g. 300s, 5m).")
+    var silenceTimeout: String = "300s"
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    @Option(name: .customLong("log-format"), help: "json (one object per line) or text.")
+    var logFormat: String = "json"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        guard logFormat == "json" || logFormat == "text" else { throw ValidationError("--log-format is json or text") }
+        do {
+            let ns = try parseDuration(silenceTimeout)
+            guard ns >= 1_000_000_000 else { throw ValidationError("--silence-timeout must be at least 1s") }
+        } catch let error as CaptureError {
+            throw ValidationError("--silence-timeout: \(error.message)")
+        }
+        if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
+            throw ValidationError("--public-url must start with http:// or https://")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "capture-endpoint")
+        let environment = ProcessInfo.processInfo.environment
+        do {
+            let keys = try EndpointCredentials.apiKeys(file: apiKeyFile, environment: environment, dataDirectory: dataDirectory)
+            let secret = try EndpointCredentials.webhookSecret(
+                file: webhookSecretFile, environment: environment, dataDirectory: dataDirectory)
+            if let generated = keys.generated {
+                // Shown once, on the terminal that started the first run; never logged.
+                FileHandle.standardError.write(Data("capture-endpoint: generated an API key (kept 0600 in \(keys.source)):\n  \(generated)\n".utf8))
+            }
+            if let generated = secret.generated {
+                FileHandle.standardError.write(Data("capture-endpoint: generated the webhook signing secret (kept 0600 in \(secret.source)):\n  \(generated)\n".utf8))
+            }
+            var configuration = EndpointConfiguration(
+                dataDirectory: dataDirectory, apiKeys: keys.values, webhookSecret: secret.values[0])
+            configuration.host = host
+            configuration.port = port
+            configuration.publicBaseURL = publicURL
+            configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)
+            logger.info("starting", metadata: [
+                "version": "\(EndpointVersion.current)", "data_dir": "\(dataDirectory)", "api_keys": "\(keys.values.count)",
+                "api_key_source": "\(keys.source)", "webhook_secret_source": "\(secret.source)",
+            ])
+            let (application, _) = try buildApplication(configuration, logger: logger)
+            try await application.runService()
+            logger.info("stopped")
+        } catch let error as CaptureError {
+            logger.critical("cannot start", metadata: ["code": "\(error.code.rawValue)", "error": "\(error.message)"])
+            throw ExitCode(error.code.exitStatus)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import CaptureCore
+import CaptureEndpoint
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import XCTest
+
+/// A real endpoint (real SQLite in a fresh data directory, real routers) for a test.
+struct EndpointHarness {
+    static let keyA = "cek_test_account_a_0123456789abcdef"
+    static let keyB = "cek_test_account_b_0123456789abcdef"
+    static let webhookSecret = "whsec_" + Data((0..<32).map { UInt8($0 * 3) }).base64EncodedString()
+
+    let dataDirectory: String
+    var configuration: EndpointConfiguration
+
+    init(_ name: String = #function, configure: (inout EndpointConfiguration) -> Void = { _ in }) {
+        let base = FileManager.default.temporaryDirectory.path + "/capture-endpoint-tests"
+        try? FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let dir = base + "/" + name.filter { $0.isLetter || $0.isNumber } + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        dataDirectory = dir
+        configuration = EndpointConfiguration(dataDirectory: dir, apiKeys: [Self.keyA, Self.keyB],
+                                              webhookSecret: Self.webhookSecret)
+        configuration.port = 0
+        configure(&configuration)
+    }
+
+    static var logger: Logger {
+        var logger = Logger(label: "endpoint-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["ENDPOINT_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+        return logger
+    }
+
+    func build() throws -> (some ApplicationProtocol, EndpointComponents) {
+        try buildApplication(configuration, logger: Self.logger)
+    }
+
+    func remove() {
+        if ProcessInfo.processInfo.environment["ENDPOINT_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dataDirectory) }
+    }
+}
+
+extension TestClientProtocol {
+    /// A JSON request with an API key (or none), returning status and parsed body.
+    func call(_ method: HTTPRequest.Method, _ uri: String, key: String? = EndpointHarness.keyA, json: String? = nil,
+              headers extra: HTTPFields = [:]) async throws -> (status: HTTPResponse.Status, body: [String: Any], raw: String) {
+        var headers = extra
+        if let key { headers[HTTPField.Name("x-access-token")!] = key }
+        if json != nil, headers[.contentType] == nil { headers[.contentType] = "application/json" }
+        let response = try await executeRequest(uri: uri, method: method, headers: headers,
+                                                body: json.map { ByteBuffer(string: $0) })
+        let raw = String(buffer: response.body)
+        let body = (try? JSONSerialization.jsonObject(with: Data(raw.utf8))) as? [String: Any] ?? [:]
+        return (response.status, body, raw)
+    }
+}
+
+/// The standard error body: `success: false`, a message, the code.
+func assertErrorBody(_ body: [String: Any], _ code: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(body["success"] as? Bool, false, "\(body)", file: file, line: line)
+    XCTAssertEqual(body["error_code"] as? String, code, "\(body)", file: file, line: line)
+    XCTAssertFalse((body["message"] as? String ?? "").isEmpty, "\(body)", file: file, line: line)
+}
+
+func dataOf(_ body: [String: Any]) -> [String: Any] { body["data"] as? [String: Any] ?? [:] }

@@ -1,0 +1,158 @@
+import CaptureCore
+import CaptureUplink
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOWebSocket
+import XCTest
+
+/// A scripted uplink client over a real socket: send hellos, frames and raw
+/// bytes, read the endpoint's messages one by one, and learn the close code.
+struct UplinkTestClient {
+    let outbound: WebSocketOutboundWriter
+    private var messages: AsyncStream<WebSocketMessage>.AsyncIterator
+    private let connection: Task<WebSocketCloseFrame?, any Error>
+
+    /// Connects to `ws://127.0.0.1:port/capture/uplink`. The connection is closed
+    /// from this side after `deadline`, so a silent endpoint fails a test instead of hanging it.
+    static func connect(port: Int, path: String = UplinkProtocol.path, deadline: Duration = .seconds(60)) async throws
+        -> UplinkTestClient {
+        let (writers, writer) = AsyncStream.makeStream(of: WebSocketOutboundWriter.self)
+        let (messages, message) = AsyncStream.makeStream(of: WebSocketMessage.self)
+        var logger = Logger(label: "uplink-test-client")
+        logger.logLevel = .warning
+        let connection = Task {
+            defer {
+                writer.finish()
+                message.finish()
+            }
+            return try await WebSocketClient.connect(
+                url: "ws://127.0.0.1:\(port)\(path)", configuration: .init(maxFrameSize: 1 << 26), logger: logger
+            ) { inbound, outbound, _ in
+                writer.yield(outbound)
+                writer.finish()
+                let watchdog = Task {
+                    try await Task.sleep(for: deadline)
+                    try? await outbound.close(.goingAway, reason: "test deadline")
+                }
+                defer { watchdog.cancel() }
+                do {
+                    for try await received in inbound.messages(maxSize: 1 << 26) { message.yield(received) }
+                } catch {}
+                message.finish()
+            }
+        }
+        var iterator = writers.makeAsyncIterator()
+        guard let outbound = await iterator.next() else {
+            _ = try await connection.value
+            throw CaptureError(.internalError, "the uplink connection closed before it opened")
+        }
+        return UplinkTestClient(outbound: outbound, messages: messages.makeAsyncIterator(), connection: connection)
+    }
+
+    func send(_ message: some Encodable) async throws {
+        try await outbound.write(.text(UplinkTextMessage.encode(message)))
+    }
+
+    func sendText(_ text: String) async throws { try await outbound.write(.text(text)) }
+
+    func sendBinary(_ bytes: [UInt8]) async throws { try await outbound.write(.binary(ByteBuffer(bytes: bytes))) }
+
+    func sendChunk(_ chunk: TestChunk) async throws { try await sendBinary(chunk.frame) }
+
+    /// The next text message as it came; nil once the connection is closed.
+    mutating func nextText() async -> String? {
+        while let message = await messages.next() {
+            if case .text(let text) = message { return text }
+        }
+        return nil
+    }
+
+    /// The next message from the endpoint, decoded; nil once the connection is closed.
+    mutating func next() async throws -> UplinkTextMessage? {
+        guard let message = await messages.next() else { return nil }
+        guard case .text(let text) = message else { throw CaptureError(.internalError, "the endpoint sent binary") }
+        return try UplinkTextMessage(decoding: text)
+    }
+
+    mutating func expectWelcome(file: StaticString = #filePath, line: UInt = #line) async throws -> UplinkWelcome {
+        let message = try await next()
+        guard case .welcome(let welcome) = message else {
+            XCTFail("expected a welcome, got \(String(describing: message))", file: file, line: line)
+            throw CaptureError(.internalError, "no welcome")
+        }
+        return welcome
+    }
+
+    mutating func expectAck(file: StaticString = #filePath, line: UInt = #line) async throws -> UplinkAck {
+        let message = try await next()
+        guard case .ack(let ack) = message else {
+            XCTFail("expected an ack, got \(String(describing: message))", file: file, line: line)
+            throw CaptureError(.internalError, "no ack")
+        }
+        return ack
+    }
+
+    mutating func expectError(_ code: UplinkErrorCode, file: StaticString = #filePath, line: UInt = #line) async throws
+        -> UplinkErrorMessage {
+        let message = try await next()
+        guard case .error(let error) = message else {
+            XCTFail("expected error \(code.rawValue), got \(String(describing: message))", file: file, line: line)
+            throw CaptureError(.internalError, "no error")
+        }
+        XCTAssertEqual(error.code, code, error.message, file: file, line: line)
+        return error
+    }
+
+    /// Closes from this side (if still open) and returns the close frame the endpoint sent, if any.
+    func closeFrame() async throws -> WebSocketCloseFrame? {
+        try await connection.value
+    }
+
+    /// Drains messages until the close and returns the endpoint's close code.
+    mutating func expectClose(_ code: UplinkCloseCode, file: StaticString = #filePath, line: UInt = #line) async throws {
+        while let message = try await next() {
+            XCTFail("expected close \(code.rawValue), got \(message)", file: file, line: line)
+        }
+        let frame = try await closeFrame()
+        XCTAssertEqual(frame?.closeCode, code.webSocketCode, "close reason: \(frame?.reason ?? "-")", file: file, line: line)
+    }
+
+    func close() async throws {
+        try await outbound.close(.normalClosure, reason: nil)
+        _ = try? await connection.value
+    }
+}
+
+extension UplinkCloseCode {
+    var webSocketCode: WebSocketErrorCode { WebSocketErrorCode(codeNumber: Int(rawValue)) }
+}
+
+/// A chunk with made-up bytes: the endpoint stores bytes and never parses them.
+struct TestChunk {
+    var header: UplinkChunkHeader
+    var payload: [UInt8]
+
+    init(channel: String, seq: Int, bytes: Int = 4000, isFinal: Bool = false, fill: UInt8? = nil) {
+        var rng = SystemRandomNumberGenerator()
+        payload = (0..<bytes).map { _ in fill ?? UInt8.random(in: 0...255, using: &rng) }
+        header = UplinkChunkHeader(
+            channelId: channel, seq: seq, startPtsNs: Int64(seq) * 1_000_000_000, durationNs: 1_000_000_000,
+            frames: 30, bytes: bytes, sha256: payload.withUnsafeBytes { SHA256.hexDigest($0) },
+            captureTimeUnixNs: WallClock.now(), isFinal: isFinal)
+    }
+
+    var frame: [UInt8] { UplinkChunkFrame.encode(header: header, payload: payload) }
+}
+
+enum TestChannels {
+    static let display = UplinkChannel(channelId: "display:1", mediaType: .video, codec: "h264", name: "DUMMY0",
+                                       isPrimary: true, chunkDurationNs: 1_000_000_000, width: 1920, height: 1080,
+                                       frameRate: 30)
+    static let mic = UplinkChannel(channelId: "mic:default", mediaType: .audio, codec: "aac", name: "rig-mic",
+                                   chunkDurationNs: 1_000_000_000, sampleRate: 48000, audioChannels: 2)
+    static let system = UplinkChannel(channelId: "system_audio:default", mediaType: .audio, codec: "aac",
+                                      chunkDurationNs: 1_000_000_000, sampleRate: 48000, audioChannels: 2)
+    static let all = [display, mic, system]
+}

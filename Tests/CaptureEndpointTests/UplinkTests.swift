@@ -1,0 +1,353 @@
+import CaptureCore
+import CaptureEndpoint
+import CaptureUplink
+import Foundation
+import GRDB
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSClient
+import XCTest
+
+/// The uplink over real sockets (HummingbirdTesting's live framework, a real
+/// WebSocket client): chunks stored exactly once and durably, every refusal with
+/// its code, and every close code a client must act on.
+final class UplinkTests: XCTestCase {
+    /// A new session and a client token on `client`'s endpoint.
+    static func newSession(_ client: some TestClientProtocol, key: String = EndpointHarness.keyA, body: String? = nil,
+                           expiresIn: Int = 3600) async throws -> (session: String, token: String) {
+        let created = try await client.call(.post, "/collection/default/capture/session", key: key,
+                                            json: body ?? #"{"end_user_id": "uplink-test"}"#)
+        XCTAssertEqual(created.status, .ok, created.raw)
+        let token = try await client.call(.post, "/capture/session/token", key: key, json: "{\"expires_in\": \(expiresIn)}")
+        XCTAssertEqual(token.status, .ok, token.raw)
+        return (try XCTUnwrap(dataOf(created.body)["session_id"] as? String), try XCTUnwrap(dataOf(token.body)["token"] as? String))
+    }
+
+    static func hello(_ session: String, _ token: String, channels: [UplinkChannel] = TestChannels.all) -> UplinkHello {
+        UplinkHello(token: token, sessionId: session, agent: "uplink-tests", channels: channels)
+    }
+
+    func testChunksAreStoredOnceDurablyAndTheSessionGoesActiveThenStopped() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await Self.newSession(client)
+            var uplink = try await UplinkTestClient.connect(port: port)
+            try await uplink.send(Self.hello(session, token))
+            let welcome = try await uplink.expectWelcome()
+            XCTAssertEqual(welcome.sessionId, session)
+            XCTAssertEqual(welcome.status, "starting")
+            XCTAssertEqual(welcome.channels.map(\.nextSeq), [0, 0, 0])
+            XCTAssertEqual(welcome.window, 16)
+
+            var sent: [TestChunk] = []
+            for seq in 0..<3 {
+                for channel in TestChannels.all {
+                    let chunk = TestChunk(channel: channel.channelId, seq: seq, bytes: channel.mediaType == .video ? 200_000 : 16_000,
+                                          isFinal: seq == 2)
+                    sent.append(chunk)
+                    try await uplink.sendChunk(chunk)  // several in flight: acks are read below
+                }
+            }
+            for chunk in sent {
+                let ack = try await uplink.expectAck()
+                XCTAssertEqual([ack.channelId, "\(ack.seq)", ack.sha256], [chunk.header.channelId, "\(chunk.header.seq)", chunk.header.sha256])
+                XCTAssertFalse(ack.duplicate)
+            }
+            // A resend is acknowledged again and not stored twice.
+            try await uplink.sendChunk(sent[3])
+            let again = try await uplink.expectAck()
+            XCTAssertTrue(again.duplicate)
+            XCTAssertEqual(again.seq, 1)
+
+            let active = try await client.call(.get, "/collection/default/capture/session/\(session)")
+            let data = dataOf(active.body)
+            XCTAssertEqual(data["status"] as? String, "active")
+            XCTAssertEqual(data["primary_video_channel_id"] as? String, "display:1")
+            let rtstreams = data["rtstreams"] as? [[String: Any]] ?? []
+            XCTAssertEqual(rtstreams.compactMap { $0["channel_id"] as? String }, ["screen", "mic", "system_audio"])
+            XCTAssertEqual(rtstreams.compactMap { $0["source_channel_id"] as? String }, ["display:1", "mic:default", "system_audio:default"])
+            XCTAssertEqual(rtstreams.compactMap { $0["status"] as? String }, ["ended", "ended", "ended"])
+            let channels = data["channels"] as? [[String: Any]] ?? []
+            XCTAssertEqual(channels.compactMap { $0["channel_id"] as? String }, ["display:1", "mic:default", "system_audio:default"])
+            XCTAssertEqual(channels.compactMap { $0["type"] as? String }, ["video", "audio", "audio"])
+
+            // The live playlist lists the stored chunks, and its segments are their bytes.
+            let playlistURL = try XCTUnwrap(rtstreams.first?["stream_url"] as? String)
+            let playlistPath = String(playlistURL[try XCTUnwrap(playlistURL.range(of: "/hls/")).lowerBound...])
+            let playlist = try await client.call(.get, playlistPath, key: nil)
+            XCTAssertEqual(playlist.status, .ok)
+            XCTAssertTrue(playlist.raw.hasPrefix("#EXTM3U\n"), playlist.raw)
+            XCTAssertEqual(playlist.raw.components(separatedBy: "#EXTINF:1.000000,").count - 1, 3, playlist.raw)
+            XCTAssertTrue(playlist.raw.contains("#EXT-X-ENDLIST"), "the display channel's final chunk is in")
+            let segmentPath = playlistPath.replacingOccurrences(of: "index.m3u8", with: "chunk-000001.ts")
+            let segment = try await client.executeRequest(uri: segmentPath, method: .get, headers: [:], body: nil)
+            XCTAssertEqual(Array(segment.body.readableBytesView), sent[3].payload)
+            let wrongKey = playlistPath.replacingOccurrences(of: "/c0/", with: "/c9/")
+            let wrong = try await client.call(.get, wrongKey, key: nil)
+            XCTAssertEqual(wrong.status, .notFound)
+
+            try await uplink.send(UplinkEnd())
+            guard case .ended(let ended) = try await uplink.next() else { return XCTFail("no ended") }
+            XCTAssertEqual(ended.status, "stopped")
+            XCTAssertEqual(ended.channels.map(\.nextSeq), [3, 3, 3])
+            XCTAssertTrue(ended.channels.allSatisfy(\.complete))
+            try await uplink.expectClose(.normal)
+
+            let stopped = try await client.call(.get, "/collection/default/capture/session/\(session)")
+            XCTAssertEqual(dataOf(stopped.body)["status"] as? String, "stopped")
+            XCTAssertNotNil(dataOf(stopped.body)["stopped_at"] as? String)
+
+            // After the stop, a reconnect is refused for good.
+            var late = try await UplinkTestClient.connect(port: port)
+            try await late.send(Self.hello(session, token))
+            try await late.expectClose(.sessionClosed)
+        }
+
+        // Every chunk is a file with its bytes and one index row, nothing twice.
+        let database = try DatabaseQueue(path: harness.configuration.databasePath)
+        let rows = try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT channel_id, seq, sha256, file, bytes FROM chunks ORDER BY channel_id, seq")
+        }
+        XCTAssertEqual(rows.count, 9)
+        for row in rows {
+            let file: String = row["file"]
+            let data = try Data(contentsOf: URL(fileURLWithPath: harness.dataDirectory + "/" + file))
+            XCTAssertEqual(data.count, row["bytes"] as Int)
+            XCTAssertEqual(data.withUnsafeBytes { SHA256.hexDigest($0) }, row["sha256"] as String, file)
+            XCTAssertTrue(file.hasPrefix("sessions/cap-") && !file.contains(".."), file)
+        }
+        let leftovers = FileManager.default.enumerator(atPath: harness.dataDirectory + "/sessions")?
+            .compactMap { $0 as? String }.filter { $0.hasSuffix(".tmp") } ?? []
+        XCTAssertEqual(leftovers, [])
+    }
+
+    func testRefusedChunksKeepTheConnectionAndDoNotMoveTheChannel() async throws {
+        let harness = EndpointHarness { $0.maxChunkBytes = 100_000 }
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let (session, token) = try await Self.newSession(client)
+            var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
+            try await uplink.send(Self.hello(session, token, channels: [TestChannels.display, TestChannels.mic]))
+            let welcome = try await uplink.expectWelcome()
+            XCTAssertEqual(welcome.maxChunkBytes, 100_000)
+
+            // A gap: seq 1 before seq 0.
+            try await uplink.sendChunk(TestChunk(channel: "display:1", seq: 1))
+            let gap = try await uplink.expectError(.seqGap)
+            XCTAssertEqual([gap.channelId, gap.seq.map(String.init), gap.expectedSeq.map(String.init)], ["display:1", "1", "0"])
+
+            // A payload whose hash is not the header's.
+            var corrupt = TestChunk(channel: "display:1", seq: 0)
+            corrupt.payload[100] ^= 0xff
+            try await uplink.sendChunk(corrupt)
+            let mismatch = try await uplink.expectError(.hashMismatch)
+            XCTAssertEqual(mismatch.seq, 0)
+
+            // A header that lies about its size, both ways.
+            var liar = TestChunk(channel: "display:1", seq: 0)
+            liar.header.bytes += 10
+            try await uplink.sendChunk(liar)
+            _ = try await uplink.expectError(.sizeMismatch)
+            liar.header.bytes -= 20
+            try await uplink.sendChunk(liar)
+            _ = try await uplink.expectError(.sizeMismatch)
+
+            // Too big, a channel the hello did not name, a bad digest.
+            try await uplink.sendChunk(TestChunk(channel: "display:1", seq: 0, bytes: 100_001))
+            _ = try await uplink.expectError(.badChunk)
+            try await uplink.sendChunk(TestChunk(channel: "system_audio:default", seq: 0))
+            _ = try await uplink.expectError(.unknownChannel)
+            var badDigest = TestChunk(channel: "mic:default", seq: 0)
+            badDigest.header.sha256 = "xyz"
+            try await uplink.sendChunk(badDigest)
+            _ = try await uplink.expectError(.badChunk)
+
+            // Nothing was stored: seq 0 is still the one expected, and is taken now.
+            let good = TestChunk(channel: "display:1", seq: 0)
+            try await uplink.sendChunk(good)
+            let goodAck = try await uplink.expectAck()
+            XCTAssertEqual(goodAck.seq, 0)
+            // A replay of seq 0 with other bytes is a conflict, not a silent overwrite.
+            try await uplink.sendChunk(TestChunk(channel: "display:1", seq: 0))
+            _ = try await uplink.expectError(.seqConflict)
+
+            // `end` before the final chunks: incomplete, connection still open.
+            try await uplink.send(UplinkEnd())
+            let incomplete = try await uplink.expectError(.incomplete)
+            XCTAssertTrue(incomplete.message.contains("display:1") && incomplete.message.contains("mic:default"), incomplete.message)
+
+            try await uplink.sendChunk(TestChunk(channel: "display:1", seq: 1, isFinal: true))
+            _ = try await uplink.expectAck()
+            try await uplink.sendChunk(TestChunk(channel: "display:1", seq: 2))
+            _ = try await uplink.expectError(.channelComplete)
+            try await uplink.sendChunk(TestChunk(channel: "mic:default", seq: 0, isFinal: true))
+            _ = try await uplink.expectAck()
+            try await uplink.send(UplinkEnd())
+            guard case .ended = try await uplink.next() else { return XCTFail("no ended") }
+            try await uplink.expectClose(.normal)
+        }
+        let database = try DatabaseQueue(path: harness.configuration.databasePath)
+        let count = try await database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM chunks") }
+        XCTAssertEqual(count, 3)
+    }
+
+    func testProtocolErrorsCloseWith4000AfterSayingWhy() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await Self.newSession(client)
+
+            var beforeHello = try await UplinkTestClient.connect(port: port)
+            try await beforeHello.sendChunk(TestChunk(channel: "display:1", seq: 0))
+            _ = try await beforeHello.expectError(.helloExpected)
+            try await beforeHello.expectClose(.protocolError)
+
+            var notJSON = try await UplinkTestClient.connect(port: port)
+            try await notJSON.sendText("hello there")
+            _ = try await notJSON.expectError(.badMessage)
+            try await notJSON.expectClose(.protocolError)
+
+            var badHello = try await UplinkTestClient.connect(port: port)
+            var hello = Self.hello(session, token)
+            hello.channels.append(TestChannels.mic)
+            try await badHello.send(hello)
+            _ = try await badHello.expectError(.badHello)
+            try await badHello.expectClose(.protocolError)
+
+            var version = try await UplinkTestClient.connect(port: port)
+            hello = Self.hello(session, token)
+            hello.protocolVersion = 2
+            try await version.send(hello)
+            _ = try await version.expectError(.badHello)
+            try await version.expectClose(.unsupportedProtocol)
+
+            var garbage = try await UplinkTestClient.connect(port: port)
+            try await garbage.send(Self.hello(session, token))
+            _ = try await garbage.expectWelcome()
+            try await garbage.sendBinary(Array("GET / HTTP/1.1\r\n\r\n".utf8) + [UInt8](repeating: 0xee, count: 64))
+            _ = try await garbage.expectError(.badFrame)
+            try await garbage.expectClose(.protocolError)
+
+            var twice = try await UplinkTestClient.connect(port: port)
+            try await twice.send(Self.hello(session, token))
+            _ = try await twice.expectWelcome()
+            try await twice.send(Self.hello(session, token))
+            _ = try await twice.expectError(.helloExpected)
+            try await twice.expectClose(.protocolError)
+
+            var endpointMessage = try await UplinkTestClient.connect(port: port)
+            try await endpointMessage.send(Self.hello(session, token))
+            _ = try await endpointMessage.expectWelcome()
+            try await endpointMessage.send(UplinkAck(channelId: "display:1", seq: 0, sha256: String(repeating: "0", count: 64), duplicate: false))
+            _ = try await endpointMessage.expectError(.badMessage)
+            try await endpointMessage.expectClose(.protocolError)
+
+            // The endpoint carries on: a well-behaved client is served.
+            var fine = try await UplinkTestClient.connect(port: port)
+            try await fine.send(Self.hello(session, token))
+            _ = try await fine.expectWelcome()
+            try await fine.sendChunk(TestChunk(channel: "display:1", seq: 0))
+            _ = try await fine.expectAck()
+            try await fine.close()
+        }
+    }
+
+    func testTokensAndSessionsAreCheckedWithDistinctCloseCodes() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await Self.newSession(client)
+
+            var unknown = try await UplinkTestClient.connect(port: port)
+            try await unknown.send(Self.hello(session, "cct_" + String(repeating: "A", count: 43)))
+            try await unknown.expectClose(.tokenInvalid)
+
+            // Account B's token, account A's session: as if the session did not exist.
+            let (_, tokenB) = try await Self.newSession(client, key: EndpointHarness.keyB)
+            var otherAccount = try await UplinkTestClient.connect(port: port)
+            try await otherAccount.send(Self.hello(session, tokenB))
+            try await otherAccount.expectClose(.sessionNotFound)
+
+            var noSession = try await UplinkTestClient.connect(port: port)
+            try await noSession.send(Self.hello("cap-" + String(repeating: "0", count: 32), token))
+            try await noSession.expectClose(.sessionNotFound)
+            var traversal = try await UplinkTestClient.connect(port: port)
+            try await traversal.send(Self.hello("../../endpoint.sqlite", token))
+            try await traversal.expectClose(.sessionNotFound)
+
+            let (shortSession, shortToken) = try await Self.newSession(client, expiresIn: 1)
+            try await Task.sleep(for: .milliseconds(1300))
+            var expired = try await UplinkTestClient.connect(port: port)
+            try await expired.send(Self.hello(shortSession, shortToken))
+            try await expired.expectClose(.tokenExpired)
+
+            // Revoked while connected: the open connection is closed at once.
+            var revoked = try await UplinkTestClient.connect(port: port)
+            try await revoked.send(Self.hello(session, token))
+            _ = try await revoked.expectWelcome()
+            let revoke = try await client.call(.post, "/capture/session/token/revoke", json: "{\"token\": \"\(token)\"}")
+            XCTAssertEqual(revoke.status, .ok)
+            try await revoked.expectClose(.tokenRevoked)
+            var afterRevoke = try await UplinkTestClient.connect(port: port)
+            try await afterRevoke.send(Self.hello(session, token))
+            try await afterRevoke.expectClose(.tokenRevoked)
+        }
+    }
+
+    func testAReconnectResumesWhereTheWelcomeSaysAndSupersedesTheOldConnection() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await Self.newSession(client)
+            var first = try await UplinkTestClient.connect(port: port)
+            try await first.send(Self.hello(session, token))
+            _ = try await first.expectWelcome()
+            for seq in 0..<3 {
+                try await first.sendChunk(TestChunk(channel: "display:1", seq: seq))
+                _ = try await first.expectAck()
+            }
+            try await first.sendChunk(TestChunk(channel: "mic:default", seq: 0))
+            _ = try await first.expectAck()
+
+            var second = try await UplinkTestClient.connect(port: port)
+            try await second.send(Self.hello(session, token, channels: TestChannels.all.reversed()))
+            let welcome = try await second.expectWelcome()
+            XCTAssertEqual(Dictionary(uniqueKeysWithValues: welcome.channels.map { ($0.channelId, $0.nextSeq) }),
+                           ["display:1": 3, "mic:default": 1, "system_audio:default": 0])
+            try await first.expectClose(.superseded)
+
+            var mismatch = try await UplinkTestClient.connect(port: port)
+            try await mismatch.send(Self.hello(session, token, channels: [TestChannels.display, TestChannels.mic]))
+            _ = try await mismatch.expectError(.channelMismatch)
+            try await mismatch.expectClose(.protocolError)
+
+            try await second.sendChunk(TestChunk(channel: "display:1", seq: 3))
+            let resumed = try await second.expectAck()
+            XCTAssertEqual(resumed.seq, 3)
+            try await second.close()
+        }
+    }
+
+    func testASilentClientIsDroppedAfterTheHelloTimeout() async throws {
+        let harness = EndpointHarness { $0.helloTimeoutSeconds = 1 }
+        defer { harness.remove() }
+        let (app, components) = try harness.build()
+        try await app.test(.live) { client in
+            var silent = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
+            try await silent.expectClose(.helloTimeout)
+            try await Task.sleep(for: .milliseconds(200))
+            let open = await components.uplinkConnectionCount()
+            XCTAssertEqual(open, 0)
+        }
+    }
+}
