@@ -8,6 +8,8 @@ BUILD_PKGS=(
   libpulse-dev libx11-dev libxext-dev libxfixes-dev libxrandr-dev libxdamage-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libwebsockets-dev libx264-dev
+  # capture-endpoint: GRDB links the system SQLite.
+  libsqlite3-dev
 )
 RIG_PKGS=(
   xvfb xserver-xorg-core xserver-xorg-video-dummy
@@ -23,6 +25,8 @@ RIG_PKGS=(
 # dpkg-shlibdeps for the .deb test.
 TEST_PKGS=(
   systemd util-linux python3 socat dpkg-dev
+  # The endpoint's tests: a venv with the VideoDB SDK and schemathesis from PyPI.
+  python3-venv
 )
 
 missing=()

@@ -54,12 +54,14 @@ public func buildApplication(
     let webSocketRouter = buildWebSocketRouter(configuration, components: components)
     let application = Application(
         router: router,
-        server: .http1WebSocketUpgrade(
+        server: GuardedServerChannel.builder(
             webSocketRouter: webSocketRouter,
-            configuration: .init(ws: .init(
-                maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
-                autoPing: .enabled(timePeriod: .seconds(15)),
-                closeTimeout: .seconds(5)))),
+            configuration: .init(
+                http1: .init(idleTimeout: .seconds(120)),
+                ws: .init(
+                    maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
+                    autoPing: .enabled(timePeriod: .seconds(15)),
+                    closeTimeout: .seconds(5)))),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),
         services: [webhooks, housekeeping],
@@ -93,7 +95,9 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
     TokensController(store: components.store, uplinks: components.uplinks,
                      maxBodyBytes: configuration.maxRequestBodyBytes,
                      maxLifetimeSeconds: configuration.maxTokenLifetimeSeconds).addRoutes(to: api)
-    EventsController(events: components.events, urls: urls).addRoutes(to: api)
+    let events = EventsController(events: components.events, urls: urls)
+    events.addRoutes(to: api)
+    events.addPlainRoutes(to: router)
     return router
 }
 

@@ -338,6 +338,23 @@ final class UplinkTests: XCTestCase {
         }
     }
 
+    func testMalformedHTTPGets400AndAClose() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let requests = ["GET / HTTP/1.1\r\nHost: x\r\nX-Probe: a\u{0}b\r\n\r\n", "GARBAGE\r\n\r\n",
+                            "GET /health HTTP/9.9\r\n\r\n", String(repeating: "A", count: 100_000) + "\r\n\r\n"]
+            for request in requests {
+                let answer = try await RawSocket.exchange(port: port, send: Array(request.utf8))
+                XCTAssertTrue(answer.hasPrefix("HTTP/1.1 400"), "\(request.prefix(30).debugDescription) -> \(answer.prefix(80).debugDescription)")
+            }
+            let health = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            XCTAssertTrue(health.hasPrefix("HTTP/1.1 200"), health)
+        }
+    }
+
     func testASilentClientIsDroppedAfterTheHelloTimeout() async throws {
         let harness = EndpointHarness { $0.helloTimeoutSeconds = 1 }
         defer { harness.remove() }

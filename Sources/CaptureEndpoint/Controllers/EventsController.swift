@@ -13,6 +13,14 @@ struct EventsController {
         group.get("collection/{cid}/websocket", use: websocketURL)
     }
 
+    /// A plain GET of the event socket's path (no upgrade) gets a clear error, not a 404.
+    func addPlainRoutes(to router: Router<EndpointRequestContext>) {
+        router.get("collection/{cid}/events") { _, context -> Response in
+            _ = try Identifiers.collection(context)
+            throw APIError(.upgradeRequired, .invalidRequest, "the event socket is a WebSocket: connect with an Upgrade: websocket request")
+        }
+    }
+
     @Sendable func websocketURL(_ request: Request, context: EndpointRequestContext) async throws -> Response {
         let account = try context.requireAccount()
         let collectionId = try Identifiers.collection(context)
