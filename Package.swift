@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "capture-agent", targets: ["CaptureAgent"]),
         .executable(name: "capturectl", targets: ["CaptureCtl"]),
         .executable(name: "capture-endpoint", targets: ["CaptureEndpointServer"]),
+        .executable(name: "capture-uplink-load", targets: ["CaptureUplinkLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -120,6 +121,24 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // A reference uplink client that replays a recorded spool (tests, the load generator).
+        .target(
+            name: "CaptureUplinkReplay",
+            dependencies: [
+                "CaptureCore", "CaptureUplink",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "CaptureUplinkLoad",
+            dependencies: [
+                "CaptureCore", "CaptureUplink", "CaptureUplinkReplay", "CaptureEndpoint",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "CaptureEndpointServer",
             dependencies: [
@@ -162,13 +181,14 @@ let package = Package(
         .testTarget(
             name: "CaptureEndpointTests",
             dependencies: [
-                "CaptureEndpoint", "CaptureUplink", "CaptureCore", "CaptureTestSupport",
+                "CaptureEndpoint", "CaptureUplink", "CaptureUplinkReplay", "CaptureCore", "CaptureTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

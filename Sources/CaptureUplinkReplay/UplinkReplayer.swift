@@ -1,0 +1,221 @@
+import CaptureCore
+import CaptureUplink
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+import HummingbirdWSClient
+
+/// How to replay a spool over the uplink.
+public struct ReplayOptions: Sendable {
+    /// `ws://host:port/capture/uplink`.
+    public var url: String
+    public var token: String
+    public var sessionId: String
+    /// 1 sends each chunk when it would have been complete in real time, 4 four
+    /// times faster; 0 sends as fast as the window allows.
+    public var speed: Double = 1
+    /// Unacknowledged chunks in flight; nil takes the welcome's window.
+    public var window: Int?
+    public var reconnectDelay: Duration = .milliseconds(200)
+    /// Give up after this many connections that ended without `ended`.
+    public var maxReconnects = 200
+    public var agent = "capture-uplink-replay"
+
+    public init(url: String, token: String, sessionId: String) {
+        self.url = url
+        self.token = token
+        self.sessionId = sessionId
+    }
+}
+
+/// What a replay saw.
+public struct ReplayReport: Sendable {
+    public var acked = 0
+    public var duplicates = 0
+    /// Connections beyond the first.
+    public var reconnects = 0
+    /// Send-to-ack time of every acknowledged chunk, nanoseconds.
+    public var ackLatenciesNs: [Int64] = []
+    /// Chunk errors the endpoint sent (each made the replayer reconnect and resume).
+    public var errors: [String] = []
+    /// Close codes of the connections, in order (0 when none came).
+    public var closeCodes: [Int] = []
+    /// The endpoint answered `end` with `ended`.
+    public var ended = false
+    public var failure: String?
+}
+
+/// A reference uplink client: replays a recorded spool to an endpoint the way
+/// docs/uplink-protocol.md says a client behaves (window, acks, resume from the
+/// welcome after any disconnect, `end` once everything is acknowledged). Used
+/// by the tests and by the load generator; the agent's own uplink is separate.
+public enum UplinkReplayer {
+    /// Close codes after which reconnecting with the same hello cannot succeed.
+    static let terminal: Set<Int> = [1009, 4000, 4002, 4003, 4004, 4005, 4010, 4011, 4012]
+
+    public static func run(_ spool: RecordedSpool, options: ReplayOptions, logger: Logger) async -> ReplayReport {
+        let report = Locked(ReplayReport())
+        let started = ContinuousClock.now
+        var connections = 0
+        while true {
+            connections += 1
+            let outcome = await connect(spool, options: options, started: started, report: report, logger: logger)
+            let done = report.withLock { state -> Bool in
+                state.closeCodes.append(outcome)
+                return state.ended || Self.terminal.contains(outcome)
+            }
+            if done { break }
+            if connections > options.maxReconnects {
+                report.withLock { $0.failure = "gave up after \(connections) connections" }
+                break
+            }
+            report.withLock { $0.reconnects += 1 }
+            try? await Task.sleep(for: options.reconnectDelay)
+        }
+        return report.withLock { $0 }
+    }
+
+    /// One connection; returns its close code (0 if it never opened or closed without one).
+    private static func connect(_ spool: RecordedSpool, options: ReplayOptions, started: ContinuousClock.Instant,
+                                report: Locked<ReplayReport>, logger: Logger) async -> Int {
+        do {
+            let frame = try await WebSocketClient.connect(
+                url: options.url, configuration: .init(maxFrameSize: 1 << 26, autoPing: .enabled(timePeriod: .seconds(15))),
+                logger: logger
+            ) { inbound, outbound, _ in
+                try await converse(spool, options: options, started: started, report: report,
+                                   inbound: inbound, outbound: outbound)
+            }
+            return frame.map { Int(codeNumber($0.closeCode)) } ?? 0
+        } catch {
+            logger.debug("uplink connection failed", metadata: ["error": "\(error)"])
+            return 0
+        }
+    }
+
+    private static func converse(_ spool: RecordedSpool, options: ReplayOptions, started: ContinuousClock.Instant,
+                                 report: Locked<ReplayReport>, inbound: WebSocketInboundStream,
+                                 outbound: WebSocketOutboundWriter) async throws {
+        var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        let hello = UplinkHello(token: options.token, sessionId: options.sessionId, agent: options.agent,
+                                channels: spool.channels)
+        try await outbound.write(.text(UplinkTextMessage.encode(hello)))
+        guard case .text(let text)? = try await messages.next(),
+              case .welcome(let welcome) = try UplinkTextMessage(decoding: text) else { return }
+        let next = Dictionary(uniqueKeysWithValues: welcome.channels.map { ($0.channelId, $0.nextSeq) })
+        let pending = spool.captureOrder.filter { $0.metadata.seq >= (next[$0.metadata.channelId] ?? 0) }
+        let window = Window(options.window ?? welcome.window)
+        let sentAt = Locked<[String: ContinuousClock.Instant]>([:])
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for chunk in pending {
+                    if options.speed > 0 {
+                        let due = started + .nanoseconds(Int64(Double(chunk.metadata.startPtsNs + chunk.metadata.durationNs) / options.speed))
+                        try await Task.sleep(until: due)
+                    }
+                    guard await window.acquire() else { return }
+                    sentAt.withLock { $0["\(chunk.metadata.channelId)#\(chunk.metadata.seq)"] = .now }
+                    try await outbound.write(.binary(ByteBuffer(bytes: UplinkChunkFrame.encode(header: chunk.header, payload: chunk.bytes))))
+                }
+                // Everything acknowledged: every credit is back.
+                guard await window.drain() else { return }
+                try await outbound.write(.text(UplinkTextMessage.encode(UplinkEnd())))
+            }
+            defer { group.cancelAll() }
+            while case .text(let text)? = try await messages.next() {
+                switch try UplinkTextMessage(decoding: text) {
+                case .ack(let ack):
+                    let sent = sentAt.withLock { $0.removeValue(forKey: "\(ack.channelId)#\(ack.seq)") }
+                    report.withLock { state in
+                        state.acked += 1
+                        if ack.duplicate { state.duplicates += 1 }
+                        if let sent {
+                            let elapsed = ContinuousClock.now - sent
+                            state.ackLatenciesNs.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                        }
+                    }
+                    await window.release()
+                case .ended:
+                    report.withLock { $0.ended = true }
+                case .error(let error):
+                    report.withLock { $0.errors.append("\(error.code.rawValue): \(error.message)") }
+                    // Resume from what the endpoint has: a new connection's welcome says.
+                    await window.close()
+                    try? await outbound.close(.normalClosure, reason: "resuming")
+                case .hello, .end, .welcome:
+                    break
+                }
+            }
+            await window.close()
+        }
+    }
+
+    static func codeNumber(_ code: WebSocketErrorCode) -> UInt16 {
+        var buffer = ByteBuffer()
+        buffer.write(webSocketErrorCode: code)
+        return buffer.readInteger(as: UInt16.self) ?? 0
+    }
+}
+
+/// Send credits: at most `size` chunks unacknowledged.
+actor Window {
+    private var available: Int
+    private let size: Int
+    private var waiters: [CheckedContinuation<Bool, Never>] = []
+    private var drainWaiter: CheckedContinuation<Bool, Never>?
+    private var closed = false
+
+    init(_ size: Int) {
+        self.size = max(size, 1)
+        available = max(size, 1)
+    }
+
+    /// Takes a credit; false once the connection is gone.
+    func acquire() async -> Bool {
+        if closed { return false }
+        if available > 0 {
+            available -= 1
+            return true
+        }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if !waiters.isEmpty {
+            waiters.removeFirst().resume(returning: true)
+            return
+        }
+        available += 1
+        if available == size, let waiter = drainWaiter {
+            drainWaiter = nil
+            waiter.resume(returning: true)
+        }
+    }
+
+    /// Waits until every credit is back (everything sent is acknowledged).
+    func drain() async -> Bool {
+        if closed { return false }
+        if available == size { return true }
+        return await withCheckedContinuation { drainWaiter = $0 }
+    }
+
+    func close() {
+        closed = true
+        for waiter in waiters { waiter.resume(returning: false) }
+        waiters.removeAll()
+        drainWaiter?.resume(returning: false)
+        drainWaiter = nil
+    }
+}
+
+/// A value behind a lock, shareable by reference between a connection's tasks.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R: Sendable>(_ body: (inout sending Value) throws -> sending R) rethrows -> R {
+        try mutex.withLock(body)
+    }
+}

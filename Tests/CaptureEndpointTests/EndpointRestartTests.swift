@@ -1,0 +1,152 @@
+import AsyncHTTPClient
+import CaptureCore
+import CaptureEndpoint
+import CaptureTestSupport
+import CaptureUplink
+import CaptureUplinkReplay
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import XCTest
+
+/// The real capture-endpoint binary as a process of its own, for the tests that kill it.
+final class EndpointProcess {
+    let dataDirectory: String
+    let port: Int
+    private(set) var process: Process?
+
+    init(dataDirectory: String, port: Int) {
+        self.dataDirectory = dataDirectory
+        self.port = port
+    }
+
+    /// A port that was free a moment ago.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                bind(fd, pointer, length)
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
+        process.arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning"]
+        var environment = ProcessInfo.processInfo.environment
+        environment[EndpointCredentials.apiKeyEnvironment] = EndpointHarness.keyA
+        environment[EndpointCredentials.webhookSecretEnvironment] = EndpointHarness.webhookSecret
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        self.process = process
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let socket = try? RawSocket(port: port) {
+                _ = socket.send(Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+                if String(decoding: socket.readAll(), as: UTF8.self).hasPrefix("HTTP/1.1 200") { return }
+            }
+            usleep(20_000)
+        }
+        throw CaptureError(.timeout, "capture-endpoint did not come up on port \(port)")
+    }
+
+    func kill9() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func terminate() -> Int32 {
+        guard let process else { return -1 }
+        process.terminate()
+        process.waitUntilExit()
+        self.process = nil
+        return process.terminationStatus
+    }
+}
+
+/// Nothing is lost or doubled when the endpoint dies mid-stream: SIGKILLed
+/// five times while a client streams a real recording, restarted each time,
+/// the client resuming from each welcome.
+final class EndpointRestartTests: XCTestCase {
+    func testFiveSIGKILLsWhileStreamingLoseAndDoubleNothing() async throws {
+        let spool = try RecordedFixture.spool()
+        let directory = FileManager.default.temporaryDirectory.path + "/endpoint-restart-\(getpid())"
+        try? FileManager.default.removeItem(atPath: directory)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let endpoint = EndpointProcess(dataDirectory: directory, port: try EndpointProcess.freePort())
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+
+        let base = "http://127.0.0.1:\(endpoint.port)"
+        let created = try await HTTPJSON.post(base + "/collection/default/capture/session", key: EndpointHarness.keyA,
+                                              body: #"{"end_user_id": "restart"}"#)
+        let session = try XCTUnwrap((created["data"] as? [String: Any])?["session_id"] as? String)
+        let minted = try await HTTPJSON.post(base + "/capture/session/token", key: EndpointHarness.keyA, body: "{}")
+        let token = try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String)
+
+        var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
+        options.speed = 4  // 20 s of recording in about 5 s
+        options.reconnectDelay = .milliseconds(100)
+        var logger = Logger(label: "restart")
+        logger.logLevel = .critical
+        let replay = Task { [options, logger] in await UplinkReplayer.run(spool, options: options, logger: logger) }
+        for _ in 0..<5 {
+            try await Task.sleep(for: .milliseconds(800))
+            endpoint.kill9()
+            try endpoint.start()
+        }
+        let report = await replay.value
+        XCTAssertTrue(report.ended, "\(report.closeCodes) \(report.failure ?? "")")
+        XCTAssertGreaterThanOrEqual(report.reconnects, 5, "every kill cost the client its connection")
+        XCTAssertEqual(report.errors, [])
+        print("restart: \(report.reconnects) reconnects, \(report.acked) acks (\(report.duplicates) duplicates), close codes \(report.closeCodes)")
+
+        // After a clean stop the database holds each chunk once, and each file is the recorded bytes.
+        XCTAssertEqual(endpoint.terminate(), 0, "SIGTERM shuts down cleanly")
+        let database = try DatabaseQueue(path: directory + "/endpoint.sqlite")
+        let rows = try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT channel_id, seq, sha256, file FROM chunks WHERE session_id = ? ORDER BY channel_id, seq",
+                             arguments: [session])
+        }
+        XCTAssertEqual(rows.count, spool.chunkCount, "no chunk missing, none twice")
+        for row in rows {
+            let channel: String = row["channel_id"], seq: Int = row["seq"], file: String = row["file"]
+            let recorded = try XCTUnwrap(spool.chunks[channel]?.first { $0.metadata.seq == seq })
+            XCTAssertEqual(row["sha256"] as String, recorded.metadata.sha256)
+            let data = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + file))
+            XCTAssertEqual(data.withUnsafeBytes { SHA256.hexDigest($0) }, recorded.metadata.sha256, file)
+        }
+        let status = try await database.read { try String.fetchOne($0, sql: "SELECT status FROM sessions WHERE id = ?", arguments: [session]) }
+        XCTAssertEqual(status, "stopped")
+    }
+}
+
+/// A JSON POST to an endpoint in another process.
+enum HTTPJSON {
+    static func post(_ url: String, key: String, body: String) async throws -> [String: Any] {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "x-access-token", value: key)
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        guard let object = try JSONSerialization.jsonObject(with: Data(bytes.readableBytesView)) as? [String: Any] else {
+            throw CaptureError(.internalError, "POST \(url): not JSON")
+        }
+        return object
+    }
+}

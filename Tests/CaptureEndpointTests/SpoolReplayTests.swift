@@ -1,0 +1,110 @@
+import CaptureCore
+import CaptureEndpoint
+import CaptureTestSupport
+import CaptureUplink
+import CaptureUplinkReplay
+import Foundation
+import GRDB
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import XCTest
+
+/// A real recording replayed over the uplink at real-time pace by the
+/// reference client: stored exactly as recorded, the live HLS playlist plays
+/// while chunks arrive, and the backend hears the session's life in order.
+final class SpoolReplayTests: XCTestCase {
+    static var logger: Logger {
+        var logger = Logger(label: "replay")
+        logger.logLevel = .warning
+        return logger
+    }
+
+    func testARecordedSessionStreamsInIsPlayableLiveAndAnnouncedInOrder() async throws {
+        let spool = try RecordedFixture.spool()
+        XCTAssertEqual(spool.channels.map(\.channelId), ["display:1", "mic:default", "system_audio:default"])
+        XCTAssertEqual(spool.chunkCount, 3 * RecordedFixture.seconds)
+        let receiver = WebhookReceiver(failures: 1)
+        try await receiver.start()
+        let harness = EndpointHarness { $0.webhookInitialBackoffMilliseconds = 200 }
+        defer { harness.remove() }
+        let (app, components) = try harness.build()
+        let hookURL = await receiver.url
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await UplinkTests.newSession(
+                client, body: "{\"end_user_id\": \"replay\", \"callback_url\": \"\(hookURL)\"}")
+            var options = ReplayOptions(url: "ws://127.0.0.1:\(port)\(UplinkProtocol.path)", token: token, sessionId: session)
+            options.speed = 1
+            let replay = Task { await UplinkReplayer.run(spool, options: options, logger: Self.logger) }
+
+            // Mid-session: the screen's playlist is live (no end), and ffmpeg decodes it.
+            try await Task.sleep(for: .seconds(7))
+            let live = try await client.call(.get, "/collection/default/capture/session/\(session)")
+            XCTAssertEqual(dataOf(live.body)["status"] as? String, "active")
+            let streams = dataOf(live.body)["rtstreams"] as? [[String: Any]] ?? []
+            // HummingbirdTesting's client sends `Host: localhost` without the port, so the URLs are rebased.
+            func local(_ url: String) -> String { "http://127.0.0.1:\(port)" + url[url.range(of: "/hls/")!.lowerBound...] }
+            let screenURL = local(try XCTUnwrap(streams.first { $0["channel_id"] as? String == "screen" }?["stream_url"] as? String))
+            let playlist = try await client.call(.get, String(screenURL[screenURL.range(of: "/hls/")!.lowerBound...]), key: nil)
+            XCTAssertFalse(playlist.raw.contains("#EXT-X-ENDLIST"), "live while chunks arrive")
+            XCTAssertGreaterThanOrEqual(playlist.raw.components(separatedBy: "#EXTINF").count - 1, 4, playlist.raw)
+            let decoded = try await runProcessOffPool("/usr/bin/ffmpeg", [
+                "-nostdin", "-v", "error", "-i", screenURL, "-t", "2", "-map", "0:v", "-f", "framemd5", "-",
+            ], timeout: .seconds(60))
+            XCTAssertEqual(decoded.status, 0, decoded.stderr)
+            let frames = decoded.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") }.count
+            XCTAssertGreaterThanOrEqual(frames, 50, "2 s of 30 fps decoded from the live playlist")
+            XCTAssertEqual(decoded.stderr, "", "decode errors")
+            let micURL = local(try XCTUnwrap(streams.first { $0["channel_id"] as? String == "mic" }?["stream_url"] as? String))
+            let probe = try await runProcessOffPool("/usr/bin/ffprobe", [
+                "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name,sample_rate", "-of", "csv=p=0", micURL,
+            ], timeout: .seconds(60))
+            XCTAssertEqual(probe.stdout.split(separator: "\n").first, "aac,48000", probe.stdout + probe.stderr)
+
+            let report = await replay.value
+            XCTAssertTrue(report.ended, "\(report)")
+            XCTAssertEqual(report.acked, spool.chunkCount)
+            XCTAssertEqual(report.errors, [])
+            XCTAssertEqual(report.reconnects, 0)
+            XCTAssertEqual(report.closeCodes, [1000])
+
+            let stopped = try await client.call(.get, "/collection/default/capture/session/\(session)")
+            XCTAssertEqual(dataOf(stopped.body)["status"] as? String, "stopped")
+            let ended = try await client.call(.get, String(screenURL[screenURL.range(of: "/hls/")!.lowerBound...]), key: nil)
+            XCTAssertTrue(ended.raw.hasSuffix("#EXT-X-ENDLIST\n"))
+            let whole = try await runProcessOffPool("/usr/bin/ffprobe", [
+                "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", screenURL,
+            ], timeout: .seconds(60))
+            XCTAssertEqual(Double(whole.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
+                           Double(RecordedFixture.seconds), accuracy: 0.3, whole.stderr)
+
+            // Every chunk stored once, byte for byte as recorded.
+            for channel in spool.channels {
+                let stored = try await components.store.chunks(sessionId: session, channelId: channel.channelId)
+                let recorded = spool.chunks[channel.channelId] ?? []
+                XCTAssertEqual(stored.map(\.seq), recorded.map(\.metadata.seq))
+                XCTAssertEqual(stored.map(\.sha256), recorded.map(\.metadata.sha256))
+                for (row, chunk) in zip(stored, recorded) {
+                    let data = try Data(contentsOf: URL(fileURLWithPath: harness.dataDirectory + "/" + row.file))
+                    XCTAssertEqual(Array(data), chunk.bytes, row.file)
+                }
+            }
+
+            // The hooks, signed, in the order of the session's life (the first refused once, then retried).
+            let deadline = ContinuousClock.now + .seconds(10)
+            while await receiver.deliveries.filter({ $0.status == 200 }).count < 2, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let signer = try XCTUnwrap(WebhookSigner(secret: EndpointHarness.webhookSecret))
+            let delivered = await receiver.deliveries.filter { $0.status == 200 }
+            let types = delivered.map { (try? JSONSerialization.jsonObject(with: Data($0.body.utf8)) as? [String: Any])?["type"] as? String ?? "" }
+            XCTAssertEqual(types, ["capture_session.active", "capture_session.stopped"])
+            for delivery in delivered {
+                XCTAssertTrue(signer.verify(id: delivery.id, timestamp: Int64(delivery.timestamp) ?? 0, body: delivery.body,
+                                            header: delivery.signature))
+            }
+        }
+        await receiver.stop()
+    }
+}
