@@ -103,11 +103,14 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]),
 
+        // One MP4 from a session's chunks (video copied, audio mixed + each channel copied).
+        .target(name: "MediaExport", dependencies: ["CaptureCore", "CFFmpeg"]),
+
         // MARK: The reference endpoint (sessions, tokens, uplink ingest, webhooks, HLS, export)
         .target(
             name: "CaptureEndpoint",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "CaptureSpool",
+                "CaptureCore", "CaptureUplink", "CaptureSpool", "MediaExport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

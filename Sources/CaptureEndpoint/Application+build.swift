@@ -15,6 +15,7 @@ public struct EndpointComponents: Sendable {
     let events: EventHub
     let webhooks: WebhookDispatcher
     let announcer: SessionAnnouncer
+    let exports: ExportService
     let housekeeping: Housekeeping
 
     /// Open uplink connections right now.
@@ -42,13 +43,15 @@ public func buildApplication(
     let events = EventHub(logger: logger)
     let webhooks = WebhookDispatcher(store: store, signer: signer, configuration: configuration, logger: logger)
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
+    let exports = ExportService(store: store, dataDirectory: configuration.dataDirectory, announcer: announcer,
+                                threadPool: .singleton, logger: logger)
     let housekeeping = Housekeeping(
         store: store, uplinks: uplinks, announcer: announcer,
         silenceTimeoutMs: Int64(configuration.silenceTimeoutSeconds) * 1000,
-        checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), logger: logger)
+        checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), exports: exports, logger: logger)
     let components = EndpointComponents(
         store: store, files: files, uplinks: uplinks, events: events, webhooks: webhooks, announcer: announcer,
-        housekeeping: housekeeping)
+        exports: exports, housekeeping: housekeeping)
 
     let router = buildRouter(configuration, components: components)
     let webSocketRouter = buildWebSocketRouter(configuration, components: components)
@@ -95,6 +98,10 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
     TokensController(store: components.store, uplinks: components.uplinks,
                      maxBodyBytes: configuration.maxRequestBodyBytes,
                      maxLifetimeSeconds: configuration.maxTokenLifetimeSeconds).addRoutes(to: api)
+    let export = ExportController(store: components.store, exports: components.exports, urls: urls,
+                                  maxBodyBytes: configuration.maxRequestBodyBytes)
+    export.addRoutes(to: api)
+    export.addPlaybackRoutes(to: router)
     let events = EventsController(events: components.events, urls: urls)
     events.addRoutes(to: api)
     events.addPlainRoutes(to: router)

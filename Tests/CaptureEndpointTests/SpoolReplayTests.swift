@@ -20,6 +20,28 @@ final class SpoolReplayTests: XCTestCase {
         return logger
     }
 
+    /// One audio track of a file (or URL), decoded to mono 48 kHz floats.
+    static func decode(_ path: String, audioTrack: Int) throws -> [Float] {
+        let run = try runProcessData("/usr/bin/ffmpeg", [
+            "-nostdin", "-v", "error", "-i", path, "-map", "0:a:\(audioTrack)", "-ac", "1", "-ar", "48000",
+            "-f", "f32le", "-c:a", "pcm_f32le", "-",
+        ], timeout: .seconds(60))
+        guard run.status == 0 else { throw CaptureError(.ioError, "decoding track \(audioTrack): \(run.stderr)") }
+        return run.stdout.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    /// Goertzel power of `frequency` over the samples (per sample, so lengths compare).
+    static func tonePower(_ samples: [Float], _ frequency: Double) -> Double {
+        let coefficient = 2 * cos(2 * Double.pi * frequency / 48_000)
+        var s1 = 0.0, s2 = 0.0
+        for x in samples {
+            let s0 = Double(x) + coefficient * s1 - s2
+            s2 = s1
+            s1 = s0
+        }
+        return (s1 * s1 + s2 * s2 - coefficient * s1 * s2) / Double(max(samples.count, 1) * max(samples.count, 1))
+    }
+
     func testARecordedSessionStreamsInIsPlayableLiveAndAnnouncedInOrder() async throws {
         let spool = try RecordedFixture.spool()
         XCTAssertEqual(spool.channels.map(\.channelId), ["display:1", "mic:default", "system_audio:default"])
@@ -91,15 +113,61 @@ final class SpoolReplayTests: XCTestCase {
                 }
             }
 
+            // Export: the SDK polls POST .../export until it says exported.
+            let exportPath = "/collection/default/capture/session/\(session)/export"
+            var export = try await client.call(.post, exportPath, json: "{}")
+            XCTAssertEqual(export.status, .ok, export.raw)
+            XCTAssertEqual(dataOf(export.body)["video_channel_id"] as? String, "display:1")
+            let exportDeadline = ContinuousClock.now + .seconds(60)
+            while dataOf(export.body)["export_status"] as? String == "exporting", ContinuousClock.now < exportDeadline {
+                try await Task.sleep(for: .milliseconds(100))
+                export = try await client.call(.post, exportPath, json: "")
+            }
+            XCTAssertEqual(dataOf(export.body)["export_status"] as? String, "exported", export.raw)
+            let videoId = try XCTUnwrap(dataOf(export.body)["video_id"] as? String)
+            // Fetched over HTTP, then examined as a file.
+            let mp4URL = try XCTUnwrap(dataOf(export.body)["stream_url"] as? String)
+            let download = try await client.executeRequest(
+                uri: String(mp4URL[mp4URL.range(of: "/exports/")!.lowerBound...]), method: .get, headers: [:], body: nil)
+            XCTAssertEqual(download.status, .ok)
+            XCTAssertEqual(download.headers[.contentType], "video/mp4")
+            let mp4 = FileManager.default.temporaryDirectory.path + "/export-\(videoId).mp4"
+            try Data(download.body.readableBytesView).write(to: URL(fileURLWithPath: mp4))
+            defer { try? FileManager.default.removeItem(atPath: mp4) }
+            let afterExport = try await client.call(.get, "/collection/default/capture/session/\(session)")
+            XCTAssertEqual(dataOf(afterExport.body)["status"] as? String, "exported")
+            XCTAssertEqual(dataOf(afterExport.body)["exported_video_id"] as? String, videoId)
+
+            let exported = try Media.probe(mp4)
+            XCTAssertEqual(exported.streams.map { "\($0.codecType)/\($0.codecName)" },
+                           ["video/h264", "audio/aac", "audio/aac", "audio/aac"], "video, the mix, then each channel")
+            XCTAssertEqual(exported.streams[0].width, 1920)
+            XCTAssertEqual(exported.streams[0].height, 1080)
+            XCTAssertEqual(exported.streams[0].frameCount, 30 * RecordedFixture.seconds, accuracy: 3)
+            for stream in exported.streams {
+                XCTAssertEqual(stream.duration, Double(RecordedFixture.seconds), accuracy: 0.2, "stream \(stream.index)")
+            }
+            XCTAssertEqual(try Media.decodeErrors(mp4), "")
+            let mix = try Self.decode(mp4, audioTrack: 0)
+            let mic = try Self.decode(mp4, audioTrack: 1)
+            let system = try Self.decode(mp4, audioTrack: 2)
+            XCTAssertEqual(Double(mix.count) / 48_000, Double(RecordedFixture.seconds), accuracy: 0.1)
+            let mixTones = (Self.tonePower(mix, 440), Self.tonePower(mix, 1000), Self.tonePower(mix, 700))
+            XCTAssertGreaterThan(mixTones.0, 1000 * mixTones.2, "the mix carries the mic's 440 Hz: \(mixTones)")
+            XCTAssertGreaterThan(mixTones.1, 1000 * mixTones.2, "the mix carries system audio's 1 kHz: \(mixTones)")
+            XCTAssertEqual(Media.dominantFrequency(samples: mic), 440, accuracy: 5)
+            XCTAssertEqual(Media.dominantFrequency(samples: system), 1000, accuracy: 5)
+            XCTAssertLessThan(Self.tonePower(mic, 1000), Self.tonePower(mic, 440) / 1000, "the mic track is the mic alone")
+
             // The hooks, signed, in the order of the session's life (the first refused once, then retried).
             let deadline = ContinuousClock.now + .seconds(10)
-            while await receiver.deliveries.filter({ $0.status == 200 }).count < 2, ContinuousClock.now < deadline {
+            while await receiver.deliveries.filter({ $0.status == 200 }).count < 3, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
             let signer = try XCTUnwrap(WebhookSigner(secret: EndpointHarness.webhookSecret))
             let delivered = await receiver.deliveries.filter { $0.status == 200 }
             let types = delivered.map { (try? JSONSerialization.jsonObject(with: Data($0.body.utf8)) as? [String: Any])?["type"] as? String ?? "" }
-            XCTAssertEqual(types, ["capture_session.active", "capture_session.stopped"])
+            XCTAssertEqual(types, ["capture_session.active", "capture_session.stopped", "capture_session.exported"])
             for delivery in delivered {
                 XCTAssertTrue(signer.verify(id: delivery.id, timestamp: Int64(delivery.timestamp) ?? 0, body: delivery.body,
                                             header: delivery.signature))

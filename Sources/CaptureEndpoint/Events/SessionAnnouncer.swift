@@ -29,9 +29,11 @@ struct Housekeeping: Service {
     let announcer: SessionAnnouncer
     let silenceTimeoutMs: Int64
     let checkIntervalMs: Int64
+    let exports: ExportService
     let logger: Logger
 
     func run() async throws {
+        await exports.resumeInterrupted()
         // Cancelled on graceful shutdown, so a sleep between chores does not hold the shutdown up.
         try? await cancelWhenGracefulShutdown { try await self.loop() }
     }

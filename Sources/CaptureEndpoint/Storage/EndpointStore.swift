@@ -96,6 +96,8 @@ public protocol EndpointStore: Sendable {
     func beginExport(sessionId: String, videoChannelId: String, now: Int64) async throws -> SessionRecord?
     func finishExport(sessionId: String, videoId: String?, error: String?, now: Int64) async throws
         -> [SessionTransition]
+    /// Sessions left `exporting` (a crash interrupted their export).
+    func sessionsExporting() async throws -> [SessionRecord]
 
     // Webhook outbox
     func dueWebhooks(now: Int64, limit: Int) async throws -> [WebhookDeliveryRecord]

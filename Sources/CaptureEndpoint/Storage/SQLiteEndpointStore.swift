@@ -263,6 +263,12 @@ public final class SQLiteEndpointStore: EndpointStore {
         }
     }
 
+    public func sessionsExporting() async throws -> [SessionRecord] {
+        try await pool.read { db in
+            try SessionRecord.filter(Column("export_status") == ExportStatus.exporting.rawValue).fetchAll(db)
+        }
+    }
+
     // MARK: Webhook outbox
 
     /// Records a transition and, if the session has a callback URL, its webhook delivery.

@@ -1,0 +1,102 @@
+import CaptureCore
+import CaptureSpool
+import Foundation
+import Logging
+import MediaExport
+import NIOPosix
+
+/// Runs exports in the background: the session's chunks become
+/// `DATA/exports/<session>/<video_id>.mp4` (MediaExport, on NIO's blocking
+/// pool), then the session is `exported` and announced. An export that a
+/// crash interrupted is started again when the endpoint comes back.
+struct ExportService: Sendable {
+    let store: any EndpointStore
+    let dataDirectory: String
+    let announcer: SessionAnnouncer
+    let threadPool: NIOThreadPool
+    let logger: Logger
+
+    static func relativePath(sessionId: String, videoId: String) -> String { "exports/\(sessionId)/\(videoId).mp4" }
+
+    /// Starts the export of a session that `beginExport` just marked exporting.
+    func start(_ session: SessionRecord, videoChannelId: String, notify connectionId: String?) {
+        Task { await run(session, videoChannelId: videoChannelId, notify: connectionId) }
+    }
+
+    /// Restarts exports a crash interrupted.
+    func resumeInterrupted() async {
+        do {
+            for session in try await store.sessionsExporting() {
+                guard let video = session.primaryVideoChannelId else { continue }
+                logger.notice("resuming an interrupted export", metadata: ["session": "\(session.id)"])
+                start(session, videoChannelId: video, notify: nil)
+            }
+        } catch {
+            logger.error("cannot look for interrupted exports", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func run(_ session: SessionRecord, videoChannelId: String, notify connectionId: String?) async {
+        let started = MonotonicClock.now()
+        let videoId = Secrets.newIdentifier(prefix: "vid-")
+        let relative = Self.relativePath(sessionId: session.id, videoId: videoId)
+        let path = dataDirectory + "/" + relative
+        do {
+            let channels = try await store.channels(sessionId: session.id)
+            func files(_ channel: String) async throws -> [String] {
+                try await store.chunks(sessionId: session.id, channelId: channel).map { dataDirectory + "/" + $0.file }
+            }
+            let input = ExportInput(
+                video: .init(name: videoChannelId, files: try await files(videoChannelId)),
+                audio: try await channels.filter { $0.mediaType == .audio }.asyncMap { channel in
+                    ExportInput.Track(name: channel.channelId, files: try await files(channel.channelId))
+                })
+            let summary = try await threadPool.runIfActive { () throws -> ExportSummary in
+                let directory = String(path[..<path.lastIndex(of: "/")!])
+                try makeDirectories(directory)
+                let temporary = directory + "/.\(videoId).mp4.tmp"
+                let summary = try MP4Exporter.export(input, to: temporary)
+                try Self.publish(temporary, as: path, in: directory)
+                return summary
+            }
+            let transitions = try await store.finishExport(sessionId: session.id, videoId: videoId, error: nil,
+                                                           now: EndpointClock.nowMilliseconds())
+            logger.info("export done", metadata: [
+                "session": "\(session.id)", "video_id": "\(videoId)", "seconds": "\(summary.durationSeconds)",
+                "bytes": "\(summary.bytes)", "ms": "\((MonotonicClock.now() - started) / 1_000_000)",
+            ])
+            await announcer.announce(transitions, alsoTo: connectionId)
+        } catch {
+            logger.error("export failed", metadata: ["session": "\(session.id)", "error": "\(error)"])
+            _ = try? await store.finishExport(sessionId: session.id, videoId: nil, error: "\(error)".prefix(500).description,
+                                              now: EndpointClock.nowMilliseconds())
+        }
+    }
+
+    /// fsync, rename into place, fsync the directory.
+    private static func publish(_ temporary: String, as path: String, in directory: String) throws {
+        let fd = open(temporary, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CaptureError(.ioError, "cannot reopen \(temporary)") }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard synced, rename(temporary, path) == 0 else { throw CaptureError(.ioError, "cannot publish \(path)") }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            fsync(dir)
+            close(dir)
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(count)
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,464 @@
+internal import CFFmpeg
+import CaptureCore
+
+/// What goes into an export: one video channel and any number of audio
+/// channels, each as its chunk files in seq order (self-contained MPEG-TS
+/// segments on one session timeline, so their concatenation is one stream).
+public struct ExportInput: Sendable {
+    public struct Track: Sendable {
+        public var name: String
+        public var files: [String]
+        public init(name: String, files: [String]) {
+            self.name = name
+            self.files = files
+        }
+    }
+
+    public var video: Track
+    public var audio: [Track]
+
+    public init(video: Track, audio: [Track]) {
+        self.video = video
+        self.audio = audio
+    }
+}
+
+/// What the export wrote.
+public struct ExportSummary: Sendable, Equatable {
+    public var durationSeconds: Double
+    public var videoPackets: Int
+    public var mixFrames: Int
+    public var audioPackets: [Int]
+    public var bytes: Int
+}
+
+/// One MP4 from a session's chunks, with libavformat: the video copied as it
+/// is (no re-encode); track 2, the default audio, the stored audio channels
+/// decoded, summed sample by sample on the session timeline (clipped at full
+/// scale) and encoded as AAC; then every audio channel copied as a track of
+/// its own. `+faststart`, so a player can start before the whole file arrived.
+public enum MP4Exporter {
+    public static func export(_ input: ExportInput, to path: String) throws(CaptureError) -> ExportSummary {
+        av_log_set_level(AV_LOG_ERROR)
+        let job = try ExportJob(input: input, path: path)
+        return try job.run()
+    }
+}
+
+// MARK: The job
+
+/// Every FFmpeg object of one export, freed when it goes away.
+private final class ExportJob {
+    var output: UnsafeMutablePointer<AVFormatContext>?
+    var video: Demuxer
+    var audio: [Demuxer] = []
+    var decoders: [AudioDecoder] = []
+    var mixer: Mixer
+    let path: String
+    var opened = false
+
+    init(input: ExportInput, path: String) throws(CaptureError) {
+        self.path = path
+        video = try Demuxer(input.video, mediaType: AVMEDIA_TYPE_VIDEO)
+        for track in input.audio {
+            audio.append(try Demuxer(track, mediaType: AVMEDIA_TYPE_AUDIO))
+        }
+        for demuxer in audio { decoders.append(try AudioDecoder(demuxer.stream)) }
+        mixer = try Mixer(mixing: !audio.isEmpty)
+        var context: UnsafeMutablePointer<AVFormatContext>?
+        var rc = avformat_alloc_output_context2(&context, nil, "mp4", path)
+        guard rc >= 0, let context else { throw exportError(rc, "creating the MP4 muxer") }
+        output = context
+
+        // Stream 0: the video, copied.
+        try addCopy(of: video, title: input.video.name, disposition: AV_DISPOSITION_DEFAULT)
+        // Stream 1: the mix, encoded (only when there is audio).
+        if !audio.isEmpty {
+            guard let stream = avformat_new_stream(context, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
+            rc = avcodec_parameters_from_context(stream.pointee.codecpar, mixer.encoder)
+            guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
+            stream.pointee.time_base = AVRational(num: 1, den: Int32(Mixer.sampleRate))
+            stream.pointee.disposition = AV_DISPOSITION_DEFAULT
+            av_dict_set(&stream.pointee.metadata, "title", "mix", 0)
+        }
+        // Streams 2...: each audio channel, copied.
+        for (index, demuxer) in audio.enumerated() {
+            try addCopy(of: demuxer, title: input.audio[index].name, disposition: 0)
+        }
+
+        rc = avio_open(&context.pointee.pb, path, AVIO_FLAG_WRITE)
+        guard rc >= 0 else { throw exportError(rc, "opening \(path)") }
+        opened = true
+        var options: OpaquePointer?
+        av_dict_set(&options, "movflags", "+faststart", 0)
+        rc = avformat_write_header(context, &options)
+        av_dict_free(&options)
+        guard rc >= 0 else { throw exportError(rc, "writing the MP4 header") }
+    }
+
+    private func addCopy(of demuxer: Demuxer, title: String, disposition: Int32) throws(CaptureError) {
+        guard let stream = avformat_new_stream(output, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
+        let rc = avcodec_parameters_copy(stream.pointee.codecpar, demuxer.stream.pointee.codecpar)
+        guard rc >= 0 else { throw exportError(rc, "copying the parameters of \(title)") }
+        stream.pointee.codecpar.pointee.codec_tag = 0
+        stream.pointee.time_base = demuxer.stream.pointee.time_base
+        stream.pointee.disposition = disposition
+        av_dict_set(&stream.pointee.metadata, "title", title, 0)
+    }
+
+    /// Packets go out in timeline order: the input whose next packet is earliest goes next,
+    /// so the muxer's interleaving queue stays short whatever the session's length.
+    func run() throws(CaptureError) -> ExportSummary {
+        guard let output else { throw CaptureError(.internalError, "export without an output") }
+        let packet = av_packet_alloc()
+        defer {
+            var p = packet
+            av_packet_free(&p)
+        }
+        guard let packet else { throw CaptureError(.encoderError, "no memory for a packet") }
+        var videoPackets = 0
+        var audioPackets = [Int](repeating: 0, count: audio.count)
+        let mixStream = 1
+        let firstCopy = audio.isEmpty ? 1 : 2
+
+        while true {
+            // The input with the earliest pending packet.
+            var best: Int? = nil  // -1 = video, i = audio i
+            var bestTime: (Int64, AVRational)?
+            if let t = try video.peekTime() { best = -1; bestTime = t }
+            for i in audio.indices {
+                if let t = try audio[i].peekTime(), bestTime == nil || av_compare_ts(t.0, t.1, bestTime!.0, bestTime!.1) < 0 {
+                    best = i
+                    bestTime = t
+                }
+            }
+            guard let chosen = best else { break }
+            if chosen == -1 {
+                try video.take(into: packet)
+                try write(packet, from: video.stream.pointee.time_base, to: 0)
+                videoPackets += 1
+            } else {
+                try audio[chosen].take(into: packet)
+                try decoders[chosen].decode(packet)
+                try write(packet, from: audio[chosen].stream.pointee.time_base, to: Int32(firstCopy + chosen))
+                audioPackets[chosen] += 1
+                // Mix whatever every channel has delivered.
+                try mixer.encodeReady(decoders, final: false) { mixed throws(CaptureError) in
+                    try write(mixed, from: AVRational(num: 1, den: Int32(Mixer.sampleRate)), to: Int32(mixStream))
+                }
+            }
+        }
+        for decoder in decoders { try decoder.flush() }
+        if !audio.isEmpty {
+            try mixer.encodeReady(decoders, final: true) { mixed throws(CaptureError) in
+                try write(mixed, from: AVRational(num: 1, den: Int32(Mixer.sampleRate)), to: Int32(mixStream))
+            }
+        }
+        var rc = av_interleaved_write_frame(output, nil)
+        guard rc >= 0 else { throw exportError(rc, "flushing the MP4 muxer") }
+        rc = av_write_trailer(output)
+        guard rc >= 0 else { throw exportError(rc, "finishing the MP4") }
+        let duration = Double(output.pointee.duration) / Double(AV_TIME_BASE)
+        return ExportSummary(durationSeconds: duration, videoPackets: videoPackets, mixFrames: mixer.framesEncoded,
+                             audioPackets: audioPackets, bytes: Int(avio_size(output.pointee.pb)))
+    }
+
+    private func write(_ packet: UnsafeMutablePointer<AVPacket>, from timeBase: AVRational, to index: Int32) throws(CaptureError) {
+        guard let output, let stream = output.pointee.streams[Int(index)] else { return }
+        packet.pointee.stream_index = index
+        av_packet_rescale_ts(packet, timeBase, stream.pointee.time_base)
+        packet.pointee.pos = -1
+        let rc = av_interleaved_write_frame(output, packet)
+        guard rc >= 0 else { throw exportError(rc, "writing a packet of stream \(index)") }
+    }
+
+    deinit {
+        if let output {
+            if opened { avio_closep(&output.pointee.pb) }
+            avformat_free_context(output)
+        }
+    }
+}
+
+// MARK: Reading a channel
+
+/// One channel's chunks read as one MPEG-TS stream through FFmpeg's concat protocol.
+private final class Demuxer {
+    var context: UnsafeMutablePointer<AVFormatContext>?
+    let stream: UnsafeMutablePointer<AVStream>
+    var pending: UnsafeMutablePointer<AVPacket>?
+    var hasPending = false
+    var finished = false
+
+    init(_ track: ExportInput.Track, mediaType: AVMediaType) throws(CaptureError) {
+        guard !track.files.isEmpty else { throw CaptureError(.invalidRequest, "\(track.name) has no chunks to export") }
+        guard track.files.allSatisfy({ !$0.contains("|") }) else {
+            throw CaptureError(.invalidRequest, "a chunk path contains '|'")
+        }
+        var context: UnsafeMutablePointer<AVFormatContext>?
+        var options: OpaquePointer?
+        av_dict_set(&options, "protocol_whitelist", "concat,file", 0)
+        let format = av_find_input_format("mpegts")
+        var rc = avformat_open_input(&context, "concat:" + track.files.joined(separator: "|"), format, &options)
+        av_dict_free(&options)
+        guard rc >= 0, let context else { throw exportError(rc, "opening the chunks of \(track.name)") }
+        self.context = context
+        rc = avformat_find_stream_info(context, nil)
+        guard rc >= 0 else {
+            var c: UnsafeMutablePointer<AVFormatContext>? = context
+            avformat_close_input(&c)
+            throw exportError(rc, "reading the streams of \(track.name)")
+        }
+        let index = av_find_best_stream(context, mediaType, -1, -1, nil, 0)
+        guard index >= 0, let stream = context.pointee.streams[Int(index)] else {
+            var c: UnsafeMutablePointer<AVFormatContext>? = context
+            avformat_close_input(&c)
+            throw CaptureError(.invalidRequest, "\(track.name) has no \(mediaType == AVMEDIA_TYPE_VIDEO ? "video" : "audio") stream")
+        }
+        self.stream = stream
+        pending = av_packet_alloc()
+    }
+
+    /// The next packet's decoding time, reading it if needed; nil at the end.
+    func peekTime() throws(CaptureError) -> (Int64, AVRational)? {
+        if !hasPending && !finished {
+            guard let context, let pending else { return nil }
+            while true {
+                let rc = av_read_frame(context, pending)
+                if rc == cffmpeg_averror_eof() {
+                    finished = true
+                    break
+                }
+                guard rc >= 0 else { throw exportError(rc, "reading a chunk") }
+                if pending.pointee.stream_index == stream.pointee.index {
+                    hasPending = true
+                    break
+                }
+                av_packet_unref(pending)
+            }
+        }
+        guard hasPending, let pending else { return nil }
+        let time = pending.pointee.dts != cffmpeg_nopts_value() ? pending.pointee.dts : pending.pointee.pts
+        return (time, stream.pointee.time_base)
+    }
+
+    /// Moves the pending packet into `packet`.
+    func take(into packet: UnsafeMutablePointer<AVPacket>) throws(CaptureError) {
+        guard hasPending, let pending else { throw CaptureError(.internalError, "no packet to take") }
+        av_packet_unref(packet)
+        av_packet_move_ref(packet, pending)
+        hasPending = false
+    }
+
+    deinit {
+        if pending != nil { av_packet_free(&pending) }
+        if context != nil { avformat_close_input(&context) }
+    }
+}
+
+/// Decodes one channel's AAC into float stereo placed on the timeline (`pending`).
+private final class AudioDecoder {
+    var context: UnsafeMutablePointer<AVCodecContext>?
+    var frame: UnsafeMutablePointer<AVFrame>?
+    var copy: UnsafeMutablePointer<AVPacket>?
+    let timeBase: AVRational
+    /// Decoded, not mixed yet.
+    var pending = MixBuffer()
+
+    init(_ stream: UnsafeMutablePointer<AVStream>) throws(CaptureError) {
+        guard let codec = avcodec_find_decoder(stream.pointee.codecpar.pointee.codec_id) else {
+            throw CaptureError(.encoderError, "no decoder for the audio")
+        }
+        context = avcodec_alloc_context3(codec)
+        var rc = avcodec_parameters_to_context(context, stream.pointee.codecpar)
+        guard rc >= 0 else { throw exportError(rc, "configuring the audio decoder") }
+        context?.pointee.pkt_timebase = stream.pointee.time_base
+        rc = avcodec_open2(context, codec, nil)
+        guard rc >= 0 else { throw exportError(rc, "opening the audio decoder") }
+        timeBase = stream.pointee.time_base
+        frame = av_frame_alloc()
+        copy = av_packet_alloc()
+    }
+
+    /// Feeds one packet (a reference to it; the caller keeps the packet).
+    func decode(_ packet: UnsafeMutablePointer<AVPacket>) throws(CaptureError) {
+        guard let copy else { return }
+        av_packet_ref(copy, packet)
+        let rc = avcodec_send_packet(context, copy)
+        av_packet_unref(copy)
+        guard rc >= 0 || rc == cffmpeg_averror_eagain() else { throw exportError(rc, "decoding audio") }
+        try receive()
+    }
+
+    func flush() throws(CaptureError) {
+        avcodec_send_packet(context, nil)
+        try receive()
+    }
+
+    private func receive() throws(CaptureError) {
+        guard let context, let frame else { return }
+        while true {
+            let rc = avcodec_receive_frame(context, frame)
+            if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
+            guard rc >= 0 else { throw exportError(rc, "decoding audio") }
+            let count = Int(frame.pointee.nb_samples)
+            let channels = Int(frame.pointee.ch_layout.nb_channels)
+            guard frame.pointee.format == AV_SAMPLE_FMT_FLTP.rawValue, count > 0, channels >= 1 else {
+                av_frame_unref(frame)
+                throw CaptureError(.encoderError, "the audio decoder gave sample format \(frame.pointee.format), not float planar")
+            }
+            let l = UnsafeRawPointer(frame.pointee.extended_data[0]!).assumingMemoryBound(to: Float.self)
+            let r = UnsafeRawPointer(frame.pointee.extended_data[channels > 1 ? 1 : 0]!).assumingMemoryBound(to: Float.self)
+            let pts = frame.pointee.pts != cffmpeg_nopts_value() ? frame.pointee.pts : frame.pointee.best_effort_timestamp
+            let position = av_rescale_q(pts, timeBase, AVRational(num: 1, den: Int32(Mixer.sampleRate)))
+            pending.append(left: UnsafeBufferPointer(start: l, count: count), right: UnsafeBufferPointer(start: r, count: count),
+                           at: position)
+            av_frame_unref(frame)
+        }
+    }
+
+    deinit {
+        if frame != nil { av_frame_free(&frame) }
+        if copy != nil { av_packet_free(&copy) }
+        if context != nil { avcodec_free_context(&context) }
+    }
+}
+
+// MARK: Mixing
+
+/// Sums the decoded audio channels on the timeline and encodes the sum as AAC.
+private final class Mixer {
+    static let sampleRate = 48_000
+    var encoder: UnsafeMutablePointer<AVCodecContext>?
+    var frame: UnsafeMutablePointer<AVFrame>?
+    var packet: UnsafeMutablePointer<AVPacket>?
+    /// The next sample position to encode.
+    var position: Int64 = 0
+    var framesEncoded = 0
+    var frameSize = 1024
+
+    init(mixing: Bool) throws(CaptureError) {
+        guard mixing else { return }
+        guard let codec = avcodec_find_encoder(AV_CODEC_ID_AAC) else { throw CaptureError(.encoderError, "no AAC encoder") }
+        guard let encoder = avcodec_alloc_context3(codec) else { throw CaptureError(.encoderError, "no memory for the AAC encoder") }
+        self.encoder = encoder
+        encoder.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
+        encoder.pointee.sample_rate = Int32(Self.sampleRate)
+        av_channel_layout_default(&encoder.pointee.ch_layout, 2)
+        encoder.pointee.bit_rate = 128_000
+        encoder.pointee.time_base = AVRational(num: 1, den: Int32(Self.sampleRate))
+        encoder.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER)
+        var rc = avcodec_open2(encoder, codec, nil)
+        guard rc >= 0 else { throw exportError(rc, "opening the AAC encoder") }
+        frameSize = Int(encoder.pointee.frame_size > 0 ? encoder.pointee.frame_size : 1024)
+        frame = av_frame_alloc()
+        guard let frame else { throw CaptureError(.encoderError, "no memory for a frame") }
+        frame.pointee.nb_samples = Int32(frameSize)
+        frame.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
+        frame.pointee.sample_rate = Int32(Self.sampleRate)
+        rc = av_channel_layout_copy(&frame.pointee.ch_layout, &encoder.pointee.ch_layout)
+        guard rc >= 0 else { throw exportError(rc, "describing the mix frame") }
+        rc = av_frame_get_buffer(frame, 0)
+        guard rc >= 0 else { throw exportError(rc, "allocating the mix frame") }
+        packet = av_packet_alloc()
+    }
+
+    /// Encodes every frame all inputs have covered (with `final`, everything left,
+    /// silence where an input has nothing), handing out the packets.
+    func encodeReady(_ inputs: [AudioDecoder], final: Bool,
+                     _ write: (UnsafeMutablePointer<AVPacket>) throws(CaptureError) -> Void) throws(CaptureError) {
+        guard let frame, let encoder else { return }
+        while true {
+            let covered = inputs.map(\.pending.end).min() ?? 0
+            let furthest = inputs.map(\.pending.end).max() ?? 0
+            guard position + Int64(frameSize) <= covered || (final && position < furthest) else { break }
+            var rc = av_frame_make_writable(frame)
+            guard rc >= 0 else { throw exportError(rc, "reusing the mix frame") }
+            let l = UnsafeMutableRawPointer(frame.pointee.extended_data[0]!).assumingMemoryBound(to: Float.self)
+            let r = UnsafeMutableRawPointer(frame.pointee.extended_data[1]!).assumingMemoryBound(to: Float.self)
+            l.initialize(repeating: 0, count: frameSize)
+            r.initialize(repeating: 0, count: frameSize)
+            for input in inputs { input.pending.mix(into: l, r, from: position, count: frameSize) }
+            for k in 0..<frameSize {
+                l[k] = min(max(l[k], -1), 1)
+                r[k] = min(max(r[k], -1), 1)
+            }
+            frame.pointee.pts = position
+            position += Int64(frameSize)
+            for input in inputs { input.pending.discard(before: position) }
+            rc = avcodec_send_frame(encoder, frame)
+            guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
+            framesEncoded += 1
+            try drain(write)
+        }
+        if final {
+            avcodec_send_frame(encoder, nil)
+            try drain(write)
+        }
+    }
+
+    private func drain(_ write: (UnsafeMutablePointer<AVPacket>) throws(CaptureError) -> Void) throws(CaptureError) {
+        guard let packet, let encoder else { return }
+        while true {
+            let rc = avcodec_receive_packet(encoder, packet)
+            if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
+            guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
+            try write(packet)
+            av_packet_unref(packet)
+        }
+    }
+
+    deinit {
+        if frame != nil { av_frame_free(&frame) }
+        if packet != nil { av_packet_free(&packet) }
+        if encoder != nil { avcodec_free_context(&encoder) }
+    }
+}
+
+/// One input's decoded samples not yet mixed, from sample position `start`.
+struct MixBuffer {
+    var start: Int64 = 0
+    var left: [Float] = []
+    var right: [Float] = []
+    var end: Int64 { start + Int64(left.count) }
+
+    /// Appends a block that begins at `position`; a gap before it is silence, an overlap is dropped.
+    mutating func append(left blockLeft: UnsafeBufferPointer<Float>, right blockRight: UnsafeBufferPointer<Float>, at position: Int64) {
+        var skip = 0
+        if position > end {
+            let gap = Int(position - end)
+            left.append(contentsOf: repeatElement(0, count: gap))
+            right.append(contentsOf: repeatElement(0, count: gap))
+        } else if position < end {
+            skip = min(Int(end - position), blockLeft.count)
+        }
+        left.append(contentsOf: blockLeft[skip...])
+        right.append(contentsOf: blockRight[skip...])
+    }
+
+    /// Adds `count` samples from `position` into the planes (silence where there are none).
+    func mix(into l: UnsafeMutablePointer<Float>, _ r: UnsafeMutablePointer<Float>, from position: Int64, count: Int) {
+        let first = max(position, start)
+        let last = min(position + Int64(count), end)
+        guard first < last else { return }
+        for p in first..<last {
+            l[Int(p - position)] += left[Int(p - start)]
+            r[Int(p - position)] += right[Int(p - start)]
+        }
+    }
+
+    mutating func discard(before position: Int64) {
+        let n = Int(min(max(position - start, 0), Int64(left.count)))
+        guard n > 0 else { return }
+        left.removeFirst(n)
+        right.removeFirst(n)
+        start += Int64(n)
+    }
+}
+
+private func exportError(_ code: Int32, _ what: String) -> CaptureError {
+    var text = [CChar](repeating: 0, count: 256)
+    av_strerror(code, &text, text.count)
+    let message = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return CaptureError(.encoderError, "\(what) failed: \(message) (AVERROR \(code))")
+}
