@@ -8,8 +8,12 @@ import Glibc
 final class RawSocket {
     let fd: Int32
 
-    init(port: Int) throws {
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            // Before connect, so the window the peer sees starts small.
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -23,6 +27,45 @@ final class RawSocket {
         }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Reads up to the end of an HTTP response head.
+    func readHead() -> String {
+        var out: [UInt8] = []
+        var byte: UInt8 = 0
+        while out.count < 65536 {
+            let n = recv(fd, &byte, 1, 0)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out.append(byte)
+            if out.suffix(4) == [13, 10, 13, 10] { break }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Upgrades to a WebSocket on `path`; returns the response head.
+    func upgrade(path: String) -> String {
+        _ = send(Array(("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8))
+        return readHead()
+    }
+
+    /// One masked client frame (RFC 6455 5.2): opcode 1 text, 2 binary.
+    static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [0x80 | opcode]
+        if payload.count < 126 {
+            out.append(0x80 | UInt8(payload.count))
+        } else if payload.count < 65536 {
+            out += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        } else {
+            out.append(0x80 | 127)
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8((payload.count >> shift) & 0xff)) }
+        }
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        out += mask
+        for (i, byte) in payload.enumerated() { out.append(byte ^ mask[i & 3]) }
+        return out
     }
 
     deinit { close(fd) }

@@ -338,6 +338,58 @@ final class UplinkTests: XCTestCase {
         }
     }
 
+    func testAClientThatStopsReadingIsDroppedAndStallsNobodyElse() async throws {
+        let harness = EndpointHarness { $0.uplinkWriteTimeoutSeconds = 2 }
+        defer { harness.remove() }
+        let (app, components) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (stuckSession, stuckToken) = try await Self.newSession(client)
+            let (goodSession, goodToken) = try await Self.newSession(client)
+
+            // A peer with a 4 KiB receive window that says hello and then only sends: refused
+            // chunks, each answered with an error it never reads, until its socket is full.
+            let hello = UplinkTextMessage.encode(Self.hello(stuckSession, stuckToken, channels: [TestChannels.mic]))
+            let flood: Task<(head: String, sent: Int, dropped: Bool), Never> = Task.detached {
+                guard let socket = try? RawSocket(port: port, receiveBuffer: 4096) else { return ("", 0, false) }
+                let head = socket.upgrade(path: UplinkProtocol.path)
+                guard head.hasPrefix("HTTP/1.1 101"), socket.send(RawSocket.frame(opcode: 1, Array(hello.utf8))) else {
+                    return (head, 0, false)
+                }
+                let refused = RawSocket.frame(opcode: 2, TestChunk(channel: "display:1", seq: 0, bytes: 16).frame)
+                var sent = 0
+                let started = ContinuousClock.now
+                while ContinuousClock.now - started < .seconds(30) {
+                    guard socket.send(refused) else { return (head, sent, true) }
+                    sent += 1
+                }
+                return (head, sent, false)
+            }
+
+            // Meanwhile another client is served as usual.
+            try await Task.sleep(for: .milliseconds(500))
+            var good = try await UplinkTestClient.connect(port: port)
+            try await good.send(Self.hello(goodSession, goodToken, channels: [TestChannels.mic]))
+            _ = try await good.expectWelcome()
+            for seq in 0..<5 {
+                try await good.sendChunk(TestChunk(channel: "mic:default", seq: seq))
+                let ack = try await good.expectAck()
+                XCTAssertEqual(ack.seq, seq)
+            }
+
+            let result = await flood.value
+            XCTAssertTrue(result.head.hasPrefix("HTTP/1.1 101"), result.head)
+            XCTAssertTrue(result.dropped, "the endpoint dropped the peer that stopped reading (\(result.sent) frames sent)")
+            XCTAssertGreaterThan(result.sent, 100, "the peer filled its socket before it was dropped")
+            try await good.sendChunk(TestChunk(channel: "mic:default", seq: 5))
+            let late = try await good.expectAck()
+            XCTAssertEqual(late.seq, 5)
+            let open = await components.uplinkConnectionCount()
+            XCTAssertEqual(open, 1, "only the good client is left")
+            try await good.close()
+        }
+    }
+
     func testMalformedHTTPGets400AndAClose() async throws {
         let harness = EndpointHarness()
         defer { harness.remove() }
