@@ -60,6 +60,11 @@ let package = Package(
             name: "CWebSockets", pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev"])]),
 
+        // The endpoint's chunk digests (OpenSSL's libcrypto, already there for libwebsockets).
+        .systemLibrary(
+            name: "CCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+
         // libc calls Swift cannot import (variadic prctl; accept4 and SO_PEERCRED need _GNU_SOURCE).
         .target(name: "CLinuxShims"),
 
@@ -110,7 +115,7 @@ let package = Package(
         .target(
             name: "CaptureEndpoint",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "CaptureSpool", "MediaExport",
+                "CaptureCore", "CaptureUplink", "CaptureSpool", "MediaExport", "CCrypto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

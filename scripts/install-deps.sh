@@ -8,8 +8,8 @@ BUILD_PKGS=(
   libpulse-dev libx11-dev libxext-dev libxfixes-dev libxrandr-dev libxdamage-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libwebsockets-dev libx264-dev
-  # capture-endpoint: GRDB links the system SQLite.
-  libsqlite3-dev
+  # capture-endpoint: GRDB links the system SQLite; chunk digests use libcrypto.
+  libsqlite3-dev libssl-dev
 )
 RIG_PKGS=(
   xvfb xserver-xorg-core xserver-xorg-video-dummy

@@ -44,7 +44,8 @@ public func buildApplication(
     let webhooks = WebhookDispatcher(store: store, signer: signer, configuration: configuration, logger: logger)
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
     let exports = ExportService(store: store, dataDirectory: configuration.dataDirectory, announcer: announcer,
-                                threadPool: .singleton, logger: logger)
+                                threadPool: .singleton, mixSegmentSeconds: configuration.exportMixSegmentSeconds,
+                                logger: logger)
     let housekeeping = Housekeeping(
         store: store, uplinks: uplinks, announcer: announcer,
         silenceTimeoutMs: Int64(configuration.silenceTimeoutSeconds) * 1000,
@@ -63,7 +64,7 @@ public func buildApplication(
                 http1: .init(idleTimeout: .seconds(120)),
                 ws: .init(
                     maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
-                    autoPing: .enabled(timePeriod: .seconds(15)),
+                    autoPing: .enabled(timePeriod: .seconds(Int64(configuration.pingIntervalSeconds))),
                     closeTimeout: .seconds(5)))),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),

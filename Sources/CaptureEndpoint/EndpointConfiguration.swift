@@ -22,6 +22,8 @@ public struct EndpointConfiguration: Sendable {
     public var maxChunkBytes: Int = UplinkProtocol.defaultMaxChunkBytes
     /// How many unacknowledged chunks a client may have in flight (the welcome's `window`).
     public var uplinkWindow: Int = 16
+    /// The endpoint pings every WebSocket this often and drops one that did not answer the last ping.
+    public var pingIntervalSeconds: Int = 15
     /// A connection that has not said hello this long is closed (4001).
     public var helloTimeoutSeconds: Int = UplinkProtocol.helloTimeoutSeconds
     /// A client that has not taken an ack for this long is disconnected (the TCP connection is dropped).
@@ -36,6 +38,8 @@ public struct EndpointConfiguration: Sendable {
     /// Attempts before a delivery is abandoned (about 1 h 40 min with the defaults).
     public var webhookMaxAttempts: Int = 16
     public var webhookTimeoutSeconds: Int = 10
+    /// An export encodes its mixed track in segments this long, on every core.
+    public var exportMixSegmentSeconds: Double = 30
 
     public init(dataDirectory: String, apiKeys: [String], webhookSecret: String) {
         self.dataDirectory = dataDirectory

@@ -1,5 +1,7 @@
 internal import CFFmpeg
 import CaptureCore
+import Dispatch
+import Foundation
 
 /// What goes into an export: one video channel and any number of audio
 /// channels, each as its chunk files in seq order (self-contained MPEG-TS
@@ -16,10 +18,13 @@ public struct ExportInput: Sendable {
 
     public var video: Track
     public var audio: [Track]
+    /// The mix is encoded in segments of about this length, in parallel.
+    public var mixSegmentSeconds: Double
 
-    public init(video: Track, audio: [Track]) {
+    public init(video: Track, audio: [Track], mixSegmentSeconds: Double = 30) {
         self.video = video
         self.audio = audio
+        self.mixSegmentSeconds = mixSegmentSeconds
     }
 }
 
@@ -64,18 +69,21 @@ private final class ExportJob {
             audio.append(try Demuxer(track, mediaType: AVMEDIA_TYPE_AUDIO))
         }
         for demuxer in audio { decoders.append(try AudioDecoder(demuxer.stream)) }
-        mixer = try Mixer(mixing: !audio.isEmpty)
+        mixer = try Mixer(mixing: !audio.isEmpty, segmentSeconds: input.mixSegmentSeconds)
         var context: UnsafeMutablePointer<AVFormatContext>?
         var rc = avformat_alloc_output_context2(&context, nil, "mp4", path)
         guard rc >= 0, let context else { throw exportError(rc, "creating the MP4 muxer") }
         output = context
+        // The mix trails the other tracks by up to a segment: let the interleaver wait for it
+        // (memory: about a segment of the copied tracks) instead of writing out of order.
+        context.pointee.max_interleave_delta = 0
 
         // Stream 0: the video, copied.
         try addCopy(of: video, title: input.video.name, disposition: AV_DISPOSITION_DEFAULT)
         // Stream 1: the mix, encoded (only when there is audio).
         if !audio.isEmpty {
             guard let stream = avformat_new_stream(context, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
-            rc = avcodec_parameters_from_context(stream.pointee.codecpar, mixer.encoder)
+            rc = avcodec_parameters_copy(stream.pointee.codecpar, mixer.parameters)
             guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
             stream.pointee.time_base = AVRational(num: 1, den: Int32(Mixer.sampleRate))
             stream.pointee.disposition = AV_DISPOSITION_DEFAULT
@@ -117,6 +125,7 @@ private final class ExportJob {
         }
         guard let packet else { throw CaptureError(.encoderError, "no memory for a packet") }
         var videoPackets = 0
+        var videoEnd = 0.0
         var audioPackets = [Int](repeating: 0, count: audio.count)
         let mixStream = 1
         let firstCopy = audio.isEmpty ? 1 : 2
@@ -135,6 +144,8 @@ private final class ExportJob {
             guard let chosen = best else { break }
             if chosen == -1 {
                 try video.take(into: packet)
+                let end = packet.pointee.pts + packet.pointee.duration
+                videoEnd = max(videoEnd, Double(end) * av_q2d(video.stream.pointee.time_base))
                 try write(packet, from: video.stream.pointee.time_base, to: 0)
                 videoPackets += 1
             } else {
@@ -158,8 +169,7 @@ private final class ExportJob {
         guard rc >= 0 else { throw exportError(rc, "flushing the MP4 muxer") }
         rc = av_write_trailer(output)
         guard rc >= 0 else { throw exportError(rc, "finishing the MP4") }
-        let duration = Double(output.pointee.duration) / Double(AV_TIME_BASE)
-        return ExportSummary(durationSeconds: duration, videoPackets: videoPackets, mixFrames: mixer.framesEncoded,
+        return ExportSummary(durationSeconds: videoEnd, videoPackets: videoPackets, mixFrames: mixer.framesEncoded,
                              audioPackets: audioPackets, bytes: Int(avio_size(output.pointee.pb)))
     }
 
@@ -326,92 +336,223 @@ private final class AudioDecoder {
 
 // MARK: Mixing
 
-/// Sums the decoded audio channels on the timeline and encodes the sum as AAC.
+/// Sums the decoded audio channels on the timeline, sample by sample, into PCM
+/// segments, and has `SegmentEncoders` encode the segments as AAC on all cores.
 private final class Mixer {
     static let sampleRate = 48_000
-    var encoder: UnsafeMutablePointer<AVCodecContext>?
-    var frame: UnsafeMutablePointer<AVFrame>?
-    var packet: UnsafeMutablePointer<AVPacket>?
-    /// The next sample position to encode.
-    var position: Int64 = 0
-    var framesEncoded = 0
-    var frameSize = 1024
+    /// A whole number of AAC frames, at least 4.
+    let segmentSamples: Int64
+    /// Each segment is encoded with this much of its neighbours around it, and the
+    /// packets over the overlap are dropped, so the seams decode like one stream.
+    static let overlap: Int64 = 2048
+    static let frameSize = 1024
 
-    init(mixing: Bool) throws(CaptureError) {
+    /// The output stream's parameters, from an encoder configured like the segments' ones.
+    var parameters: UnsafeMutablePointer<AVCodecParameters>?
+    /// Mixed, not yet handed to a segment: samples from `pcmStart`.
+    var pcmStart: Int64 = 0
+    var left: [Float] = []
+    var right: [Float] = []
+    /// Mixed up to here.
+    var position: Int64 = 0
+    var submitted = 0
+    var written = 0
+    var framesEncoded = 0
+    let encoders = SegmentEncoders()
+
+    init(mixing: Bool, segmentSeconds: Double) throws(CaptureError) {
+        let frames = max(4, Int64((segmentSeconds * Double(Self.sampleRate) / 1024).rounded()))
+        segmentSamples = frames * 1024
         guard mixing else { return }
-        guard let codec = avcodec_find_encoder(AV_CODEC_ID_AAC) else { throw CaptureError(.encoderError, "no AAC encoder") }
-        guard let encoder = avcodec_alloc_context3(codec) else { throw CaptureError(.encoderError, "no memory for the AAC encoder") }
-        self.encoder = encoder
-        encoder.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
-        encoder.pointee.sample_rate = Int32(Self.sampleRate)
-        av_channel_layout_default(&encoder.pointee.ch_layout, 2)
-        encoder.pointee.bit_rate = 128_000
-        encoder.pointee.time_base = AVRational(num: 1, den: Int32(Self.sampleRate))
-        encoder.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER)
-        var rc = avcodec_open2(encoder, codec, nil)
-        guard rc >= 0 else { throw exportError(rc, "opening the AAC encoder") }
-        frameSize = Int(encoder.pointee.frame_size > 0 ? encoder.pointee.frame_size : 1024)
-        frame = av_frame_alloc()
-        guard let frame else { throw CaptureError(.encoderError, "no memory for a frame") }
-        frame.pointee.nb_samples = Int32(frameSize)
-        frame.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
-        frame.pointee.sample_rate = Int32(Self.sampleRate)
-        rc = av_channel_layout_copy(&frame.pointee.ch_layout, &encoder.pointee.ch_layout)
-        guard rc >= 0 else { throw exportError(rc, "describing the mix frame") }
-        rc = av_frame_get_buffer(frame, 0)
-        guard rc >= 0 else { throw exportError(rc, "allocating the mix frame") }
-        packet = av_packet_alloc()
+        let probe = try SegmentEncoders.openEncoder()
+        defer {
+            var e: UnsafeMutablePointer<AVCodecContext>? = probe
+            avcodec_free_context(&e)
+        }
+        parameters = avcodec_parameters_alloc()
+        let rc = avcodec_parameters_from_context(parameters, probe)
+        guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
     }
 
-    /// Encodes every frame all inputs have covered (with `final`, everything left,
-    /// silence where an input has nothing), handing out the packets.
+    /// Mixes every frame all inputs have covered (with `final`, everything left, silence
+    /// where an input has nothing), starts the segments that are complete, and hands
+    /// out the packets of finished segments in order (all of them, with `final`).
     func encodeReady(_ inputs: [AudioDecoder], final: Bool,
                      _ write: (UnsafeMutablePointer<AVPacket>) throws(CaptureError) -> Void) throws(CaptureError) {
-        guard let frame, let encoder else { return }
-        while true {
-            let covered = inputs.map(\.pending.end).min() ?? 0
-            let furthest = inputs.map(\.pending.end).max() ?? 0
-            guard position + Int64(frameSize) <= covered || (final && position < furthest) else { break }
-            var rc = av_frame_make_writable(frame)
-            guard rc >= 0 else { throw exportError(rc, "reusing the mix frame") }
-            let l = UnsafeMutableRawPointer(frame.pointee.extended_data[0]!).assumingMemoryBound(to: Float.self)
-            let r = UnsafeMutableRawPointer(frame.pointee.extended_data[1]!).assumingMemoryBound(to: Float.self)
-            l.initialize(repeating: 0, count: frameSize)
-            r.initialize(repeating: 0, count: frameSize)
-            for input in inputs { input.pending.mix(into: l, r, from: position, count: frameSize) }
-            for k in 0..<frameSize {
-                l[k] = min(max(l[k], -1), 1)
-                r[k] = min(max(r[k], -1), 1)
+        guard parameters != nil else { return }
+        let covered = inputs.map(\.pending.end).min() ?? 0
+        let furthest = inputs.map(\.pending.end).max() ?? 0
+        let frame = Int64(Self.frameSize)
+        while position + frame <= covered || (final && position < furthest) {
+            let base = left.count
+            left.append(contentsOf: repeatElement(0, count: Self.frameSize))
+            right.append(contentsOf: repeatElement(0, count: Self.frameSize))
+            left.withUnsafeMutableBufferPointer { l in
+                right.withUnsafeMutableBufferPointer { r in
+                    for input in inputs {
+                        input.pending.mix(into: l.baseAddress! + base, r.baseAddress! + base, from: position, count: Self.frameSize)
+                    }
+                    for k in base..<(base + Self.frameSize) {
+                        l[k] = min(max(l[k], -1), 1)
+                        r[k] = min(max(r[k], -1), 1)
+                    }
+                }
             }
-            frame.pointee.pts = position
-            position += Int64(frameSize)
-            for input in inputs { input.pending.discard(before: position) }
-            rc = avcodec_send_frame(encoder, frame)
-            guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
+            position += frame
             framesEncoded += 1
-            try drain(write)
+            for input in inputs { input.pending.discard(before: position) }
+            // A segment is complete once its trailing overlap is mixed too.
+            let segmentEnd = Int64(submitted + 1) * segmentSamples
+            if position >= segmentEnd + Self.overlap { submit(last: false) }
         }
-        if final {
-            avcodec_send_frame(encoder, nil)
-            try drain(write)
+        if final && !left.isEmpty { submit(last: true) }
+        while written < submitted {
+            guard let result = final ? encoders.wait(written) : encoders.take(written) else { break }
+            defer { for packet in result.packets { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) } }
+            if let failure = result.failure { throw failure }
+            for packet in result.packets { try write(packet) }
+            written += 1
         }
     }
 
-    private func drain(_ write: (UnsafeMutablePointer<AVPacket>) throws(CaptureError) -> Void) throws(CaptureError) {
-        guard let packet, let encoder else { return }
-        while true {
-            let rc = avcodec_receive_packet(encoder, packet)
-            if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
-            guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
-            try write(packet)
-            av_packet_unref(packet)
-        }
+    /// Hands segment `submitted` (with its overlaps) to the encoders.
+    private func submit(last: Bool) {
+        let index = Int64(submitted)
+        let keepFrom = index == 0 ? Int64.min : index * segmentSamples
+        let keepUntil = last ? Int64.max : (index + 1) * segmentSamples
+        let inputEnd = last ? pcmStart + Int64(left.count) : keepUntil + Self.overlap
+        let count = Int(inputEnd - pcmStart)
+        encoders.submit(index: submitted, firstSample: pcmStart, left: Array(left[0..<count]), right: Array(right[0..<count]),
+                        keep: keepFrom..<keepUntil)
+        submitted += 1
+        // The next segment starts `overlap` before its own start.
+        let nextStart = last ? inputEnd : keepUntil - Self.overlap
+        let drop = Int(nextStart - pcmStart)
+        left.removeFirst(drop)
+        right.removeFirst(drop)
+        pcmStart = nextStart
     }
 
     deinit {
-        if frame != nil { av_frame_free(&frame) }
-        if packet != nil { av_packet_free(&packet) }
-        if encoder != nil { avcodec_free_context(&encoder) }
+        if parameters != nil { avcodec_parameters_free(&parameters) }
+    }
+}
+
+/// Encodes PCM segments to AAC on worker threads (at most three segments' PCM
+/// in flight, so memory stays at a few segments), each with an encoder of its own.
+private final class SegmentEncoders: @unchecked Sendable {
+    // @unchecked: `results` is only touched under `lock`; the packet pointers in it
+    // belong to whoever takes them out (the export thread), after the worker let go.
+    struct Result {
+        var packets: [UnsafeMutablePointer<AVPacket>] = []
+        var failure: CaptureError?
+    }
+
+    private let lock = NSCondition()
+    private var results: [Int: Result] = [:]
+    private let slots = DispatchSemaphore(value: 3)
+
+    static func openEncoder() throws(CaptureError) -> UnsafeMutablePointer<AVCodecContext> {
+        guard let codec = avcodec_find_encoder(AV_CODEC_ID_AAC), let encoder = avcodec_alloc_context3(codec) else {
+            throw CaptureError(.encoderError, "no AAC encoder")
+        }
+        encoder.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
+        encoder.pointee.sample_rate = Int32(Mixer.sampleRate)
+        av_channel_layout_default(&encoder.pointee.ch_layout, 2)
+        encoder.pointee.bit_rate = 128_000
+        encoder.pointee.time_base = AVRational(num: 1, den: Int32(Mixer.sampleRate))
+        encoder.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER)
+        var options: OpaquePointer?
+        // The "fast" coder: about twice the speed of the default two-loop search.
+        av_dict_set(&options, "aac_coder", "fast", 0)
+        let rc = avcodec_open2(encoder, codec, &options)
+        av_dict_free(&options)
+        guard rc >= 0 else {
+            var e: UnsafeMutablePointer<AVCodecContext>? = encoder
+            avcodec_free_context(&e)
+            throw exportError(rc, "opening the AAC encoder")
+        }
+        return encoder
+    }
+
+    func submit(index: Int, firstSample: Int64, left: [Float], right: [Float], keep: Range<Int64>) {
+        slots.wait()
+        DispatchQueue.global(qos: .userInitiated).async {
+            var result = Result()
+            do throws(CaptureError) {
+                result.packets = try Self.encode(firstSample: firstSample, left: left, right: right, keep: keep)
+            } catch {
+                result.failure = error
+            }
+            self.lock.lock()
+            self.results[index] = result
+            self.lock.broadcast()
+            self.lock.unlock()
+            // The slot bounds the PCM in flight; a finished segment's packets are small.
+            self.slots.signal()
+        }
+    }
+
+    /// Segment `index`'s result if it is done.
+    func take(_ index: Int) -> Result? {
+        lock.lock()
+        defer { lock.unlock() }
+        return results.removeValue(forKey: index)
+    }
+
+    /// Segment `index`'s result, waiting for it.
+    func wait(_ index: Int) -> Result? {
+        lock.lock()
+        defer { lock.unlock() }
+        while results[index] == nil { lock.wait() }
+        return results.removeValue(forKey: index)
+    }
+
+    private static func encode(firstSample: Int64, left: [Float], right: [Float], keep: Range<Int64>) throws(CaptureError)
+        -> [UnsafeMutablePointer<AVPacket>] {
+        var encoder: UnsafeMutablePointer<AVCodecContext>? = try openEncoder()
+        var frame = av_frame_alloc()
+        var packet = av_packet_alloc()
+        defer {
+            avcodec_free_context(&encoder)
+            av_frame_free(&frame)
+            av_packet_free(&packet)
+        }
+        guard let context = encoder, let frame, let packet else { throw CaptureError(.encoderError, "no memory for the encoder") }
+        var kept: [UnsafeMutablePointer<AVPacket>] = []
+        func drain() throws(CaptureError) {
+            while true {
+                let rc = avcodec_receive_packet(context, packet)
+                if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
+                guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
+                if keep.contains(packet.pointee.pts), let copy = av_packet_clone(packet) { kept.append(copy) }
+                av_packet_unref(packet)
+            }
+        }
+        var offset = 0
+        while offset < left.count {
+            let count = min(Mixer.frameSize, left.count - offset)
+            frame.pointee.nb_samples = Int32(count)
+            frame.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
+            frame.pointee.sample_rate = Int32(Mixer.sampleRate)
+            var rc = av_channel_layout_copy(&frame.pointee.ch_layout, &context.pointee.ch_layout)
+            guard rc >= 0 else { throw exportError(rc, "describing a mix frame") }
+            rc = av_frame_get_buffer(frame, 0)
+            guard rc >= 0 else { throw exportError(rc, "allocating a mix frame") }
+            let l = UnsafeMutableRawPointer(frame.pointee.extended_data[0]!).assumingMemoryBound(to: Float.self)
+            let r = UnsafeMutableRawPointer(frame.pointee.extended_data[1]!).assumingMemoryBound(to: Float.self)
+            left.withUnsafeBufferPointer { l.update(from: $0.baseAddress! + offset, count: count) }
+            right.withUnsafeBufferPointer { r.update(from: $0.baseAddress! + offset, count: count) }
+            frame.pointee.pts = firstSample + Int64(offset)
+            rc = avcodec_send_frame(context, frame)
+            av_frame_unref(frame)
+            guard rc >= 0 else { throw exportError(rc, "encoding the mix") }
+            try drain()
+            offset += count
+        }
+        avcodec_send_frame(context, nil)
+        try drain()
+        return kept
     }
 }
 

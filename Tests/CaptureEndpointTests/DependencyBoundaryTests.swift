@@ -26,4 +26,19 @@ final class DependencyBoundaryTests: XCTestCase {
         let endpoint = try symbols("capture-endpoint")
         XCTAssertTrue(endpoint.contains("$s7NIOCore") && endpoint.contains("$s11Hummingbird") && endpoint.contains("$s4GRDB"))
     }
+
+    func testTheEndpointCommandLine() throws {
+        let endpoint = BuiltProduct.path("capture-endpoint")
+        let version = try runProcess(endpoint, ["--version"], timeout: .seconds(20))
+        XCTAssertEqual(version.status, 0)
+        XCTAssertEqual(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0")
+        let help = try runProcess(endpoint, ["--help"], timeout: .seconds(20))
+        XCTAssertEqual(help.status, 0)
+        for option in ["--data-dir", "--host", "--port", "--api-key-file", "--webhook-secret-file", "--silence-timeout"] {
+            XCTAssertTrue(help.stdout.contains(option), option)
+        }
+        let bad = try runProcess(endpoint, ["--port", "70000"], timeout: .seconds(20))
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--port"), bad.stderr)
+    }
 }

@@ -51,7 +51,28 @@ final class RawSocket {
         return readHead()
     }
 
-    /// One masked client frame (RFC 6455 5.2): opcode 1 text, 2 binary.
+    /// Reads one (unmasked, server) frame: opcode and payload; nil if the connection ended.
+    func readFrame() -> (opcode: UInt8, payload: [UInt8])? {
+        func exactly(_ n: Int) -> [UInt8]? {
+            var out = [UInt8](repeating: 0, count: n)
+            var got = 0
+            while got < n {
+                let r = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
+                if r < 0 && errno == EINTR { continue }
+                if r <= 0 { return nil }
+                got += r
+            }
+            return out
+        }
+        guard let head = exactly(2) else { return nil }
+        var length = Int(head[1] & 0x7f)
+        if length == 126, let ext = exactly(2) { length = Int(ext[0]) << 8 | Int(ext[1]) }
+        else if length == 127, let ext = exactly(8) { length = ext.reduce(0) { $0 << 8 | Int($1) } }
+        guard let payload = length == 0 ? [] : exactly(length) else { return nil }
+        return (head[0] & 0x0f, payload)
+    }
+
+    /// One masked client frame (RFC 6455 5.2): opcode 1 text, 2 binary, 9 ping, 10 pong.
     static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
         var out: [UInt8] = [0x80 | opcode]
         if payload.count < 126 {

@@ -81,6 +81,18 @@ final class SecretsTests: XCTestCase {
             file: nil, environment: [EndpointCredentials.webhookSecretEnvironment: "plain"], dataDirectory: dir))
     }
 
+    func testOpenSSLsChunkDigestIsThePortableSHA256() {
+        var rng = SystemRandomNumberGenerator()
+        for size in [0, 1, 55, 56, 63, 64, 65, 1000, 183_000, 1 << 20] {
+            let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            bytes.withUnsafeBytes { raw in
+                XCTAssertEqual(ChunkDigest.sha256Hex(raw), SHA256.hexDigest(raw), "\(size) bytes")
+            }
+        }
+        XCTAssertEqual(Array("abc".utf8).withUnsafeBytes { ChunkDigest.sha256Hex($0) },
+                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
     func testWebhookBackoffDoublesUpToItsCap() {
         let delays = (1...8).map { WebhookDispatcher.backoff(afterAttempts: $0, initialMs: 1000, maxMs: 20_000) }
         XCTAssertEqual(delays, [1000, 2000, 4000, 8000, 16000, 20000, 20000, 20000])

@@ -48,7 +48,10 @@ final class SpoolReplayTests: XCTestCase {
         XCTAssertEqual(spool.chunkCount, 3 * RecordedFixture.seconds)
         let receiver = WebhookReceiver(failures: 1)
         try await receiver.start()
-        let harness = EndpointHarness { $0.webhookInitialBackoffMilliseconds = 200 }
+        let harness = EndpointHarness {
+            $0.webhookInitialBackoffMilliseconds = 200
+            $0.exportMixSegmentSeconds = 4  // five segments, four seams in the mix
+        }
         defer { harness.remove() }
         let (app, components) = try harness.build()
         let hookURL = await receiver.url
@@ -158,6 +161,23 @@ final class SpoolReplayTests: XCTestCase {
             XCTAssertEqual(Media.dominantFrequency(samples: mic), 440, accuracy: 5)
             XCTAssertEqual(Media.dominantFrequency(samples: system), 1000, accuracy: 5)
             XCTAssertLessThan(Self.tonePower(mic, 1000), Self.tonePower(mic, 440) / 1000, "the mic track is the mic alone")
+            // The mix is the sum of the channels, sample for sample, seams included (it is encoded
+            // in 4 s segments here): in every 10 ms the difference is AAC's coding noise, far
+            // below the signal (a gap, a doubled frame or a shift at a seam would be near 0 dB).
+            let count = min(mix.count, mic.count, system.count)
+            let window = 480
+            var worst = (db: -200.0, at: 0.0)
+            for start in stride(from: 0, to: count - window, by: window) {
+                var signal = 0.0, residual = 0.0
+                for k in start..<(start + window) {
+                    let expected = Double(mic[k]) + Double(system[k])
+                    signal += expected * expected
+                    residual += (Double(mix[k]) - expected) * (Double(mix[k]) - expected)
+                }
+                let db = 10 * log10((residual + 1e-12) / (signal + 1e-12))
+                if db > worst.db { worst = (db, Double(start) / 48_000) }
+            }
+            XCTAssertLessThan(worst.db, -15, "the mix strays from mic + system audio by \(worst.db) dB at \(worst.at) s")
 
             // The hooks, signed, in the order of the session's life (the first refused once, then retried).
             let deadline = ContinuousClock.now + .seconds(10)

@@ -289,6 +289,17 @@ final class UplinkTests: XCTestCase {
             try await expired.send(Self.hello(shortSession, shortToken))
             try await expired.expectClose(.tokenExpired)
 
+            // Expired while connected: the next chunk closes the connection.
+            let (laterSession, laterToken) = try await Self.newSession(client, expiresIn: 2)
+            var expiring = try await UplinkTestClient.connect(port: port)
+            try await expiring.send(Self.hello(laterSession, laterToken, channels: [TestChannels.mic]))
+            _ = try await expiring.expectWelcome()
+            try await expiring.sendChunk(TestChunk(channel: "mic:default", seq: 0))
+            _ = try await expiring.expectAck()
+            try await Task.sleep(for: .milliseconds(2100))
+            try await expiring.sendChunk(TestChunk(channel: "mic:default", seq: 1))
+            try await expiring.expectClose(.tokenExpired)
+
             // Revoked while connected: the open connection is closed at once.
             var revoked = try await UplinkTestClient.connect(port: port)
             try await revoked.send(Self.hello(session, token))
@@ -387,6 +398,36 @@ final class UplinkTests: XCTestCase {
             let open = await components.uplinkConnectionCount()
             XCTAssertEqual(open, 1, "only the good client is left")
             try await good.close()
+        }
+    }
+
+    func testPingsGoBothWays() async throws {
+        let harness = EndpointHarness { $0.pingIntervalSeconds = 1 }
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await Self.newSession(client)
+            let hello = UplinkTextMessage.encode(Self.hello(session, token, channels: [TestChannels.mic]))
+            let seen: [UInt8] = await Task.detached {
+                guard let socket = try? RawSocket(port: port), socket.upgrade(path: UplinkProtocol.path).hasPrefix("HTTP/1.1 101"),
+                      socket.send(RawSocket.frame(opcode: 1, Array(hello.utf8))),
+                      socket.send(RawSocket.frame(opcode: 9, Array("are you there".utf8))) else { return [] }
+                var opcodes: [UInt8] = []
+                // The welcome, our pong, then the endpoint's own ping within its interval.
+                while let frame = socket.readFrame() {
+                    opcodes.append(frame.opcode)
+                    if frame.opcode == 10 { XCTAssertEqual(frame.payload, Array("are you there".utf8)) }
+                    if frame.opcode == 9 {
+                        _ = socket.send(RawSocket.frame(opcode: 10, frame.payload))
+                        break
+                    }
+                }
+                return opcodes
+            }.value
+            XCTAssertEqual(seen.first, 1, "the welcome")
+            XCTAssertTrue(seen.contains(10), "the endpoint answered our ping: \(seen)")
+            XCTAssertEqual(seen.last, 9, "the endpoint pinged us: \(seen)")
         }
     }
 

@@ -14,6 +14,7 @@ struct ExportService: Sendable {
     let dataDirectory: String
     let announcer: SessionAnnouncer
     let threadPool: NIOThreadPool
+    let mixSegmentSeconds: Double
     let logger: Logger
 
     static func relativePath(sessionId: String, videoId: String) -> String { "exports/\(sessionId)/\(videoId).mp4" }
@@ -50,7 +51,8 @@ struct ExportService: Sendable {
                 video: .init(name: videoChannelId, files: try await files(videoChannelId)),
                 audio: try await channels.filter { $0.mediaType == .audio }.asyncMap { channel in
                     ExportInput.Track(name: channel.channelId, files: try await files(channel.channelId))
-                })
+                },
+                mixSegmentSeconds: mixSegmentSeconds)
             let summary = try await threadPool.runIfActive { () throws -> ExportSummary in
                 let directory = String(path[..<path.lastIndex(of: "/")!])
                 try makeDirectories(directory)

@@ -31,7 +31,7 @@ struct ChunkFiles: Sendable {
         return try await threadPool.runIfActive { () throws(CaptureError) -> WriteResult in
             try buffer.withUnsafeReadableBytes { raw throws(CaptureError) -> WriteResult in
                 let payload = UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + count)])
-                let actual = SHA256.hexDigest(payload)
+                let actual = ChunkDigest.sha256Hex(payload)
                 guard actual == expectedSHA256 else { return .hashMismatch(actual: actual) }
                 let slash = path.lastIndex(of: "/")!
                 let directory = try AtomicDirectory(creating: String(path[..<slash]))
