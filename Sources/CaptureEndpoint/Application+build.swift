@@ -88,10 +88,7 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
 
     router.get("health") { _, _ -> Response in APIResponse.ok(["status": "ok"]) }
     PlaybackController(store: components.store, files: components.files).addRoutes(to: router)
-    UplinkController(
-        store: components.store, files: components.files, hub: components.uplinks, announcer: components.announcer,
-        maxChunkBytes: configuration.maxChunkBytes, window: configuration.uplinkWindow
-    ).addRoutes(to: router)
+    UplinkController(services: uplinkServices(configuration, components)).addRoutes(to: router)
 
     let api = router.group().add(middleware: APIKeyMiddleware(apiKeys: configuration.apiKeys, store: components.store))
     SessionsController(store: components.store, urls: urls, maxBodyBytes: configuration.maxRequestBodyBytes)
@@ -114,13 +111,16 @@ func buildWebSocketRouter(_ configuration: EndpointConfiguration, components: En
     -> Router<EndpointRequestContext> {
     let router = Router(context: EndpointRequestContext.self)
     router.add(middleware: ErrorBodyMiddleware())
-    UplinkController(
-        store: components.store, files: components.files, hub: components.uplinks, announcer: components.announcer,
-        maxChunkBytes: configuration.maxChunkBytes, window: configuration.uplinkWindow
-    ).addWebSocketRoutes(to: router)
+    UplinkController(services: uplinkServices(configuration, components)).addWebSocketRoutes(to: router)
     EventsController(events: components.events, urls: URLResolver(configured: nil, fallbackHost: "", fallbackPort: 0))
         .addWebSocketRoutes(to: router)
     return router
+}
+
+func uplinkServices(_ configuration: EndpointConfiguration, _ components: EndpointComponents) -> UplinkConnection.Services {
+    UplinkConnection.Services(store: components.store, files: components.files, hub: components.uplinks,
+                              announcer: components.announcer, maxChunkBytes: configuration.maxChunkBytes,
+                              window: configuration.uplinkWindow)
 }
 
 /// Logs one line per request: method, the matched route's template (never the

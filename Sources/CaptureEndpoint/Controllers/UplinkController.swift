@@ -6,23 +6,17 @@ import HummingbirdWebSocket
 /// upgrade itself needs no credential: the hello carries the client token, so
 /// every refusal can be a close code the client acts on.
 struct UplinkController {
-    let store: any EndpointStore
-    let files: ChunkFiles
-    let hub: UplinkHub
-    let announcer: SessionAnnouncer
-    let maxChunkBytes: Int
-    let window: Int
+    let services: UplinkConnection.Services
 
     func addWebSocketRoutes(to router: Router<EndpointRequestContext>) {
         let controller = self
         router.ws(RouterPath(stringLiteral: String(UplinkProtocol.path.dropFirst())), onUpgrade: { inbound, outbound, context in
-            let state = await controller.hub.connect(outbound: outbound, channel: context.requestContext.channel)
-            var connection = UplinkConnection(
-                store: controller.store, files: controller.files, hub: controller.hub, announcer: controller.announcer,
-                maxChunkBytes: controller.maxChunkBytes, window: controller.window, outbound: outbound, state: state,
-                logger: context.logger)
+            let hub = controller.services.hub
+            let state = await hub.connect(outbound: outbound, channel: context.requestContext.channel)
+            var connection = UplinkConnection(services: controller.services, outbound: outbound, state: state,
+                                              logger: context.logger)
             await connection.run(inbound)
-            await controller.hub.disconnect(state.id)
+            await hub.disconnect(state.id)
         })
     }
 

@@ -10,15 +10,26 @@ import NIOWebSocket
 /// connection's messages are handled strictly in order; the store serializes
 /// connections against each other.
 struct UplinkConnection {
-    let store: any EndpointStore
-    let files: ChunkFiles
-    let hub: UplinkHub
-    let announcer: SessionAnnouncer
-    let maxChunkBytes: Int
-    let window: Int
-    let outbound: WebSocketOutboundWriter
-    let state: UplinkConnectionState
-    var logger: Logger
+    /// What every uplink connection of the endpoint shares.
+    struct Services: Sendable {
+        let store: any EndpointStore
+        let files: ChunkFiles
+        let hub: UplinkHub
+        let announcer: SessionAnnouncer
+        let maxChunkBytes: Int
+        let window: Int
+    }
+
+    private let services: Services
+    private let outbound: WebSocketOutboundWriter
+    private let state: UplinkConnectionState
+    private var logger: Logger
+    private var store: any EndpointStore { services.store }
+    private var files: ChunkFiles { services.files }
+    private var hub: UplinkHub { services.hub }
+    private var announcer: SessionAnnouncer { services.announcer }
+    private var maxChunkBytes: Int { services.maxChunkBytes }
+    private var window: Int { services.window }
 
     /// Set by the hello.
     private var session: String?
@@ -27,14 +38,8 @@ struct UplinkConnection {
     /// Channel id -> where it stands, as this connection last learnt it.
     private var channels: [String: ChannelRecord] = [:]
 
-    init(store: any EndpointStore, files: ChunkFiles, hub: UplinkHub, announcer: SessionAnnouncer, maxChunkBytes: Int,
-         window: Int, outbound: WebSocketOutboundWriter, state: UplinkConnectionState, logger: Logger) {
-        self.store = store
-        self.files = files
-        self.hub = hub
-        self.announcer = announcer
-        self.maxChunkBytes = maxChunkBytes
-        self.window = window
+    init(services: Services, outbound: WebSocketOutboundWriter, state: UplinkConnectionState, logger: Logger) {
+        self.services = services
         self.outbound = outbound
         self.state = state
         self.logger = logger
