@@ -1,3 +1,4 @@
+import CaptureCore
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
@@ -65,13 +66,5 @@ struct APIKeyMiddleware: RouterMiddleware {
 
 /// Wall-clock milliseconds, the unit of every stored timestamp.
 public enum EndpointClock {
-    public static func nowMilliseconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
+    public static func nowMilliseconds() -> Int64 { WallClock.now() / 1_000_000 }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -150,19 +150,21 @@ public final class SQLiteEndpointStore: EndpointStore {
             if header.isFinal { channel.complete = true }
             try channel.update(db)
 
+            // The session row changes only when the session does: while the uplink is
+            // connected, Housekeeping keeps `last_uplink_at` fresh once a second.
             var transitions: [SessionTransition] = []
-            session.lastUplinkAt = now
-            session.updatedAt = now
             if session.status == .starting {
                 let waiting = try ChannelRecord
                     .filter(Column("session_id") == sessionId && Column("next_seq") == 0).fetchCount(db)
                 if waiting == 0 {
                     session.status = .active
                     session.activeAt = now
+                    session.lastUplinkAt = now
+                    session.updatedAt = now
+                    try session.update(db)
                     transitions.append(try Self.announce(.active, session, db, now))
                 }
             }
-            try session.update(db)
             return .stored(channel, transitions: transitions)
         }
     }
