@@ -101,4 +101,10 @@ public enum JSONCoding {
     }
 
     public static var decoder: JSONDecoder { JSONDecoder() }
+
+    /// Compact JSON text of a value made of plain strings, numbers and
+    /// containers (such values cannot fail to encode; `{}` if one does).
+    public static func text(_ value: some Encodable) -> String {
+        String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self)
+    }
 }

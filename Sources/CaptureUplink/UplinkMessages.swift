@@ -232,9 +232,7 @@ public enum UplinkTextMessage: Sendable, Equatable {
 
     /// Compact JSON text of a message.
     public static func encode(_ message: some Encodable) -> String {
-        // The messages are plain structs of strings and numbers: encoding cannot fail.
-        let data = (try? JSONCoding.encoder.encode(message)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        JSONCoding.text(message)
     }
 }
 

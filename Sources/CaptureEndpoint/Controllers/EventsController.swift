@@ -1,3 +1,4 @@
+import CaptureCore
 import Hummingbird
 import HummingbirdWebSocket
 import NIOWebSocket
@@ -53,7 +54,7 @@ struct EventsController {
             }
             let id = Secrets.newIdentifier(prefix: "wsc_")
             let stream = await events.register(id: id, ticket: ticket)
-            try await outbound.write(.text(UplinkJSON.encode(ConnectionOpened(connectionId: id))))
+            try await outbound.write(.text(JSONCoding.text(ConnectionOpened(connectionId: id))))
             context.logger.info("event socket open", metadata: ["connection_id": "\(id)", "account": "\(ticket.account.id)"])
             try? await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -70,12 +71,3 @@ struct EventsController {
         }
     }
 }
-
-/// Encoding a small JSON message with the shared encoder.
-enum UplinkJSON {
-    static func encode(_ value: some Encodable) -> String {
-        String(decoding: (try? APIResponse.encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-}
-
-import struct Foundation.Data

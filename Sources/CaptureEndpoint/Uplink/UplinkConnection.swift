@@ -33,7 +33,6 @@ struct UplinkConnection {
 
     /// Set by the hello.
     private var session: String?
-    private var tokenHash = ""
     private var tokenExpiresAt: Int64 = 0
     /// Channel id -> where it stands, as this connection last learnt it.
     private var channels: [String: ChannelRecord] = [:]
@@ -131,7 +130,6 @@ struct UplinkConnection {
             try await protocolError(UplinkError(.channelMismatch, detail))
         case .opened(let record, let stored):
             session = record.id
-            tokenHash = hash
             tokenExpiresAt = token.expiresAt
             channels = Dictionary(uniqueKeysWithValues: stored.map { ($0.channelId, $0) })
             logger[metadataKey: "session"] = "\(record.id)"

@@ -52,7 +52,7 @@ public struct WebhookBody: Codable, Sendable, Equatable {
 
     /// The exact text that is sent and signed.
     public var json: String {
-        String(decoding: (try? JSONCoding.encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+        JSONCoding.text(self)
     }
 }
 
@@ -69,6 +69,6 @@ public struct EventSocketMessage: Codable, Sendable, Equatable {
     }
 
     public var json: String {
-        String(decoding: (try? JSONCoding.encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+        JSONCoding.text(self)
     }
 }
