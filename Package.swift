@@ -86,10 +86,12 @@ let package = Package(
         // chunk metadata: pure Swift, shared by the agent, the endpoint and the tests.
         .target(name: "CaptureUplink", dependencies: ["CaptureCore"]),
         .target(name: "CaptureSpool", dependencies: ["CaptureCore", "CaptureUplink"]),
+        // The agent's uplink: libwebsockets on its own thread, the protocol as a value type.
+        .target(name: "WebSocketUplink", dependencies: ["CaptureCore", "CaptureUplink", "CaptureSpool", "CWebSockets", "CLinuxShims"]),
         .target(
             name: "CapturePipeline",
             dependencies: [
-                "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool",
+                "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool", "CaptureUplink",
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
@@ -104,6 +106,7 @@ let package = Package(
             name: "CaptureDaemon",
             dependencies: [
                 "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "CLinuxShims",
+                "CaptureUplink", "WebSocketUplink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]),
@@ -185,7 +188,7 @@ let package = Package(
             ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
-        .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore"]),
+        .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore", "WebSocketUplink"]),
         .testTarget(
             name: "CaptureEndpointTests",
             dependencies: [

@@ -116,6 +116,7 @@ public enum ControlEventName: String, Sendable, CaseIterable, Codable {
     case displayChanged = "display-changed"
     case uploadProgress = "upload-progress"
     case tokenExpired = "token-expired"
+    case uploadFailed = "upload-failed"
 }
 
 /// Something that happened, sent to every subscribed client:

@@ -31,6 +31,9 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
     case channelStalled = "CHANNEL_STALLED"
     /// No capture-agent daemon is listening on the control socket (client side).
     case agentNotRunning = "AGENT_NOT_RUNNING"
+    /// The capture endpoint refused a session's upload for good (no such session, it is
+    /// closed, a protocol error); the chunks stay in the spool.
+    case uploadRefused = "UPLOAD_REFUSED"
 
     /// Process exit status used by the command-line tools for this code.
     public var exitStatus: Int32 {
@@ -49,6 +52,7 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
         case .invalidToken: 77
         case .timeout: 75
         case .channelStalled: 70
+        case .uploadRefused: 69
         case .agentNotRunning: 69
         }
     }

@@ -41,6 +41,8 @@ public final class Daemon: Sendable {
     public func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         let controller = SessionController(configuration: configuration, logger: logger, events: events)
+        // Uploads an earlier run of the agent did not finish go on first.
+        controller.resumeSpooledUploads()
         let service = ControlService(controller: controller, events: events, configuration: configuration, logger: logger,
                                      onShutdown: { [self] in requestShutdown(reason: "shutdown command") })
 

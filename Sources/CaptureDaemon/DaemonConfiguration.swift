@@ -23,6 +23,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var drawCursor = true
     /// The capture endpoint (used by the uplink).
     public var endpoint: String?
+    /// PEM CA bundle the uplink verifies a wss:// endpoint with; nil: the system's.
+    public var caFile: String?
     /// Most bytes the spool may hold (the uplink deletes acknowledged chunks, oldest first).
     public var spoolBudgetBytes: Int64 = 2 << 30
     public var logLevel = "info"
@@ -45,7 +47,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Every key, in the order --print-config shows them.
     public static let keys = [
         "fps", "chunk", "preset", "qp", "crf", "video_bitrate", "max_height", "audio_bitrate", "channels",
-        "draw_cursor", "endpoint", "spool_budget", "log_level", "audio_reconnect_timeout", "display", "socket",
+        "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "display", "socket",
     ]
 
     /// `$XDG_CONFIG_HOME/capture-agent/config.toml` (or `~/.config/...`).
@@ -200,6 +202,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "endpoint":
             let s = try text()
             endpoint = s.isEmpty ? nil : s
+        case "ca_file":
+            let s = try text()
+            caFile = s.isEmpty ? nil : s
         case "spool_budget":
             do { spoolBudgetBytes = try parseByteSize(try text()) } catch { throw fail("a size such as \"2GiB\"") }
         case "log_level": logLevel = try text().lowercased()
@@ -280,6 +285,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         add("channels", "[" + channels.map { q($0.description) }.joined(separator: ", ") + "]")
         add("draw_cursor", String(drawCursor))
         add("endpoint", endpoint.map(q))
+        add("ca_file", caFile.map(q))
         add("spool_budget", q("\(spoolBudgetBytes)B"))
         add("log_level", q(logLevel))
         add("audio_reconnect_timeout", q(seconds(audioReconnectTimeoutNs)))

@@ -3,10 +3,12 @@ import CaptureCore
 import CapturePipeline
 import CLinuxShims
 import CaptureSpool
+import CaptureUplink
 import Dispatch
 import Foundation
 import Logging
 import Synchronization
+import WebSocketUplink
 
 /// The one capture session the daemon runs at a time, as a state machine:
 ///
@@ -59,6 +61,8 @@ public final class SessionController: Sendable {
         var watches: [String: ChannelWatch] = [:]
         /// Bytes in the spool from earlier sessions when this one started.
         var spoolBytesAtStart: Int64 = 0
+        /// The session's chunks on their way to its uplink (nil: no endpoint, spool only).
+        var relay: ChunkRelay?
     }
 
     let configuration: DaemonConfiguration
@@ -68,6 +72,10 @@ public final class SessionController: Sendable {
     let operations = DispatchQueue(label: "capture-agent.session", qos: .userInitiated)
     let monitorQueue = DispatchQueue(label: "capture-agent.monitor", qos: .utility)
     private let monitor = Mutex<RepeatingTimer?>(nil)
+    /// The uploads in progress, by session: the current session's and earlier ones still draining.
+    let uploads = Mutex<[String: UploadEntry]>([:])
+    /// Where tokens wait for a restarted agent (`$XDG_RUNTIME_DIR`, never the disk).
+    let tokenStore = UplinkTokenStore()
     /// One chunk per channel, as large as the largest of the last session: the room a new
     /// session needs in the spool before its first chunks are in (see `spool_budget`).
     let lastChunkRound = Atomic<Int64>(0)
@@ -112,6 +120,10 @@ public final class SessionController: Sendable {
                 return .failure(error)
             }
             let previous = s
+            let endpoint = resolveEndpoint(params, apiUrl: s.apiUrl)
+            if let endpoint {
+                do throws(CaptureError) { _ = try UplinkTarget(endpoint: endpoint) } catch { return .failure(error) }
+            }
             // A new token brings its own expiry; without one the old token and expiry stay.
             let expiry = if let token = params.uploadToken {
                 Self.expiry(of: token, given: params.tokenExpiresAtUnixSeconds)
@@ -120,8 +132,9 @@ public final class SessionController: Sendable {
             }
             s = Snapshot(state: .starting, sessionId: options.sessionId, options: options,
                          token: params.uploadToken ?? s.token, tokenExpiresAtUnix: expiry,
-                         apiUrl: s.apiUrl, endpoint: params.endpoint ?? s.endpoint ?? configuration.endpoint)
+                         apiUrl: s.apiUrl, endpoint: endpoint)
             s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
+            s.relay = endpoint == nil ? nil : ChunkRelay()
             return .success((options, previous))
         }
         let options: RecordingOptions
@@ -135,9 +148,12 @@ public final class SessionController: Sendable {
             snapshot.withLock { $0.spoolBytesAtStart = used }
             let events = self.events
             let id = options.sessionId
-            let session = RecordingSession(options: options, logger: logger) { change in
+            let relay = snapshot.withLock { $0.relay }
+            var onChunk: (@Sendable (ChunkMetadata) -> Void)?
+            if let relay { onChunk = { chunk in relay.deliver(chunk) } }
+            let session = RecordingSession(options: options, logger: logger, onDisplayChange: { change in
                 events.publish(Self.event(for: change, sessionId: id))
-            }
+            }, onChunk: onChunk)
             do throws(CaptureError) {
                 let room = lastChunkRound.load(ordering: .relaxed)
                 if used + room >= configuration.spoolBudgetBytes {
@@ -176,6 +192,12 @@ public final class SessionController: Sendable {
                     ($0.id, ChannelWatch(lastProgress: now, lastRateSample: now))
                 })
                 return startResult(s)
+            }
+            let (endpoint, token, primary) = snapshot.withLock { ($0.endpoint, $0.token, $0.primaryChannel) }
+            if let relay, let endpoint {
+                startUpload(sessionId: id, endpoint: endpoint,
+                            channels: Self.uplinkChannels(session, options: options, primary: primary),
+                            token: token, relay: relay, directory: options.outputDirectory)
             }
             events.publish(ControlEvent(.recordingStarted, sessionId: options.sessionId, timestampUnixNs: startedAt,
                                         data: result.objectValue ?? [:]))
@@ -273,7 +295,11 @@ public final class SessionController: Sendable {
             logger.info("session stopped", metadata: ["session": "\(id ?? "?")"])
         }
         events.publish(ControlEvent(.recordingStopped, sessionId: id, data: ["summary": summaryValue]))
-        // Until the uplink exists, "delivered" means safely in the spool.
+        // With an uplink, recording-complete waits for the endpoint's last ack (`uploadComplete`).
+        if let id, finishUpload(sessionId: id, directory: summary.outputDirectory) {
+            return .object(["sessionId": .string(id), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
+        }
+        // No endpoint: "delivered" means safely in the spool.
         let chunks = summary.channels.reduce(0) { $0 + $1.chunks }
         let bytes = summary.channels.reduce(0) { $0 + $1.bytes }
         events.publish(ControlEvent(.recordingComplete, sessionId: id, data: [
@@ -346,6 +372,7 @@ public final class SessionController: Sendable {
             s.tokenExpiresAtUnix = expiry
             s.tokenExpiredReported = false
         }
+        updateUploadTokens(params.token)
         logger.info("upload token updated", metadata: ["expiresAt": "\(expiry.map { String($0) } ?? "unknown")"])
         var result: [String: JSONValue] = ["accepted": true]
         if let expiry { result["expiresAt"] = .integer(expiry) }
@@ -364,6 +391,8 @@ public final class SessionController: Sendable {
         } else {
             operations.sync {}   // let a stop in progress finish
         }
+        // What is not acknowledged stays in the spool; the next start of the agent resumes it.
+        stopUploads()
     }
 
     // MARK: Status
@@ -384,6 +413,10 @@ public final class SessionController: Sendable {
         if let dir = s.options?.outputDirectory { object["outputDirectory"] = .string(dir) }
         object["endpoint"] = (s.endpoint ?? configuration.endpoint).map(JSONValue.string) ?? .null
         object["tokenPresent"] = .bool(s.token != nil)
+        let upload = uploadProgress(s.sessionId)
+        object["upload"] = upload.flatMap { try? JSONValue(encoding: $0) } ?? .null
+        let others = uploadSessions.filter { $0.key != s.sessionId }
+        object["earlierUploads"] = .object(others.compactMapValues { try? JSONValue(encoding: $0) })
         if let e = s.tokenExpiresAtUnix { object["tokenExpiresAt"] = .integer(e) }
 
         var channels: [JSONValue] = []
@@ -401,8 +434,9 @@ public final class SessionController: Sendable {
                 "name": .string(info?.name ?? stat.channel),
                 "frames": .integer(Int64(stat.encoded)), "captured": .integer(Int64(stat.captured)),
                 "dropped": .integer(Int64(stat.dropped)),
-                "chunksSpooled": .integer(Int64(stat.chunks)), "chunksUploaded": .integer(0),
-                "bytes": .integer(Int64(stat.bytes)), "uploadLagMs": .null,
+                "chunksSpooled": .integer(Int64(stat.chunks)),
+                "chunksUploaded": upload.map { .integer(Int64($0.chunksUploadedByChannel[stat.channel] ?? 0)) } ?? .null,
+                "bytes": .integer(Int64(stat.bytes)), "uploadLagMs": upload.map { .integer($0.uploadLagMs) } ?? .null,
                 "paused": .bool(stat.paused ?? false),
                 "stalled": .bool(watch?.stallReported ?? false),
             ]

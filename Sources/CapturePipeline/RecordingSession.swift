@@ -1,5 +1,6 @@
 import CaptureCore
 import CaptureSpool
+import CaptureUplink
 import Dispatch
 import Foundation
 import Logging
@@ -56,14 +57,19 @@ public final class RecordingSession: Sendable {
     }
 
     private let onDisplayChange: @Sendable (DisplayChange) -> Void
+    private let onChunk: (@Sendable (ChunkMetadata) -> Void)?
 
     /// - Parameter onDisplayChange: a display channel's monitor changed size or place, went off
     ///   or came back (called on its capture thread; must not block).
+    /// - Parameter onChunk: a chunk is complete in the spool (called on the spool writer's
+    ///   queue; must not block): what the uplink sends.
     public init(options: RecordingOptions, logger: Logger,
-                onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in }) {
+                onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in },
+                onChunk: (@Sendable (ChunkMetadata) -> Void)? = nil) {
         self.options = options
         self.logger = logger
         self.onDisplayChange = onDisplayChange
+        self.onChunk = onChunk
     }
 
     /// The channels being recorded (after `start()`).
@@ -84,7 +90,8 @@ public final class RecordingSession: Sendable {
         let wallAtStart = WallClock.now()
         let monoAtStart = MonotonicClock.now()
         let spool = try SpoolWriter(sessionId: options.sessionId, sessionDirectory: options.outputDirectory,
-                                    sessionStartMonotonic: monoAtStart, sessionStartUnixNs: wallAtStart)
+                                    sessionStartMonotonic: monoAtStart, sessionStartUnixNs: wallAtStart,
+                                    onChunk: onChunk)
         let onFailure: @Sendable (CaptureError) -> Void = { [weak self] error in self?.reportFailure(error) }
 
         var video: [VideoChannel] = []

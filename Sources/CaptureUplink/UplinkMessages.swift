@@ -87,9 +87,14 @@ public struct UplinkHello: Codable, Sendable, Equatable {
 
 /// The client has sent every chunk of every channel (each channel's last one
 /// with `isFinal`), and asks the endpoint to close the session's stream.
+///
+/// `interrupted: true`: the capture ended without final chunks (the client died
+/// mid-session and delivers what its spool kept); the endpoint closes each
+/// channel without a final chunk at what it has stored.
 public struct UplinkEnd: Codable, Sendable, Equatable {
     public var type: String = "end"
-    public init() {}
+    public var interrupted: Bool?
+    public init(interrupted: Bool? = nil) { self.interrupted = interrupted }
 }
 
 // MARK: Endpoint -> client

@@ -84,7 +84,9 @@ public protocol EndpointStore: Sendable {
     /// The seq-th chunk as stored, if it is.
     func chunk(sessionId: String, channelId: String, seq: Int) async throws -> ChunkRecord?
     func chunks(sessionId: String, channelId: String) async throws -> [ChunkRecord]
-    func endStream(sessionId: String, now: Int64) async throws -> StreamEnding
+    /// `end`: stops the session when every channel's final chunk is stored. `interrupted`:
+    /// the client's capture died; each channel without a final chunk closes at what is stored.
+    func endStream(sessionId: String, interrupted: Bool, now: Int64) async throws -> StreamEnding
     /// Marks these sessions' uplinks as heard from now (they have a live connection).
     func touchUplink(sessionIds: [String], now: Int64) async throws
     /// Fails every starting or active session whose uplink has been silent since before `silentSince`.

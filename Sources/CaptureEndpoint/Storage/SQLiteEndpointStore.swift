@@ -182,16 +182,22 @@ public final class SQLiteEndpointStore: EndpointStore {
         }
     }
 
-    public func endStream(sessionId: String, now: Int64) async throws -> StreamEnding {
+    public func endStream(sessionId: String, interrupted: Bool, now: Int64) async throws -> StreamEnding {
         try await pool.write { db in
             guard var session = try SessionRecord.fetchOne(db, key: sessionId) else {
                 return .sessionClosed(.failed, [])
             }
-            let channels = try Self.channels(db, sessionId)
+            var channels = try Self.channels(db, sessionId)
             switch session.status {
             case .stopped, .exported: return .stopped(channels, transitions: [])  // an `end` resent after a reconnect
             case .failed: return .sessionClosed(.failed, channels)
             case .created, .starting, .active: break
+            }
+            if interrupted {
+                for i in channels.indices where !channels[i].complete {
+                    channels[i].complete = true
+                    try channels[i].update(db)
+                }
             }
             guard !channels.isEmpty, channels.allSatisfy(\.complete) else { return .incomplete(channels) }
             session.status = .stopped

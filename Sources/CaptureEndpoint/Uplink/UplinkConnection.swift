@@ -90,9 +90,9 @@ struct UplinkConnection {
                 try await protocolError(UplinkError(.helloExpected, "a connection says hello once"))
             }
             try await handleHello(hello)
-        case .end:
+        case .end(let end):
             guard session != nil else { try await protocolError(UplinkError(.helloExpected, "say hello first")) }
-            try await handleEnd()
+            try await handleEnd(interrupted: end.interrupted ?? false)
         case .welcome, .ack, .ended, .error:
             try await protocolError(UplinkError(.badMessage, "clients do not send endpoint messages"))
         }
@@ -145,9 +145,10 @@ struct UplinkConnection {
         }
     }
 
-    private mutating func handleEnd() async throws {
+    private mutating func handleEnd(interrupted: Bool) async throws {
         guard let session else { return }
-        switch try await store.endStream(sessionId: session, now: EndpointClock.nowMilliseconds()) {
+        if interrupted { logger.notice("stream ends interrupted: the client's capture died; channels close at what is stored") }
+        switch try await store.endStream(sessionId: session, interrupted: interrupted, now: EndpointClock.nowMilliseconds()) {
         case .stopped(let stored, let transitions):
             await announcer.announce(transitions)
             try await send(UplinkEnded(sessionId: session, status: SessionStatus.stopped.rawValue,

@@ -1,0 +1,264 @@
+import CaptureControl
+import CaptureCore
+import CapturePipeline
+import CaptureSpool
+import CaptureUplink
+import Foundation
+import Logging
+import Synchronization
+import WebSocketUplink
+
+/// What the daemon needs of an upload (the seam the tests and `record` share):
+/// `SessionUplink` is the real one.
+public protocol ChunkUploading: AnyObject, Sendable {
+    func start()
+    func offer(_ chunk: ChunkMetadata)
+    func finishCapture()
+    func updateToken(_ token: String)
+    @discardableResult func stop(timeout: Duration) -> Bool
+    var progress: UplinkProgress { get }
+}
+
+extension SessionUplink: ChunkUploading {}
+
+/// The chunks of a session reach its uplink through here. The spool writer calls
+/// in from its queue from the first chunk on, which may be before the uplink
+/// exists (it needs the channels the started session resolved): those wait.
+final class ChunkRelay: Sendable {
+    private let state = Mutex<(uplink: (any ChunkUploading)?, waiting: [ChunkMetadata])>((nil, []))
+
+    func deliver(_ chunk: ChunkMetadata) {
+        state.withLock { s in
+            if let uplink = s.uplink { uplink.offer(chunk) } else { s.waiting.append(chunk) }
+        }
+    }
+
+    func attach(_ uplink: any ChunkUploading) {
+        state.withLock { s in
+            s.uplink = uplink
+            for chunk in s.waiting { uplink.offer(chunk) }
+            s.waiting.removeAll()
+        }
+    }
+}
+
+/// One upload the daemon runs: the current session's, or an earlier one still
+/// draining its spool (the network was down, the agent restarted).
+struct UploadEntry: Sendable {
+    var uplink: any ChunkUploading
+    var endpoint: String
+    /// When the last upload-progress event went out (monotonic ns).
+    var lastProgressEventNs: Int64 = 0
+    var disconnectsLogged = 0
+}
+
+extension SessionController {
+    /// The endpoint a start uploads to: the request's, else the SDK's `init` apiUrl,
+    /// else the configuration's; nil: the session stays in the spool.
+    func resolveEndpoint(_ params: StartRecordingParams, apiUrl: String?) -> String? {
+        params.endpoint ?? apiUrl ?? configuration.endpoint
+    }
+
+    /// The hello's channels for a started session.
+    static func uplinkChannels(_ session: RecordingSession, options: RecordingOptions, primary: String?) -> [UplinkChannel] {
+        let firstVideo = session.channels.first { $0.type == .video }?.id
+        return session.channels.map { c in
+            UplinkChannel(channelId: c.id, mediaType: c.type, codec: c.type == .video ? "h264" : "aac",
+                          name: c.name, isPrimary: c.type == .video ? c.id == (primary ?? firstVideo) : nil,
+                          chunkDurationNs: options.chunkDurationNs,
+                          frameRate: c.type == .video ? options.video.fps : nil,
+                          sampleRate: c.type == .audio ? 48_000 : nil, audioChannels: c.type == .audio ? 2 : nil)
+        }
+    }
+
+    /// Starts the upload of a session that just started (its spool record first, so a
+    /// restarted agent can finish it).
+    func startUpload(sessionId: String, endpoint: String, channels: [UplinkChannel], token: String?, relay: ChunkRelay,
+                     directory: String) {
+        let record = UplinkSessionRecord(sessionId: sessionId, endpoint: endpoint, channels: channels)
+        do throws(CaptureError) {
+            try UplinkSpool(sessionDirectory: directory).saveRecord(record)
+        } catch {
+            logger.error("cannot write the session's upload record; a restarted agent would not resume it",
+                         metadata: ["session": "\(sessionId)", "error": "\(error)"])
+        }
+        if let token { tokenStore.save(token, sessionId: sessionId) }
+        guard let uplink = makeUplink(record: record, token: token, directory: directory) else { return }
+        relay.attach(uplink)
+        uplink.start()
+    }
+
+    func makeUplink(record: UplinkSessionRecord, token: String?, directory: String) -> (any ChunkUploading)? {
+        let id = record.sessionId
+        do throws(CaptureError) {
+            let target = try UplinkTarget(endpoint: record.endpoint)
+            var config = SessionUplink.Configuration(target: target, sessionId: id, channels: record.channels,
+                                                     sessionDirectory: directory)
+            config.agent = "capture-agent/\(CaptureAgentVersion.string)"
+            config.caFile = configuration.caFile
+            let uplink = try SessionUplink(config, token: token) { [weak self] report in
+                self?.uplinkReported(report, sessionId: id)
+            }
+            uploads.withLock { $0[id] = UploadEntry(uplink: uplink, endpoint: target.description) }
+            logger.info("upload started", metadata: ["session": "\(id)", "endpoint": "\(target)",
+                                                     "token": "\(token == nil ? "missing" : "present")"])
+            return uplink
+        } catch {
+            logger.error("cannot start the upload; the chunks stay in the spool", metadata: ["session": "\(id)", "error": "\(error)"])
+            events.publish(ControlEvent(.uploadFailed, sessionId: id, data: [
+                "code": .string(error.code.rawValue), "message": .string(error.message)]))
+            return nil
+        }
+    }
+
+    /// The session's capture is over: the upload sends what is left, then ends the stream.
+    func finishUpload(sessionId: String, directory: String) -> Bool {
+        guard let entry = uploads.withLock({ $0[sessionId] }) else { return false }
+        let spool = UplinkSpool(sessionDirectory: directory)
+        if var record = spool.loadRecord() {
+            record.captureFinished = true
+            try? spool.saveRecord(record)
+        }
+        entry.uplink.finishCapture()
+        return true
+    }
+
+    /// Uploads of earlier sessions left in the spool (an agent that stopped or was
+    /// killed before the endpoint had everything): each resumes, with its token from
+    /// `$XDG_RUNTIME_DIR` if it is still there, else after `updateToken`.
+    public func resumeSpooledUploads() {
+        let root = SpoolLocation.root
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { return }
+        for name in names.sorted() {
+            let directory = root + "/" + name
+            let spool = UplinkSpool(sessionDirectory: directory)
+            guard let record = spool.loadRecord(), record.sessionId == name,
+                  uploads.withLock({ $0[name] == nil }) else { continue }
+            let chunks = spool.spooledChunks(channels: record.channels)
+            let token = tokenStore.load(sessionId: name) ?? snapshot.withLock { $0.token }
+            logger.notice("resuming the upload of an earlier session", metadata: [
+                "session": "\(name)", "chunks": "\(chunks.count)", "captureFinished": "\(record.captureFinished)",
+                "token": "\(token == nil ? "missing (send updateToken)" : "present")"])
+            guard let uplink = makeUplink(record: record, token: token, directory: directory) else { continue }
+            for chunk in chunks { uplink.offer(chunk) }
+            uplink.finishCapture()
+            uplink.start()
+        }
+    }
+
+    /// `updateToken` reaches every upload (a token is the account's, not one session's).
+    func updateUploadTokens(_ token: String) {
+        let entries = uploads.withLock { $0 }
+        for (id, entry) in entries {
+            tokenStore.save(token, sessionId: id)
+            entry.uplink.updateToken(token)
+        }
+    }
+
+    func stopUploads() {
+        let entries = uploads.withLock { u -> [String: UploadEntry] in
+            let all = u
+            u.removeAll()
+            return all
+        }
+        for (_, entry) in entries { entry.uplink.stop(timeout: .seconds(5)) }
+    }
+
+    func uploadProgress(_ sessionId: String?) -> UplinkProgress? {
+        guard let sessionId else { return nil }
+        return uploads.withLock { $0[sessionId] }?.uplink.progress
+    }
+
+    var uploadSessions: [String: UplinkProgress] {
+        uploads.withLock { $0 }.mapValues(\.uplink.progress)
+    }
+
+    // MARK: Reports (on the uplink's thread: never block)
+
+    func uplinkReported(_ report: UplinkMachine.UplinkReport, sessionId: String) {
+        switch report {
+        case .connected(let resumed):
+            logger.info("uplink connected", metadata: [
+                "session": "\(sessionId)",
+                "resume": "\(resumed.sorted { $0.key < $1.key }.map { "\($0.key)@\($0.value)" }.joined(separator: ","))"])
+            uploads.withLock { $0[sessionId]?.disconnectsLogged = 0 }
+            publishProgress(sessionId, force: true)
+        case .acknowledged:
+            publishProgress(sessionId, force: false)
+        case .disconnected(let code, let reason, let retry):
+            // The first few drops of an outage in full, then quietly (status shows the rest).
+            let n = uploads.withLock { u -> Int in
+                u[sessionId]?.disconnectsLogged += 1
+                return u[sessionId]?.disconnectsLogged ?? 0
+            }
+            if n <= 3 {
+                logger.notice("uplink disconnected; chunks wait in the spool", metadata: [
+                    "session": "\(sessionId)", "code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)",
+                    "retryInMs": "\(retry / 1_000_000)"])
+            }
+            if n == 1 { publishProgress(sessionId, force: true) }
+        case .tokenRejected(let code):
+            let why = switch code {
+            case UplinkCloseCode.tokenExpired.rawValue: "expired"
+            case UplinkCloseCode.tokenRevoked.rawValue: "revoked"
+            default: "invalid"
+            }
+            tokenStore.remove(sessionId: sessionId)
+            logger.warning("the endpoint refused the upload token; capture goes on into the spool until updateToken",
+                           metadata: ["session": "\(sessionId)", "reason": "\(why)", "code": "\(code)"])
+            events.publish(ControlEvent(.tokenExpired, sessionId: sessionId, data: [
+                "reason": .string(why), "closeCode": .integer(Int64(code)),
+                "message": .string("the endpoint refused the upload token (\(why)); send updateToken with a new one"),
+            ]))
+        case .refused(let code, let reason):
+            logger.error("the endpoint refused the session's upload; its chunks stay in the spool", metadata: [
+                "session": "\(sessionId)", "code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
+            events.publish(ControlEvent(.uploadFailed, sessionId: sessionId, data: [
+                "code": .string(CaptureErrorCode.uploadRefused.rawValue),
+                "closeCode": code.map { .integer(Int64($0)) } ?? .null, "message": .string(reason)]))
+        case .chunkRefused(let error):
+            logger.warning("the endpoint refused a chunk; resending from where it stands", metadata: [
+                "session": "\(sessionId)", "code": "\(error.code.rawValue)", "message": "\(error.message)"])
+        case .complete:
+            uploadComplete(sessionId)
+        }
+    }
+
+    private func publishProgress(_ sessionId: String, force: Bool) {
+        let now = MonotonicClock.now()
+        let due: UploadEntry? = uploads.withLock { u in
+            guard var entry = u[sessionId] else { return nil }
+            guard force || now - entry.lastProgressEventNs >= 1_000_000_000 || entry.uplink.progress.chunksPending == 0 else {
+                return nil
+            }
+            entry.lastProgressEventNs = now
+            u[sessionId] = entry
+            return entry
+        }
+        guard let entry = due else { return }
+        let p = entry.uplink.progress
+        events.publish(ControlEvent(.uploadProgress, sessionId: sessionId, data: [
+            "connected": .bool(p.connected), "chunksUploaded": .integer(Int64(p.chunksUploaded)),
+            "bytesUploaded": .integer(Int64(p.bytesUploaded)), "chunksPending": .integer(Int64(p.chunksPending)),
+            "bytesPending": .integer(Int64(p.bytesPending)), "uploadLagMs": .integer(p.uploadLagMs),
+            "endpoint": .string(entry.endpoint),
+        ]))
+    }
+
+    /// Every chunk is at the endpoint and its stream ended: the session's spool goes.
+    private func uploadComplete(_ sessionId: String) {
+        guard let entry = uploads.withLock({ $0.removeValue(forKey: sessionId) }) else { return }
+        let p = entry.uplink.progress
+        let directory = SpoolLocation.sessionDirectory(sessionId)
+        tokenStore.remove(sessionId: sessionId)
+        UplinkSpool(sessionDirectory: directory).removeSession()
+        logger.info("upload complete", metadata: ["session": "\(sessionId)", "chunks": "\(p.chunksUploaded)",
+                                                  "duplicates": "\(p.duplicates)", "connections": "\(p.connections)"])
+        events.publish(ControlEvent(.recordingComplete, sessionId: sessionId, data: [
+            "chunks": .integer(Int64(p.chunksUploaded)), "bytes": .integer(Int64(p.bytesUploaded)),
+            "deliveredTo": "endpoint", "endpoint": .string(entry.endpoint),
+        ]))
+        // The uplink's thread called us: it cannot wait for itself to end.
+        DispatchQueue.global(qos: .utility).async { entry.uplink.stop(timeout: .seconds(5)) }
+    }
+}

@@ -1,0 +1,165 @@
+import CaptureCore
+import CaptureUplink
+import Foundation
+import Synchronization
+
+/// The uplink's numbers, written by its service thread and read by anyone
+/// (status, the benchmark) without waiting.
+public final class UplinkCounters: Sendable {
+    let acknowledgedChunks = Atomic<Int>(0)
+    let acknowledgedBytes = Atomic<Int>(0)
+    let duplicates = Atomic<Int>(0)
+    let refusedChunks = Atomic<Int>(0)
+    let unreadableChunks = Atomic<Int>(0)
+    let protocolViolations = Atomic<Int>(0)
+    let bytesSent = Atomic<Int>(0)
+    let connections = Atomic<Int>(0)
+    let connected = Atomic<Bool>(false)
+    let pendingChunks = Atomic<Int>(0)
+    let pendingBytes = Atomic<Int>(0)
+    let oldestPendingCaptureNs = Atomic<Int64>(0)
+    let phase = Atomic<Int>(0)
+    /// Acknowledged chunks per channel (a lock per ack: a few a second).
+    let perChannel = Mutex<[String: Int]>([:])
+
+    init() {}
+
+    func acknowledge(_ chunk: ChunkMetadata, duplicate: Bool) {
+        acknowledgedChunks.add(1, ordering: .relaxed)
+        acknowledgedBytes.add(chunk.bytes, ordering: .relaxed)
+        if duplicate { duplicates.add(1, ordering: .relaxed) }
+        perChannel.withLock { $0[chunk.channelId, default: 0] += 1 }
+    }
+
+    static let phases: [UplinkMachine.Phase] = [.waiting, .connecting, .greeting, .streaming, .ending, .finished,
+                                                 .needsToken, .stopped]
+    static func code(_ phase: UplinkMachine.Phase) -> Int { phases.firstIndex(of: phase) ?? 0 }
+}
+
+/// Where an upload stands, for getStatus and `capturectl status`.
+public struct UplinkProgress: Sendable, Equatable, Codable {
+    public var phase: String
+    public var connected: Bool
+    public var chunksUploaded: Int
+    public var bytesUploaded: Int
+    public var chunksPending: Int
+    public var bytesPending: Int
+    /// Chunks the endpoint already had (resent after a lost ack).
+    public var duplicates: Int
+    /// Chunks the endpoint refused (each resent on a new connection).
+    public var refusedChunks: Int
+    /// Messages from the endpoint that broke the protocol (binary, oversized, malformed).
+    public var protocolViolations: Int
+    /// Spooled chunks that could not be read back (never sent; reported, not skipped).
+    public var unreadableChunks: Int
+    /// Connections that reached a welcome.
+    public var connections: Int
+    /// Age of the oldest chunk not yet acknowledged, from its capture (0: none pending).
+    public var uploadLagMs: Int64
+    public var chunksUploadedByChannel: [String: Int]
+}
+
+/// One session's upload to a capture endpoint: the facade the daemon and
+/// `capture-agent record` use. Thread-safe; every call returns at once (the work
+/// happens on the uplink's own thread, see `UplinkLoop`).
+///
+/// Lifecycle: `start` connects (when it has a token) and uploads each chunk
+/// `offer` names, deleting it from the spool on its ack; `finishCapture` says no
+/// more chunks come, and once everything is acknowledged the endpoint ends the
+/// stream (`complete` report). `stop` ends the thread at any point; what is not
+/// acknowledged stays in the spool for a later upload.
+public final class SessionUplink: Sendable {
+    public struct Configuration: Sendable {
+        public var target: UplinkTarget
+        public var sessionId: String
+        public var channels: [UplinkChannel]
+        public var sessionDirectory: String
+        public var agent = "capture-agent"
+        /// PEM CA bundle for wss (nil: the system's).
+        public var caFile: String?
+        public var pingSeconds: UInt16 = 10
+        /// No pong or other traffic for this long: the connection is dead.
+        public var hangupSeconds: UInt16 = 25
+        public var timing = UplinkMachine.Timing()
+
+        public init(target: UplinkTarget, sessionId: String, channels: [UplinkChannel], sessionDirectory: String) {
+            self.target = target
+            self.sessionId = sessionId
+            self.channels = channels
+            self.sessionDirectory = sessionDirectory
+        }
+    }
+
+    public let configuration: Configuration
+    public let counters = UplinkCounters()
+    private let loop: UplinkLoop
+
+    public init(_ configuration: Configuration, token: String?,
+                onReport: @escaping @Sendable (UplinkMachine.UplinkReport) -> Void) throws(CaptureError) {
+        self.configuration = configuration
+        let machine = UplinkMachine(sessionId: configuration.sessionId, channels: configuration.channels, token: token,
+                                    agent: configuration.agent, timing: configuration.timing,
+                                    seed: UInt64(truncatingIfNeeded: MonotonicClock.now()))
+        loop = try UplinkLoop(machine: machine, target: configuration.target,
+                              spool: UplinkSpool(sessionDirectory: configuration.sessionDirectory),
+                              caFile: configuration.caFile, pingSeconds: configuration.pingSeconds,
+                              hangupSeconds: configuration.hangupSeconds, counters: counters, onReport: onReport)
+    }
+
+    public func start() { loop.start() }
+
+    /// A chunk is complete in the spool.
+    public func offer(_ chunk: ChunkMetadata) { loop.post(.offer(chunk)) }
+
+    /// Every chunk is offered.
+    public func finishCapture() { loop.post(.finishCapture) }
+
+    public func updateToken(_ token: String) { loop.post(.updateToken(token)) }
+
+    /// Ends the uplink's thread (the spool keeps what is not acknowledged). Waits up to `timeout`.
+    @discardableResult
+    public func stop(timeout: Duration = .seconds(5)) -> Bool {
+        loop.post(.stop)
+        return loop.waitUntilStopped(timeout: timeout)
+    }
+
+    public var progress: UplinkProgress {
+        let c = counters
+        let oldest = c.oldestPendingCaptureNs.load(ordering: .relaxed)
+        let lag = oldest > 0 ? max(0, (WallClock.now() - oldest) / 1_000_000) : 0
+        return UplinkProgress(
+            phase: UplinkCounters.phases[c.phase.load(ordering: .relaxed)].rawValue,
+            connected: c.connected.load(ordering: .relaxed),
+            chunksUploaded: c.acknowledgedChunks.load(ordering: .relaxed),
+            bytesUploaded: c.acknowledgedBytes.load(ordering: .relaxed),
+            chunksPending: c.pendingChunks.load(ordering: .relaxed),
+            bytesPending: c.pendingBytes.load(ordering: .relaxed),
+            duplicates: c.duplicates.load(ordering: .relaxed),
+            refusedChunks: c.refusedChunks.load(ordering: .relaxed),
+            protocolViolations: c.protocolViolations.load(ordering: .relaxed),
+            unreadableChunks: c.unreadableChunks.load(ordering: .relaxed),
+            connections: c.connections.load(ordering: .relaxed),
+            uplinkLag: lag,
+            byChannel: c.perChannel.withLock { $0 })
+    }
+}
+
+extension UplinkProgress {
+    init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int, bytesPending: Int,
+         duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int, connections: Int,
+         uplinkLag: Int64, byChannel: [String: Int]) {
+        self.phase = phase
+        self.connected = connected
+        self.chunksUploaded = chunksUploaded
+        self.bytesUploaded = bytesUploaded
+        self.chunksPending = chunksPending
+        self.bytesPending = bytesPending
+        self.duplicates = duplicates
+        self.refusedChunks = refusedChunks
+        self.protocolViolations = protocolViolations
+        self.unreadableChunks = unreadableChunks
+        self.connections = connections
+        self.uploadLagMs = uplinkLag
+        self.chunksUploadedByChannel = byChannel
+    }
+}

@@ -1,0 +1,375 @@
+import CaptureCore
+import CaptureUplink
+
+/// The client side of docs/uplink-protocol.md for one session, as a value type:
+/// no sockets, no threads, no clock of its own. The service thread feeds it what
+/// happened (a chunk spooled, the socket opened, a message, a close, time passing)
+/// and carries out the actions it returns, in order. The unit tests drive it the
+/// same way with scripted endpoints.
+///
+///     waiting --connect--> connecting --opened/hello--> greeting --welcome--> streaming
+///        ^                                                                     |  end (all acked)
+///        +---------------- closed (backoff) <----------------------------------+  ending --ended--> finished
+///     needsToken: the endpoint refused the token (4010-4012); `updateToken` goes on
+///     stopped: the endpoint refused the session for good (4003/4004, a protocol error)
+///
+/// The spool is the truth until an ack: a chunk is deleted only after its ack (or
+/// after a welcome says it is stored), and everything unacknowledged is sent again
+/// on the next connection, from the welcome's `nextSeq`.
+public struct UplinkMachine: Sendable {
+    public enum Phase: String, Sendable {
+        case waiting, connecting, greeting, streaming, ending, finished, needsToken, stopped
+    }
+
+    /// What the driver does, in the order given.
+    public enum Action: Sendable, Equatable {
+        /// Open a WebSocket to the endpoint.
+        case connect
+        /// Send a text message (hello, end).
+        case sendText(String)
+        /// Read the chunk's file from the spool and send it as one chunk frame.
+        case sendChunk(ChunkMetadata)
+        /// The endpoint stores the chunk: delete it from the spool.
+        case delete(ChunkMetadata)
+        /// Close the connection with a close frame.
+        case close(code: UInt16, reason: String)
+        /// Drop the connection at once (a dead peer, a broken stream).
+        case abort(reason: String)
+        case report(UplinkReport)
+    }
+
+    /// What the session's owner hears about.
+    public enum UplinkReport: Sendable, Equatable {
+        case connected(resumedFrom: [String: Int])
+        case acknowledged(ChunkMetadata, duplicate: Bool, atNs: Int64)
+        case disconnected(code: UInt16?, reason: String, retryInNs: Int64)
+        /// The token is unknown, expired or revoked (its close code); capture goes on into the spool.
+        case tokenRejected(code: UInt16)
+        /// The endpoint refused the session for good; the chunks stay in the spool.
+        case refused(code: UInt16?, reason: String)
+        /// A chunk the endpoint refused (the stream resumes from the welcome).
+        case chunkRefused(UplinkErrorMessage)
+        /// Every chunk is acknowledged and the endpoint answered `end` with `ended`.
+        case complete(UplinkEnded)
+    }
+
+    public struct Timing: Sendable {
+        /// No welcome this long after the socket opened: drop it.
+        public var welcomeTimeoutNs: Int64 = 15_000_000_000
+        /// Chunks in flight and no ack for this long: the peer is dead or stuck; drop it.
+        public var ackTimeoutNs: Int64 = 30_000_000_000
+        /// A connection attempt that neither opens nor fails for this long is dropped.
+        public var connectTimeoutNs: Int64 = 15_000_000_000
+        public var backoff = UplinkBackoff.Policy()
+        public init() {}
+    }
+
+    struct ChannelQueue: Sendable {
+        /// Spooled and not acknowledged, in seq order.
+        var pending: [ChunkMetadata] = []
+        /// How many of `pending` (from the front) were sent on this connection.
+        var sent = 0
+        /// The highest seq ever offered (a repeated offer is ignored).
+        var highestSeq = -1
+        /// The endpoint holds the channel's final chunk.
+        var complete = false
+        /// The seq the endpoint said it expects (last welcome, then acks).
+        var endpointNextSeq = 0
+    }
+
+    public let sessionId: String
+    public let channels: [UplinkChannel]
+    public let agent: String
+    public private(set) var phase: Phase = .waiting
+    var queues: [String: ChannelQueue]
+    var token: String?
+    var captureFinished = false
+    var window = 1
+    var inFlight = 0
+    var backoff: UplinkBackoff
+    let timing: Timing
+    /// When the current phase's timer expires (connect, welcome, ack, retry); 0: none.
+    var deadlineNs: Int64 = 0
+    var lastProgressNs: Int64 = 0
+
+    public init(sessionId: String, channels: [UplinkChannel], token: String?, agent: String,
+                timing: Timing = Timing(), seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
+        self.sessionId = sessionId
+        self.channels = channels
+        self.agent = agent
+        self.token = token
+        self.timing = timing
+        self.backoff = UplinkBackoff(policy: timing.backoff, seed: seed)
+        self.queues = Dictionary(uniqueKeysWithValues: channels.map { ($0.channelId, ChannelQueue()) })
+        if token == nil { phase = .needsToken }
+    }
+
+    // MARK: What the owner sees
+
+    /// Chunks spooled and not yet acknowledged, over all channels.
+    public var pendingChunks: Int { queues.values.reduce(0) { $0 + $1.pending.count } }
+    public var pendingBytes: Int { queues.values.reduce(0) { $0 + $1.pending.reduce(0) { $0 + $1.bytes } } }
+    /// Capture time of the oldest chunk not yet acknowledged (Unix ns), if any.
+    public var oldestPendingCaptureNs: Int64? {
+        queues.values.compactMap { $0.pending.first?.captureTimeUnixNs }.min()
+    }
+    public var chunksInFlight: Int { inFlight }
+    public var hasToken: Bool { token != nil }
+
+    // MARK: Inputs
+
+    /// The machine's first actions: connect when it has a token.
+    public mutating func begin(nowNs: Int64) -> [Action] {
+        guard phase == .waiting else { return [] }
+        return connect(nowNs: nowNs)
+    }
+
+    /// A chunk is in the spool (metadata published). Offers of a seq already offered are ignored.
+    public mutating func offer(_ chunk: ChunkMetadata, nowNs: Int64) -> [Action] {
+        guard var q = queues[chunk.channelId], chunk.seq > q.highestSeq, !q.complete else { return [] }
+        q.highestSeq = chunk.seq
+        if chunk.seq < q.endpointNextSeq {
+            // Stored already (a recovered spool the endpoint has seen): nothing to send.
+            queues[chunk.channelId] = q
+            return [.delete(chunk)]
+        }
+        q.pending.append(chunk)
+        queues[chunk.channelId] = q
+        return phase == .streaming ? sendWhatFits(nowNs: nowNs) : []
+    }
+
+    /// Capture is over: every chunk is offered. When some channel has no final chunk
+    /// (the spool of an agent that died mid-session), `end` says the stream was
+    /// interrupted and the endpoint closes it with what it has.
+    public mutating func finishCapture(nowNs: Int64) -> [Action] {
+        captureFinished = true
+        return phase == .streaming ? sendWhatFits(nowNs: nowNs) : []
+    }
+
+    /// A new token (`updateToken`): used from the next connection on; a machine that
+    /// waited for one connects at once.
+    public mutating func updateToken(_ token: String, nowNs: Int64) -> [Action] {
+        self.token = token
+        switch phase {
+        case .needsToken:
+            backoff.reset()
+            return connect(nowNs: nowNs)
+        case .waiting:
+            // Retry now rather than after the backoff: the token may be why it failed.
+            return connect(nowNs: nowNs)
+        default:
+            return []
+        }
+    }
+
+    /// The WebSocket is open: say hello.
+    public mutating func opened(nowNs: Int64) -> [Action] {
+        guard phase == .connecting, let token else { return [.abort(reason: "no token")] }
+        phase = .greeting
+        deadlineNs = nowNs + timing.welcomeTimeoutNs
+        let hello = UplinkHello(token: token, sessionId: sessionId, agent: agent, channels: channels)
+        return [.sendText(UplinkTextMessage.encode(hello))]
+    }
+
+    /// A text message from the endpoint.
+    public mutating func received(_ text: String, nowNs: Int64) -> [Action] {
+        let message: UplinkTextMessage
+        do throws(UplinkError) {
+            message = try UplinkTextMessage(decoding: text)
+        } catch {
+            return [.close(code: 1002, reason: "bad message from the endpoint")]
+        }
+        switch (phase, message) {
+        case (.greeting, .welcome(let welcome)):
+            return welcomed(welcome, nowNs: nowNs)
+        case (.streaming, .ack(let ack)), (.ending, .ack(let ack)):
+            return acknowledged(ack, nowNs: nowNs)
+        case (.streaming, .error(let error)), (.ending, .error(let error)), (.greeting, .error(let error)):
+            return refused(error, nowNs: nowNs)
+        case (.ending, .ended(let ended)):
+            phase = .finished
+            deadlineNs = 0
+            return [.report(.complete(ended))]
+        default:
+            // A message out of place: the stream can no longer be trusted; start over.
+            return [.close(code: 1002, reason: "unexpected message from the endpoint")]
+        }
+    }
+
+    /// The endpoint sent a binary message or one over the size limit: start over.
+    public mutating func protocolViolation(closeCode: UInt16, reason: String) -> [Action] {
+        [.close(code: closeCode, reason: reason)]
+    }
+
+    /// The connection is gone (or never opened). `code`: the peer's close code, nil
+    /// when none came (a drop, a refused connection, a timeout).
+    public mutating func closed(code: UInt16?, reason: String, nowNs: Int64) -> [Action] {
+        let wasPhase = phase
+        resetConnection()
+        switch wasPhase {
+        case .finished:
+            return []
+        case .needsToken, .stopped:
+            return []
+        default:
+            break
+        }
+        switch code {
+        case UplinkCloseCode.tokenInvalid.rawValue, UplinkCloseCode.tokenExpired.rawValue,
+             UplinkCloseCode.tokenRevoked.rawValue:
+            phase = .needsToken
+            token = nil
+            return [.report(.tokenRejected(code: code!))]
+        case UplinkCloseCode.sessionClosed.rawValue, UplinkCloseCode.sessionNotFound.rawValue,
+             UplinkCloseCode.protocolError.rawValue, UplinkCloseCode.unsupportedProtocol.rawValue, 1009:
+            phase = .stopped
+            return [.report(.refused(code: code, reason: reason))]
+        default:
+            let delay = backoff.next()
+            phase = .waiting
+            deadlineNs = nowNs + delay
+            return [.report(.disconnected(code: code, reason: reason, retryInNs: delay))]
+        }
+    }
+
+    /// Time passed: retries and watchdogs.
+    public mutating func tick(nowNs: Int64) -> [Action] {
+        guard deadlineNs > 0, nowNs >= deadlineNs else { return [] }
+        switch phase {
+        case .waiting:
+            return connect(nowNs: nowNs)
+        case .connecting:
+            deadlineNs = 0
+            return [.abort(reason: "connection attempt timed out")]
+        case .greeting:
+            deadlineNs = 0
+            return [.abort(reason: "no welcome in \(timing.welcomeTimeoutNs / 1_000_000_000) s")]
+        case .streaming, .ending:
+            deadlineNs = 0
+            return [.abort(reason: "no acknowledgement in \(timing.ackTimeoutNs / 1_000_000_000) s")]
+        case .finished, .needsToken, .stopped:
+            deadlineNs = 0
+            return []
+        }
+    }
+
+    // MARK: Steps
+
+    private mutating func connect(nowNs: Int64) -> [Action] {
+        guard token != nil else {
+            phase = .needsToken
+            deadlineNs = 0
+            return []
+        }
+        phase = .connecting
+        deadlineNs = nowNs + timing.connectTimeoutNs
+        return [.connect]
+    }
+
+    private mutating func resetConnection() {
+        inFlight = 0
+        deadlineNs = 0
+        for id in queues.keys { queues[id]!.sent = 0 }
+    }
+
+    private mutating func welcomed(_ welcome: UplinkWelcome, nowNs: Int64) -> [Action] {
+        var actions: [Action] = []
+        var resumed: [String: Int] = [:]
+        for progress in welcome.channels {
+            guard var q = queues[progress.channelId] else { continue }
+            q.endpointNextSeq = progress.nextSeq
+            q.complete = progress.complete
+            // What the endpoint stores already leaves the spool now.
+            while let first = q.pending.first, first.seq < progress.nextSeq || progress.complete {
+                actions.append(.delete(first))
+                q.pending.removeFirst()
+            }
+            q.sent = 0
+            queues[progress.channelId] = q
+            resumed[progress.channelId] = progress.nextSeq
+        }
+        window = max(1, welcome.window)
+        inFlight = 0
+        phase = .streaming
+        deadlineNs = 0
+        actions.append(.report(.connected(resumedFrom: resumed)))
+        actions += sendWhatFits(nowNs: nowNs)
+        return actions
+    }
+
+    private mutating func acknowledged(_ ack: UplinkAck, nowNs: Int64) -> [Action] {
+        guard var q = queues[ack.channelId] else {
+            return [.close(code: 1002, reason: "ack for an unknown channel")]
+        }
+        guard q.sent > 0, let head = q.pending.first, head.seq == ack.seq else {
+            // Acks come in the order chunks were sent; anything else is a confused peer.
+            return [.close(code: 1002, reason: "ack out of order")]
+        }
+        q.pending.removeFirst()
+        q.sent -= 1
+        q.endpointNextSeq = ack.seq + 1
+        if head.isFinal { q.complete = true }
+        queues[ack.channelId] = q
+        inFlight -= 1
+        lastProgressNs = nowNs
+        backoff.reset()   // the endpoint takes chunks again: the next drop retries fast
+        deadlineNs = inFlight > 0 ? nowNs + timing.ackTimeoutNs : 0
+        var actions: [Action] = [.delete(head), .report(.acknowledged(head, duplicate: ack.duplicate, atNs: nowNs))]
+        actions += sendWhatFits(nowNs: nowNs)
+        return actions
+    }
+
+    private mutating func refused(_ error: UplinkErrorMessage, nowNs: Int64) -> [Action] {
+        switch error.code {
+        case .channelComplete:
+            // Stored already, final chunk included: what was sent for the channel is done.
+            guard let id = error.channelId, var q = queues[id], let seq = error.seq,
+                  let head = q.pending.first, head.seq == seq, q.sent > 0 else {
+                return [.close(code: 1002, reason: "channel-complete for a chunk not in flight")]
+            }
+            q.pending.removeFirst()
+            q.sent -= 1
+            q.complete = true
+            queues[id] = q
+            inFlight -= 1
+            return [.delete(head)] + sendWhatFits(nowNs: nowNs)
+        case .incomplete:
+            // `end` came too early for the endpoint (it lacks a final chunk the agent never
+            // made): reconnect; the welcome says where each channel stands.
+            return [.report(.chunkRefused(error)), .close(code: 1000, reason: "resuming")]
+        default:
+            // The chunk was not stored; the ones after it will be refused too. Resume from
+            // what the endpoint has, on a new connection (its welcome says where).
+            return [.report(.chunkRefused(error)), .close(code: 1000, reason: "resuming after \(error.code.rawValue)")]
+        }
+    }
+
+    /// Sends pending chunks, oldest capture first, while the window has room; then
+    /// `end` once capture is over and everything is acknowledged.
+    private mutating func sendWhatFits(nowNs: Int64) -> [Action] {
+        guard phase == .streaming else { return [] }
+        var actions: [Action] = []
+        while inFlight < window {
+            var best: String?
+            var bestTime = Int64.max
+            for (id, q) in queues where q.sent < q.pending.count {
+                let t = q.pending[q.sent].captureTimeUnixNs
+                if t < bestTime || (t == bestTime && id < best!) { best = id; bestTime = t }
+            }
+            guard let id = best else { break }
+            let chunk = queues[id]!.pending[queues[id]!.sent]
+            queues[id]!.sent += 1
+            inFlight += 1
+            actions.append(.sendChunk(chunk))
+        }
+        if inFlight > 0 {
+            if deadlineNs == 0 { deadlineNs = nowNs + timing.ackTimeoutNs }
+        } else if captureFinished, pendingChunks == 0 {
+            let allFinal = queues.values.allSatisfy(\.complete)
+            phase = .ending
+            deadlineNs = nowNs + timing.ackTimeoutNs
+            actions.append(.sendText(UplinkTextMessage.encode(UplinkEnd(interrupted: allFinal ? nil : true))))
+        }
+        return actions
+    }
+}
