@@ -205,6 +205,10 @@ let package = Package(
             ]),
         .testTarget(
             name: "CaptureDaemonTests",
-            dependencies: ["CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport"]),
+            dependencies: [
+                "CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport",
+                // Reads what the live capture-endpoint stored (its SQLite index), as a backend would not need to.
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
     ]
 )

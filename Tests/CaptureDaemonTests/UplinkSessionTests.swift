@@ -1,0 +1,92 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// The whole flow on one machine: a backend makes a session and a token at a real
+/// capture-endpoint process, a real agent daemon records the rig's screen, mic and
+/// system audio into its spool and uploads every chunk over its libwebsockets
+/// uplink, and what the endpoint stored is checked file by file.
+final class UplinkSessionTests: XCTestCase {
+    static let channels: JSONValue = .array(["display:1", "mic:default", "system_audio:default"].map {
+        .object(["channel_id": .string($0)])
+    })
+
+    static func start(_ client: ControlClient, session: String, token: String, endpoint: LiveEndpoint,
+                      file: StaticString = #filePath, line: UInt = #line) throws {
+        _ = try client.ok("startRecording", [
+            "sessionId": .string(session), "uploadToken": .string(token), "endpoint": .string(endpoint.baseURL),
+            "channels": channels,
+        ], file: file, line: line)
+    }
+
+    /// Chunks per channel of a stop's summary.
+    static func spooledChunks(_ stopResult: JSONValue) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for c in stopResult["summary"]?["channels"]?.arrayValue ?? [] {
+            if let id = c["channel"]?.stringValue, let n = c["chunks"]?.int64Value { out[id] = Int(n) }
+        }
+        return out
+    }
+
+    /// 20 s of display + mic + system audio: every chunk reaches the endpoint once, with the
+    /// bytes the agent hashed; recording-complete comes after the last ack (the endpoint
+    /// already holds everything when it does); the spool and the token file are gone; the
+    /// export plays for 20 s with a picture and the audio tracks.
+    func testTwentySecondSessionArrivesWholeAndExports() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "whole")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let token = try endpoint.mintToken()
+
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-whole")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        try Self.start(client, session: session, token: token, endpoint: endpoint)
+        let tokenFile = daemon.runtimeDir + "/capture-agent/tokens/" + session
+        XCTAssertEqual(try? String(contentsOfFile: tokenFile, encoding: .utf8), token, "kept for a restart, in the runtime dir")
+        let mode = (try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? NSNumber)?.intValue
+        XCTAssertEqual(mode, 0o600)
+
+        // While recording, status counts what the endpoint acknowledged.
+        Thread.sleep(forTimeInterval: 10)
+        let status = try client.ok("getStatus")
+        let upload = try XCTUnwrap(status["upload"])
+        XCTAssertEqual(upload["connected"]?.boolValue, true, "\(status)")
+        XCTAssertGreaterThanOrEqual(upload["chunksUploaded"]?.int64Value ?? 0, 3 * 8, "\(upload)")
+        XCTAssertLessThan(upload["uploadLagMs"]?.int64Value ?? .max, 3000, "\(upload)")
+        for channel in status["channels"]?.arrayValue ?? [] {
+            XCTAssertGreaterThanOrEqual(channel["chunksUploaded"]?.int64Value ?? 0, 8, "\(channel)")
+        }
+        XCTAssertNotNil(try client.event(.uploadProgress, within: 5), "upload-progress while recording")
+
+        Thread.sleep(forTimeInterval: 10)
+        let stopped = try client.ok("stopRecording")
+        let spooled = Self.spooledChunks(stopped)
+        XCTAssertEqual(spooled.count, 3, "\(stopped)")
+
+        let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 30), "no recording-complete; log:\n\(daemon.log)")
+        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        // The endpoint acknowledges only what it committed: everything is there already.
+        let stored = try endpoint.verifyStored(session)
+        XCTAssertEqual(stored, spooled, "every chunk the agent spooled is stored, once")
+        XCTAssertEqual(complete.data["chunks"]?.int64Value, Int64(spooled.values.reduce(0, +)))
+        XCTAssertEqual(try endpoint.session(session)["status"] as? String, "stopped")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), "the spool keeps nothing")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tokenFile), "the token file goes with the session")
+        XCTAssertFalse(daemon.log.contains(token), "the token never reaches the log")
+        XCTAssertFalse(endpoint.log.contains(token))
+
+        let mp4 = try endpoint.export(session)
+        let probe = try Media.probe(mp4)
+        let video = try XCTUnwrap(probe.stream("video"))
+        XCTAssertEqual(video.codecName, "h264")
+        XCTAssertEqual(video.width, 1920)
+        XCTAssertEqual(video.height, 1080)
+        XCTAssertEqual(probe.formatDuration, 20, accuracy: 0.6, "the export is as long as the session")
+        XCTAssertEqual(probe.streams.filter { $0.codecType == "audio" }.count, 3, "the mix and each audio channel")
+    }
+}
