@@ -15,6 +15,11 @@ struct DaemonSandbox {
     var stateDir: String { root + "/state" }
     var configDir: String { root + "/config" }
 
+    /// The directories of an earlier daemon (a restart of the same agent).
+    init(existing root: String) {
+        self.root = root
+    }
+
     init(kind: String, name: String) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent(
             "capture-\(kind)-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
@@ -62,14 +67,14 @@ final class DaemonProcess {
     ///   - arguments: extra daemon arguments.
     ///   - env: extra environment (nil values remove a variable).
     init(rig: TestRig?, name: String, arguments: [String] = [], env: [String: String?] = [:],
-         launcher: [String] = [], waitForSocket: Bool = true) throws {
-        let sandbox = try DaemonSandbox(kind: "daemon", name: name)
+         launcher: [String] = [], waitForSocket: Bool = true, reusing earlier: DaemonProcess? = nil) throws {
+        let sandbox = try earlier.map { DaemonSandbox(existing: $0.root) } ?? DaemonSandbox(kind: "daemon", name: name)
         root = sandbox.root
         runtimeDir = sandbox.runtimeDir
         stateDir = sandbox.stateDir
         configDir = sandbox.configDir
         socketPath = runtimeDir + "/capture-agent/control.sock"
-        logPath = root + "/daemon.log"
+        logPath = root + "/daemon-\(name).log"
         var e = sandbox.environment(rig: rig)
         for (k, v) in env { e[k] = v }
         environment = e

@@ -1,0 +1,179 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// Faults of the endpoint, the network and the agent during a live upload: nothing the
+/// agent captured is lost, nothing is stored twice, and the agent keeps answering.
+final class UplinkFaultTests: XCTestCase {
+    /// Stops the session, waits for recording-complete (endpoint) and checks the endpoint
+    /// holds exactly what the agent spooled.
+    func finish(_ client: ControlClient, daemon: DaemonProcess, endpoint: LiveEndpoint, session: String,
+                within seconds: Double = 90, file: StaticString = #filePath, line: UInt = #line) throws {
+        let stopped = try client.ok("stopRecording", file: file, line: line)
+        let spooled = UplinkSessionTests.spooledChunks(stopped)
+        XCTAssertEqual(spooled.count, 3, "\(stopped)", file: file, line: line)
+        let complete = try XCTUnwrap(try client.event(.recordingComplete, within: seconds),
+                                     "no recording-complete; log:\n\(daemon.log.suffix(4000))", file: file, line: line)
+        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint", file: file, line: line)
+        let stored = try endpoint.verifyStored(session, file: file, line: line)
+        XCTAssertEqual(stored, spooled, "no chunk missing, none twice", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), file: file, line: line)
+    }
+
+    /// The control socket answers while the upload is in trouble.
+    func assertAnswers(_ daemon: DaemonProcess, file: StaticString = #filePath, line: UInt = #line) throws -> JSONValue {
+        // A fresh connection each time: a hung daemon would not accept or answer it.
+        let probe = try daemon.client()
+        return try probe.ok("getStatus", timeout: .seconds(10), file: file, line: line)
+    }
+
+    /// The endpoint SIGKILLed and restarted five times during a 60 s session.
+    func testEndpointKilledFiveTimesDuringAMinuteLosesAndDoublesNothing() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "kill5")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-kill5")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(), endpoint: endpoint)
+        for _ in 0..<5 {
+            Thread.sleep(forTimeInterval: 9)
+            endpoint.kill9()
+            Thread.sleep(forTimeInterval: 1)
+            try endpoint.start()
+            _ = try assertAnswers(daemon)
+        }
+        Thread.sleep(forTimeInterval: 8)
+        let status = try assertAnswers(daemon)
+        XCTAssertGreaterThanOrEqual(status["upload"]?["connections"]?.int64Value ?? 0, 6, "\(status)")
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session)
+    }
+
+    /// The endpoint gone for two minutes: the spool grows, the agent answers, and it drains
+    /// once the endpoint is back.
+    func testEndpointUnreachableForTwoMinutesThenDrains() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "away")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-away")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(), endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 3)
+        XCTAssertEqual(endpoint.terminate(), 0)
+        var pending: [Int64] = []
+        for _ in 0..<12 {
+            Thread.sleep(forTimeInterval: 10)
+            let status = try assertAnswers(daemon)
+            XCTAssertEqual(status["upload"]?["connected"]?.boolValue, false)
+            pending.append(status["upload"]?["chunksPending"]?.int64Value ?? -1)
+        }
+        XCTAssertTrue(zip(pending, pending.dropFirst()).allSatisfy { $1 > $0 }, "the spool grows: \(pending)")
+        XCTAssertGreaterThanOrEqual(pending.last ?? 0, 3 * 110)
+        let lag = try assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? 0
+        XCTAssertGreaterThan(lag, 100_000, "the lag says how far behind the upload is")
+        try endpoint.start()
+        // Drains while recording goes on.
+        let deadline = Date().addingTimeInterval(90)
+        var drained = false
+        while Date() < deadline {
+            Thread.sleep(forTimeInterval: 2)
+            if let n = try assertAnswers(daemon)["upload"]?["chunksPending"]?.int64Value, n <= 6 { drained = true; break }
+        }
+        XCTAssertTrue(drained, "the spool drains once the endpoint is back; log:\n\(daemon.log.suffix(3000))")
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session)
+    }
+
+    /// The agent SIGKILLed mid-session and started again: the chunks its spool kept arrive
+    /// (with the token it kept in its runtime dir), and the stream ends as interrupted.
+    func testAgentKilledMidSessionDeliversItsSpoolAfterRestart() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "agentkill")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let token = try endpoint.mintToken()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-agentkill")
+        let client = try daemon.client()
+        try UplinkSessionTests.start(client, session: session, token: token, endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 3)
+        // The endpoint goes away first so that the spool holds chunks when the agent dies.
+        endpoint.kill9()
+        Thread.sleep(forTimeInterval: 5)
+        let spooled = try spooledChunkFiles(daemon.sessionDirectory(session))
+        XCTAssertGreaterThanOrEqual(spooled, 9, "chunks wait in the spool")
+        kill(daemon.process.processIdentifier, SIGKILL)
+        daemon.process.waitUntilExit()
+        try endpoint.start()
+
+        let again = try DaemonProcess(rig: rig, name: "uplink-agentkill-2", reusing: daemon)
+        let second = try again.client()
+        // The resumed upload may finish before this subscription: then it is among the recent events.
+        let recent = (try second.ok("subscribeEvents")["recent"]?.arrayValue ?? []).compactMap(ControlEvent.init)
+        let complete = try XCTUnwrap(try recent.first { $0.name == ControlEventName.recordingComplete.rawValue }
+            ?? second.event(.recordingComplete, within: 60), "log:\n\(again.log.suffix(3000))")
+        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        let stored = try endpoint.verifyStored(session, interrupted: true)
+        XCTAssertEqual(stored.count, 3)
+        XCTAssertGreaterThanOrEqual(stored.values.reduce(0, +), spooled, "everything the spool had, and what came before")
+        XCTAssertEqual(try endpoint.session(session)["status"] as? String, "stopped")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: again.sessionDirectory(session)))
+        XCTAssertTrue(again.log.contains("resuming the upload of an earlier session"))
+        _ = try endpoint.export(session)
+    }
+
+    /// A token the endpoint does not know, and one that expires mid-session: clear errors
+    /// and events, capture goes on, and after updateToken everything arrives.
+    func testBadAndExpiredTokensThenUpdateTokenLosesNothing() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "tokens")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-tokens")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+
+        // Unknown token.
+        let first = try endpoint.createSession()
+        try UplinkSessionTests.start(client, session: first, token: "cct_not_a_token_the_endpoint_made", endpoint: endpoint)
+        let rejected = try XCTUnwrap(try client.event(.tokenExpired, within: 10))
+        XCTAssertEqual(rejected.data["reason"]?.stringValue, "invalid")
+        XCTAssertEqual(rejected.data["closeCode"]?.int64Value, 4010)
+        Thread.sleep(forTimeInterval: 3)
+        var status = try assertAnswers(daemon)
+        XCTAssertEqual(status["state"]?.stringValue, "active", "capture goes on")
+        XCTAssertEqual(status["upload"]?["phase"]?.stringValue, "needsToken")
+        _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        try finish(client, daemon: daemon, endpoint: endpoint, session: first)
+
+        // A token that expires after 4 s of a 12 s session.
+        let second = try endpoint.createSession()
+        try UplinkSessionTests.start(client, session: second, token: try endpoint.mintToken(expiresIn: 4), endpoint: endpoint)
+        let expired = try XCTUnwrap(try client.event(.tokenExpired, within: 15))
+        XCTAssertEqual(expired.data["reason"]?.stringValue, "expired")
+        XCTAssertEqual(expired.data["closeCode"]?.int64Value, 4011)
+        Thread.sleep(forTimeInterval: 6)
+        status = try assertAnswers(daemon)
+        XCTAssertGreaterThan(status["upload"]?["chunksPending"]?.int64Value ?? 0, 6, "the spool holds what waits: \(status)")
+        _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        Thread.sleep(forTimeInterval: 2)
+        try finish(client, daemon: daemon, endpoint: endpoint, session: second)
+        XCTAssertTrue(daemon.log.contains("refused the upload token"))
+    }
+
+    func spooledChunkFiles(_ directory: String) throws -> Int {
+        var n = 0
+        for channel in try FileManager.default.contentsOfDirectory(atPath: directory) {
+            let path = directory + "/" + channel
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { continue }
+            n += names.filter { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }.count
+        }
+        return n
+    }
+}

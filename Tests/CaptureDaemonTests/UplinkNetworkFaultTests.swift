@@ -1,0 +1,94 @@
+import CaptureControl
+import CaptureCore
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// The network between the agent and a real endpoint misbehaves (a fault proxy on
+/// loopback injects it): a blackhole, delay with loss, an endpoint side that sends
+/// garbage. The upload survives each, loses nothing and doubles nothing.
+final class UplinkNetworkFaultTests: XCTestCase {
+    let faults = UplinkFaultTests()
+
+    func begin(_ name: String) throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String) {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: name)
+        try endpoint.start()
+        let proxy = try FaultProxy(upstreamPort: endpoint.port)
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-\(name)")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", [
+            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
+            "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": UplinkSessionTests.channels,
+        ])
+        return (endpoint, proxy, daemon, client, session)
+    }
+
+    /// Packets dropped, not refused, for a minute: the agent notices the dead peer on its own
+    /// (no RST comes), keeps capturing into the spool and answering, and drains after.
+    func testBlackholedEndpointIsDetectedAndTheSpoolDrainsAfter() throws {
+        let (endpoint, proxy, daemon, client, session) = try begin("blackhole")
+        defer { endpoint.terminate(); proxy.stop() }
+        Thread.sleep(forTimeInterval: 4)
+        proxy.mode = .blackhole
+        var pending: [Int64] = []
+        var disconnected = false
+        for _ in 0..<12 {
+            Thread.sleep(forTimeInterval: 5)
+            let upload = try faults.assertAnswers(daemon)["upload"]
+            pending.append(upload?["chunksPending"]?.int64Value ?? -1)
+            if upload?["connected"]?.boolValue == false { disconnected = true }
+        }
+        XCTAssertTrue(disconnected, "the dead connection was dropped; log:\n\(daemon.log.suffix(2000))")
+        XCTAssertGreaterThan(pending.last ?? 0, 3 * 50, "the spool grows: \(pending)")
+        XCTAssertTrue(daemon.log.contains("uplink disconnected"))
+        proxy.mode = .pass
+        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
+    }
+
+    /// 200 ms each way and 5 % of segments retransmitted, for a 30 s session.
+    func testDelayAndLossSlowTheUploadButLoseNothing() throws {
+        let (endpoint, proxy, daemon, client, session) = try begin("impaired")
+        defer { endpoint.terminate(); proxy.stop() }
+        proxy.mode = .impaired(delayMs: 200, lossPercent: 5)
+        var lags: [Int64] = []
+        for _ in 0..<6 {
+            Thread.sleep(forTimeInterval: 5)
+            lags.append(try faults.assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? -1)
+        }
+        // Keeping up: the upload lags by round trips, not by a growing backlog.
+        XCTAssertLessThan(lags.suffix(3).max() ?? .max, 10_000, "\(lags)")
+        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
+    }
+
+    /// The endpoint side sends a binary frame, an oversized text frame, text that is not
+    /// JSON, and a frame cut off by the connection's end, one per connection: the agent
+    /// drops each of those connections, counts the violations, and delivers everything.
+    func testGarbageFromTheEndpointSideIsSurvived() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "garbage")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let proxy = try FaultProxy(upstreamPort: endpoint.port)
+        defer { proxy.stop() }
+        for injection in [FaultProxy.Injection.binaryFrame, .oversizedText, .notJSON, .closeMidFrame] {
+            proxy.injectOnNextConnection(injection)
+        }
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-garbage")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", [
+            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
+            "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": UplinkSessionTests.channels,
+        ])
+        Thread.sleep(forTimeInterval: 15)
+        let upload = try XCTUnwrap(try faults.assertAnswers(daemon)["upload"])
+        XCTAssertGreaterThanOrEqual(upload["protocolViolations"]?.int64Value ?? 0, 3, "\(upload)")
+        XCTAssertGreaterThanOrEqual(proxy.connections, 5)
+        XCTAssertEqual(upload["connected"]?.boolValue, true, "recovered: \(upload)")
+        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session)
+    }
+}

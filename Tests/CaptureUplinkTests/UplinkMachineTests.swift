@@ -1,0 +1,228 @@
+import CaptureCore
+import CaptureUplink
+import Foundation
+import WebSocketUplink
+import XCTest
+
+/// The agent's uplink protocol, driven as a value type with scripted endpoints: what it
+/// sends, deletes and reports for each thing that happens.
+final class UplinkMachineTests: XCTestCase {
+    static let channels = [
+        UplinkChannel(channelId: "display:1", mediaType: .video, codec: "h264", chunkDurationNs: 1_000_000_000),
+        UplinkChannel(channelId: "mic:default", mediaType: .audio, codec: "aac", chunkDurationNs: 1_000_000_000),
+    ]
+
+    static func chunk(_ channel: String, _ seq: Int, final: Bool = false) -> ChunkMetadata {
+        ChunkMetadata(sessionId: "cap-1", channelId: channel, mediaType: channel.hasPrefix("display") ? .video : .audio,
+                      codec: channel.hasPrefix("display") ? "h264" : "aac", seq: seq,
+                      file: ChunkMetadata.mediaFileName(seq: seq), startPtsNs: Int64(seq) * 1_000_000_000,
+                      durationNs: 1_000_000_000, frames: 30, bytes: 1000 + seq,
+                      sha256: String(repeating: "a", count: 64),
+                      captureTimeUnixNs: 1_700_000_000_000_000_000 + Int64(seq) * 1_000_000_000 + (channel.hasPrefix("mic") ? 1 : 0),
+                      isFinal: final)
+    }
+
+    static func welcome(_ next: [String: Int], complete: Set<String> = [], window: Int = 16) -> String {
+        UplinkTextMessage.encode(UplinkWelcome(
+            sessionId: "cap-1", status: "starting",
+            channels: channels.map { UplinkChannelProgress(channelId: $0.channelId, nextSeq: next[$0.channelId] ?? 0,
+                                                           complete: complete.contains($0.channelId)) },
+            maxChunkBytes: 1 << 20, window: window))
+    }
+
+    static func ack(_ channel: String, _ seq: Int, duplicate: Bool = false) -> String {
+        UplinkTextMessage.encode(UplinkAck(channelId: channel, seq: seq, sha256: String(repeating: "a", count: 64),
+                                           duplicate: duplicate))
+    }
+
+    func sent(_ actions: [UplinkMachine.Action]) -> [String] {
+        actions.compactMap { if case .sendChunk(let c) = $0 { "\(c.channelId)#\(c.seq)" } else { nil } }
+    }
+
+    func deleted(_ actions: [UplinkMachine.Action]) -> [String] {
+        actions.compactMap { if case .delete(let c) = $0 { "\(c.channelId)#\(c.seq)" } else { nil } }
+    }
+
+    func texts(_ actions: [UplinkMachine.Action]) -> [String] {
+        actions.compactMap { if case .sendText(let t) = $0 { t } else { nil } }
+    }
+
+    /// Connected and welcomed from seq 0 on both channels.
+    func streaming(window: Int = 16) -> UplinkMachine {
+        var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+        XCTAssertEqual(m.begin(nowNs: 0), [.connect])
+        let hello = texts(m.opened(nowNs: 1))
+        XCTAssertEqual(hello.count, 1)
+        XCTAssertTrue(hello[0].contains(#""type":"hello""#) && hello[0].contains("cct_x"))
+        _ = m.received(Self.welcome([:], window: window), nowNs: 2)
+        XCTAssertEqual(m.phase, .streaming)
+        return m
+    }
+
+    func testSendsOldestFirstWithinTheWindowAndDeletesOnlyOnAck() {
+        var m = streaming(window: 3)
+        var out: [String] = []
+        for seq in 0..<3 {
+            out += sent(m.offer(Self.chunk("display:1", seq), nowNs: 10))
+            out += sent(m.offer(Self.chunk("mic:default", seq), nowNs: 10))
+        }
+        XCTAssertEqual(out, ["display:1#0", "mic:default#0", "display:1#1"], "three in flight, no more")
+        XCTAssertEqual(m.chunksInFlight, 3)
+        XCTAssertEqual(m.pendingChunks, 6)
+
+        let a = m.received(Self.ack("display:1", 0), nowNs: 20)
+        XCTAssertEqual(deleted(a), ["display:1#0"], "the ack, and only it, deletes")
+        XCTAssertEqual(sent(a), ["mic:default#1"], "the freed place goes to the oldest capture")
+        XCTAssertEqual(m.pendingChunks, 5)
+    }
+
+    func testAckOutOfOrderDropsTheConnection() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+        _ = m.offer(Self.chunk("display:1", 1), nowNs: 0)
+        let a = m.received(Self.ack("display:1", 1), nowNs: 1)
+        XCTAssertEqual(a, [.close(code: 1002, reason: "ack out of order")])
+        XCTAssertEqual(m.pendingChunks, 2, "nothing is deleted on a confused ack")
+    }
+
+    func testReconnectResumesFromTheWelcomeAndDeletesWhatIsStored() {
+        var m = streaming()
+        for seq in 0..<4 { _ = m.offer(Self.chunk("display:1", seq), nowNs: 0) }
+        _ = m.received(Self.ack("display:1", 0), nowNs: 1)
+        // The connection drops with 1..3 in flight; the endpoint had stored 1 and 2 (acks lost).
+        let dropped = m.closed(code: nil, reason: "gone", nowNs: 2)
+        guard case .report(.disconnected(nil, _, let retry))? = dropped.last else { return XCTFail("\(dropped)") }
+        XCTAssertGreaterThanOrEqual(retry, 250_000_000)
+        XCTAssertEqual(m.phase, .waiting)
+        XCTAssertEqual(m.tick(nowNs: 2 + retry - 1), [], "not before the backoff")
+        XCTAssertEqual(m.tick(nowNs: 2 + retry), [.connect])
+        _ = m.opened(nowNs: 3 + retry)
+        let w = m.received(Self.welcome(["display:1": 3]), nowNs: 4 + retry)
+        XCTAssertEqual(deleted(w), ["display:1#1", "display:1#2"], "stored per the welcome: deleted, not resent")
+        XCTAssertEqual(sent(w), ["display:1#3"])
+    }
+
+    func testBackoffGrowsToItsCapAndResetsAfterAnAck() {
+        var m = streaming()
+        var delays: [Int64] = []
+        var now: Int64 = 0
+        for _ in 0..<8 {
+            let a = m.closed(code: 1006, reason: "x", nowNs: now)
+            guard case .report(.disconnected(_, _, let d))? = a.last else { return XCTFail("\(a)") }
+            delays.append(d)
+            now += d
+            XCTAssertEqual(m.tick(nowNs: now), [.connect])
+        }
+        XCTAssertTrue(zip(delays, delays.dropFirst()).allSatisfy { $1 >= $0 / 2 }, "\(delays)")
+        XCTAssertLessThanOrEqual(delays.max()!, 13_000_000_000, "capped at 10 s + 30 % jitter")
+        XCTAssertGreaterThanOrEqual(delays.last!, 10_000_000_000)
+        // Progress resets it.
+        _ = m.opened(nowNs: now)
+        _ = m.received(Self.welcome([:]), nowNs: now)
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: now)
+        _ = m.received(Self.ack("display:1", 0), nowNs: now)
+        guard case .report(.disconnected(_, _, let d))? = m.closed(code: nil, reason: "x", nowNs: now).last else { return XCTFail() }
+        XCTAssertLessThan(d, 400_000_000)
+    }
+
+    func testRejectedTokenWaitsForUpdateTokenThenResumes() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+        let a = m.closed(code: UplinkCloseCode.tokenExpired.rawValue, reason: "token expired", nowNs: 1)
+        XCTAssertEqual(a, [.report(.tokenRejected(code: 4011))])
+        XCTAssertEqual(m.phase, .needsToken)
+        XCTAssertEqual(m.tick(nowNs: 100_000_000_000), [], "no retries with a dead token")
+        _ = m.offer(Self.chunk("display:1", 1), nowNs: 2)
+        XCTAssertEqual(m.pendingChunks, 2, "capture goes on into the spool")
+        XCTAssertEqual(m.updateToken("cct_new", nowNs: 3), [.connect])
+        let hello = texts(m.opened(nowNs: 4))
+        XCTAssertTrue(hello[0].contains("cct_new"))
+        XCTAssertEqual(sent(m.received(Self.welcome([:]), nowNs: 5)), ["display:1#0", "display:1#1"])
+    }
+
+    func testSessionRefusedForGoodStopsAndKeepsTheSpool() {
+        for code in [UplinkCloseCode.sessionClosed, .sessionNotFound, .protocolError, .unsupportedProtocol] {
+            var m = streaming()
+            _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+            let a = m.closed(code: code.rawValue, reason: "no", nowNs: 1)
+            XCTAssertEqual(a, [.report(.refused(code: code.rawValue, reason: "no"))])
+            XCTAssertEqual(m.phase, .stopped)
+            XCTAssertEqual(m.tick(nowNs: 1_000_000_000_000), [])
+            XCTAssertEqual(m.pendingChunks, 1)
+        }
+    }
+
+    func testChunkErrorClosesToResumeAndChannelCompleteCountsAsStored() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+        _ = m.offer(Self.chunk("mic:default", 0), nowNs: 0)
+        let gap = UplinkTextMessage.encode(UplinkErrorMessage(code: .hashMismatch, message: "bad", channelId: "display:1", seq: 0))
+        let a = m.received(gap, nowNs: 1)
+        XCTAssertEqual(a.last, .close(code: 1000, reason: "resuming after hash-mismatch"))
+        XCTAssertEqual(m.pendingChunks, 2)
+
+        var n = streaming()
+        _ = n.offer(Self.chunk("mic:default", 0, final: true), nowNs: 0)
+        let complete = UplinkTextMessage.encode(UplinkErrorMessage(code: .channelComplete, message: "done", channelId: "mic:default", seq: 0))
+        XCTAssertEqual(deleted(n.received(complete, nowNs: 1)), ["mic:default#0"])
+    }
+
+    func testEndOnlyAfterEveryAckThenCompleteOnEnded() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0, final: true), nowNs: 0)
+        _ = m.offer(Self.chunk("mic:default", 0, final: true), nowNs: 0)
+        XCTAssertEqual(texts(m.finishCapture(nowNs: 1)), [], "chunks in flight: no end yet")
+        XCTAssertEqual(texts(m.received(Self.ack("display:1", 0), nowNs: 2)), [])
+        let last = m.received(Self.ack("mic:default", 0), nowNs: 3)
+        XCTAssertEqual(texts(last), [UplinkTextMessage.encode(UplinkEnd())])
+        XCTAssertEqual(m.phase, .ending)
+        let ended = UplinkEnded(sessionId: "cap-1", status: "stopped", channels: [])
+        XCTAssertEqual(m.received(UplinkTextMessage.encode(ended), nowNs: 4), [.report(.complete(ended))])
+        XCTAssertEqual(m.closed(code: 1000, reason: "done", nowNs: 5), [], "no reconnect after ended")
+    }
+
+    func testInterruptedCaptureEndsWithWhatTheSpoolHad() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+        _ = m.finishCapture(nowNs: 0)
+        let a = m.received(Self.ack("display:1", 0), nowNs: 1)
+        XCTAssertEqual(texts(a), [UplinkTextMessage.encode(UplinkEnd(interrupted: true))])
+    }
+
+    func testWatchdogsDropADeadPeer() {
+        var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "t", agent: "test")
+        _ = m.begin(nowNs: 0)
+        XCTAssertEqual(m.tick(nowNs: 15_000_000_000), [.abort(reason: "connection attempt timed out")])
+        _ = m.closed(code: nil, reason: "timeout", nowNs: 15_000_000_000)
+
+        var s = streaming()
+        _ = s.offer(Self.chunk("display:1", 0), nowNs: 10)
+        XCTAssertEqual(s.tick(nowNs: 10 + 29_000_000_000), [])
+        XCTAssertEqual(s.tick(nowNs: 10 + 30_000_000_000), [.abort(reason: "no acknowledgement in 30 s")])
+    }
+
+    func testRepeatedOffersAndStoredSeqsAreNotSentAgain() {
+        var m = streaming()
+        XCTAssertEqual(sent(m.offer(Self.chunk("display:1", 0), nowNs: 0)), ["display:1#0"])
+        XCTAssertEqual(m.offer(Self.chunk("display:1", 0), nowNs: 0), [], "a repeated offer")
+        XCTAssertEqual(m.offer(Self.chunk("screen:9", 0), nowNs: 0), [], "a channel the hello did not name")
+    }
+
+    func testGarbageFromTheEndpointClosesTheConnection() {
+        var m = streaming()
+        XCTAssertEqual(m.received("{not json", nowNs: 0), [.close(code: 1002, reason: "bad message from the endpoint")])
+        XCTAssertEqual(m.received(#"{"type":"welcome"}"#, nowNs: 0), [.close(code: 1002, reason: "bad message from the endpoint")])
+        XCTAssertEqual(m.received(UplinkTextMessage.encode(UplinkEnded(sessionId: "x", status: "s", channels: [])), nowNs: 0),
+                       [.close(code: 1002, reason: "unexpected message from the endpoint")])
+    }
+
+    func testTargetFromTheEndpointURL() throws {
+        XCTAssertEqual(try UplinkTarget(endpoint: "http://127.0.0.1:8470").description, "ws://127.0.0.1:8470/capture/uplink")
+        XCTAssertEqual(try UplinkTarget(endpoint: "https://api.example.com/v1/").description, "wss://api.example.com:443/v1/capture/uplink")
+        XCTAssertEqual(try UplinkTarget(endpoint: "ws://[::1]:9/capture/uplink").description, "ws://[::1]:9/capture/uplink")
+        XCTAssertEqual(try UplinkTarget(endpoint: "HTTP://h?x=1").description, "ws://h:80/capture/uplink")
+        for bad in ["ftp://h", "http://", "http://u:p@h", "http://h:0", "http://h:99999", "http://[::1"] {
+            XCTAssertThrowsError(try UplinkTarget(endpoint: bad), bad)
+        }
+    }
+}
