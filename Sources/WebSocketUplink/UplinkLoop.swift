@@ -43,7 +43,18 @@ final class UplinkLoop: @unchecked Sendable {
     private let hostC: UnsafeMutablePointer<CChar>
     private let pathC: UnsafeMutablePointer<CChar>
     private let caFileC: UnsafeMutablePointer<CChar>?
-    private var context: OpaquePointer?
+    /// The lws context. Replaced (on the service thread) after a connection was dropped by
+    /// force; other threads only read it, under the lock, for `lws_cancel_service`.
+    /// (Held as its address: OpaquePointer is not Sendable.)
+    private let contextLock = Mutex<Int>(0)
+    private var context: OpaquePointer? { OpaquePointer(bitPattern: contextLock.withLock { $0 }) }
+    private let caFile: String?
+    /// A connection was dropped by force: the context is rebuilt before the next one.
+    /// (lws 4.1 can leave a killed connecting wsi's connect timer in its timer list; a
+    /// later wsi at the same address then trips `lws_dll2_add_sorted`'s assertion. A
+    /// fresh context has no such leftovers.)
+    private var rebuildContext = false
+    private var rebuilding = false
 
     // Service thread only.
     private var machine: UplinkMachine
@@ -92,7 +103,18 @@ final class UplinkLoop: @unchecked Sendable {
             secs_since_valid_ping: pingSeconds, secs_since_valid_hangup: hangupSeconds, jitter_percent: 0))
         timer = .allocate(capacity: 1)
         timer.initialize(to: cws_timer())
+        self.caFile = caFile
+        UplinkLogging.install()
+        guard let ctx = makeContext() else {
+            free(protocolName); free(hostC); free(pathC); caFileC.map { free($0) }
+            protocols.deallocate(); retryPolicy.deallocate(); timer.deallocate(); tx.deallocate()
+            throw CaptureError(.internalError, "libwebsockets could not create a context (TLS setup failed?)")
+        }
+        contextLock.withLock { $0 = Int(bitPattern: ctx) }
+        timer.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+    }
 
+    private func makeContext() -> OpaquePointer? {
         var info = lws_context_creation_info()
         info.port = CONTEXT_PORT_NO_LISTEN
         info.protocols = UnsafePointer(protocols)
@@ -104,14 +126,7 @@ final class UplinkLoop: @unchecked Sendable {
         info.fd_limit_per_thread = 8
         info.user = Unmanaged.passUnretained(self).toOpaque()
         info.retry_and_idle_policy = UnsafePointer(retryPolicy)
-        UplinkLogging.install()
-        guard let ctx = lws_create_context(&info) else {
-            free(protocolName); free(hostC); free(pathC); caFileC.map { free($0) }
-            protocols.deallocate(); retryPolicy.deallocate(); timer.deallocate(); tx.deallocate()
-            throw CaptureError(.internalError, "libwebsockets could not create a context (TLS setup failed?)")
-        }
-        context = ctx
-        timer.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        return lws_create_context(&info)
     }
 
     deinit {
@@ -133,7 +148,7 @@ final class UplinkLoop: @unchecked Sendable {
 
     func post(_ command: Command) {
         inbox.withLock { $0.append(command) }
-        if let context { lws_cancel_service(context) }
+        contextLock.withLock { if let c = OpaquePointer(bitPattern: $0) { lws_cancel_service(c) } }
     }
 
     /// Waits until the service thread is gone (after `.stop`), at most `timeout`.
@@ -152,19 +167,43 @@ final class UplinkLoop: @unchecked Sendable {
     private func run() {
         serviceThread = pthread_self()
         clinux_set_thread_name("capture-uplink")
-        guard let context else { return }
+        guard context != nil else { return }
         apply(machine.begin(nowNs: MonotonicClock.now()))
         scheduleTick()
-        while !stopping {
+        while !stopping, let context {
             if lws_service(context, 0) < 0 { break }
+            if rebuildContext && !stopping { replaceContext() }
         }
-        lws_context_destroy(context)
-        self.context = nil
+        destroyContext()
         wsi = nil
         finishedCondition.lock()
         finished.withLock { $0 = true }
         finishedCondition.broadcast()
         finishedCondition.unlock()
+    }
+
+    private func destroyContext() {
+        guard let old = context else { return }
+        rebuilding = true   // its callbacks during the destroy are for connections already given up
+        contextLock.withLock { $0 = 0 }
+        lws_context_destroy(old)
+        rebuilding = false
+    }
+
+    /// A fresh context after a forced drop; what was due on the old one (a connect the
+    /// machine asked for while it went) happens on the new one.
+    private func replaceContext() {
+        rebuildContext = false
+        destroyContext()
+        guard let fresh = makeContext() else {
+            // Not expected (the first one was made with the same settings); try again at the next tick.
+            onReport(.refused(code: nil, reason: "libwebsockets could not create a new context"))
+            stopping = true
+            return
+        }
+        contextLock.withLock { $0 = Int(bitPattern: fresh) }
+        scheduleTick()
+        if machine.phase == .connecting && wsi == nil { connect() }
     }
 
     @inline(__always) private func assertOnServiceThread() {
@@ -257,7 +296,8 @@ final class UplinkLoop: @unchecked Sendable {
     }
 
     private func connect() {
-        guard let context, !stopping else { return }
+        // A connect asked for while the context is being replaced waits for the new one.
+        guard let context, !stopping, !rebuildContext else { return }
         generation += 1
         peerCloseCode = nil
         pendingClose = nil
@@ -286,9 +326,9 @@ final class UplinkLoop: @unchecked Sendable {
 
     /// Drops the connection without a close handshake; its callbacks are ignored from now.
     private func drop(reason: String) {
-        if let wsi {
-            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC)
-        }
+        // The context goes with the connection (see `rebuildContext`); lws_service returns
+        // after this callback and the loop replaces it.
+        rebuildContext = true
         generation += 1
         wsi = nil
         closed(code: nil, reason: reason)
@@ -312,6 +352,7 @@ final class UplinkLoop: @unchecked Sendable {
 
     fileprivate func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ data: UnsafeMutableRawPointer?,
                             _ length: Int) -> Int32 {
+        if rebuilding { return 0 }
         if reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED {
             drainInbox()
             return 0

@@ -7,28 +7,6 @@ import XCTest
 /// Faults of the endpoint, the network and the agent during a live upload: nothing the
 /// agent captured is lost, nothing is stored twice, and the agent keeps answering.
 final class UplinkFaultTests: XCTestCase {
-    /// Stops the session, waits for recording-complete (endpoint) and checks the endpoint
-    /// holds exactly what the agent spooled.
-    func finish(_ client: ControlClient, daemon: DaemonProcess, endpoint: LiveEndpoint, session: String,
-                within seconds: Double = 90, file: StaticString = #filePath, line: UInt = #line) throws {
-        let stopped = try client.ok("stopRecording", file: file, line: line)
-        let spooled = UplinkSessionTests.spooledChunks(stopped)
-        XCTAssertEqual(spooled.count, 3, "\(stopped)", file: file, line: line)
-        let complete = try XCTUnwrap(try client.event(.recordingComplete, within: seconds),
-                                     "no recording-complete; log:\n\(daemon.log.suffix(4000))", file: file, line: line)
-        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint", file: file, line: line)
-        let stored = try endpoint.verifyStored(session, file: file, line: line)
-        XCTAssertEqual(stored, spooled, "no chunk missing, none twice", file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), file: file, line: line)
-    }
-
-    /// The control socket answers while the upload is in trouble.
-    func assertAnswers(_ daemon: DaemonProcess, file: StaticString = #filePath, line: UInt = #line) throws -> JSONValue {
-        // A fresh connection each time: a hung daemon would not accept or answer it.
-        let probe = try daemon.client()
-        return try probe.ok("getStatus", timeout: .seconds(10), file: file, line: line)
-    }
-
     /// The endpoint SIGKILLed and restarted five times during a 60 s session.
     func testEndpointKilledFiveTimesDuringAMinuteLosesAndDoublesNothing() throws {
         let rig = try TestRig.shared()
@@ -175,5 +153,33 @@ final class UplinkFaultTests: XCTestCase {
             n += names.filter { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }.count
         }
         return n
+    }
+}
+
+extension XCTestCase {
+    /// Stops the session, waits for recording-complete (endpoint) and checks the endpoint
+    /// holds exactly what the agent spooled.
+    func finish(_ client: ControlClient, daemon: DaemonProcess, endpoint: LiveEndpoint, session: String,
+                within seconds: Double = 90, file: StaticString = #filePath, line: UInt = #line) throws {
+        let stopped = try client.ok("stopRecording", file: file, line: line)
+        let spooled = UplinkSessionTests.spooledChunks(stopped)
+        XCTAssertEqual(spooled.count, 3, "\(stopped)", file: file, line: line)
+        let complete = try XCTUnwrap(try client.event(.recordingComplete, within: seconds),
+                                     "no recording-complete; log:\n\(daemon.log.suffix(4000))", file: file, line: line)
+        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint", file: file, line: line)
+        let stored = try endpoint.verifyStored(session, file: file, line: line)
+        XCTAssertEqual(stored, spooled, "no chunk missing, none twice", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), file: file, line: line)
+    }
+
+    /// The control socket answers while the upload is in trouble.
+    func assertAnswers(_ daemon: DaemonProcess, file: StaticString = #filePath, line: UInt = #line) throws -> JSONValue {
+        // A fresh connection each time: a hung daemon would not accept or answer it.
+        guard daemon.process.isRunning else {
+            XCTFail("the daemon died (status \(daemon.process.terminationStatus)); log:\n\(daemon.log.suffix(6000))", file: file, line: line)
+            throw CaptureError(.agentNotRunning, "the daemon died")
+        }
+        let probe = try daemon.client()
+        return try probe.ok("getStatus", timeout: .seconds(10), file: file, line: line)
     }
 }

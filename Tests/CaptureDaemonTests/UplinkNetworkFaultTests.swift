@@ -8,8 +8,6 @@ import XCTest
 /// loopback injects it): a blackhole, delay with loss, an endpoint side that sends
 /// garbage. The upload survives each, loses nothing and doubles nothing.
 final class UplinkNetworkFaultTests: XCTestCase {
-    let faults = UplinkFaultTests()
-
     func begin(_ name: String) throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String) {
         let rig = try TestRig.shared()
         let endpoint = try LiveEndpoint(name: name)
@@ -37,7 +35,7 @@ final class UplinkNetworkFaultTests: XCTestCase {
         var disconnected = false
         for _ in 0..<12 {
             Thread.sleep(forTimeInterval: 5)
-            let upload = try faults.assertAnswers(daemon)["upload"]
+            let upload = try assertAnswers(daemon)["upload"]
             pending.append(upload?["chunksPending"]?.int64Value ?? -1)
             if upload?["connected"]?.boolValue == false { disconnected = true }
         }
@@ -45,7 +43,7 @@ final class UplinkNetworkFaultTests: XCTestCase {
         XCTAssertGreaterThan(pending.last ?? 0, 3 * 50, "the spool grows: \(pending)")
         XCTAssertTrue(daemon.log.contains("uplink disconnected"))
         proxy.mode = .pass
-        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
     }
 
     /// 200 ms each way and 5 % of segments retransmitted, for a 30 s session.
@@ -56,11 +54,11 @@ final class UplinkNetworkFaultTests: XCTestCase {
         var lags: [Int64] = []
         for _ in 0..<6 {
             Thread.sleep(forTimeInterval: 5)
-            lags.append(try faults.assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? -1)
+            lags.append(try assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? -1)
         }
         // Keeping up: the upload lags by round trips, not by a growing backlog.
         XCTAssertLessThan(lags.suffix(3).max() ?? .max, 10_000, "\(lags)")
-        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
     }
 
     /// The endpoint side sends a binary frame, an oversized text frame, text that is not
@@ -85,10 +83,10 @@ final class UplinkNetworkFaultTests: XCTestCase {
             "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": UplinkSessionTests.channels,
         ])
         Thread.sleep(forTimeInterval: 15)
-        let upload = try XCTUnwrap(try faults.assertAnswers(daemon)["upload"])
+        let upload = try XCTUnwrap(try assertAnswers(daemon)["upload"])
         XCTAssertGreaterThanOrEqual(upload["protocolViolations"]?.int64Value ?? 0, 3, "\(upload)")
         XCTAssertGreaterThanOrEqual(proxy.connections, 5)
         XCTAssertEqual(upload["connected"]?.boolValue, true, "recovered: \(upload)")
-        try faults.finish(client, daemon: daemon, endpoint: endpoint, session: session)
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session)
     }
 }

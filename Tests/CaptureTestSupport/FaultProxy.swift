@@ -204,10 +204,6 @@ public final class FaultProxy: @unchecked Sendable {
         }
     }
 
-    private func send(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in (try? POSIX.writeAll(fd, raw)) != nil }
-    }
-
     /// An unmasked (server) WebSocket frame.
     static func frame(opcode: UInt8, payload: [UInt8]) -> [UInt8] {
         var out: [UInt8] = [0x80 | opcode]
@@ -271,6 +267,17 @@ final class DelayLine: @unchecked Sendable {
 
     init(sink: Int32) { self.sink = sink }
 
+    /// send(2) with MSG_NOSIGNAL: a peer that went away is an error here, not SIGPIPE.
+    static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = (try? POSIX.call("send") { Glibc.send(fd, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL)) }) ?? -1
+            if n <= 0 { return false }
+            done += n
+        }
+        return true
+    }
+
     var failed: Bool { condition.lock(); defer { condition.unlock() }; return writeFailed }
 
     func push(_ bytes: [UInt8], at due: Int64) {
@@ -301,7 +308,7 @@ final class DelayLine: @unchecked Sendable {
             condition.unlock()
             let wait = next.due - MonotonicClock.now()
             if wait > 0 { usleep(UInt32(min(wait / 1000, 10_000_000))) }
-            let ok = next.bytes.withUnsafeBytes { raw in (try? POSIX.writeAll(sink, raw)) != nil }
+            let ok = next.bytes.withUnsafeBytes { raw in Self.sendAll(sink, raw) }
             if !ok {
                 condition.lock()
                 writeFailed = true
