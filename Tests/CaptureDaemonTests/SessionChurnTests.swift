@@ -46,7 +46,8 @@ final class SessionChurnTests: XCTestCase {
         }
     }
 
-    /// 100 sessions of 1-1.5 s (display + mic + system audio) over the real socket: after the
+    /// 100 sessions of 1-1.5 s (display + mic + system audio) over the real socket, each
+    /// uploaded to a live capture-endpoint (its uplink thread and lws context come and go): after the
     /// last, RSS is within 8 MB of what it was after the fifth, and descriptors, threads and
     /// shared-memory segments are back to what they were after the first. (libdispatch keeps a
     /// few idle pool workers for as long as timers keep waking them, 2 or 3 here depending on
@@ -54,6 +55,11 @@ final class SessionChurnTests: XCTestCase {
     /// the pipeline's among them, must come back exactly; the pool's idle workers stay few.)
     func testAHundredSessionsLeaveNothingBehind() throws {
         let rig = try TestRig.shared()
+        // With the uplink on: every session goes to a live endpoint, as in production.
+        let endpoint = try LiveEndpoint(name: "churn")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let token = try endpoint.mintToken()
         let daemon = try DaemonProcess(rig: rig, name: "churn", env: ["CAPTURE_AGENT_LOG_LEVEL": "notice"])
         let pid = daemon.process.processIdentifier
         let client = try daemon.client()
@@ -62,16 +68,22 @@ final class SessionChurnTests: XCTestCase {
         var afterFirst: ProcessFootprint?
         var afterFifth: ProcessFootprint?
         var samples: [String] = []
+        _ = try client.ok("subscribeEvents", ["events": ["recording-complete"]])
         for i in 1...100 {
-            let id = "churn-\(i)"
-            _ = try client.ok("startRecording", ["sessionId": .string(id), "channels": channels])
+            let id = try endpoint.createSession()
+            _ = try client.ok("startRecording", ["sessionId": .string(id), "channels": channels,
+                                                 "uploadToken": .string(token), "endpoint": .string(endpoint.baseURL)])
             usleep(i % 2 == 0 ? 1_500_000 : 1_000_000)
             let stopped = try client.ok("stopRecording", ["sessionId": .string(id)])
             let spooled = stopped["summary"]?["channels"]?.arrayValue?.compactMap { $0["chunks"]?.int64Value } ?? []
             XCTAssertEqual(spooled.count, 3, "session \(i): \(stopped)")
             XCTAssertTrue(spooled.allSatisfy { $0 >= 1 }, "session \(i) spooled \(spooled)")
-            // The spool is the daemon's output, not its footprint: keep the disk flat too.
-            try? FileManager.default.removeItem(atPath: daemon.sessionDirectory(id))
+            // Uploaded whole, and the spool keeps nothing of it.
+            let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 30), "session \(i): \(daemon.log.suffix(2000))")
+            XCTAssertEqual(complete.sessionId, id)
+            XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+            XCTAssertEqual(complete.data["chunks"]?.int64Value, spooled.reduce(0, +), "session \(i)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(id)), "session \(i)")
             if i == 1 { afterFirst = try settled(pid) }
             if i == 5 { afterFifth = try ProcessFootprint(pid: pid) }
             if i % 10 == 0 { samples.append("\(i): \(try ProcessFootprint(pid: pid))") }
