@@ -163,7 +163,8 @@ let package = Package(
         .executableTarget(
             name: "CaptureAgent",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims", "CaptureDaemon",
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims", "CaptureDaemon", "CaptureUplink",
+                "WebSocketUplink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -2,10 +2,12 @@ import ArgumentParser
 import CaptureCore
 import CapturePipeline
 import CaptureSpool
+import CaptureUplink
 import Dispatch
 import Foundation
 import Logging
 import Synchronization
+import WebSocketUplink
 
 struct RecordCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +18,9 @@ struct RecordCommand: ParsableCommand {
             Default output: the spool, $XDG_STATE_HOME/capture-agent/spool/<session> (~/.local/state/...).
             Stops after --duration, or on SIGINT/SIGTERM, after closing the current chunk of every channel.
             Layout: DIR/session.json and DIR/<channel>/chunk-NNNNNN.ts + chunk-NNNNNN.json.
+            With --endpoint and --token-file, each chunk is also uploaded to a capture endpoint as it is
+            made (the session id must be the endpoint's), deleted from DIR once the endpoint acknowledged
+            it, and the command waits up to --upload-timeout after the stop for the last acknowledgement.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -56,8 +61,17 @@ struct RecordCommand: ParsableCommand {
     @Flag(name: .long, help: "Do not draw the mouse pointer.")
     var noCursor = false
 
-    @Option(name: .long, help: "Session id written into the metadata (default: rec-<time>).")
+    @Option(name: .long, help: "Session id written into the metadata (default: rec-<time>); with --endpoint, the endpoint's session id.")
     var sessionId: String?
+
+    @Option(name: .long, help: "Upload the chunks to this capture endpoint (http://, https://, ws:// or wss://) as they are made.")
+    var endpoint: String?
+
+    @Option(name: .long, help: "Read the upload token from this file (`-`: stdin); it must not be readable by others.")
+    var tokenFile: String?
+
+    @Option(name: .long, help: "With --endpoint: how long to wait after the stop for the last acknowledgement.")
+    var uploadTimeout: String = "60s"
 
     func run() throws {
         // First, while this is the only thread: SIGINT/SIGTERM wait for their sources
@@ -88,9 +102,14 @@ struct RecordCommand: ParsableCommand {
         }
         defer { signalSources.forEach { $0.cancel() } }
 
-        let session = RecordingSession(options: options, logger: logger)
+        let relay = UploadRelay()
+        var onChunk: (@Sendable (ChunkMetadata) -> Void)?
+        if endpoint != nil { onChunk = { chunk in relay.offer(chunk) } }
+        let session = RecordingSession(options: options, logger: logger, onChunk: onChunk)
+        var uplink: SessionUplink?
         do throws(CaptureError) {
             try session.start()
+            if let endpoint { uplink = try startUpload(endpoint: endpoint, session: session, options: options, relay: relay, logger: logger) }
         } catch {
             fail(with: error, json: global.json)
         }
@@ -116,6 +135,20 @@ struct RecordCommand: ParsableCommand {
             }
         }
         let summary = session.stop()
+        if let uplink {
+            uplink.finishCapture()
+            let timeout = (try? parseDuration(uploadTimeout)) ?? 60_000_000_000
+            if !relay.waitUntilComplete(timeoutNs: timeout) {
+                let p = uplink.progress
+                failure = failure ?? CaptureError(.timeout,
+                    "the endpoint had not acknowledged every chunk \(timeout / 1_000_000_000) s after the stop (\(p.chunksPending) of \(p.chunksPending + p.chunksUploaded) chunks still in \(options.outputDirectory)): \(relay.problem ?? "no answer")")
+            }
+            uplink.stop()
+            let p = uplink.progress
+            if !global.json {
+                writeLine("uploaded \(p.chunksUploaded) chunks (\(p.bytesUploaded) bytes) over \(p.connections) connection(s) to \(uplink.configuration.target)")
+            }
+        }
         if global.json {
             writeJSON(summary)
         } else {
@@ -135,6 +168,39 @@ struct RecordCommand: ParsableCommand {
         }
         if let failure = failure ?? session.failure {
             fail(with: failure, json: false)
+        }
+    }
+
+    private func startUpload(endpoint: String, session: RecordingSession, options: RecordingOptions, relay: UploadRelay,
+                             logger: Logger) throws(CaptureError) -> SessionUplink {
+        let target = try UplinkTarget(endpoint: endpoint)
+        let channels = UplinkChannel.channels(of: session.channels, chunkDurationNs: options.chunkDurationNs,
+                                              frameRate: options.video.fps)
+        var config = SessionUplink.Configuration(target: target, sessionId: options.sessionId, channels: channels,
+                                                 sessionDirectory: options.outputDirectory)
+        config.agent = "capture-agent/\(CaptureAgentVersion.string) record"
+        let uplink = try SessionUplink(config, token: token) { report in relay.reported(report, logger: logger) }
+        relay.attach(uplink)
+        uplink.start()
+        return uplink
+    }
+
+    /// The token of --token-file, trimmed.
+    private var token: String? {
+        get throws(CaptureError) {
+            guard let tokenFile else { return nil }
+            let token = try TokenFile.read(tokenFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw CaptureError(.invalidToken, "the token file \(tokenFile) is empty") }
+            return token
+        }
+    }
+
+    func validate() throws {
+        if endpoint != nil {
+            guard tokenFile != nil else { throw ValidationError("--endpoint needs --token-file (a token never goes on the command line)") }
+            guard sessionId != nil else { throw ValidationError("--endpoint needs --session-id: the endpoint's session") }
+        } else if tokenFile != nil {
+            throw ValidationError("--token-file goes with --endpoint")
         }
     }
 
@@ -173,5 +239,61 @@ func wrap<T>(_ body: () throws -> T) throws(CaptureError) -> T {
         throw error
     } catch {
         throw CaptureError(.invalidRequest, "\(error)")
+    }
+}
+
+/// Between `record`'s capture and its uplink: chunks made before the uplink exists wait,
+/// and the uplink's reports end the wait for the last acknowledgement.
+final class UploadRelay: Sendable {
+    private struct State {
+        var uplink: SessionUplink?
+        var waiting: [ChunkMetadata] = []
+        var complete = false
+        var problem: String?
+    }
+    private let state = Mutex(State())
+    private let done = DispatchSemaphore(value: 0)
+
+    func offer(_ chunk: ChunkMetadata) {
+        state.withLock { s in
+            if let uplink = s.uplink { uplink.offer(chunk) } else { s.waiting.append(chunk) }
+        }
+    }
+
+    func attach(_ uplink: SessionUplink) {
+        state.withLock { s in
+            s.uplink = uplink
+            for chunk in s.waiting { uplink.offer(chunk) }
+            s.waiting.removeAll()
+        }
+    }
+
+    var problem: String? { state.withLock { $0.problem } }
+
+    func reported(_ report: UplinkMachine.UplinkReport, logger: Logger) {
+        switch report {
+        case .complete:
+            state.withLock { $0.complete = true }
+            done.signal()
+        case .tokenRejected(let code):
+            state.withLock { $0.problem = "the endpoint refused the token (close code \(code))" }
+            logger.error("the endpoint refused the upload token", metadata: ["code": "\(code)"])
+            done.signal()
+        case .refused(let code, let reason):
+            state.withLock { $0.problem = reason }
+            logger.error("the endpoint refused the upload", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
+            done.signal()
+        case .disconnected(let code, let reason, _):
+            state.withLock { $0.problem = reason }
+            logger.notice("uplink disconnected; retrying", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
+        case .connected, .acknowledged, .chunkRefused:
+            break
+        }
+    }
+
+    /// Waits for the stream's end (true), or for a refusal or the timeout (false).
+    func waitUntilComplete(timeoutNs: Int64) -> Bool {
+        _ = done.wait(timeout: .now() + .nanoseconds(Int(timeoutNs)))
+        return state.withLock { $0.complete }
     }
 }

@@ -37,43 +37,13 @@ enum TokenSource {
             }
             text = value
         case .file(let path):
-            text = try Self.readFile(path)
+            text = try TokenFile.read(path)
         }
         let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !token.isEmpty else { throw CaptureError(.invalidToken, "the upload token (\(self)) is empty") }
         return token
     }
 
-    private static let maxBytes = 65536
-
-    private static func readFile(_ path: String) throws(CaptureError) -> String {
-        let fd = path == "-" ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CaptureError(.invalidToken, "cannot read token file \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var info = stat()
-        if fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_mode & 0o044 != 0 {
-            throw CaptureError(.invalidToken, String(format:
-                "token file %@ is readable by other users (mode %04o): run `chmod 600 %@` and rotate the token if others could have read it",
-                path, Int(info.st_mode & 0o7777), path))
-        }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CaptureError(.invalidToken, "cannot read token file \(path): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: buffer[0..<n])
-            guard bytes.count <= maxBytes else {
-                throw CaptureError(.invalidToken, "token file \(path) is larger than \(maxBytes / 1024) KiB; is it the right file?")
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 }
 
 extension TokenSource: CustomStringConvertible {

@@ -59,18 +59,6 @@ extension SessionController {
         params.endpoint ?? apiUrl ?? configuration.endpoint
     }
 
-    /// The hello's channels for a started session.
-    static func uplinkChannels(_ session: RecordingSession, options: RecordingOptions, primary: String?) -> [UplinkChannel] {
-        let firstVideo = session.channels.first { $0.type == .video }?.id
-        return session.channels.map { c in
-            UplinkChannel(channelId: c.id, mediaType: c.type, codec: c.type == .video ? "h264" : "aac",
-                          name: c.name, isPrimary: c.type == .video ? c.id == (primary ?? firstVideo) : nil,
-                          chunkDurationNs: options.chunkDurationNs,
-                          frameRate: c.type == .video ? options.video.fps : nil,
-                          sampleRate: c.type == .audio ? 48_000 : nil, audioChannels: c.type == .audio ? 2 : nil)
-        }
-    }
-
     /// Starts the upload of a session that just started (its spool record first, so a
     /// restarted agent can finish it).
     func startUpload(sessionId: String, endpoint: String, channels: [UplinkChannel], token: String?, relay: ChunkRelay,

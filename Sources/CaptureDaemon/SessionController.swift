@@ -196,7 +196,8 @@ public final class SessionController: Sendable {
             let (endpoint, token, primary) = snapshot.withLock { ($0.endpoint, $0.token, $0.primaryChannel) }
             if let relay, let endpoint {
                 startUpload(sessionId: id, endpoint: endpoint,
-                            channels: Self.uplinkChannels(session, options: options, primary: primary),
+                            channels: UplinkChannel.channels(of: session.channels, chunkDurationNs: options.chunkDurationNs,
+                                                            frameRate: options.video.fps, primary: primary),
                             token: token, relay: relay, directory: options.outputDirectory)
             }
             events.publish(ControlEvent(.recordingStarted, sessionId: options.sessionId, timestampUnixNs: startedAt,

@@ -153,3 +153,19 @@ public struct UplinkTokenStore: Sendable {
         if let path = path(sessionId) { unlink(path) }
     }
 }
+
+extension UplinkChannel {
+    /// The hello's channels for a started recording: h264 video, AAC audio (48 kHz
+    /// stereo), the primary video channel marked (the first video one unless `primary`).
+    public static func channels(of recorded: [ChannelInfo], chunkDurationNs: Int64, frameRate: Int,
+                                primary: String? = nil) -> [UplinkChannel] {
+        let firstVideo = recorded.first { $0.type == .video }?.id
+        return recorded.map { c in
+            let video = c.type == .video
+            return UplinkChannel(channelId: c.id, mediaType: c.type, codec: video ? "h264" : "aac", name: c.name,
+                                 isPrimary: video ? c.id == (primary ?? firstVideo) : nil, chunkDurationNs: chunkDurationNs,
+                                 frameRate: video ? frameRate : nil, sampleRate: video ? nil : 48_000,
+                                 audioChannels: video ? nil : 2)
+        }
+    }
+}

@@ -89,4 +89,38 @@ final class UplinkSessionTests: XCTestCase {
         XCTAssertEqual(probe.formatDuration, 20, accuracy: 0.6, "the export is as long as the session")
         XCTAssertEqual(probe.streams.filter { $0.codecType == "audio" }.count, 3, "the mix and each audio channel")
     }
+
+    /// `capture-agent record --endpoint --token-file`: a one-off upload without the daemon.
+    /// The token file must be the owner's alone; the command exits once the endpoint
+    /// acknowledged everything, and the output directory keeps no chunk.
+    func testRecordUploadsWithoutTheDaemon() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "record")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let sandbox = try DaemonSandbox(kind: "record", name: "upload")
+        defer { try? FileManager.default.removeItem(atPath: sandbox.root) }
+        let tokenPath = sandbox.root + "/token"
+        let token = try endpoint.mintToken()
+        FileManager.default.createFile(atPath: tokenPath, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o644])
+        let out = sandbox.root + "/out"
+        let arguments = ["record", "--duration", "4s", "--out", out, "--session-id", session,
+                         "--endpoint", endpoint.baseURL, "--token-file", tokenPath]
+        let environment = sandbox.environment(rig: rig)
+
+        let refused = try runProcess(BuiltBinary.path("capture-agent"), arguments, environment: environment, timeout: .seconds(30))
+        XCTAssertEqual(refused.status, CaptureErrorCode.invalidToken.exitStatus, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("readable by other users"), refused.stderr)
+
+        chmod(tokenPath, 0o600)
+        let run = try runProcess(BuiltBinary.path("capture-agent"), arguments, environment: environment, timeout: .seconds(90))
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("uploaded 12 chunks"), run.stdout)
+        XCTAssertFalse(run.stderr.contains(token))
+        let stored = try endpoint.verifyStored(session)
+        XCTAssertEqual(stored, ["display:1": 4, "mic:default": 4, "system_audio:default": 4], "4 s in 1 s chunks")
+        let left = (FileManager.default.enumerator(atPath: out)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
+        XCTAssertEqual(left, [], "acknowledged chunks leave the output directory")
+    }
 }
