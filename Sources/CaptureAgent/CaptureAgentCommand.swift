@@ -10,7 +10,7 @@ struct CaptureAgentCommand: ParsableCommand {
         commandName: "capture-agent",
         abstract: "The Linux capture runtime: screen, microphone and system audio into media chunks.",
         version: CaptureAgentVersion.string,
-        subcommands: [DaemonCommand.self, ChannelsCommand.self, RecordCommand.self],
+        subcommands: [DaemonCommand.self, ChannelsCommand.self, RecordCommand.self, UploadCommand.self],
         defaultSubcommand: DaemonCommand.self)
 }
 

@@ -144,10 +144,7 @@ struct RecordCommand: ParsableCommand {
                     "the endpoint had not acknowledged every chunk \(timeout / 1_000_000_000) s after the stop (\(p.chunksPending) of \(p.chunksPending + p.chunksUploaded) chunks still in \(options.outputDirectory)): \(relay.problem ?? "no answer")")
             }
             uplink.stop()
-            let p = uplink.progress
-            if !global.json {
-                writeLine("uploaded \(p.chunksUploaded) chunks (\(p.bytesUploaded) bytes) over \(p.connections) connection(s) to \(uplink.configuration.target)")
-            }
+            if !global.json { writeLine(relay.report(uplink)) }
         }
         if global.json {
             writeJSON(summary)
@@ -239,61 +236,5 @@ func wrap<T>(_ body: () throws -> T) throws(CaptureError) -> T {
         throw error
     } catch {
         throw CaptureError(.invalidRequest, "\(error)")
-    }
-}
-
-/// Between `record`'s capture and its uplink: chunks made before the uplink exists wait,
-/// and the uplink's reports end the wait for the last acknowledgement.
-final class UploadRelay: Sendable {
-    private struct State {
-        var uplink: SessionUplink?
-        var waiting: [ChunkMetadata] = []
-        var complete = false
-        var problem: String?
-    }
-    private let state = Mutex(State())
-    private let done = DispatchSemaphore(value: 0)
-
-    func offer(_ chunk: ChunkMetadata) {
-        state.withLock { s in
-            if let uplink = s.uplink { uplink.offer(chunk) } else { s.waiting.append(chunk) }
-        }
-    }
-
-    func attach(_ uplink: SessionUplink) {
-        state.withLock { s in
-            s.uplink = uplink
-            for chunk in s.waiting { uplink.offer(chunk) }
-            s.waiting.removeAll()
-        }
-    }
-
-    var problem: String? { state.withLock { $0.problem } }
-
-    func reported(_ report: UplinkMachine.UplinkReport, logger: Logger) {
-        switch report {
-        case .complete:
-            state.withLock { $0.complete = true }
-            done.signal()
-        case .tokenRejected(let code):
-            state.withLock { $0.problem = "the endpoint refused the token (close code \(code))" }
-            logger.error("the endpoint refused the upload token", metadata: ["code": "\(code)"])
-            done.signal()
-        case .refused(let code, let reason):
-            state.withLock { $0.problem = reason }
-            logger.error("the endpoint refused the upload", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
-            done.signal()
-        case .disconnected(let code, let reason, _):
-            state.withLock { $0.problem = reason }
-            logger.notice("uplink disconnected; retrying", metadata: ["code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
-        case .connected, .acknowledged, .chunkRefused:
-            break
-        }
-    }
-
-    /// Waits for the stream's end (true), or for a refusal or the timeout (false).
-    func waitUntilComplete(timeoutNs: Int64) -> Bool {
-        _ = done.wait(timeout: .now() + .nanoseconds(Int(timeoutNs)))
-        return state.withLock { $0.complete }
     }
 }

@@ -1,0 +1,108 @@
+import ArgumentParser
+import CaptureCore
+import CaptureUplink
+import Foundation
+import Logging
+import WebSocketUplink
+
+/// Uploads a recording made earlier (`record --out DIR`, or a spooled session) to a
+/// capture endpoint, as the daemon would have: each chunk deleted from DIR once acknowledged.
+struct UploadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "upload",
+        abstract: "Upload a recorded session directory to a capture endpoint.",
+        discussion: """
+            Sends every complete chunk in DIR (DIR/<channel>/chunk-NNNNNN.json + .ts) over the uplink
+            protocol, resuming from what the endpoint already has, deletes each from DIR once it is
+            acknowledged, and ends the endpoint's stream (as interrupted when a channel has no final
+            chunk). Exits 0 once the endpoint ended the stream.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The session directory.")
+    var directory: String
+
+    @Option(name: .long, help: "The capture endpoint (http://, https://, ws:// or wss://).")
+    var endpoint: String
+
+    @Option(name: .long, help: "Read the upload token from this file (`-`: stdin); it must not be readable by others.")
+    var tokenFile: String
+
+    @Option(name: .long, help: "The endpoint's session id (default: the one in the chunks' metadata).")
+    var sessionId: String?
+
+    @Option(name: .long, help: "Give up this long after the last progress.")
+    var timeout: String = "60s"
+
+    func run() throws {
+        let logger: Logger
+        let uplink: SessionUplink
+        let relay = UploadRelay()
+        let total: Int
+        do throws(CaptureError) {
+            logger = try wrap { try global.makeLogger() }
+            let (channels, chunks) = try Self.scan(directory)
+            guard let session = sessionId ?? chunks.first?.sessionId else {
+                throw CaptureError(.invalidRequest, "\(directory) holds no complete chunk")
+            }
+            let token = try TokenFile.read(tokenFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            var config = SessionUplink.Configuration(target: try UplinkTarget(endpoint: endpoint), sessionId: session,
+                                                     channels: channels, sessionDirectory: directory)
+            config.agent = "capture-agent/\(CaptureAgentVersion.string) upload"
+            uplink = try SessionUplink(config, token: token) { report in relay.reported(report, logger: logger) }
+            relay.attach(uplink)
+            for chunk in chunks { uplink.offer(chunk) }
+            uplink.finishCapture()
+            total = chunks.count
+        } catch {
+            fail(with: error, json: global.json)
+        }
+        let started = MonotonicClock.now()
+        uplink.start()
+        let timeoutNs = (try? parseDuration(timeout)) ?? 60_000_000_000
+        // Waits while the upload makes progress; gives up after `timeout` without any.
+        var lastCount = -1
+        var lastProgress = MonotonicClock.now()
+        while !relay.waitUntilComplete(timeoutNs: 500_000_000) {
+            if relay.problem != nil, uplink.progress.phase == "needsToken" || uplink.progress.phase == "stopped" { break }
+            let n = uplink.progress.chunksUploaded
+            if n != lastCount { lastCount = n; lastProgress = MonotonicClock.now() }
+            if MonotonicClock.now() - lastProgress > timeoutNs { break }
+        }
+        let elapsed = Double(MonotonicClock.now() - started) / 1e9
+        let complete = relay.waitUntilComplete(timeoutNs: 0)
+        uplink.stop()
+        let p = uplink.progress
+        if global.json {
+            writeJSON(p)
+        } else {
+            writeLine(relay.report(uplink) + String(format: "; %.2f s, %.1f MB/s", elapsed, Double(p.bytesUploaded) / 1e6 / max(elapsed, 1e-9)))
+        }
+        guard complete else {
+            fail(with: CaptureError(.timeout, "the upload did not finish: \(p.chunksUploaded) of \(total) chunks acknowledged (\(relay.problem ?? "no progress"))"), json: false)
+        }
+    }
+
+    /// The channels (from each channel directory's chunks) and every complete chunk.
+    static func scan(_ directory: String) throws(CaptureError) -> ([UplinkChannel], [ChunkMetadata]) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
+            throw CaptureError(.ioError, "cannot read \(directory)")
+        }
+        var channels: [UplinkChannel] = []
+        var chunks: [ChunkMetadata] = []
+        for name in names.sorted() {
+            let dir = directory + "/" + name
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
+            let metas = files.filter { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }.compactMap { file -> ChunkMetadata? in
+                guard let data = FileManager.default.contents(atPath: dir + "/" + file) else { return nil }
+                return try? JSONCoding.decoder.decode(ChunkMetadata.self, from: data)
+            }.sorted { $0.seq < $1.seq }
+            guard let first = metas.first else { continue }
+            channels.append(UplinkChannel(channelId: first.channelId, mediaType: first.mediaType, codec: first.codec,
+                                          chunkDurationNs: max(1, metas.map(\.durationNs).max() ?? 1)))
+            chunks += metas
+        }
+        return (channels, chunks)
+    }
+}
