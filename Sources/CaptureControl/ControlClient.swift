@@ -74,21 +74,28 @@ public final class ControlClient {
     /// Sends raw bytes as they are (tests of bad input).
     public func sendRaw(_ bytes: [UInt8]) throws(CaptureError) {
         var offset = 0
+        let fd = writeFD
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in
-                Glibc.send(writeFD, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            let sent = bytes.withUnsafeBytes { raw in
+                Result { () throws(SystemCallError) in
+                    try POSIX.call("send") { Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
+                }
             }
-            if n < 0 && errno == ENOTSOCK {
-                let w = bytes.withUnsafeBytes { raw in write(writeFD, raw.baseAddress! + offset, raw.count - offset) }
-                if w < 0 { if errno == EINTR { continue }; throw CaptureError(.ioError, "write failed: \(String(cString: strerror(errno)))") }
-                offset += w
-                continue
+            switch sent {
+            case .success(let n):
+                offset += n
+            case .failure(let error) where error.errno == ENOTSOCK:
+                // A pipe (stdio transport), not a socket.
+                let written = bytes.withUnsafeBytes { raw in
+                    Result { () throws(SystemCallError) in
+                        try POSIX.writeAll(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]))
+                    }
+                }
+                if case .failure(let error) = written { throw error.captureError("write failed") }
+                return
+            case .failure(let error):
+                throw CaptureError(.ioError, "the daemon closed the connection (\(error))")
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CaptureError(.ioError, "the daemon closed the connection (\(String(cString: strerror(errno))))")
-            }
-            offset += n
         }
     }
 
@@ -179,17 +186,21 @@ public final class ControlClient {
             if closedByPeer { return nil }
             let remainingMs = Int32(clamping: max(0, (deadline - MonotonicClock.now()) / 1_000_000))
             var pfd = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, remainingMs)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw CaptureError(.ioError, "poll failed: \(String(cString: strerror(errno)))")
+            let ready: Int32
+            do { ready = try POSIX.call("poll") { poll(&pfd, 1, remainingMs) } } catch {
+                throw error.captureError("waiting for the daemon")
             }
             if ready == 0 { return nil }
-            let n = buffer.withUnsafeMutableBytes { read(readFD, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                if errno == ECONNRESET { closedByPeer = true; continue }
-                throw CaptureError(.ioError, "read failed: \(String(cString: strerror(errno)))")
+            let fd = readFD
+            let got = buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemCallError) in try POSIX.nonBlocking("read") { read(fd, raw.baseAddress!, raw.count) } }
+            }
+            let n: Int
+            switch got {
+            case .success(let count?): n = count
+            case .success(nil): continue
+            case .failure(let error) where error.errno == ECONNRESET: closedByPeer = true; continue
+            case .failure(let error): throw error.captureError("reading from the daemon")
             }
             if n == 0 { closedByPeer = true; continue }
             buffer.withUnsafeBytes { raw in

@@ -111,6 +111,10 @@ enum Format {
         return String(format: "%.1f TiB", value)
     }
 
+    static func number<N: BinaryInteger>(_ v: N?) -> String { v.map { String($0) } ?? "-" }
+
+    static func number(_ v: Double?) -> String { v.map { String(format: "%.1f", $0) } ?? "-" }
+
     static func number(_ v: JSONValue?) -> String {
         switch v {
         case .integer(let i)?: String(i)

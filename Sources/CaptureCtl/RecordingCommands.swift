@@ -72,15 +72,16 @@ struct StartCommand: ClientCommand {
             params["channels"] = .array(ids.map { .object(["channel_id": .string($0), "is_primary": .bool($0 == primaryID)]) })
         }
 
-        let result = try client.call(ControlCommand.startRecording.rawValue, params: params, timeout: .seconds(60))
-        if connection.json { return Output.json(result) }
-        var summary = "session \(result["sessionId"]?.stringValue ?? "?") \(result["state"]?.stringValue ?? "started")"
-        if let dir = result["outputDirectory"]?.stringValue { summary += ", output in \(dir)" }
-        Output.line(summary)
+        let value = try client.call(ControlCommand.startRecording.rawValue, params: params, timeout: .seconds(60))
+        if connection.json { return Output.json(value) }
+        let result: StartRecordingResult
+        do { result = try value.decode(StartRecordingResult.self) } catch {
+            throw CaptureError(.internalError, "the daemon's startRecording result is not what this capturectl understands: \(error)")
+        }
+        Output.line("session \(result.sessionId) \(result.state), output in \(result.outputDirectory)")
         var table = Table(headers: ["CHANNEL", "TYPE", "NAME"])
-        for c in result["channels"]?.arrayValue ?? [] {
-            let id = c["channel_id"]?.stringValue ?? "?"
-            table.rows.append([id + (id == primaryID ? " (primary)" : ""), c["type"]?.stringValue ?? "-", c["name"]?.stringValue ?? ""])
+        for c in result.channels {
+            table.rows.append([c.channelId + (c.isPrimary ? " (primary)" : ""), c.type.rawValue, c.name])
         }
         if !table.rows.isEmpty { Output.line(table.render()) }
     }
@@ -114,24 +115,24 @@ struct StopCommand: ClientCommand {
         if let session { params["sessionId"] = .string(session) }
         let result = try connection.connect().call(ControlCommand.stopRecording.rawValue, params: params, timeout: .seconds(120))
         if connection.json { return Output.json(result) }
-        let summary = result["summary"] ?? .object([:])
-        var line = "session \(result["sessionId"]?.stringValue ?? summary["sessionId"]?.stringValue ?? "?") "
-            + "\(result["state"]?.stringValue ?? "stopped") after \(Format.duration(ns: summary["durationNs"]?.int64Value))"
-        if let dir = summary["outputDirectory"]?.stringValue { line += ", output in \(dir)" }
-        Output.line(line)
-        if let message = summary["error"]?.stringValue {
-            Output.warn("the session ended with an error: \(summary["errorCode"]?.stringValue ?? "ERROR"): \(message)")
+        let stopped: StopRecordingResult
+        do { stopped = try result.decode(StopRecordingResult.self) } catch {
+            throw CaptureError(.internalError, "the daemon's stopRecording result is not what this capturectl understands: \(error)")
         }
-        let columns: [(header: String, key: String)] = [
-            ("CAPTURED", "captured"), ("REPEATED", "repeated"), ("LEFT OUT", "leftOut"), ("DROPPED", "dropped"),
-            ("ENCODED", "encoded"), ("SILENCE MS", "silenceFilledMs"), ("OVERLAP MS", "overlapDroppedMs"),
-            ("DISCONT", "discontinuities"), ("CHUNKS", "chunks"),
+        let summary = stopped.summary
+        Output.line("session \(stopped.sessionId) \(stopped.state) after \(Format.duration(ns: summary.durationNs)), output in \(summary.outputDirectory)")
+        if let message = summary.error {
+            Output.warn("the session ended with an error: \(summary.errorCode ?? "ERROR"): \(message)")
+        }
+        let columns: [(header: String, value: (ChannelStatsSnapshot) -> Int)] = [
+            ("CAPTURED", \.captured), ("REPEATED", \.repeated), ("LEFT OUT", \.leftOut), ("DROPPED", \.dropped),
+            ("ENCODED", \.encoded), ("SILENCE MS", \.silenceFilledMs), ("OVERLAP MS", \.overlapDroppedMs),
+            ("DISCONT", \.discontinuities), ("CHUNKS", \.chunks),
         ]
         var table = Table(headers: ["CHANNEL", "TYPE"] + columns.map(\.header) + ["BYTES"],
                           rightAligned: Set(2...(columns.count + 2)))
-        for c in summary["channels"]?.arrayValue ?? [] {
-            table.rows.append([c["channel"]?.stringValue ?? c["channel_id"]?.stringValue ?? "?", c["type"]?.stringValue ?? "-"]
-                + columns.map { Format.number(c[$0.key]) } + [Format.bytes(c["bytes"]?.int64Value)])
+        for c in summary.channels {
+            table.rows.append([c.channel, c.type.rawValue] + columns.map { Format.number($0.value(c)) } + [Format.bytes(Int64(c.bytes))])
         }
         if !table.rows.isEmpty { Output.line(table.render()) }
     }

@@ -21,57 +21,67 @@ struct StatusCommand: ClientCommand {
     func execute() throws(CaptureError) {
         let client = try connection.connect()
         guard watch else {
-            let status = try client.call(ControlCommand.getStatus.rawValue, timeout: .seconds(30))
-            return connection.json ? Output.json(status) : Output.line(Self.report(status))
+            let value = try client.call(ControlCommand.getStatus.rawValue, timeout: .seconds(30))
+            return connection.json ? Output.json(value) : Output.line(Self.report(try Self.decode(value)))
         }
         exitZeroOnInterrupt()
         let redraw = Output.isTerminal && !connection.json
         while true {
-            let status: JSONValue
-            do { status = try client.call(ControlCommand.getStatus.rawValue, timeout: .seconds(30)) } catch {
+            let value: JSONValue
+            do { value = try client.call(ControlCommand.getStatus.rawValue, timeout: .seconds(30)) } catch {
                 throw daemonWentAway(error, client)
             }
             if connection.json {
-                Output.json(status, pretty: false)
+                Output.json(value, pretty: false)
             } else if redraw {
-                Output.line("\u{1B}[H\u{1B}[2J" + WallClock.iso8601(nanoseconds: WallClock.now()) + "  (Ctrl-C to quit)\n\n" + Self.report(status))
+                Output.line("\u{1B}[H\u{1B}[2J" + WallClock.iso8601(nanoseconds: WallClock.now()) + "  (Ctrl-C to quit)\n\n"
+                    + Self.report(try Self.decode(value)))
             } else {
-                Output.line(Self.oneLine(status))
+                Output.line(Self.oneLine(try Self.decode(value)))
             }
             usleep(1_000_000)
         }
     }
 
-    private static func channelRows(_ status: JSONValue) -> Table {
+    static func decode(_ value: JSONValue) throws(CaptureError) -> StatusResult {
+        do {
+            return try value.decode(StatusResult.self)
+        } catch {
+            throw CaptureError(.internalError, "the daemon's getStatus result is not what this capturectl understands: \(error)")
+        }
+    }
+
+    private static func channelRows(_ status: StatusResult) -> Table {
         var table = Table(headers: ["CHANNEL", "TYPE", "FPS", "FRAMES", "DROPPED", "CHUNKS", "UPLOADED", "BYTES", "UPLOAD LAG", ""],
                           rightAligned: [2, 3, 4, 5, 6, 7, 8])
-        for c in status["channels"]?.arrayValue ?? [] {
+        for c in status.channels {
             table.rows.append([
-                c["channel_id"]?.stringValue ?? "?", c["type"]?.stringValue ?? "-",
-                Format.number(c["fps"]), Format.number(c["frames"]), Format.number(c["dropped"]),
-                Format.number(c["chunksSpooled"]), Format.number(c["chunksUploaded"]),
-                Format.bytes(c["bytes"]?.int64Value), Format.milliseconds(c["uploadLagMs"]?.int64Value),
-                c["paused"]?.boolValue == true ? "paused" : "",
+                c.channelId, c.type.rawValue, Format.number(c.fps), Format.number(c.frames), Format.number(c.dropped),
+                Format.number(c.chunksSpooled), Format.number(c.chunksUploaded), Format.bytes(Int64(c.bytes)),
+                Format.milliseconds(c.uploadLagMs), c.paused ? "paused" : "",
             ])
         }
         return table
     }
 
     /// The multi-line human report.
-    static func report(_ status: JSONValue) -> String {
-        var lines = ["state:    \(status["state"]?.stringValue ?? "?")"]
-        if let session = status["sessionId"]?.stringValue { lines.append("session:  \(session)") }
-        if let started = Format.time(status["startedAt"]) { lines.append("started:  \(started)") }
-        if let elapsed = status["elapsedNs"]?.int64Value { lines.append("elapsed:  \(Format.duration(ns: elapsed))") }
-        if let paused = status["pausedTracks"]?.arrayValue?.strings, !paused.isEmpty {
-            lines.append("paused:   \(paused.joined(separator: ", "))")
+    static func report(_ status: StatusResult) -> String {
+        var lines = ["state:    \(status.state)"]
+        if let session = status.sessionId { lines.append("session:  \(session)") }
+        if let started = status.startedAt { lines.append("started:  \(started)") }
+        if let elapsed = status.elapsedNs { lines.append("elapsed:  \(Format.duration(ns: elapsed))") }
+        if !status.pausedTracks.isEmpty { lines.append("paused:   \(status.pausedTracks.joined(separator: ", "))") }
+        if let failure = status.failure { lines.append("failure:  \(failure.code): \(failure.message)") }
+        if let u = status.upload {
+            lines.append("upload:   \(u.phase)\(u.connected ? ", connected" : "") to \(status.endpoint ?? "?"), "
+                + "\(u.chunksUploaded) chunks uploaded, \(u.chunksPending) pending (\(Format.bytes(Int64(u.bytesPending)))), "
+                + "lag \(Format.milliseconds(u.uploadLagMs))")
         }
-        if let failure = status["failure"], failure != .null {
-            lines.append("failure:  \(failure["code"]?.stringValue ?? "?"): \(failure["message"]?.stringValue ?? "")")
+        for (id, u) in status.earlierUploads.sorted(by: { $0.key < $1.key }) {
+            lines.append("earlier:  \(id): \(u.phase), \(u.chunksPending) chunks pending, \(u.chunksUploaded) uploaded")
         }
-        if let d = status["daemon"] {
-            lines.append("daemon:   capture-agent \(d["version"]?.stringValue ?? "?"), pid \(Format.number(d["pid"])), "
-                + "up \(Format.duration(ns: d["uptimeNs"]?.int64Value)), \(Format.number(d["clients"])) client(s)")
+        if let d = status.daemon {
+            lines.append("daemon:   capture-agent \(d.version), pid \(d.pid), up \(Format.duration(ns: d.uptimeNs)), \(d.clients) client(s)")
         }
         let table = channelRows(status)
         if !table.rows.isEmpty { lines += ["", table.render()] }
@@ -79,18 +89,17 @@ struct StatusCommand: ClientCommand {
     }
 
     /// One `key=value` line per tick (--watch when stdout is not a terminal).
-    static func oneLine(_ status: JSONValue) -> String {
-        var parts = [WallClock.iso8601(nanoseconds: WallClock.now()), "state=\(status["state"]?.stringValue ?? "?")"]
-        if let session = status["sessionId"]?.stringValue { parts.append("session=\(session)") }
-        if let elapsed = status["elapsedNs"]?.int64Value { parts.append("elapsed=\(Format.duration(ns: elapsed))") }
-        if let paused = status["pausedTracks"]?.arrayValue?.strings, !paused.isEmpty {
-            parts.append("paused=\(paused.joined(separator: ","))")
-        }
-        if let code = status["failure"]?["code"]?.stringValue { parts.append("failure=\(code)") }
-        for c in status["channels"]?.arrayValue ?? [] {
-            parts.append("\(c["channel_id"]?.stringValue ?? "?"):fps=\(Format.number(c["fps"])),frames=\(Format.number(c["frames"])),"
-                + "dropped=\(Format.number(c["dropped"])),chunks=\(Format.number(c["chunksSpooled"]))/\(Format.number(c["chunksUploaded"])),"
-                + "bytes=\(Format.number(c["bytes"])),lagMs=\(Format.number(c["uploadLagMs"]))")
+    static func oneLine(_ status: StatusResult) -> String {
+        var parts = [WallClock.iso8601(nanoseconds: WallClock.now()), "state=\(status.state)"]
+        if let session = status.sessionId { parts.append("session=\(session)") }
+        if let elapsed = status.elapsedNs { parts.append("elapsed=\(Format.duration(ns: elapsed))") }
+        if !status.pausedTracks.isEmpty { parts.append("paused=\(status.pausedTracks.joined(separator: ","))") }
+        if let code = status.failure?.code { parts.append("failure=\(code)") }
+        if let u = status.upload { parts.append("upload=\(u.phase),pending=\(u.chunksPending),lagMs=\(u.uploadLagMs)") }
+        for c in status.channels {
+            parts.append("\(c.channelId):fps=\(Format.number(c.fps)),frames=\(c.frames),"
+                + "dropped=\(c.dropped),chunks=\(c.chunksSpooled)/\(Format.number(c.chunksUploaded)),"
+                + "bytes=\(c.bytes),lagMs=\(Format.number(c.uploadLagMs))")
         }
         return parts.joined(separator: " ")
     }

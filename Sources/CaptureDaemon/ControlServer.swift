@@ -56,12 +56,12 @@ public final class ControlServer: Sendable {
 
     private func acceptClients() {
         while true {
-            let fd = clinux_accept_nonblocking(listenFD)
-            if fd < 0 {
-                if errno == EINTR { continue }
-                if errno != EAGAIN && errno != EWOULDBLOCK {
-                    logger.warning("accept failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
-                }
+            let fd: Int32
+            do {
+                guard let accepted = try POSIX.nonBlocking("accept4", { clinux_accept_nonblocking(listenFD) }) else { return }
+                fd = accepted
+            } catch {
+                logger.warning("accept failed", metadata: ["error": "\(error)"])
                 return
             }
             var peerUid: uid_t = 0
@@ -209,11 +209,12 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
         let buffer = server.readBuffer
         var budget = Self.readBudget
         while budget > 0 && !closed {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK { return }
-                close(reason: "read failed: \(String(cString: strerror(errno)))")
+            let n: Int
+            do {
+                guard let read = try POSIX.nonBlocking("read", { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else { return }
+                n = read
+            } catch {
+                close(reason: "read failed: \(error)")
                 return
             }
             if n == 0 { endOfInput(); return }
@@ -249,19 +250,23 @@ final class SocketClient: ControlClientHandle, @unchecked Sendable {
     private func flush() {
         guard !closed else { return }
         while outboxHead < outbox.count {
-            let n = outbox.withUnsafeBytes { raw in
-                Glibc.send(fd, raw.baseAddress! + outboxHead, raw.count - outboxHead, Int32(MSG_NOSIGNAL))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK {
-                    watchWritable(true)
-                    return
+            let sent = outbox.withUnsafeBytes { raw in
+                Result { () throws(SystemCallError) in
+                    try POSIX.nonBlocking("send") {
+                        Glibc.send(fd, raw.baseAddress! + outboxHead, raw.count - outboxHead, Int32(MSG_NOSIGNAL))
+                    }
                 }
-                close(reason: errno == EPIPE || errno == ECONNRESET ? nil : "write failed: \(String(cString: strerror(errno)))")
+            }
+            switch sent {
+            case .success(let n?):
+                outboxHead += n
+            case .success(nil):
+                watchWritable(true)
+                return
+            case .failure(let error):
+                close(reason: error.errno == EPIPE || error.errno == ECONNRESET ? nil : "write failed: \(error)")
                 return
             }
-            outboxHead += n
         }
         outbox.removeAll(keepingCapacity: outbox.capacity <= 1 << 20)
         outboxHead = 0

@@ -123,12 +123,12 @@ public final class ControlService: Sendable {
         case .initialize:
             let apiUrl = try ParamReader(request).string("apiUrl", maxBytes: 2048)
             controller.initialize(apiUrl: apiUrl)
-            reply(.success(daemonInfo()))
+            reply(.success(Self.encoded(daemonInfo())))
 
         case .ping:
-            var info = daemonInfo().objectValue ?? [:]
-            info["pong"] = true
-            reply(.success(.object(info)))
+            var info = daemonInfo()
+            info.pong = true
+            reply(.success(Self.encoded(info)))
 
         case .requestPermission:
             guard let raw = try ParamReader(request).string("permission", maxBytes: 64) else {
@@ -167,9 +167,9 @@ public final class ControlService: Sendable {
             reply(.success(try controller.setPaused(false, tracks: TracksParams(request).tracks)))
 
         case .getStatus:
-            var status = controller.status().objectValue ?? [:]
-            status["daemon"] = daemonInfo()
-            reply(.success(.object(status)))
+            var status = controller.status()
+            status.daemon = daemonInfo()
+            reply(.success(Self.encoded(status)))
 
         case .updateToken:
             reply(.success(controller.updateToken(try UpdateTokenParams(request))))
@@ -197,15 +197,15 @@ public final class ControlService: Sendable {
         }
     }
 
-    private func daemonInfo() -> JSONValue {
-        .object([
-            "version": .string(Self.version), "protocol": .integer(Int64(Self.protocolVersion)),
-            "pid": .integer(Int64(getpid())), "platform": "linux-x11",
-            "uptimeNs": .integer(MonotonicClock.now() - startedMonotonic),
-            "clients": .integer(Int64(clientCount.load(ordering: .relaxed))),
-            "requests": .integer(Int64(requests.load(ordering: .relaxed))),
-            "badRequests": .integer(Int64(badRequests.load(ordering: .relaxed))),
-        ])
+    private func daemonInfo() -> DaemonInfo {
+        DaemonInfo(version: Self.version, protocol: Self.protocolVersion, pid: Int(getpid()), platform: "linux-x11",
+                   uptimeNs: MonotonicClock.now() - startedMonotonic, clients: clientCount.load(ordering: .relaxed),
+                   requests: requests.load(ordering: .relaxed), badRequests: badRequests.load(ordering: .relaxed))
+    }
+
+    /// A typed result as the response's JSON (encoding these structs cannot fail).
+    static func encoded(_ result: some Encodable) -> JSONValue {
+        (try? JSONValue(encoding: result)) ?? .null
     }
 
     /// On X11 there is no permission dialog: a permission is granted when the

@@ -34,7 +34,10 @@ extension SessionController {
         }
 
         let stats = session.liveStats()
-        let spoolBytes = snapshot.withLock { $0.spoolBytesAtStart } + Int64(stats.reduce(0) { $0 + $1.bytes })
+        // What the session spooled, less what its upload already got acknowledged (and deleted).
+        // Earlier sessions count as they were at the start: their uploads only shrink them.
+        let uploaded = Int64(uploadProgress(id)?.bytesUploaded ?? 0)
+        let spoolBytes = snapshot.withLock { $0.spoolBytesAtStart } + Int64(stats.reduce(0) { $0 + $1.bytes }) - uploaded
         // Stop while the next round of chunks (one per channel, as large as the largest so far)
         // still fits, so the spool ends within the budget plus the chunks the stop closes.
         let nextChunks = Int64(stats.reduce(0) { $0 + $1.largestChunkBytes })
@@ -46,7 +49,7 @@ extension SessionController {
             }
             if claimed {
                 let error = CaptureError(.ioError,
-                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed and the next chunks (up to \(nextChunks) bytes) would not fit; the session was stopped and nothing was deleted")
+                    "spool_budget reached: the spool holds \(spoolBytes) bytes of \(configuration.spoolBudgetBytes) allowed and the next chunks (up to \(nextChunks) bytes) would not fit; the session was stopped and nothing unacknowledged was deleted")
                 logger.error("spool budget reached; stopping the session", metadata: ["session": "\(id ?? "?")"])
                 operations.async { [self] in _ = finishSession(failure: error) }
             }

@@ -182,7 +182,7 @@ public final class SessionController: Sendable {
             }
             let now = MonotonicClock.now()
             let startedAt = WallClock.now() - (now - (session.startTime ?? now))
-            let result: JSONValue = snapshot.withLock { s in
+            let result: StartRecordingResult = snapshot.withLock { s in
                 if s.state == .starting { s.state = .active }   // a stop may already be queued
                 s.session = session
                 s.startMonotonic = session.startTime
@@ -200,23 +200,19 @@ public final class SessionController: Sendable {
                                                             frameRate: options.video.fps, primary: primary),
                             token: token, relay: relay, directory: options.outputDirectory)
             }
+            let value = (try? JSONValue(encoding: result)) ?? .null
             events.publish(ControlEvent(.recordingStarted, sessionId: options.sessionId, timestampUnixNs: startedAt,
-                                        data: result.objectValue ?? [:]))
-            reply(.success(result))
+                                        data: value.objectValue ?? [:]))
+            reply(.success(value))
         }
     }
 
-    private func startResult(_ s: Snapshot) -> JSONValue {
-        .object([
-            "sessionId": .string(s.sessionId ?? ""),
-            "state": .string(s.state.rawValue),
-            "channels": .array(s.channels.map { c in
-                .object(["channel_id": .string(c.id), "type": .string(c.type.rawValue), "name": .string(c.name),
-                         "is_primary": .bool(c.id == s.primaryChannel)])
-            }),
-            "outputDirectory": .string(s.options?.outputDirectory ?? ""),
-            "startedAt": .string(WallClock.iso8601(nanoseconds: s.startedAtUnixNs ?? 0)),
-        ])
+    private func startResult(_ s: Snapshot) -> StartRecordingResult {
+        StartRecordingResult(
+            sessionId: s.sessionId ?? "", state: s.state.rawValue,
+            channels: s.channels.map { .init(channelId: $0.id, type: $0.type, name: $0.name, isPrimary: $0.id == s.primaryChannel) },
+            outputDirectory: s.options?.outputDirectory ?? "",
+            startedAt: WallClock.iso8601(nanoseconds: s.startedAtUnixNs ?? 0))
     }
 
     private func makeOptions(_ params: StartRecordingParams) throws(CaptureError) -> RecordingOptions {
@@ -279,8 +275,12 @@ public final class SessionController: Sendable {
     /// Closes the session's chunks, lets go of it and publishes what happened. Runs on
     /// `operations`.
     func finishSession(failure: CaptureError?) -> JSONValue {
+        Self.encodedResult(finishSessionTyped(failure: failure))
+    }
+
+    private func finishSessionTyped(failure: CaptureError?) -> StopRecordingResult? {
         dispatchPrecondition(condition: .onQueue(operations))
-        guard let (summary, failure, id) = closeSession(failure: failure) else { return .object([:]) }
+        guard let (summary, failure, id) = closeSession(failure: failure) else { return nil }
         // The session, its channels and every buffer they held are gone now (RecordingSession
         // has no other owner): hand the freed pages back, so a daemon that runs a session per
         // meeting all day stays the size it was after the first.
@@ -298,7 +298,7 @@ public final class SessionController: Sendable {
         events.publish(ControlEvent(.recordingStopped, sessionId: id, data: ["summary": summaryValue]))
         // With an uplink, recording-complete waits for the endpoint's last ack (`uploadComplete`).
         if let id, finishUpload(sessionId: id, directory: summary.outputDirectory) {
-            return .object(["sessionId": .string(id), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
+            return StopRecordingResult(sessionId: id, state: failure == nil ? "stopped" : "failed", summary: summary)
         }
         // No endpoint: "delivered" means safely in the spool.
         let chunks = summary.channels.reduce(0) { $0 + $1.chunks }
@@ -307,7 +307,12 @@ public final class SessionController: Sendable {
             "chunks": .integer(Int64(chunks)), "bytes": .integer(Int64(bytes)),
             "outputDirectory": .string(summary.outputDirectory), "deliveredTo": "spool",
         ]))
-        return .object(["sessionId": .string(id ?? ""), "state": .string(failure == nil ? "stopped" : "failed"), "summary": summaryValue])
+        return StopRecordingResult(sessionId: id ?? "", state: failure == nil ? "stopped" : "failed", summary: summary)
+    }
+
+    static func encodedResult(_ result: (some Encodable)?) -> JSONValue {
+        guard let result else { return .object([:]) }
+        return (try? JSONValue(encoding: result)) ?? .null
     }
 
     /// `display-changed`: a display channel's monitor changed, went off or came back.
@@ -399,63 +404,58 @@ public final class SessionController: Sendable {
     // MARK: Status
 
     /// `getStatus`: never waits for a start or stop in progress.
-    public func status() -> JSONValue {
+    public func status() -> StatusResult {
         let s = snapshot.withLock { $0 }
-        var object: [String: JSONValue] = [
-            "state": .string(s.state.rawValue),
-            "pausedTracks": .array((s.session?.pausedTracks.sorted() ?? []).map(JSONValue.string)),
-        ]
-        if let id = s.sessionId { object["sessionId"] = .string(id) }
-        if let started = s.startedAtUnixNs { object["startedAt"] = .string(WallClock.iso8601(nanoseconds: started)) }
+        let upload = uploadProgress(s.sessionId).map(Self.uploadStatus)
+        var result = StatusResult(state: s.state.rawValue, tokenPresent: s.token != nil,
+                                  pausedTracks: s.session?.pausedTracks.sorted() ?? [],
+                                  earlierUploads: uploadSessions.filter { $0.key != s.sessionId }.mapValues(Self.uploadStatus))
+        result.sessionId = s.sessionId
+        result.startedAt = s.startedAtUnixNs.map { WallClock.iso8601(nanoseconds: $0) }
         if let t0 = s.startMonotonic, s.state == .active || s.state == .stopping {
-            object["elapsedNs"] = .integer(MonotonicClock.now() - t0)
+            result.elapsedNs = MonotonicClock.now() - t0
         }
-        if let f = s.failure { object["failure"] = .object(["code": .string(f.code.rawValue), "message": .string(f.message)]) }
-        if let dir = s.options?.outputDirectory { object["outputDirectory"] = .string(dir) }
-        object["endpoint"] = (s.endpoint ?? configuration.endpoint).map(JSONValue.string) ?? .null
-        object["tokenPresent"] = .bool(s.token != nil)
-        let upload = uploadProgress(s.sessionId)
-        object["upload"] = upload.flatMap { try? JSONValue(encoding: $0) } ?? .null
-        let others = uploadSessions.filter { $0.key != s.sessionId }
-        object["earlierUploads"] = .object(others.compactMapValues { try? JSONValue(encoding: $0) })
-        if let e = s.tokenExpiresAtUnix { object["tokenExpiresAt"] = .integer(e) }
+        result.failure = s.failure.map { StatusResult.Failure(code: $0.code.rawValue, message: $0.message) }
+        result.outputDirectory = s.options?.outputDirectory
+        result.endpoint = s.endpoint
+        result.tokenExpiresAt = s.tokenExpiresAtUnix
+        result.upload = upload
 
-        var channels: [JSONValue] = []
         let live: [ChannelStatsSnapshot]
         if let session = s.session, s.state == .active || s.state == .stopping {
             live = session.liveStats()
         } else {
             live = s.lastSummary?.channels ?? []
         }
-        for stat in live {
-            let info = s.channels.first { $0.id == stat.channel }
+        result.channels = live.map { stat in
             let watch = s.watches[stat.channel]
-            var c: [String: JSONValue] = [
-                "channel_id": .string(stat.channel), "type": .string(stat.type.rawValue),
-                "name": .string(info?.name ?? stat.channel),
-                "frames": .integer(Int64(stat.encoded)), "captured": .integer(Int64(stat.captured)),
-                "dropped": .integer(Int64(stat.dropped)),
-                "chunksSpooled": .integer(Int64(stat.chunks)),
-                "chunksUploaded": upload.map { .integer(Int64($0.chunksUploadedByChannel[stat.channel] ?? 0)) } ?? .null,
-                "bytes": .integer(Int64(stat.bytes)), "uploadLagMs": upload.map { .integer($0.uploadLagMs) } ?? .null,
-                "paused": .bool(stat.paused ?? false),
-                "stalled": .bool(watch?.stallReported ?? false),
-            ]
+            var c = StatusResult.Channel(
+                channelId: stat.channel, type: stat.type, name: s.channels.first { $0.id == stat.channel }?.name ?? stat.channel,
+                frames: stat.encoded, captured: stat.captured, dropped: stat.dropped, chunksSpooled: stat.chunks,
+                chunksUploaded: upload.map { $0.chunksUploadedByChannel[stat.channel] ?? 0 }, bytes: stat.bytes,
+                uploadLagMs: upload?.uploadLagMs, paused: stat.paused ?? false, stalled: watch?.stallReported ?? false)
             if stat.type == .video {
-                c["fps"] = .integer(Int64(configuration.fps))
-                c["measuredFps"] = watch?.measuredFps.map { .number(($0 * 10).rounded() / 10) } ?? .null
-                c["repeated"] = .integer(Int64(stat.repeated))
-                c["leftOut"] = .integer(Int64(stat.leftOut))
-                c["offlineFrames"] = .integer(Int64(stat.offlineFrames ?? 0))
-                c["layoutChanges"] = .integer(Int64(stat.layoutChanges ?? 0))
+                c.fps = configuration.fps
+                c.measuredFps = watch?.measuredFps.map { ($0 * 10).rounded() / 10 }
+                c.repeated = stat.repeated
+                c.leftOut = stat.leftOut
+                c.offlineFrames = stat.offlineFrames ?? 0
+                c.layoutChanges = stat.layoutChanges ?? 0
             } else {
-                c["silenceFilledMs"] = .integer(Int64(stat.silenceFilledMs))
-                c["lostMs"] = .integer(Int64((stat.lostSamples ?? 0) * 1000 / 48_000))
-                c["interruptions"] = .integer(Int64(stat.discontinuities))
+                c.silenceFilledMs = stat.silenceFilledMs
+                c.lostMs = (stat.lostSamples ?? 0) * 1000 / 48_000
+                c.interruptions = stat.discontinuities
             }
-            channels.append(.object(c))
+            return c
         }
-        object["channels"] = .array(channels)
-        return .object(object)
+        return result
+    }
+
+    static func uploadStatus(_ p: UplinkProgress) -> UploadStatus {
+        UploadStatus(phase: p.phase, connected: p.connected, chunksUploaded: p.chunksUploaded, bytesUploaded: p.bytesUploaded,
+                     chunksPending: p.chunksPending, bytesPending: p.bytesPending, duplicates: p.duplicates,
+                     refusedChunks: p.refusedChunks, protocolViolations: p.protocolViolations,
+                     unreadableChunks: p.unreadableChunks, connections: p.connections, uploadLagMs: p.uploadLagMs,
+                     chunksUploadedByChannel: p.chunksUploadedByChannel)
     }
 }

@@ -66,17 +66,8 @@ public final class StdioTransport: ControlClientHandle, Sendable {
         }
         pending.add(line.count, ordering: .relaxed)
         writeQueue.async { [self] in
-            var offset = 0
-            line.withUnsafeBytes { raw in
-                while offset < raw.count {
-                    let n = write(STDOUT_FILENO, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        return   // stdout closed: the parent is gone; stdin's end will follow
-                    }
-                    offset += n
-                }
-            }
+            // A failure means stdout is closed: the parent is gone and stdin's end will follow.
+            line.withUnsafeBytes { raw in _ = try? POSIX.writeAll(STDOUT_FILENO, raw) }
             pending.subtract(line.count, ordering: .relaxed)
         }
     }
@@ -94,9 +85,8 @@ public final class StdioTransport: ControlClientHandle, Sendable {
         defer { buffer.deallocate() }
         let service = self.service
         while true {
-            let n = read(STDIN_FILENO, buffer.baseAddress, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }   // end of stdin (an error means the same here)
+            // The end of stdin; an error means the same here.
+            guard let n = try? POSIX.call("read", { read(STDIN_FILENO, buffer.baseAddress, buffer.count) }), n > 0 else { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             let stopped = ioQueue.sync { () -> Bool in
                 guard !reader.ended else { return true }

@@ -128,7 +128,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         self.encoder = encoder
         self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
                                ticksPerSecond: Int64(AudioFormat.sampleRate),
-                               nominalPacketTicks: Int64(AudioFormat.blockFrames), stats: stats)
+                               nominalPacketTicks: Int64(AudioFormat.blockFrames), stats: stats, closesAtGridEnd: true)
         wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
         let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self,
                                      reconnectTimeout: options.audioReconnectTimeout)

@@ -58,36 +58,3 @@ public final class ChannelStats: Sendable {
     }
 }
 
-public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
-    public var channel: String
-    public var type: MediaType
-    public var captured: Int
-    public var repeated: Int
-    public var leftOut: Int
-    public var dropped: Int
-    public var encoded: Int
-    public var silenceFilledMs: Int
-    public var overlapDroppedMs: Int
-    public var discontinuities: Int
-    public var chunks: Int
-    public var bytes: Int
-    /// The largest chunk spooled so far (what the next one may need).
-    public var largestChunkBytes: Int
-    /// Whether the channel's track is paused now (live status only).
-    public var paused: Bool?
-    /// Video: frame slots recorded black while the monitor was off, and how often its size or
-    /// place changed (nil for audio).
-    public var offlineFrames: Int?
-    public var layoutChanges: Int?
-    /// Audio: samples of the source on the timeline, and of silence filled in; their sum is the
-    /// stream's length (nil for video).
-    public var capturedSamples: Int?
-    public var silenceFilledSamples: Int?
-    /// Audio: samples repeated to keep a slow source on the session's clock (part of the
-    /// stream's length with the two above; the ones left out for a fast source count in
-    /// `overlapDroppedMs`).
-    public var repeatedSamples: Int?
-    /// Audio: samples captured but lost because the encoder was more than 5 s behind (their
-    /// place in the stream is silence); the fourth part of the stream's length.
-    public var lostSamples: Int?
-}

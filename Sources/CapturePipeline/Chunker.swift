@@ -14,6 +14,14 @@ final class Chunker {
     private let stats: ChannelStats
     /// Packet length to assume when the encoder does not say (one frame).
     private let nominalPacketTicks: Int64
+    /// Close a chunk as soon as a packet reaches the end of its grid cell, instead of
+    /// when the first packet of the next one arrives. For audio, whose packets run back
+    /// to back: the chunk is complete then, and waiting for the next packet would add one
+    /// AAC frame plus the encoder's look-ahead (and often a capture batch) to every
+    /// chunk's way to the endpoint. Not while flushing at the stop: the last packets
+    /// come out of the encoder there, and the chunk they end is the final one.
+    private let closesAtGridEnd: Bool
+    private var flushing = false
 
     private var isOpen = false
     private var seq = 0
@@ -23,8 +31,9 @@ final class Chunker {
     private var frames = 0
 
     init(muxer: TSChunkMuxer, outlet: ChannelOutlet, chunkNs: Int64, ticksPerSecond: Int64, nominalPacketTicks: Int64,
-         stats: ChannelStats) {
+         stats: ChannelStats, closesAtGridEnd: Bool = false) {
         self.nominalPacketTicks = nominalPacketTicks
+        self.closesAtGridEnd = closesAtGridEnd
         self.muxer = muxer
         self.outlet = outlet
         self.chunkNs = chunkNs
@@ -60,10 +69,15 @@ final class Chunker {
         frames += 1
         endNs = ptsNs + nanoseconds(ticks: packet.duration > 0 ? packet.duration : nominalPacketTicks)
         stats.encoded.add(1, ordering: .relaxed)
+        if closesAtGridEnd && !flushing && endNs >= (chunkIndex + 1) * chunkNs {
+            // The next packet starts where this one ends: the same duration the next start would give.
+            try close(nextStartNs: endNs, isFinal: false)
+        }
     }
 
     /// Drains `encoder` and ends the open chunk, if any, as the channel's last.
     func finish(flushing encoder: some FlushableEncoder) throws(CaptureError) {
+        flushing = true
         try encoder.flush { (packet) throws(CaptureError) in try write(packet) }
         if isOpen { try close(nextStartNs: nil, isFinal: true) }
     }

@@ -8,15 +8,6 @@ import PulseCapture
 import Synchronization
 import X11Capture
 
-/// The result of a recording, per channel.
-public struct RecordingSummary: Sendable, Codable {
-    public var sessionId: String
-    public var outputDirectory: String
-    public var durationNs: Int64
-    public var channels: [ChannelStatsSnapshot]
-    public var error: String?
-    public var errorCode: String?
-}
 
 /// One recording: every requested channel captured on one shared timeline
 /// (zero = session start) into chunks in `options.outputDirectory`.

@@ -28,17 +28,12 @@ public final class AtomicDirectory {
         let temporary = writer.map { ".\(name).\($0).tmp" } ?? ".\(name).tmp"
         let out = openat(fd, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw ioError("cannot create \(path)/\(temporary)") }
-        var written = 0
-        while written < bytes.count {
-            let n = write(out, bytes.baseAddress! + written, bytes.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = ioError("cannot write \(path)/\(temporary)")
-                close(out)
-                unlinkat(fd, temporary, 0)
-                throw e
-            }
-            written += n
+        do {
+            try POSIX.writeAll(out, bytes)
+        } catch {
+            close(out)
+            unlinkat(fd, temporary, 0)
+            throw error.captureError("cannot write \(path)/\(temporary)")
         }
         if fsync(out) != 0 {
             let e = ioError("cannot fsync \(path)/\(temporary)")

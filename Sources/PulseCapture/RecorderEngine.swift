@@ -50,8 +50,11 @@ final class RecorderEngine: @unchecked Sendable {
     /// An attempt (connect + resolve + stream ready) that takes longer than this is abandoned.
     let attemptTimeoutNs: Int64 = 3_000_000_000
     /// While streaming, the loop reads the server's blocks at most this often (see
-    /// `PulseLoopThread`): 20 wake-ups per second instead of one per block.
-    static let batchIntervalNs: Int64 = 50_000_000
+    /// `PulseLoopThread`): 40 wake-ups per second instead of one per block. Every chunk
+    /// waits for its last audio up to this long, on its way to the endpoint too; 25 ms
+    /// keeps the capture-to-acknowledgement time of audio chunks near video's
+    /// (scripts/benchmark-uplink) for about 2 ms of CPU a second per stream.
+    static let batchIntervalNs: Int64 = 25_000_000
     /// How often to ask the server for fresh timing while streaming (see `drain`).
     let timingRequestIntervalNs: Int64 = 100_000_000
 

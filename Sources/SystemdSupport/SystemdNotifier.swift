@@ -55,13 +55,12 @@ public enum SystemdNotifier {
         // unread) blocks the sender; bound that wait instead of hanging.
         var timeout = timeval(tv_sec: Int(sendTimeoutSeconds), tv_usec: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        while true {
-            let sent = address.withSockaddr { sockaddr, length in
+        let sent = try? POSIX.call("sendto") {
+            address.withSockaddr { sockaddr, length in
                 payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sockaddr, length) }
             }
-            if sent < 0 && errno == EINTR { continue }
-            return sent == payload.count
         }
+        return sent == payload.count
     }
 
     /// "READY=1": start-up is finished and the control socket accepts

@@ -18,13 +18,14 @@ struct RequestFuzzer {
 
     /// Plausible params (JSON object text) per command; `shutdown` is left out on purpose.
     static let corpus: [(command: String, params: [String], weight: Int)] = [
-        ("init", [#"{"apiUrl":"https://api.videodb.io"}"#, "{}", #"{"apiUrl":"http://localhost:8000/v1"}"#], 8),
+        // Endpoints on loopback only (a session with one uploads to it): port 9 refuses at once.
+        ("init", [#"{"apiUrl":"https://127.0.0.1:9"}"#, "{}", #"{"apiUrl":"http://localhost:9/v1"}"#], 8),
         ("requestPermission", [#"{"permission":"microphone"}"#, #"{"permission":"screen-capture"}"#,
                                #"{"permission":"system-audio"}"#, #"{"permission":"screen"}"#], 1),
         ("getChannels", ["{}"], 1),
         ("startRecording", [
             #"{"sessionId":"fz-1","channels":[{"channel_id":"display:1","type":"video","name":"Display 1","store":true,"is_primary":true}]}"#,
-            #"{"sessionId":"fz-2","uploadToken":"eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE5MDAwMDAwMDB9.c2ln","tokenExpiresAt":1900000000,"endpoint":"wss://capture.videodb.io/v1","channels":[{"channel_id":"mic:default","type":"audio","name":"Mic","store":true},{"channel_id":"system_audio:default","type":"audio","name":"Speakers","store":false},{"channel_id":"display:1","type":"video","name":"Display","is_primary":true}]}"#,
+            #"{"sessionId":"fz-2","uploadToken":"eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE5MDAwMDAwMDB9.c2ln","tokenExpiresAt":1900000000,"endpoint":"wss://127.0.0.1:9/v1","channels":[{"channel_id":"mic:default","type":"audio","name":"Mic","store":true},{"channel_id":"system_audio:default","type":"audio","name":"Speakers","store":false},{"channel_id":"display:1","type":"video","name":"Display","is_primary":true}]}"#,
             #"{"channels":[]}"#,
         ], 12),
         ("stopRecording", [#"{"sessionId":"fz-1"}"#, "{}"], 8),

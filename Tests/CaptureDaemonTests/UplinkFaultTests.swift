@@ -145,6 +145,44 @@ final class UplinkFaultTests: XCTestCase {
         XCTAssertTrue(daemon.log.contains("refused the upload token"))
     }
 
+    /// spool_budget counts what waits in the spool: a session whose chunks are acknowledged
+    /// records past the budget; with the endpoint gone the same budget stops it (IO_ERROR,
+    /// recording-failed) and nothing unacknowledged is deleted, and once the endpoint is back
+    /// what the spool kept is delivered.
+    func testSpoolBudgetCountsOnlyWhatWaitsForTheEndpoint() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "budget")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-budget", env: ["CAPTURE_AGENT_SPOOL_BUDGET": "3MiB"])
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+
+        let first = try endpoint.createSession()
+        try UplinkSessionTests.start(client, session: first, token: try endpoint.mintToken(), endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 14)
+        let status = try assertAnswers(daemon)
+        XCTAssertEqual(status["state"]?.stringValue, "active", "uploaded chunks do not count: \(status)")
+        let spooled = status["channels"]?.arrayValue?.reduce(Int64(0)) { $0 + ($1["bytes"]?.int64Value ?? 0) } ?? 0
+        XCTAssertGreaterThan(spooled, 3 << 20, "the session recorded more than the budget")
+        try finish(client, daemon: daemon, endpoint: endpoint, session: first)
+
+        let second = try endpoint.createSession()
+        try UplinkSessionTests.start(client, session: second, token: try endpoint.mintToken(), endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 2)
+        endpoint.kill9()
+        let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 40), "log:\n\(daemon.log.suffix(3000))")
+        XCTAssertEqual(failed.data["code"]?.stringValue, "IO_ERROR")
+        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("spool_budget") ?? false, "\(failed.data)")
+        XCTAssertGreaterThan(try spooledChunkFiles(daemon.sessionDirectory(second)), 3, "the spool kept what waits")
+        try endpoint.start()
+        let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 60))
+        XCTAssertEqual(complete.sessionId, second)
+        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        let stored = try endpoint.verifyStored(second)
+        XCTAssertEqual(stored.count, 3)
+    }
+
     func spooledChunkFiles(_ directory: String) throws -> Int {
         var n = 0
         for channel in try FileManager.default.contentsOfDirectory(atPath: directory) {

@@ -1,0 +1,253 @@
+import CaptureCore
+
+/// The results of `init` / `ping` (`daemon` in getStatus): who answers.
+public struct DaemonInfo: Codable, Sendable, Equatable {
+    public var version: String
+    public var `protocol`: Int
+    public var pid: Int
+    public var platform: String
+    public var uptimeNs: Int64
+    public var clients: Int
+    public var requests: Int
+    public var badRequests: Int
+    /// `ping` only.
+    public var pong: Bool?
+
+    public init(version: String, protocol: Int, pid: Int, platform: String, uptimeNs: Int64, clients: Int,
+                requests: Int, badRequests: Int, pong: Bool? = nil) {
+        self.version = version
+        self.protocol = `protocol`
+        self.pid = pid
+        self.platform = platform
+        self.uptimeNs = uptimeNs
+        self.clients = clients
+        self.requests = requests
+        self.badRequests = badRequests
+        self.pong = pong
+    }
+}
+
+/// The result of `startRecording` (and the data of `recording-started`).
+public struct StartRecordingResult: Codable, Sendable, Equatable {
+    public struct Channel: Codable, Sendable, Equatable {
+        public var channelId: String
+        public var type: MediaType
+        public var name: String
+        public var isPrimary: Bool
+
+        public init(channelId: String, type: MediaType, name: String, isPrimary: Bool) {
+            self.channelId = channelId
+            self.type = type
+            self.name = name
+            self.isPrimary = isPrimary
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case channelId = "channel_id", type, name, isPrimary = "is_primary"
+        }
+    }
+
+    public var sessionId: String
+    public var state: String
+    public var channels: [Channel]
+    public var outputDirectory: String
+    /// RFC 3339 with ms: the session timeline's zero.
+    public var startedAt: String
+
+    public init(sessionId: String, state: String, channels: [Channel], outputDirectory: String, startedAt: String) {
+        self.sessionId = sessionId
+        self.state = state
+        self.channels = channels
+        self.outputDirectory = outputDirectory
+        self.startedAt = startedAt
+    }
+}
+
+/// Where a session's upload stands (getStatus `upload` and each `earlierUploads` value).
+public struct UploadStatus: Codable, Sendable, Equatable {
+    public var phase: String
+    public var connected: Bool
+    public var chunksUploaded: Int
+    public var bytesUploaded: Int
+    public var chunksPending: Int
+    public var bytesPending: Int
+    public var duplicates: Int
+    public var refusedChunks: Int
+    public var protocolViolations: Int
+    public var unreadableChunks: Int
+    public var connections: Int
+    public var uploadLagMs: Int64
+    public var chunksUploadedByChannel: [String: Int]
+
+    public init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int,
+                bytesPending: Int, duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int,
+                connections: Int, uploadLagMs: Int64, chunksUploadedByChannel: [String: Int]) {
+        self.phase = phase
+        self.connected = connected
+        self.chunksUploaded = chunksUploaded
+        self.bytesUploaded = bytesUploaded
+        self.chunksPending = chunksPending
+        self.bytesPending = bytesPending
+        self.duplicates = duplicates
+        self.refusedChunks = refusedChunks
+        self.protocolViolations = protocolViolations
+        self.unreadableChunks = unreadableChunks
+        self.connections = connections
+        self.uploadLagMs = uploadLagMs
+        self.chunksUploadedByChannel = chunksUploadedByChannel
+    }
+}
+
+/// The result of `getStatus`. Fields the protocol documents as `null` when unknown are
+/// written as `null` (not left out), so clients can tell "none" from "not sent".
+public struct StatusResult: Codable, Sendable, Equatable {
+    public struct Failure: Codable, Sendable, Equatable {
+        public var code: String
+        public var message: String
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public struct Channel: Codable, Sendable, Equatable {
+        public var channelId: String
+        public var type: MediaType
+        public var name: String
+        public var frames: Int
+        public var captured: Int
+        public var dropped: Int
+        public var chunksSpooled: Int
+        /// nil (null): the session has no upload, or it is finished.
+        public var chunksUploaded: Int?
+        public var bytes: Int
+        public var uploadLagMs: Int64?
+        public var paused: Bool
+        public var stalled: Bool
+        // Video only.
+        public var fps: Int?
+        public var measuredFps: Double?
+        public var repeated: Int?
+        public var leftOut: Int?
+        public var offlineFrames: Int?
+        public var layoutChanges: Int?
+        // Audio only.
+        public var silenceFilledMs: Int?
+        public var lostMs: Int?
+        public var interruptions: Int?
+
+        public init(channelId: String, type: MediaType, name: String, frames: Int, captured: Int, dropped: Int,
+                    chunksSpooled: Int, chunksUploaded: Int?, bytes: Int, uploadLagMs: Int64?, paused: Bool, stalled: Bool) {
+            self.channelId = channelId
+            self.type = type
+            self.name = name
+            self.frames = frames
+            self.captured = captured
+            self.dropped = dropped
+            self.chunksSpooled = chunksSpooled
+            self.chunksUploaded = chunksUploaded
+            self.bytes = bytes
+            self.uploadLagMs = uploadLagMs
+            self.paused = paused
+            self.stalled = stalled
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case channelId = "channel_id", type, name, frames, captured, dropped, chunksSpooled, chunksUploaded, bytes
+            case uploadLagMs, paused, stalled, fps, measuredFps, repeated, leftOut, offlineFrames, layoutChanges
+            case silenceFilledMs, lostMs, interruptions
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(channelId, forKey: .channelId)
+            try c.encode(type, forKey: .type)
+            try c.encode(name, forKey: .name)
+            try c.encode(frames, forKey: .frames)
+            try c.encode(captured, forKey: .captured)
+            try c.encode(dropped, forKey: .dropped)
+            try c.encode(chunksSpooled, forKey: .chunksSpooled)
+            try c.encode(chunksUploaded, forKey: .chunksUploaded)   // null when none
+            try c.encode(bytes, forKey: .bytes)
+            try c.encode(uploadLagMs, forKey: .uploadLagMs)         // null when none
+            try c.encode(paused, forKey: .paused)
+            try c.encode(stalled, forKey: .stalled)
+            if type == .video {
+                try c.encodeIfPresent(fps, forKey: .fps)
+                try c.encode(measuredFps, forKey: .measuredFps)     // null until measured
+                try c.encodeIfPresent(repeated, forKey: .repeated)
+                try c.encodeIfPresent(leftOut, forKey: .leftOut)
+                try c.encodeIfPresent(offlineFrames, forKey: .offlineFrames)
+                try c.encodeIfPresent(layoutChanges, forKey: .layoutChanges)
+            } else {
+                try c.encodeIfPresent(silenceFilledMs, forKey: .silenceFilledMs)
+                try c.encodeIfPresent(lostMs, forKey: .lostMs)
+                try c.encodeIfPresent(interruptions, forKey: .interruptions)
+            }
+        }
+    }
+
+    public var state: String
+    public var sessionId: String?
+    public var startedAt: String?
+    public var elapsedNs: Int64?
+    public var failure: Failure?
+    public var outputDirectory: String?
+    /// null until a session has started.
+    public var endpoint: String?
+    public var tokenPresent: Bool
+    public var tokenExpiresAt: Int64?
+    public var pausedTracks: [String]
+    public var channels: [Channel]
+    /// null without an upload (no endpoint, or it is complete).
+    public var upload: UploadStatus?
+    public var earlierUploads: [String: UploadStatus]
+    /// Added by the control service.
+    public var daemon: DaemonInfo?
+
+    public init(state: String, tokenPresent: Bool, pausedTracks: [String], channels: [Channel] = [],
+                earlierUploads: [String: UploadStatus] = [:]) {
+        self.state = state
+        self.tokenPresent = tokenPresent
+        self.pausedTracks = pausedTracks
+        self.channels = channels
+        self.earlierUploads = earlierUploads
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case state, sessionId, startedAt, elapsedNs, failure, outputDirectory, endpoint, tokenPresent, tokenExpiresAt
+        case pausedTracks, channels, upload, earlierUploads, daemon
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(state, forKey: .state)
+        try c.encodeIfPresent(sessionId, forKey: .sessionId)
+        try c.encodeIfPresent(startedAt, forKey: .startedAt)
+        try c.encodeIfPresent(elapsedNs, forKey: .elapsedNs)
+        try c.encodeIfPresent(failure, forKey: .failure)
+        try c.encodeIfPresent(outputDirectory, forKey: .outputDirectory)
+        try c.encode(endpoint, forKey: .endpoint)   // null when none
+        try c.encode(tokenPresent, forKey: .tokenPresent)
+        try c.encodeIfPresent(tokenExpiresAt, forKey: .tokenExpiresAt)
+        try c.encode(pausedTracks, forKey: .pausedTracks)
+        try c.encode(channels, forKey: .channels)
+        try c.encode(upload, forKey: .upload)       // null when none
+        try c.encode(earlierUploads, forKey: .earlierUploads)
+        try c.encodeIfPresent(daemon, forKey: .daemon)
+    }
+}
+
+/// The result of `stopRecording`.
+public struct StopRecordingResult: Codable, Sendable, Equatable {
+    public var sessionId: String
+    /// `stopped`, or `failed` when the session ended with an error.
+    public var state: String
+    public var summary: RecordingSummary
+
+    public init(sessionId: String, state: String, summary: RecordingSummary) {
+        self.sessionId = sessionId
+        self.state = state
+        self.summary = summary
+    }
+}
