@@ -120,7 +120,8 @@ final class PulseCaptureTests: XCTestCase {
     /// While a stream runs, the loop reads the server's blocks in batches (PulseLoopThread): the
     /// rig's PulseAudio sink hands out a block every 10 ms, PipeWire's every 21 ms, which
     /// unbatched means a wake-up per block plus the timing replies (over 100 per second on
-    /// PulseAudio, about 60 on PipeWire); batched, about 20 plus the timing requests. (Polls
+    /// PulseAudio, about 60 on PipeWire); batched every 25 ms, about 40 plus the timing
+    /// requests (10 a second). (Polls
     /// that find data waiting return at once and wake nobody: pipewire-pulse sends a batch's
     /// worth as ~10 packets, so the loop polls ~120 times a second but sleeps ~25 times.)
     /// Nothing is lost: the recording is whole, up to the stop.
@@ -145,7 +146,7 @@ final class PulseCaptureTests: XCTestCase {
         let seconds = Double(t1 - t0) / 1e9
         let wakeups = Double(w1 - w0) / seconds
         print("read batching (\(rig.audioServer ?? "?")): \(wakeups) wake-ups and \(Double(i1 - i0) / seconds) polls per second")
-        XCTAssertLessThan(wakeups, 40, "loop wake-ups per second while streaming")
+        XCTAssertLessThan(wakeups, 55, "loop wake-ups per second while streaming")
         XCTAssertGreaterThan(wakeups, 10, "loop wake-ups per second while streaming")
         try checkRecording(Recording(state: sink.snapshot, device: device, startCalled: called, started: started,
                                      stopped: stopped), tone: 1000, otherTone: 440)
