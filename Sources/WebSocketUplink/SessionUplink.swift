@@ -77,9 +77,6 @@ public final class SessionUplink: Sendable {
         public var agent = "capture-agent"
         /// PEM CA bundle for wss (nil: the system's).
         public var caFile: String?
-        public var pingSeconds: UInt16 = 10
-        /// No pong or other traffic for this long: the connection is dead.
-        public var hangupSeconds: UInt16 = 25
         public var timing = UplinkMachine.Timing()
 
         public init(target: UplinkTarget, sessionId: String, channels: [UplinkChannel], sessionDirectory: String) {
@@ -102,8 +99,7 @@ public final class SessionUplink: Sendable {
                                     seed: UInt64(truncatingIfNeeded: MonotonicClock.now()))
         loop = try UplinkLoop(machine: machine, target: configuration.target,
                               spool: UplinkSpool(sessionDirectory: configuration.sessionDirectory),
-                              caFile: configuration.caFile, pingSeconds: configuration.pingSeconds,
-                              hangupSeconds: configuration.hangupSeconds, counters: counters, onReport: onReport)
+                              caFile: configuration.caFile, counters: counters, onReport: onReport)
     }
 
     public func start() { loop.start() }

@@ -38,7 +38,6 @@ final class UplinkLoop: @unchecked Sendable {
     // C allocations, fixed for the loop's life.
     private let protocols: UnsafeMutablePointer<lws_protocols>
     private let protocolName: UnsafeMutablePointer<CChar>
-    private let retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>
     private let timer: UnsafeMutablePointer<cws_timer>
     private let hostC: UnsafeMutablePointer<CChar>
     private let pathC: UnsafeMutablePointer<CChar>
@@ -65,6 +64,7 @@ final class UplinkLoop: @unchecked Sendable {
     private var wsi: OpaquePointer?
     private var peerCloseCode: UInt16?
     private var pendingClose: (code: UInt16, reason: String)?
+    private var pingPending = false
     private var textQueue: [String] = []
     private var chunkQueue: [ChunkMetadata] = []
     /// The frame being sent: LWS_PRE free bytes, then the chunk frame.
@@ -79,7 +79,7 @@ final class UplinkLoop: @unchecked Sendable {
     static let fragmentBytes = 256 << 10
 
     init(machine: UplinkMachine, target: UplinkTarget, spool: UplinkSpool, caFile: String?,
-         pingSeconds: UInt16, hangupSeconds: UInt16, counters: UplinkCounters,
+         counters: UplinkCounters,
          onReport: @escaping @Sendable (UplinkMachine.UplinkReport) -> Void) throws(CaptureError) {
         self.machine = machine
         self.target = target
@@ -97,17 +97,13 @@ final class UplinkLoop: @unchecked Sendable {
                                      rx_buffer_size: 64 << 10, id: 0, user: nil, tx_packet_size: 0)
         protocols[1] = lws_protocols(name: nil, callback: nil, per_session_data_size: 0, rx_buffer_size: 0, id: 0,
                                      user: nil, tx_packet_size: 0)
-        retryPolicy = .allocate(capacity: 1)
-        retryPolicy.initialize(to: lws_retry_bo_t(
-            retry_ms_table: nil, retry_ms_table_count: 0, conceal_count: 0,
-            secs_since_valid_ping: pingSeconds, secs_since_valid_hangup: hangupSeconds, jitter_percent: 0))
         timer = .allocate(capacity: 1)
         timer.initialize(to: cws_timer())
         self.caFile = caFile
         UplinkLogging.install()
         guard let ctx = makeContext() else {
             free(protocolName); free(hostC); free(pathC); caFileC.map { free($0) }
-            protocols.deallocate(); retryPolicy.deallocate(); timer.deallocate(); tx.deallocate()
+            protocols.deallocate(); timer.deallocate(); tx.deallocate()
             throw CaptureError(.internalError, "libwebsockets could not create a context (TLS setup failed?)")
         }
         contextLock.withLock { $0 = Int(bitPattern: ctx) }
@@ -125,13 +121,12 @@ final class UplinkLoop: @unchecked Sendable {
         // lws sizes its poll table by this, not by RLIMIT_NOFILE (which may be a million).
         info.fd_limit_per_thread = 8
         info.user = Unmanaged.passUnretained(self).toOpaque()
-        info.retry_and_idle_policy = UnsafePointer(retryPolicy)
         return lws_create_context(&info)
     }
 
     deinit {
         free(protocolName); free(hostC); free(pathC); caFileC.map { free($0) }
-        protocols.deallocate(); retryPolicy.deallocate(); timer.deallocate(); tx.deallocate()
+        protocols.deallocate(); timer.deallocate(); tx.deallocate()
     }
 
     /// Starts the service thread. The loop keeps itself alive until it stops.
@@ -270,6 +265,9 @@ final class UplinkLoop: @unchecked Sendable {
             case .close(let code, let reason):
                 pendingClose = (code, reason)
                 requestWrite()
+            case .ping:
+                pingPending = true
+                requestWrite()
             case .abort(let reason):
                 drop(reason: reason)
             case .report(let report):
@@ -314,7 +312,6 @@ final class UplinkLoop: @unchecked Sendable {
         info.origin = UnsafePointer(hostC)
         info.protocol = nil
         info.ssl_connection = target.tls ? Int32(LCCSCF_USE_SSL.rawValue) : 0
-        info.retry_and_idle_policy = UnsafePointer(retryPolicy)
         info.opaque_user_data = UnsafeMutableRawPointer(bitPattern: generation)
         let expected = generation
         wsi = lws_client_connect_via_info(&info)
@@ -380,6 +377,8 @@ final class UplinkLoop: @unchecked Sendable {
             closed(code: peerCloseCode, reason: peerCloseCode.map { "closed by the endpoint (\($0))" } ?? "connection lost")
         case LWS_CALLBACK_CLIENT_RECEIVE:
             return receive(wsi, data, length, now: now)
+        case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+            machine.heard(nowNs: now)
         case LWS_CALLBACK_CLIENT_WRITEABLE:
             return writable(wsi)
         default:
@@ -423,6 +422,20 @@ final class UplinkLoop: @unchecked Sendable {
     }
 
     private func writable(_ wsi: OpaquePointer) -> Int32 {
+        if pingPending {
+            // Our own ping from our own buffer, between two fragments if need be (control
+            // frames may interleave). Not lws's keepalive: lws 4.1 keeps its own ping's
+            // payload in the buffer that holds the pong it owes the endpoint, and a
+            // collision sends the endpoint a pong it does not recognise (it then closes, 1001).
+            pingPending = false
+            var payload = [UInt8](repeating: 0, count: pre + 8)
+            var stamp = UInt64(bitPattern: MonotonicClock.now()).bigEndian
+            withUnsafeBytes(of: &stamp) { payload.replaceSubrange(pre..<(pre + 8), with: $0) }
+            let n = payload.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, 8, LWS_WRITE_PING) }
+            if n < 0 { return -1 }
+            lws_callback_on_writable(wsi)
+            return 0
+        }
         if let close = pendingClose, !txSending {
             var reason = Array(close.reason.utf8.prefix(100))
             lws_close_reason(wsi, lws_close_status(rawValue: UInt32(close.code)), &reason, reason.count)

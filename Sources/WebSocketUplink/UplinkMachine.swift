@@ -31,6 +31,8 @@ public struct UplinkMachine: Sendable {
         case sendChunk(ChunkMetadata)
         /// The endpoint stores the chunk: delete it from the spool.
         case delete(ChunkMetadata)
+        /// Send a WebSocket ping (liveness; the pong comes back as `heard`).
+        case ping
         /// Close the connection with a close frame.
         case close(code: UInt16, reason: String)
         /// Drop the connection at once (a dead peer, a broken stream).
@@ -60,6 +62,10 @@ public struct UplinkMachine: Sendable {
         public var ackTimeoutNs: Int64 = 30_000_000_000
         /// A connection attempt that neither opens nor fails for this long is dropped.
         public var connectTimeoutNs: Int64 = 15_000_000_000
+        /// Nothing heard from the endpoint (a message or a pong) for this long: ping it.
+        public var pingIntervalNs: Int64 = 10_000_000_000
+        /// Nothing heard for this long: the peer is gone without a RST; drop the connection.
+        public var hangupNs: Int64 = 25_000_000_000
         public var backoff = UplinkBackoff.Policy()
         public init() {}
     }
@@ -91,6 +97,9 @@ public struct UplinkMachine: Sendable {
     /// When the current phase's timer expires (connect, welcome, ack, retry); 0: none.
     var deadlineNs: Int64 = 0
     var lastProgressNs: Int64 = 0
+    /// When the endpoint was last heard from on this connection, and when we last pinged it.
+    var lastHeardNs: Int64 = 0
+    var lastPingNs: Int64 = 0
 
     public init(sessionId: String, channels: [UplinkChannel], token: String?, agent: String,
                 timing: Timing = Timing(), seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
@@ -166,6 +175,8 @@ public struct UplinkMachine: Sendable {
     public mutating func opened(nowNs: Int64) -> [Action] {
         guard phase == .connecting, let token else { return [.abort(reason: "no token")] }
         phase = .greeting
+        lastHeardNs = nowNs
+        lastPingNs = nowNs
         deadlineNs = nowNs + timing.welcomeTimeoutNs
         let hello = UplinkHello(token: token, sessionId: sessionId, agent: agent, channels: channels)
         return [.sendText(UplinkTextMessage.encode(hello))]
@@ -173,6 +184,7 @@ public struct UplinkMachine: Sendable {
 
     /// A text message from the endpoint.
     public mutating func received(_ text: String, nowNs: Int64) -> [Action] {
+        lastHeardNs = nowNs
         let message: UplinkTextMessage
         do throws(UplinkError) {
             message = try UplinkTextMessage(decoding: text)
@@ -232,8 +244,27 @@ public struct UplinkMachine: Sendable {
         }
     }
 
+    /// A pong (or any frame) came from the endpoint: it is alive.
+    public mutating func heard(nowNs: Int64) {
+        lastHeardNs = nowNs
+    }
+
     /// Time passed: retries and watchdogs.
     public mutating func tick(nowNs: Int64) -> [Action] {
+        if phase == .greeting || phase == .streaming || phase == .ending {
+            if nowNs - lastHeardNs >= timing.hangupNs {
+                deadlineNs = 0
+                return [.abort(reason: "nothing from the endpoint in \(timing.hangupNs / 1_000_000_000) s, not even a pong")]
+            }
+            if nowNs - lastHeardNs >= timing.pingIntervalNs && nowNs - lastPingNs >= timing.pingIntervalNs {
+                lastPingNs = nowNs
+                return [.ping] + tick(deadlinesAt: nowNs)
+            }
+        }
+        return tick(deadlinesAt: nowNs)
+    }
+
+    private mutating func tick(deadlinesAt nowNs: Int64) -> [Action] {
         guard deadlineNs > 0, nowNs >= deadlineNs else { return [] }
         switch phase {
         case .waiting:

@@ -142,7 +142,56 @@ final class UplinkFaultTests: XCTestCase {
         _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         Thread.sleep(forTimeInterval: 2)
         try finish(client, daemon: daemon, endpoint: endpoint, session: second)
+
+        // A token revoked while the session uploads: the endpoint closes at once (4012).
+        let third = try endpoint.createSession()
+        let doomed = try endpoint.mintToken()
+        try UplinkSessionTests.start(client, session: third, token: doomed, endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 3)
+        try endpoint.revoke(doomed)
+        let revoked = try XCTUnwrap(try client.event(.tokenExpired, within: 10))
+        XCTAssertEqual(revoked.data["reason"]?.stringValue, "revoked")
+        XCTAssertEqual(revoked.data["closeCode"]?.int64Value, 4012)
+        Thread.sleep(forTimeInterval: 3)
+        _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        try finish(client, daemon: daemon, endpoint: endpoint, session: third)
         XCTAssertTrue(daemon.log.contains("refused the upload token"))
+        for token in [doomed] { XCTAssertFalse(daemon.log.contains(token)) }
+    }
+
+    /// The agent killed, and its token gone with the runtime directory's file (a logout):
+    /// the restarted agent keeps the spool, says the upload needs a token, and delivers
+    /// everything after updateToken.
+    func testAgentKilledWithoutItsTokenDeliversAfterUpdateToken() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "agentkill-notoken")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-notoken")
+        let client = try daemon.client()
+        try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(), endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 2)
+        endpoint.kill9()
+        Thread.sleep(forTimeInterval: 4)
+        kill(daemon.process.processIdentifier, SIGKILL)
+        daemon.process.waitUntilExit()
+        try FileManager.default.removeItem(atPath: daemon.runtimeDir + "/capture-agent/tokens/" + session)
+        try endpoint.start()
+
+        let again = try DaemonProcess(rig: rig, name: "uplink-notoken-2", reusing: daemon)
+        let second = try again.client()
+        _ = try second.ok("subscribeEvents")
+        Thread.sleep(forTimeInterval: 1)
+        let waiting = try second.ok("getStatus")["earlierUploads"]?[session]
+        XCTAssertEqual(waiting?["phase"]?.stringValue, "needsToken", "\(waiting ?? .null)")
+        XCTAssertGreaterThan(waiting?["chunksPending"]?.int64Value ?? 0, 6)
+        _ = try second.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        let complete = try XCTUnwrap(try second.event(.recordingComplete, within: 60), "log:\n\(again.log.suffix(3000))")
+        XCTAssertEqual(complete.sessionId, session)
+        let stored = try endpoint.verifyStored(session, interrupted: true)
+        XCTAssertEqual(stored.count, 3)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: again.sessionDirectory(session)))
     }
 
     /// spool_budget counts what waits in the spool: a session whose chunks are acknowledged

@@ -195,10 +195,23 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(m.tick(nowNs: 15_000_000_000), [.abort(reason: "connection attempt timed out")])
         _ = m.closed(code: nil, reason: "timeout", nowNs: 15_000_000_000)
 
+        // A peer that answers pings but never acknowledges: the ack watchdog.
         var s = streaming()
         _ = s.offer(Self.chunk("display:1", 0), nowNs: 10)
+        s.heard(nowNs: 20_000_000_000)
         XCTAssertEqual(s.tick(nowNs: 10 + 29_000_000_000), [])
-        XCTAssertEqual(s.tick(nowNs: 10 + 30_000_000_000), [.abort(reason: "no acknowledgement in 30 s")])
+        XCTAssertEqual(s.tick(nowNs: 10 + 30_000_000_000).last, .abort(reason: "no acknowledgement in 30 s"))
+    }
+
+    func testPingsASilentPeerAndDropsItWhenNothingComesBack() {
+        var m = streaming()   // the welcome came at 2
+        XCTAssertEqual(m.tick(nowNs: 9_000_000_000), [])
+        XCTAssertEqual(m.tick(nowNs: 10_000_000_002), [.ping], "10 s of silence: ping")
+        XCTAssertEqual(m.tick(nowNs: 15_000_000_000), [], "one ping per interval")
+        m.heard(nowNs: 16_000_000_000)   // the pong
+        XCTAssertEqual(m.tick(nowNs: 25_000_000_000), [])
+        XCTAssertEqual(m.tick(nowNs: 26_000_000_000), [.ping])
+        XCTAssertEqual(m.tick(nowNs: 41_000_000_000), [.abort(reason: "nothing from the endpoint in 25 s, not even a pong")])
     }
 
     func testRepeatedOffersAndStoredSeqsAreNotSentAgain() {
