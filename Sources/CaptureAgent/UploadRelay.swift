@@ -78,6 +78,7 @@ final class UploadRelay: Sendable {
             }
             line += "; ack after the chunk's end: p50 \(ms(0.5)) ms, p95 \(ms(0.95)) ms, max \(ms(1)) ms"
         }
+        line += String(format: "; uplink thread CPU %.2f s", Double(p.threadCPUNs) / 1e9)
         return line
     }
 }

@@ -19,6 +19,8 @@ public final class UplinkCounters: Sendable {
     let pendingBytes = Atomic<Int>(0)
     let oldestPendingCaptureNs = Atomic<Int64>(0)
     let phase = Atomic<Int>(0)
+    /// CPU time of the uplink's thread so far (updated every tick).
+    let threadCPUNs = Atomic<Int64>(0)
     /// Acknowledged chunks per channel (a lock per ack: a few a second).
     let perChannel = Mutex<[String: Int]>([:])
 
@@ -57,6 +59,8 @@ public struct UplinkProgress: Sendable, Equatable, Codable {
     /// Age of the oldest chunk not yet acknowledged, from its capture (0: none pending).
     public var uploadLagMs: Int64
     public var chunksUploadedByChannel: [String: Int]
+    /// CPU time the uplink's thread used so far, ns.
+    public var threadCPUNs: Int64 = 0
 }
 
 /// One session's upload to a capture endpoint: the facade the daemon and
@@ -136,14 +140,15 @@ public final class SessionUplink: Sendable {
             unreadableChunks: c.unreadableChunks.load(ordering: .relaxed),
             connections: c.connections.load(ordering: .relaxed),
             uplinkLag: lag,
-            byChannel: c.perChannel.withLock { $0 })
+            byChannel: c.perChannel.withLock { $0 },
+            threadCPUNs: c.threadCPUNs.load(ordering: .relaxed))
     }
 }
 
 extension UplinkProgress {
     init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int, bytesPending: Int,
          duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int, connections: Int,
-         uplinkLag: Int64, byChannel: [String: Int]) {
+         uplinkLag: Int64, byChannel: [String: Int], threadCPUNs: Int64) {
         self.phase = phase
         self.connected = connected
         self.chunksUploaded = chunksUploaded
@@ -157,5 +162,6 @@ extension UplinkProgress {
         self.connections = connections
         self.uploadLagMs = uplinkLag
         self.chunksUploadedByChannel = byChannel
+        self.threadCPUNs = threadCPUNs
     }
 }

@@ -242,6 +242,11 @@ final class UplinkLoop: @unchecked Sendable {
     }
 
     private func publishGauges() {
+        // The uplink's whole cost in CPU: this thread's time (the only one it has).
+        var cpu = timespec()
+        if clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0 {
+            counters.threadCPUNs.store(Int64(cpu.tv_sec) * 1_000_000_000 + Int64(cpu.tv_nsec), ordering: .relaxed)
+        }
         counters.pendingChunks.store(machine.pendingChunks, ordering: .relaxed)
         counters.pendingBytes.store(machine.pendingBytes, ordering: .relaxed)
         counters.oldestPendingCaptureNs.store(machine.oldestPendingCaptureNs ?? 0, ordering: .relaxed)
