@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureUplink
 
 /// The results of `init` / `ping` (`daemon` in getStatus): who answers.
 public struct DaemonInfo: Codable, Sendable, Equatable {
@@ -60,41 +61,6 @@ public struct StartRecordingResult: Codable, Sendable, Equatable {
         self.channels = channels
         self.outputDirectory = outputDirectory
         self.startedAt = startedAt
-    }
-}
-
-/// Where a session's upload stands (getStatus `upload` and each `earlierUploads` value).
-public struct UploadStatus: Codable, Sendable, Equatable {
-    public var phase: String
-    public var connected: Bool
-    public var chunksUploaded: Int
-    public var bytesUploaded: Int
-    public var chunksPending: Int
-    public var bytesPending: Int
-    public var duplicates: Int
-    public var refusedChunks: Int
-    public var protocolViolations: Int
-    public var unreadableChunks: Int
-    public var connections: Int
-    public var uploadLagMs: Int64
-    public var chunksUploadedByChannel: [String: Int]
-
-    public init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int,
-                bytesPending: Int, duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int,
-                connections: Int, uploadLagMs: Int64, chunksUploadedByChannel: [String: Int]) {
-        self.phase = phase
-        self.connected = connected
-        self.chunksUploaded = chunksUploaded
-        self.bytesUploaded = bytesUploaded
-        self.chunksPending = chunksPending
-        self.bytesPending = bytesPending
-        self.duplicates = duplicates
-        self.refusedChunks = refusedChunks
-        self.protocolViolations = protocolViolations
-        self.unreadableChunks = unreadableChunks
-        self.connections = connections
-        self.uploadLagMs = uploadLagMs
-        self.chunksUploadedByChannel = chunksUploadedByChannel
     }
 }
 
@@ -200,13 +166,13 @@ public struct StatusResult: Codable, Sendable, Equatable {
     public var pausedTracks: [String]
     public var channels: [Channel]
     /// null without an upload (no endpoint, or it is complete).
-    public var upload: UploadStatus?
-    public var earlierUploads: [String: UploadStatus]
+    public var upload: UploadProgress?
+    public var earlierUploads: [String: UploadProgress]
     /// Added by the control service.
     public var daemon: DaemonInfo?
 
     public init(state: String, tokenPresent: Bool, pausedTracks: [String], channels: [Channel] = [],
-                earlierUploads: [String: UploadStatus] = [:]) {
+                earlierUploads: [String: UploadProgress] = [:]) {
         self.state = state
         self.tokenPresent = tokenPresent
         self.pausedTracks = pausedTracks

@@ -16,7 +16,7 @@ public protocol ChunkUploading: AnyObject, Sendable {
     func finishCapture()
     func updateToken(_ token: String)
     @discardableResult func stop(timeout: Duration) -> Bool
-    var progress: UplinkProgress { get }
+    var progress: UploadProgress { get }
 }
 
 extension SessionUplink: ChunkUploading {}
@@ -152,12 +152,12 @@ extension SessionController {
         for (_, entry) in entries { entry.uplink.stop(timeout: .seconds(5)) }
     }
 
-    func uploadProgress(_ sessionId: String?) -> UplinkProgress? {
+    func uploadProgress(_ sessionId: String?) -> UploadProgress? {
         guard let sessionId else { return nil }
         return uploads.withLock { $0[sessionId] }?.uplink.progress
     }
 
-    var uploadSessions: [String: UplinkProgress] {
+    var uploadSessions: [String: UploadProgress] {
         uploads.withLock { $0 }.mapValues(\.uplink.progress)
     }
 

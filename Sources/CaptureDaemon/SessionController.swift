@@ -406,10 +406,10 @@ public final class SessionController: Sendable {
     /// `getStatus`: never waits for a start or stop in progress.
     public func status() -> StatusResult {
         let s = snapshot.withLock { $0 }
-        let upload = uploadProgress(s.sessionId).map(Self.uploadStatus)
+        let upload = uploadProgress(s.sessionId)
         var result = StatusResult(state: s.state.rawValue, tokenPresent: s.token != nil,
                                   pausedTracks: s.session?.pausedTracks.sorted() ?? [],
-                                  earlierUploads: uploadSessions.filter { $0.key != s.sessionId }.mapValues(Self.uploadStatus))
+                                  earlierUploads: uploadSessions.filter { $0.key != s.sessionId })
         result.sessionId = s.sessionId
         result.startedAt = s.startedAtUnixNs.map { WallClock.iso8601(nanoseconds: $0) }
         if let t0 = s.startMonotonic, s.state == .active || s.state == .stopping {
@@ -451,11 +451,4 @@ public final class SessionController: Sendable {
         return result
     }
 
-    static func uploadStatus(_ p: UplinkProgress) -> UploadStatus {
-        UploadStatus(phase: p.phase, connected: p.connected, chunksUploaded: p.chunksUploaded, bytesUploaded: p.bytesUploaded,
-                     chunksPending: p.chunksPending, bytesPending: p.bytesPending, duplicates: p.duplicates,
-                     refusedChunks: p.refusedChunks, protocolViolations: p.protocolViolations,
-                     unreadableChunks: p.unreadableChunks, connections: p.connections, uploadLagMs: p.uploadLagMs,
-                     chunksUploadedByChannel: p.chunksUploadedByChannel)
-    }
 }

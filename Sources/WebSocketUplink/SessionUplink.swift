@@ -38,31 +38,6 @@ public final class UplinkCounters: Sendable {
     static func code(_ phase: UplinkMachine.Phase) -> Int { phases.firstIndex(of: phase) ?? 0 }
 }
 
-/// Where an upload stands, for getStatus and `capturectl status`.
-public struct UplinkProgress: Sendable, Equatable, Codable {
-    public var phase: String
-    public var connected: Bool
-    public var chunksUploaded: Int
-    public var bytesUploaded: Int
-    public var chunksPending: Int
-    public var bytesPending: Int
-    /// Chunks the endpoint already had (resent after a lost ack).
-    public var duplicates: Int
-    /// Chunks the endpoint refused (each resent on a new connection).
-    public var refusedChunks: Int
-    /// Messages from the endpoint that broke the protocol (binary, oversized, malformed).
-    public var protocolViolations: Int
-    /// Spooled chunks that could not be read back (never sent; reported, not skipped).
-    public var unreadableChunks: Int
-    /// Connections that reached a welcome.
-    public var connections: Int
-    /// Age of the oldest chunk not yet acknowledged, from its capture (0: none pending).
-    public var uploadLagMs: Int64
-    public var chunksUploadedByChannel: [String: Int]
-    /// CPU time the uplink's thread used so far, ns.
-    public var threadCPUNs: Int64 = 0
-}
-
 /// One session's upload to a capture endpoint: the facade the daemon and
 /// `capture-agent record` use. Thread-safe; every call returns at once (the work
 /// happens on the uplink's own thread, see `UplinkLoop`).
@@ -123,11 +98,11 @@ public final class SessionUplink: Sendable {
         return loop.waitUntilStopped(timeout: timeout)
     }
 
-    public var progress: UplinkProgress {
+    public var progress: UploadProgress {
         let c = counters
         let oldest = c.oldestPendingCaptureNs.load(ordering: .relaxed)
         let lag = oldest > 0 ? max(0, (WallClock.now() - oldest) / 1_000_000) : 0
-        return UplinkProgress(
+        return UploadProgress(
             phase: UplinkCounters.phases[c.phase.load(ordering: .relaxed)].rawValue,
             connected: c.connected.load(ordering: .relaxed),
             chunksUploaded: c.acknowledgedChunks.load(ordering: .relaxed),
@@ -139,29 +114,8 @@ public final class SessionUplink: Sendable {
             protocolViolations: c.protocolViolations.load(ordering: .relaxed),
             unreadableChunks: c.unreadableChunks.load(ordering: .relaxed),
             connections: c.connections.load(ordering: .relaxed),
-            uplinkLag: lag,
-            byChannel: c.perChannel.withLock { $0 },
+            uploadLagMs: lag,
+            chunksUploadedByChannel: c.perChannel.withLock { $0 },
             threadCPUNs: c.threadCPUNs.load(ordering: .relaxed))
-    }
-}
-
-extension UplinkProgress {
-    init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int, bytesPending: Int,
-         duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int, connections: Int,
-         uplinkLag: Int64, byChannel: [String: Int], threadCPUNs: Int64) {
-        self.phase = phase
-        self.connected = connected
-        self.chunksUploaded = chunksUploaded
-        self.bytesUploaded = bytesUploaded
-        self.chunksPending = chunksPending
-        self.bytesPending = bytesPending
-        self.duplicates = duplicates
-        self.refusedChunks = refusedChunks
-        self.protocolViolations = protocolViolations
-        self.unreadableChunks = unreadableChunks
-        self.connections = connections
-        self.uploadLagMs = uplinkLag
-        self.chunksUploadedByChannel = byChannel
-        self.threadCPUNs = threadCPUNs
     }
 }

@@ -22,7 +22,7 @@ final class LiveEndpoint {
         dataDirectory = FileManager.default.temporaryDirectory.path + "/capture-live-endpoint-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         logPath = dataDirectory + ".log"
-        self.port = try port ?? Self.freePort()
+        self.port = try port ?? Loopback.freePort()
     }
 
     deinit {
@@ -32,23 +32,6 @@ final class LiveEndpoint {
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
-
-    /// A port that was free a moment ago.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                bind(fd, pointer, length)
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 
     func start() throws {
         let process = Process()
@@ -134,19 +117,10 @@ final class LiveEndpoint {
 
     /// One HTTP/1.1 request over a fresh loopback connection (Connection: close).
     func request(_ method: String, _ path: String, body: String? = nil) throws -> (Int, Data) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CaptureError(.ioError, "socket") }
+        guard let fd = Loopback.connect(port: port) else { throw CaptureError(.ioError, "connect to \(port) refused") }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw CaptureError(.ioError, "connect to \(port) refused") }
         let payload = Array((body ?? "").utf8)
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nx-access-token: \(Self.apiKey)\r\nConnection: close\r\n"
         if body != nil { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }

@@ -24,7 +24,7 @@ final class UplinkNetworkFaultTests: XCTestCase {
         return (endpoint, proxy, daemon, client, session)
     }
 
-    /// Packets dropped, not refused, for a minute: the agent notices the dead peer on its own
+    /// Packets dropped, not refused, for 40 s: the agent notices the dead peer on its own
     /// (no RST comes), keeps capturing into the spool and answering, and drains after.
     func testBlackholedEndpointIsDetectedAndTheSpoolDrainsAfter() throws {
         let (endpoint, proxy, daemon, client, session) = try begin("blackhole")
@@ -33,31 +33,31 @@ final class UplinkNetworkFaultTests: XCTestCase {
         proxy.mode = .blackhole
         var pending: [Int64] = []
         var disconnected = false
-        for _ in 0..<12 {
+        for _ in 0..<8 {
             Thread.sleep(forTimeInterval: 5)
             let upload = try assertAnswers(daemon)["upload"]
             pending.append(upload?["chunksPending"]?.int64Value ?? -1)
             if upload?["connected"]?.boolValue == false { disconnected = true }
         }
         XCTAssertTrue(disconnected, "the dead connection was dropped; log:\n\(daemon.log.suffix(2000))")
-        XCTAssertGreaterThan(pending.last ?? 0, 3 * 50, "the spool grows: \(pending)")
+        XCTAssertGreaterThan(pending.last ?? 0, 3 * 30, "the spool grows: \(pending)")
         XCTAssertTrue(daemon.log.contains("uplink disconnected"))
         proxy.mode = .pass
         try finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
     }
 
-    /// 200 ms each way and 5 % of segments retransmitted, for a 30 s session.
+    /// 200 ms each way and 5 % of segments retransmitted, for a 20 s session.
     func testDelayAndLossSlowTheUploadButLoseNothing() throws {
         let (endpoint, proxy, daemon, client, session) = try begin("impaired")
         defer { endpoint.terminate(); proxy.stop() }
         proxy.mode = .impaired(delayMs: 200, lossPercent: 5)
         var lags: [Int64] = []
-        for _ in 0..<6 {
+        for _ in 0..<4 {
             Thread.sleep(forTimeInterval: 5)
             lags.append(try assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? -1)
         }
         // Keeping up: the upload lags by round trips, not by a growing backlog.
-        XCTAssertLessThan(lags.suffix(3).max() ?? .max, 10_000, "\(lags)")
+        XCTAssertLessThan(lags.suffix(2).max() ?? .max, 10_000, "\(lags)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)
     }
 

@@ -21,23 +21,6 @@ final class EndpointProcess {
         self.port = port
     }
 
-    /// A port that was free a moment ago.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                bind(fd, pointer, length)
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
@@ -86,7 +69,7 @@ final class EndpointRestartTests: XCTestCase {
         let directory = FileManager.default.temporaryDirectory.path + "/endpoint-restart-\(getpid())"
         try? FileManager.default.removeItem(atPath: directory)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let endpoint = EndpointProcess(dataDirectory: directory, port: try EndpointProcess.freePort())
+        let endpoint = EndpointProcess(dataDirectory: directory, port: try Loopback.freePort())
         try endpoint.start()
         defer { _ = endpoint.terminate() }
 

@@ -109,16 +109,7 @@ public final class FaultProxy: @unchecked Sendable {
     private func serve(_ client: Int32, injection: Injection?) {
         // A blackholed new connection: accepted (the kernel did), then never a byte.
         while mode == .blackhole && !stopped { usleep(50_000) }
-        let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(upstreamPort).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(upstream)
+        guard let upstream = Loopback.connect(port: upstreamPort) else {
             close(client)
             return
         }
