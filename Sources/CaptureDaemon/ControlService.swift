@@ -122,7 +122,7 @@ public final class ControlService: Sendable {
         switch command {
         case .initialize:
             let apiUrl = try ParamReader(request).string("apiUrl", maxBytes: 2048)
-            controller.initialize(apiUrl: apiUrl)
+            try controller.initialize(apiUrl: apiUrl)
             reply(.success(Self.encoded(daemonInfo())))
 
         case .ping:

@@ -98,8 +98,14 @@ public final class SessionController: Sendable {
 
     // MARK: Commands
 
-    /// `init`: remembers the API base URL the SDK names.
-    public func initialize(apiUrl: String?) {
+    /// `init`: remembers the API base URL the SDK names: the endpoint of later sessions
+    /// that name none. One that cannot be an endpoint is refused and changes nothing.
+    public func initialize(apiUrl: String?) throws(CaptureError) {
+        if let apiUrl {
+            do throws(CaptureError) { _ = try UplinkTarget(endpoint: apiUrl) } catch {
+                throw CaptureError(.invalidRequest, "init: params.apiUrl is not usable as the capture endpoint: \(error.message)")
+            }
+        }
         snapshot.withLock { $0.apiUrl = apiUrl }
     }
 

@@ -229,6 +229,7 @@ final class BadInputTests: XCTestCase {
             ("subscribeEvents", ["events": .array(["nope"])], .invalidRequest, "nope"),
             ("unsubscribeEvents", ["events": .array([true])], .invalidRequest, "params.events[0]"),
             ("init", ["apiUrl": 5], .invalidRequest, "params.apiUrl"),
+            ("init", ["apiUrl": "not a url"], .invalidRequest, "params.apiUrl"),
         ]
         for (command, params, code, mention) in cases {
             let error = try XCTUnwrap(c.failure(command, params), command)

@@ -396,7 +396,9 @@ final class FuzzTests: XCTestCase {
         XCTAssertEqual(status["state"], "idle", "no session was ever started: \(status)")
         XCTAssertGreaterThanOrEqual(status["daemon"]?["requests"]?.int64Value ?? 0, Int64(expectedResponses - (codes["REQUEST_TOO_LARGE"] ?? 0)))
 
-        // And a real session still records.
+        // And a real session still records. (Its endpoint, from the last init, is put back
+        // on loopback first: a mutated apiUrl can still be a URL, with any host in it.)
+        _ = try fresh.ok("init", ["apiUrl": "http://127.0.0.1:9"])
         let sessionId = "after-fuzz-\(seed % 100_000)"
         let start = try fresh.ok("startRecording", ["sessionId": .string(sessionId),
                                                     "channels": .array([.object(["channel_id": "display:1", "is_primary": true])])])
