@@ -84,25 +84,23 @@ struct UploadCommand: ParsableCommand {
         }
     }
 
-    /// The channels (from each channel directory's chunks) and every complete chunk.
+    /// The channels (named by the first chunk metadata in each channel directory) and every
+    /// complete chunk, read as the uplink reads a spool.
     static func scan(_ directory: String) throws(CaptureError) -> ([UplinkChannel], [ChunkMetadata]) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
             throw CaptureError(.ioError, "cannot read \(directory)")
         }
         var channels: [UplinkChannel] = []
-        var chunks: [ChunkMetadata] = []
         for name in names.sorted() {
             let dir = directory + "/" + name
-            guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
-            let metas = files.filter { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }.compactMap { file -> ChunkMetadata? in
-                guard let data = FileManager.default.contents(atPath: dir + "/" + file) else { return nil }
-                return try? JSONCoding.decoder.decode(ChunkMetadata.self, from: data)
-            }.sorted { $0.seq < $1.seq }
-            guard let first = metas.first else { continue }
+            guard let file = (try? FileManager.default.contentsOfDirectory(atPath: dir))?
+                    .first(where: { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }),
+                  let data = FileManager.default.contents(atPath: dir + "/" + file),
+                  let first = try? JSONCoding.decoder.decode(ChunkMetadata.self, from: data) else { continue }
             channels.append(UplinkChannel(channelId: first.channelId, mediaType: first.mediaType, codec: first.codec,
-                                          chunkDurationNs: max(1, metas.map(\.durationNs).max() ?? 1)))
-            chunks += metas
+                                          chunkDurationNs: max(1, first.durationNs)))
         }
+        let chunks = UplinkSpool(sessionDirectory: directory).spooledChunks(channels: channels)
         return (channels, chunks)
     }
 }

@@ -5,12 +5,11 @@ import Logging
 import Synchronization
 import WebSocketUplink
 
-/// Between `record`'s capture and its uplink: chunks made before the uplink exists wait,
-/// and the uplink's reports end the wait for the last acknowledgement.
+/// Between `record`'s capture and its uplink: chunks made before the uplink exists wait
+/// (in a `ChunkRelay`), and the uplink's reports end the wait for the last acknowledgement.
 final class UploadRelay: Sendable {
+    private let chunks = ChunkRelay()
     private struct State {
-        var uplink: SessionUplink?
-        var waiting: [ChunkMetadata] = []
         var complete = false
         var problem: String?
         /// Per acknowledged chunk: wall-clock ack time minus the end of the chunk's capture.
@@ -19,19 +18,9 @@ final class UploadRelay: Sendable {
     private let state = Mutex(State())
     private let done = DispatchSemaphore(value: 0)
 
-    func offer(_ chunk: ChunkMetadata) {
-        state.withLock { s in
-            if let uplink = s.uplink { uplink.offer(chunk) } else { s.waiting.append(chunk) }
-        }
-    }
+    func offer(_ chunk: ChunkMetadata) { chunks.deliver(chunk) }
 
-    func attach(_ uplink: SessionUplink) {
-        state.withLock { s in
-            s.uplink = uplink
-            for chunk in s.waiting { uplink.offer(chunk) }
-            s.waiting.removeAll()
-        }
-    }
+    func attach(_ uplink: SessionUplink) { chunks.attach { uplink.offer($0) } }
 
     var problem: String? { state.withLock { $0.problem } }
 

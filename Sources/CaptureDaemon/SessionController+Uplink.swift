@@ -21,27 +21,6 @@ public protocol ChunkUploading: AnyObject, Sendable {
 
 extension SessionUplink: ChunkUploading {}
 
-/// The chunks of a session reach its uplink through here. The spool writer calls
-/// in from its queue from the first chunk on, which may be before the uplink
-/// exists (it needs the channels the started session resolved): those wait.
-final class ChunkRelay: Sendable {
-    private let state = Mutex<(uplink: (any ChunkUploading)?, waiting: [ChunkMetadata])>((nil, []))
-
-    func deliver(_ chunk: ChunkMetadata) {
-        state.withLock { s in
-            if let uplink = s.uplink { uplink.offer(chunk) } else { s.waiting.append(chunk) }
-        }
-    }
-
-    func attach(_ uplink: any ChunkUploading) {
-        state.withLock { s in
-            s.uplink = uplink
-            for chunk in s.waiting { uplink.offer(chunk) }
-            s.waiting.removeAll()
-        }
-    }
-}
-
 /// One upload the daemon runs: the current session's, or an earlier one still
 /// draining its spool (the network was down, the agent restarted).
 struct UploadEntry: Sendable {
@@ -72,7 +51,7 @@ extension SessionController {
         }
         if let token { tokenStore.save(token, sessionId: sessionId) }
         guard let uplink = makeUplink(record: record, token: token, directory: directory) else { return }
-        relay.attach(uplink)
+        relay.attach { uplink.offer($0) }
         uplink.start()
     }
 
