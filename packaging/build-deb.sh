@@ -21,6 +21,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=packaging/shlibs.sh
+source "$here/shlibs.sh"
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die() { printf 'build-deb.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -63,54 +65,8 @@ DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
     die "install.sh failed"
 }
 
-# Every shared library the binaries load must come from a Debian package:
-# dpkg-shlibdeps quietly treats a library found through RUNPATH (the Swift
-# toolchain's) as private to the package, which would make a .deb that only
-# runs where that toolchain is installed.
-declare -A needed_by=()
-for f in "$root"/usr/bin/*; do
-    while read -r lib; do
-        needed_by[$lib]=${f##*/}
-    done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
-done
-# dpkg knows a file by the path its package shipped, with or without /usr.
-variants() {
-    case $1 in
-        /usr/*) printf '%s\n%s\n' "$1" "${1#/usr}" ;;
-        *) printf '%s\n%s\n' "$1" "/usr$1" ;;
-    esac
-    readlink -f "$1"
-}
-candidates=()
-for lib in "${!needed_by[@]}"; do mapfile -t -O "${#candidates[@]}" candidates < <(variants "$lib"); done
-declare -A owned=()
-if ((${#candidates[@]})); then
-    while IFS= read -r line; do
-        owned[${line#*: }]=1
-    done < <(dpkg -S "${candidates[@]}" 2>/dev/null || true)
-fi
-unowned=()
-for lib in "${!needed_by[@]}"; do
-    found=no
-    while read -r v; do [[ -n ${owned[$v]:-} ]] && found=yes; done < <(variants "$lib")
-    [[ $found == yes ]] || unowned+=("$lib (needed by ${needed_by[$lib]})")
-done
-if ((${#unowned[@]})); then
-    printf '  %s\n' "${unowned[@]}" | sort >&2
-    die "these libraries belong to no Debian package; build the binaries with swift build -c release --static-swift-stdlib"
-fi
-
-# dpkg-shlibdeps reads debian/control from the current directory.
-mkdir -p "$stage/debian"
-printf 'Source: capture-agent\n\nPackage: capture-agent\nArchitecture: any\n' >"$stage/debian/control"
-binaries=()
-for f in "$root"/usr/bin/*; do binaries+=("-e${f#"$stage"/}"); done
-if ! shlibs=$(cd "$stage" && dpkg-shlibdeps -O "${binaries[@]}" 2>"$stage/shlibdeps.err"); then
-    cat "$stage/shlibdeps.err" >&2
-    die "dpkg-shlibdeps could not map every library to a package"
-fi
-depends=${shlibs#shlibs:Depends=}
-[[ -n $depends ]] || die "dpkg-shlibdeps printed no dependencies"
+# Depends, from the binaries' ELF NEEDED entries (packaging/shlibs.sh).
+depends=$(shlibs_depends "$stage" "$root"/usr/bin/*) || exit 1
 
 arch=$(dpkg --print-architecture)
 installed_size=$(du -sk "$root" | cut -f1)

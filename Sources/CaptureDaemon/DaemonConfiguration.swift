@@ -29,6 +29,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var spoolBudgetBytes: Int64 = 2 << 30
     public var logLevel = "info"
     public var audioReconnectTimeoutNs: Int64 = 10_000_000_000
+    /// At exit, how long uploads that are still moving may take to finish; what is left
+    /// stays in the spool for the next start.
+    public var shutdownUploadWaitNs: Int64 = 30_000_000_000
     /// X display to capture; nil: $DISPLAY.
     public var display: String?
     /// Control socket path.
@@ -47,7 +50,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Every key, in the order --print-config shows them.
     public static let keys = [
         "fps", "chunk", "preset", "qp", "crf", "video_bitrate", "max_height", "audio_bitrate", "channels",
-        "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "display", "socket",
+        "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "shutdown_upload_wait", "display", "socket",
     ]
 
     /// `$XDG_CONFIG_HOME/capture-agent/config.toml` (or `~/.config/...`).
@@ -209,6 +212,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             do { spoolBudgetBytes = try parseByteSize(try text()) } catch { throw fail("a size such as \"2GiB\"") }
         case "log_level": logLevel = try text().lowercased()
         case "audio_reconnect_timeout": audioReconnectTimeoutNs = try duration()
+        case "shutdown_upload_wait": shutdownUploadWaitNs = try duration()
         case "display":
             let s = try text()
             display = s.isEmpty ? nil : s
@@ -247,6 +251,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         guard (0...3_600_000_000_000).contains(audioReconnectTimeoutNs) else {
             throw CaptureError(.invalidRequest, "audio_reconnect_timeout must be between 0s and 1h")
+        }
+        guard (0...3_600_000_000_000).contains(shutdownUploadWaitNs) else {
+            throw CaptureError(.invalidRequest, "shutdown_upload_wait must be between 0s and 1h")
         }
         guard socketPath.hasPrefix("/"), UnixSocketAddress(path: socketPath) != nil else {
             throw CaptureError(.invalidRequest, "socket must be an absolute path of at most \(UnixSocketAddress.maxPathLength) bytes: \(socketPath)")
@@ -289,6 +296,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         add("spool_budget", q("\(spoolBudgetBytes)B"))
         add("log_level", q(logLevel))
         add("audio_reconnect_timeout", q(seconds(audioReconnectTimeoutNs)))
+        add("shutdown_upload_wait", q(seconds(shutdownUploadWaitNs)))
         add("display", display.map(q))
         add("socket", q(socketPath))
         return lines.joined(separator: "\n") + "\n"

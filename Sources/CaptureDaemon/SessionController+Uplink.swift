@@ -122,6 +122,39 @@ extension SessionController {
         }
     }
 
+    /// Waits until every upload has finished, for at most `timeoutNs`. An upload that cannot
+    /// move (it waits for a token, the endpoint refused it) is not waited for, nor one that
+    /// stayed disconnected for `giveUpDisconnectedNs` of the wait (the endpoint is down: the
+    /// spool keeps it).
+    func drainUploads(timeoutNs: Int64, giveUpDisconnectedNs: Int64 = 5_000_000_000) {
+        let start = MonotonicClock.now()
+        var lastConnected: [String: Int64] = [:]
+        var announced = false
+        while true {
+            let now = MonotonicClock.now()
+            let waiting = uploads.withLock { $0 }.filter { id, entry in
+                let p = entry.uplink.progress
+                if p.phase == "needsToken" || p.phase == "stopped" { return false }
+                if p.connected || lastConnected[id] == nil { lastConnected[id] = p.connected ? now : start }
+                return now - lastConnected[id]! < giveUpDisconnectedNs
+            }
+            if waiting.isEmpty { return }
+            let pending = waiting.values.reduce(0) { $0 + $1.uplink.progress.chunksPending }
+            if now - start >= timeoutNs {
+                logger.notice("uploads not finished at exit; they stay in the spool for the next start",
+                              metadata: ["sessions": "\(waiting.keys.sorted())", "chunksPending": "\(pending)"])
+                return
+            }
+            if !announced {
+                logger.notice("waiting for uploads to finish before exiting", metadata: [
+                    "sessions": "\(waiting.keys.sorted())", "chunksPending": "\(pending)",
+                    "atMostSeconds": "\(timeoutNs / 1_000_000_000)"])
+                announced = true
+            }
+            usleep(20_000)
+        }
+    }
+
     func stopUploads() {
         let entries = uploads.withLock { u -> [String: UploadEntry] in
             let all = u

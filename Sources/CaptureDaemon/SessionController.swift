@@ -403,7 +403,11 @@ public final class SessionController: Sendable {
         } else {
             operations.sync {}   // let a stop in progress finish
         }
-        // What is not acknowledged stays in the spool; the next start of the agent resumes it.
+        // `stopRecording` answers once the chunks are closed, before the endpoint has the
+        // last of them, and the SDK sends `shutdown` right after it: the uploads that are
+        // moving get a while to finish. What is not acknowledged then stays in the spool;
+        // the next start of the agent resumes it.
+        drainUploads(timeoutNs: configuration.shutdownUploadWaitNs)
         stopUploads()
     }
 

@@ -87,7 +87,7 @@ private final class ExportJob {
             guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
             stream.pointee.time_base = AVRational(num: 1, den: Int32(Mixer.sampleRate))
             stream.pointee.disposition = AV_DISPOSITION_DEFAULT
-            av_dict_set(&stream.pointee.metadata, "title", "mix", 0)
+            Self.name(stream, "mix")
         }
         // Streams 2...: each audio channel, copied.
         for (index, demuxer) in audio.enumerated() {
@@ -111,7 +111,14 @@ private final class ExportJob {
         stream.pointee.codecpar.pointee.codec_tag = 0
         stream.pointee.time_base = demuxer.stream.pointee.time_base
         stream.pointee.disposition = disposition
+        Self.name(stream, title)
+    }
+
+    /// A track's name: MP4 keeps it as the handler name (what players list), "title" is
+    /// what other muxers read.
+    static func name(_ stream: UnsafeMutablePointer<AVStream>, _ title: String) {
         av_dict_set(&stream.pointee.metadata, "title", title, 0)
+        av_dict_set(&stream.pointee.metadata, "handler_name", title, 0)
     }
 
     /// Packets go out in timeline order: the input whose next packet is earliest goes next,
