@@ -65,6 +65,10 @@ DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
     die "install.sh failed"
 }
 
+# Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
+command -v strip >/dev/null 2>&1 || die "strip is missing (apt-get install binutils)"
+for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
+
 # Depends, from the binaries' ELF NEEDED entries (packaging/shlibs.sh).
 depends=$(shlibs_depends "$stage" "$root"/usr/bin/*) || exit 1
 

@@ -46,7 +46,8 @@ final class SessionChurnTests: XCTestCase {
         }
     }
 
-    /// 100 sessions of 1-1.5 s (display + mic + system audio) over the real socket, each
+    /// 100 sessions of 0.5-0.75 s with 0.5 s chunks (so half of them cross a chunk boundary;
+    /// what churns is sessions, not seconds) of display + mic + system audio over the real socket, each
     /// uploaded to a live capture-endpoint (its uplink thread and lws context come and go): after the
     /// last, RSS is within 8 MB of what it was after the fifth, and descriptors, threads and
     /// shared-memory segments are back to what they were after the first. (libdispatch keeps a
@@ -60,7 +61,8 @@ final class SessionChurnTests: XCTestCase {
         try endpoint.start()
         defer { endpoint.terminate() }
         let token = try endpoint.mintToken()
-        let daemon = try DaemonProcess(rig: rig, name: "churn", env: ["CAPTURE_AGENT_LOG_LEVEL": "notice"])
+        let daemon = try DaemonProcess(rig: rig, name: "churn", env: ["CAPTURE_AGENT_LOG_LEVEL": "notice",
+                                                                               "CAPTURE_AGENT_CHUNK": "0.5s"])
         let pid = daemon.process.processIdentifier
         let client = try daemon.client()
         let channels: JSONValue = .array(["display:1", "mic:default", "system_audio:default"].map { .object(["channel_id": .string($0)]) })
@@ -73,7 +75,7 @@ final class SessionChurnTests: XCTestCase {
             let id = try endpoint.createSession()
             _ = try client.ok("startRecording", ["sessionId": .string(id), "channels": channels,
                                                  "uploadToken": .string(token), "endpoint": .string(endpoint.baseURL)])
-            usleep(i % 2 == 0 ? 1_500_000 : 1_000_000)
+            usleep(i % 2 == 0 ? 750_000 : 500_000)
             let stopped = try client.ok("stopRecording", ["sessionId": .string(id)])
             let spooled = stopped["summary"]?["channels"]?.arrayValue?.compactMap { $0["chunks"]?.int64Value } ?? []
             XCTAssertEqual(spooled.count, 3, "session \(i): \(stopped)")
