@@ -10,8 +10,9 @@
 #   --out DIR          where the .deb goes (created if missing)
 #   --binary-dir DIR   take the binaries from DIR; without it install.sh builds
 #                      them (swift build -c release --static-swift-stdlib)
-#   --version V        package version (default 0.1.0)
+#   --version V        package version (default: what capture-agent --version prints)
 #   --maintainer M     Maintainer field (default: capture-agent developers <capture-agent@localhost>)
+#   --manual-tool P    swift-argument-parser's generate-manual (default: swift build --product generate-manual)
 #
 # Depends is computed from the binaries' ELF NEEDED entries with
 # dpkg-shlibdeps (package dpkg-dev), e.g. libc6, libx11-6, libpulse0,
@@ -29,7 +30,8 @@ die() { printf 'build-deb.sh: error: %s\n' "$*" >&2; exit 1; }
 
 out=""
 binary_dir=""
-version=0.1.0
+manual_tool=""
+version=""
 maintainer="capture-agent developers <capture-agent@localhost>"
 while (($#)); do
     case $1 in
@@ -39,6 +41,8 @@ while (($#)); do
         --binary-dir=*) binary_dir=${1#*=} ;;
         --version) [[ $# -ge 2 ]] || die "--version needs a value"; version=$2; shift ;;
         --version=*) version=${1#*=} ;;
+        --manual-tool) [[ $# -ge 2 ]] || die "--manual-tool needs a path"; manual_tool=$2; shift ;;
+        --manual-tool=*) manual_tool=${1#*=} ;;
         --maintainer) [[ $# -ge 2 ]] || die "--maintainer needs a value"; maintainer=$2; shift ;;
         --maintainer=*) maintainer=${1#*=} ;;
         -h|--help) usage; exit 0 ;;
@@ -47,7 +51,7 @@ while (($#)); do
     shift
 done
 [[ -n $out ]] || die "--out DIR is required"
-[[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "not a Debian version: $version"
+[[ -z $version || $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "not a Debian version: $version"
 for tool in dpkg-deb dpkg-shlibdeps dpkg; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install dpkg-dev)"
 done
@@ -65,12 +69,59 @@ DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
     die "install.sh failed"
 }
 
+if [[ -z $version ]]; then
+    version=$("$root/usr/bin/capture-agent" --version) || die "capture-agent --version failed"
+    [[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "capture-agent --version printed no Debian version: $version"
+fi
+
 # Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
 command -v strip >/dev/null 2>&1 || die "strip is missing (apt-get install binutils)"
 for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
 
 # Depends, from the binaries' ELF NEEDED entries (packaging/shlibs.sh).
 depends=$(shlibs_depends "$stage" "$root"/usr/bin/*) || exit 1
+
+# Man pages, from the same ArgumentParser definitions as --help (swift-argument-parser's
+# generate-manual reads `TOOL --experimental-dump-help`): capturectl(1), capture-agent(8).
+# Dated by the package version's build, not today, so two builds are the same bytes.
+if [[ -z $manual_tool ]]; then
+    (cd "$here/.." && swift build --product generate-manual >&2) || die "cannot build generate-manual"
+    manual_tool=$(cd "$here/.." && swift build --show-bin-path)/generate-manual
+fi
+[[ -x $manual_tool ]] || die "no generate-manual at $manual_tool"
+man_date=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}" +%Y-%m-%d)
+for page in capturectl:1 capture-agent:8; do
+    name=${page%:*} section=${page#*:}
+    mkdir -p "$root/usr/share/man/man$section" "$stage/man"
+    "$manual_tool" "$root/usr/bin/$name" --section "$section" --date "$man_date" \
+        --authors "capture-agent developers" -o "$stage/man" >/dev/null || die "generate-manual failed for $name"
+    gzip -9n <"$stage/man/$name.$section" >"$root/usr/share/man/man$section/$name.$section.gz"
+done
+
+# copyright (machine-readable, DEP-5) and the Debian changelog, as every package has.
+doc=$root/usr/share/doc/capture-agent
+mkdir -p "$doc"
+cat >"$doc/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: capture-agent
+Upstream-Contact: $maintainer
+Comment: The capture-agent project has not chosen a licence yet; until it does,
+ its authors keep all rights. The binaries link the Swift runtime and Foundation
+ statically (Apache-2.0 with Runtime Library Exception, Copyright Apple Inc. and
+ the Swift project authors) and Debian's X11, PulseAudio, FFmpeg, x264 and
+ libwebsockets libraries dynamically, under their own licences.
+
+Files: *
+Copyright: 2026 capture-agent developers
+License: none
+ No licence has been granted yet.
+COPYRIGHT
+changelog_date=$(date -u -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}")
+{
+    printf 'capture-agent (%s) unstable; urgency=medium\n\n' "$version"
+    printf '  * Packaged by packaging/build-deb.sh; see the project history for changes.\n\n'
+    printf ' -- %s  %s\n' "$maintainer" "$changelog_date"
+} | gzip -9n >"$doc/changelog.Debian.gz"
 
 arch=$(dpkg --print-architecture)
 installed_size=$(du -sk "$root" | cut -f1)

@@ -21,7 +21,9 @@ final class DebianPackageTests: XCTestCase {
         for (name, source) in binaries { try FileManager.default.copyItem(atPath: source, toPath: bins + "/" + name) }
         let env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": directory, "LANG": "C.UTF-8"]
         return try runProcess(Repo.root + "/packaging/build-deb.sh",
-                              ["--out", directory + "/out", "--binary-dir", bins, "--version", "1.2.3"],
+                              ["--out", directory + "/out", "--binary-dir", bins, "--version", "1.2.3",
+                               // built by scripts/test (swift build --product generate-manual)
+                               "--manual-tool", BuiltProduct.path("generate-manual")],
                               environment: env, timeout: .seconds(120))
     }
 
@@ -69,6 +71,25 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(service.contains("\nExecStart=/usr/bin/capture-agent --transport socket\n"))
         for path in ["usr/bin/capture-agent", "usr/bin/capturectl", "usr/lib/systemd/user/capture-agent.socket",
                      "usr/share/doc/capture-agent/config.toml.example"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: extracted + "/" + path), "missing \(path)")
+        }
+        // The man pages, generated from the same definitions as --help.
+        for (page, text) in [("usr/share/man/man1/capturectl.1.gz", "capturectl"),
+                             ("usr/share/man/man8/capture-agent.8.gz", "capture-agent")] {
+            let rendered = try runProcess("man", ["-l", "-P", "cat", extracted + "/" + page],
+                                          environment: ["PATH": "/usr/bin:/bin", "MANWIDTH": "80", "LANG": "C.UTF-8"],
+                                          timeout: .seconds(30))
+            XCTAssertEqual(rendered.status, 0, "\(page): \(rendered.stderr)")
+            XCTAssertTrue(rendered.stdout.contains("NAME") && rendered.stdout.contains(text), "\(page): \(rendered.stdout.prefix(500))")
+        }
+        let ctlPage = try runProcess("man", ["-l", "-P", "cat", extracted + "/usr/share/man/man1/capturectl.1.gz"],
+                                     environment: ["PATH": "/usr/bin:/bin", "MANWIDTH": "200"], timeout: .seconds(30)).stdout
+        for subcommand in ["channels", "start", "stop", "pause", "resume", "status", "events", "token", "ping"] {
+            XCTAssertTrue(ctlPage.contains(subcommand), "capturectl(1) lacks \(subcommand)")
+        }
+        for path in ["usr/share/doc/capture-agent/copyright", "usr/share/doc/capture-agent/changelog.Debian.gz",
+                     "usr/share/bash-completion/completions/capturectl", "usr/share/zsh/site-functions/_capturectl",
+                     "usr/share/fish/vendor_completions.d/capturectl.fish"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: extracted + "/" + path), "missing \(path)")
         }
         let contents = try runProcess("dpkg-deb", ["-c", deb], timeout: .seconds(30))
