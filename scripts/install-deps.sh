@@ -25,8 +25,11 @@ RIG_PKGS=(
 # dpkg-shlibdeps for the .deb test.
 TEST_PKGS=(
   systemd util-linux python3 socat dpkg-dev
-  # The endpoint's tests: a venv with the VideoDB SDK and schemathesis from PyPI.
+  # The endpoint's tests and the SDK quickstart: venvs with the VideoDB SDK, schemathesis
+  # and pytest from PyPI.
   python3-venv
+  # Packaging: strip (build-deb.sh, build-wheel.sh), man to render the generated pages.
+  binutils man-db
 )
 
 missing=()
