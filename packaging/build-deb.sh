@@ -11,7 +11,7 @@
 #   --binary-dir DIR   take the binaries from DIR; without it install.sh builds
 #                      them (swift build -c release --static-swift-stdlib)
 #   --version V        package version (default: what capture-agent --version prints)
-#   --maintainer M     Maintainer field (default: capture-agent developers <capture-agent@localhost>)
+#   --maintainer M     Maintainer field (default: capture-agent developers <maintainers@capture-agent.example>)
 #   --manual-tool P    swift-argument-parser's generate-manual (default: swift build --product generate-manual)
 #
 # Depends is computed from the binaries' ELF NEEDED entries with
@@ -32,7 +32,7 @@ out=""
 binary_dir=""
 manual_tool=""
 version=""
-maintainer="capture-agent developers <capture-agent@localhost>"
+maintainer="capture-agent developers <maintainers@capture-agent.example>"
 while (($#)); do
     case $1 in
         --out) [[ $# -ge 2 ]] || die "--out needs a directory"; out=$2; shift ;;
@@ -95,7 +95,8 @@ for page in capturectl:1 capture-agent:8; do
     mkdir -p "$root/usr/share/man/man$section" "$stage/man"
     "$manual_tool" "$root/usr/bin/$name" --section "$section" --date "$man_date" \
         --authors "capture-agent developers" -o "$stage/man" >/dev/null || die "generate-manual failed for $name"
-    gzip -9n <"$stage/man/$name.$section" >"$root/usr/share/man/man$section/$name.$section.gz"
+    # An empty line in mdoc is a paragraph break groff warns about; .Pp says it.
+    sed 's/^$/.Pp/' "$stage/man/$name.$section" | gzip -9n >"$root/usr/share/man/man$section/$name.$section.gz"
 done
 
 # copyright (machine-readable, DEP-5) and the Debian changelog, as every package has.
@@ -116,12 +117,16 @@ Copyright: 2026 capture-agent developers
 License: none
  No licence has been granted yet.
 COPYRIGHT
+# A version without a Debian revision (0.2.0, not 0.2.0-1) makes a native package, whose
+# changelog is changelog.gz.
+changelog=changelog.gz
+[[ $version == *-* ]] && changelog=changelog.Debian.gz
 changelog_date=$(date -u -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}")
 {
     printf 'capture-agent (%s) unstable; urgency=medium\n\n' "$version"
     printf '  * Packaged by packaging/build-deb.sh; see the project history for changes.\n\n'
     printf ' -- %s  %s\n' "$maintainer" "$changelog_date"
-} | gzip -9n >"$doc/changelog.Debian.gz"
+} | gzip -9n >"$doc/$changelog"
 
 arch=$(dpkg --print-architecture)
 installed_size=$(du -sk "$root" | cut -f1)

@@ -125,6 +125,8 @@ if [[ $completions == yes && $have_ctl == yes ]]; then
         esac
         if "$binary_dir/capturectl" --generate-completion-script "$shell" >"$staging/completion" 2>"$staging/completion.err" \
             && [[ -s $staging/completion ]]; then
+            # A bash completion is sourced, not run: no #! line (the generator writes one).
+            [[ $shell == bash ]] && sed -i '1{/^#!/d}' "$staging/completion"
             put 0644 "$staging/completion" "$target"
         else
             warn "capturectl --generate-completion-script $shell failed or printed nothing; no $shell completion ($(head -c 300 "$staging/completion.err"))"

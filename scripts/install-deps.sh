@@ -28,8 +28,9 @@ TEST_PKGS=(
   # The endpoint's tests and the SDK quickstart: venvs with the VideoDB SDK, schemathesis
   # and pytest from PyPI.
   python3-venv
-  # Packaging: strip (build-deb.sh, build-wheel.sh), man to render the generated pages.
-  binutils man-db
+  # Packaging: strip (build-deb.sh, build-wheel.sh), man to render the generated pages,
+  # lintian to check the .deb.
+  binutils man-db lintian
 )
 
 missing=()

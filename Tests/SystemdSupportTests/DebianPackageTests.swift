@@ -1,9 +1,11 @@
 import CaptureCore
 import CaptureTestSupport
 import Foundation
+import Synchronization
 import XCTest
 
-/// packaging/build-deb.sh with the real dpkg-deb and dpkg-shlibdeps.
+/// packaging/build-deb.sh with the real dpkg-deb, dpkg-shlibdeps and lintian, on the release
+/// binaries; then the package installed with apt-get on this machine, used and purged.
 final class DebianPackageTests: XCTestCase {
     private var directory = ""
 
@@ -15,7 +17,9 @@ final class DebianPackageTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private func buildDeb(binaries: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    private static func buildDeb(binaries: [String: String], in directory: String) throws
+        -> (status: Int32, stdout: String, stderr: String)
+    {
         let bins = directory + "/bins"
         try FileManager.default.createDirectory(atPath: bins, withIntermediateDirectories: true)
         for (name, source) in binaries { try FileManager.default.copyItem(atPath: source, toPath: bins + "/" + name) }
@@ -24,16 +28,15 @@ final class DebianPackageTests: XCTestCase {
                               ["--out", directory + "/out", "--binary-dir", bins, "--version", "1.2.3",
                                // built by scripts/test (swift build --product generate-manual)
                                "--manual-tool", BuiltProduct.path("generate-manual")],
-                              environment: env, timeout: .seconds(120))
+                              environment: env, timeout: .seconds(300))
     }
 
     /// The release binaries scripts/test builds (`swift build -c release --static-swift-stdlib`),
     /// what the package really ships.
-    private func releaseBinary(_ name: String) throws -> String {
+    private static func releaseBinary(_ name: String) throws -> String {
         guard let dir = ProcessInfo.processInfo.environment["CAPTURE_TEST_RELEASE_DIR"], !dir.isEmpty else {
-            throw CaptureError(.internalError, """
-                CAPTURE_TEST_RELEASE_DIR is not set: run scripts/test, or build with                 swift build -c release --static-swift-stdlib --product \(name) and set it to the bin path
-                """)
+            throw CaptureError(.internalError, "CAPTURE_TEST_RELEASE_DIR is not set: run scripts/test, or build "
+                + "with swift build -c release --static-swift-stdlib --product \(name) and set it to the bin path")
         }
         let path = dir + "/" + name
         guard FileManager.default.isExecutableFile(atPath: path) else {
@@ -42,11 +45,34 @@ final class DebianPackageTests: XCTestCase {
         return path
     }
 
+    /// The package of the real binaries, built once for the tests that need it.
+    private static let package = Mutex<Result<String, any Error>?>(nil)
+    private static let packageDirectory = FileManager.default.temporaryDirectory.path + "/deb-shared-\(getpid())"
+
+    private func realPackage() throws -> String {
+        try Self.package.withLock { built in
+            if built == nil {
+                built = Result {
+                    try? FileManager.default.removeItem(atPath: Self.packageDirectory)
+                    try FileManager.default.createDirectory(atPath: Self.packageDirectory, withIntermediateDirectories: true)
+                    let r = try Self.buildDeb(binaries: ["capture-agent": try Self.releaseBinary("capture-agent"),
+                                                         "capturectl": try Self.releaseBinary("capturectl")],
+                                              in: Self.packageDirectory)
+                    guard r.status == 0 else { throw CaptureError(.internalError, "build-deb.sh failed: \(r.stderr)") }
+                    return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
+            return try built!.get()
+        }
+    }
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: packageDirectory)
+        super.tearDown()
+    }
+
     func testPackageHoldsTheUnitsAndDependsOnWhatTheBinariesLink() throws {
-        let r = try buildDeb(binaries: ["capture-agent": try releaseBinary("capture-agent"),
-                                        "capturectl": try releaseBinary("capturectl")])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        let deb = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let deb = try realPackage()
         XCTAssertTrue(deb.hasSuffix("/capture-agent_1.2.3_\(try architecture()).deb"), deb)
 
         let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
@@ -87,7 +113,7 @@ final class DebianPackageTests: XCTestCase {
         for subcommand in ["channels", "start", "stop", "pause", "resume", "status", "events", "token", "ping"] {
             XCTAssertTrue(ctlPage.contains(subcommand), "capturectl(1) lacks \(subcommand)")
         }
-        for path in ["usr/share/doc/capture-agent/copyright", "usr/share/doc/capture-agent/changelog.Debian.gz",
+        for path in ["usr/share/doc/capture-agent/copyright", "usr/share/doc/capture-agent/changelog.gz",
                      "usr/share/bash-completion/completions/capturectl", "usr/share/zsh/site-functions/_capturectl",
                      "usr/share/fish/vendor_completions.d/capturectl.fish"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: extracted + "/" + path), "missing \(path)")
@@ -97,11 +123,103 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(contents.stdout.split(separator: "\n").allSatisfy { $0.contains("root/root") }, contents.stdout)
     }
 
+    func testLintianFindsNoError() throws {
+        let deb = try realPackage()
+        let r = try runProcess("lintian", ["--tag-display-limit", "0", "--pedantic", deb],
+                               environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": directory],
+                               timeout: .seconds(300))
+        let tags = (r.stdout + r.stderr).split(separator: "\n").filter { $0.range(of: #"^[EWIPX]: "#, options: .regularExpression) != nil }
+        print("lintian: \(tags.count) tags\(tags.isEmpty ? "" : ":\n" + tags.joined(separator: "\n"))")
+        XCTAssertFalse(tags.contains { $0.hasPrefix("E: ") }, tags.joined(separator: "\n"))
+        XCTAssertFalse(tags.contains { $0.hasPrefix("W: ") }, tags.joined(separator: "\n"))
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    }
+
+    /// What a user does: apt-get install ./capture-agent_*.deb, use it, apt-get purge. The
+    /// machine's /usr and /etc are the same afterwards, to the file.
+    func testInstallRecordAndPurgeLeaveNoTrace() throws {
+        let deb = try realPackage()
+        guard getuid() == 0 else { throw XCTSkip("installing a package needs root (CI runs as root)") }
+        let installed = try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-agent"], timeout: .seconds(30))
+        guard !installed.stdout.contains("installed"), !FileManager.default.fileExists(atPath: "/usr/bin/capture-agent") else {
+            throw CaptureError(.internalError, "capture-agent is already installed here; this test would remove it")
+        }
+        let rig = try TestRig.shared()
+        let before = try fileTree()
+        let env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"]
+        var purged = false
+        defer {
+            if !purged { _ = try? runProcess("apt-get", ["purge", "-y", "-qq", "capture-agent"], environment: env, timeout: .seconds(300)) }
+        }
+        let install = try runProcess("apt-get", ["install", "-y", "-qq", "--no-install-recommends", deb],
+                                     environment: env, timeout: .seconds(300))
+        XCTAssertEqual(install.status, 0, install.stdout + install.stderr)
+
+        // Every file dpkg says it installed is there.
+        let listed = try runProcess("dpkg", ["-L", "capture-agent"], timeout: .seconds(30)).stdout
+            .split(separator: "\n").map(String.init)
+        for path in ["/usr/bin/capture-agent", "/usr/bin/capturectl", "/usr/lib/systemd/user/capture-agent.service",
+                     "/usr/lib/systemd/user/capture-agent.socket", "/usr/share/man/man1/capturectl.1.gz"] {
+            XCTAssertTrue(listed.contains(path), "dpkg -L lacks \(path)")
+        }
+        for path in listed { XCTAssertTrue(FileManager.default.fileExists(atPath: path), "\(path) is listed but missing") }
+
+        let version = try runProcess("/usr/bin/capturectl", ["--version"], timeout: .seconds(30))
+        let built = try runProcess(try Self.releaseBinary("capturectl"), ["--version"], timeout: .seconds(30))
+        XCTAssertEqual(version.status, 0)
+        XCTAssertEqual(version.stdout, built.stdout)
+        let man = try runProcess("man", ["-w", "capturectl"], environment: env, timeout: .seconds(30))
+        XCTAssertEqual(man.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "/usr/share/man/man1/capturectl.1.gz", man.stderr)
+
+        // The installed units, as systemd reads them.
+        let runtime = directory + "/run"
+        try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let verify = try runProcess("/usr/bin/systemd-analyze", ["--user", "verify", "/usr/lib/systemd/user/capture-agent.service",
+                                                                 "/usr/lib/systemd/user/capture-agent.socket"],
+                                    environment: env.merging(["HOME": directory, "XDG_RUNTIME_DIR": runtime]) { $1 },
+                                    timeout: .seconds(60))
+        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+        XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
+
+        // A 3 s recording with the installed binary, on the rig.
+        let out = directory + "/rec"
+        let record = try runProcess("/usr/bin/capture-agent", ["record", "--out", out, "--duration", "3s", "--json"],
+                                    environment: rig.childEnvironment(["HOME": directory, "XDG_STATE_HOME": directory + "/state",
+                                                                       "XDG_CONFIG_HOME": directory + "/config"]),
+                                    timeout: .seconds(60))
+        XCTAssertEqual(record.status, 0, record.stderr)
+        let summary = try JSONDecoder().decode(RecordingSummary.self, from: Data(record.stdout.utf8))
+        XCTAssertEqual(Double(summary.durationNs) / 1e9, 3, accuracy: 0.05)
+        XCTAssertEqual(Set(summary.channels.map(\.channel)), ["display:1", "mic:default", "system_audio:default"])
+        for channel in summary.channels { XCTAssertGreaterThanOrEqual(channel.chunks, 3, channel.channel) }
+        let video = try Media.probe(out + "/display-1/chunk-000000.ts")
+        XCTAssertEqual(video.codecName, "h264")
+        XCTAssertEqual(video.width, 1920)
+        XCTAssertEqual(video.height, 1080)
+        try FileManager.default.removeItem(atPath: out)
+
+        let purge = try runProcess("apt-get", ["purge", "-y", "-qq", "capture-agent"], environment: env, timeout: .seconds(300))
+        XCTAssertEqual(purge.status, 0, purge.stdout + purge.stderr)
+        purged = true
+        let after = try fileTree()
+        XCTAssertEqual(after.subtracting(before).sorted(), [], "left behind after the purge")
+        XCTAssertEqual(before.subtracting(after).sorted(), [], "removed by install + purge")
+        XCTAssertFalse(try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-agent"],
+                                      timeout: .seconds(30)).stdout.contains("installed"))
+    }
+
+    /// Every path under /usr and /etc (what a package may touch; /var holds dpkg's own books).
+    private func fileTree() throws -> Set<String> {
+        let r = try runProcess("find", ["/usr", "/etc", "-xdev"], timeout: .seconds(120))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return Set(r.stdout.split(separator: "\n").map(String.init))
+    }
+
     func testBinariesThatNeedTheToolchainsSwiftRuntimeAreRefused() throws {
         // This test bundle links libswiftCore.so and friends from the toolchain,
         // as any Swift binary built without --static-swift-stdlib does.
         let bundle = try XCTUnwrap(ActivatedChild.testBundleExecutable())
-        let r = try buildDeb(binaries: ["capture-agent": bundle])
+        let r = try Self.buildDeb(binaries: ["capture-agent": bundle], in: directory)
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("libswiftCore.so (needed by capture-agent)"), r.stderr)
         XCTAssertTrue(r.stderr.contains("--static-swift-stdlib"), r.stderr)
