@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# packaging/build-deb.sh: builds capture-agent_<version>_<arch>.deb with
-# dpkg-deb, installing with install.sh --prefix /usr into a staging root.
+# packaging/build-deb.sh: builds the Debian packages with dpkg-deb:
+#   capture-agent_<version>_<arch>.deb     capture-agent, capturectl, the systemd user
+#       units, man pages capturectl(1) and capture-agent(8), bash/zsh/fish completions,
+#       the sample config (staged with install.sh --prefix /usr);
+#   capture-endpoint_<version>_<arch>.deb  capture-endpoint, its system unit
+#       (installed, not enabled) and capture-endpoint(8); only when the binary
+#       directory holds a capture-endpoint.
+# Prints the path of each package built.
 #
 # Usage:
-#   swift build -c release --static-swift-stdlib
+#   swift build -c release --static-swift-stdlib   # or --product capture-agent, capturectl, capture-endpoint
 #   packaging/build-deb.sh --out DIR --binary-dir .build/release [--version V]
 #
 # Options:
-#   --out DIR          where the .deb goes (created if missing)
+#   --out DIR          where the packages go (created if missing)
 #   --binary-dir DIR   take the binaries from DIR; without it install.sh builds
-#                      them (swift build -c release --static-swift-stdlib)
+#                      capture-agent and capturectl (swift build -c release --static-swift-stdlib)
 #   --version V        package version (default: what capture-agent --version prints)
 #   --maintainer M     Maintainer field (default: capture-agent developers <maintainers@capture-agent.example>)
 #   --manual-tool P    swift-argument-parser's generate-manual (default: swift build --product generate-manual)
@@ -60,94 +66,119 @@ out=$(cd "$out" && pwd)
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-root=$stage/root
-
-install_args=(--prefix /usr)
-[[ -n $binary_dir ]] && install_args+=(--binary-dir "$binary_dir")
-DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
-    cat "$stage/install.log" >&2
-    die "install.sh failed"
-}
-
-if [[ -z $version ]]; then
-    version=$("$root/usr/bin/capture-agent" --version) || die "capture-agent --version failed"
-    [[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "capture-agent --version printed no Debian version: $version"
-fi
-
-# Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
 command -v strip >/dev/null 2>&1 || die "strip is missing (apt-get install binutils)"
-for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
+arch=$(dpkg --print-architecture)
+build_date=${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}
 
-# Depends, from the binaries' ELF NEEDED entries (packaging/shlibs.sh).
-depends=$(shlibs_depends "$stage" "$root"/usr/bin/*) || exit 1
-
-# Man pages, from the same ArgumentParser definitions as --help (swift-argument-parser's
-# generate-manual reads `TOOL --experimental-dump-help`): capturectl(1), capture-agent(8).
-# Dated by the package version's build, not today, so two builds are the same bytes.
+# Man pages come from the same ArgumentParser definitions as --help (swift-argument-parser's
+# generate-manual reads `TOOL --experimental-dump-help`), dated by the source, not today, so
+# two builds are the same bytes.
 if [[ -z $manual_tool ]]; then
     (cd "$here/.." && swift build --product generate-manual >&2) || die "cannot build generate-manual"
     manual_tool=$(cd "$here/.." && swift build --show-bin-path)/generate-manual
 fi
 [[ -x $manual_tool ]] || die "no generate-manual at $manual_tool"
-man_date=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}" +%Y-%m-%d)
-for page in capturectl:1 capture-agent:8; do
-    name=${page%:*} section=${page#*:}
+
+# man_page ROOT NAME SECTION: ROOT/usr/share/man/manSECTION/NAME.SECTION.gz from ROOT/usr/bin/NAME.
+man_page() {
+    local root=$1 name=$2 section=$3
     mkdir -p "$root/usr/share/man/man$section" "$stage/man"
-    "$manual_tool" "$root/usr/bin/$name" --section "$section" --date "$man_date" \
+    "$manual_tool" "$root/usr/bin/$name" --section "$section" --date "$(date -u -d "@$build_date" +%Y-%m-%d)" \
         --authors "capture-agent developers" -o "$stage/man" >/dev/null || die "generate-manual failed for $name"
     # An empty line in mdoc is a paragraph break groff warns about; .Pp says it.
     sed 's/^$/.Pp/' "$stage/man/$name.$section" | gzip -9n >"$root/usr/share/man/man$section/$name.$section.gz"
-done
+}
 
-# copyright (machine-readable, DEP-5) and the Debian changelog, as every package has.
-doc=$root/usr/share/doc/capture-agent
-mkdir -p "$doc"
-cat >"$doc/copyright" <<COPYRIGHT
+# finish_package NAME ROOT EXTRA_CONTROL_LINES DESCRIPTION: strips ROOT/usr/bin/*, computes
+# Depends, writes copyright, changelog and control, builds OUT/NAME_VERSION_ARCH.deb and
+# prints its path.
+finish_package() {
+    local name=$1 root=$2 extra=$3 description=$4
+    # Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
+    local f
+    for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
+    local depends
+    mkdir -p "$stage/shlibs-$name"
+    depends=$(shlibs_depends "$stage/shlibs-$name" "$root"/usr/bin/*) || exit 1
+
+    # copyright (machine-readable, DEP-5) and the changelog, as every package has.
+    local doc=$root/usr/share/doc/$name
+    mkdir -p "$doc"
+    cat >"$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: capture-agent
 Upstream-Contact: $maintainer
 Comment: The capture-agent project has not chosen a licence yet; until it does,
  its authors keep all rights. The binaries link the Swift runtime and Foundation
  statically (Apache-2.0 with Runtime Library Exception, Copyright Apple Inc. and
- the Swift project authors) and Debian's X11, PulseAudio, FFmpeg, x264 and
- libwebsockets libraries dynamically, under their own licences.
+ the Swift project authors) and Debian's libraries dynamically, under their own
+ licences.
 
 Files: *
 Copyright: 2026 capture-agent developers
 License: none
  No licence has been granted yet.
 COPYRIGHT
-# A version without a Debian revision (0.2.0, not 0.2.0-1) makes a native package, whose
-# changelog is changelog.gz.
-changelog=changelog.gz
-[[ $version == *-* ]] && changelog=changelog.Debian.gz
-changelog_date=$(date -u -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$here/.." log -1 --format=%ct 2>/dev/null || date +%s)}")
-{
-    printf 'capture-agent (%s) unstable; urgency=medium\n\n' "$version"
-    printf '  * Packaged by packaging/build-deb.sh; see the project history for changes.\n\n'
-    printf ' -- %s  %s\n' "$maintainer" "$changelog_date"
-} | gzip -9n >"$doc/$changelog"
+    # A version without a Debian revision (0.2.0, not 0.2.0-1) makes a native package,
+    # whose changelog is changelog.gz.
+    local changelog=changelog.gz
+    [[ $version == *-* ]] && changelog=changelog.Debian.gz
+    {
+        printf '%s (%s) unstable; urgency=medium\n\n' "$name" "$version"
+        printf '  * Packaged by packaging/build-deb.sh; see the project history for changes.\n\n'
+        printf ' -- %s  %s\n' "$maintainer" "$(date -u -R -d "@$build_date")"
+    } | gzip -9n >"$doc/$changelog"
 
-arch=$(dpkg --print-architecture)
-installed_size=$(du -sk "$root" | cut -f1)
-mkdir -p "$root/DEBIAN"
-cat >"$root/DEBIAN/control" <<CONTROL
-Package: capture-agent
-Version: $version
-Architecture: $arch
-Maintainer: $maintainer
-Installed-Size: $installed_size
-Depends: $depends
-Recommends: pulseaudio | pipewire-pulse
+    mkdir -p "$root/DEBIAN"
+    {
+        printf 'Package: %s\nVersion: %s\nArchitecture: %s\nMaintainer: %s\n' "$name" "$version" "$arch" "$maintainer"
+        printf 'Installed-Size: %s\nDepends: %s\n' "$(du -sk "$root" | cut -f1)" "$depends"
+        [[ -n $extra ]] && printf '%s\n' "$extra"
+        printf '%s\n' "$description"
+    } >"$root/DEBIAN/control"
+    local deb=$out/${name}_${version}_${arch}.deb
+    dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
+    printf '%s\n' "$deb"
+}
+
+# --- capture-agent: the daemon, capturectl, the user units, completions, the sample config.
+root=$stage/capture-agent
+install_args=(--prefix /usr)
+[[ -n $binary_dir ]] && install_args+=(--binary-dir "$binary_dir")
+DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
+    cat "$stage/install.log" >&2
+    die "install.sh failed"
+}
+if [[ -z $version ]]; then
+    version=$("$root/usr/bin/capture-agent" --version) || die "capture-agent --version failed"
+    [[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "capture-agent --version printed no Debian version: $version"
+fi
+man_page "$root" capturectl 1
+man_page "$root" capture-agent 8
+finish_package capture-agent "$root" "Recommends: pulseaudio | pipewire-pulse
+Suggests: capture-endpoint
 Section: video
-Priority: optional
-Description: Linux screen and audio capture daemon
+Priority: optional" "Description: Linux screen and audio capture daemon
  capture-agent records the X11 screen, the microphone and the system audio
- (PulseAudio or PipeWire) into H.264/AAC MPEG-TS chunks for upload. It runs
- as a systemd user service, started on demand by its control socket; users
- enable it with: systemctl --user enable --now capture-agent.socket
-CONTROL
+ (PulseAudio or PipeWire) into H.264/AAC MPEG-TS chunks and uploads them to a
+ capture endpoint over WebSocket. It runs as a systemd user service, started
+ on demand by its control socket; users enable it with:
+ systemctl --user enable --now capture-agent.socket
+ capturectl drives it from the shell; the VideoDB SDK drives it over stdio."
 
-deb=$out/capture-agent_${version}_${arch}.deb
-dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
-printf '%s\n' "$deb"
+# --- capture-endpoint: the reference server and its system unit (when it was built).
+endpoint_bin=${binary_dir:+$binary_dir/capture-endpoint}
+if [[ -n $endpoint_bin && -x $endpoint_bin ]]; then
+    root=$stage/capture-endpoint
+    install -D -m 0755 "$endpoint_bin" "$root/usr/bin/capture-endpoint"
+    install -D -m 0644 "$here/../systemd/capture-endpoint.service" "$root/usr/lib/systemd/system/capture-endpoint.service"
+    man_page "$root" capture-endpoint 8
+    finish_package capture-endpoint "$root" "Section: net
+Priority: optional" "Description: reference server for capture sessions, uplink, webhooks and export
+ capture-endpoint serves the VideoDB-style capture session API, client
+ tokens, the chunk uplink capture-agent streams to over WebSocket, signed
+ webhooks, an event WebSocket, live HLS per channel and export to MP4, with
+ SQLite storage. The system unit capture-endpoint.service is installed but
+ not enabled: give it /etc/capture-endpoint/api-keys and webhook-secret
+ first (see the unit file)."
+fi
