@@ -173,6 +173,12 @@ if [[ -n $endpoint_bin && -x $endpoint_bin ]]; then
     install -D -m 0755 "$endpoint_bin" "$root/usr/bin/capture-endpoint"
     install -D -m 0644 "$here/../systemd/capture-endpoint.service" "$root/usr/lib/systemd/system/capture-endpoint.service"
     man_page "$root" capture-endpoint 8
+    # swift-nio-extras compiles its own copy of zlib (CNIOExtrasZlib) into every binary that
+    # uses its compression handlers; SwiftPM has no way to link the system's instead.
+    mkdir -p "$root/usr/share/lintian/overrides"
+    printf '%s\n' "# zlib is vendored by swift-nio-extras (CNIOExtrasZlib) and linked in statically." \
+        "capture-endpoint: embedded-library zlib [usr/bin/capture-endpoint]" \
+        >"$root/usr/share/lintian/overrides/capture-endpoint"
     finish_package capture-endpoint "$root" "Section: net
 Priority: optional" "Description: reference server for capture sessions, uplink, webhooks and export
  capture-endpoint serves the VideoDB-style capture session API, client
