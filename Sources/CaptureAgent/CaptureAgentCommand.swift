@@ -1,7 +1,14 @@
 import ArgumentParser
 import CaptureCore
 import CapturePipeline
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 @main
@@ -43,24 +50,27 @@ extension LoggingSystem {
 
 /// Writes a CaptureError the same way everywhere and exits with its status.
 func fail(with error: CaptureError, json: Bool) -> Never {
-    FileHandle.standardError.write(Data("capture-agent: \(error.code.rawValue): \(error.message)\n".utf8))
+    StandardStream.error.write("capture-agent: \(error.code.rawValue): \(error.message)\n")
     if json {
-        let object: [String: Any] = ["error": ["code": error.code.rawValue, "message": error.message]]
-        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        let object = JSONValue.object(["error": .object(["code": .string(error.code.rawValue), "message": .string(error.message)])])
+        // Sorted keys and '/' escaped as "\/": the bytes JSONSerialization wrote here before.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        if let data = try? encoder.encode(object) {
+            StandardStream.output.write(data + Data("\n".utf8))
         }
     }
-    Foundation.exit(error.code.exitStatus)
+    exit(error.code.exitStatus)
 }
 
 func writeJSON<T: Encodable>(_ value: T) {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
     if let data = try? encoder.encode(value) {
-        FileHandle.standardOutput.write(data + Data("\n".utf8))
+        StandardStream.output.write(data + Data("\n".utf8))
     }
 }
 
 func writeLine(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    StandardStream.output.write(text + "\n")
 }

@@ -1,7 +1,11 @@
 import ArgumentParser
 import CaptureCore
 import CapturePipeline
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 struct ChannelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +17,7 @@ struct ChannelsCommand: ParsableCommand {
     func run() throws {
         let (channels, problems) = ChannelCatalog.list(displayName: global.display)
         for problem in problems {
-            FileHandle.standardError.write(Data("capture-agent: warning: \(problem)\n".utf8))
+            StandardStream.error.write("capture-agent: warning: \(problem)\n")
         }
         if channels.isEmpty, let first = problems.first {
             fail(with: first, json: global.json)
@@ -24,8 +28,7 @@ struct ChannelsCommand: ParsableCommand {
         } else {
             let width = channels.map(\.id.count).max() ?? 0
             for c in channels {
-                writeLine(c.id.padding(toLength: width + 2, withPad: " ", startingAt: 0)
-                          + c.type.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + c.name)
+                writeLine(c.id.padded(toLength: width + 2) + c.type.rawValue.padded(toLength: 7) + c.name)
             }
         }
     }

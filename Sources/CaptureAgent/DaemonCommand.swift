@@ -1,7 +1,14 @@
 import ArgumentParser
 import CaptureCore
 import CaptureDaemon
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// `capture-agent` with no subcommand: the daemon, in the foreground, as systemd starts it.
@@ -60,7 +67,7 @@ struct DaemonCommand: ParsableCommand {
             guard let eq = item.firstIndex(of: "=") else {
                 fail(with: CaptureError(.invalidRequest, "--set takes key=value, got '\(item)'"), json: false)
             }
-            flags.append((String(item[..<eq]).trimmingCharacters(in: .whitespaces), String(item[item.index(after: eq)...])))
+            flags.append((item[..<eq].trimmingWhitespace(newlines: false), String(item[item.index(after: eq)...])))
         }
         if let socket { flags.append(("socket", socket)) }
         if let fps { flags.append(("fps", String(fps))) }
@@ -76,7 +83,7 @@ struct DaemonCommand: ParsableCommand {
             fail(with: error, json: false)
         }
         if printConfig {
-            FileHandle.standardOutput.write(Data(configuration.rendered().utf8))
+            StandardStream.output.write(configuration.rendered())
             return
         }
         LoggingSystem.bootstrapOnce()

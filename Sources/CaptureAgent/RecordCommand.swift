@@ -4,7 +4,14 @@ import CapturePipeline
 import CaptureSpool
 import CaptureUplink
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 import WebSocketUplink
@@ -149,7 +156,7 @@ struct RecordCommand: ParsableCommand {
         if global.json {
             writeJSON(summary)
         } else {
-            writeLine("recorded \(String(format: "%.1f", Double(summary.durationNs) / 1e9)) s into \(summary.outputDirectory)")
+            writeLine("recorded \((Double(summary.durationNs) / 1e9).fixed(1)) s into \(summary.outputDirectory)")
             for c in summary.channels {
                 var line = "  \(c.channel): \(c.chunks) chunks, \(c.bytes) bytes, \(c.encoded) frames encoded"
                 if c.type == .video {
@@ -186,7 +193,7 @@ struct RecordCommand: ParsableCommand {
     private var token: String? {
         get throws(CaptureError) {
             guard let tokenFile else { return nil }
-            let token = try TokenFile.read(tokenFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try TokenFile.read(tokenFile).trimmingWhitespace()
             guard !token.isEmpty else { throw CaptureError(.invalidToken, "the token file \(tokenFile) is empty") }
             return token
         }
@@ -203,7 +210,7 @@ struct RecordCommand: ParsableCommand {
 
     private func makeOptions() throws(CaptureError) -> RecordingOptions {
         let ids = try channels.map { (text) throws(CaptureError) in try ChannelID(parsing: text) }
-        let id = sessionId ?? "rec-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacingOccurrences(of: ":", with: "-"))"
+        let id = sessionId ?? "rec-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacing(":", with: "-"))"
         var options = RecordingOptions(sessionId: id, outputDirectory: out ?? SpoolLocation.sessionDirectory(id), channels: ids)
         options.displayName = global.display
         options.chunkDurationNs = try parseDuration(chunk)

@@ -1,7 +1,11 @@
 import ArgumentParser
 import CaptureCore
 import CaptureUplink
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import WebSocketUplink
 
@@ -46,7 +50,7 @@ struct UploadCommand: ParsableCommand {
             guard let session = sessionId ?? chunks.first?.sessionId else {
                 throw CaptureError(.invalidRequest, "\(directory) holds no complete chunk")
             }
-            let token = try TokenFile.read(tokenFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try TokenFile.read(tokenFile).trimmingWhitespace()
             var config = SessionUplink.Configuration(target: try UplinkTarget(endpoint: endpoint), sessionId: session,
                                                      channels: channels, sessionDirectory: directory)
             config.agent = "capture-agent/\(CaptureAgentVersion.string) upload"
@@ -77,7 +81,7 @@ struct UploadCommand: ParsableCommand {
         if global.json {
             writeJSON(p)
         } else {
-            writeLine(relay.report(uplink) + String(format: "; %.2f s, %.1f MB/s", elapsed, Double(p.bytesUploaded) / 1e6 / max(elapsed, 1e-9)))
+            writeLine(relay.report(uplink) + "; \(elapsed.fixed(2)) s, \((Double(p.bytesUploaded) / 1e6 / max(elapsed, 1e-9)).fixed(1)) MB/s")
         }
         guard complete else {
             fail(with: CaptureError(.timeout, "the upload did not finish: \(p.chunksUploaded) of \(total) chunks acknowledged (\(relay.problem ?? "no progress"))"), json: false)

@@ -63,11 +63,11 @@ final class UploadRelay: Sendable {
         if !sorted.isEmpty {
             func ms(_ q: Double) -> String {
                 let v = sorted[min(sorted.count - 1, Int(q * Double(sorted.count - 1)))]
-                return String(format: "%.1f", Double(v) / 1e6)
+                return (Double(v) / 1e6).fixed(1)
             }
             line += "; ack after the chunk's end: p50 \(ms(0.5)) ms, p95 \(ms(0.95)) ms, max \(ms(1)) ms"
         }
-        line += String(format: "; uplink thread CPU %.2f s", Double(p.threadCPUNs) / 1e9)
+        line += "; uplink thread CPU \((Double(p.threadCPUNs) / 1e9).fixed(2)) s"
         return line
     }
 }

@@ -1,5 +1,9 @@
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A request from a client: `{"command": ..., "commandId": ..., "params": {...}}`.
 public struct ControlRequest: Sendable, Equatable {

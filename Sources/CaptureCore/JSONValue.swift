@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Any JSON value, as a Sendable value type: the `params` of a request, the
 /// `result` of a response, the `data` of an event.

@@ -1,7 +1,11 @@
 import ArgumentParser
 import CaptureControl
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 @main
 struct Capturectl: ParsableCommand {

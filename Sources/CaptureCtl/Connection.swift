@@ -1,7 +1,11 @@
 import ArgumentParser
 import CaptureControl
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,11 +58,11 @@ func exitZeroOnInterrupt() {
 
 enum Output {
     static func line(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        StandardStream.output.write(text + "\n")
     }
 
     static func warn(_ text: String) {
-        FileHandle.standardError.write(Data("capturectl: warning: \(text)\n".utf8))
+        StandardStream.error.write("capturectl: warning: \(text)\n")
     }
 
     /// Sorted keys; pretty for one-shot results, compact (one object per line) for streams.
@@ -66,7 +70,7 @@ enum Output {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("null".utf8)
-        FileHandle.standardOutput.write(data + Data("\n".utf8))
+        StandardStream.output.write(data + Data("\n".utf8))
     }
 
     static func jsonError(code: String, message: String) {
@@ -74,7 +78,7 @@ enum Output {
     }
 
     static func fail(_ error: CaptureError, json: Bool) -> Never {
-        FileHandle.standardError.write(Data("capturectl: \(error.code.rawValue): \(error.message)\n".utf8))
+        StandardStream.error.write("capturectl: \(error.code.rawValue): \(error.message)\n")
         if json { jsonError(code: error.code.rawValue, message: error.message) }
         exit(error.code.exitStatus)
     }
@@ -105,20 +109,20 @@ enum Format {
         if n < 1024 { return "\(n) B" }
         var value = Double(n) / 1024
         for unit in ["KiB", "MiB", "GiB"] {
-            if value < 1024 { return String(format: "%.1f %@", value, unit) }
+            if value < 1024 { return "\(value.fixed(1)) \(unit)" }
             value /= 1024
         }
-        return String(format: "%.1f TiB", value)
+        return "\(value.fixed(1)) TiB"
     }
 
     static func number<N: BinaryInteger>(_ v: N?) -> String { v.map { String($0) } ?? "-" }
 
-    static func number(_ v: Double?) -> String { v.map { String(format: "%.1f", $0) } ?? "-" }
+    static func number(_ v: Double?) -> String { v.map { $0.fixed(1) } ?? "-" }
 
     static func number(_ v: JSONValue?) -> String {
         switch v {
         case .integer(let i)?: String(i)
-        case .number(let d)?: String(format: "%.1f", d)
+        case .number(let d)?: d.fixed(1)
         case .string(let s)?: s
         case .bool(let b)?: b ? "yes" : "no"
         default: "-"

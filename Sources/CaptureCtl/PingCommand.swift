@@ -16,6 +16,6 @@ struct PingCommand: ClientCommand {
         let roundTrip = Double(MonotonicClock.now() - sent) / 1e6
         if connection.json { return Output.json(result) }
         Output.line("capture-agent \(result["version"]?.stringValue ?? "?") (pid \(Format.number(result["pid"])), "
-            + "up \(Format.duration(ns: result["uptimeNs"]?.int64Value))) answered in \(String(format: "%.1f", roundTrip)) ms")
+            + "up \(Format.duration(ns: result["uptimeNs"]?.int64Value))) answered in \(roundTrip.fixed(1)) ms")
     }
 }

@@ -1,7 +1,11 @@
 import ArgumentParser
 import CaptureControl
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,7 +43,7 @@ enum TokenSource {
         case .file(let path):
             text = try TokenFile.read(path)
         }
-        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = text.trimmingWhitespace()
         guard !token.isEmpty else { throw CaptureError(.invalidToken, "the upload token (\(self)) is empty") }
         return token
     }

@@ -2,7 +2,11 @@ import CaptureControl
 import CaptureCore
 import CLinuxShims
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Synchronization
 #if canImport(Glibc)

@@ -2,7 +2,14 @@ import CaptureControl
 import CaptureCore
 import CapturePipeline
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 

@@ -1,5 +1,9 @@
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,7 +17,7 @@ public enum ControlSocket {
         guard path.hasPrefix("/"), let address = UnixSocketAddress(path: path) else {
             throw CaptureError(.invalidRequest, "socket path must be absolute and at most \(UnixSocketAddress.maxPathLength) bytes: \(path)")
         }
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = parentDirectory(of: path)
         var info = stat()
         if lstat(directory, &info) != 0 {
             // Parents (e.g. $XDG_RUNTIME_DIR) must exist; only our own directory is created.
@@ -62,5 +66,14 @@ public enum ControlSocket {
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return UnixSocketAddress(path: path)?.connect(fd) == 0
+    }
+
+    /// The directory an absolute path is in, as NSString's deletingLastPathComponent
+    /// gave it: "/run/user/1000/capture-agent/control.sock" -> "/run/user/1000/capture-agent",
+    /// "/control.sock" -> "/" (trailing and doubled slashes are ignored).
+    static func parentDirectory(of path: String) -> String {
+        var components = path.split(separator: "/", omittingEmptySubsequences: true)
+        if !components.isEmpty { components.removeLast() }
+        return "/" + components.joined(separator: "/")
     }
 }

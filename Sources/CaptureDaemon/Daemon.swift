@@ -1,7 +1,11 @@
 import CaptureControl
 import CaptureCore
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Synchronization
 import SystemdSupport
@@ -56,7 +60,7 @@ public final class Daemon: Sendable {
                 (listenFD, ownSocketPath) = try openListeningSocket()
             } catch {
                 logger.critical("cannot serve the control socket", metadata: ["error": "\(error)"])
-                FileHandle.standardError.write(Data("capture-agent: \(error.code.rawValue): \(error.message)\n".utf8))
+                StandardStream.error.write("capture-agent: \(error.code.rawValue): \(error.message)\n")
                 return error.code.exitStatus
             }
             let s = ControlServer(listeningSocket: listenFD, service: service, logger: logger, queue: ioQueue)

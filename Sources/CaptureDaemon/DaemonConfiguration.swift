@@ -1,7 +1,11 @@
 import CaptureControl
 import CaptureCore
 import CaptureSpool
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import TOMLKit
 
 /// The daemon's settings: built-in defaults, then
@@ -58,7 +62,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let config = environment["XDG_CONFIG_HOME"], config.hasPrefix("/") {
             return config + "/capture-agent/config.toml"
         }
-        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? HomeDirectory.fromPasswordDatabase()
         return home + "/.config/capture-agent/config.toml"
     }
 
@@ -99,12 +103,31 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case toml(TOMLValueConvertible)
     }
 
+    /// What Foundation's `localizedDescription` said about a failed String(contentsOfFile:)
+    /// (FoundationEssentials' CocoaError has no localized text): the same words, so the
+    /// message stays as it was.
+    static func readFailure(_ error: any Error) -> String {
+        guard let error = error as? CocoaError else { return "\(error)" }
+        let reasons: [Int: String] = [
+            257: "You don’t have permission.",
+            258: "The file name is invalid.",
+            259: "The file isn’t in the correct format.",
+            260: "The file doesn’t exist.",
+            261: "The specified text encoding isn’t applicable.",
+            262: "The specified URL type isn’t supported.",
+            263: "The item is too large.",
+            264: "The text encoding of the contents couldn’t be determined.",
+        ]
+        let code = error.code.rawValue
+        return "The operation could not be completed. " + (reasons[code] ?? "(NSCocoaErrorDomain error \(code).)")
+    }
+
     mutating func apply(tomlFile path: String) throws(CaptureError) {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw CaptureError(.ioError, "cannot read \(path): \(error.localizedDescription)")
+            throw CaptureError(.ioError, "cannot read \(path): \(Self.readFailure(error))")
         }
         let table: TOMLTable
         do {
@@ -137,7 +160,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         func integer() throws(CaptureError) -> Int {
             switch value {
-            case .text(let s): if let i = Int(s.trimmingCharacters(in: .whitespaces)) { return i }
+            case .text(let s): if let i = Int(s.trimmingWhitespace(newlines: false)) { return i }
             case .toml(let v): if let i = v.int { return i }
             }
             throw fail("an integer")
@@ -169,7 +192,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         func list() throws(CaptureError) -> [String] {
             switch value {
             case .text(let s):
-                return s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                return s.split(separator: ",").map { $0.trimmingWhitespace(newlines: false) }.filter { !$0.isEmpty }
             case .toml(let v):
                 guard let array = v.array else { throw fail("an array of strings") }
                 var out: [String] = []
@@ -266,7 +289,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// The effective settings as TOML, each with where it came from.
     public func rendered() -> String {
         func q(_ s: String) -> String {
-            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+            "\"" + s.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
         }
         func seconds(_ ns: Int64) -> String {
             ns % 1_000_000_000 == 0 ? "\(ns / 1_000_000_000)s" : "\(ns / 1_000_000)ms"
@@ -276,9 +299,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         func add(_ key: String, _ value: String?) {
             let source = sources[key] ?? "default"
             if let value {
-                lines.append("\(key) = \(value)".padding(toLength: max(40, key.count + value.count + 4), withPad: " ", startingAt: 0) + " # \(source)")
+                lines.append("\(key) = \(value)".padded(toLength: max(40, key.count + value.count + 4)) + " # \(source)")
             } else {
-                lines.append("# \(key) is not set".padding(toLength: 40, withPad: " ", startingAt: 0) + " # \(source)")
+                lines.append("# \(key) is not set".padded(toLength: 40) + " # \(source)")
             }
         }
         add("fps", String(fps))

@@ -2,7 +2,12 @@ import CaptureControl
 import CaptureCore
 import CapturePipeline
 import CaptureSpool
+import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 
 /// The monitor: every 250 ms, on its own queue, a look at the running session. A source that
@@ -76,7 +81,7 @@ extension SessionController {
                     // (An audio channel that is reconnecting is reported as
                     // interrupted, not stalled, until its reconnect time is up.)
                     w.stallReported = true
-                    let seconds = String(format: "%.1f", Double(now - w.lastProgress) / 1e9)
+                    let seconds = (Double(now - w.lastProgress) / 1e9).fixed(1)
                     logger.warning("channel stalled", metadata: ["channel": "\(stat.channel)", "seconds": "\(seconds)"])
                     pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
                         "code": .string(CaptureErrorCode.channelStalled.rawValue),

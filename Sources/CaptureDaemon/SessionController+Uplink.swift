@@ -3,7 +3,12 @@ import CaptureCore
 import CapturePipeline
 import CaptureSpool
 import CaptureUplink
+import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Synchronization
 import WebSocketUplink

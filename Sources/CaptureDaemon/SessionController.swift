@@ -5,7 +5,11 @@ import CLinuxShims
 import CaptureSpool
 import CaptureUplink
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Synchronization
 import WebSocketUplink
@@ -222,7 +226,7 @@ public final class SessionController: Sendable {
     }
 
     private func makeOptions(_ params: StartRecordingParams) throws(CaptureError) -> RecordingOptions {
-        let id = params.sessionId ?? "cap-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacingOccurrences(of: ":", with: "-"))"
+        let id = params.sessionId ?? "cap-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacing(":", with: "-"))"
         var ids = params.channels.map(\.id)
         if ids.isEmpty { ids = configuration.channels }
         var o = RecordingOptions(sessionId: id, outputDirectory: SpoolLocation.sessionDirectory(id), channels: ids)

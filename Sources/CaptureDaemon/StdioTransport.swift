@@ -1,7 +1,11 @@
 import CaptureControl
 import CaptureCore
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -47,9 +51,7 @@ public final class StdioTransport: ControlClientHandle, Sendable {
     public func start() {
         service.clientConnected(self)
         service.subscribeToAllEvents(self)   // the SDK never sends subscribeEvents
-        let thread = Thread { [self] in readLoop() }
-        thread.name = "capture-agent.stdin"
-        thread.start()
+        DetachedThread.start { [self] in readLoop() }
     }
 
     public func stop() {

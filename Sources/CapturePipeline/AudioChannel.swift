@@ -1,7 +1,14 @@
 import CaptureCore
 import CaptureSpool
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MediaEncoding
 import PulseCapture

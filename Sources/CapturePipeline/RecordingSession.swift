@@ -2,7 +2,11 @@ import CaptureCore
 import CaptureSpool
 import CaptureUplink
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import PulseCapture
 import Synchronization

@@ -1,5 +1,12 @@
 import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MediaEncoding
 import X11Capture

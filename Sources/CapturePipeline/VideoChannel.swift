@@ -1,7 +1,14 @@
 import CaptureCore
 import CaptureSpool
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MediaEncoding
 import Synchronization
@@ -134,10 +141,9 @@ final class VideoChannel: @unchecked Sendable {
     /// Opens the X connection and image pool on a new capture thread, then the
     /// encoder and the spool outlet. Throws what went wrong; nothing runs yet.
     func prepare(spool: SpoolWriter) throws(CaptureError) {
-        let thread = Thread { [self] in captureThreadMain() }
-        thread.name = "capture \(id)"
-        thread.qualityOfService = .userInteractive
-        thread.start()
+        guard DetachedThread.start({ [self] in captureThreadMain() }) else {
+            throw CaptureError(.internalError, "cannot start the capture thread for \(id)")
+        }
         setupDone.wait()
         let result = setupResult.withLock { $0! }
         let slots: FrameSlots

@@ -1,4 +1,9 @@
+import CaptureCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Where sessions are spooled: `$XDG_STATE_HOME/capture-agent/spool/<session>/`
 /// (`~/.local/state/capture-agent/spool/<session>/` when XDG_STATE_HOME is unset
@@ -9,7 +14,7 @@ public enum SpoolLocation {
         if let state = env["XDG_STATE_HOME"], state.hasPrefix("/") {
             return state + "/capture-agent/spool"
         }
-        let home = env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        let home = env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? HomeDirectory.fromPasswordDatabase()
         return home + "/.local/state/capture-agent/spool"
     }
 

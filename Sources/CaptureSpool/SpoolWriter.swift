@@ -1,7 +1,14 @@
 import CaptureCore
 import CaptureUplink
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// Where a finished chunk waits between its encoder and the spool writer:

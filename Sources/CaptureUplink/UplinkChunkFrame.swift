@@ -1,5 +1,9 @@
 import CaptureCore
+#if canImport(FoundationEssentials)
+import struct FoundationEssentials.Data
+#else
 import struct Foundation.Data
+#endif
 
 /// What a chunk frame says about the chunk it carries.
 public struct UplinkChunkHeader: Codable, Sendable, Equatable {

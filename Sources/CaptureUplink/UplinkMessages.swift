@@ -241,4 +241,8 @@ public enum UplinkTextMessage: Sendable, Equatable {
     }
 }
 
+#if canImport(FoundationEssentials)
+import struct FoundationEssentials.Data
+#else
 import struct Foundation.Data
+#endif

@@ -1,7 +1,11 @@
 internal import CFFmpeg
 import CaptureCore
 import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What goes into an export: one video channel and any number of audio
 /// channels, each as its chunk files in seq order (self-contained MPEG-TS
@@ -448,15 +452,14 @@ private final class Mixer {
 /// Encodes PCM segments to AAC on worker threads (at most three segments' PCM
 /// in flight, so memory stays at a few segments), each with an encoder of its own.
 private final class SegmentEncoders: @unchecked Sendable {
-    // @unchecked: `results` is only touched under `lock`; the packet pointers in it
+    // @unchecked: `results` is only touched under its lock; the packet pointers in it
     // belong to whoever takes them out (the export thread), after the worker let go.
     struct Result {
         var packets: [UnsafeMutablePointer<AVPacket>] = []
         var failure: CaptureError?
     }
 
-    private let lock = NSCondition()
-    private var results: [Int: Result] = [:]
+    private let results = ConditionLock<[Int: Result]>([:])
     private let slots = DispatchSemaphore(value: 3)
 
     static func openEncoder() throws(CaptureError) -> UnsafeMutablePointer<AVCodecContext> {
@@ -491,10 +494,7 @@ private final class SegmentEncoders: @unchecked Sendable {
             } catch {
                 result.failure = error
             }
-            self.lock.lock()
-            self.results[index] = result
-            self.lock.broadcast()
-            self.lock.unlock()
+            self.results.withLock { $0[index] = result }   // and wakes `wait`
             // The slot bounds the PCM in flight; a finished segment's packets are small.
             self.slots.signal()
         }
@@ -502,17 +502,12 @@ private final class SegmentEncoders: @unchecked Sendable {
 
     /// Segment `index`'s result if it is done.
     func take(_ index: Int) -> Result? {
-        lock.lock()
-        defer { lock.unlock() }
-        return results.removeValue(forKey: index)
+        results.withLock { $0.removeValue(forKey: index) }
     }
 
     /// Segment `index`'s result, waiting for it.
     func wait(_ index: Int) -> Result? {
-        lock.lock()
-        defer { lock.unlock() }
-        while results[index] == nil { lock.wait() }
-        return results.removeValue(forKey: index)
+        results.wait(until: { $0[index] != nil }) { $0.removeValue(forKey: index) } ?? nil
     }
 
     private static func encode(firstSample: Int64, left: [Float], right: [Float], keep: Range<Int64>) throws(CaptureError)

@@ -1,6 +1,8 @@
 import CaptureCore
-import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Records one PulseAudio source as 48 kHz interleaved stereo Float32 and hands it to a sink on the
 /// recorder's own thread (a `PulseLoopThread`, which reads in 50 ms batches while the stream runs).
@@ -69,7 +71,7 @@ public final class AudioRecorder: Sendable {
             // join itself). The helper holds the engine strongly, so it outlives the mainloop.
             engine.stopFromMainloopThread()
             let generation = engine.generation
-            Thread.detachNewThread {
+            DetachedThread.start {
                 engine.lifecycle.withLock { _ in engine.shutdown(generation: generation) }
             }
             return

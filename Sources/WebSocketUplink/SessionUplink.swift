@@ -1,6 +1,10 @@
 import CaptureCore
 import CaptureUplink
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Synchronization
 
 /// The uplink's numbers, written by its service thread and read by anyone

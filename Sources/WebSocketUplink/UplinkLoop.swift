@@ -2,7 +2,11 @@ import CaptureCore
 import CaptureUplink
 import CLinuxShims
 internal import CWebSockets
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -32,8 +36,8 @@ final class UplinkLoop: @unchecked Sendable {
     let counters: UplinkCounters
     let onReport: @Sendable (UplinkMachine.UplinkReport) -> Void
     private let inbox = Mutex<[Command]>([])
-    private let finished = Mutex<Bool>(false)
-    private let finishedCondition = NSCondition()
+    /// The service thread is gone (set once, at the end of `run`).
+    private let finished = ConditionLock(false)
 
     // C allocations, fixed for the loop's life.
     private let protocols: UnsafeMutablePointer<lws_protocols>
@@ -132,13 +136,11 @@ final class UplinkLoop: @unchecked Sendable {
     /// Starts the service thread. The loop keeps itself alive until it stops.
     func start() {
         let retained = Unmanaged.passRetained(self)
-        let thread = Thread {
+        let started = DetachedThread.start(stackSize: 1 << 20) {
             let loop = retained.takeRetainedValue()
             loop.run()
         }
-        thread.name = "capture-uplink"
-        thread.stackSize = 1 << 20
-        thread.start()
+        if !started { retained.release() }
     }
 
     func post(_ command: Command) {
@@ -148,13 +150,7 @@ final class UplinkLoop: @unchecked Sendable {
 
     /// Waits until the service thread is gone (after `.stop`), at most `timeout`.
     func waitUntilStopped(timeout: Duration) -> Bool {
-        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
-        finishedCondition.lock()
-        defer { finishedCondition.unlock() }
-        while !finished.withLock({ $0 }) {
-            if !finishedCondition.wait(until: deadline) { return finished.withLock { $0 } }
-        }
-        return true
+        finished.wait(until: { $0 }, deadline: MonotonicClock.now() + timeout.nanoseconds) { _ in true } ?? false
     }
 
     // MARK: The service thread
@@ -171,10 +167,7 @@ final class UplinkLoop: @unchecked Sendable {
         }
         destroyContext()
         wsi = nil
-        finishedCondition.lock()
         finished.withLock { $0 = true }
-        finishedCondition.broadcast()
-        finishedCondition.unlock()
     }
 
     private func destroyContext() {
@@ -526,7 +519,7 @@ enum UplinkLogging {
                 guard let line else { return }
                 var text = String(cString: line)
                 while text.hasSuffix("\n") { text.removeLast() }
-                FileHandle.standardError.write(Data("libwebsockets: \(text)\n".utf8))
+                StandardStream.error.write("libwebsockets: \(text)\n")
             })
         }
     }

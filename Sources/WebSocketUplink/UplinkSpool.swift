@@ -1,7 +1,11 @@
 import CaptureCore
 import CaptureSpool
 import CaptureUplink
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif

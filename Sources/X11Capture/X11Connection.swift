@@ -1,5 +1,4 @@
 import CX11
-import Foundation
 import CaptureCore
 #if canImport(Glibc)
 import Glibc
@@ -136,7 +135,7 @@ public final class X11Connection {
     }
 
     /// Serializes opening (with the extension queries) and closing of connections.
-    private static let setupLock = NSLock()
+    private static let setupLock = PThreadLock()
 
     deinit {
         // Safe on a dead connection too: Xlib skips the wire and frees the Display.
