@@ -89,17 +89,20 @@ man_page() {
     sed 's/^$/.Pp/' "$stage/man/$name.$section" | gzip -9n >"$root/usr/share/man/man$section/$name.$section.gz"
 }
 
-# finish_package NAME ROOT EXTRA_CONTROL_LINES DESCRIPTION: strips ROOT/usr/bin/*, computes
-# Depends, writes copyright, changelog and control, builds OUT/NAME_VERSION_ARCH.deb and
-# prints its path.
-finish_package() {
-    local name=$1 root=$2 extra=$3 description=$4
+# prepare_binaries NAME ROOT: strips ROOT/usr/bin/* and sets DEPENDS from what they link
+# (first, so that a binary that needs the toolchain fails before anything runs it).
+prepare_binaries() {
+    local name=$1 root=$2 f
     # Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
-    local f
     for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
-    local depends
     mkdir -p "$stage/shlibs-$name"
-    depends=$(shlibs_depends "$stage/shlibs-$name" "$root"/usr/bin/*) || exit 1
+    DEPENDS=$(shlibs_depends "$stage/shlibs-$name" "$root"/usr/bin/*) || exit 1
+}
+
+# finish_package NAME ROOT EXTRA_CONTROL_LINES DESCRIPTION: writes copyright, changelog and
+# control (Depends: $DEPENDS), builds OUT/NAME_VERSION_ARCH.deb and prints its path.
+finish_package() {
+    local name=$1 root=$2 extra=$3 description=$4 depends=$DEPENDS
 
     # copyright (machine-readable, DEP-5) and the changelog, as every package has.
     local doc=$root/usr/share/doc/$name
@@ -149,6 +152,10 @@ DESTDIR=$root "$here/install.sh" "${install_args[@]}" >"$stage/install.log" || {
     cat "$stage/install.log" >&2
     die "install.sh failed"
 }
+prepare_binaries capture-agent "$root"
+for b in capture-agent capturectl; do
+    [[ -x $root/usr/bin/$b ]] || die "no $b in ${binary_dir:-the build}: the package ships both"
+done
 if [[ -z $version ]]; then
     version=$("$root/usr/bin/capture-agent" --version) || die "capture-agent --version failed"
     [[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "capture-agent --version printed no Debian version: $version"
@@ -172,6 +179,7 @@ if [[ -n $endpoint_bin && -x $endpoint_bin ]]; then
     root=$stage/capture-endpoint
     install -D -m 0755 "$endpoint_bin" "$root/usr/bin/capture-endpoint"
     install -D -m 0644 "$here/../systemd/capture-endpoint.service" "$root/usr/lib/systemd/system/capture-endpoint.service"
+    prepare_binaries capture-endpoint "$root"
     man_page "$root" capture-endpoint 8
     # swift-nio-extras compiles its own copy of zlib (CNIOExtrasZlib) into every binary that
     # uses its compression handlers; SwiftPM has no way to link the system's instead.

@@ -123,6 +123,24 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(contents.stdout.split(separator: "\n").allSatisfy { $0.contains("root/root") }, contents.stdout)
     }
 
+    /// capture-agent and capturectl link FoundationEssentials, not Foundation: full Foundation
+    /// brings ICU and its data (the binaries went from 84 and 77 MB to 35 and 27). One
+    /// `String(format:)` or `NSRegularExpression` in their modules would bring it back.
+    func testTheBinariesCarryNoICU() throws {
+        for name in ["capture-agent", "capturectl"] {
+            let path = try Self.releaseBinary(name)
+            let symbols = try runProcess("nm", ["--defined-only", path], timeout: .seconds(120))
+            XCTAssertEqual(symbols.status, 0, symbols.stderr)
+            let foundation = symbols.stdout.split(separator: "\n").filter {
+                $0.contains("FoundationInternationalization") || $0.contains("_FoundationICU") || $0.contains("$s10Foundation")
+                    || $0.contains(" icudt")
+            }
+            XCTAssertEqual(foundation.count, 0, "\(name) links full Foundation or ICU: \(foundation.prefix(5))")
+            let size = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+            print("\(name): \(size / 1_000_000) MB unstripped")
+        }
+    }
+
     func testLintianFindsNoError() throws {
         let deb = try realPackage()
         let r = try runProcess("lintian", ["--tag-display-limit", "0", "--pedantic", deb],
