@@ -28,9 +28,10 @@ TEST_PKGS=(
   # The endpoint's tests and the SDK quickstart: venvs with the VideoDB SDK, schemathesis
   # and pytest from PyPI.
   python3-venv
-  # Packaging: strip (build-deb.sh, build-wheel.sh), man to render the generated pages,
-  # lintian to check the .deb.
-  binutils man-db lintian
+  # Packaging: strip (build-deb.sh, build-wheel.sh), patchelf to point the binaries at
+  # the Swift runtime they ship with, man to render the generated pages, lintian to
+  # check the .deb.
+  binutils patchelf man-db lintian
 )
 
 missing=()

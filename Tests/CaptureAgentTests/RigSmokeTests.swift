@@ -38,15 +38,19 @@ final class RigSmokeTests: XCTestCase {
         XCTAssertTrue(names.contains("spk.monitor") && names.contains("mic"), sources.stdout)
     }
 
-    /// 1 s of x11grab: about 30 decodable frames; the top-left quarter moves, the
-    /// bottom-right quarter (pointer included) stays still.
+    /// 2 s of x11grab at 15 fps: about 30 decodable frames; the top-left quarter
+    /// moves, the bottom-right quarter (pointer included) stays still. 15 fps, not
+    /// 30: ffmpeg's own lossless 1080p encode has to keep up with its grab on a CI
+    /// machine whose two cores also run the rig's X server and tones (at 30 fps it
+    /// once delivered 25 of 30 frames there). This test is about the rig, not about
+    /// ffmpeg's throughput.
     func testScreenGrabOfRigShowsMotionOnlyWhereExpected() throws {
         let rig = try TestRig.shared()
         let file = try scratch("grab") + "/grab.mkv"
         let grab = try runProcess(
             "ffmpeg",
-            ["-nostdin", "-v", "error", "-f", "x11grab", "-framerate", "30", "-video_size", "1920x1080",
-             "-i", rig.display, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0",
+            ["-nostdin", "-v", "error", "-f", "x11grab", "-framerate", "15", "-video_size", "1920x1080",
+             "-i", rig.display, "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0",
              "-pix_fmt", "yuv420p", file],
             environment: rig.childEnvironment(), timeout: .seconds(60))
         XCTAssertEqual(grab.status, 0, grab.stderr)
@@ -55,7 +59,7 @@ final class RigSmokeTests: XCTestCase {
         XCTAssertEqual(probe.codecName, "h264")
         XCTAssertEqual(probe.width, 1920)
         XCTAssertEqual(probe.height, 1080)
-        XCTAssertEqual(probe.frameRate, 30, accuracy: 0.01)
+        XCTAssertEqual(probe.frameRate, 15, accuracy: 0.01)
         // ffmpeg's x11grab itself drops a frame or two at its start on a busy machine.
         XCTAssertEqual(Double(probe.frameCount), 30, accuracy: 4)
         let packets = try Media.packetTimestamps(file)
@@ -71,9 +75,9 @@ final class RigSmokeTests: XCTestCase {
             XCTAssertEqual(hashes.count, probe.frameCount)
             return Set(hashes).count
         }
-        // testsrc2 at 30 fps, grabbed at 30 fps: the two clocks are not locked and the
-        // machine is busy, so some grabs repeat a frame; still, most must differ.
-        XCTAssertGreaterThanOrEqual(try distinctFrames("960:540:0:0"), 15, "the motion quarter moves")
+        // testsrc2 at 30 fps, grabbed at 15 fps: the two clocks are not locked and the
+        // machine is busy, so a grab may repeat a frame; still, most must differ.
+        XCTAssertGreaterThanOrEqual(try distinctFrames("960:540:0:0"), 20, "the motion quarter moves")
         XCTAssertEqual(try distinctFrames("960:540:960:540"), 1, "the rest of the screen is still")
     }
 
