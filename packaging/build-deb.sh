@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # packaging/build-deb.sh: builds the Debian packages with dpkg-deb:
-#   capture-agent_<version>_<arch>.deb     capture-agent, capturectl, the systemd user
-#       units, man pages capturectl(1) and capture-agent(8), bash/zsh/fish completions,
-#       the sample config (staged with install.sh --prefix /usr);
+#   capture-agent_<version>_<arch>.deb     capture-agent, capturectl, the Swift runtime
+#       they share (/usr/lib/capture-agent), the systemd user units, man pages
+#       capturectl(1) and capture-agent(8), bash/zsh/fish completions, the sample
+#       config (staged with install.sh --prefix /usr);
 #   capture-endpoint_<version>_<arch>.deb  capture-endpoint, its system unit
 #       (installed, not enabled) and capture-endpoint(8); only when the binary
 #       directory holds a capture-endpoint.
 # Prints the path of each package built.
 #
 # Usage:
-#   swift build -c release --static-swift-stdlib   # or --product capture-agent, capturectl, capture-endpoint
+#   swift build -c release --product capture-agent; swift build -c release --product capturectl
 #   packaging/build-deb.sh --out DIR --binary-dir .build/release [--version V]
+#   (scripts/package does it all: the two packages and the wheel)
 #
 # Options:
 #   --out DIR          where the packages go (created if missing)
@@ -20,11 +22,16 @@
 #   --maintainer M     Maintainer field (default: capture-agent developers <maintainers@capture-agent.example>)
 #   --manual-tool P    swift-argument-parser's generate-manual (default: swift build --product generate-manual)
 #
-# Depends is computed from the binaries' ELF NEEDED entries with
-# dpkg-shlibdeps (package dpkg-dev), e.g. libc6, libx11-6, libpulse0,
-# libavcodec59, libx264-164. A library that no Debian package provides
-# (libswiftCore.so, libFoundation.so from a Swift toolchain) is an error: the
-# Swift runtime must be linked in with --static-swift-stdlib.
+# Binaries built against the toolchain's shared Swift runtime (swift build without
+# --static-swift-stdlib) get the runtime libraries they use copied into the package's
+# private /usr/lib/NAME and a RUNPATH of $ORIGIN/../lib/NAME: capture-agent and
+# capturectl then share one copy (17 MB) instead of each linking its own statically.
+# Full Foundation and ICU are refused (packaging/shlibs.sh, swift_runtime_bundle).
+# Statically linked binaries (capture-endpoint) are shipped as they are.
+# Depends is computed from the ELF NEEDED entries of the binaries and of the bundled
+# runtime with dpkg-shlibdeps (package dpkg-dev), e.g. libc6, libx11-6, libpulse0,
+# libavcodec59, libx264-164, libstdc++6. Any other library that no Debian package
+# provides is an error.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,6 +68,7 @@ done
 for tool in dpkg-deb dpkg-shlibdeps dpkg; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install dpkg-dev)"
 done
+command -v patchelf >/dev/null 2>&1 || die "patchelf is missing (apt-get install patchelf)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -89,14 +97,16 @@ man_page() {
     sed 's/^$/.Pp/' "$stage/man/$name.$section" | gzip -9n >"$root/usr/share/man/man$section/$name.$section.gz"
 }
 
-# prepare_binaries NAME ROOT: strips ROOT/usr/bin/* and sets DEPENDS from what they link
-# (first, so that a binary that needs the toolchain fails before anything runs it).
+# prepare_binaries NAME ROOT: strips ROOT/usr/bin/*, bundles the Swift runtime they share
+# into ROOT/usr/lib/NAME, and sets DEPENDS from what they link (first, so that a binary
+# that needs something no package provides fails before anything runs it).
 prepare_binaries() {
     local name=$1 root=$2 f
     # Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
     for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
+    swift_runtime_bundle "$root/usr/lib/$name" "$root"/usr/bin/* >"$stage/runtime-$name" || exit 1
     mkdir -p "$stage/shlibs-$name"
-    DEPENDS=$(shlibs_depends "$stage/shlibs-$name" "$root"/usr/bin/*) || exit 1
+    DEPENDS=$(shlibs_depends "$stage/shlibs-$name" --private "$root/usr/lib/$name" "$root"/usr/bin/*) || exit 1
 }
 
 # finish_package NAME ROOT EXTRA_CONTROL_LINES DESCRIPTION: writes copyright, changelog and
@@ -112,16 +122,29 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: capture-agent
 Upstream-Contact: $maintainer
 Comment: The capture-agent project has not chosen a licence yet; until it does,
- its authors keep all rights. The binaries link the Swift runtime and Foundation
- statically (Apache-2.0 with Runtime Library Exception, Copyright Apple Inc. and
- the Swift project authors) and Debian's libraries dynamically, under their own
- licences.
+ its authors keep all rights. The Swift runtime and FoundationEssentials, shipped
+ in /usr/lib/$name or linked in statically, are the Swift project's; Debian's
+ libraries are linked dynamically, under their own licences.
 
 Files: *
 Copyright: 2026 capture-agent developers
 License: none
  No licence has been granted yet.
 COPYRIGHT
+    if [[ -d $root/usr/lib/$name ]]; then
+        cat >>"$doc/copyright" <<COPYRIGHT
+
+Files: usr/lib/$name/*
+Copyright: 2014-2026 Apple Inc. and the Swift project authors
+License: Apache-2.0 with Runtime Library Exception
+ On Debian systems the Apache License 2.0 is in
+ /usr/share/common-licenses/Apache-2.0. Runtime Library Exception: as an
+ exception, if you use this Software to compile your source code and portions
+ of this Software are embedded into the binary product as a result, you may
+ redistribute such product without providing attribution as would otherwise
+ be required by Sections 4(a), 4(b) and 4(d) of the License.
+COPYRIGHT
+    fi
     # A version without a Debian revision (0.2.0, not 0.2.0-1) makes a native package,
     # whose changelog is changelog.gz.
     local changelog=changelog.gz

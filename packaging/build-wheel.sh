@@ -11,14 +11,17 @@
 # Options:
 #   --out DIR          where the wheel goes (default: dist/)
 #   --binary-dir DIR   take capture-agent from DIR; without it the script runs
-#                      swift build -c release --static-swift-stdlib --product capture-agent
+#                      swift build -c release --product capture-agent
 #   --version V        the wheel's version (default: 0.3.1+agent.<capture-agent's version>:
 #                      the SDK requires videodb-capture-bin>=0.3.1, whose stdio interface
 #                      this is; the local part names the capture-agent release inside)
 #
-# The binary is stripped into the wheel. Its system libraries must come from
-# Debian packages (packaging/shlibs.sh); the wheel's metadata lists them
-# (Requires-External, and an apt-get line in the description).
+# The binary is stripped into the wheel. Built against the toolchain's shared Swift
+# runtime, it takes the runtime libraries it uses along (videodb_capture_bin/lib, found
+# through RUNPATH $ORIGIN/../../lib, as auditwheel would bundle them); a statically linked
+# one goes alone. Its system libraries must come from Debian packages
+# (packaging/shlibs.sh); the wheel's metadata lists them (Requires-External, and an
+# apt-get line in the description).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,12 +47,12 @@ while (($#)); do
     esac
     shift
 done
-for tool in python3 strip dpkg-shlibdeps; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install python3 binutils dpkg-dev)"
+for tool in python3 strip dpkg-shlibdeps patchelf; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install python3 binutils dpkg-dev patchelf)"
 done
 
 if [[ -z $binary_dir ]]; then
-    (cd "$here/.." && swift build -c release --static-swift-stdlib --product capture-agent >&2)
+    (cd "$here/.." && swift build -c release --product capture-agent >&2)
     binary_dir=$(cd "$here/.." && swift build -c release --show-bin-path)
 fi
 agent=$binary_dir/capture-agent
@@ -59,10 +62,15 @@ agent_version=$("$agent" --version) || die "$agent --version failed"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-strip -o "$stage/capture" "$agent"
-depends=$(shlibs_depends "$stage" "$stage/capture") || die "cannot list the system libraries of $agent"
+# The wheel's own layout: videodb_capture_bin/bin/linux_x86_64/capture and .../lib.
+binary=$stage/pkg/bin/linux_x86_64/capture
+mkdir -p "${binary%/*}"
+strip -o "$binary" "$agent"
+swift_runtime_bundle "$stage/pkg/lib" "$binary" >"$stage/runtime" || die "cannot bundle the Swift runtime of $agent"
+mapfile -t libs < <(sed "s|^|$stage/pkg/lib/|" "$stage/runtime")
+depends=$(shlibs_depends "$stage" --private "$stage/pkg/lib" "$binary") || die "cannot list the system libraries of $agent"
 mapfile -t packages < <(shlibs_package_names "$depends")
 
 mkdir -p "$out"
-python3 "$here/wheel/build_wheel.py" --binary "$stage/capture" --out "$out" --version "$version" \
+python3 "$here/wheel/build_wheel.py" --binary "$binary" --libs "${libs[@]}" --out "$out" --version "$version" \
     --agent-version "$agent_version" --requires-external "${packages[@]}"

@@ -175,6 +175,17 @@ def test_the_wheel_is_what_the_sdk_loads():
     from importlib.metadata import requires, version as dist_version
     assert dist_version("videodb-capture-bin") == videodb_capture_bin.__version__
     assert any(r.startswith("videodb-capture-bin") for r in requires("videodb")), requires("videodb")
+    # The Swift runtime the binary uses comes from the wheel, not from a toolchain on this machine.
+    lib_dir = os.path.realpath(os.path.join(os.path.dirname(path), "..", "..", "lib"))
+    ldd = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    swift = {}
+    for line in ldd.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and (parts[0].startswith("libswift") or "Foundation" in parts[0]):
+            swift[parts[0]] = os.path.realpath(parts[2])
+    assert "libswiftCore.so" in swift and "libFoundationEssentials.so" in swift, ldd
+    assert all(p == os.path.join(lib_dir, name) for name, p in swift.items()), ldd
+    assert "libFoundation.so" not in swift, ldd
 
 
 def test_quickstart_through_the_sdk(endpoint, webhooks, desktop_env):

@@ -31,12 +31,12 @@ final class DebianPackageTests: XCTestCase {
                               environment: env, timeout: .seconds(300))
     }
 
-    /// The release binaries scripts/test builds (`swift build -c release --static-swift-stdlib`),
-    /// what the package really ships.
+    /// The release binaries scripts/test builds (`swift build -c release`, against the
+    /// toolchain's shared Swift runtime), what the package really ships.
     private static func releaseBinary(_ name: String) throws -> String {
         guard let dir = ProcessInfo.processInfo.environment["CAPTURE_TEST_RELEASE_DIR"], !dir.isEmpty else {
             throw CaptureError(.internalError, "CAPTURE_TEST_RELEASE_DIR is not set: run scripts/test, or build "
-                + "with swift build -c release --static-swift-stdlib --product \(name) and set it to the bin path")
+                + "with swift build -c release --product \(name) and set it to the bin path")
         }
         let path = dir + "/" + name
         guard FileManager.default.isExecutableFile(atPath: path) else {
@@ -84,9 +84,11 @@ final class DebianPackageTests: XCTestCase {
             String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
         })
         // What the binaries link, each by its Debian 12 package: X11 (XShm, XFixes, XDamage,
-        // XRandR), PulseAudio, FFmpeg, x264, libwebsockets; and no Swift toolchain.
+        // XRandR), PulseAudio, FFmpeg, x264, libwebsockets; what the bundled Swift runtime
+        // links (libstdc++); and no Swift toolchain.
         for package in ["libc6", "libx11-6", "libxext6", "libxfixes3", "libxdamage1", "libxrandr2", "libpulse0",
-                        "libavcodec59", "libavformat59", "libavutil57", "libswscale6", "libx264-164", "libwebsockets17"] {
+                        "libavcodec59", "libavformat59", "libavutil57", "libswscale6", "libx264-164", "libwebsockets17",
+                        "libstdc++6"] {
             XCTAssertTrue(packages.contains(package), "\(package) is not in \(depends)")
         }
         XCTAssertFalse(depends.contains("swift"), String(depends))
@@ -123,21 +125,63 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(contents.stdout.split(separator: "\n").allSatisfy { $0.contains("root/root") }, contents.stdout)
     }
 
-    /// capture-agent and capturectl link FoundationEssentials, not Foundation: full Foundation
-    /// brings ICU and its data (the binaries went from 84 and 77 MB to 35 and 27). One
-    /// `String(format:)` or `NSRegularExpression` in their modules would bring it back.
-    func testTheBinariesCarryNoICU() throws {
+    /// capture-agent and capturectl share one copy of the Swift runtime in
+    /// /usr/lib/capture-agent, found through RUNPATH $ORIGIN/../lib/capture-agent, with
+    /// FoundationEssentials and without full Foundation or ICU (40 MB of data). Each used to
+    /// link its own runtime statically: 82 and 75 MB with Foundation, 17.4 and 15.5 MB
+    /// stripped with FoundationEssentials, an 8.4 MB package. The budgets: capturectl at
+    /// most 12 MB, the package at most 15 MB.
+    func testTheBinariesShareOneLeanSwiftRuntime() throws {
+        let deb = try realPackage()
+        let extracted = directory + "/x"
+        XCTAssertEqual(try runProcess("dpkg-deb", ["-x", deb, extracted], timeout: .seconds(30)).status, 0)
+        let runtime = extracted + "/usr/lib/capture-agent"
+        let shipped = Set(try FileManager.default.contentsOfDirectory(atPath: runtime))
+        for lib in ["libswiftCore.so", "libFoundationEssentials.so", "libdispatch.so", "libswift_Concurrency.so"] {
+            XCTAssertTrue(shipped.contains(lib), "\(lib) is not in /usr/lib/capture-agent: \(shipped.sorted())")
+        }
+        for lib in ["libFoundation.so", "libFoundationInternationalization.so", "lib_FoundationICU.so", "libXCTest.so"] {
+            XCTAssertFalse(shipped.contains(lib), "the package ships \(lib)")
+        }
+        var sizes: [String: Int] = [:]
         for name in ["capture-agent", "capturectl"] {
-            let path = try Self.releaseBinary(name)
-            let symbols = try runProcess("nm", ["--defined-only", path], timeout: .seconds(120))
-            XCTAssertEqual(symbols.status, 0, symbols.stderr)
-            let foundation = symbols.stdout.split(separator: "\n").filter {
-                $0.contains("FoundationInternationalization") || $0.contains("_FoundationICU") || $0.contains("$s10Foundation")
-                    || $0.contains(" icudt")
+            let path = extracted + "/usr/bin/" + name
+            let dynamic = try runProcess("readelf", ["-d", path], timeout: .seconds(30))
+            XCTAssertTrue(dynamic.stdout.contains("Library runpath: [$ORIGIN/../lib/capture-agent]"), dynamic.stdout)
+            XCTAssertFalse(dynamic.stdout.contains("/opt/") || dynamic.stdout.contains("usr/lib/swift"), dynamic.stdout)
+            // Every Swift library the loader finds comes from the package, none from the toolchain.
+            let ldd = try runProcess("ldd", [path], timeout: .seconds(30))
+            XCTAssertEqual(ldd.status, 0, ldd.stderr)
+            let resolved = ldd.stdout.split(separator: "\n").compactMap { line -> (name: String, path: String)? in
+                let f = line.split(separator: " ")
+                return f.count >= 3 && f[1] == "=>" ? (String(f[0].trimmingCharacters(in: .whitespaces)), String(f[2])) : nil
             }
-            XCTAssertEqual(foundation.count, 0, "\(name) links full Foundation or ICU: \(foundation.prefix(5))")
-            let size = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
-            print("\(name): \(size / 1_000_000) MB unstripped")
+            XCTAssertFalse(resolved.contains { $0.path == "not" }, "\(name): \(ldd.stdout)")
+            let swift = resolved.filter { shipped.contains($0.name) }
+            XCTAssertTrue(swift.contains { $0.name == "libswiftCore.so" }, ldd.stdout)
+            for lib in swift {
+                XCTAssertEqual(URL(fileURLWithPath: lib.path).standardizedFileURL.path, runtime + "/" + lib.name,
+                               "\(name) loads \(lib.name) from elsewhere")
+            }
+            XCTAssertFalse(resolved.contains { $0.name.hasPrefix("libFoundation.so") || $0.name.contains("ICU") }, ldd.stdout)
+            sizes[name] = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        }
+        let runtimeBytes = try shipped.reduce(0) {
+            $0 + (try FileManager.default.attributesOfItem(atPath: runtime + "/" + $1)[.size] as? Int ?? 0)
+        }
+        let debBytes = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: deb)[.size] as? Int)
+        print("capture-agent \(sizes["capture-agent", default: 0]) B, capturectl \(sizes["capturectl", default: 0]) B, "
+            + "shared runtime \(runtimeBytes) B in \(shipped.count) libraries, package \(debBytes) B")
+        XCTAssertLessThanOrEqual(sizes["capturectl", default: .max], 12_000_000, "capturectl's budget")
+        XCTAssertLessThanOrEqual(debBytes, 15_000_000, "the package's budget")
+        // And they run from there: the versions agree.
+        for name in ["capture-agent", "capturectl"] {
+            let r = try runProcess(extracted + "/usr/bin/" + name, ["--version"], environment: ["PATH": "/usr/bin:/bin"],
+                                   timeout: .seconds(30))
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
+                           try runProcess(try Self.releaseBinary(name), ["--version"], timeout: .seconds(30))
+                               .stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
     }
 
@@ -233,14 +277,16 @@ final class DebianPackageTests: XCTestCase {
         return Set(r.stdout.split(separator: "\n").map(String.init))
     }
 
-    func testBinariesThatNeedTheToolchainsSwiftRuntimeAreRefused() throws {
-        // This test bundle links libswiftCore.so and friends from the toolchain,
-        // as any Swift binary built without --static-swift-stdlib does.
+    /// A binary that needs full Foundation (ICU's 40 MB) or the test libraries from the
+    /// toolchain does not get them bundled: the package is refused, naming them.
+    func testBinariesThatNeedFullFoundationAreRefused() throws {
+        // This test bundle links libXCTest.so and libFoundation.so from the toolchain and uses both.
         let bundle = try XCTUnwrap(ActivatedChild.testBundleExecutable())
         let r = try Self.buildDeb(binaries: ["capture-agent": bundle], in: directory)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("libswiftCore.so (needed by capture-agent)"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("--static-swift-stdlib"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("libXCTest.so (needed by capture-agent)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("libFoundation.so (needed by capture-agent)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("use FoundationEssentials"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/out/capture-agent_1.2.3_\(try architecture()).deb"))
     }
 

@@ -2,8 +2,10 @@
 """Writes the videodb-capture-bin wheel (a zip laid out as PEP 427 says) from a built
 capture-agent; standard library only, so it runs on Debian's python3 as it is.
 
-Usage: build_wheel.py --binary PATH --out DIR --version V --agent-version A
-                      [--requires-external PKG ...]
+Usage: build_wheel.py --binary PATH [--libs LIB ...] --out DIR --version V
+                      --agent-version A [--requires-external PKG ...]
+--libs: shared libraries that go into videodb_capture_bin/lib (the Swift runtime the
+binary finds through its RUNPATH, $ORIGIN/../../lib).
 Prints the wheel's path.
 """
 import argparse
@@ -73,6 +75,7 @@ The program links these shared libraries from the system; on Debian 12 install t
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", required=True)
+    ap.add_argument("--libs", nargs="*", default=[])
     ap.add_argument("--out", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--agent-version", required=True)
@@ -92,6 +95,11 @@ def main() -> int:
     files = [
         (f"{DIST}/__init__.py", init, 0o644),
         (f"{DIST}/bin/linux_x86_64/capture", binary, 0o755),
+    ]
+    for lib in sorted(args.libs):
+        with open(lib, "rb") as f:
+            files.append((f"{DIST}/lib/{os.path.basename(lib)}", f.read(), 0o644))
+    files += [
         (f"{info}/METADATA", metadata(args.version, args.agent_version, args.requires_external).encode(), 0o644),
         (f"{info}/WHEEL", (
             "Wheel-Version: 1.0\n"
