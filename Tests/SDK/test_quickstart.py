@@ -146,8 +146,13 @@ def check_delivered(endpoint, webhooks, session_id: str, events: list, summary: 
         for name, part in (("before the pause", before), ("after the resume", after)):
             assert len(part) > 48000, name
             assert rms_db(part) > -15, f"the mic's tone is not audible {name}: {rms_db(part):.1f} dB"
-            one_second = part[:48000]
-            assert tone_share(one_second, 440) > 0.8, f"{name}: not the 440 Hz tone"
+            # The tone, 50 ms at a time: the clock correction may nudge a stream back into
+            # step by repeating or leaving out a frame (at most 1 in 256, AudioPlacement). Such
+            # a nudge of half a millisecond turns a 440 Hz tone by a quarter period, which over
+            # a whole second halves the power in the exact 440 Hz bin though nothing was lost;
+            # over 50 ms (22 periods) it costs at most a few per cent. A 20 ms gap leaves 0.6.
+            shares = [tone_share(part[i:i + 2400], 440) for i in range(0, 48000, 2400)]
+            assert min(shares) > 0.85, f"{name}: not the 440 Hz tone throughout: {[round(x, 2) for x in shares]}"
         assert len(inside) > 48000
         assert max(abs(s) for s in inside) <= 1, f"the paused span is not silent: {rms_db(inside):.1f} dB"
     return {"duration": duration, "recorded": recorded, "chunks": complete["data"]["chunks"],
