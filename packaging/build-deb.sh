@@ -104,7 +104,7 @@ prepare_binaries() {
     local name=$1 root=$2 f
     # Debian ships binaries stripped (policy 10.1; the symbols would triple the size).
     for f in "$root"/usr/bin/*; do strip --strip-unneeded "$f"; done
-    swift_runtime_bundle "$root/usr/lib/$name" "$root"/usr/bin/* >"$stage/runtime-$name" || exit 1
+    swift_runtime_bundle "$root/usr/lib/$name" "$root"/usr/bin/* >/dev/null || exit 1
     mkdir -p "$stage/shlibs-$name"
     DEPENDS=$(shlibs_depends "$stage/shlibs-$name" --private "$root/usr/lib/$name" "$root"/usr/bin/*) || exit 1
 }

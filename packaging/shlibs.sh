@@ -42,7 +42,7 @@ shlibs_depends() {
     for f in "$@"; do
         while read -r lib; do
             needed_by[$lib]=${f##*/}
-        done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+        done < <(_shlibs_loaded "$f")
     done
     local candidates=() unowned=()
     local -a private_libs=()
@@ -92,6 +92,16 @@ shlibs_package_names() {
     tr ',' '\n' <<<"$1" | sed -e 's/|.*//' -e 's/(.*//' -e 's/[[:space:]]//g' | sed '/^$/d'
 }
 
+# The shared libraries the loader finds for FILE (ldd), by absolute path, one per line.
+_shlibs_loaded() {
+    ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
+}
+
+# _shlibs_symbols --defined-only|--undefined-only FILE: its dynamic symbols, unversioned, sorted.
+_shlibs_symbols() {
+    nm -D "$1" "$2" | awk '{print $NF}' | sed 's/@.*//' | sort -u
+}
+
 # dpkg knows a file by the path its package shipped, with or without /usr.
 _shlibs_variants() {
     case $1 in
@@ -107,7 +117,7 @@ swift_runtime_bundle() {
     # The toolchain's runtime directory: where ldd finds libswiftCore.so, unless a Debian
     # package owns it.
     for f in "$@"; do
-        lib=$(ldd "$f" | awk '$1 == "libswiftCore.so" && $3 ~ /^\// {print $3}')
+        lib=$(_shlibs_loaded "$f" | grep '/libswiftCore\.so$' || true)
         [[ -n $lib ]] || continue
         dpkg -S "$lib" >/dev/null 2>&1 && continue
         runtime=$(dirname "$(readlink -f "$lib")")
@@ -115,22 +125,22 @@ swift_runtime_bundle() {
     done
     [[ -n $runtime ]] || return 0
 
-    local -A bundle=()
+    local -A bundle=() exports=()
     for f in "$@"; do
         # Drop the runtime libraries the binary names but takes nothing from.
         local undefined
-        undefined=$(nm -D --undefined-only "$f" | awk '{print $NF}' | sed 's/@.*//' | sort -u)
+        undefined=$(_shlibs_symbols --undefined-only "$f")
         while read -r name; do
             lib=$runtime/$name
             [[ -e $lib ]] || continue
-            if [[ -z $(comm -12 <(printf '%s\n' "$undefined") \
-                    <(nm -D --defined-only "$lib" | awk '{print $NF}' | sed 's/@.*//' | sort -u)) ]]; then
+            [[ -n ${exports[$name]+set} ]] || exports[$name]=$(_shlibs_symbols --defined-only "$lib")
+            if [[ -z $(comm -12 <(printf '%s\n' "$undefined") <(printf '%s\n' "${exports[$name]}")) ]]; then
                 patchelf --remove-needed "$name" "$f"
             fi
         done < <(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
         while read -r lib; do
             [[ $(readlink -f "$lib") == "$runtime"/* ]] && bundle[$lib]=${f##*/}
-        done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+        done < <(_shlibs_loaded "$f")
     done
     local refused=()
     for lib in "${!bundle[@]}"; do

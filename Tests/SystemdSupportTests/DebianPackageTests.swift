@@ -93,8 +93,7 @@ final class DebianPackageTests: XCTestCase {
         }
         XCTAssertFalse(depends.contains("swift"), String(depends))
 
-        let extracted = directory + "/x"
-        XCTAssertEqual(try runProcess("dpkg-deb", ["-x", deb, extracted], timeout: .seconds(30)).status, 0)
+        let extracted = try extract(deb)
         let service = try String(contentsOfFile: extracted + "/usr/lib/systemd/user/capture-agent.service", encoding: .utf8)
         XCTAssertTrue(service.contains("\nExecStart=/usr/bin/capture-agent --transport socket\n"))
         for path in ["usr/bin/capture-agent", "usr/bin/capturectl", "usr/lib/systemd/user/capture-agent.socket",
@@ -133,8 +132,7 @@ final class DebianPackageTests: XCTestCase {
     /// most 12 MB, the package at most 15 MB.
     func testTheBinariesShareOneLeanSwiftRuntime() throws {
         let deb = try realPackage()
-        let extracted = directory + "/x"
-        XCTAssertEqual(try runProcess("dpkg-deb", ["-x", deb, extracted], timeout: .seconds(30)).status, 0)
+        let extracted = try extract(deb)
         let runtime = extracted + "/usr/lib/capture-agent"
         let shipped = Set(try FileManager.default.contentsOfDirectory(atPath: runtime))
         for lib in ["libswiftCore.so", "libFoundationEssentials.so", "libdispatch.so", "libswift_Concurrency.so"] {
@@ -164,12 +162,10 @@ final class DebianPackageTests: XCTestCase {
                                "\(name) loads \(lib.name) from elsewhere")
             }
             XCTAssertFalse(resolved.contains { $0.name.hasPrefix("libFoundation.so") || $0.name.contains("ICU") }, ldd.stdout)
-            sizes[name] = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+            sizes[name] = try fileSize(path)
         }
-        let runtimeBytes = try shipped.reduce(0) {
-            $0 + (try FileManager.default.attributesOfItem(atPath: runtime + "/" + $1)[.size] as? Int ?? 0)
-        }
-        let debBytes = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: deb)[.size] as? Int)
+        let runtimeBytes = try shipped.reduce(0) { $0 + (try fileSize(runtime + "/" + $1)) }
+        let debBytes = try fileSize(deb)
         print("capture-agent \(sizes["capture-agent", default: 0]) B, capturectl \(sizes["capturectl", default: 0]) B, "
             + "shared runtime \(runtimeBytes) B in \(shipped.count) libraries, package \(debBytes) B")
         XCTAssertLessThanOrEqual(sizes["capturectl", default: .max], 12_000_000, "capturectl's budget")
@@ -288,6 +284,17 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("libFoundation.so (needed by capture-agent)"), r.stderr)
         XCTAssertTrue(r.stderr.contains("use FoundationEssentials"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/out/capture-agent_1.2.3_\(try architecture()).deb"))
+    }
+
+    /// The package's files under `directory`/x (dpkg-deb -x).
+    private func extract(_ deb: String) throws -> String {
+        let extracted = directory + "/x"
+        XCTAssertEqual(try runProcess("dpkg-deb", ["-x", deb, extracted], timeout: .seconds(30)).status, 0)
+        return extracted
+    }
+
+    private func fileSize(_ path: String) throws -> Int {
+        try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, path)
     }
 
     private func architecture() throws -> String {
