@@ -4,10 +4,13 @@
 //
 // Layering (each arrow is "depends on"):
 //
-//   CaptureAgent (executable) -> CapturePipeline -> X11Capture    -> CX11
-//                                                -> PulseCapture  -> CPulse
-//                                                -> MediaEncoding -> CFFmpeg, CX264
-//                                                -> CaptureSpool -> CaptureUplink
+//   CaptureAgent (executable) -> CapturePipeline -> X11Capture       -> CX11, PixelConversion
+//                                                -> ScreenCastPortal -> SessionBus -> CSDBus (libsystemd's sd-bus)
+//                                                -> WaylandOutputs   -> CWayland (libwayland-client, xdg-output)
+//                                                -> PipeWireCapture  -> CPipeWire, PixelConversion
+//                                                -> PulseCapture     -> CPulse
+//                                                -> MediaEncoding    -> CFFmpeg, CX264, PixelConversion
+//                                                -> CaptureSpool     -> CaptureUplink
 //                                     everything -> CaptureCore (pure Swift: rings, clock, errors, ids)
 //
 //   capture-endpoint (executable) -> CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB
@@ -59,6 +62,16 @@ let package = Package(
         .systemLibrary(
             name: "CWebSockets", pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev"])]),
+        // Wayland desktops: the ScreenCast portal over the session bus (sd-bus needs no main
+        // loop), the compositor's monitors, and the screencast's PipeWire stream.
+        .systemLibrary(
+            name: "CSDBus", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(
+            name: "CPipeWire", pkgConfig: "libpipewire-0.3",
+            providers: [.apt(["libpipewire-0.3-dev"])]),
+        // libwayland-client plus the xdg-output protocol code wayland-scanner generated.
+        .target(name: "CWayland", linkerSettings: [.linkedLibrary("wayland-client")]),
 
         // The endpoint's chunk digests (OpenSSL's libcrypto, already there for libwebsockets).
         .systemLibrary(
@@ -72,11 +85,16 @@ let package = Package(
         .target(name: "CaptureCore"),
 
         // MARK: One wrapper per C library
-        .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11"]),
+        .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11", "PixelConversion"]),
+        .target(name: "SessionBus", dependencies: ["CaptureCore", "CSDBus"]),
+        .target(name: "ScreenCastPortal", dependencies: ["CaptureCore", "SessionBus"]),
+        .target(name: "WaylandOutputs", dependencies: ["CaptureCore", "CWayland"]),
+        .target(name: "PipeWireCapture", dependencies: ["CaptureCore", "CPipeWire", "PixelConversion"]),
         .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse", "CLinuxShims"]),
         .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264", "PixelConversion"]),
-        // The per-pixel colour conversion, SIMD code that is ~50 times slower unoptimized: built
-        // optimized in debug builds too, so debug test runs keep up with 30 fps.
+        // The per-pixel loops (colour conversion, copies, the pointer's blend, frame diffs), SIMD
+        // code that is ~50 times slower unoptimized: built optimized in debug builds too, so
+        // debug test runs keep up with 30 fps.
         .target(
             name: "PixelConversion",
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
@@ -92,6 +110,7 @@ let package = Package(
             name: "CapturePipeline",
             dependencies: [
                 "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool", "CaptureUplink",
+                "ScreenCastPortal", "SessionBus", "WaylandOutputs", "PipeWireCapture", "PixelConversion", "CLinuxShims",
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
@@ -180,12 +199,17 @@ let package = Package(
         .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "CaptureSpool"]),
         .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "CaptureTestSupport"]),
         .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),
-        .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "CaptureTestSupport"]),
+        .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "PixelConversion", "CaptureTestSupport"]),
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: [
                 "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "WaylandCaptureTests",
+            dependencies: [
+                "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport", "WaylandOutputs", "ScreenCastPortal",
             ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),

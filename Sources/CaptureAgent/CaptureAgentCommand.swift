@@ -29,6 +29,12 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "X11 display to capture (default: $DISPLAY).")
     var display: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Where display channels come from: auto (Wayland in a Wayland session, else X11), x11 or wayland.",
+        discussion: "In a Wayland session the X11 DISPLAY belongs to XWayland, which shows X11 windows only; x11 uses it anyway. Default: $CAPTURE_AGENT_DISPLAY_BACKEND, else auto."))
+    var displayBackend: DisplayBackendSetting = DisplayBackendSetting(
+        rawValue: ProcessInfo.processInfo.environment["CAPTURE_AGENT_DISPLAY_BACKEND"]?.lowercased() ?? "") ?? .auto
+
     @Flag(name: .long, help: "Machine-readable JSON on stdout.")
     var json = false
 
@@ -42,6 +48,8 @@ struct GlobalOptions: ParsableArguments {
         return logger
     }
 }
+
+extension DisplayBackendSetting: ExpressibleByArgument {}
 
 extension LoggingSystem {
     private static let once: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }

@@ -15,7 +15,8 @@ struct ChannelsCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let (channels, problems) = ChannelCatalog.list(displayName: global.display)
+        let listing = ChannelCatalog.list(displayName: global.display, backend: global.displayBackend)
+        let (channels, problems) = (listing.channels, listing.problems)
         for problem in problems {
             StandardStream.error.write("capture-agent: warning: \(problem)\n")
         }
@@ -23,9 +24,13 @@ struct ChannelsCommand: ParsableCommand {
             fail(with: first, json: global.json)
         }
         if global.json {
-            struct Listing: Encodable { var channels: [ChannelInfo] }
-            writeJSON(Listing(channels: channels))
+            struct Listing: Encodable {
+                var channels: [ChannelInfo]
+                var displayBackend: DisplayBackendChoice
+            }
+            writeJSON(Listing(channels: channels, displayBackend: listing.displayBackend))
         } else {
+            writeLine("# displays: \(listing.displayBackend.backend.rawValue): \(listing.displayBackend.reason)")
             let width = channels.map(\.id.count).max() ?? 0
             for c in channels {
                 writeLine(c.id.padded(toLength: width + 2) + c.type.rawValue.padded(toLength: 7) + c.name)

@@ -80,6 +80,9 @@ struct RecordCommand: ParsableCommand {
     @Option(name: .long, help: "With --endpoint: how long to wait after the stop for the last acknowledgement.")
     var uploadTimeout: String = "60s"
 
+    @Option(name: .long, help: "Wayland: how long the start waits for an answer in the desktop's screen-sharing dialog.")
+    var screenConsentTimeout: String = "60s"
+
     func run() throws {
         // First, while this is the only thread: SIGINT/SIGTERM wait for their sources
         // (see SignalBlocking) instead of being lost or killing us before those exist.
@@ -163,6 +166,9 @@ struct RecordCommand: ParsableCommand {
                     line += " (grabbed \(c.captured), repeated \(c.repeated), left out \(c.leftOut), dropped \(c.dropped)"
                     if let off = c.offlineFrames, off > 0 { line += ", black while the monitor was off \(off)" }
                     if let changes = c.layoutChanges, changes > 0 { line += ", monitor changes \(changes)" }
+                    if let sent = c.sourceFrames {
+                        line += "; the compositor sent \(sent), superseded \(c.sourceFramesSuperseded ?? 0)"
+                    }
                     line += ")"
                 } else if c.silenceFilledMs > 0 || c.discontinuities > 0 {
                     line += " (silence filled \(c.silenceFilledMs) ms, interruptions \(c.discontinuities))"
@@ -213,6 +219,8 @@ struct RecordCommand: ParsableCommand {
         let id = sessionId ?? "rec-\(WallClock.iso8601(nanoseconds: WallClock.now()).replacing(":", with: "-"))"
         var options = RecordingOptions(sessionId: id, outputDirectory: out ?? SpoolLocation.sessionDirectory(id), channels: ids)
         options.displayName = global.display
+        options.displayBackend = global.displayBackend
+        options.screenConsentTimeout = .nanoseconds(try parseDuration(screenConsentTimeout))
         options.chunkDurationNs = try parseDuration(chunk)
         options.maxDurationNs = try duration.map { (text) throws(CaptureError) in try parseDuration(text) }
         options.video.fps = fps

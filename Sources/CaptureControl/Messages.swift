@@ -118,6 +118,7 @@ public enum ControlEventName: String, Sendable, CaseIterable, Codable {
     case recordingFailed = "recording-failed"
     case channelError = "channel-error"
     case displayChanged = "display-changed"
+    case screenConsent = "screen-consent"
     case uploadProgress = "upload-progress"
     case tokenExpired = "token-expired"
     case uploadFailed = "upload-failed"

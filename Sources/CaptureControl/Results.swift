@@ -168,6 +168,8 @@ public struct StatusResult: Codable, Sendable, Equatable {
     /// null without an upload (no endpoint, or it is complete).
     public var upload: UploadProgress?
     public var earlierUploads: [String: UploadProgress]
+    /// Which backend serves display channels, and why (added by the control service).
+    public var displayBackend: DisplayBackendInfo?
     /// Added by the control service.
     public var daemon: DaemonInfo?
 
@@ -182,7 +184,7 @@ public struct StatusResult: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case state, sessionId, startedAt, elapsedNs, failure, outputDirectory, endpoint, tokenPresent, tokenExpiresAt
-        case pausedTracks, channels, upload, earlierUploads, daemon
+        case pausedTracks, channels, upload, earlierUploads, displayBackend, daemon
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -200,7 +202,83 @@ public struct StatusResult: Codable, Sendable, Equatable {
         try c.encode(channels, forKey: .channels)
         try c.encode(upload, forKey: .upload)       // null when none
         try c.encode(earlierUploads, forKey: .earlierUploads)
+        try c.encodeIfPresent(displayBackend, forKey: .displayBackend)
         try c.encodeIfPresent(daemon, forKey: .daemon)
+    }
+}
+
+/// Which display server display channels come from (`getChannels`, `getStatus`):
+/// `{"backend":"wayland","reason":"a Wayland session (WAYLAND_DISPLAY=wayland-0): …"}`.
+public struct DisplayBackendInfo: Codable, Sendable, Equatable {
+    /// `x11` or `wayland`.
+    public var backend: String
+    /// Why: the setting, or what the session's environment says.
+    public var reason: String
+
+    public init(backend: String, reason: String) {
+        self.backend = backend
+        self.reason = reason
+    }
+}
+
+/// The result of `getChannels`.
+public struct ChannelsResult: Codable, Sendable, Equatable {
+    public struct Channel: Codable, Sendable, Equatable {
+        public var channelId: String
+        public var type: MediaType
+        public var name: String
+
+        public init(channelId: String, type: MediaType, name: String) {
+            self.channelId = channelId
+            self.type = type
+            self.name = name
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case channelId = "channel_id", type, name
+        }
+    }
+
+    public struct Problem: Codable, Sendable, Equatable {
+        public var code: String
+        public var message: String
+
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public var channels: [Channel]
+    public var problems: [Problem]
+    public var displayBackend: DisplayBackendInfo
+
+    public init(channels: [Channel], problems: [Problem], displayBackend: DisplayBackendInfo) {
+        self.channels = channels
+        self.problems = problems
+        self.displayBackend = displayBackend
+    }
+}
+
+/// The result of `requestPermission`.
+public struct PermissionResult: Codable, Sendable, Equatable {
+    /// `microphone`, `screen-capture` or `system-audio`.
+    public var permission: String
+    /// `granted` or `denied`.
+    public var status: String
+    /// Why it was denied.
+    public var reason: String?
+    /// The error code of a denial (`DISPLAY_UNAVAILABLE`, `AUDIO_UNAVAILABLE`, `PERMISSION_DENIED`, `TIMEOUT`).
+    public var code: String?
+    /// Wayland: the monitor the user shared (or whose kept consent restored).
+    public var monitor: String?
+
+    public init(permission: String, status: String, reason: String? = nil, code: String? = nil, monitor: String? = nil) {
+        self.permission = permission
+        self.status = status
+        self.reason = reason
+        self.code = code
+        self.monitor = monitor
     }
 }
 

@@ -34,6 +34,9 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
     /// The capture endpoint refused a session's upload for good (no such session, it is
     /// closed, a protocol error); the chunks stay in the spool.
     case uploadRefused = "UPLOAD_REFUSED"
+    /// The monitor the user shared in the desktop's screen-sharing dialog is not the display
+    /// channel's (Wayland): nothing is recorded from it.
+    case monitorMismatch = "MONITOR_MISMATCH"
 
     /// Process exit status used by the command-line tools for this code.
     public var exitStatus: Int32 {
@@ -54,6 +57,7 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
         case .channelStalled: 70
         case .uploadRefused: 69
         case .agentNotRunning: 69
+        case .monitorMismatch: 65
         }
     }
 }

@@ -111,3 +111,30 @@ public struct DirtyRegion: Sendable, BitwiseCopyable {
         for i in 0..<other.count { add(other[i]) }
     }
 }
+
+/// One monitor of the desktop, as a display channel records it.
+public struct MonitorInfo: Sendable, Hashable {
+    /// 1-based: RandR monitor order on X11 (XRRGetMonitors with get_active = True); on
+    /// Wayland primary first, then left to right, top to bottom (see `WaylandOutputs`).
+    public var index: Int
+    /// The monitor's name: RandR's on X11 ("DUMMY0", "screen"), the connector on Wayland
+    /// ("DP-1", "Meta-0"). A display channel follows its monitor by this name.
+    public var name: String
+    /// Position and size: root-window pixels on X11, the compositor's logical coordinates on
+    /// Wayland (a scaled monitor's pictures may have more pixels than that).
+    public var x: Int, y: Int, width: Int, height: Int
+    public var isPrimary: Bool
+
+    public init(index: Int, name: String, x: Int, y: Int, width: Int, height: Int, isPrimary: Bool) {
+        self.index = index
+        self.name = name
+        self.x = x
+        self.y = y
+        self.width = width
+        self.height = height
+        self.isPrimary = isPrimary
+    }
+
+    /// The monitor's rectangle in the desktop's coordinates.
+    public var rect: PixelRect { PixelRect(x: x, y: y, width: width, height: height) }
+}

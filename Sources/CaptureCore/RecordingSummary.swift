@@ -55,11 +55,17 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
     /// Audio: samples captured but lost because the encoder was more than 5 s behind (their
     /// place in the stream is silence); the fourth part of the stream's length.
     public var lostSamples: Int?
+    /// Video from a Wayland screencast: frames the compositor sent (it sends one only when the
+    /// picture changed), and those replaced by a newer one before a frame slot took them.
+    /// Absent on X11.
+    public var sourceFrames: Int?
+    public var sourceFramesSuperseded: Int?
 
     public init(channel: String, type: MediaType, captured: Int, repeated: Int, leftOut: Int, dropped: Int, encoded: Int,
                 silenceFilledMs: Int, overlapDroppedMs: Int, discontinuities: Int, chunks: Int, bytes: Int,
                 largestChunkBytes: Int, paused: Bool?, offlineFrames: Int?, layoutChanges: Int?, capturedSamples: Int?,
-                silenceFilledSamples: Int?, repeatedSamples: Int?, lostSamples: Int?) {
+                silenceFilledSamples: Int?, repeatedSamples: Int?, lostSamples: Int?,
+                sourceFrames: Int? = nil, sourceFramesSuperseded: Int? = nil) {
         self.channel = channel
         self.type = type
         self.captured = captured
@@ -80,5 +86,7 @@ public struct ChannelStatsSnapshot: Sendable, Codable, Equatable {
         self.silenceFilledSamples = silenceFilledSamples
         self.repeatedSamples = repeatedSamples
         self.lostSamples = lostSamples
+        self.sourceFrames = sourceFrames
+        self.sourceFramesSuperseded = sourceFramesSuperseded
     }
 }

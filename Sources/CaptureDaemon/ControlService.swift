@@ -41,11 +41,17 @@ public final class ControlService: Sendable {
     private let events: EventBus
     private let logger: Logger
     private let displayName: String?
+    private let displayBackend: DisplayBackendSetting
+    private let drawCursor: Bool
+    private let screenConsentTimeout: Duration
     private let startedMonotonic = MonotonicClock.now()
     /// Serial: one device probe at a time (each opens an X and a PulseAudio
     /// connection), however many clients ask at once. The libXext race of
     /// concurrent X opens is handled where it lives, in X11Connection.
     private let work = DispatchQueue(label: "capture-agent.control.work", qos: .userInitiated)
+    /// Serial: one screen-sharing dialog at a time, kept off `work` (a dialog may wait a
+    /// minute for the user; listing must not).
+    private let consent = DispatchQueue(label: "capture-agent.control.consent", qos: .userInitiated)
     private let onShutdown: @Sendable () -> Void
     private let clientCount = Atomic<Int>(0)
     private let requests = Atomic<Int>(0)
@@ -57,6 +63,9 @@ public final class ControlService: Sendable {
         self.events = events
         self.logger = logger
         self.displayName = configuration.display
+        self.displayBackend = configuration.displayBackend
+        self.drawCursor = configuration.drawCursor
+        self.screenConsentTimeout = .nanoseconds(configuration.screenConsentTimeoutNs)
         self.onShutdown = onShutdown
     }
 
@@ -144,21 +153,29 @@ public final class ControlService: Sendable {
             guard let permission = Permission(wire: raw) else {
                 throw CaptureError(.invalidRequest, "requestPermission: unknown permission '\(raw)' (microphone, screen-capture, system-audio)")
             }
-            let display = displayName
+            let (display, backend) = (displayName, displayBackend)
+            if permission == .screenCapture, DisplayBackendChoice.resolve(backend, x11Display: display).backend == .wayland {
+                let (timeout, cursor, events) = (screenConsentTimeout, drawCursor, self.events)
+                consent.async {
+                    let outcome = ScreenPermission.request(consentTimeout: timeout, drawCursor: cursor) { event in
+                        events.publish(SessionController.event(for: event, sessionId: nil))
+                    }
+                    reply(.success(Self.encoded(Self.permissionResult(outcome))))
+                }
+                return
+            }
             work.async {
-                reply(.success(Self.checkPermission(permission, displayName: display)))
+                reply(.success(Self.checkPermission(permission, displayName: display, backend: backend)))
             }
 
         case .getChannels:
-            let display = displayName
+            let (display, backend) = (displayName, displayBackend)
             work.async {
-                let (channels, problems) = ChannelCatalog.list(displayName: display)
-                reply(.success(.object([
-                    "channels": .array(channels.map { c in
-                        .object(["channel_id": .string(c.id), "type": .string(c.type.rawValue), "name": .string(c.name)])
-                    }),
-                    "problems": .array(problems.map { .object(["code": .string($0.code.rawValue), "message": .string($0.message)]) }),
-                ])))
+                let listing = ChannelCatalog.list(displayName: display, backend: backend)
+                reply(.success(Self.encoded(ChannelsResult(
+                    channels: listing.channels.map { .init(channelId: $0.id, type: $0.type, name: $0.name) },
+                    problems: listing.problems.map { .init(code: $0.code.rawValue, message: $0.message) },
+                    displayBackend: DisplayBackendInfo(listing.displayBackend)))))
             }
 
         case .startRecording:
@@ -175,6 +192,7 @@ public final class ControlService: Sendable {
 
         case .getStatus:
             var status = controller.status()
+            status.displayBackend = DisplayBackendInfo(DisplayBackendChoice.resolve(displayBackend, x11Display: displayName))
             status.daemon = daemonInfo()
             reply(.success(Self.encoded(status)))
 
@@ -205,7 +223,8 @@ public final class ControlService: Sendable {
     }
 
     private func daemonInfo() -> DaemonInfo {
-        DaemonInfo(version: Self.version, protocol: Self.protocolVersion, pid: Int(getpid()), platform: "linux-x11",
+        DaemonInfo(version: Self.version, protocol: Self.protocolVersion, pid: Int(getpid()),
+                   platform: "linux-" + DisplayBackendChoice.resolve(displayBackend, x11Display: displayName).backend.rawValue,
                    uptimeNs: MonotonicClock.now() - startedMonotonic, clients: clientCount.load(ordering: .relaxed),
                    requests: requests.load(ordering: .relaxed), badRequests: badRequests.load(ordering: .relaxed))
     }
@@ -215,10 +234,22 @@ public final class ControlService: Sendable {
         (try? JSONValue(encoding: result)) ?? .null
     }
 
-    /// On X11 there is no permission dialog: a permission is granted when the
+    /// A Wayland screen permission's outcome as the result.
+    static func permissionResult(_ outcome: ScreenPermission.Outcome) -> PermissionResult {
+        switch outcome {
+        case .granted(let monitor):
+            return PermissionResult(permission: Permission.screenCapture.rawValue, status: "granted", monitor: monitor)
+        case .denied(let error):
+            return PermissionResult(permission: Permission.screenCapture.rawValue, status: "denied", reason: error.message,
+                                    code: error.code.rawValue)
+        }
+    }
+
+    /// On X11 (and for audio) there is no permission dialog: a permission is granted when the
     /// server that provides it is reachable, denied with the reason otherwise.
-    static func checkPermission(_ permission: Permission, displayName: String?) -> JSONValue {
-        let (channels, problems) = ChannelCatalog.list(displayName: displayName)
+    static func checkPermission(_ permission: Permission, displayName: String?, backend: DisplayBackendSetting) -> JSONValue {
+        let listing = ChannelCatalog.list(displayName: displayName, backend: backend)
+        let (channels, problems) = (listing.channels, listing.problems)
         let wanted: (ChannelInfo) -> Bool
         let problemCode: CaptureErrorCode
         switch permission {
@@ -233,5 +264,11 @@ public final class ControlService: Sendable {
             ?? "no \(permission == .screenCapture ? "display" : permission == .microphone ? "microphone" : "audio output") was found"
         return .object(["permission": .string(permission.rawValue), "status": "denied", "reason": .string(reason),
                         "code": .string(problemCode.rawValue)])
+    }
+}
+
+extension DisplayBackendInfo {
+    init(_ choice: DisplayBackendChoice) {
+        self.init(backend: choice.backend.rawValue, reason: choice.reason)
     }
 }

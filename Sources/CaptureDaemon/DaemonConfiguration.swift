@@ -1,5 +1,6 @@
 import CaptureControl
 import CaptureCore
+import CapturePipeline
 import CaptureSpool
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -38,6 +39,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var shutdownUploadWaitNs: Int64 = 30_000_000_000
     /// X display to capture; nil: $DISPLAY.
     public var display: String?
+    /// Which display server display channels record: auto (Wayland in a Wayland session),
+    /// x11 or wayland.
+    public var displayBackend: DisplayBackendSetting = .auto
+    /// Wayland: how long a start waits for the user to answer the screen-sharing dialog.
+    public var screenConsentTimeoutNs: Int64 = 60_000_000_000
     /// Control socket path.
     public var socketPath: String
 
@@ -54,7 +60,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Every key, in the order --print-config shows them.
     public static let keys = [
         "fps", "chunk", "preset", "qp", "crf", "video_bitrate", "max_height", "audio_bitrate", "channels",
-        "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "shutdown_upload_wait", "display", "socket",
+        "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "shutdown_upload_wait", "display",
+        "display_backend", "screen_consent_timeout", "socket",
     ]
 
     /// `$XDG_CONFIG_HOME/capture-agent/config.toml` (or `~/.config/...`).
@@ -239,6 +246,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "display":
             let s = try text()
             display = s.isEmpty ? nil : s
+        case "display_backend":
+            guard let backend = DisplayBackendSetting(rawValue: try text().lowercased()) else {
+                throw fail("auto, x11 or wayland")
+            }
+            displayBackend = backend
+        case "screen_consent_timeout": screenConsentTimeoutNs = try duration()
         case "socket": socketPath = try text()
         default:
             let known = Self.keys.joined(separator: ", ")
@@ -277,6 +290,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         guard (0...3_600_000_000_000).contains(shutdownUploadWaitNs) else {
             throw CaptureError(.invalidRequest, "shutdown_upload_wait must be between 0s and 1h")
+        }
+        guard (1_000_000_000...3_600_000_000_000).contains(screenConsentTimeoutNs) else {
+            throw CaptureError(.invalidRequest, "screen_consent_timeout must be between 1s and 1h (\(sources["screen_consent_timeout"] ?? ""))")
         }
         guard socketPath.hasPrefix("/"), UnixSocketAddress(path: socketPath) != nil else {
             throw CaptureError(.invalidRequest, "socket must be an absolute path of at most \(UnixSocketAddress.maxPathLength) bytes: \(socketPath)")
@@ -321,6 +337,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         add("audio_reconnect_timeout", q(seconds(audioReconnectTimeoutNs)))
         add("shutdown_upload_wait", q(seconds(shutdownUploadWaitNs)))
         add("display", display.map(q))
+        add("display_backend", q(displayBackend.rawValue))
+        add("screen_consent_timeout", q(seconds(screenConsentTimeoutNs)))
         add("socket", q(socketPath))
         return lines.joined(separator: "\n") + "\n"
     }

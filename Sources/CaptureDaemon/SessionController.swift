@@ -163,6 +163,8 @@ public final class SessionController: Sendable {
             if let relay { onChunk = { chunk in relay.deliver(chunk) } }
             let session = RecordingSession(options: options, logger: logger, onDisplayChange: { change in
                 events.publish(Self.event(for: change, sessionId: id))
+            }, onConsent: { consent in
+                events.publish(Self.event(for: consent, sessionId: id))
             }, onChunk: onChunk)
             do throws(CaptureError) {
                 let room = lastChunkRound.load(ordering: .relaxed)
@@ -231,6 +233,8 @@ public final class SessionController: Sendable {
         if ids.isEmpty { ids = configuration.channels }
         var o = RecordingOptions(sessionId: id, outputDirectory: SpoolLocation.sessionDirectory(id), channels: ids)
         o.displayName = configuration.display
+        o.displayBackend = configuration.displayBackend
+        o.screenConsentTimeout = .nanoseconds(configuration.screenConsentTimeoutNs)
         o.chunkDurationNs = configuration.chunkNs
         o.video.fps = configuration.fps
         o.video.preset = configuration.preset
@@ -339,6 +343,15 @@ public final class SessionController: Sendable {
             "picture": rect(Int(p.x), Int(p.y), Int(p.width), Int(p.height)),
             "atNs": .integer(change.atNs),
         ])
+    }
+
+    /// `screen-consent`: a Wayland display's consent was asked for, restored, given or refused
+    /// (in a session, or for `requestPermission` with no session).
+    static func event(for consent: ScreenConsentEvent, sessionId: String?) -> ControlEvent {
+        var data: [String: JSONValue] = ["state": .string(consent.state.rawValue), "reason": .string(consent.reason)]
+        if let monitor = consent.monitor { data["monitor"] = .string(monitor) }
+        if let shared = consent.sharedMonitor { data["sharedMonitor"] = .string(shared) }
+        return ControlEvent(.screenConsent, sessionId: sessionId, channel: consent.channel?.description, data: data)
     }
 
     /// Stops the session and drops the controller's reference to it; nil when there is none.

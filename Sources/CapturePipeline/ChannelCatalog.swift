@@ -1,5 +1,8 @@
 import CaptureCore
 import PulseCapture
+import ScreenCastPortal
+import SessionBus
+import WaylandOutputs
 import X11Capture
 
 /// A channel ready to record: what it is and where its data comes from.
@@ -20,16 +23,25 @@ enum ResolvedChannel: Sendable {
     }
 }
 
-/// Finds the channels this machine offers (RandR monitors, PulseAudio sources
-/// and sinks) and checks requested ids against them.
+/// What a listing found: the channels, why a whole family is missing, and which backend
+/// serves the displays (and why).
+public struct ChannelListing: Sendable {
+    public var channels: [ChannelInfo]
+    public var problems: [CaptureError]
+    public var displayBackend: DisplayBackendChoice
+}
+
+/// Finds the channels this machine offers (X11 RandR monitors or a Wayland compositor's
+/// outputs, PulseAudio sources and sinks) and checks requested ids against them.
 public enum ChannelCatalog {
     /// Every channel on offer, plus the reasons a whole family is missing (no
-    /// X server, no audio server). Listing never needs a session.
-    public static func list(displayName: String? = nil) -> (channels: [ChannelInfo], problems: [CaptureError]) {
+    /// display, no audio server). Listing never needs a session, nor a dialog.
+    public static func list(displayName: String? = nil, backend: DisplayBackendSetting = .auto) -> ChannelListing {
         var channels: [ChannelInfo] = []
         var problems: [CaptureError] = []
+        let choice = DisplayBackendChoice.resolve(backend, x11Display: displayName)
         do {
-            channels += try displayChannels(displayName: displayName).map(\.info)
+            channels += try displayChannels(displayName: displayName, backend: choice).map(\.info)
         } catch {
             problems.append(error)
         }
@@ -38,15 +50,33 @@ public enum ChannelCatalog {
         } catch {
             problems.append(error)
         }
-        return (channels, problems)
+        return ChannelListing(channels: channels, problems: problems, displayBackend: choice)
     }
 
-    static func displayChannels(displayName: String?) throws(CaptureError) -> [ResolvedChannel] {
-        let connection = try X11Connection(displayName: displayName)
-        return try connection.monitors().map { m in
+    static func displayChannels(displayName: String?, backend: DisplayBackendChoice) throws(CaptureError) -> [ResolvedChannel] {
+        let monitors: [MonitorInfo]
+        switch backend.backend {
+        case .x11:
+            monitors = try X11Connection(displayName: displayName).monitors()
+        case .wayland:
+            monitors = try waylandMonitors()
+        }
+        return monitors.map { m in
             let label = "Display \(m.index) (\(m.name) \(m.width)x\(m.height)+\(m.x)+\(m.y)\(m.isPrimary ? ", primary" : ""))"
             return .display(id: .display(m.index), monitor: m, name: label)
         }
+    }
+
+    /// The Wayland session's monitors, from the compositor (no dialog): outputs and their
+    /// logical places, the primary from the desktop when it says (GNOME).
+    static func waylandMonitors() throws(CaptureError) -> [MonitorInfo] {
+        let wayland = try WaylandConnection()
+        let outputs = wayland.outputs
+        guard !outputs.isEmpty else {
+            throw CaptureError(.displayUnavailable, "the Wayland compositor '\(wayland.displayName)' announces no monitor")
+        }
+        let primary = (try? SessionBus()).flatMap { PrimaryMonitor.connector(bus: $0) }
+        return WaylandOutput.numbered(outputs, primary: primary)
     }
 
     static func audioChannels(_ server: AudioServerSnapshot) -> [ResolvedChannel] {
@@ -74,7 +104,7 @@ public enum ChannelCatalog {
     /// Resolves the requested ids (or the defaults when `requested` is empty).
     /// Throws DISPLAY_UNAVAILABLE / AUDIO_UNAVAILABLE when a needed server is
     /// missing, INVALID_CHANNELS for ids that do not exist.
-    static func resolve(_ requested: [ChannelID], displayName: String?) throws(CaptureError) -> [ResolvedChannel] {
+    static func resolve(_ requested: [ChannelID], displayName: String?, backend: DisplayBackendChoice) throws(CaptureError) -> [ResolvedChannel] {
         let wantsDefaults = requested.isEmpty
         var ids = requested
         if wantsDefaults { ids = [.display(1), .microphone(nil), .systemAudio(nil)] }
@@ -89,10 +119,11 @@ public enum ChannelCatalog {
         for id in ids {
             switch id {
             case .display:
-                if displays == nil { displays = try displayChannels(displayName: displayName) }
+                if displays == nil { displays = try displayChannels(displayName: displayName, backend: backend) }
                 guard let match = displays!.first(where: { $0.id == id }) else {
                     let known = displays!.map { $0.id.description }.joined(separator: ", ")
-                    throw CaptureError(.invalidChannels, "\(id) does not exist; this X server has: \(known)")
+                    let server = backend.backend == .x11 ? "this X server" : "this Wayland desktop"
+                    throw CaptureError(.invalidChannels, "\(id) does not exist; \(server) has: \(known)")
                 }
                 out.append(match)
             case .microphone, .systemAudio:

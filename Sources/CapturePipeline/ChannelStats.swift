@@ -36,6 +36,10 @@ public final class ChannelStats: Sendable {
     let lostSamples = Atomic<Int>(0)
     /// Audio: times the source reported an interruption.
     let discontinuities = Atomic<Int>(0)
+    /// Video from a screencast (-1: not one): frames the compositor sent, and those a newer one
+    /// replaced before a frame slot took them.
+    let sourceFrames = Atomic<Int>(-1)
+    let sourceFramesSuperseded = Atomic<Int>(-1)
 
     init(channel: ChannelID) { self.channel = channel }
 
@@ -54,7 +58,13 @@ public final class ChannelStats: Sendable {
             capturedSamples: channel.mediaType == .audio ? capturedSamples.load(ordering: .relaxed) : nil,
             silenceFilledSamples: channel.mediaType == .audio ? silenceFilledSamples.load(ordering: .relaxed) : nil,
             repeatedSamples: channel.mediaType == .audio ? repeatedSamples.load(ordering: .relaxed) : nil,
-            lostSamples: channel.mediaType == .audio ? lostSamples.load(ordering: .relaxed) : nil)
+            lostSamples: channel.mediaType == .audio ? lostSamples.load(ordering: .relaxed) : nil,
+            sourceFrames: Self.present(sourceFrames), sourceFramesSuperseded: Self.present(sourceFramesSuperseded))
+    }
+
+    private static func present(_ counter: borrowing Atomic<Int>) -> Int? {
+        let value = counter.load(ordering: .relaxed)
+        return value < 0 ? nil : value
     }
 }
 

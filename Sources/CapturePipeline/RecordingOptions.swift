@@ -1,5 +1,6 @@
 import CaptureCore
 import MediaEncoding
+import ScreenCastPortal
 
 /// Everything a recording needs to know, already validated.
 public struct RecordingOptions: Sendable {
@@ -28,6 +29,19 @@ public struct RecordingOptions: Sendable {
     public var audioReconnectTimeout: Duration = .seconds(10)
     /// X11 display to use; nil means $DISPLAY.
     public var displayName: String?
+    /// Which display server display channels record (`display_backend`).
+    public var displayBackend: DisplayBackendSetting = .auto
+    /// Wayland: how long a start (or a screencast that resumes) waits for the user to answer
+    /// the desktop's screen-sharing dialog.
+    public var screenConsentTimeout: Duration = .seconds(60)
+    /// Wayland: where the portal's restore tokens are kept; nil: the standard place
+    /// (`$XDG_STATE_HOME/capture-agent`).
+    public var restoreTokens: RestoreTokenStore?
+
+    /// The backend the setting picks in this process's environment, and why.
+    public var displayBackendChoice: DisplayBackendChoice {
+        DisplayBackendChoice.resolve(displayBackend, x11Display: displayName)
+    }
 
     public static let allowedChunkRange: ClosedRange<Int64> = 500_000_000...10_000_000_000
     public static let allowedFps: ClosedRange<Int> = 1...60
@@ -50,6 +64,9 @@ public struct RecordingOptions: Sendable {
         }
         if let maxDurationNs, maxDurationNs <= 0 {
             throw CaptureError(.invalidRequest, "duration must be positive")
+        }
+        guard screenConsentTimeout >= .seconds(1), screenConsentTimeout <= .seconds(3600) else {
+            throw CaptureError(.invalidRequest, "screen consent timeout must be between 1 s and 1 h")
         }
         if let maxHeight = video.maxHeight, maxHeight < 16 {
             throw CaptureError(.invalidRequest, "max height \(maxHeight) is too small")

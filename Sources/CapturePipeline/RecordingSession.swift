@@ -9,7 +9,9 @@ import Foundation
 #endif
 import Logging
 import PulseCapture
+import PipeWireCapture
 import Synchronization
+import WaylandOutputs
 import X11Capture
 
 
@@ -35,7 +37,8 @@ public final class RecordingSession: Sendable {
     /// grabbers): each count is back where it was once a stopped session has been let go.
     public static var liveObjectCounters: [LiveInstances] {
         [liveInstances, VideoChannel.liveInstances, AudioChannel.liveInstances,
-         AudioRecorder.liveInstances, ScreenGrabber.liveInstances]
+         AudioRecorder.liveInstances, ScreenGrabber.liveInstances,
+         WaylandConnection.liveInstances, PipeWireScreenStream.liveInstances]
     }
 
     private struct State {
@@ -52,18 +55,23 @@ public final class RecordingSession: Sendable {
     }
 
     private let onDisplayChange: @Sendable (DisplayChange) -> Void
+    private let onConsent: @Sendable (ScreenConsentEvent) -> Void
     private let onChunk: (@Sendable (ChunkMetadata) -> Void)?
 
     /// - Parameter onDisplayChange: a display channel's monitor changed size or place, went off
     ///   or came back (called on its capture thread; must not block).
+    /// - Parameter onConsent: a Wayland display channel's consent was asked for, restored,
+    ///   given or refused (called on its screencast thread; must not block).
     /// - Parameter onChunk: a chunk is complete in the spool (called on the spool writer's
     ///   queue; must not block): what the uplink sends.
     public init(options: RecordingOptions, logger: Logger,
                 onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in },
+                onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void = { _ in },
                 onChunk: (@Sendable (ChunkMetadata) -> Void)? = nil) {
         self.options = options
         self.logger = logger
         self.onDisplayChange = onDisplayChange
+        self.onConsent = onConsent
         self.onChunk = onChunk
     }
 
@@ -78,7 +86,8 @@ public final class RecordingSession: Sendable {
 
     public func start() throws(CaptureError) {
         try options.validate()
-        let resolved = try ChannelCatalog.resolve(options.channels, displayName: options.displayName)
+        let resolved = try ChannelCatalog.resolve(options.channels, displayName: options.displayName,
+                                                  backend: options.displayBackendChoice)
         guard !resolved.isEmpty else {
             throw CaptureError(.invalidChannels, "no channel to record (no display and no audio device found)")
         }
@@ -96,7 +105,7 @@ public final class RecordingSession: Sendable {
                 switch channel {
                 case .display(let id, let monitor, _):
                     let v = VideoChannel(id: id, monitor: monitor, options: options, logger: logger, onFailure: onFailure,
-                                         onDisplayChange: onDisplayChange)
+                                         onDisplayChange: onDisplayChange, onConsent: onConsent)
                     try v.prepare(spool: spool)
                     video.append(v)
                 case .audio(let id, let target, _):

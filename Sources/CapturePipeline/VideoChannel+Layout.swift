@@ -9,17 +9,16 @@ import Glibc
 #endif
 import Logging
 import MediaEncoding
-import X11Capture
 
-/// Following the monitor when the screen layout changes under a running session: RandR says
-/// something changed, the capture thread looks up its monitor again (by name) and goes on
-/// capturing it where it is now, at its new size (the encoder scales the picture into the
-/// stream's size), shows black while it is off, and takes it up again when it is back. Only the
-/// X server going away ends the channel.
+/// Following the monitor when the screen layout changes under a running session: the source
+/// says something may have changed (RandR events on X11; a stream that renegotiated, ended or
+/// came back on Wayland), the capture thread looks its monitor up again and goes on capturing
+/// it where it is now, at its new size (the encoder scales the picture into the stream's
+/// size), shows black while it is off, and takes it up again when it is back. Only the
+/// display server itself going away ends the channel.
 extension VideoChannel {
     /// What the capture thread knows about its monitor (capture thread only).
     struct DisplayState {
-        var grabber: ScreenGrabber
         /// The monitor as last seen.
         var tracked: MonitorInfo
         /// Turned off or unplugged: black frames until it is back.
@@ -27,8 +26,8 @@ extension VideoChannel {
         /// A pool slot popped for a grab that failed, used for the next grab (the capture side
         /// may only pop from `free`; the encoder pushes).
         var spareSlot: Int?
-        /// Look at the layout again at this slot (ns on the timeline) even without an event: a
-        /// new grabber could not be made yet (the screen was still being resized), or a grab
+        /// Look at the layout again at this slot (ns on the timeline) even without an event: new
+        /// images could not be made yet (the screen was still being resized), or a grab
         /// failed. `.max`: no need.
         var lookAgainAt: Int64 = .max
     }
@@ -37,23 +36,22 @@ extension VideoChannel {
     static let layoutRetryNs: Int64 = 250_000_000
 
     /// Looks the monitor up again; returns true when the next frame must be grabbed whole.
-    /// Throws only when the X server went away.
-    func followLayout(_ display: inout DisplayState, atNs slot: Int64) throws(CaptureError) -> Bool {
+    /// Throws only when the display server went away.
+    func followLayout(_ source: any ScreenSource, _ display: inout DisplayState, atNs slot: Int64) throws(CaptureError) -> Bool {
         display.lookAgainAt = .max
-        let monitors = try display.grabber.connection.monitors()
-        switch MonitorTracking.follow(display.tracked, in: monitors) {
+        switch try source.lookAtMonitor(display.tracked) {
         case .unchanged(let now):
             display.tracked = now
             guard display.offline else { return false }
-            // Back where it was: the grabber's images still fit.
+            // Back where it was: the images still fit.
             display.offline = false
-            display.grabber.invalidate()
-            report(.restored, now, atNs: slot)
+            source.invalidate()
+            report(.restored, now, pictureWidth: source.width, pictureHeight: source.height, atNs: slot)
             return true
-        case .changed(let now):
+        case .changed(let now, let width, let height):
             do {
-                try replaceGrabber(&display, for: now)
-            } catch where display.grabber.connection.isAlive {
+                try replaceImages(source, &display, for: now, width: width, height: height)
+            } catch where source.isAlive {
                 // The root window has not grown to the new layout yet, or the monitor moved
                 // again: keep what we have and look again shortly.
                 logger.debug("cannot follow the monitor yet", metadata: ["channel": "\(id)", "error": "\(error)"])
@@ -64,22 +62,23 @@ extension VideoChannel {
             display.offline = false
             display.tracked = now
             stats.layoutChanges.add(1, ordering: .relaxed)
-            report(wasOffline ? .restored : .changed, now, atNs: slot)
+            report(wasOffline ? .restored : .changed, now, pictureWidth: width, pictureHeight: height, atNs: slot)
             return true
         case .lost:
             guard !display.offline else { return false }
             display.offline = true
-            report(.lost, display.tracked, atNs: slot)
+            report(.lost, display.tracked, pictureWidth: source.width, pictureHeight: source.height, atNs: slot)
             return false
         }
     }
 
-    /// Swaps in a grabber for the monitor's new rectangle. The encoder may still be converting a
-    /// frame from the old images: wait until every pool slot is back, hand the new images over
-    /// with a `.reconfigure` item (the encoder takes them before the next frame), then let the
-    /// old grabber go.
-    private func replaceGrabber(_ display: inout DisplayState, for monitor: MonitorInfo) throws(CaptureError) {
-        let pool = display.grabber.poolSize
+    /// Swaps in images of the monitor's new size. The encoder may still be converting a frame
+    /// from the old images: wait until every pool slot is back, hand the new images over with a
+    /// `.reconfigure` item (the encoder takes them before the next frame), then let the old
+    /// ones go.
+    private func replaceImages(_ source: any ScreenSource, _ display: inout DisplayState, for monitor: MonitorInfo,
+                               width: Int, height: Int) throws(CaptureError) {
+        let pool = source.poolSize
         let deadline = MonotonicClock.now() + 2_000_000_000
         while free.count + (display.spareSlot == nil ? 0 : 1) < pool {
             if MonotonicClock.now() > deadline {
@@ -87,18 +86,16 @@ extension VideoChannel {
             }
             usleep(500)
         }
-        let next = try ScreenGrabber(connection: display.grabber.connection, region: monitor, poolSize: pool,
-                                     drawCursor: options.drawCursor)
-        nextSlots.withLock { $0 = Self.slots(of: next) }
+        try source.replaceImages(for: monitor, width: width, height: height)
+        nextSlots.withLock { $0 = Self.slots(of: source) }
         let item = FrameItem(kind: .reconfigure, slot: -1, ptsNs: 0, dirty: DirtyRegion(),
-                             width: Int32(monitor.width), height: Int32(monitor.height))
+                             width: Int32(source.width), height: Int32(source.height))
         while !filled.push(item) { usleep(500) }
         wakeup?.wake()
-        display.grabber = next
     }
 
-    private func report(_ kind: DisplayChange.Kind, _ monitor: MonitorInfo, atNs: Int64) {
-        let picture = VideoEncoder.fit(sourceWidth: monitor.width, sourceHeight: monitor.height,
+    private func report(_ kind: DisplayChange.Kind, _ monitor: MonitorInfo, pictureWidth: Int, pictureHeight: Int, atNs: Int64) {
+        let picture = VideoEncoder.fit(sourceWidth: pictureWidth, sourceHeight: pictureHeight,
                                        into: outputSize.width, outputSize.height)
         let change = DisplayChange(channel: id, kind: kind, monitor: monitor, outputWidth: outputSize.width,
                                    outputHeight: outputSize.height, picture: picture, atNs: atNs)

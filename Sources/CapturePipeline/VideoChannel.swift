@@ -12,7 +12,6 @@ import Glibc
 import Logging
 import MediaEncoding
 import Synchronization
-import X11Capture
 
 /// What the capture thread hands the encoder for one frame slot of the timeline.
 struct FrameItem: BitwiseCopyable {
@@ -56,12 +55,13 @@ public struct DisplayChange: Sendable {
     public var atNs: Int64
 }
 
-/// The pixel memory of the grabber's image pool, readable from the encoder.
+/// The pixel memory of the source's image pool, readable from the encoder.
 ///
-/// Why `@unchecked Sendable` is sound: the views point into XShm images owned
-/// by the capture thread's `ScreenGrabber`, which outlives every use here (the
-/// capture thread waits for the encoder to finish before it releases the
-/// grabber). Each slot is accessed by one side at a time: the capture thread
+/// Why `@unchecked Sendable` is sound: the views point into the images of the
+/// capture thread's `ScreenSource` (XShm segments, or a screencast's pool), which
+/// outlive every use here (the capture thread waits for the encoder to finish
+/// before it releases the source, and for every slot to come back before it
+/// replaces the images). Each slot is accessed by one side at a time: the capture thread
 /// writes slot `i` only after popping `i` from the `free` ring, the encoder
 /// reads it only after popping a `FrameItem` naming it from `filled` and before
 /// pushing `i` back to `free`; the rings' release/acquire ordering makes each
@@ -81,8 +81,8 @@ final class FrameSlots: @unchecked Sendable {
 /// encoder-side state (`encoder`, `chunker`, `lastPts`, `lastChunk`, `failed`)
 /// is created in `prepare()` before the wakeup source exists and afterwards is
 /// touched only by `drain()`, which runs only on the serial `encodeQueue`.
-/// The capture thread's X11 objects are locals of the thread's closure and
-/// never leave it.
+/// The capture thread's source (X11 or Wayland objects) is a local of the
+/// thread's closure and never leaves it.
 final class VideoChannel: @unchecked Sendable {
     let id: ChannelID
     let monitor: MonitorInfo
@@ -93,6 +93,7 @@ final class VideoChannel: @unchecked Sendable {
     let logger: Logger
     private let onFailure: @Sendable (CaptureError) -> Void
     let onDisplayChange: @Sendable (DisplayChange) -> Void
+    let onConsent: @Sendable (ScreenConsentEvent) -> Void
     private let live = VideoChannel.liveInstances.token()
     static let liveInstances = LiveInstances("VideoChannel")
 
@@ -107,7 +108,7 @@ final class VideoChannel: @unchecked Sendable {
     private let encoderDone = DispatchSemaphore(value: 0)
     private let captureExited = DispatchSemaphore(value: 0)
     private let setupResult = Mutex<Result<FrameSlots, CaptureError>?>(nil)
-    /// The images of a grabber that replaced the old one, for the encoder to take with the
+    /// The images that replaced the old ones (a new monitor size), for the encoder to take with the
     /// `.reconfigure` item that announces them.
     let nextSlots = Mutex<FrameSlots?>(nil)
     /// The stream's size (set in `prepare`, before the capture loop starts).
@@ -125,21 +126,24 @@ final class VideoChannel: @unchecked Sendable {
 
     init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
          onFailure: @escaping @Sendable (CaptureError) -> Void,
-         onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in }) {
+         onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in },
+         onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void = { _ in }) {
         self.id = id
         self.monitor = monitor
         self.options = options
         self.logger = logger
         self.onFailure = onFailure
         self.onDisplayChange = onDisplayChange
+        self.onConsent = onConsent
         self.stats = ChannelStats(channel: id)
         self.free = SPSCRing(capacity: options.framePoolSize)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
         self.nominalFrameTicks = VideoTimebase.hz / Int64(options.video.fps)
     }
 
-    /// Opens the X connection and image pool on a new capture thread, then the
-    /// encoder and the spool outlet. Throws what went wrong; nothing runs yet.
+    /// Opens the screen source (X11, or a Wayland screencast: consent first when needed) and
+    /// its image pool on a new capture thread, then the encoder and the spool outlet. Throws
+    /// what went wrong; nothing runs yet.
     func prepare(spool: SpoolWriter) throws(CaptureError) {
         guard DetachedThread.start({ [self] in captureThreadMain() }) else {
             throw CaptureError(.internalError, "cannot start the capture thread for \(id)")
@@ -157,7 +161,10 @@ final class VideoChannel: @unchecked Sendable {
         self.slots = slots
         for i in 0..<slots.views.count { _ = free.push(i) }
         do throws(CaptureError) {
-            let encoder = try VideoEncoder(sourceWidth: monitor.width, sourceHeight: monitor.height, settings: options.video)
+            // The source's pictures: the monitor's size on X11, the stream's on Wayland (a
+            // scaled monitor sends more pixels than its logical size).
+            let encoder = try VideoEncoder(sourceWidth: slots.views[0].width, sourceHeight: slots.views[0].height,
+                                           settings: options.video)
             let muxer = try TSChunkMuxer(stream: encoder.stream)
             let outlet = try spool.addChannel(id, codec: "h264")
             self.encoder = encoder
@@ -167,6 +174,7 @@ final class VideoChannel: @unchecked Sendable {
                                    nominalPacketTicks: nominalFrameTicks, stats: stats)
             logger.info("video channel ready", metadata: [
                 "channel": "\(id)", "monitor": "\(monitor.name) \(monitor.width)x\(monitor.height)+\(monitor.x)+\(monitor.y)",
+                "backend": "\(options.displayBackendChoice.backend.rawValue)",
                 "output": "\(encoder.outputWidth)x\(encoder.outputHeight)", "fps": "\(options.video.fps)",
             ])
         } catch {
@@ -203,15 +211,11 @@ final class VideoChannel: @unchecked Sendable {
 
     private func captureThreadMain() {
         defer { captureExited.signal() }
-        let connection: X11Connection
-        var grabber: ScreenGrabber
+        let source: any ScreenSource
         do throws(CaptureError) {
-            connection = try X11Connection(displayName: options.displayName)
-            try connection.watchScreenLayout()
-            grabber = try ScreenGrabber(connection: connection, region: monitor, poolSize: options.framePoolSize,
-                                        drawCursor: options.drawCursor)
-            for warning in grabber.warnings { logger.warning("\(warning)", metadata: ["channel": "\(id)"]) }
-            setupResult.withLock { $0 = .success(Self.slots(of: grabber)) }
+            source = try makeSource()
+            for warning in source.warnings { logger.warning("\(warning)", metadata: ["channel": "\(id)"]) }
+            setupResult.withLock { $0 = .success(Self.slots(of: source)) }
             setupDone.signal()
         } catch {
             setupResult.withLock { $0 = .failure(error) }
@@ -220,25 +224,36 @@ final class VideoChannel: @unchecked Sendable {
         }
         go.wait()
         if !stopRequested.load(ordering: .acquiring) {
-            var display = DisplayState(grabber: grabber, tracked: monitor)
-            captureLoop(&display)
-            grabber = display.grabber
+            var display = DisplayState(tracked: monitor)
+            captureLoop(source, &display)
         }
         // The end marker tells the encoder to flush; then wait for it so the
-        // grabber (whose memory the encoder reads) outlives every read.
+        // source (whose memory the encoder reads) outlives every read.
         if wakeup != nil {
             while !filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) { usleep(1000) }
             wakeup?.wake()
             encoderDone.wait()
         }
-        withExtendedLifetime((connection, grabber)) {}
+        withExtendedLifetime(source) {}
     }
 
-    static func slots(of grabber: ScreenGrabber) -> FrameSlots {
-        FrameSlots((0..<grabber.poolSize).map { grabber.pixels(slot: $0) })
+    /// The backend the session's display target chose (on this thread: its objects live here).
+    private func makeSource() throws(CaptureError) -> any ScreenSource {
+        switch options.displayBackendChoice.backend {
+        case .x11:
+            return try X11ScreenSource(displayName: options.displayName, monitor: monitor, poolSize: options.framePoolSize,
+                                       drawCursor: options.drawCursor)
+        case .wayland:
+            return try WaylandScreenSource(channel: id, monitor: monitor, options: options, logger: logger, stats: stats,
+                                           onConsent: onConsent)
+        }
     }
 
-    private func captureLoop(_ display: inout DisplayState) {
+    static func slots(of source: any ScreenSource) -> FrameSlots {
+        FrameSlots((0..<source.poolSize).map { source.pixels(slot: $0) })
+    }
+
+    private func captureLoop(_ source: any ScreenSource, _ display: inout DisplayState) {
         let t0 = startTime.load(ordering: .acquiring)
         let fps = Int64(options.video.fps)
         let periodNs = 1_000_000_000 / fps
@@ -268,9 +283,9 @@ final class VideoChannel: @unchecked Sendable {
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
             let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
             do throws(CaptureError) {
-                var changed = try display.grabber.pollChanges()
-                if display.grabber.connection.takeLayoutChange() || slotStart >= display.lookAgainAt {
-                    if try followLayout(&display, atNs: slotStart) { changed = true }
+                var changed = try source.pollChanges()
+                if source.layoutMayHaveChanged() || slotStart >= display.lookAgainAt {
+                    if try followLayout(source, &display, atNs: slotStart) { changed = true }
                 }
                 if display.offline { stats.offlineFrames.add(1, ordering: .relaxed) }
                 if display.offline || pauseGate.isPaused(atNs: slotStart) {
@@ -290,7 +305,7 @@ final class VideoChannel: @unchecked Sendable {
                     }
                 } else if showingBlank {
                     // Resumed (or the monitor is back): the encoder's picture is black; send the whole screen.
-                    display.grabber.invalidate()
+                    source.invalidate()
                     showingBlank = false
                     changed = true
                 }
@@ -299,8 +314,8 @@ final class VideoChannel: @unchecked Sendable {
                         display.spareSlot = nil
                         let dirty: DirtyRegion
                         do {
-                            dirty = try display.grabber.grab(into: slot)
-                        } catch where display.grabber.connection.isAlive {
+                            dirty = try source.grab(into: slot, slotEndNs: t0 + nominal(n + 1))
+                        } catch where source.isAlive {
                             // The screen changed under the grab (BadMatch: the monitor no longer
                             // fits where it was). Not the end: look at the layout at once.
                             display.spareSlot = slot

@@ -1,5 +1,6 @@
 import CX11
 import CaptureCore
+import PixelConversion
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -327,29 +328,11 @@ public final class ScreenGrabber {
     }
 
     /// Alpha-blends the cached premultiplied cursor at `rect` (frame coordinates, possibly
-    /// partly outside) over the slot's pixels: dst = src + dst * (255 - a) / 255.
+    /// partly outside) over the slot's pixels.
     private func composite(into slot: Slot, cursorAt rect: PixelRect) {
-        let clip = rect.intersection(PixelRect(x: 0, y: 0, width: width, height: height))
-        if clip.isEmpty { return }
-        let cols = Int(clip.width)
-        let srcX = Int(clip.x - rect.x)
-        for row in Int(clip.y)..<Int(clip.maxY) {
-            let src = cursorPixels + (row - Int(rect.y)) * cursorWidth + srcX
-            let dst = (slot.pixels + row * slot.bytesPerRow).assumingMemoryBound(to: UInt32.self) + Int(clip.x)
-            for i in 0..<cols {
-                let s = src[i]
-                let a = s >> 24
-                if a == 0 { continue }
-                if a == 255 { dst[i] = s; continue }
-                let d = dst[i]
-                let inv = 255 &- a
-                var rb = (d & 0x00FF_00FF) &* inv &+ 0x0080_0080
-                rb = ((rb &+ ((rb >> 8) & 0x00FF_00FF)) >> 8) & 0x00FF_00FF
-                var ag = ((d >> 8) & 0x00FF_00FF) &* inv &+ 0x0080_0080
-                ag = (ag &+ ((ag >> 8) & 0x00FF_00FF)) & 0xFF00_FF00
-                dst[i] = s &+ (rb | ag)
-            }
-        }
+        PixelBlit.blendPremultiplied(cursorPixels, imageWidth: cursorWidth, imageHeight: cursorHeight,
+                                     atX: Int(rect.x), y: Int(rect.y), over: slot.pixels,
+                                     pictureBytesPerRow: slot.bytesPerRow, pictureWidth: width, pictureHeight: height)
     }
 
     // MARK: Images

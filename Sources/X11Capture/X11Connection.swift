@@ -4,30 +4,6 @@ import CaptureCore
 import Glibc
 #endif
 
-/// One monitor (RandR 1.5 "monitor", or the whole root window when there is none).
-public struct MonitorInfo: Sendable, Hashable {
-    /// 1-based, in RandR monitor order (XRRGetMonitors with get_active = True).
-    public var index: Int
-    /// RandR monitor name (e.g. "DUMMY0", "screen").
-    public var name: String
-    /// Position and size in root-window pixels.
-    public var x: Int, y: Int, width: Int, height: Int
-    public var isPrimary: Bool
-
-    public init(index: Int, name: String, x: Int, y: Int, width: Int, height: Int, isPrimary: Bool) {
-        self.index = index
-        self.name = name
-        self.x = x
-        self.y = y
-        self.width = width
-        self.height = height
-        self.isPrimary = isPrimary
-    }
-
-    /// The monitor's rectangle in root-window coordinates.
-    public var rect: PixelRect { PixelRect(x: x, y: y, width: width, height: height) }
-}
-
 /// One connection to the X server.
 ///
 /// Not thread-safe and deliberately not Sendable: it is owned by one thread (each capture

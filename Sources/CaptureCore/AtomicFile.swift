@@ -1,4 +1,3 @@
-import CaptureCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -68,7 +67,7 @@ public final class AtomicDirectory {
     }
 }
 
-func ioError(_ what: String) -> CaptureError {
+private func ioError(_ what: String) -> CaptureError {
     CaptureError(.ioError, "\(what): \(String(cString: strerror(errno)))")
 }
 
