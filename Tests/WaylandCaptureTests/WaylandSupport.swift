@@ -25,6 +25,8 @@ final class DesktopAgent {
         logPath = stateHome + "/../agent-\(UInt32.random(in: 0...UInt32.max)).log"
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]
+        // A write to an agent that died must fail with EPIPE, not end the test process.
+        signal(SIGPIPE, SIG_IGN)
         guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0 else { throw CaptureError(.ioError, "pipe failed") }
         for fd in stdinPipe + stdoutPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var env = ["XDG_STATE_HOME": stateHome, "CAPTURE_AGENT_LOG_LEVEL": "debug"]
@@ -57,24 +59,53 @@ final class DesktopAgent {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard let message = try client.nextMessage(timeoutNs: 500_000_000) else { continue }
+            if let event = ControlEvent(message) {
+                collected.append(event)
+                continue
+            }
             guard message["type"]?.stringValue == "response", message["commandId"]?.stringValue == id else { continue }
             return (message["status"]?.stringValue == "success", message["result"] ?? .null)
         }
         throw CaptureError(.timeout, "no answer to \(id) within \(timeout) s")
     }
 
-    /// The events received so far, by name.
+    private var collected: [ControlEvent] = []
+
+    /// Every event received so far, by name (in order).
     func events(_ name: ControlEventName) -> [ControlEvent] {
-        client.bufferedEvents.filter { $0.name == name.rawValue }
+        while let event = try? client.nextEvent(timeoutNs: 0) { collected.append(event) }
+        return collected.filter { $0.name == name.rawValue }
     }
 
-    /// Ends the agent as the SDK does (shutdown, then end of stdin).
-    func shutdown() {
+    /// Waits until an event named `name` for which `match` holds has arrived (earlier ones count).
+    @discardableResult
+    func waitForEvent(_ name: ControlEventName, timeout: Double = 30, _ match: (ControlEvent) -> Bool = { _ in true })
+        throws -> ControlEvent
+    {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let found = events(name).first(where: match) { return found }
+            guard Date() < deadline else { throw CaptureError(.timeout, "no \(name.rawValue) event within \(timeout) s") }
+            if let event = try client.nextEvent(timeoutNs: 200_000_000) { collected.append(event) }
+        }
+    }
+
+    /// Ends the agent as the SDK does (shutdown, then end of stdin); it must exit by itself,
+    /// with status 0 (a crash fails the test that ran it).
+    func shutdown(file: StaticString = #filePath, line: UInt = #line) {
+        let wasRunning = process.isRunning
         _ = try? client.call("shutdown", timeout: .seconds(30))
         if toChild >= 0 { close(toChild); toChild = -1 }
         let deadline = Date().addingTimeInterval(40)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { process.terminate() }
+        if process.isRunning {
+            XCTFail("the agent did not exit after shutdown", file: file, line: line)
+            process.terminate()
+            process.waitUntilExit()
+        }
+        XCTAssertTrue(wasRunning, "the agent was gone before shutdown:\n\(log.suffix(3000))", file: file, line: line)
+        XCTAssertEqual(process.terminationReason, .exit, "the agent died of a signal:\n\(log.suffix(3000))", file: file, line: line)
+        XCTAssertEqual(process.terminationStatus, 0, "\(log.suffix(3000))", file: file, line: line)
     }
 
     /// Kills the agent outright (SIGKILL to the whole `rig run` chain's child).
