@@ -28,13 +28,20 @@ protocol ScreenSource: AnyObject {
     func pixels(slot: Int) -> PixelBufferView
 
     /// True when something in the picture (or the pointer over it) changed since the last
-    /// grab. Never blocks. Throws DISPLAY_UNAVAILABLE when the display server went away.
-    func pollChanges() throws(CaptureError) -> Bool
+    /// grab, as of the frame slot's time `slotTimeNs`. Never blocks. Throws
+    /// DISPLAY_UNAVAILABLE when the display server went away.
+    func pollChanges(slotTimeNs: Int64) throws(CaptureError) -> Bool
 
-    /// Fills pool image `slot` with the picture as of the frame slot that ends at `slotEndNs`
-    /// (CLOCK_MONOTONIC), pointer drawn in, and returns what changed since the previous grab
-    /// (any slot; the whole picture for the first grab and after `invalidate()`).
-    func grab(into slot: Int, slotEndNs: Int64) throws(CaptureError) -> DirtyRegion
+    /// Fills pool image `slot` with the picture as it was at `slotTimeNs` (CLOCK_MONOTONIC:
+    /// the frame slot's time), pointer drawn in, and returns what changed since the previous
+    /// grab (any slot; the whole picture for the first grab and after `invalidate()`).
+    func grab(into slot: Int, slotTimeNs: Int64) throws(CaptureError) -> DirtyRegion
+
+    /// How long after a frame slot's time the capture thread grabs it: 0 for a source that
+    /// shows the screen as it is now (X11); a source whose frames arrive a while after they
+    /// were made (a screencast: the compositor paints, PipeWire delivers) is read later, so
+    /// the frames made up to the slot's time are there. The timestamps stay on the grid.
+    var frameDelayNs: Int64 { get }
 
     /// The next grab reports the whole picture.
     func invalidate()

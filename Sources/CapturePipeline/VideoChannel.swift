@@ -265,16 +265,18 @@ final class VideoChannel: @unchecked Sendable {
         var showingBlank = false
 
         let maxDuration = options.maxDurationNs ?? .max
+        // A slot is grabbed this long after its time (0 on X11; see ScreenSource.frameDelayNs).
+        let delay = source.frameDelayNs
         @inline(__always) func limit() -> Int64 { min(maxDuration, stopAt.load(ordering: .relaxed)) }
         while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit() {
-            let deadline = t0 + nominal(n)
+            let deadline = t0 + nominal(n) + delay
             MonotonicClock.sleep(until: deadline)
             let now = MonotonicClock.now()
             if nominal(n) >= limit() { break }   // the session ended while we slept
             if now - deadline >= periodNs {
                 // Stalled (machine busy, X server slow): skip the missed slots
                 // instead of bursting to catch up; stay on the grid.
-                let missed = (now - t0 - nominal(n)) / periodNs
+                let missed = (now - deadline) / periodNs
                 stats.dropped.add(Int(missed), ordering: .relaxed)
                 n += missed
                 if nominal(n) >= limit() { break }
@@ -283,7 +285,7 @@ final class VideoChannel: @unchecked Sendable {
             let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
             let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
             do throws(CaptureError) {
-                var changed = try source.pollChanges()
+                var changed = try source.pollChanges(slotTimeNs: t0 + slotStart)
                 if source.layoutMayHaveChanged() || slotStart >= display.lookAgainAt {
                     if try followLayout(source, &display, atNs: slotStart) { changed = true }
                 }
@@ -314,7 +316,7 @@ final class VideoChannel: @unchecked Sendable {
                         display.spareSlot = nil
                         let dirty: DirtyRegion
                         do {
-                            dirty = try source.grab(into: slot, slotEndNs: t0 + nominal(n + 1))
+                            dirty = try source.grab(into: slot, slotTimeNs: t0 + slotStart)
                         } catch where source.isAlive {
                             // The screen changed under the grab (BadMatch: the monitor no longer
                             // fits where it was). Not the end: look at the layout at once.

@@ -46,8 +46,9 @@ final class WaylandScreenSource: ScreenSource {
     private var lastCursorRect = PixelRect.zero
     private var lastCursorSerial = -1
     private var needsFull = true
-    /// The stream's change counter at the last grab, and at the last look at its format.
-    private var seenChanges = -1
+    /// The stream's cursor-change counter at the last grab, and its change counter at the last
+    /// look at its format.
+    private var seenCursorChanges = -1
     private var seenLayoutChanges = -1
     private var seenFormatGeneration = 0
     private var outputsChanged = false
@@ -93,6 +94,16 @@ final class WaylandScreenSource: ScreenSource {
     }
 
     deinit {
+        if let stream {
+            let c = stream.counters
+            let timed = max(1, c.received - c.untimed)
+            logger.info("screencast counters", metadata: [
+                "channel": "\(channel)", "received": "\(c.received)", "superseded": "\(c.superseded)",
+                "cursorOnly": "\(c.cursorOnly)", "unusable": "\(c.unusable)", "untimed": "\(c.untimed)", "late": "\(c.late)",
+                "latencyMeanMs": "\(Double(c.deliveryLatencySumNs / Int64(timed)) / 1e6)",
+                "latencyMaxMs": "\(Double(c.deliveryLatencyMaxNs) / 1e6)",
+            ])
+        }
         keeper.stop()
         stream = nil
         for image in images { free(image) }
@@ -102,7 +113,7 @@ final class WaylandScreenSource: ScreenSource {
         PixelBufferView(baseAddress: images[slot], width: width, height: height, bytesPerRow: bytesPerRow)
     }
 
-    func pollChanges() throws(CaptureError) -> Bool {
+    func pollChanges(slotTimeNs: Int64) throws(CaptureError) -> Bool {
         do {
             if try wayland.dispatchPending() { outputsChanged = true }
         } catch {
@@ -110,24 +121,30 @@ final class WaylandScreenSource: ScreenSource {
             throw error
         }
         guard let stream else { return false }
-        return needsFull || stream.changeCount != seenChanges
+        // Two atomic loads: a frame made by the slot's time waits, or the pointer changed.
+        return needsFull || stream.oldestPendingTimeNs <= slotTimeNs || stream.cursorChangeCount != seenCursorChanges
     }
 
-    func grab(into slot: Int, slotEndNs: Int64) throws(CaptureError) -> DirtyRegion {
+    /// Frames reach us 35-45 ms after mutter made them (measured: its pts, on CLOCK_MONOTONIC,
+    /// to our process callback), more on a busy machine: a slot is decided this long after its
+    /// time, so the frame made by then is there and lands in its own slot, not a later one. A
+    /// frame later than that still lands in the next slot decided (counted: `late`).
+    static let frameDelay: Int64 = 100_000_000
+    var frameDelayNs: Int64 { Self.frameDelay }
+
+    func grab(into slot: Int, slotTimeNs: Int64) throws(CaptureError) -> DirtyRegion {
         guard let stream else { return DirtyRegion() }
-        let changes = stream.changeCount
-        let (changed, morePending) = stream.withFrame(notAfter: slotEndNs) { view in
+        seenCursorChanges = stream.cursorChangeCount
+        let changed = stream.withFrame(notAfter: slotTimeNs) { view in
             stats.sourceFrames.store(sourceFramesBefore + view.counters.received, ordering: .relaxed)
             stats.sourceFramesSuperseded.store(supersededBefore + view.counters.superseded, ordering: .relaxed)
             guard let frame = view.frame, frame.width == width, frame.height == height else {
                 // No picture yet, or the stream already renegotiated a new size (the channel
                 // follows it on its next look at the layout): keep what the image has.
-                return (DirtyRegion(), view.morePending)
+                return DirtyRegion()
             }
-            return (copy(frame, advanced: view.advanced, cursor: view.cursor, into: slot), view.morePending)
+            return copy(frame, advanced: view.advanced, cursor: view.cursor, into: slot)
         }
-        // A frame kept for a later slot is still news for `pollChanges`.
-        seenChanges = morePending ? -1 : changes
         return changed
     }
 
@@ -246,7 +263,7 @@ final class WaylandScreenSource: ScreenSource {
                 supersededBefore += counters.superseded
             }
             self.stream = stream
-            seenChanges = -1
+            seenCursorChanges = -1
             seenLayoutChanges = -1
             needsFull = true
             endLogged = false

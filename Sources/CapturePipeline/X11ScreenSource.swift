@@ -23,8 +23,10 @@ final class X11ScreenSource: ScreenSource {
     var isAlive: Bool { connection.isAlive }
 
     func pixels(slot: Int) -> PixelBufferView { grabber.pixels(slot: slot) }
-    func pollChanges() throws(CaptureError) -> Bool { try grabber.pollChanges() }
-    func grab(into slot: Int, slotEndNs: Int64) throws(CaptureError) -> DirtyRegion { try grabber.grab(into: slot) }
+    func pollChanges(slotTimeNs: Int64) throws(CaptureError) -> Bool { try grabber.pollChanges() }
+    func grab(into slot: Int, slotTimeNs: Int64) throws(CaptureError) -> DirtyRegion { try grabber.grab(into: slot) }
+    /// XShm reads the screen as it is when the grab runs.
+    var frameDelayNs: Int64 { 0 }
     func invalidate() { grabber.invalidate() }
     func layoutMayHaveChanged() -> Bool { connection.takeLayoutChange() }
 

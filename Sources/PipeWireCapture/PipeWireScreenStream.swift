@@ -67,10 +67,10 @@ public struct StreamCursor {
 /// holding the lock: the loop thread has nothing else to do meanwhile, and a held buffer
 /// cannot be freed under the copy.
 public final class PipeWireScreenStream: @unchecked Sendable {
-    /// Frames the producer sent that the capture thread has not taken yet, at most: a second
-    /// one arriving within one frame period keeps its own frame slot (taken one slot later)
-    /// instead of replacing the first.
-    static let maxPending = 2
+    /// Frames the producer sent that the capture thread has not taken yet, at most: they wait
+    /// for the frame slot of their time (the capture thread decides a slot a while after it
+    /// started, when the frames made in it have arrived: `WaylandScreenSource.frameDelayNs`).
+    static let maxPending = 12
 
     private let loop: OpaquePointer
     private let context: OpaquePointer
@@ -85,6 +85,10 @@ public final class PipeWireScreenStream: @unchecked Sendable {
     private let wantCursor: Bool
     /// Bumped on every new frame or cursor change (read without the lock by `pollChanges`).
     private let changes = Atomic<Int>(0)
+    /// The time of the oldest frame waiting (.max: none), and a counter of cursor changes: what
+    /// the capture thread looks at every slot, without the lock.
+    private let oldestPending = Atomic<Int64>(.max)
+    private let cursorChanges = Atomic<Int>(0)
     private let live = PipeWireScreenStream.liveInstances.token()
     public static let liveInstances = LiveInstances("PipeWireScreenStream")
 
@@ -100,6 +104,11 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         public var unusable = 0
         /// Frames whose producer time was missing or not on CLOCK_MONOTONIC (arrival time used).
         public var untimed = 0
+        /// Frames that arrived after the slot of their time had been decided (shown late).
+        public var late = 0
+        /// From the producer's time to our receipt, over the timed frames (ns).
+        public var deliveryLatencySumNs: Int64 = 0
+        public var deliveryLatencyMaxNs: Int64 = 0
     }
 
     /// What the loop thread and the capture thread share.
@@ -115,9 +124,11 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         var cursor: CursorState
         /// Buffers the stream has now (add_buffer minus remove_buffer).
         var buffers = 0
+        /// The latest `notAfter` a frame was chosen for.
+        var lastNotAfter: Int64 = .min
 
         /// How many frames may wait besides the current one: the producer must keep at least
-        /// one buffer to draw into (xdg-desktop-portal-wlr has only two).
+        /// one buffer to draw into (mutter and kwin have 16, xdg-desktop-portal-wlr only two).
         var pendingLimit: Int {
             min(PipeWireScreenStream.maxPending, max(0, buffers - 1 - (current == nil ? 0 : 1)))
         }
@@ -238,8 +249,16 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         return try outcome.get()
     }
 
-    /// Bumped on every new frame and cursor change; compare to know whether anything changed.
+    /// Bumped on every new frame, cursor change, renegotiation and the end; compare to know
+    /// whether anything changed.
     public var changeCount: Int { changes.load(ordering: .acquiring) }
+
+    /// When the oldest frame still waiting was made (monotonic ns), .max when none waits: a
+    /// slot at or after it has a new picture.
+    public var oldestPendingTimeNs: Int64 { oldestPending.load(ordering: .acquiring) }
+
+    /// Bumped whenever the pointer moved or changed its image.
+    public var cursorChangeCount: Int { cursorChanges.load(ordering: .acquiring) }
 
     /// The format now and its generation (bumped on every renegotiation: a new size).
     public var format: (format: StreamFormat?, generation: Int) {
@@ -261,28 +280,37 @@ public final class PipeWireScreenStream: @unchecked Sendable {
 
     /// What `withFrame` lends.
     public struct View {
-        /// The frame to show: the next one made no later than `notAfter`, which from then on
+        /// The frame to show: the newest one made no later than `notAfter`, which from then on
         /// is the current one (`advanced` true), or the current one again when none is due
         /// (`advanced` false); nil before the first.
         public var frame: StreamFrame?
         public var advanced: Bool
         public var cursor: StreamCursor?
-        /// More frames wait (a later slot takes them).
-        public var morePending: Bool
         public var counters: Counters
     }
 
-    /// Lends the reader, under the loop's lock, the frame for a slot that ends at `notAfter`
-    /// (monotonic ns) and the cursor.
+    /// Lends the reader, under the loop's lock, the picture as it was at `notAfter` (monotonic
+    /// ns; a frame slot's time) and the cursor.
     public func withFrame<R>(notAfter: Int64, _ body: (View) -> R) -> R {
         shared.withLock { s, _ in
             var advanced = false
-            if let next = s.pending.first, next.timeNs <= notAfter, s.format != nil {
-                s.pending.removeFirst()
+            // The newest frame made by then; older ones waiting are replaced by it (their
+            // changes carry over).
+            if s.format != nil, let last = s.pending.lastIndex(where: { $0.timeNs <= notAfter }) {
+                var next = s.pending[last]
+                for older in s.pending[..<last] {
+                    next.damage = Self.merge(older.damage, next.damage)
+                    requeue(older.buffer)
+                }
+                s.counters.superseded += last
+                s.pending.removeFirst(last + 1)
+                if next.timeNs <= s.lastNotAfter { s.counters.late += 1 }
                 if let old = s.current { requeue(old.buffer) }
                 s.current = next
                 advanced = true
             }
+            s.lastNotAfter = max(s.lastNotAfter, notAfter)
+            oldestPending.store(s.pending.first?.timeNs ?? .max, ordering: .releasing)
             var frame: StreamFrame?
             if let held = s.current, let format = s.format, let view = Self.view(held.buffer, format) {
                 frame = StreamFrame(pixels: view.pixels, bytesPerRow: view.stride, width: format.width, height: format.height,
@@ -293,8 +321,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             let cursor = wantCursor ? StreamCursor(image: UnsafePointer(c.image), width: c.width, height: c.height,
                                                    x: c.x - c.hotX, y: c.y - c.hotY,
                                                    visible: c.visible && c.width > 0 && c.height > 0, imageSerial: c.serial) : nil
-            return body(View(frame: frame, advanced: advanced, cursor: cursor, morePending: !s.pending.isEmpty,
-                             counters: s.counters))
+            return body(View(frame: frame, advanced: advanced, cursor: cursor, counters: s.counters))
         }
     }
 
@@ -400,6 +427,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             s.buffers -= 1
             if s.current?.buffer == buffer { s.current = nil }
             s.pending.removeAll { $0.buffer == buffer }
+            oldestPending.store(s.pending.first?.timeNs ?? .max, ordering: .releasing)
         }
     }
 
@@ -415,7 +443,10 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             let spa = buffer.pointee.buffer!
             shared.onLoopThread { s in
                 // The cursor of every buffer counts: a new image is sent only once.
-                if readCursor(spa, into: &s.cursor) { changed = true }
+                if readCursor(spa, into: &s.cursor) {
+                    changed = true
+                    cursorChanges.add(1, ordering: .releasing)
+                }
                 guard let format = s.format, let view = Self.view(buffer, format) else {
                     if Self.isCursorOnly(spa) { s.counters.cursorOnly += 1 } else { s.counters.unusable += 1 }
                     requeue(buffer)
@@ -425,6 +456,8 @@ public final class PipeWireScreenStream: @unchecked Sendable {
                 if let header = cpw_meta_header(spa), header.pointee.pts > arrival - 1_000_000_000,
                    header.pointee.pts < arrival + 50_000_000 {
                     time = header.pointee.pts
+                    s.counters.deliveryLatencySumNs += arrival - time
+                    s.counters.deliveryLatencyMaxNs = max(s.counters.deliveryLatencyMaxNs, arrival - time)
                 } else {
                     s.counters.untimed += 1
                 }
@@ -459,6 +492,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
                 }
                 s.pending.append(held)
                 s.counters.received += 1
+                oldestPending.store(s.pending.first?.timeNs ?? .max, ordering: .releasing)
                 changed = true
             }
         }
