@@ -8,6 +8,9 @@ BUILD_PKGS=(
   libpulse-dev libx11-dev libxext-dev libxfixes-dev libxrandr-dev libxdamage-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libwebsockets-dev libx264-dev
+  # Wayland desktops: the ScreenCast portal over sd-bus, the compositor's monitors, the
+  # screencast's PipeWire stream.
+  libsystemd-dev libwayland-dev libpipewire-0.3-dev
   # capture-endpoint: GRDB links the system SQLite; chunk digests use libcrypto.
   libsqlite3-dev libssl-dev
 )
@@ -19,6 +22,13 @@ RIG_PKGS=(
   pipewire pipewire-pulse wireplumber dbus-daemon
   ffmpeg x11-utils x11-xserver-utils x11-apps xdotool
   procps time
+  # The Wayland rig (scripts/rig --desktop gnome-wayland): headless mutter, the GNOME
+  # ScreenCast portal, D-Bus from Python for the consent dialog and the pointer
+  # (rig-desktop.py), GStreamer's PipeWire source for screenshots and the reference in
+  # scripts/benchmark-wayland.
+  mutter xdg-desktop-portal xdg-desktop-portal-gnome python3-dbus python3-gi
+  gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
 )
 # Daemon tests and docs: systemd-analyze / systemd-socket-activate, setpriv
 # (util-linux), a stdlib Python client run as another user, socat examples,

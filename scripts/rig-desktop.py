@@ -239,14 +239,18 @@ class Frame:
                     + chunk(b'IDAT', zlib.compress(rows, 1)) + chunk(b'IEND', b''))
 
 
-def record_monitor(session, connector):
+# mutter's RecordMonitor cursor modes.
+CURSOR_MODES = {'hidden': 0, 'embedded': 1, 'metadata': 2}
+
+
+def record_monitor(session, connector, cursor='hidden'):
     """Starts a mutter screencast of one monitor (no consent: this is mutter's own API, the
-    one the portal backend uses); returns (screencast session, PipeWire node id)."""
+    one the portal backend uses); returns (screencast session, PipeWire node id). By default
+    the pointer is not drawn, so it never hides what we look for."""
     screencast = session.get_object(*MUTTER_SCREENCAST)
     path = screencast.CreateSession({}, dbus_interface='org.gnome.Mutter.ScreenCast')
     cast = session.get_object(MUTTER_SCREENCAST[0], path)
-    # cursor-mode 0: the pointer is not drawn, so it never hides what we look for.
-    stream_path = cast.RecordMonitor(connector, {'cursor-mode': dbus.UInt32(0)},
+    stream_path = cast.RecordMonitor(connector, {'cursor-mode': dbus.UInt32(CURSOR_MODES[cursor])},
                                      dbus_interface='org.gnome.Mutter.ScreenCast.Session')
     stream = session.get_object(MUTTER_SCREENCAST[0], stream_path)
     loop = GLib.MainLoop()
@@ -633,6 +637,22 @@ def cmd_monitor_mode(session, args):
     print(mon.geometry())
 
 
+def cmd_screencast_run(session, args):
+    """Runs the command line while mutter streams the monitor ("{node}" replaced by its node id)."""
+    command = args.command_line[1:] if args.command_line[:1] == ['--'] else args.command_line
+    if not command:
+        raise Failure('screencast-run needs a command')
+    cast, node = record_monitor(session, monitor(session, args.monitor).connector, args.cursor)
+    try:
+        status = subprocess.call([part.replace('{node}', str(node)) for part in command])
+    finally:
+        try:
+            cast.Stop(dbus_interface='org.gnome.Mutter.ScreenCast.Session')
+        except dbus.DBusException:
+            pass   # mutter already ended it (its monitor went away)
+    sys.exit(status)
+
+
 COMMANDS = {
     'wait-name': cmd_wait_name,
     'name-pid': cmd_name_pid,
@@ -645,6 +665,7 @@ COMMANDS = {
     'pointer-daemon': cmd_pointer_daemon,
     'consent': cmd_consent,
     'monitor-mode': cmd_monitor_mode,
+    'screencast-run': cmd_screencast_run,
 }
 
 
@@ -683,6 +704,10 @@ def parse_args():
     change.add_argument('--transform', type=int, choices=range(8))
     change.add_argument('--scale', type=float)
     change.add_argument('--mode')
+    p = sub.add_parser('screencast-run')
+    p.add_argument('--monitor', type=int, default=1)
+    p.add_argument('--cursor', choices=sorted(CURSOR_MODES), default='embedded')
+    p.add_argument('command_line', nargs=argparse.REMAINDER)
     return parser.parse_args()
 
 

@@ -33,12 +33,15 @@ public final class RecordingSession: Sendable {
 
     public static let liveInstances = LiveInstances("RecordingSession")
 
-    /// Every pipeline type that counts its live instances (sessions, channels, recorders,
-    /// grabbers): each count is back where it was once a stopped session has been let go.
-    public static var liveObjectCounters: [LiveInstances] {
-        [liveInstances, VideoChannel.liveInstances, AudioChannel.liveInstances,
-         AudioRecorder.liveInstances, ScreenGrabber.liveInstances,
-         WaylandConnection.liveInstances, PipeWireScreenStream.liveInstances]
+    /// Every pipeline type that counts its live instances (sessions, channels, recorders, and
+    /// the display backend's objects: X11 grabbers, or Wayland connections and screencast
+    /// streams): each count is back where it was once a stopped session has been let go.
+    public static func liveObjectCounters(displays backend: DisplayBackendChoice.Backend) -> [LiveInstances] {
+        let common = [liveInstances, VideoChannel.liveInstances, AudioChannel.liveInstances, AudioRecorder.liveInstances]
+        switch backend {
+        case .x11: return common + [ScreenGrabber.liveInstances]
+        case .wayland: return common + [WaylandConnection.liveInstances, PipeWireScreenStream.liveInstances]
+        }
     }
 
     private struct State {

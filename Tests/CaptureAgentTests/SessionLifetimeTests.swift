@@ -11,7 +11,7 @@ final class SessionLifetimeTests: XCTestCase {
     func testAStoppedSessionLetsGoOfEveryObjectItMade() throws {
         let rig = try TestRig.shared()
         rig.makeCurrent()
-        let counters = RecordingSession.liveObjectCounters
+        let counters = RecordingSession.liveObjectCounters(displays: .x11)
         let before = counters.map(\.current)
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("lifetime-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: out) }

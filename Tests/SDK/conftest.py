@@ -8,6 +8,10 @@ Environment:
   CAPTURE_TEST_ENDPOINT   the capture-endpoint binary (required)
   CAPTURE_TEST_BIN_DIR    capture-agent and capturectl for the capturectl-driven test
   RIG_AUDIO_SERVER        pulseaudio (default) or pipewire, as scripts/rig reads it
+  RIG_DESKTOP             gnome-wayland when pytest already runs inside a Wayland rig's
+                          desktop (scripts/test-sdk --desktop gnome-wayland): no rig is
+                          started, and the screen-sharing dialog is answered with
+  CAPTURE_TEST_RIG        scripts/rig (a copy the desktop's user can run)
 """
 import http.server
 import json
@@ -25,6 +29,7 @@ import urllib.request
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WAYLAND = os.environ.get("RIG_DESKTOP") == "gnome-wayland"
 
 
 def free_port() -> int:
@@ -36,7 +41,11 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def rig():
     """scripts/rig up: Xvfb with a moving pattern, an audio server whose default
-    source carries a 440 Hz tone and whose default sink a 1 kHz one."""
+    source carries a 440 Hz tone and whose default sink a 1 kHz one. In a Wayland rig's
+    desktop: that desktop, as the environment says."""
+    if WAYLAND:
+        yield dict(os.environ)
+        return
     state = tempfile.mkdtemp(prefix="sdk-rig-")
     up = subprocess.run([f"{REPO}/scripts/rig", "up", "--state-dir", state, "--owner-pid", str(os.getpid())],
                         capture_output=True, text=True, timeout=120)
@@ -144,7 +153,8 @@ def desktop_env(rig, tmp_path, monkeypatch):
     agent leaves behind can be checked. (The SDK starts capture-agent with this
     process's environment.)"""
     for key in ("DISPLAY", "PULSE_SERVER", "XDG_RUNTIME_DIR"):
-        monkeypatch.setenv(key, rig[key])
+        if key in rig:
+            monkeypatch.setenv(key, rig[key])
     state, config = tmp_path / "state", tmp_path / "config"
     state.mkdir()
     config.mkdir()
@@ -153,3 +163,33 @@ def desktop_env(rig, tmp_path, monkeypatch):
     monkeypatch.delenv("CAPTURE_AGENT_SOCKET", raising=False)
     monkeypatch.setenv("CAPTURE_AGENT_LOG_LEVEL", "info")
     return {"state": str(state), "config": str(config), "runtime": rig["XDG_RUNTIME_DIR"]}
+
+
+class Consent:
+    """The person at a Wayland desktop: `expect()` before a request that shows the
+    screen-sharing dialog, `answered()` after it (scripts/rig consent clicks the first
+    monitor, then Share). Nothing to do on X11, which has no dialog."""
+
+    def __init__(self):
+        self.proc = None
+
+    def expect(self):
+        if WAYLAND:
+            self.proc = subprocess.Popen([os.environ["CAPTURE_TEST_RIG"], "consent", "--state-dir", os.environ["RIG_STATE_DIR"],
+                                          "share", "--monitor", "1", "--timeout", "60"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def answered(self):
+        if self.proc:
+            out, err = self.proc.communicate(timeout=90)
+            assert self.proc.returncode == 0, f"rig consent: {err}"
+            self.proc = None
+
+
+@pytest.fixture
+def consent():
+    person = Consent()
+    yield person
+    if person.proc and person.proc.poll() is None:
+        person.proc.kill()
+

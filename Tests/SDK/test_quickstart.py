@@ -193,7 +193,7 @@ def test_the_wheel_is_what_the_sdk_loads():
     assert "libFoundation.so" not in swift, ldd
 
 
-def test_quickstart_through_the_sdk(endpoint, webhooks, desktop_env):
+def test_quickstart_through_the_sdk(endpoint, webhooks, desktop_env, consent):
     base_url, api_key = endpoint["base_url"], endpoint["api_key"]
     binary = videodb_capture_bin.get_binary_path()
     assert agent_processes(binary) == []
@@ -215,7 +215,9 @@ def test_quickstart_through_the_sdk(endpoint, webhooks, desktop_env):
         # Client half: the desktop app, with the token.
         client = CaptureClient(client_token=token, base_url=base_url)
         assert await client.request_permission("microphone") is True
+        consent.expect()   # Wayland: the desktop's dialog, answered as a person would
         assert await client.request_permission("screen_capture") is True
+        consent.answered()
         channels = await client.list_channels()
         assert channels.mics and channels.displays and channels.system_audio, channels
         mic, display, system = channels.mics.default, channels.displays.default, channels.system_audio.default
@@ -279,7 +281,7 @@ def test_quickstart_through_the_sdk(endpoint, webhooks, desktop_env):
 
 # ----------------------------------------------------------------------------- capturectl
 
-def test_same_flow_through_capturectl(endpoint, webhooks, desktop_env, tmp_path):
+def test_same_flow_through_capturectl(endpoint, webhooks, desktop_env, tmp_path, consent):
     bin_dir = os.environ["CAPTURE_TEST_BIN_DIR"]
     agent, capturectl = os.path.join(bin_dir, "capture-agent"), os.path.join(bin_dir, "capturectl")
     socket_path = str(tmp_path / "control.sock")
@@ -308,9 +310,11 @@ def test_same_flow_through_capturectl(endpoint, webhooks, desktop_env, tmp_path)
         channels = json.loads(ctl("channels", "--json"))["channels"]
         ids = {c["channel_id"] for c in channels}
         assert {"mic:default", "display:1", "system_audio:default"} <= ids, ids
+        consent.expect()   # Wayland: a new user's first start shows the desktop's dialog
         ctl("start", "--session", session.id, "--token-file", str(token_file), "--endpoint", endpoint["base_url"],
             "--channel", "mic:default", "--channel", "display:1", "--channel", "system_audio:default",
             "--primary", "display:1", "--json")
+        consent.answered()
         started = time.monotonic()
         webhooks.wait_for(session.id, "capture_session.active", 30)
         assert conn.get_capture_session(session.id).status == "active"

@@ -165,7 +165,8 @@ final class WaylandScreenTests: XCTestCase {
         // Nobody answers a dialog from here on: a dialog would end in TIMEOUT after 5 s.
         agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "5s"])
         var startSeconds: [Double] = []
-        for round in 1...2 {
+        var descriptorsAfter: [Int] = []
+        for round in 1...3 {
             let (started, seconds) = try startSession(agent, "wl-again-\(round)")
             startSeconds.append(seconds)
             XCTAssertEqual(started["state"]?.stringValue, "active")
@@ -180,8 +181,12 @@ final class WaylandScreenTests: XCTestCase {
             let chunks = try Recording.videoChunks(state + "/capture-agent/spool/wl-again-\(round)/display-1")
             XCTAssertGreaterThanOrEqual(chunks.count, 2)
             XCTAssertTrue(chunks.allSatisfy { $0.width == 1920 && $0.height == 1080 })
+            // What a session opened (the portal's bus, the compositor, PipeWire, its threads) is
+            // closed when it stops.
+            descriptorsAfter.append(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.process.processIdentifier)/fd").count)
         }
-        XCTAssertEqual(consentStates(agent), ["restored", "restored"], "no dialog: the kept consent restores it")
+        XCTAssertEqual(Set(descriptorsAfter.dropFirst()).count, 1, "descriptors after each session: \(descriptorsAfter)")
+        XCTAssertEqual(consentStates(agent), ["restored", "restored", "restored"], "no dialog: the kept consent restores it")
         let paused = try XCTUnwrap(agent.events(.recordingPaused).first)
         XCTAssertEqual(paused.data["tracks"], ["screen"])
 
