@@ -86,7 +86,7 @@ let package = Package(
 
         // MARK: One wrapper per C library
         .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11", "PixelConversion"]),
-        .target(name: "SessionBus", dependencies: ["CaptureCore", "CSDBus"]),
+        .target(name: "SessionBus", dependencies: ["CaptureCore", "CSDBus", "CLinuxShims"]),
         .target(name: "ScreenCastPortal", dependencies: ["CaptureCore", "SessionBus"]),
         .target(name: "WaylandOutputs", dependencies: ["CaptureCore", "CWayland"]),
         .target(name: "PipeWireCapture", dependencies: ["CaptureCore", "CPipeWire", "PixelConversion"]),
@@ -110,7 +110,7 @@ let package = Package(
             name: "CapturePipeline",
             dependencies: [
                 "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool", "CaptureUplink",
-                "ScreenCastPortal", "SessionBus", "WaylandOutputs", "PipeWireCapture", "PixelConversion", "CLinuxShims",
+                "ScreenCastPortal", "SessionBus", "WaylandOutputs", "PipeWireCapture", "PixelConversion",
                 .product(name: "Logging", package: "swift-log"),
             ]),
 

@@ -154,10 +154,13 @@ Done. Start the daemon on demand (the control socket starts it):
 
 (or also at login: systemctl --user enable --now capture-agent.service)
 
-The user manager needs DISPLAY and XAUTHORITY to reach the X server. Most
-desktop sessions import them already; otherwise, from the desktop session:
+The user manager needs the desktop session's variables: WAYLAND_DISPLAY on
+Wayland (the ScreenCast portal is reached on the session bus), DISPLAY and
+XAUTHORITY on X11. Most desktop sessions import them already; otherwise, from
+the desktop session:
 
-    systemctl --user import-environment DISPLAY XAUTHORITY
+    systemctl --user import-environment WAYLAND_DISPLAY XDG_CURRENT_DESKTOP DISPLAY XAUTHORITY
+    dbus-update-activation-environment --systemd WAYLAND_DISPLAY XDG_CURRENT_DESKTOP
 
 Settings: copy $DOC_DIR/config.toml.example to
 \${XDG_CONFIG_HOME:-~/.config}/capture-agent/config.toml and edit it.

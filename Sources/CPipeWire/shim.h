@@ -80,15 +80,17 @@ static inline int cpw_parse_video_format(const struct spa_pod *param, struct cpw
     return 0;
 }
 
-/// What the consumer asks of the buffers once the format is known: shared memory only,
-/// and the metadata it reads (header with the time, damage, cursor). Fills `params` (room
-/// for 4) and returns how many.
+/// What the consumer asks of the buffers once the format is known: shared memory only, at
+/// most `max_buffers` of them (the producers offer 16; every one that cycles through the
+/// consumer is a whole frame of resident memory), and the metadata it reads (header with
+/// the time, damage, cursor). Fills `params` (room for 4) and returns how many.
 static inline uint32_t cpw_build_buffer_params(uint8_t *buffer, uint32_t size, const struct spa_pod **params,
-                                               int want_cursor) {
+                                               int want_cursor, int32_t max_buffers) {
     struct spa_pod_builder b = SPA_POD_BUILDER_INIT(buffer, size);
     uint32_t n = 0;
     params[n++] = spa_pod_builder_add_object(&b,
         SPA_TYPE_OBJECT_ParamBuffers, SPA_PARAM_Buffers,
+        SPA_PARAM_BUFFERS_buffers, SPA_POD_CHOICE_RANGE_Int(max_buffers, 2, max_buffers),
         SPA_PARAM_BUFFERS_dataType, SPA_POD_CHOICE_FLAGS_Int((1 << SPA_DATA_MemFd) | (1 << SPA_DATA_MemPtr)));
     params[n++] = spa_pod_builder_add_object(&b,
         SPA_TYPE_OBJECT_ParamMeta, SPA_PARAM_Meta,

@@ -1,8 +1,4 @@
 import CaptureCore
-import CLinuxShims
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import PipeWireCapture
 import ScreenCastPortal
@@ -43,8 +39,8 @@ final class ScreenCastKeeper: Sendable {
     private let state = ConditionLock(State())
     /// Bumped when an outcome is published.
     private let published = Atomic<Int>(0)
-    /// Wakes the keeper's poll (a new request, stop).
-    private let wakeFD: Int32
+    /// Wakes the keeper's wait (a new request, stop).
+    private let wakeup: Wakeup
     private let channel: ChannelID
     private let fps: Int
     private let drawCursor: Bool
@@ -55,9 +51,7 @@ final class ScreenCastKeeper: Sendable {
 
     init(channel: ChannelID, fps: Int, drawCursor: Bool, consentTimeoutNs: Int64, store: RestoreTokenStore,
          logger: Logger, onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void) throws(CaptureError) {
-        let fd = clinux_eventfd_nonblocking()
-        guard fd >= 0 else { throw CaptureError(.internalError, "cannot create an eventfd: \(String(cString: strerror(errno)))") }
-        wakeFD = fd
+        wakeup = try Wakeup()
         self.channel = channel
         self.fps = fps
         self.drawCursor = drawCursor
@@ -66,12 +60,9 @@ final class ScreenCastKeeper: Sendable {
         self.logger = logger
         self.onConsent = onConsent
         guard DetachedThread.start({ [self] in run() }) else {
-            close(fd)
             throw CaptureError(.internalError, "cannot start the screencast thread for \(channel)")
         }
     }
-
-    deinit { close(wakeFD) }
 
     /// How many outcomes were published so far (compare to know whether `take()` has news).
     var generation: Int { published.load(ordering: .acquiring) }
@@ -79,7 +70,7 @@ final class ScreenCastKeeper: Sendable {
     /// Asks for a (new) screencast of `request.monitor`; the outcome is published later.
     func connect(_ request: Request) {
         state.withLock { $0.request = request; $0.busy = true }
-        wake()
+        wakeup.signal()
     }
 
     /// Whether a request is being worked on.
@@ -102,24 +93,13 @@ final class ScreenCastKeeper: Sendable {
     /// Ends the screencast (a pending dialog is closed) and waits for the thread to finish.
     func stop() {
         state.withLock { $0.stopping = true }
-        wake()
+        wakeup.signal()
         _ = state.wait(until: { $0.exited }) { _ in }
-    }
-
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
-
-    private func drainWake() {
-        var value: UInt64 = 0
-        _ = read(wakeFD, &value, 8)
     }
 
     // MARK: The keeper's thread
 
     private func run() {
-        clinux_set_thread_name("screencast")
         defer { state.withLock { $0.exited = true } }
         var portal: ScreenCastPortal?
         var screenCast: PortalScreenCast?
@@ -128,7 +108,7 @@ final class ScreenCastKeeper: Sendable {
         while true {
             // Wake-ups so far are answered by looking at the state now; one that comes while
             // a request is worked on abandons it (a stop, or a newer request).
-            drainWake()
+            wakeup.drain()
             let (request, stopping) = state.withLock { s -> (Request?, Bool) in
                 defer { s.request = nil }
                 return (s.request, s.stopping)
@@ -160,12 +140,11 @@ final class ScreenCastKeeper: Sendable {
             // stream's end reports to the capture thread anyway).
             if state.withLock({ $0.request != nil || $0.stopping }) { continue }
             if let screenCast, !screenCast.closedByPortal {
-                if (try? screenCast.watch(until: MonotonicClock.now() + 3_600_000_000_000, wakeFD: wakeFD)) == true {
+                if (try? screenCast.watch(until: MonotonicClock.now() + 3_600_000_000_000, wakeup: wakeup)) == true {
                     stream?.markEnded("the portal closed the screencast session (sharing stopped, or the desktop's portal went away)")
                 }
             } else {
-                var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-                _ = poll(&fd, 1, -1)
+                wakeup.wait()
             }
         }
         screenCast?.close()
@@ -175,10 +154,11 @@ final class ScreenCastKeeper: Sendable {
     private func open(_ request: Request, portal: ScreenCastPortal) throws(CaptureError) -> (PortalScreenCast, PipeWireScreenStream, StreamFormat) {
         let cursor = portal.cursorMode(drawCursor: drawCursor)
         let grant = try ScreenConsent.start(portal: portal, monitor: request.monitor, monitors: request.monitors, store: store,
-                                            cursor: cursor, deadline: MonotonicClock.now() + consentTimeoutNs, wakeFD: wakeFD,
+                                            cursor: cursor, deadline: MonotonicClock.now() + consentTimeoutNs, wakeup: wakeup,
                                             channel: channel, onEvent: onConsent)
         let fd = try grant.screenCast.openPipeWireRemote()
         let stream = try PipeWireScreenStream(remoteFD: fd, nodeId: grant.stream.nodeId, maxFps: fps,
+                                              holdNs: WaylandScreenSource.frameDelay,
                                               cursorMetadata: cursor == .metadata, name: channel.directoryName)
         let format = try stream.waitForFirstFrame(deadline: MonotonicClock.now() + Self.firstFrameTimeoutNs)
         logger.info("screencast streaming", metadata: [

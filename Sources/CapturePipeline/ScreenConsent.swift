@@ -56,7 +56,7 @@ enum ScreenConsent {
     /// PERMISSION_DENIED (declined), TIMEOUT (nobody answered), MONITOR_MISMATCH (another
     /// monitor was shared), DISPLAY_UNAVAILABLE (no portal).
     static func start(portal: ScreenCastPortal, monitor: MonitorInfo?, monitors: [MonitorInfo], store: RestoreTokenStore,
-                      cursor: PortalCursorMode, deadline: Int64, wakeFD: Int32?, channel: ChannelID?,
+                      cursor: PortalCursorMode, deadline: Int64, wakeup: Wakeup?, channel: ChannelID?,
                       onEvent: (ScreenConsentEvent) -> Void) throws(CaptureError) -> Grant {
         let wanted = monitor ?? monitors.first(where: \.isPrimary) ?? monitors.first
         let kept = wanted.flatMap { store.token(for: $0.name) }
@@ -74,7 +74,7 @@ enum ScreenConsent {
         }
         let screenCast: PortalScreenCast
         do {
-            screenCast = try portal.selectMonitor(cursorMode: cursor, restoreToken: kept, deadline: deadline, wakeFD: wakeFD)
+            screenCast = try portal.selectMonitor(cursorMode: cursor, restoreToken: kept, deadline: deadline, wakeup: wakeup)
         } catch {
             switch error.code {
             case .permissionDenied:
@@ -151,7 +151,7 @@ public enum ScreenPermission {
             let monitors = WaylandOutput.numbered(wayland.outputs, primary: PrimaryMonitor.connector(bus: bus))
             let grant = try ScreenConsent.start(portal: portal, monitor: nil, monitors: monitors, store: store,
                                                 cursor: portal.cursorMode(drawCursor: drawCursor),
-                                                deadline: MonotonicClock.now() + consentTimeout.nanoseconds, wakeFD: nil, channel: nil,
+                                                deadline: MonotonicClock.now() + consentTimeout.nanoseconds, wakeup: nil, channel: nil,
                                                 onEvent: onEvent)
             grant.screenCast.close()
             return .granted(monitor: grant.shared?.name)

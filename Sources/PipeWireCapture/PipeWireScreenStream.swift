@@ -83,6 +83,9 @@ public final class PipeWireScreenStream: @unchecked Sendable {
     private let coreHook: UnsafeMutablePointer<spa_hook>
     private let paramBuffer: UnsafeMutableRawBufferPointer
     private let wantCursor: Bool
+    /// How many buffers the stream may have: those the held frames need, plus what the producer
+    /// draws into.
+    private let maxBuffers: Int
     /// Bumped on every new frame or cursor change (read without the lock by `pollChanges`).
     private let changes = Atomic<Int>(0)
     /// The time of the oldest frame waiting (.max: none), and a counter of cursor changes: what
@@ -151,8 +154,9 @@ public final class PipeWireScreenStream: @unchecked Sendable {
     }
 
     /// Connects to the node `nodeId` through `remoteFD` (a descriptor the portal opened; taken
-    /// over, closed with the stream). Frames come at most `maxFps` a second.
-    public init(remoteFD: Int32, nodeId: UInt32, maxFps: Int, cursorMetadata: Bool, name: String) throws(CaptureError) {
+    /// over, closed with the stream). Frames come at most `maxFps` a second, and wait here up
+    /// to `holdNs` for the capture thread (the buffers are sized for that).
+    public init(remoteFD: Int32, nodeId: UInt32, maxFps: Int, holdNs: Int64, cursorMetadata: Bool, name: String) throws(CaptureError) {
         PipeWireLibrary.initialize()
         guard let loop = pw_thread_loop_new("pw-\(name)".prefix(15).description, nil) else {
             close(remoteFD)
@@ -166,6 +170,10 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         self.loop = loop
         self.context = context
         wantCursor = cursorMetadata
+        // The frames of `holdNs`, rounded up, plus the current one, one being received and
+        // one for the producer to draw into.
+        let held = Int((Int64(maxFps) * holdNs + 999_999_999) / 1_000_000_000)
+        maxBuffers = min(16, max(4, held + 3))
         let cursorCapacity = 64 * 64
         shared = LoopGuarded(loop: loop, Shared(cursor: CursorState(image: .allocate(capacity: cursorCapacity), capacity: cursorCapacity)))
         streamEvents = .allocate(capacity: 1)
@@ -414,7 +422,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         var params = [UnsafePointer<spa_pod>?](repeating: nil, count: 4)
         let n = params.withUnsafeMutableBufferPointer {
             cpw_build_buffer_params(paramBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(paramBuffer.count),
-                                    $0.baseAddress, wantCursor ? 1 : 0)
+                                    $0.baseAddress, wantCursor ? 1 : 0, Int32(maxBuffers))
         }
         _ = params.withUnsafeMutableBufferPointer { pw_stream_update_params(stream, $0.baseAddress, n) }
         changes.add(1, ordering: .releasing)

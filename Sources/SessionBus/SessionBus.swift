@@ -120,15 +120,15 @@ public final class SessionBus {
         case done
         /// The deadline passed.
         case timedOut
-        /// `wakeFD` became readable (the owner's other work wants attention).
+        /// `wakeup` was signalled (the owner's other work wants attention).
         case woken
     }
 
     /// Dispatches incoming messages (signals to their handlers) until `done()` is true, the
-    /// monotonic `deadline` passes or `wakeFD` is readable. A wait that is woken, not a poll:
-    /// the thread sleeps in poll(2) on the bus and the wake descriptor. Throws when the bus
-    /// connection is lost.
-    public func wait(until deadline: Int64, wakeFD: Int32? = nil, done: () -> Bool) throws(CaptureError) -> WaitResult {
+    /// monotonic `deadline` passes or `wakeup` is signalled. A wait that is woken, not a poll:
+    /// the thread sleeps in poll(2) on the bus and the wake-up. Throws when the bus connection
+    /// is lost.
+    public func wait(until deadline: Int64, wakeup: Wakeup? = nil, done: () -> Bool) throws(CaptureError) -> WaitResult {
         owner.check()
         while true {
             // Everything already read gets dispatched first.
@@ -143,7 +143,7 @@ public final class SessionBus {
             let now = MonotonicClock.now()
             if now >= deadline { return .timedOut }
             var fds = [pollfd(fd: sd_bus_get_fd(bus), events: Int16(truncatingIfNeeded: sd_bus_get_events(bus)), revents: 0)]
-            if let wakeFD { fds.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)) }
+            if let wakeup { fds.append(pollfd(fd: wakeup.fd, events: Int16(POLLIN), revents: 0)) }
             var timeoutMs = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
             var busTimeout: UInt64 = 0
             if sd_bus_get_timeout(bus, &busTimeout) > 0, busTimeout != UInt64.max {

@@ -84,9 +84,11 @@ final class DebianPackageTests: XCTestCase {
             String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
         })
         // What the binaries link, each by its Debian 12 package: X11 (XShm, XFixes, XDamage,
-        // XRandR), PulseAudio, FFmpeg, x264, libwebsockets; what the bundled Swift runtime
-        // links (libstdc++); and no Swift toolchain.
+        // XRandR), Wayland (libwayland-client, sd-bus of libsystemd for the portal, PipeWire),
+        // PulseAudio, FFmpeg, x264, libwebsockets; what the bundled Swift runtime links
+        // (libstdc++); and no Swift toolchain.
         for package in ["libc6", "libx11-6", "libxext6", "libxfixes3", "libxdamage1", "libxrandr2", "libpulse0",
+                        "libwayland-client0", "libsystemd0", "libpipewire-0.3-0",
                         "libavcodec59", "libavformat59", "libavutil57", "libswscale6", "libx264-164", "libwebsockets17",
                         "libstdc++6"] {
             XCTAssertTrue(packages.contains(package), "\(package) is not in \(depends)")
