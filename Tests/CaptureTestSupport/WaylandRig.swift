@@ -196,6 +196,17 @@ public final class WaylandRig: Sendable {
         return r.stdout
     }
 
+    /// The PID of the rig's process recorded under `name` ("mutter", "portal", "pipewire", …),
+    /// from its pids file (other rigs run as the same user: never look them up by name).
+    public func pid(of name: String) throws -> Int32 {
+        let text = try String(contentsOfFile: stateDirectory + "/pids", encoding: .utf8)
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 3, fields[2] == name, let pid = Int32(fields[0]) { return pid }
+        }
+        throw CaptureError(.internalError, "the rig recorded no \(name) in \(stateDirectory)/pids")
+    }
+
     /// Stops the desktop (`rig down`) and removes its state (CAPTURE_RIG_KEEP=1 keeps it). Idempotent.
     public func stop() {
         let first = stopped.withLock { wasStopped in

@@ -300,5 +300,68 @@ final class WaylandScreenTests: XCTestCase {
         let middle = try Media.frameLuma(video, crop: (700, 100, 500, 800)).last
         XCTAssertGreaterThan(try XCTUnwrap(middle).luma, 30, "the desktop in the middle")
     }
+
+    /// Nobody at the desktop: the start waits for the dialog no longer than
+    /// screen_consent_timeout, fails with TIMEOUT, records nothing, and closes the dialog.
+    func testUnansweredDialogTimesOutAndIsClosed() throws {
+        let rig = try rig()
+        let state = try rig.makeDirectory("state")
+        let out = try rig.makeDirectory("out")
+        let r = try rig.run([rig.binary("capture-agent"), "record", "--out", out + "/rec", "--channel", "display:1",
+                             "--duration", "3s", "--screen-consent-timeout", "3s"],
+                            env: ["XDG_STATE_HOME": state], timeout: .seconds(60))
+        XCTAssertEqual(r.status, CaptureErrorCode.timeout.exitStatus, r.stderr)
+        XCTAssertTrue(r.stderr.contains("TIMEOUT") && r.stderr.contains("nobody answered"), r.stderr)
+        let media = (FileManager.default.enumerator(atPath: out)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
+        XCTAssertEqual(media, [], "nothing recorded")
+        // The dialog went with the request: there is nothing left to answer.
+        XCTAssertThrowsError(try rig.consent(.cancel, timeout: 3), "a dialog was left open")
+    }
+
+    /// Without the pointer (`--no-cursor`: the portal's hidden cursor mode), the frame at the
+    /// pointer's place is the plain desktop.
+    func testNoCursorLeavesThePointerOut() throws {
+        let rig = try rig()
+        let state = try rig.makeDirectory("state")
+        let out = try rig.makeDirectory("out")
+        let process = try rig.spawn([rig.binary("capture-agent"), "record", "--out", out + "/rec", "--channel", "display:1",
+                                     "--duration", "3s", "--no-cursor"], env: ["XDG_STATE_HOME": state], log: out + "/record.log")
+        try rig.consent(.share(monitor: 1))
+        let pointer = try XCTUnwrap(rig.pointer)
+        try rig.rig("pointer", ["\(pointer.x),\(pointer.y)"])
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, (try? String(contentsOfFile: out + "/record.log", encoding: .utf8)) ?? "")
+        let video = try Recording.concatenate(out + "/rec/display-1", into: out + "/video.ts")
+        let frame = try Recording.frame(video, index: 80, width: 1920, height: 1080)
+        var lumas: [Int] = []
+        for y in pointer.y..<(pointer.y + 18) {
+            for x in pointer.x..<(pointer.x + 12) {
+                let p = (y * 1920 + x) * 3
+                lumas.append((Int(frame[p]) * 29 + Int(frame[p + 1]) * 150 + Int(frame[p + 2]) * 77) >> 8)
+            }
+        }
+        XCTAssertLessThan(lumas.max()! - lumas.min()!, 30, "no pointer drawn at \(pointer)")
+    }
+
+    /// The desktop session ending (the compositor gone) is the one change that fails a
+    /// session: DISPLAY_UNAVAILABLE, the chunks so far kept.
+    func testCompositorGoneFailsTheSessionAndKeepsTheChunks() throws {
+        let rig = try WaylandRig.start(audio: false, motion: false)
+        defer { rig.stop() }
+        let state = try rig.makeDirectory("state")
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let start = try agent.send("startRecording", ["sessionId": "wl-gone", "channels": [["channel_id": "display:1"]]])
+        try rig.consent(.share(monitor: 1))
+        XCTAssertTrue(try agent.answer(start).ok)
+        usleep(2_500_000)
+        XCTAssertEqual(kill(try rig.pid(of: "mutter"), SIGKILL), 0, "mutter was running")
+        let failed = try agent.waitForEvent(.recordingFailed, timeout: 20)
+        XCTAssertEqual(failed.data["code"]?.stringValue, "DISPLAY_UNAVAILABLE", "\(failed.data)")
+        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("went away") == true, "\(failed.data)")
+        let chunks = try Recording.videoChunks(state + "/capture-agent/spool/wl-gone/display-1")
+        XCTAssertGreaterThanOrEqual(chunks.count, 2, "the chunks recorded before are kept")
+        XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
+        agent.shutdown()
+    }
 }
 

@@ -108,9 +108,9 @@ final class DesktopAgent {
         XCTAssertEqual(process.terminationStatus, 0, "\(log.suffix(3000))", file: file, line: line)
     }
 
-    /// Kills the agent outright (SIGKILL to the whole `rig run` chain's child).
+    /// Kills the agent outright (`rig run` exec's it: the process is the agent).
     func kill() {
-        _ = try? runProcess("pkill", ["-KILL", "-u", "\(rig.uid)", "-f", "capture-agent --stdio"], timeout: .seconds(10))
+        Glibc.kill(process.processIdentifier, SIGKILL)
         if toChild >= 0 { close(toChild); toChild = -1 }
         process.waitUntilExit()
     }
