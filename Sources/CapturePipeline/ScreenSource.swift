@@ -5,7 +5,7 @@ import CaptureCore
 /// PipeWire). `VideoChannel`'s capture thread drives either the same way, one frame slot at a
 /// time on its grid, without knowing which:
 ///
-///     pollChanges()  -> anything new since the last grab?        (every slot; cheap)
+///     pollChanges(slotTimeNs:) -> anything new since the last grab? (every slot; cheap)
 ///     grab(into:)    -> the picture into a pool image + what changed
 ///     layoutMayHaveChanged / lookAtMonitor / replaceImages        (the monitor changed size,
 ///                                                                   went away or came back)

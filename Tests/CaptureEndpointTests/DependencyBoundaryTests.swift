@@ -27,6 +27,24 @@ final class DependencyBoundaryTests: XCTestCase {
         XCTAssertTrue(endpoint.contains("$s7NIOCore") && endpoint.contains("$s11Hummingbird") && endpoint.contains("$s4GRDB"))
     }
 
+    /// Wayland capture reads PipeWire and speaks D-Bus itself: no GStreamer, no GLib main loop
+    /// (and no libdbus) among what the agent calls; libpipewire, sd-bus and libwayland-client
+    /// are what it calls for that.
+    func testTheAgentCallsPipeWireAndSDBusDirectly() throws {
+        let path = BuiltProduct.path("capture-agent")
+        let nm = try runProcess("/usr/bin/nm", ["--undefined-only", "--dynamic", path], timeout: .seconds(60))
+        XCTAssertEqual(nm.status, 0, nm.stderr)
+        // "U sd_bus_call@LIBSYSTEMD_221": the name without its version.
+        let called = Set(nm.stdout.split(separator: "\n").compactMap { line in
+            line.split(separator: " ").last.map { String($0.split(separator: "@").first ?? $0) }
+        })
+        for symbol in ["pw_stream_new", "pw_thread_loop_new", "sd_bus_open_user", "sd_bus_call", "wl_display_connect"] {
+            XCTAssertTrue(called.contains(symbol), "the agent does not call \(symbol)")
+        }
+        let foreign = called.filter { $0.hasPrefix("gst_") || $0.hasPrefix("g_main_") || $0.hasPrefix("dbus_") }
+        XCTAssertEqual(foreign.sorted(), [], "the agent calls GStreamer, a GLib main loop or libdbus")
+    }
+
     func testTheEndpointCommandLine() throws {
         let endpoint = BuiltProduct.path("capture-endpoint")
         let version = try runProcess(endpoint, ["--version"], timeout: .seconds(20))
