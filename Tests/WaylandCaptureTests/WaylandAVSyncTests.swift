@@ -29,11 +29,9 @@ final class WaylandAVSyncTests: XCTestCase {
 
         // Consent first, once (a second's recording): the measured start then restores it.
         let state = try rig.makeDirectory("state")
-        let warmup = try rig.spawn([rig.binary("capture-agent"), "record", "--out", work + "/warmup", "--channel", "display:1",
-                                    "--duration", "1s"], env: ["XDG_STATE_HOME": state], log: work + "/warmup.log")
+        let warmup = try DesktopRecording(rig, state: state, out: work + "/warmup", seconds: 1)
         try rig.consent(.share(monitor: 1))
-        warmup.waitUntilExit()
-        XCTAssertEqual(warmup.terminationStatus, 0)
+        XCTAssertEqual(warmup.finish().status, 0)
         // The pointer out of the picture's middle.
         try rig.rig("pointer", ["\(Self.width - 10),\(Self.height - 10)"])
 

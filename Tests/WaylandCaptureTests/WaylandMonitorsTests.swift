@@ -69,14 +69,10 @@ final class WaylandMonitorsTests: XCTestCase {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
         let out = try rig.makeDirectory("out")
-        let log = out + "/record.log"
-        let process = try rig.spawn([rig.binary("capture-agent"), "record", "--out", out + "/rec", "--channel", "display:2",
-                                     "--duration", "5s"], env: ["XDG_STATE_HOME": state], log: log)
+        let recording = try DesktopRecording(rig, state: state, out: out + "/rec", seconds: 5, channels: ["display:2"])
         try rig.consent(.share(monitor: 2))
-        process.waitUntilExit()
-        let text = try String(contentsOfFile: log, encoding: .utf8)
-        XCTAssertEqual(process.terminationReason, .exit)
-        XCTAssertEqual(process.terminationStatus, 0, text)
+        let (status, text) = recording.finish()
+        XCTAssertEqual(status, 0, text)
         let chunks = try Recording.videoChunks(out + "/rec/display-2")
         XCTAssertEqual(chunks.count, 5)
         XCTAssertTrue(chunks.allSatisfy { $0.width == 1280 && $0.height == 720 }, "\(chunks)")
@@ -105,13 +101,10 @@ final class WaylandMonitorsTests: XCTestCase {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
         let out = try rig.makeDirectory("out")
-        let log = out + "/record.log"
-        let process = try rig.spawn([rig.binary("capture-agent"), "record", "--out", out + "/rec", "--channel", "display:1",
-                                     "--duration", "3s"], env: ["XDG_STATE_HOME": state], log: log)
+        let recording = try DesktopRecording(rig, state: state, out: out + "/rec", seconds: 3)
         try rig.consent(.share(monitor: 2))
-        process.waitUntilExit()
-        let text = try String(contentsOfFile: log, encoding: .utf8)
-        XCTAssertEqual(process.terminationStatus, CaptureErrorCode.monitorMismatch.exitStatus, text)
+        let (status, text) = recording.finish()
+        XCTAssertEqual(status, CaptureErrorCode.monitorMismatch.exitStatus, text)
         XCTAssertTrue(text.contains("MONITOR_MISMATCH"), text)
         XCTAssertTrue(text.contains(rig.monitorNames[1]) && text.contains(rig.monitorNames[0]), "names both monitors: \(text)")
         let media = (FileManager.default.enumerator(atPath: out)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }

@@ -37,23 +37,6 @@ final class WaylandScreenTests: XCTestCase {
         return rig
     }
 
-    /// `capture-agent record` in the desktop, in the background.
-    private func record(_ rig: WaylandRig, state: String, out: String, seconds: Int, channels: [String] = ["display:1"],
-                        extra: [String] = []) throws -> (process: Process, log: String) {
-        let log = state + "/../record-\(UInt32.random(in: 0...UInt32.max)).log"
-        var args = [rig.binary("capture-agent"), "record", "--out", out, "--duration", "\(seconds)s", "--log-level", "debug"]
-        for channel in channels { args += ["--channel", channel] }
-        let process = try rig.spawn(args + extra, env: ["XDG_STATE_HOME": state], log: log)
-        return (process, log)
-    }
-
-    private func finish(_ recording: (process: Process, log: String), timeout: Double = 120) -> (status: Int32, log: String) {
-        let deadline = Date().addingTimeInterval(timeout)
-        while recording.process.isRunning && Date() < deadline { usleep(50_000) }
-        if recording.process.isRunning { recording.process.terminate(); recording.process.waitUntilExit() }
-        return (recording.process.terminationStatus, (try? String(contentsOfFile: recording.log, encoding: .utf8)) ?? "")
-    }
-
     /// Declined in the dialog: PERMISSION_DENIED and nothing recorded; asked again and shared:
     /// 10 s of the screen, the mic and system audio, every chunk at the monitor's size, the
     /// moving window in the picture, frames on the grid, the pointer where it is; the consent
@@ -62,22 +45,22 @@ final class WaylandScreenTests: XCTestCase {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
         let denied = try rig.makeDirectory("denied")
-        let first = try record(rig, state: state, out: denied + "/rec", seconds: 10)
+        let first = try DesktopRecording(rig, state: state, out: denied + "/rec", seconds: 10)
         try rig.consent(.cancel)
-        let refused = finish(first)
+        let refused = first.finish()
         XCTAssertEqual(refused.status, CaptureErrorCode.permissionDenied.exitStatus, refused.log)
         XCTAssertTrue(refused.log.contains("PERMISSION_DENIED"), refused.log)
         let left = (FileManager.default.enumerator(atPath: denied)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
         XCTAssertEqual(left, [], "a declined start records nothing")
 
         let out = try rig.makeDirectory("shared")
-        let second = try record(rig, state: state, out: out + "/rec", seconds: 10,
-                                channels: ["display:1", "mic:default", "system_audio:default"])
+        let second = try DesktopRecording(rig, state: state, out: out + "/rec", seconds: 10,
+                                          channels: ["display:1", "mic:default", "system_audio:default"])
         try rig.consent(.share(monitor: 1))
         // Answering the dialog moved the pointer: put it back where the frame is checked.
         let pointer = try XCTUnwrap(rig.pointer)
         try rig.rig("pointer", ["\(pointer.x),\(pointer.y)"])
-        let recorded = finish(second)
+        let recorded = second.finish()
         XCTAssertEqual(recorded.status, 0, recorded.log)
 
         let chunks = try Recording.videoChunks(out + "/rec/display-1")
@@ -240,9 +223,7 @@ final class WaylandScreenTests: XCTestCase {
         let state = try rig.makeDirectory("state")
         let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
         defer { agent.shutdown() }
-        let start = try agent.send("startRecording", ["sessionId": "wl-killed", "channels": [["channel_id": "display:1"]]])
-        try rig.consent(.share(monitor: 1))
-        XCTAssertTrue(try agent.answer(start).ok)
+        try agent.startSharing("wl-killed")
         usleep(3_000_000)
         try rig.rig("portal-kill")
         let lost = try agent.waitForEvent(.displayChanged, timeout: 15) { $0.data["state"]?.stringValue == "lost" }
@@ -279,9 +260,7 @@ final class WaylandScreenTests: XCTestCase {
         let state = try rig.makeDirectory("state")
         let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
         defer { agent.shutdown() }
-        let start = try agent.send("startRecording", ["sessionId": "wl-rotated", "channels": [["channel_id": "display:1"]]])
-        try rig.consent(.share(monitor: 1))
-        XCTAssertTrue(try agent.answer(start).ok)
+        try agent.startSharing("wl-rotated")
         usleep(2_000_000)
         XCTAssertEqual(try rig.rig("monitor-mode", ["--monitor", "1", "--transform", "1"]).trimmingCharacters(in: .whitespacesAndNewlines),
                        "1080x1920+0+0")
@@ -324,13 +303,12 @@ final class WaylandScreenTests: XCTestCase {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
         let out = try rig.makeDirectory("out")
-        let process = try rig.spawn([rig.binary("capture-agent"), "record", "--out", out + "/rec", "--channel", "display:1",
-                                     "--duration", "3s", "--no-cursor"], env: ["XDG_STATE_HOME": state], log: out + "/record.log")
+        let recording = try DesktopRecording(rig, state: state, out: out + "/rec", seconds: 3, extra: ["--no-cursor"])
         try rig.consent(.share(monitor: 1))
         let pointer = try XCTUnwrap(rig.pointer)
         try rig.rig("pointer", ["\(pointer.x),\(pointer.y)"])
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, (try? String(contentsOfFile: out + "/record.log", encoding: .utf8)) ?? "")
+        let result = recording.finish()
+        XCTAssertEqual(result.status, 0, result.log)
         let video = try Recording.concatenate(out + "/rec/display-1", into: out + "/video.ts")
         let frame = try Recording.frame(video, index: 80, width: 1920, height: 1080)
         var lumas: [Int] = []
@@ -350,9 +328,7 @@ final class WaylandScreenTests: XCTestCase {
         defer { rig.stop() }
         let state = try rig.makeDirectory("state")
         let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
-        let start = try agent.send("startRecording", ["sessionId": "wl-gone", "channels": [["channel_id": "display:1"]]])
-        try rig.consent(.share(monitor: 1))
-        XCTAssertTrue(try agent.answer(start).ok)
+        try agent.startSharing("wl-gone")
         usleep(2_500_000)
         XCTAssertEqual(kill(try rig.pid(of: "mutter"), SIGKILL), 0, "mutter was running")
         let failed = try agent.waitForEvent(.recordingFailed, timeout: 20)

@@ -120,6 +120,42 @@ final class DesktopAgent {
     }
 }
 
+/// `capture-agent record` running in the desktop (as its user), its output in a log.
+struct DesktopRecording {
+    let process: Process
+    let log: String
+
+    /// Starts it with the agent state `state` (its kept consent, its spool).
+    init(_ rig: WaylandRig, state: String, out: String, seconds: Int, channels: [String] = ["display:1"],
+         extra: [String] = []) throws {
+        log = out + ".log"
+        var args = [rig.binary("capture-agent"), "record", "--out", out, "--duration", "\(seconds)s", "--log-level", "debug"]
+        for channel in channels { args += ["--channel", channel] }
+        process = try rig.spawn(args + extra, env: ["XDG_STATE_HOME": state], log: log)
+    }
+
+    /// Waits for it (at most `timeout` s); its exit status and output. A signal fails the test.
+    func finish(timeout: Double = 120, file: StaticString = #filePath, line: UInt = #line) -> (status: Int32, log: String) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        XCTAssertEqual(process.terminationReason, .exit, "record died of a signal:\n\(text.suffix(3000))", file: file, line: line)
+        return (process.terminationStatus, text)
+    }
+}
+
+extension DesktopAgent {
+    /// Starts a session of `channels`, the dialog answered by sharing monitor `monitor`.
+    func startSharing(_ sessionId: String, channels: [String] = ["display:1"], monitor: Int = 1) throws {
+        let start = try send("startRecording", ["sessionId": .string(sessionId),
+                                                "channels": .array(channels.map { .object(["channel_id": .string($0)]) })])
+        try rig.consent(.share(monitor: monitor))
+        let started = try answer(start)
+        guard started.ok else { throw CaptureError(.internalError, "startRecording failed: \(started.value)") }
+    }
+}
+
 /// What the tests look at in a recording.
 enum Recording {
     /// The chunks of one channel directory, each probed: (width, height, frames) of the video.
