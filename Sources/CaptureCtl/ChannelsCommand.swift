@@ -10,17 +10,24 @@ struct ChannelsCommand: ClientCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func execute() throws(CaptureError) {
-        let result = try connection.connect().call(ControlCommand.getChannels.rawValue, timeout: .seconds(30))
-        if connection.json { return Output.json(result) }
-        for problem in result["problems"]?.arrayValue ?? [] {
-            Output.warn("\(problem["code"]?.stringValue ?? "?"): \(problem["message"]?.stringValue ?? "")")
+        let value = try connection.connect().call(ControlCommand.getChannels.rawValue, timeout: .seconds(30))
+        if connection.json { return Output.json(value) }
+        let result: ChannelsResult
+        do { result = try value.decode(ChannelsResult.self) } catch {
+            throw CaptureError(.internalError, "the daemon's getChannels result is not what this capturectl understands: \(error)")
         }
-        let channels = result["channels"]?.arrayValue ?? []
-        guard !channels.isEmpty else { return Output.line("no channels") }
-        var table = Table(headers: ["CHANNEL", "TYPE", "NAME"])
-        for c in channels {
-            table.rows.append([c["channel_id"]?.stringValue ?? "?", c["type"]?.stringValue ?? "-", c["name"]?.stringValue ?? ""])
+        for problem in result.problems {
+            Output.warn("\(problem.code): \(problem.message)")
         }
-        Output.line(table.render())
+        if result.channels.isEmpty {
+            Output.line("no channels")
+        } else {
+            var table = Table(headers: ["CHANNEL", "TYPE", "NAME"])
+            for c in result.channels {
+                table.rows.append([c.channelId, c.type.rawValue, c.name])
+            }
+            Output.line(table.render())
+        }
+        Output.line("displays: \(result.displayBackend.backend): \(result.displayBackend.reason)")
     }
 }

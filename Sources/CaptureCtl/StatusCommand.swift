@@ -83,6 +83,7 @@ struct StatusCommand: ClientCommand {
         if let d = status.daemon {
             lines.append("daemon:   capture-agent \(d.version), pid \(d.pid), up \(Format.duration(ns: d.uptimeNs)), \(d.clients) client(s)")
         }
+        if let displays = status.displayBackend { lines.append("displays: \(displays.backend): \(displays.reason)") }
         let table = channelRows(status)
         if !table.rows.isEmpty { lines += ["", table.render()] }
         return lines.joined(separator: "\n")

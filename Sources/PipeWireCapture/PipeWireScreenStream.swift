@@ -86,7 +86,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
     /// How many buffers the stream may have: those the held frames need, plus what the producer
     /// draws into.
     private let maxBuffers: Int
-    /// Bumped on every new frame or cursor change (read without the lock by `pollChanges`).
+    /// Bumped when the format changes or the stream ends (read every slot, without the lock).
     private let changes = Atomic<Int>(0)
     /// The time of the oldest frame waiting (.max: none), and a counter of cursor changes: what
     /// the capture thread looks at every slot, without the lock.
@@ -257,8 +257,8 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         return try outcome.get()
     }
 
-    /// Bumped on every new frame, cursor change, renegotiation and the end; compare to know
-    /// whether anything changed.
+    /// Bumped on every renegotiation and at the end: compare to know whether to look at
+    /// `status` (which takes the lock).
     public var changeCount: Int { changes.load(ordering: .acquiring) }
 
     /// When the oldest frame still waiting was made (monotonic ns), .max when none waits: a
@@ -504,10 +504,8 @@ public final class PipeWireScreenStream: @unchecked Sendable {
                 changed = true
             }
         }
-        if changed {
-            changes.add(1, ordering: .releasing)
-            pw_thread_loop_signal(loop, false)
-        }
+        // A waiter for the first frame is woken; the capture thread reads the atomics.
+        if changed { pw_thread_loop_signal(loop, false) }
     }
 
     private func requeue(_ buffer: UnsafeMutablePointer<pw_buffer>) {

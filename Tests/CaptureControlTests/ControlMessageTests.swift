@@ -218,3 +218,28 @@ final class ControlEncodingTests: XCTestCase {
         XCTAssertEqual(try JSONCoding.decoder.decode(JSONValue.self, from: JSONCoding.encoder.encode(JSONValue.number(.infinity))), 0)
     }
 }
+
+/// The results the Wayland work added, byte for byte as docs/control-protocol.md shows them.
+final class DisplayResultTests: XCTestCase {
+    private func line(_ result: some Encodable) throws -> String {
+        let response = ControlResponse.success(commandId: "c", result: try JSONValue(encoding: result))
+        return String(decoding: response.encodedLine(), as: UTF8.self)
+    }
+
+    func testGetChannelsCarriesTheDisplayBackend() throws {
+        let result = ChannelsResult(
+            channels: [.init(channelId: "display:1", type: .video, name: "Display 1 (Meta-0 1920x1080+0+0, primary)")],
+            problems: [.init(code: "AUDIO_UNAVAILABLE", message: "no audio server")],
+            displayBackend: DisplayBackendInfo(backend: "wayland", reason: "a Wayland session (WAYLAND_DISPLAY=wayland-0)"))
+        XCTAssertEqual(try line(result), #"videodb_recorder|{"commandId":"c","result":{"channels":[{"channel_id":"display:1","name":"Display 1 (Meta-0 1920x1080+0+0, primary)","type":"video"}],"displayBackend":{"backend":"wayland","reason":"a Wayland session (WAYLAND_DISPLAY=wayland-0)"},"problems":[{"code":"AUDIO_UNAVAILABLE","message":"no audio server"}]},"status":"success","type":"response"}"# + "\n")
+        let decoded = try JSONValue(encoding: result).decode(ChannelsResult.self)
+        XCTAssertEqual(decoded, result, "capturectl reads what the daemon writes")
+    }
+
+    func testPermissionResultsOfTheScreenOnWayland() throws {
+        XCTAssertEqual(try line(PermissionResult(permission: "screen-capture", status: "granted", monitor: "Meta-0")),
+                       #"videodb_recorder|{"commandId":"c","result":{"monitor":"Meta-0","permission":"screen-capture","status":"granted"},"status":"success","type":"response"}"# + "\n")
+        XCTAssertEqual(try line(PermissionResult(permission: "screen-capture", status: "denied", reason: "declined", code: "PERMISSION_DENIED")),
+                       #"videodb_recorder|{"commandId":"c","result":{"code":"PERMISSION_DENIED","permission":"screen-capture","reason":"declined","status":"denied"},"status":"success","type":"response"}"# + "\n")
+    }
+}
