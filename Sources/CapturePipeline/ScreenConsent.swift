@@ -87,10 +87,11 @@ enum ScreenConsent {
             throw error
         }
         let stream = screenCast.streams[0]
-        let shared = identify(stream, among: monitors)
+        let shared = identify(stream, among: monitors, wanted: wanted)
         // The new token restores what the user actually shared, so it is kept under that
-        // monitor; the one passed in is spent either way.
-        let owner = shared?.name ?? (stream.position == nil ? wanted?.name : nil)
+        // monitor (the asked-for one when the portal does not say); the one passed in is
+        // spent either way.
+        let owner = shared?.name ?? (stream.size == nil ? wanted?.name : nil)
         if let owner {
             do {
                 try store.save(screenCast.restoreToken, for: owner)
@@ -105,9 +106,10 @@ enum ScreenConsent {
             onEvent(ScreenConsentEvent(state: .mismatch, channel: channel, monitor: monitor.name, sharedMonitor: shared.name, reason: reason))
             throw CaptureError(.monitorMismatch, reason)
         }
-        if let monitor, shared == nil, let position = stream.position, let size = stream.size {
+        if let monitor, shared == nil, let size = stream.size {
             screenCast.close()
-            let reason = "the shared stream (\(size.width)x\(size.height)+\(position.x)+\(position.y)) is none of this desktop's monitors; nothing is recorded from it"
+            let place = stream.position.map { "+\($0.x)+\($0.y)" } ?? ""
+            let reason = "the shared stream (\(size.width)x\(size.height)\(place)) is none of this desktop's monitors; nothing is recorded from it"
             onEvent(ScreenConsentEvent(state: .mismatch, channel: channel, monitor: monitor.name, reason: reason))
             throw CaptureError(.monitorMismatch, reason)
         }
@@ -118,10 +120,17 @@ enum ScreenConsent {
     }
 
     /// The monitor a stream shows: the one at the stream's position with its size (logical
-    /// coordinates, as the portal reports them).
-    static func identify(_ stream: PortalStream, among monitors: [MonitorInfo]) -> MonitorInfo? {
-        guard let p = stream.position, let s = stream.size else { return nil }
-        return monitors.first { $0.x == p.x && $0.y == p.y && $0.width == s.width && $0.height == s.height }
+    /// coordinates, as the portal reports them). A portal that gives the size only (KDE's)
+    /// identifies it by size: the one monitor of that size, or `wanted` when several share
+    /// it. Nil when the portal says neither, or no monitor fits.
+    static func identify(_ stream: PortalStream, among monitors: [MonitorInfo], wanted: MonitorInfo?) -> MonitorInfo? {
+        guard let s = stream.size else { return nil }
+        if let p = stream.position {
+            return monitors.first { $0.x == p.x && $0.y == p.y && $0.width == s.width && $0.height == s.height }
+        }
+        let sameSize = monitors.filter { $0.width == s.width && $0.height == s.height }
+        if let wanted, sameSize.contains(where: { $0.name == wanted.name }) { return wanted }
+        return sameSize.count == 1 ? sameSize[0] : nil
     }
 
     static func describe(_ m: MonitorInfo) -> String {

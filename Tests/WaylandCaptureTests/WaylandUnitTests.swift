@@ -1,5 +1,5 @@
 import CaptureCore
-import CapturePipeline
+@testable import CapturePipeline
 import Foundation
 import ScreenCastPortal
 import WaylandOutputs
@@ -71,4 +71,23 @@ final class WaylandUnitTests: XCTestCase {
         let names = try FileManager.default.contentsOfDirectory(atPath: store.directory)
         XCTAssertEqual(names, [RestoreTokenStore.fileName], "no temporary file left behind")
     }
+
+    /// Which monitor the user shared: by place and size (GNOME says both), by size alone when
+    /// the portal gives only that (KDE), and none when nothing fits.
+    func testTheSharedStreamIsMatchedToAMonitor() {
+        let left = MonitorInfo(index: 1, name: "DP-1", x: 0, y: 0, width: 1920, height: 1080, isPrimary: true)
+        let right = MonitorInfo(index: 2, name: "HDMI-A-1", x: 1920, y: 0, width: 1280, height: 720, isPrimary: false)
+        let twin = MonitorInfo(index: 3, name: "DP-2", x: 3200, y: 0, width: 1920, height: 1080, isPrimary: false)
+        let two = [left, right]
+        XCTAssertEqual(ScreenConsent.identify(PortalStream(nodeId: 1, position: (1920, 0), size: (1280, 720)), among: two, wanted: left), right)
+        XCTAssertNil(ScreenConsent.identify(PortalStream(nodeId: 1, position: (5, 0), size: (1280, 720)), among: two, wanted: left))
+        XCTAssertEqual(ScreenConsent.identify(PortalStream(nodeId: 1, size: (1280, 720)), among: two, wanted: left), right,
+                       "size alone: the one monitor of that size")
+        XCTAssertEqual(ScreenConsent.identify(PortalStream(nodeId: 1, size: (1920, 1080)), among: [left, right, twin], wanted: twin), twin,
+                       "size alone, shared by two: the one asked for")
+        XCTAssertNil(ScreenConsent.identify(PortalStream(nodeId: 1, size: (1920, 1080)), among: [left, right, twin], wanted: right),
+                     "size alone, two others of that size: cannot tell")
+        XCTAssertNil(ScreenConsent.identify(PortalStream(nodeId: 1), among: two, wanted: left), "the portal says nothing")
+    }
 }
+
