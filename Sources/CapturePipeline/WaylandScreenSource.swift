@@ -37,6 +37,8 @@ final class WaylandScreenSource: ScreenSource {
     private(set) var height = 0
     private var bytesPerRow = 0
     let poolSize: Int
+    /// The frame grid's period.
+    private let periodNs: Int64
     let warnings: [String] = []
     private(set) var isAlive = true
 
@@ -70,6 +72,7 @@ final class WaylandScreenSource: ScreenSource {
         stats.sourceFrames.store(0, ordering: .relaxed)
         stats.sourceFramesSuperseded.store(0, ordering: .relaxed)
         poolSize = options.framePoolSize
+        periodNs = 1_000_000_000 / Int64(options.video.fps)
         wayland = try WaylandConnection()
         let consentTimeoutNs = options.screenConsentTimeout.nanoseconds
         keeper = try ScreenCastKeeper(channel: channel, fps: options.video.fps, drawCursor: options.drawCursor,
@@ -99,7 +102,7 @@ final class WaylandScreenSource: ScreenSource {
             let timed = max(1, c.received - c.untimed)
             logger.info("screencast counters", metadata: [
                 "channel": "\(channel)", "received": "\(c.received)", "superseded": "\(c.superseded)",
-                "cursorOnly": "\(c.cursorOnly)", "unusable": "\(c.unusable)", "untimed": "\(c.untimed)", "late": "\(c.late)",
+                "cursorOnly": "\(c.cursorOnly)", "unusable": "\(c.unusable)", "untimed": "\(c.untimed)", "late": "\(c.late)", "beforeStart": "\(c.beforeStart)",
                 "latencyMeanMs": "\(Double(c.deliveryLatencySumNs / Int64(timed)) / 1e6)",
                 "latencyMaxMs": "\(Double(c.deliveryLatencyMaxNs) / 1e6)",
             ])
@@ -135,8 +138,8 @@ final class WaylandScreenSource: ScreenSource {
     func grab(into slot: Int, slotTimeNs: Int64) throws(CaptureError) -> DirtyRegion {
         guard let stream else { return DirtyRegion() }
         seenCursorChanges = stream.cursorChangeCount
-        let changed = stream.withFrame(notAfter: slotTimeNs) { view in
-            stats.sourceFrames.store(sourceFramesBefore + view.counters.received, ordering: .relaxed)
+        let changed = stream.withFrame(notAfter: slotTimeNs, periodNs: periodNs) { view in
+            stats.sourceFrames.store(sourceFramesBefore + view.counters.received - view.counters.beforeStart, ordering: .relaxed)
             stats.sourceFramesSuperseded.store(supersededBefore + view.counters.superseded, ordering: .relaxed)
             guard let frame = view.frame, frame.width == width, frame.height == height else {
                 // No picture yet, or the stream already renegotiated a new size (the channel

@@ -101,6 +101,8 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         public var received = 0
         /// Frames replaced by a newer one before the capture thread took them.
         public var superseded = 0
+        /// Frames made before the first slot's picture (before the recording began).
+        public var beforeStart = 0
         /// Buffers that only moved the cursor.
         public var cursorOnly = 0
         /// Buffers flagged corrupted or empty, or in a form we cannot read.
@@ -297,21 +299,28 @@ public final class PipeWireScreenStream: @unchecked Sendable {
         public var counters: Counters
     }
 
-    /// Lends the reader, under the loop's lock, the picture as it was at `notAfter` (monotonic
-    /// ns; a frame slot's time) and the cursor.
-    public func withFrame<R>(notAfter: Int64, _ body: (View) -> R) -> R {
+    /// Lends the reader, under the loop's lock, the picture for the frame slot at `notAfter`
+    /// (monotonic ns; slots are `periodNs` apart) and the cursor.
+    ///
+    /// Which frame: a frame made in (slot - period, slot] is on time for the slot. Every frame
+    /// gets a slot of its own while it can be at most one slot late: when two were made within
+    /// one period (the compositor's pacing is not exactly ours), the older one takes this slot
+    /// and the newer the next. Only frames that would be later than that are replaced by the
+    /// newest one due (their changes carry over, `superseded` counts them).
+    public func withFrame<R>(notAfter: Int64, periodNs: Int64, _ body: (View) -> R) -> R {
         shared.withLock { s, _ in
             var advanced = false
-            // The newest frame made by then; older ones waiting are replaced by it (their
-            // changes carry over).
-            if s.format != nil, let last = s.pending.lastIndex(where: { $0.timeNs <= notAfter }) {
-                var next = s.pending[last]
-                for older in s.pending[..<last] {
+            if s.format != nil, let lastDue = s.pending.lastIndex(where: { $0.timeNs <= notAfter }) {
+                let oneSlotLate = notAfter - 2 * periodNs
+                let take = s.pending[...lastDue].firstIndex { $0.timeNs > oneSlotLate } ?? lastDue
+                var next = s.pending[take]
+                for older in s.pending[..<take] {
                     next.damage = Self.merge(older.damage, next.damage)
                     requeue(older.buffer)
                 }
-                s.counters.superseded += last
-                s.pending.removeFirst(last + 1)
+                // Frames older than the first slot's picture were made before the recording began.
+                if s.lastNotAfter == .min { s.counters.beforeStart += take } else { s.counters.superseded += take }
+                s.pending.removeFirst(take + 1)
                 if next.timeNs <= s.lastNotAfter { s.counters.late += 1 }
                 if let old = s.current { requeue(old.buffer) }
                 s.current = next
