@@ -155,6 +155,7 @@ final class ScreenCastKeeper: Sendable {
         let cursor = portal.cursorMode(drawCursor: drawCursor)
         let grant = try ScreenConsent.start(portal: portal, monitor: request.monitor, monitors: request.monitors, store: store,
                                             cursor: cursor, deadline: MonotonicClock.now() + consentTimeoutNs, wakeup: wakeup,
+                                            abandon: { state.withLock { $0.stopping || $0.request != nil } },
                                             channel: channel, onEvent: onConsent)
         let fd = try grant.screenCast.openPipeWireRemote()
         let stream = try PipeWireScreenStream(remoteFD: fd, nodeId: grant.stream.nodeId, maxFps: fps,

@@ -56,7 +56,8 @@ enum ScreenConsent {
     /// PERMISSION_DENIED (declined), TIMEOUT (nobody answered), MONITOR_MISMATCH (another
     /// monitor was shared), DISPLAY_UNAVAILABLE (no portal).
     static func start(portal: ScreenCastPortal, monitor: MonitorInfo?, monitors: [MonitorInfo], store: RestoreTokenStore,
-                      cursor: PortalCursorMode, deadline: Int64, wakeup: Wakeup?, channel: ChannelID?,
+                      cursor: PortalCursorMode, deadline: Int64, wakeup: Wakeup?, abandon: () -> Bool = { true },
+                      channel: ChannelID?,
                       onEvent: (ScreenConsentEvent) -> Void) throws(CaptureError) -> Grant {
         let wanted = monitor ?? monitors.first(where: \.isPrimary) ?? monitors.first
         let kept = wanted.flatMap { store.token(for: $0.name) }
@@ -74,7 +75,8 @@ enum ScreenConsent {
         }
         let screenCast: PortalScreenCast
         do {
-            screenCast = try portal.selectMonitor(cursorMode: cursor, restoreToken: kept, deadline: deadline, wakeup: wakeup)
+            screenCast = try portal.selectMonitor(cursorMode: cursor, restoreToken: kept, deadline: deadline, wakeup: wakeup,
+                                                  abandon: abandon)
         } catch {
             switch error.code {
             case .permissionDenied:

@@ -99,13 +99,14 @@ public final class ScreenCastPortal {
     /// Asks for one monitor: the whole conversation up to the streams. With a restore token
     /// of an earlier choice the portal restores it without a dialog (when it still can);
     /// otherwise the desktop asks the user, and this waits until `deadline` (monotonic ns).
-    /// `wakeup`, when signalled, abandons the wait (the dialog is closed).
+    /// When `wakeup` is signalled, `abandon()` says whether to give up the wait (the dialog is
+    /// then closed); otherwise the wait goes on.
     ///
     /// Throws PERMISSION_DENIED when the user declined, TIMEOUT when nobody answered in time,
     /// DISPLAY_UNAVAILABLE when the portal failed.
     public func selectMonitor(cursorMode: PortalCursorMode, restoreToken: String?, deadline: Int64,
-                              wakeup: Wakeup? = nil) throws(CaptureError) -> PortalScreenCast {
-        let created = try request("CreateSession", deadline: deadline, wakeup: wakeup, what: "creating a screencast session") {
+                              wakeup: Wakeup? = nil, abandon: () -> Bool = { true }) throws(CaptureError) -> PortalScreenCast {
+        let created = try request("CreateSession", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "creating a screencast session") {
             (w, token) throws(CaptureError) in
             try w.appendDictionary([("handle_token", .string(token)), ("session_handle_token", .string(token))])
         }
@@ -125,12 +126,12 @@ public final class ScreenCastPortal {
             options.append(("persist_mode", .uint32(2)))   // until revoked
             if let restoreToken, !restoreToken.isEmpty { options.append(("restore_token", .string(restoreToken))) }
         }
-        _ = try request("SelectSources", deadline: deadline, wakeup: wakeup, what: "selecting the monitor") {
+        _ = try request("SelectSources", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "selecting the monitor") {
             (w, token) throws(CaptureError) in
             try w.appendObjectPath(sessionHandle)
             try w.appendDictionary(options + [("handle_token", .string(token))])
         }
-        let started = try request("Start", deadline: deadline, wakeup: wakeup, what: "the screen-sharing dialog") {
+        let started = try request("Start", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "the screen-sharing dialog") {
             (w, token) throws(CaptureError) in
             try w.appendObjectPath(sessionHandle)
             try w.append("")    // no parent window: we have none
@@ -171,7 +172,7 @@ public final class ScreenCastPortal {
     }
 
     /// Calls `method` and waits for its Request's Response.
-    private func request(_ method: String, deadline: Int64, wakeup: Wakeup?, what: String,
+    private func request(_ method: String, deadline: Int64, wakeup: Wakeup?, abandon: () -> Bool, what: String,
                          arguments: (inout DBusMessageWriter, String) throws(CaptureError) -> Void) throws(CaptureError) -> Results {
         requests += 1
         let token = "\(tokenPrefix)_\(requests)"
@@ -205,7 +206,12 @@ public final class ScreenCastPortal {
             match = try bus.addSignalMatch(sender: nil, path: path, interface: "org.freedesktop.portal.Request",
                                            member: "Response", handler: handler)
         }
-        let ended = try bus.wait(until: deadline, wakeup: wakeup) { response != nil }
+        var ended = try bus.wait(until: deadline, wakeup: wakeup) { response != nil }
+        while ended == .woken && response == nil && !abandon() {
+            // A wake-up that is not for us (it came before we started waiting): wait on.
+            wakeup?.drain()
+            ended = try bus.wait(until: deadline, wakeup: wakeup) { response != nil }
+        }
         guard let response else {
             // Nobody answered (or we were told to stop): close the dialog.
             _ = try? bus.call(Self.service, path, "org.freedesktop.portal.Request", "Close", timeoutNs: 2_000_000_000)
