@@ -310,11 +310,9 @@ final class WaylandScreenSource: ScreenSource {
             memset(p!, 0, bytesPerRow * height)
             images.append(p!)
         }
-        let whole = PixelRect(x: 0, y: 0, width: width, height: height)
         stale = Array(repeating: .full(width: width, height: height), count: poolSize)
         drawnCursor = Array(repeating: .zero, count: poolSize)
         lastCursorRect = .zero
-        _ = whole
         needsFull = true
     }
 }

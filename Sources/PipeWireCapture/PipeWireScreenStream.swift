@@ -192,17 +192,23 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             close(remoteFD)
             throw CaptureError(.internalError, "cannot start the PipeWire thread loop")
         }
-        pw_thread_loop_lock(loop)
-        defer { pw_thread_loop_unlock(loop) }
+        // Connecting may call the stream's callbacks on this thread, with the lock held.
+        var failure: CaptureError?
+        shared.holdingLock { failure = connect(remoteFD: remoteFD, nodeId: nodeId, maxFps: maxFps, name: name) }
+        if let failure { throw failure }
+    }
+
+    /// The core, the stream, its listeners and the connection to the node (the loop's lock held).
+    private func connect(remoteFD: Int32, nodeId: UInt32, maxFps: Int, name: String) -> CaptureError? {
         guard let core = pw_context_connect_fd(context, remoteFD, nil, 0) else {
             // connect_fd closes the descriptor on failure.
-            throw CaptureError(.displayUnavailable, "cannot connect to PipeWire through the portal's descriptor: \(String(cString: strerror(errno)))")
+            return CaptureError(.displayUnavailable, "cannot connect to PipeWire through the portal's descriptor: \(String(cString: strerror(errno)))")
         }
         self.core = core
         let me = Unmanaged.passUnretained(self).toOpaque()
         _ = cpw_core_add_listener(core, coreHook, coreEvents, me)
         guard let stream = pw_stream_new(core, "capture-agent \(name)", cpw_screen_consumer_properties()) else {
-            throw CaptureError(.internalError, "cannot create a PipeWire stream")
+            return CaptureError(.internalError, "cannot create a PipeWire stream")
         }
         self.stream = stream
         pw_stream_add_listener(stream, streamHook, streamEvents, me)
@@ -212,23 +218,26 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             pw_stream_connect(stream, SPA_DIRECTION_INPUT, nodeId, cpw_consumer_flags(), $0.baseAddress, 1)
         }
         guard rc >= 0 else {
-            throw CaptureError(.displayUnavailable, "cannot connect to the screencast's PipeWire node \(nodeId): \(String(cString: strerror(-rc)))")
+            return CaptureError(.displayUnavailable, "cannot connect to the screencast's PipeWire node \(nodeId): \(String(cString: strerror(-rc)))")
         }
+        return nil
     }
 
     deinit {
-        pw_thread_loop_lock(loop)
         shared.withLock { s, _ in
             // The stream frees its buffers; let go of them first.
             s.current = nil
             s.pending.removeAll()
         }
-        if let stream {
-            pw_stream_disconnect(stream)
-            pw_stream_destroy(stream)
+        // Destroying the stream calls its callbacks (remove_buffer, state_changed) on this
+        // thread, with the lock held.
+        shared.holdingLock {
+            if let stream {
+                pw_stream_disconnect(stream)
+                pw_stream_destroy(stream)
+            }
+            if let core { pw_core_disconnect(core) }
         }
-        if let core { pw_core_disconnect(core) }
-        pw_thread_loop_unlock(loop)
         pw_thread_loop_stop(loop)
         pw_context_destroy(context)
         pw_thread_loop_destroy(loop)
@@ -647,6 +656,9 @@ enum PipeWireLibrary {
 final class LoopGuarded<Value>: @unchecked Sendable {
     private var value: Value
     private let loop: OpaquePointer
+    /// The thread (pthread_t) in `holdingLock`, 0 when none: callbacks that PipeWire calls
+    /// synchronously on it (destroying a stream emits remove_buffer) may touch the value.
+    private let holder = Atomic<UInt>(0)
 
     init(loop: OpaquePointer, _ value: Value) {
         self.loop = loop
@@ -667,8 +679,22 @@ final class LoopGuarded<Value>: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` (PipeWire calls that may call back) with the loop's lock held, the value
+    /// left to the callbacks.
+    func holdingLock(_ body: () -> Void) {
+        pw_thread_loop_lock(loop)
+        holder.store(UInt(bitPattern: Int(bitPattern: pthread_self())), ordering: .relaxed)
+        body()
+        holder.store(0, ordering: .relaxed)
+        pw_thread_loop_unlock(loop)
+    }
+
+    /// For the loop's callbacks: on its thread (which holds the lock while it dispatches), or
+    /// on a thread in `holdingLock`.
     func onLoopThread<R>(_ body: (inout Value) -> R) -> R {
-        assert(pw_thread_loop_in_thread(loop), "loop-guarded state touched off the loop thread without its lock")
+        assert(pw_thread_loop_in_thread(loop)
+               || holder.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: pthread_self())),
+               "loop-guarded state touched off the loop thread without its lock")
         return body(&value)
     }
 

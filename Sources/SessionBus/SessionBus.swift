@@ -15,6 +15,7 @@ public final class SessionBus {
     /// The unique name the bus gave us (":1.42").
     public let uniqueName: String
     private var matches: [SignalMatch] = []
+    private var nextMatchToken = 0
     private let owner = ThreadOwner()
 
     /// Connects to `$DBUS_SESSION_BUS_ADDRESS` (or `$XDG_RUNTIME_DIR/bus`).
@@ -90,7 +91,8 @@ public final class SessionBus {
         owner.check()
         var rule = "type='signal',path='\(path)',interface='\(interface)',member='\(member)'"
         if let sender { rule += ",sender='\(sender)'" }
-        let match = SignalMatch(handler: handler)
+        nextMatchToken += 1
+        let match = SignalMatch(token: nextMatchToken, handler: handler)
         var slot: OpaquePointer?
         let rc = sd_bus_add_match(bus, &slot, rule, { message, userdata, _ in
             guard let message, let userdata else { return 0 }
@@ -103,13 +105,13 @@ public final class SessionBus {
         }
         match.slot = slot
         matches.append(match)
-        return ObjectIdentifier(match).hashValue
+        return match.token
     }
 
     /// Drops a match made by `addSignalMatch`.
     public func removeMatch(_ token: Int) {
         owner.check()
-        guard let i = matches.firstIndex(where: { ObjectIdentifier($0).hashValue == token }) else { return }
+        guard let i = matches.firstIndex(where: { $0.token == token }) else { return }
         sd_bus_slot_unref(matches[i].slot)
         matches.remove(at: i)
     }
@@ -166,9 +168,13 @@ public final class SessionBus {
 
     /// One signal subscription: its handler and sd-bus slot.
     private final class SignalMatch {
+        let token: Int
         let handler: (DBusMessage) -> Void
         var slot: OpaquePointer?
-        init(handler: @escaping (DBusMessage) -> Void) { self.handler = handler }
+        init(token: Int, handler: @escaping (DBusMessage) -> Void) {
+            self.token = token
+            self.handler = handler
+        }
     }
 }
 

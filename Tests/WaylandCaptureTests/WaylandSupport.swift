@@ -42,9 +42,15 @@ final class DesktopAgent {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// Sends `command` and waits for its answer (a dialog may be open meanwhile).
+    /// Sends `command` and waits for its answer (a dialog may be open meanwhile). A failure
+    /// carries the end of the agent's log.
     func call(_ command: String, _ params: [String: JSONValue] = [:], timeout: Duration = .seconds(90)) throws -> JSONValue {
-        try client.call(command, params: params, timeout: timeout)
+        do {
+            return try client.call(command, params: params, timeout: timeout)
+        } catch {
+            let exit = process.isRunning ? "still running" : "exited (\(process.terminationReason == .exit ? "status" : "signal") \(process.terminationStatus))"
+            throw CaptureError(error.code, "\(error.message); the agent \(exit); its log ends:\n\(log.suffix(4000))")
+        }
     }
 
     /// Sends `command` without waiting; `answer()` collects the reply later.
