@@ -67,6 +67,8 @@ public final class SessionController: Sendable {
         var spoolBytesAtStart: Int64 = 0
         /// The session's chunks on their way to its uplink (nil: no endpoint, spool only).
         var relay: ChunkRelay?
+        /// The session while its start runs (a stop cancels a wait in the consent dialog).
+        var starting: RecordingSession?
     }
 
     let configuration: DaemonConfiguration
@@ -166,6 +168,12 @@ public final class SessionController: Sendable {
             }, onConsent: { consent in
                 events.publish(Self.event(for: consent, sessionId: id))
             }, onChunk: onChunk)
+            let stopRequested = snapshot.withLock { s -> Bool in
+                s.starting = session
+                return s.state == .stopping
+            }
+            if stopRequested { session.cancelStart() }
+            defer { snapshot.withLock { $0.starting = nil } }
             do throws(CaptureError) {
                 let room = lastChunkRound.load(ordering: .relaxed)
                 if used + room >= configuration.spoolBudgetBytes {
@@ -261,20 +269,22 @@ public final class SessionController: Sendable {
 
     /// `stopRecording`. Replies with the summary once every chunk is in the spool.
     public func stop(sessionId: String?, reply: @escaping @Sendable (Result<JSONValue, CaptureError>) -> Void) {
-        let check: CaptureError? = snapshot.withLock { s in
+        let (check, starting): (CaptureError?, RecordingSession?) = snapshot.withLock { s in
             guard s.state == .starting || s.state == .active else {
                 if s.state == .stopping {
-                    return CaptureError(.invalidState, "session \(s.sessionId ?? "?") is already stopping")
+                    return (CaptureError(.invalidState, "session \(s.sessionId ?? "?") is already stopping"), nil)
                 }
-                return CaptureError(.invalidState, "no session is recording (state: \(s.state.rawValue))")
+                return (CaptureError(.invalidState, "no session is recording (state: \(s.state.rawValue))"), nil)
             }
             if let sessionId, sessionId != s.sessionId {
-                return CaptureError(.invalidState, "no session \(sessionId); the current session is \(s.sessionId ?? "?")")
+                return (CaptureError(.invalidState, "no session \(sessionId); the current session is \(s.sessionId ?? "?")"), nil)
             }
             s.state = .stopping
-            return nil
+            return (nil, s.starting)
         }
         if let check { reply(.failure(check)); return }
+        // A start still waiting for the user in the screen-sharing dialog ends now.
+        starting?.cancelStart()
         operations.async { [self] in
             // Runs after a start in progress finished: it may have failed.
             guard snapshot.withLock({ $0.session != nil && $0.state == .stopping }) else {
@@ -410,11 +420,12 @@ public final class SessionController: Sendable {
 
     /// Stops a running session, if any, and waits for it (daemon shutdown).
     public func stopForShutdown() {
-        let running = snapshot.withLock { s -> Bool in
-            guard s.state == .starting || s.state == .active else { return false }
+        let (running, starting) = snapshot.withLock { s -> (Bool, RecordingSession?) in
+            guard s.state == .starting || s.state == .active else { return (false, nil) }
             s.state = .stopping
-            return true
+            return (true, s.starting)
         }
+        starting?.cancelStart()
         if running {
             operations.sync { _ = finishSession(failure: nil) }
         } else {

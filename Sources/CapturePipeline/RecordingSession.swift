@@ -28,6 +28,7 @@ public final class RecordingSession: Sendable {
     public let options: RecordingOptions
     private let logger: Logger
     private let state = Mutex<State>(State())
+    private let cancellation = StartCancellation()
     private let failureSignal = DispatchSemaphore(value: 0)
     private let live = RecordingSession.liveInstances.token()
 
@@ -108,7 +109,7 @@ public final class RecordingSession: Sendable {
                 switch channel {
                 case .display(let id, let monitor, _):
                     let v = VideoChannel(id: id, monitor: monitor, options: options, logger: logger, onFailure: onFailure,
-                                         onDisplayChange: onDisplayChange, onConsent: onConsent)
+                                         onDisplayChange: onDisplayChange, onConsent: onConsent, cancellation: cancellation)
                     try v.prepare(spool: spool)
                     video.append(v)
                 case .audio(let id, let target, _):
@@ -152,6 +153,13 @@ public final class RecordingSession: Sendable {
             "session": "\(options.sessionId)", "out": "\(options.outputDirectory)",
             "channels": "\(resolved.map { $0.id.description }.joined(separator: ","))",
         ])
+    }
+
+    /// Ends a `start()` in progress from another thread: a wait for the user in the desktop's
+    /// screen-sharing dialog ends at once (the dialog is closed) and `start()` throws
+    /// INVALID_STATE. No effect once the start is done.
+    public func cancelStart() {
+        cancellation.cancel()
     }
 
     /// How long a start waits for the audio sources to deliver.

@@ -92,9 +92,14 @@ final class ScreenCastKeeper: Sendable {
 
     /// Ends the screencast (a pending dialog is closed) and waits for the thread to finish.
     func stop() {
+        cancel()
+        _ = state.wait(until: { $0.exited }) { _ in }
+    }
+
+    /// Like `stop`, without waiting: a request in progress ends with an error outcome.
+    func cancel() {
         state.withLock { $0.stopping = true }
         wakeup.signal()
-        _ = state.wait(until: { $0.exited }) { _ in }
     }
 
     // MARK: The keeper's thread

@@ -94,6 +94,7 @@ final class VideoChannel: @unchecked Sendable {
     private let onFailure: @Sendable (CaptureError) -> Void
     let onDisplayChange: @Sendable (DisplayChange) -> Void
     let onConsent: @Sendable (ScreenConsentEvent) -> Void
+    private let cancellation: StartCancellation
     private let live = VideoChannel.liveInstances.token()
     static let liveInstances = LiveInstances("VideoChannel")
 
@@ -127,8 +128,10 @@ final class VideoChannel: @unchecked Sendable {
     init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
          onFailure: @escaping @Sendable (CaptureError) -> Void,
          onDisplayChange: @escaping @Sendable (DisplayChange) -> Void = { _ in },
-         onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void = { _ in }) {
+         onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void = { _ in },
+         cancellation: StartCancellation = StartCancellation()) {
         self.id = id
+        self.cancellation = cancellation
         self.monitor = monitor
         self.options = options
         self.logger = logger
@@ -245,7 +248,7 @@ final class VideoChannel: @unchecked Sendable {
                                        drawCursor: options.drawCursor)
         case .wayland:
             return try WaylandScreenSource(channel: id, monitor: monitor, options: options, logger: logger, stats: stats,
-                                           onConsent: onConsent)
+                                           cancellation: cancellation, onConsent: onConsent)
         }
     }
 

@@ -65,7 +65,7 @@ final class WaylandScreenSource: ScreenSource {
     static let maxBackoffNs: Int64 = 10_000_000_000
 
     init(channel: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger, stats: ChannelStats,
-         onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void) throws(CaptureError) {
+         cancellation: StartCancellation, onConsent: @escaping @Sendable (ScreenConsentEvent) -> Void) throws(CaptureError) {
         self.channel = channel
         self.logger = logger
         self.stats = stats
@@ -80,6 +80,7 @@ final class WaylandScreenSource: ScreenSource {
                                       store: options.restoreTokens ?? RestoreTokenStore.standard(), logger: logger,
                                       onConsent: onConsent)
         keeper.connect(.init(monitor: monitor, monitors: WaylandOutput.numbered(wayland.outputs)))
+        cancellation.onCancel { [keeper] in keeper.cancel() }
         let deadline = MonotonicClock.now() + consentTimeoutNs + ScreenCastKeeper.firstFrameTimeoutNs + 5_000_000_000
         switch keeper.waitForOutcome(after: 0, deadline: deadline) {
         case .streaming(let stream, let format):
@@ -89,6 +90,9 @@ final class WaylandScreenSource: ScreenSource {
             seenFormatGeneration = stream.status.generation
         case .failed(let error):
             keeper.stop()
+            if cancellation.isCancelled {
+                throw CaptureError(.invalidState, "the start was cancelled (the session was stopped) before the screencast of \(monitor.name) began; nothing was recorded")
+            }
             throw error
         case nil:
             keeper.stop()

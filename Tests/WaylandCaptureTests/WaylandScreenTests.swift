@@ -339,5 +339,29 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
         agent.shutdown()
     }
+
+    /// Stopped while the start waits in the dialog (the user changed their mind, the app quit):
+    /// the dialog goes at once, the start fails with INVALID_STATE, nothing is recorded; the
+    /// consent timeout (60 s) is not waited for.
+    func testStopDuringTheDialogCancelsTheStart() throws {
+        let rig = try rig()
+        let state = try rig.makeDirectory("state")
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
+        defer { agent.shutdown() }
+        let start = try agent.send("startRecording", ["sessionId": "wl-cancelled", "channels": [["channel_id": "display:1"]]])
+        try agent.waitForEvent(.screenConsent) { $0.data["state"]?.stringValue == "asking" }
+        usleep(500_000)
+        let stop = try agent.send("stopRecording")
+        // Long before the consent timeout: a start that did not cancel would not answer here.
+        let started = try agent.answer(start, timeout: 20)
+        XCTAssertFalse(started.ok)
+        XCTAssertTrue(started.value.stringValue?.contains("cancelled") == true, "\(started.value)")
+        XCTAssertFalse(try agent.answer(stop, timeout: 20).ok, "the start failed: there is nothing to stop")
+        XCTAssertThrowsError(try rig.consent(.cancel, timeout: 3), "the dialog was left open")
+        let spool = state + "/capture-agent/spool/wl-cancelled"
+        let media = (FileManager.default.enumerator(atPath: spool)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
+        XCTAssertEqual(media, [], "nothing recorded")
+        XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
+    }
 }
 
