@@ -3,19 +3,30 @@ import Foundation
 import XCTest
 
 /// The README's first command, `scripts/demo`, run as a user on a headless machine runs it
-/// (no DISPLAY: it starts its own rig), with the built binaries instead of a release build.
+/// (no DISPLAY: it starts its own rig), with the built binaries instead of a release build;
+/// and its `--desktop gnome-wayland` variant, which records a private headless GNOME through
+/// the ScreenCast portal (the screen-sharing dialog answered by synthetic input).
 final class DemoTests: XCTestCase {
     func testTheDemoRunsTheWholeFlowAndStopsWhatItStarted() throws {
+        try runDemo([])
+    }
+
+    func testTheDemoOnAWaylandDesktopRunsTheWholeFlowAndStopsWhatItStarted() throws {
+        try runDemo(["--desktop", "gnome-wayland"])
+    }
+
+    private func runDemo(_ extraArguments: [String]) throws {
         let out = Agent.temporaryDirectory("demo")
         defer { try? FileManager.default.removeItem(atPath: out) }
         let binaries = URL(fileURLWithPath: BuiltProduct.path("capture-agent")).deletingLastPathComponent().path
         var env = ProcessInfo.processInfo.environment
-        for key in ["DISPLAY", "PULSE_SERVER", "XDG_RUNTIME_DIR", "CAPTURE_AGENT_SOCKET", "XDG_STATE_HOME"] {
+        for key in ["DISPLAY", "WAYLAND_DISPLAY", "XDG_SESSION_TYPE", "PULSE_SERVER", "XDG_RUNTIME_DIR",
+                    "CAPTURE_AGENT_SOCKET", "XDG_STATE_HOME"] {
             env[key] = nil
         }
         let before = processes(in: binaries)
         let tmpBefore = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("capture-demo") })
-        let r = try runProcess(Repo.script("demo"), ["--duration", "6", "--out", out, "--binary-dir", binaries],
+        let r = try runProcess(Repo.script("demo"), ["--duration", "6", "--out", out, "--binary-dir", binaries] + extraArguments,
                                environment: env, timeout: .seconds(300))
         XCTAssertEqual(r.status, 0, "demo failed:\n\(r.stdout.suffix(3000))\n\(r.stderr.suffix(3000))")
         func line(_ prefix: String) -> String? {
@@ -56,13 +67,23 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(tmpAfter.subtracting(tmpBefore), [], "temporary directories (rig, socket, token) left in /tmp")
     }
 
-    /// PIDs of running processes whose executable lies in `directory`.
+    /// PIDs of running processes the demo may have started: those of the built binaries, of
+    /// the copies it gives a private desktop's user (under /tmp/capture-demo…, perhaps deleted),
+    /// and anything run as that desktop's user (the rig's compositor, PipeWire, portal).
     private func processes(in directory: String) -> Set<Int32> {
+        let rigUID: uid_t? = getpwnam("capture-rig").map { $0.pointee.pw_uid }.flatMap { $0 == getuid() ? nil : $0 }
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return Set(pids.compactMap { pid -> Int32? in
-            guard let n = Int32(pid), let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
-                  exe.hasPrefix(directory + "/") else { return nil }
-            return n
+            guard let n = Int32(pid) else { return nil }
+            if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
+               exe.hasPrefix(directory + "/") || exe.hasPrefix("/tmp/capture-demo") {
+                return n
+            }
+            if let rigUID, let owner = (try? FileManager.default.attributesOfItem(atPath: "/proc/\(pid)"))?[.ownerAccountID] as? NSNumber,
+               owner.uint32Value == rigUID {
+                return n
+            }
+            return nil
         })
     }
 }
