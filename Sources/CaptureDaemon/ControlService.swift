@@ -165,7 +165,7 @@ public final class ControlService: Sendable {
                 return
             }
             work.async {
-                reply(.success(Self.checkPermission(permission, displayName: display, backend: backend)))
+                reply(.success(Self.encoded(Self.checkPermission(permission, displayName: display, backend: backend))))
             }
 
         case .getChannels:
@@ -247,7 +247,7 @@ public final class ControlService: Sendable {
 
     /// On X11 (and for audio) there is no permission dialog: a permission is granted when the
     /// server that provides it is reachable, denied with the reason otherwise.
-    static func checkPermission(_ permission: Permission, displayName: String?, backend: DisplayBackendSetting) -> JSONValue {
+    static func checkPermission(_ permission: Permission, displayName: String?, backend: DisplayBackendSetting) -> PermissionResult {
         let listing = ChannelCatalog.list(displayName: displayName, backend: backend)
         let (channels, problems) = (listing.channels, listing.problems)
         let wanted: (ChannelInfo) -> Bool
@@ -258,12 +258,11 @@ public final class ControlService: Sendable {
         case .systemAudio: wanted = { $0.id.hasPrefix("system_audio:") }; problemCode = .audioUnavailable
         }
         if channels.contains(where: wanted) {
-            return .object(["permission": .string(permission.rawValue), "status": "granted"])
+            return PermissionResult(permission: permission.rawValue, status: "granted")
         }
         let reason = problems.first { $0.code == problemCode }?.message
             ?? "no \(permission == .screenCapture ? "display" : permission == .microphone ? "microphone" : "audio output") was found"
-        return .object(["permission": .string(permission.rawValue), "status": "denied", "reason": .string(reason),
-                        "code": .string(problemCode.rawValue)])
+        return PermissionResult(permission: permission.rawValue, status: "denied", reason: reason, code: problemCode.rawValue)
     }
 }
 

@@ -232,9 +232,7 @@ final class WaylandScreenSource: ScreenSource {
                     "channel": "\(channel)", "reason": "\(end)"])
                 endLogged = true
             }
-            let counters = stream.counters
-            sourceFramesBefore += counters.received
-            supersededBefore += counters.superseded
+            retireCounters(of: stream)
             self.stream = nil
             reconnectAt = MonotonicClock.now() + reconnectBackoffNs
         }
@@ -264,11 +262,7 @@ final class WaylandScreenSource: ScreenSource {
         keeperGeneration = keeper.generation
         switch keeper.take() {
         case .streaming(let stream, _):
-            if let old = self.stream {
-                let counters = old.counters
-                sourceFramesBefore += counters.received
-                supersededBefore += counters.superseded
-            }
+            if let old = self.stream { retireCounters(of: old) }
             self.stream = stream
             seenCursorChanges = -1
             seenLayoutChanges = -1
@@ -291,6 +285,13 @@ final class WaylandScreenSource: ScreenSource {
         case nil:
             break
         }
+    }
+
+    /// Keeps the counts of a stream that is let go (the next one counts from zero).
+    private func retireCounters(of stream: PipeWireScreenStream) {
+        let counters = stream.counters
+        sourceFramesBefore += counters.received
+        supersededBefore += counters.superseded
     }
 
     /// Asks the keeper for a new screencast once the wait is over (and the monitor is there).

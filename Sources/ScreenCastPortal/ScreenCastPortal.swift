@@ -246,15 +246,15 @@ public final class ScreenCastPortal {
                     try value.enterStruct("ua{sv}")
                     var stream = PortalStream(nodeId: try value.readUInt32())
                     try value.readDictionary { (key, v) throws(CaptureError) in
+                        func pair() throws(CaptureError) -> (Int, Int) {
+                            try v.enterStruct("ii")
+                            let pair = (Int(try v.readInt32()), Int(try v.readInt32()))
+                            try v.exitContainer()
+                            return pair
+                        }
                         switch key {
-                        case "position":
-                            try v.enterStruct("ii")
-                            stream.position = (Int(try v.readInt32()), Int(try v.readInt32()))
-                            try v.exitContainer()
-                        case "size":
-                            try v.enterStruct("ii")
-                            stream.size = (Int(try v.readInt32()), Int(try v.readInt32()))
-                            try v.exitContainer()
+                        case "position": stream.position = try pair()
+                        case "size": stream.size = try pair()
                         case "source_type": stream.sourceType = try v.readUInt32()
                         case "id": stream.id = try v.readString()
                         default: break
