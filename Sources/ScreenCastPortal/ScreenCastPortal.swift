@@ -106,6 +106,50 @@ public final class ScreenCastPortal {
     /// DISPLAY_UNAVAILABLE when the portal failed.
     public func selectMonitor(cursorMode: PortalCursorMode, restoreToken: String?, deadline: Int64,
                               wakeup: Wakeup? = nil, abandon: () -> Bool = { true }) throws(CaptureError) -> PortalScreenCast {
+        // A backend that is starting owns its bus name before it serves ScreenCast, and a
+        // request then ends with response 2: the first request after login (the bus starts
+        // the backend on demand) or after the backend crashed (xdg-desktop-portal-gnome before
+        // 47 does when a dialog is closed for us). No dialog has been shown yet at this step,
+        // so it is tried again, quietly, for a few seconds.
+        var session: PortalScreenCast
+        var pauseNs: Int64 = 200_000_000
+        let settleBy = min(deadline, MonotonicClock.now() + Self.backendStartAllowance)
+        while true {
+            do {
+                session = try openSession(cursorMode: cursorMode, restoreToken: restoreToken, deadline: deadline,
+                                          wakeup: wakeup, abandon: abandon)
+                break
+            } catch where error.code == .displayUnavailable && MonotonicClock.now() + pauseNs < settleBy {
+                if try bus.wait(until: MonotonicClock.now() + pauseNs, wakeup: wakeup, done: { false }) == .woken {
+                    if abandon() {
+                        throw CaptureError(.invalidState, "creating a screencast session was abandoned: the recording is stopping")
+                    }
+                    wakeup?.drain()
+                }
+                pauseNs *= 2
+            }
+        }
+        let sessionHandle = session.handle
+        let started = try request("Start", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "the screen-sharing dialog") {
+            (w, token) throws(CaptureError) in
+            try w.appendObjectPath(sessionHandle)
+            try w.append("")    // no parent window: we have none
+            try w.appendDictionary([("handle_token", .string(token))])
+        }
+        guard !started.streams.isEmpty else {
+            throw CaptureError(.displayUnavailable, "the ScreenCast portal started a session with no stream")
+        }
+        session.streams = started.streams
+        session.restoreToken = started.restoreToken
+        return session
+    }
+
+    /// How long a backend that is starting is given (see `selectMonitor`).
+    static let backendStartAllowance: Int64 = 4_000_000_000
+
+    /// CreateSession and SelectSources: a session that is ready to Start.
+    private func openSession(cursorMode: PortalCursorMode, restoreToken: String?, deadline: Int64,
+                             wakeup: Wakeup?, abandon: () -> Bool) throws(CaptureError) -> PortalScreenCast {
         let created = try request("CreateSession", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "creating a screencast session") {
             (w, token) throws(CaptureError) in
             try w.appendDictionary([("handle_token", .string(token)), ("session_handle_token", .string(token))])
@@ -131,17 +175,6 @@ public final class ScreenCastPortal {
             try w.appendObjectPath(sessionHandle)
             try w.appendDictionary(options + [("handle_token", .string(token))])
         }
-        let started = try request("Start", deadline: deadline, wakeup: wakeup, abandon: abandon, what: "the screen-sharing dialog") {
-            (w, token) throws(CaptureError) in
-            try w.appendObjectPath(sessionHandle)
-            try w.append("")    // no parent window: we have none
-            try w.appendDictionary([("handle_token", .string(token))])
-        }
-        guard !started.streams.isEmpty else {
-            throw CaptureError(.displayUnavailable, "the ScreenCast portal started a session with no stream")
-        }
-        session.streams = started.streams
-        session.restoreToken = started.restoreToken
         return session
     }
 

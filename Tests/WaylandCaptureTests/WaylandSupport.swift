@@ -76,6 +76,7 @@ final class DesktopAgent {
     }
 
     private var collected: [ControlEvent] = []
+    private var shutDown = false
 
     /// Every event received so far, by name (in order).
     func events(_ name: ControlEventName) -> [ControlEvent] {
@@ -97,8 +98,10 @@ final class DesktopAgent {
     }
 
     /// Ends the agent as the SDK does (shutdown, then end of stdin); it must exit by itself,
-    /// with status 0 (a crash fails the test that ran it).
+    /// with status 0 (a crash fails the test that ran it). Once: later calls do nothing.
     func shutdown(file: StaticString = #filePath, line: UInt = #line) {
+        guard !shutDown else { return }
+        shutDown = true
         let wasRunning = process.isRunning
         _ = try? client.call("shutdown", timeout: .seconds(30))
         if toChild >= 0 { close(toChild); toChild = -1 }
