@@ -290,7 +290,8 @@ final class WaylandScreenSource: ScreenSource {
     /// Keeps the counts of a stream that is let go (the next one counts from zero).
     private func retireCounters(of stream: PipeWireScreenStream) {
         let counters = stream.counters
-        sourceFramesBefore += counters.received
+        // As counted while it ran: frames made before its first slot are not the session's.
+        sourceFramesBefore += counters.received - counters.beforeStart
         supersededBefore += counters.superseded
     }
 
