@@ -24,12 +24,21 @@ public struct ExportInput: Sendable {
     public var audio: [Track]
     /// The mix is encoded in segments of about this length, in parallel.
     public var mixSegmentSeconds: Double
+    /// Where the session's timeline ends, as its chunks declared it (with some tolerance):
+    /// packets whose timestamps lie beyond it, or before 0 by more than the tolerance, are
+    /// left out and counted. The chunks come from clients; their media timestamps are not
+    /// trusted to size the work (nil: no limit, for trusted input only).
+    public var timelineLimitSeconds: Double?
 
-    public init(video: Track, audio: [Track], mixSegmentSeconds: Double = 30) {
+    public init(video: Track, audio: [Track], mixSegmentSeconds: Double = 30, timelineLimitSeconds: Double? = nil) {
         self.video = video
         self.audio = audio
         self.mixSegmentSeconds = mixSegmentSeconds
+        self.timelineLimitSeconds = timelineLimitSeconds
     }
+
+    /// How far before 0 a timestamp may lie (an AAC frame's priming, a rounding).
+    public static let earlyToleranceSeconds = 1.0
 }
 
 /// What the export wrote.
@@ -39,6 +48,8 @@ public struct ExportSummary: Sendable, Equatable {
     public var mixFrames: Int
     public var audioPackets: [Int]
     public var bytes: Int
+    /// Packets left out because their timestamps lay outside the declared timeline.
+    public var packetsOutsideTimeline: Int
 }
 
 /// One MP4 from a session's chunks, with libavformat: the video copied as it
@@ -46,6 +57,11 @@ public struct ExportSummary: Sendable, Equatable {
 /// decoded, summed sample by sample on the session timeline (clipped at full
 /// scale) and encoded as AAC; then every audio channel copied as a track of
 /// its own. `+faststart`, so a player can start before the whole file arrived.
+///
+/// The chunks come from clients, so nothing in them sizes the work: only H.264 video
+/// and AAC audio are read (no other decoder is ever opened, not even to probe), packets
+/// outside the declared timeline are left out, and a gap in a channel costs no memory
+/// (decoded audio is kept in blocks placed on the timeline; silence is never stored).
 public enum MP4Exporter {
     public static func export(_ input: ExportInput, to path: String) throws(CaptureError) -> ExportSummary {
         av_log_set_level(AV_LOG_ERROR)
@@ -66,8 +82,13 @@ private final class ExportJob {
     let path: String
     var opened = false
 
+    /// Packets outside [-earlyTolerance, limit] (seconds) are left out.
+    let timeline: ClosedRange<Double>
+    var outsideTimeline = 0
+
     init(input: ExportInput, path: String) throws(CaptureError) {
         self.path = path
+        timeline = -ExportInput.earlyToleranceSeconds...(input.timelineLimitSeconds ?? .infinity)
         video = try Demuxer(input.video, mediaType: AVMEDIA_TYPE_VIDEO)
         for track in input.audio {
             audio.append(try Demuxer(track, mediaType: AVMEDIA_TYPE_AUDIO))
@@ -152,7 +173,15 @@ private final class ExportJob {
                     bestTime = t
                 }
             }
-            guard let chosen = best else { break }
+            guard let chosen = best, let time = bestTime else { break }
+            if !timeline.contains(Double(time.0) * av_q2d(time.1)) {
+                // A timestamp the declared timeline does not have: mixing or interleaving up
+                // to it would size memory and work by what a client claims.
+                if chosen == -1 { try video.take(into: packet) } else { try audio[chosen].take(into: packet) }
+                av_packet_unref(packet)
+                outsideTimeline += 1
+                continue
+            }
             if chosen == -1 {
                 try video.take(into: packet)
                 let end = packet.pointee.pts + packet.pointee.duration
@@ -181,7 +210,8 @@ private final class ExportJob {
         rc = av_write_trailer(output)
         guard rc >= 0 else { throw exportError(rc, "finishing the MP4") }
         return ExportSummary(durationSeconds: videoEnd, videoPackets: videoPackets, mixFrames: mixer.framesEncoded,
-                             audioPackets: audioPackets, bytes: Int(avio_size(output.pointee.pb)))
+                             audioPackets: audioPackets, bytes: Int(avio_size(output.pointee.pb)),
+                             packetsOutsideTimeline: outsideTimeline)
     }
 
     private func write(_ packet: UnsafeMutablePointer<AVPacket>, from timeBase: AVRational, to index: Int32) throws(CaptureError) {
@@ -219,6 +249,8 @@ private final class Demuxer {
         var context: UnsafeMutablePointer<AVFormatContext>?
         var options: OpaquePointer?
         av_dict_set(&options, "protocol_whitelist", "concat,file", 0)
+        // Probing opens a decoder for every stream it finds: only the two we export.
+        av_dict_set(&options, "codec_whitelist", "h264,aac", 0)
         let format = av_find_input_format("mpegts")
         var rc = avformat_open_input(&context, "concat:" + track.files.joined(separator: "|"), format, &options)
         av_dict_free(&options)
@@ -230,11 +262,27 @@ private final class Demuxer {
             avformat_close_input(&c)
             throw exportError(rc, "reading the streams of \(track.name)")
         }
+        let expected = mediaType == AVMEDIA_TYPE_VIDEO ? AV_CODEC_ID_H264 : AV_CODEC_ID_AAC
+        // A stream of another codec has no parameters (its decoder may not probe): named here.
+        for i in 0..<Int(context.pointee.nb_streams) {
+            guard let parameters = context.pointee.streams[i]?.pointee.codecpar.pointee,
+                  parameters.codec_type == mediaType, parameters.codec_id != expected else { continue }
+            let found = String(cString: avcodec_get_name(parameters.codec_id))
+            var c: UnsafeMutablePointer<AVFormatContext>? = context
+            avformat_close_input(&c)
+            throw CaptureError(.invalidRequest, "\(track.name) is \(found), not \(mediaType == AVMEDIA_TYPE_VIDEO ? "H.264" : "AAC"): only what the agent records is exported")
+        }
         let index = av_find_best_stream(context, mediaType, -1, -1, nil, 0)
         guard index >= 0, let stream = context.pointee.streams[Int(index)] else {
             var c: UnsafeMutablePointer<AVFormatContext>? = context
             avformat_close_input(&c)
             throw CaptureError(.invalidRequest, "\(track.name) has no \(mediaType == AVMEDIA_TYPE_VIDEO ? "video" : "audio") stream")
+        }
+        guard stream.pointee.codecpar.pointee.codec_id == expected else {
+            let found = String(cString: avcodec_get_name(stream.pointee.codecpar.pointee.codec_id))
+            var c: UnsafeMutablePointer<AVFormatContext>? = context
+            avformat_close_input(&c)
+            throw CaptureError(.invalidRequest, "\(track.name) is \(found), not \(mediaType == AVMEDIA_TYPE_VIDEO ? "H.264" : "AAC"): only what the agent records is exported")
         }
         self.stream = stream
         pending = av_packet_alloc()
@@ -287,8 +335,10 @@ private final class AudioDecoder {
     var pending = MixBuffer()
 
     init(_ stream: UnsafeMutablePointer<AVStream>) throws(CaptureError) {
-        guard let codec = avcodec_find_decoder(stream.pointee.codecpar.pointee.codec_id) else {
-            throw CaptureError(.encoderError, "no decoder for the audio")
+        // The demuxer checked the stream is AAC; the decoder is named, not looked up by what
+        // the stream says.
+        guard stream.pointee.codecpar.pointee.codec_id == AV_CODEC_ID_AAC, let codec = avcodec_find_decoder(AV_CODEC_ID_AAC) else {
+            throw CaptureError(.encoderError, "no AAC decoder for the audio")
         }
         context = avcodec_alloc_context3(codec)
         var rc = avcodec_parameters_to_context(context, stream.pointee.codecpar)
@@ -558,45 +608,62 @@ private final class SegmentEncoders: @unchecked Sendable {
     }
 }
 
-/// One input's decoded samples not yet mixed, from sample position `start`.
+/// One input's decoded samples not yet mixed: blocks on the timeline (sample positions), in
+/// order, never overlapping. A gap between two blocks is silence that is not stored, so the
+/// memory is what was decoded and not mixed yet, whatever the timestamps claim.
 struct MixBuffer {
-    var start: Int64 = 0
-    var left: [Float] = []
-    var right: [Float] = []
-    var end: Int64 { start + Int64(left.count) }
+    struct Block {
+        var start: Int64
+        var left: [Float]
+        var right: [Float]
+        var end: Int64 { start + Int64(left.count) }
+    }
 
-    /// Appends a block that begins at `position`; a gap before it is silence, an overlap is dropped.
+    private(set) var blocks: [Block] = []
+    /// Everything before this has been appended (or skipped as an overlap).
+    private(set) var end: Int64 = 0
+
+    /// Appends a block that begins at `position`; a gap before it stays empty (silence), an
+    /// overlap with what came before is dropped.
     mutating func append(left blockLeft: UnsafeBufferPointer<Float>, right blockRight: UnsafeBufferPointer<Float>, at position: Int64) {
-        var skip = 0
-        if position > end {
-            let gap = Int(position - end)
-            left.append(contentsOf: repeatElement(0, count: gap))
-            right.append(contentsOf: repeatElement(0, count: gap))
-        } else if position < end {
-            skip = min(Int(end - position), blockLeft.count)
+        let skip = position < end ? Int(min(end - position, Int64(blockLeft.count))) : 0
+        guard skip < blockLeft.count else { return }
+        let start = max(position, end)
+        if let last = blocks.indices.last, blocks[last].end == start {
+            blocks[last].left.append(contentsOf: blockLeft[skip...])
+            blocks[last].right.append(contentsOf: blockRight[skip...])
+        } else {
+            blocks.append(Block(start: start, left: Array(blockLeft[skip...]), right: Array(blockRight[skip...])))
         }
-        left.append(contentsOf: blockLeft[skip...])
-        right.append(contentsOf: blockRight[skip...])
+        end = start + Int64(blockLeft.count - skip)
     }
 
     /// Adds `count` samples from `position` into the planes (silence where there are none).
     func mix(into l: UnsafeMutablePointer<Float>, _ r: UnsafeMutablePointer<Float>, from position: Int64, count: Int) {
-        let first = max(position, start)
-        let last = min(position + Int64(count), end)
-        guard first < last else { return }
-        for p in first..<last {
-            l[Int(p - position)] += left[Int(p - start)]
-            r[Int(p - position)] += right[Int(p - start)]
+        let until = position + Int64(count)
+        for block in blocks {
+            if block.end <= position { continue }
+            if block.start >= until { break }
+            let first = max(position, block.start)
+            let last = min(until, block.end)
+            for p in first..<last {
+                l[Int(p - position)] += block.left[Int(p - block.start)]
+                r[Int(p - position)] += block.right[Int(p - block.start)]
+            }
         }
     }
 
     mutating func discard(before position: Int64) {
-        let n = Int(min(max(position - start, 0), Int64(left.count)))
-        guard n > 0 else { return }
-        left.removeFirst(n)
-        right.removeFirst(n)
-        start += Int64(n)
+        while let first = blocks.first, first.end <= position { blocks.removeFirst() }
+        guard !blocks.isEmpty, blocks[0].start < position else { return }
+        let n = Int(position - blocks[0].start)
+        blocks[0].left.removeFirst(n)
+        blocks[0].right.removeFirst(n)
+        blocks[0].start = position
     }
+
+    /// Samples held (what the buffer costs).
+    var heldSamples: Int { blocks.reduce(0) { $0 + $1.left.count } }
 }
 
 private func exportError(_ code: Int32, _ what: String) -> CaptureError {

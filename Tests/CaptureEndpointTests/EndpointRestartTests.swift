@@ -16,21 +16,51 @@ final class EndpointProcess {
     let port: Int
     private(set) var process: Process?
 
-    init(dataDirectory: String, port: Int) {
+    /// RLIMIT_DATA for the process (its heap and private mappings), so that a regression
+    /// fails the test rather than the machine.
+    let dataLimitBytes: Int?
+
+    /// Where its log goes (nil: nowhere).
+    let logPath: String?
+
+    init(dataDirectory: String, port: Int, dataLimitBytes: Int? = nil, logPath: String? = nil) {
         self.dataDirectory = dataDirectory
         self.port = port
+        self.dataLimitBytes = dataLimitBytes
+        self.logPath = logPath
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in bytes.
+    var peakResidentBytes: Int? {
+        guard let pid = process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kB = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
+        return kB * 1024
     }
 
     func start() throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
-        process.arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning"]
+        let arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning"]
+        if let dataLimitBytes {
+            // prlimit execs the endpoint: the process is the endpoint.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--data=\(dataLimitBytes)", "--", BuiltProduct.path("capture-endpoint")] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
+            process.arguments = arguments
+        }
         var environment = ProcessInfo.processInfo.environment
         environment[EndpointCredentials.apiKeyEnvironment] = EndpointHarness.keyA
         environment[EndpointCredentials.webhookSecretEnvironment] = EndpointHarness.webhookSecret
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        if let logPath {
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: logPath)
+        } else {
+            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        }
         try process.run()
         self.process = process
         let deadline = ContinuousClock.now + .seconds(20)

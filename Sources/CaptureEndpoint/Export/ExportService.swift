@@ -19,6 +19,9 @@ struct ExportService: Sendable {
 
     static func relativePath(sessionId: String, videoId: String) -> String { "exports/\(sessionId)/\(videoId).mp4" }
 
+    /// How far past the declared end a packet may lie (an AAC frame past a chunk's duration).
+    static let timelineToleranceSeconds = 2.0
+
     /// Starts the export of a session that `beginExport` just marked exporting.
     func start(_ session: SessionRecord, videoChannelId: String, notify connectionId: String?) {
         Task { await run(session, videoChannelId: videoChannelId, notify: connectionId) }
@@ -27,9 +30,18 @@ struct ExportService: Sendable {
     /// Restarts exports a crash interrupted.
     func resumeInterrupted() async {
         do {
-            for session in try await store.sessionsExporting() {
-                guard let video = session.primaryVideoChannelId else { continue }
-                logger.notice("resuming an interrupted export", metadata: ["session": "\(session.id)"])
+            for interrupted in try await store.sessionsExporting() {
+                guard let video = interrupted.primaryVideoChannelId else { continue }
+                guard let session = try await store.restartInterruptedExport(sessionId: interrupted.id,
+                                                                             now: EndpointClock.nowMilliseconds()) else {
+                    logger.error("an export interrupted on every attempt is given up", metadata: [
+                        "session": "\(interrupted.id)", "attempts": "\(interrupted.exportAttempts)",
+                    ])
+                    continue
+                }
+                logger.notice("resuming an interrupted export", metadata: [
+                    "session": "\(session.id)", "attempt": "\(session.exportAttempts)",
+                ])
                 start(session, videoChannelId: video, notify: nil)
             }
         } catch {
@@ -44,15 +56,23 @@ struct ExportService: Sendable {
         let path = dataDirectory + "/" + relative
         do {
             let channels = try await store.channels(sessionId: session.id)
+            // The timeline the chunk headers declare: the media's own timestamps are the
+            // client's word too, and the export is not sized by them.
+            var declaredEndNs: Int64 = 0
             func files(_ channel: String) async throws -> [String] {
-                try await store.chunks(sessionId: session.id, channelId: channel).map { dataDirectory + "/" + $0.file }
+                let chunks = try await store.chunks(sessionId: session.id, channelId: channel)
+                for chunk in chunks {
+                    let (end, overflow) = chunk.startPtsNs.addingReportingOverflow(chunk.durationNs)
+                    declaredEndNs = max(declaredEndNs, overflow ? .max : end)
+                }
+                return chunks.map { dataDirectory + "/" + $0.file }
             }
-            let input = ExportInput(
-                video: .init(name: videoChannelId, files: try await files(videoChannelId)),
-                audio: try await channels.filter { $0.mediaType == .audio }.asyncMap { channel in
-                    ExportInput.Track(name: channel.channelId, files: try await files(channel.channelId))
-                },
-                mixSegmentSeconds: mixSegmentSeconds)
+            let video = ExportInput.Track(name: videoChannelId, files: try await files(videoChannelId))
+            let audio = try await channels.filter { $0.mediaType == .audio }.asyncMap { channel in
+                ExportInput.Track(name: channel.channelId, files: try await files(channel.channelId))
+            }
+            let input = ExportInput(video: video, audio: audio, mixSegmentSeconds: mixSegmentSeconds,
+                                    timelineLimitSeconds: Double(declaredEndNs) / 1e9 + Self.timelineToleranceSeconds)
             let summary = try await threadPool.runIfActive { () throws -> ExportSummary in
                 let directory = String(path[..<path.lastIndex(of: "/")!])
                 try makeDirectories(directory)
@@ -63,6 +83,12 @@ struct ExportService: Sendable {
             }
             let transitions = try await store.finishExport(sessionId: session.id, videoId: videoId, error: nil,
                                                            now: EndpointClock.nowMilliseconds())
+            if summary.packetsOutsideTimeline > 0 {
+                logger.warning("export left out packets outside the declared timeline", metadata: [
+                    "session": "\(session.id)", "packets": "\(summary.packetsOutsideTimeline)",
+                    "declared_seconds": "\(Double(declaredEndNs) / 1e9)",
+                ])
+            }
             logger.info("export done", metadata: [
                 "session": "\(session.id)", "video_id": "\(videoId)", "seconds": "\(summary.durationSeconds)",
                 "bytes": "\(summary.bytes)", "ms": "\((MonotonicClock.now() - started) / 1_000_000)",

@@ -93,13 +93,18 @@ public protocol EndpointStore: Sendable {
     func failSilentSessions(silentSince: Int64, now: Int64) async throws -> [SessionTransition]
 
     // Export
-    /// Marks the session exporting (if it is stopped and not exported or exporting yet);
-    /// returns the session as it is after the call.
+    /// Marks the session exporting (if it is stopped and not exported or exporting yet, and
+    /// a failed export has attempts left: `SessionRecord.maxExportAttempts`); returns the
+    /// session as it is after the call.
     func beginExport(sessionId: String, videoChannelId: String, now: Int64) async throws -> SessionRecord?
     func finishExport(sessionId: String, videoId: String?, error: String?, now: Int64) async throws
         -> [SessionTransition]
     /// Sessions left `exporting` (a crash interrupted their export).
     func sessionsExporting() async throws -> [SessionRecord]
+
+    /// Counts one more attempt of an export a crash interrupted and returns the session to
+    /// export again; nil (and the export failed for good) once it has had its attempts.
+    func restartInterruptedExport(sessionId: String, now: Int64) async throws -> SessionRecord?
 
     // Webhook outbox
     func dueWebhooks(now: Int64, limit: Int) async throws -> [WebhookDeliveryRecord]

@@ -96,6 +96,11 @@ enum EndpointMigrations {
             }
             try db.create(index: "webhooks_due", on: "webhook_deliveries", columns: ["delivered_at", "abandoned_at", "next_attempt_at"])
         }
+        migrator.registerMigration("v2: export attempts") { db in
+            try db.alter(table: "sessions") { t in
+                t.add(column: "export_attempts", .integer).notNull().defaults(to: 0)
+            }
+        }
         return migrator
     }
 }

@@ -47,6 +47,12 @@ public struct SessionRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
     /// The random path segment of the session's playback URLs (HLS, export): a
     /// read-only capability a player can use without the API key.
     public var playbackKey: String
+    /// Exports started for the session (a request, or a restart after a crash): a failing
+    /// export is started again only while this is under `SessionRecord.maxExportAttempts`.
+    public var exportAttempts: Int = 0
+
+    /// Exports tried before a failure is final (POST .../export then answers `failed`).
+    public static let maxExportAttempts = 3
 
     enum CodingKeys: String, CodingKey {
         case id, accountId = "account_id", collectionId = "collection_id", endUserId = "end_user_id"
@@ -55,7 +61,7 @@ public struct SessionRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
         case exportStatus = "export_status", exportedVideoId = "exported_video_id", exportError = "export_error"
         case failureReason = "failure_reason", createdAt = "created_at", updatedAt = "updated_at"
         case startedAt = "started_at", activeAt = "active_at", stoppedAt = "stopped_at"
-        case lastUplinkAt = "last_uplink_at", playbackKey = "playback_key"
+        case lastUplinkAt = "last_uplink_at", playbackKey = "playback_key", exportAttempts = "export_attempts"
     }
 }
 

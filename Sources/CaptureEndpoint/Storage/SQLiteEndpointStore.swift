@@ -244,8 +244,12 @@ public final class SQLiteEndpointStore: EndpointStore {
             guard var session = try SessionRecord.fetchOne(db, key: sessionId) else { return nil }
             guard session.status == .stopped || session.status == .exported else { return session }
             if session.exportStatus == .exporting || session.exportStatus == .exported { return session }
+            // A failure is final after a few attempts: an export that fails on what the
+            // client sent would fail again, at full cost, on every poll.
+            if session.exportStatus == .failed && session.exportAttempts >= SessionRecord.maxExportAttempts { return session }
             session.exportStatus = .exporting
             session.exportError = nil
+            session.exportAttempts += 1
             session.updatedAt = now
             try session.update(db)
             return session
@@ -274,6 +278,24 @@ public final class SQLiteEndpointStore: EndpointStore {
     public func sessionsExporting() async throws -> [SessionRecord] {
         try await pool.read { db in
             try SessionRecord.filter(Column("export_status") == ExportStatus.exporting.rawValue).fetchAll(db)
+        }
+    }
+
+    public func restartInterruptedExport(sessionId: String, now: Int64) async throws -> SessionRecord? {
+        try await pool.write { db in
+            guard var session = try SessionRecord.fetchOne(db, key: sessionId), session.exportStatus == .exporting else { return nil }
+            session.updatedAt = now
+            if session.exportAttempts >= SessionRecord.maxExportAttempts {
+                // The endpoint died during every attempt (an export that takes it down would
+                // otherwise take it down again at every start).
+                session.exportStatus = .failed
+                session.exportError = "the endpoint stopped during each of \(session.exportAttempts) attempts to export this session; not tried again"
+                try session.update(db)
+                return nil
+            }
+            session.exportAttempts += 1
+            try session.update(db)
+            return session
         }
     }
 

@@ -1,0 +1,129 @@
+import CaptureCore
+import CaptureTestSupport
+import CaptureUplink
+import CaptureUplinkReplay
+import Foundation
+import Logging
+import XCTest
+
+/// Chunks from a client that lies about its media: the export is sized by the timeline the
+/// chunk headers declare, never by the media's own timestamps, and reads only H.264 and AAC.
+/// The real endpoint runs with its data segment limited (RLIMIT_DATA 1 GiB), so a regression
+/// fails here instead of taking the machine (unbounded, such an export took 23 GB).
+final class HostileMediaTests: XCTestCase {
+    static let dataLimit = 1 << 30
+    static let logger: Logger = {
+        var logger = Logger(label: "hostile-media")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// A mic chunk whose AAC timestamps say 13 hours in while its header says 5 s: the
+    /// endpoint stays up, its peak RSS stays under 400 MB, and the export is the 20 s session
+    /// with that chunk's packets left out.
+    func testMediaTimestampsThatLieDoNotSizeTheExport() async throws {
+        var spool = try RecordedFixture.spool()
+        let work = FileManager.default.temporaryDirectory.path + "/hostile-media-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let lying = try Self.replaceChunk(of: &spool, channel: "mic:default", index: 5, work: work) { input, output in
+            ["-i", input, "-c", "copy", "-output_ts_offset", "46800", "-mpegts_copyts", "1", "-f", "mpegts", output]
+        }
+        let start = try Media.probe(lying).startTime
+        XCTAssertGreaterThanOrEqual(start, 46_800, "the chunk's media claims 13 hours in")
+
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(), dataLimitBytes: Self.dataLimit,
+                                        logPath: work + "/endpoint.log")
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+        let export = try await Self.uploadAndExport(spool, to: endpoint)
+        let peak = try XCTUnwrap(endpoint.peakResidentBytes)
+        print("hostile media: endpoint peak RSS \(peak >> 20) MB, export \(export["export_status"] ?? "-")")
+        XCTAssertTrue(endpoint.process?.isRunning == true, "the endpoint is up")
+        XCTAssertLessThan(peak, 400 << 20, "peak RSS")
+        XCTAssertEqual(export["export_status"] as? String, "exported", "\(export)")
+        let mp4 = work + "/data/" + (try XCTUnwrap(Self.exportedFile(work + "/data")))
+        let probed = try Media.probe(mp4)
+        XCTAssertEqual(probed.duration, Double(RecordedFixture.seconds), accuracy: 1, "the session's length, not 13 hours")
+    }
+
+    /// A mic chunk that is MP2, not AAC: the export fails with a clear error (no MP2 decoder is
+    /// opened) and is not the endpoint's end; the SDK's polling (POST .../export until it is
+    /// no longer exporting) starts it again while it has attempts left, then gets `failed`.
+    func testOnlyH264AndAACAreRead() async throws {
+        var spool = try RecordedFixture.spool()
+        let work = FileManager.default.temporaryDirectory.path + "/hostile-codec-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let mp2 = try Self.replaceChunk(of: &spool, channel: "mic:default", index: 0, work: work) { input, output in
+            ["-i", input, "-c:a", "mp2", "-b:a", "128k", "-mpegts_copyts", "1", "-f", "mpegts", output]
+        }
+        XCTAssertEqual(try Media.probe(mp2).streams.first?.codecName, "mp2")
+
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(), dataLimitBytes: Self.dataLimit,
+                                        logPath: work + "/endpoint.log")
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+        let export = try await Self.uploadAndExport(spool, to: endpoint)
+        let log = (try? String(contentsOfFile: work + "/endpoint.log", encoding: .utf8)) ?? ""
+        XCTAssertEqual(export["export_status"] as? String, "failed", "\(export)\n\(log.suffix(2000))")
+        let error = export["error"] as? String ?? ""
+        XCTAssertTrue(error.contains("mic:default is mp2, not AAC"), "\(export)")
+        XCTAssertFalse(error.contains("/"), "no paths in an API error: \(error)")
+        XCTAssertTrue(endpoint.process?.isRunning == true, "the endpoint is up")
+        let attempts = log.components(separatedBy: "\"export failed\"").count - 1
+        XCTAssertEqual(attempts, 3, "three attempts, then the failure is final")
+        let again = try await HTTPJSON.post("http://127.0.0.1:\(endpoint.port)/collection/default/capture/session/\(export["session_id"] as? String ?? "")/export",
+                                            key: EndpointHarness.keyA, body: "{}")
+        XCTAssertEqual((again["data"] as? [String: Any])?["export_status"] as? String, "failed", "\(again)")
+    }
+
+    // MARK: Helpers
+
+    /// Replaces chunk `index` of `channel` by what ffmpeg makes of it (its metadata follows
+    /// the new bytes, its place on the timeline does not); returns the new file.
+    static func replaceChunk(of spool: inout RecordedSpool, channel: String, index: Int, work: String,
+                             ffmpeg: (String, String) -> [String]) throws -> String {
+        var chunk = try XCTUnwrap(spool.chunks[channel]?[index])
+        let input = work + "/original.ts", output = work + "/replaced-\(channel.replacingOccurrences(of: ":", with: "-")).ts"
+        try Data(chunk.bytes).write(to: URL(fileURLWithPath: input))
+        let r = try runProcess("ffmpeg", ["-nostdin", "-hide_banner", "-v", "error", "-y"] + ffmpeg(input, output), timeout: .seconds(60))
+        guard r.status == 0 else { throw CaptureError(.internalError, "ffmpeg: \(r.stderr)") }
+        chunk.bytes = Array(try Data(contentsOf: URL(fileURLWithPath: output)))
+        chunk.metadata.bytes = chunk.bytes.count
+        chunk.metadata.sha256 = chunk.bytes.withUnsafeBytes { SHA256.hexDigest($0) }
+        spool.chunks[channel]?[index] = chunk
+        return output
+    }
+
+    /// Streams the spool into a new session, then asks for its export and waits for the
+    /// outcome; returns the export's answer.
+    static func uploadAndExport(_ spool: RecordedSpool, to endpoint: EndpointProcess) async throws -> [String: Any] {
+        let base = "http://127.0.0.1:\(endpoint.port)"
+        let created = try await HTTPJSON.post(base + "/collection/default/capture/session", key: EndpointHarness.keyA,
+                                              body: #"{"end_user_id": "hostile"}"#)
+        let session = try XCTUnwrap((created["data"] as? [String: Any])?["session_id"] as? String)
+        let minted = try await HTTPJSON.post(base + "/capture/session/token", key: EndpointHarness.keyA, body: "{}")
+        let token = try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String)
+        var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
+        options.speed = 0
+        let report = await UplinkReplayer.run(spool, options: options, logger: logger)
+        XCTAssertTrue(report.ended, "\(report)")
+
+        let path = base + "/collection/default/capture/session/\(session)/export"
+        var answer = try await HTTPJSON.post(path, key: EndpointHarness.keyA, body: "{}")
+        let deadline = ContinuousClock.now + .seconds(120)
+        while (answer["data"] as? [String: Any])?["export_status"] as? String == "exporting", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            answer = try await HTTPJSON.post(path, key: EndpointHarness.keyA, body: "{}")
+        }
+        return answer["data"] as? [String: Any] ?? answer
+    }
+
+    /// The one exported MP4 under the data directory (relative path).
+    static func exportedFile(_ data: String) -> String? {
+        (FileManager.default.enumerator(atPath: data)?.allObjects as? [String] ?? []).first { $0.hasSuffix(".mp4") }
+    }
+}
