@@ -65,7 +65,8 @@ public func buildApplication(
                 ws: .init(
                     maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
                     autoPing: .enabled(timePeriod: .seconds(Int64(configuration.pingIntervalSeconds))),
-                    closeTimeout: .seconds(5)))),
+                    closeTimeout: .seconds(5))),
+            maxBodyBytes: configuration.maxRequestBodyBytes),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),
         services: [webhooks, housekeeping],

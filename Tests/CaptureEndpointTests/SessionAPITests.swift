@@ -170,6 +170,36 @@ final class SessionAPITests: XCTestCase {
         XCTAssertEqual(Set(entries).subtracting(["endpoint.sqlite", "endpoint.sqlite-wal", "endpoint.sqlite-shm"]), [])
     }
 
+    /// Bodies declared well over the limit (2, 12 and 100 MB against 1 MiB) are answered 413
+    /// from their heads while the client is still sending, and the connection is closed; a
+    /// server that read up to the limit and stopped would never answer (RawSocket gives up
+    /// after 10 s), the client still sending.
+    func testBodiesDeclaredOverTheLimitAreRefusedFromTheHead() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let slice = [UInt8](repeating: 0x20, count: 256 << 10)
+            for megabytes in [2, 12, 100] {
+                let socket = try RawSocket(port: port)
+                _ = socket.send(Array(("POST /collection/default/capture/session HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + "x-access-token: \(EndpointHarness.keyA)\r\ncontent-type: application/json\r\n"
+                    + "content-length: \(megabytes << 20)\r\n\r\n").utf8))
+                _ = socket.send(slice)   // a quarter of a MiB of it, then nothing more
+                let head = socket.readHead()
+                XCTAssertTrue(head.hasPrefix("HTTP/1.1 413"), "\(megabytes) MB: \(head)")
+                XCTAssertTrue(head.lowercased().contains("connection: close"), head)
+                let rest = String(decoding: socket.readAll(), as: UTF8.self)
+                XCTAssertTrue(rest.contains("PAYLOAD_TOO_LARGE"), rest)
+            }
+            let health = try await client.call(.get, "/health", key: nil)
+            XCTAssertEqual(health.status, .ok)
+            let small = try await client.call(.post, "/collection/default/capture/session", json: #"{"end_user_id": "after"}"#)
+            XCTAssertEqual(small.status, .ok, small.raw)
+        }
+    }
+
     func testTheEventSocketURLNamesATicketForTheCollection() async throws {
         let harness = EndpointHarness { $0.publicBaseURL = "http://127.0.0.1:8470/" }
         defer { harness.remove() }

@@ -5,9 +5,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
-/// Hummingbird's HTTP/1 + WebSocket-upgrade child channel, plus one guard:
+/// Hummingbird's HTTP/1 + WebSocket-upgrade child channel, plus two guards:
 /// a request the HTTP parser rejects (a NUL byte in a header, garbage instead
-/// of a request line) gets `400 Bad Request` and a close.
+/// of a request line) gets `400 Bad Request` and a close, and a request whose
+/// Content-Length is over the body limit gets `413` from its head, and a close.
 ///
 /// Without it such a connection hangs: the upgrade pipeline turns NIO's own
 /// parse-error handling off (Hummingbird handles errors later), but a parse
@@ -16,12 +17,15 @@ import NIOHTTP1
 struct GuardedServerChannel: ServerChildChannel {
     typealias Value = HTTP1WebSocketUpgradeChannel.Value
     let inner: HTTP1WebSocketUpgradeChannel
+    let maxBodyBytes: Int
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        inner.setup(channel: channel, logger: logger).flatMapThrowing { [maxBodyBytes] value in
             let operations = channel.pipeline.syncOperations
             let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try operations.addHandler(HTTPParseErrorResponder(), position: .after(decoder))
+            let parseErrors = HTTPParseErrorResponder()
+            try operations.addHandler(parseErrors, position: .after(decoder))
+            try operations.addHandler(DeclaredBodySizeGuard(maxBodyBytes: maxBodyBytes), position: .after(parseErrors))
             return value
         }
     }
@@ -31,11 +35,62 @@ struct GuardedServerChannel: ServerChildChannel {
     }
 
     static func builder(webSocketRouter: Router<EndpointRequestContext>,
-                        configuration: HTTP1WebSocketUpgradeChannel.Configuration) -> HTTPServerBuilder {
+                        configuration: HTTP1WebSocketUpgradeChannel.Configuration, maxBodyBytes: Int) -> HTTPServerBuilder {
         let webSocketResponder = webSocketRouter.buildResponder()
         return HTTPServerBuilder { responder in
             GuardedServerChannel(inner: HTTP1WebSocketUpgradeChannel(
-                responder: responder, webSocketResponder: webSocketResponder, configuration: configuration))
+                responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
+                maxBodyBytes: maxBodyBytes)
+        }
+    }
+}
+
+/// Answers a request that declares a body over the limit (Content-Length) with 413 from its
+/// head and closes, without reading the body. Otherwise the route refuses it after reading
+/// up to the limit and the rest is never read: the client, still sending, waits for an
+/// answer that only comes once its body is through, and holds the connection meanwhile.
+/// Bodies without a length (chunked) keep the route's check.
+///
+/// After a head that asks for a WebSocket upgrade it only forwards, never looking at what
+/// passes (after the upgrade that is WebSocket frames, not HTTP parts).
+final class DeclaredBodySizeGuard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let maxBodyBytes: Int
+    private var passThrough = false
+    private var refused = false
+
+    init(maxBodyBytes: Int) {
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if passThrough { return context.fireChannelRead(data) }
+        if refused { return }   // the rest of a refused request, until the close
+        if case .head(let head) = unwrapInboundIn(data) {
+            if head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+                passThrough = true
+            } else if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > maxBodyBytes {
+                refused = true
+                refuse(context: context, declared: declared)
+                return
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    private func refuse(context: ChannelHandlerContext, declared: Int) {
+        let body = #"{"error_code":"PAYLOAD_TOO_LARGE","message":"the request body (\#(declared) bytes) is larger than \#(maxBodyBytes) bytes","success":false}"#
+        var headers = HTTPHeaders()
+        headers.add(name: "connection", value: "close")
+        headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        headers.add(name: "content-length", value: "\(body.utf8.count)")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .payloadTooLarge, headers: headers))),
+                      promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            context.close(promise: nil)
         }
     }
 }
