@@ -132,8 +132,9 @@ public enum UplinkChunkFrame {
         guard header.bytes > 0, header.bytes <= maxChunkBytes else {
             throw bad("\(header.bytes) bytes; a chunk is 1...\(maxChunkBytes) bytes")
         }
-        guard header.startPtsNs >= 0, header.durationNs >= 0, header.durationNs <= 3_600_000_000_000 else {
-            throw bad("startPtsNs and durationNs must be >= 0 (duration at most an hour)")
+        guard header.startPtsNs >= 0, header.startPtsNs <= UplinkProtocol.maxTimelineNs,
+              header.durationNs >= 0, header.durationNs <= UplinkProtocol.maxChunkDurationNs else {
+            throw bad("startPtsNs must be 0...\(UplinkProtocol.maxTimelineNs) (31 days) and durationNs 0...\(UplinkProtocol.maxChunkDurationNs) (an hour)")
         }
         guard header.frames >= 0 else { throw bad("frames must be >= 0") }
         guard UplinkChannelRules.isHexDigest(header.sha256) else { throw bad("sha256 must be 64 lowercase hex digits") }

@@ -16,6 +16,11 @@ public enum UplinkProtocol {
     public static let maxTextBytes = 64 << 10
     /// How long the endpoint waits for the hello after the upgrade.
     public static let helloTimeoutSeconds = 10
+    /// The longest session timeline: a chunk starts within it, and a channel's chunks last
+    /// at most this long in all (31 days, in ns), so no sum of client numbers overflows.
+    public static let maxTimelineNs: Int64 = 31 * 86_400 * 1_000_000_000
+    /// The longest chunk (1 h, in ns).
+    public static let maxChunkDurationNs: Int64 = 3_600_000_000_000
 }
 
 // MARK: Client -> endpoint

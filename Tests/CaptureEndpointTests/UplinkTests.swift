@@ -195,6 +195,51 @@ final class UplinkTests: XCTestCase {
         XCTAssertEqual(count, 3)
     }
 
+    /// Timeline numbers a client sends are bounded before anything adds them up: a chunk
+    /// starting past 31 days is refused, and so is the chunk that would make a channel's
+    /// stored duration pass 31 days (744 chunks of an hour; 2.5 M of them overflowed an Int64
+    /// and trapped the endpoint). The connection stays open and the channel where it was.
+    func testTimelineNumbersAreBoundedBeforeTheyAreAdded() async throws {
+        let harness = EndpointHarness()
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let (session, token) = try await Self.newSession(client)
+            var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
+            try await uplink.send(Self.hello(session, token, channels: [TestChannels.mic]))
+            _ = try await uplink.expectWelcome()
+
+            var far = TestChunk(channel: "mic:default", seq: 0, bytes: 1)
+            far.header.startPtsNs = .max
+            try await uplink.sendChunk(far)
+            let farError = try await uplink.expectError(.badChunk)
+            XCTAssertTrue(farError.message.contains("31 days"), farError.message)
+
+            let hours = Int(UplinkProtocol.maxTimelineNs / UplinkProtocol.maxChunkDurationNs)
+            XCTAssertEqual(hours, 744)
+            for seq in 0...hours {
+                var chunk = TestChunk(channel: "mic:default", seq: seq, bytes: 1)
+                chunk.header.startPtsNs = Int64(seq) * UplinkProtocol.maxChunkDurationNs
+                chunk.header.durationNs = UplinkProtocol.maxChunkDurationNs
+                try await uplink.sendChunk(chunk)
+                if seq < hours {
+                    let ack = try await uplink.expectAck()
+                    XCTAssertEqual(ack.seq, seq)
+                } else {
+                    let full = try await uplink.expectError(.badChunk)
+                    XCTAssertTrue(full.message.contains("more than 31 days"), full.message)
+                    XCTAssertEqual(full.seq, hours)
+                }
+            }
+            // Still open, and the channel still expects the refused seq.
+            var short = TestChunk(channel: "mic:default", seq: hours, bytes: 1, isFinal: true)
+            short.header.durationNs = 0
+            try await uplink.sendChunk(short)
+            let ack = try await uplink.expectAck()
+            XCTAssertEqual(ack.seq, hours)
+        }
+    }
+
     func testProtocolErrorsCloseWith4000AfterSayingWhy() async throws {
         let harness = EndpointHarness()
         defer { harness.remove() }

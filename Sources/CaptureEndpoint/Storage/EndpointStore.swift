@@ -37,6 +37,8 @@ public enum ChunkOutcome: Sendable, Equatable {
     case unknownChannel
     case channelComplete
     case sessionClosed(SessionStatus)
+    /// The channel's chunks would last longer than `UplinkProtocol.maxTimelineNs` in all.
+    case timelineFull(storedNs: Int64)
 }
 
 /// The answer to `end`.

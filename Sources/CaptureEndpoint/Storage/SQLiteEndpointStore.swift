@@ -138,6 +138,10 @@ public final class SQLiteEndpointStore: EndpointStore {
             if session.status.isClosed { return .sessionClosed(session.status) }
             if channel.complete { return .channelComplete }
             if header.seq > channel.nextSeq { return .gap(expected: channel.nextSeq) }
+            // Both are at most maxTimelineNs (the frame's checks and this one): no overflow.
+            if channel.storedDurationNs + header.durationNs > UplinkProtocol.maxTimelineNs {
+                return .timelineFull(storedNs: channel.storedDurationNs)
+            }
 
             try ChunkRecord(
                 sessionId: sessionId, channelId: header.channelId, seq: header.seq, startPtsNs: header.startPtsNs,

@@ -246,6 +246,10 @@ struct UplinkConnection {
             try await refuse(UplinkError(.channelComplete, "\(header.channelId) has ended", channelId: header.channelId, seq: header.seq))
         case .sessionClosed(let status):
             throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
+        case .timelineFull(let storedNs):
+            try await refuse(UplinkError(
+                .badChunk, "\(header.channelId) seq \(header.seq): the channel's chunks would last more than 31 days in all (\(storedNs / 1_000_000_000) s stored)",
+                channelId: header.channelId, seq: header.seq))
         }
     }
 
