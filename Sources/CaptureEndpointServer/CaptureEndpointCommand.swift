@@ -15,7 +15,7 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
         discussion: """
             Listens on 127.0.0.1 unless --host says otherwise. The API key comes from --api-key-file \
             (one key per line, each its own account), else CAPTURE_ENDPOINT_API_KEY, else DATA/api-key, \
-            generated and printed once on first run. The webhook signing secret likewise from \
+            generated on first run (0600; the path is printed, never the key). The webhook signing secret likewise from \
             --webhook-secret-file, CAPTURE_ENDPOINT_WEBHOOK_SECRET or DATA/webhook-secret. \
             SIGTERM or SIGINT shut it down gracefully. See docs/openapi.yaml and docs/uplink-protocol.md.
             """,
@@ -77,12 +77,12 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             let keys = try EndpointCredentials.apiKeys(file: apiKeyFile, environment: environment, dataDirectory: dataDirectory)
             let secret = try EndpointCredentials.webhookSecret(
                 file: webhookSecretFile, environment: environment, dataDirectory: dataDirectory)
-            if let generated = keys.generated {
-                // Shown once, on the terminal that started the first run; never logged.
-                FileHandle.standardError.write(Data("capture-endpoint: generated an API key (kept 0600 in \(keys.source)):\n  \(generated)\n".utf8))
+            // Where a generated secret is, never its value: stderr is the journal under systemd.
+            if keys.generated != nil {
+                FileHandle.standardError.write(Data("capture-endpoint: generated an API key, kept 0600 in \(keys.source) (show it: cat \(keys.source))\n".utf8))
             }
-            if let generated = secret.generated {
-                FileHandle.standardError.write(Data("capture-endpoint: generated the webhook signing secret (kept 0600 in \(secret.source)):\n  \(generated)\n".utf8))
+            if secret.generated != nil {
+                FileHandle.standardError.write(Data("capture-endpoint: generated the webhook signing secret, kept 0600 in \(secret.source) (show it: cat \(secret.source))\n".utf8))
             }
             var configuration = EndpointConfiguration(
                 dataDirectory: dataDirectory, apiKeys: keys.values, webhookSecret: secret.values[0])

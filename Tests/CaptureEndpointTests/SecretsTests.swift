@@ -67,10 +67,18 @@ final class SecretsTests: XCTestCase {
         XCTAssertEqual(fromEnvironment.values, ["env-key-0123456789abcdef"])
         let keyFile = dir + "/keys"
         try "# two accounts\nkey-one-0123456789abcdef\n\n  key-two-0123456789abcdef  \n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        // Readable by others: refused (the keys are every account's).
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: keyFile)
+        XCTAssertThrowsError(try EndpointCredentials.apiKeys(file: keyFile, environment: [:], dataDirectory: dir)) { error in
+            XCTAssertEqual((error as? CaptureError)?.code, .permissionDenied)
+            XCTAssertTrue("\(error)".contains("chmod 600"), "\(error)")
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
         let fromFile = try EndpointCredentials.apiKeys(file: keyFile, environment: [:], dataDirectory: dir)
         XCTAssertEqual(fromFile.values, ["key-one-0123456789abcdef", "key-two-0123456789abcdef"])
         XCTAssertNotEqual(Account(apiKey: fromFile.values[0]), Account(apiKey: fromFile.values[1]))
         try "short\n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
         XCTAssertThrowsError(try EndpointCredentials.apiKeys(file: keyFile, environment: [:], dataDirectory: dir))
         XCTAssertThrowsError(try EndpointCredentials.apiKeys(file: dir + "/missing", environment: [:], dataDirectory: dir))
 
@@ -79,6 +87,42 @@ final class SecretsTests: XCTestCase {
         XCTAssertNotNil(WebhookSigner(secret: secret.values[0]))
         XCTAssertThrowsError(try EndpointCredentials.webhookSecret(
             file: nil, environment: [EndpointCredentials.webhookSecretEnvironment: "plain"], dataDirectory: dir))
+    }
+
+    /// The real endpoint's first run generates its API key and webhook secret and says where
+    /// they are, never what they are (its stderr is the journal under systemd).
+    func testGeneratedSecretsAreNeverPrinted() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/endpoint-first-run-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
+        process.arguments = ["--data-dir", dir + "/data", "--port", "\(try Loopback.freePort())"]
+        var environment = ProcessInfo.processInfo.environment
+        environment[EndpointCredentials.apiKeyEnvironment] = nil
+        environment[EndpointCredentials.webhookSecretEnvironment] = nil
+        process.environment = environment
+        FileManager.default.createFile(atPath: dir + "/stderr", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: dir + "/stderr")
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let deadline = Date().addingTimeInterval(20)
+        var stderr = ""
+        while Date() < deadline {
+            stderr = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+            if stderr.contains("listening") { break }
+            usleep(50_000)
+        }
+        let key = try String(contentsOfFile: dir + "/data/api-key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let secret = try String(contentsOfFile: dir + "/data/webhook-secret", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(key.hasPrefix("cek_") && secret.hasPrefix("whsec_"))
+        XCTAssertTrue(stderr.contains(dir + "/data/api-key") && stderr.contains(dir + "/data/webhook-secret"), stderr)
+        XCTAssertFalse(stderr.contains(key), "the API key was printed")
+        XCTAssertFalse(stderr.contains(String(secret.dropFirst(6).prefix(12))), "the webhook secret was printed")
     }
 
     func testOpenSSLsChunkDigestIsThePortableSHA256() {

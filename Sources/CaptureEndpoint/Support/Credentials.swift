@@ -23,7 +23,8 @@ public enum EndpointCredentials {
 
     public struct Loaded: Sendable {
         public var values: [String]
-        /// The value was generated now (first run): the caller shows it once.
+        /// The value was generated now (first run): the caller says where it is (never the
+        /// value itself: stderr ends up in the journal).
         public var generated: String?
         /// Where it came from, for the log (never the value).
         public var source: String
@@ -34,6 +35,7 @@ public enum EndpointCredentials {
     public static func apiKeys(file: String?, environment: [String: String], dataDirectory: String) throws(CaptureError)
         -> Loaded {
         if let file {
+            try requirePrivate(file, what: "API key file")
             let keys = try readLines(file, what: "API key file").filter { !$0.hasPrefix("#") }
             guard !keys.isEmpty else { throw CaptureError(.invalidRequest, "the API key file \(file) holds no key") }
             for key in keys { try validateKey(key, source: file) }
@@ -54,6 +56,7 @@ public enum EndpointCredentials {
         throws(CaptureError) -> Loaded {
         let loaded: Loaded
         if let file {
+            try requirePrivate(file, what: "webhook secret file")
             guard let first = try readLines(file, what: "webhook secret file").first else {
                 throw CaptureError(.invalidRequest, "the webhook secret file \(file) is empty")
             }
@@ -75,6 +78,16 @@ public enum EndpointCredentials {
         guard key.utf8.count >= 16, key.utf8.count <= 256,
               key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
             throw CaptureError(.invalidRequest, "an API key from \(source) must be 16-256 printable ASCII characters without spaces")
+        }
+    }
+
+    /// A secret file others can read is refused (as the agent refuses token files): the
+    /// keys in it are every account's.
+    static func requirePrivate(_ path: String, what: String) throws(CaptureError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw CaptureError(.ioError, "cannot read the \(what) \(path)") }
+        guard info.st_mode & 0o077 == 0 else {
+            throw CaptureError(.permissionDenied, "the \(what) \(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
         }
     }
 
