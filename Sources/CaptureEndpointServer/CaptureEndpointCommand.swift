@@ -64,6 +64,10 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Everything the endpoint writes (database, chunks, exports, secrets) is its own:
+        // other users of the machine read it through the API or not at all, whatever the
+        // umask it was started with.
+        umask(0o077)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in

@@ -46,6 +46,11 @@ final class HostileMediaTests: XCTestCase {
         let mp4 = work + "/data/" + (try XCTUnwrap(Self.exportedFile(work + "/data")))
         let probed = try Media.probe(mp4)
         XCTAssertEqual(probed.duration, Double(RecordedFixture.seconds), accuracy: 1, "the session's length, not 13 hours")
+        // What the endpoint wrote is its own, whatever the umask it was started with.
+        for path in [mp4, String(mp4[..<mp4.lastIndex(of: "/")!]), work + "/data/endpoint.sqlite", work + "/data/sessions"] {
+            let mode = try XCTUnwrap((try FileManager.default.attributesOfItem(atPath: path))[.posixPermissions] as? NSNumber).intValue
+            XCTAssertEqual(mode & 0o077, 0, "\(path) mode \(String(mode, radix: 8))")
+        }
     }
 
     /// A mic chunk that is MP2, not AAC: the export fails with a clear error (no MP2 decoder is
