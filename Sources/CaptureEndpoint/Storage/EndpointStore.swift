@@ -41,6 +41,13 @@ public enum ChunkOutcome: Sendable, Equatable {
     case timelineFull(storedNs: Int64)
 }
 
+/// A webhook delivery that is due, and the account whose session it is for (deliveries are
+/// limited per account, so one account's slow receivers delay only its own).
+public struct DueWebhook: Sendable, Equatable {
+    public var delivery: WebhookDeliveryRecord
+    public var accountId: String
+}
+
 /// The answer to `end`.
 public enum StreamEnding: Sendable, Equatable {
     case stopped([ChannelRecord], transitions: [SessionTransition])
@@ -109,7 +116,8 @@ public protocol EndpointStore: Sendable {
     func restartInterruptedExport(sessionId: String, now: Int64) async throws -> SessionRecord?
 
     // Webhook outbox
-    func dueWebhooks(now: Int64, limit: Int) async throws -> [WebhookDeliveryRecord]
+    /// Deliveries due now, the oldest pending one per session, with the account each is for.
+    func dueWebhooks(now: Int64, limit: Int) async throws -> [DueWebhook]
     func webhookAttempted(id: String, status: Int?, error: String?, delivered: Bool, nextAttemptAt: Int64?,
                           now: Int64) async throws
     func webhooks(sessionId: String) async throws -> [WebhookDeliveryRecord]

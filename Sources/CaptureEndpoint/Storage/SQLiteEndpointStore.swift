@@ -318,17 +318,19 @@ public final class SQLiteEndpointStore: EndpointStore {
         return SessionTransition(event: event, session: session)
     }
 
-    public func dueWebhooks(now: Int64, limit: Int) async throws -> [WebhookDeliveryRecord] {
+    public func dueWebhooks(now: Int64, limit: Int) async throws -> [DueWebhook] {
         try await pool.read { db in
             // Per session, only the oldest pending delivery may go: a session's hooks arrive in order.
-            let pending = try WebhookDeliveryRecord
-                .filter(Column("delivered_at") == nil && Column("abandoned_at") == nil)
-                .order(Column("created_at"), Column("rowid"))
-                .fetchAll(db)
+            let pending = try Row.fetchAll(db, sql: """
+                SELECT w.*, s.account_id AS due_account_id FROM webhook_deliveries w JOIN sessions s ON s.id = w.session_id
+                WHERE w.delivered_at IS NULL AND w.abandoned_at IS NULL ORDER BY w.created_at, w.rowid
+                """)
             var seen = Set<String>()
-            var due: [WebhookDeliveryRecord] = []
-            for delivery in pending where seen.insert(delivery.sessionId).inserted {
-                if delivery.nextAttemptAt <= now { due.append(delivery) }
+            var due: [DueWebhook] = []
+            for row in pending {
+                let delivery = try WebhookDeliveryRecord(row: row)
+                guard seen.insert(delivery.sessionId).inserted else { continue }
+                if delivery.nextAttemptAt <= now { due.append(DueWebhook(delivery: delivery, accountId: row["due_account_id"])) }
                 if due.count == limit { break }
             }
             return due

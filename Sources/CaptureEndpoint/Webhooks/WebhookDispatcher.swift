@@ -3,11 +3,17 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import Synchronization
 
 /// Delivers the webhook outbox: signed POSTs to each session's `callback_url`,
 /// in order per session, retried with exponential backoff when the receiver
 /// fails or is unreachable. It runs beside ingest and never blocks it: a status
 /// change only writes an outbox row (in its own transaction) and wakes this.
+///
+/// Accounts are isolated: every delivery runs on its own, at most
+/// `maxInFlightPerAccount` of one account at once (and `maxInFlight` in all), and each
+/// has one deadline for the whole exchange (connect, headers and body), so a receiver
+/// that is slow, dead or trickles its answer delays only the deliveries of its account.
 final class WebhookDispatcher: Service, Sendable {
     private let store: any EndpointStore
     private let signer: WebhookSigner
@@ -15,10 +21,20 @@ final class WebhookDispatcher: Service, Sendable {
     private let initialBackoffMs: Int64
     private let maxBackoffMs: Int64
     private let maxAttempts: Int
-    private let timeout: TimeAmount
+    private let timeout: Duration
     private let logger: Logger
     private let wakeups: AsyncStream<Void>
     private let wakeup: AsyncStream<Void>.Continuation
+
+    static let maxInFlightPerAccount = 4
+    static let maxInFlight = 64
+
+    /// What is being delivered now.
+    private struct InFlight {
+        var ids = Set<String>()
+        var perAccount: [String: Int] = [:]
+    }
+    private let inFlight = Mutex(InFlight())
 
     init(store: any EndpointStore, signer: WebhookSigner, configuration: EndpointConfiguration, logger: Logger,
          client: HTTPClient = .shared) {
@@ -28,7 +44,7 @@ final class WebhookDispatcher: Service, Sendable {
         initialBackoffMs = Int64(configuration.webhookInitialBackoffMilliseconds)
         maxBackoffMs = Int64(configuration.webhookMaxBackoffSeconds) * 1000
         maxAttempts = configuration.webhookMaxAttempts
-        timeout = .seconds(Int64(configuration.webhookTimeoutSeconds))
+        timeout = .seconds(configuration.webhookTimeoutSeconds)
         self.logger = logger
         (wakeups, wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -44,7 +60,7 @@ final class WebhookDispatcher: Service, Sendable {
 
     func run() async throws {
         await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
+            await withDiscardingTaskGroup { group in
                 // Polling covers retries that come due; wake-ups cover new rows at once.
                 group.addTask { [wakeup] in
                     while !Task.isCancelled {
@@ -53,7 +69,13 @@ final class WebhookDispatcher: Service, Sendable {
                     }
                 }
                 for await _ in wakeups {
-                    await deliverDue()
+                    for due in await reserveDue() {
+                        group.addTask {
+                            await self.attempt(due.delivery)
+                            self.release(due)
+                            self.wake()   // the session's next hook, if any
+                        }
+                    }
                 }
                 group.cancelAll()
             }
@@ -62,18 +84,52 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    private func deliverDue() async {
-        let due: [WebhookDeliveryRecord]
+    /// The due deliveries that may start now, marked in flight.
+    private func reserveDue() async -> [DueWebhook] {
+        let due: [DueWebhook]
         do {
-            due = try await store.dueWebhooks(now: EndpointClock.nowMilliseconds(), limit: 32)
+            due = try await store.dueWebhooks(now: EndpointClock.nowMilliseconds(), limit: 256)
         } catch {
             logger.error("webhook outbox unreadable", metadata: ["error": "\(error)"])
-            return
+            return []
         }
-        await withTaskGroup(of: Void.self) { group in
-            for delivery in due {
-                group.addTask { await self.attempt(delivery) }
+        return inFlight.withLock { state in
+            var starting: [DueWebhook] = []
+            for candidate in due where !state.ids.contains(candidate.delivery.id) {
+                guard state.ids.count < Self.maxInFlight else { break }
+                guard state.perAccount[candidate.accountId, default: 0] < Self.maxInFlightPerAccount else { continue }
+                state.ids.insert(candidate.delivery.id)
+                state.perAccount[candidate.accountId, default: 0] += 1
+                starting.append(candidate)
             }
+            return starting
+        }
+    }
+
+    private func release(_ due: DueWebhook) {
+        inFlight.withLock { state in
+            state.ids.remove(due.delivery.id)
+            let left = state.perAccount[due.accountId, default: 1] - 1
+            state.perAccount[due.accountId] = left > 0 ? left : nil
+        }
+    }
+
+    /// POSTs and reads the answer, all within `timeout`; the status, or nil when it ran out.
+    private func exchange(_ request: HTTPClientRequest) async throws -> Int? {
+        try await withThrowingTaskGroup(of: Int?.self) { group in
+            group.addTask { [client, timeout] in
+                let response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000))
+                // The body counts too: a receiver that answers 200 and trickles must not hold us.
+                _ = try? await response.body.collect(upTo: 64 << 10)
+                return Int(response.status.code)
+            }
+            group.addTask { [timeout] in
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
     }
 
@@ -91,10 +147,12 @@ final class WebhookDispatcher: Service, Sendable {
         var status: Int?
         var failure: String?
         do {
-            let response = try await client.execute(request, timeout: timeout)
-            status = Int(response.status.code)
-            _ = try? await response.body.collect(upTo: 64 << 10)
-            if !(200..<300).contains(Int(response.status.code)) { failure = "HTTP \(response.status.code)" }
+            if let code = try await exchange(request) {
+                status = code
+                if !(200..<300).contains(code) { failure = "HTTP \(code)" }
+            } else {
+                failure = "no complete answer within \(timeout.components.seconds) s"
+            }
         } catch {
             failure = "\(error)".prefix(200).description
         }
