@@ -43,6 +43,9 @@ final class UploadRelay: Sendable {
         case .acknowledged(let chunk, _, _):
             let overhead = WallClock.now() - (chunk.captureTimeUnixNs + chunk.durationNs)
             state.withLock { $0.overheadsNs.append(overhead) }
+        case .welcomeAhead(let channel, let next, let spooled):
+            logger.warning("the endpoint's welcome claims chunks never spooled; nothing deleted for them",
+                           metadata: ["channel": "\(channel)", "next_seq": "\(next)", "spooled_up_to": "\(spooled)"])
         case .connected, .chunkRefused:
             break
         }

@@ -227,6 +227,9 @@ extension SessionController {
         case .chunkRefused(let error):
             logger.warning("the endpoint refused a chunk; resending from where it stands", metadata: [
                 "session": "\(sessionId)", "code": "\(error.code.rawValue)", "message": "\(error.message)"])
+        case .welcomeAhead(let channel, let next, let spooled):
+            logger.warning("the endpoint's welcome claims chunks never spooled; nothing deleted for them", metadata: [
+                "session": "\(sessionId)", "channel": "\(channel)", "next_seq": "\(next)", "spooled_up_to": "\(spooled)"])
         case .complete:
             uploadComplete(sessionId)
         }

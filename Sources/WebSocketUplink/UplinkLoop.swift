@@ -286,6 +286,8 @@ final class UplinkLoop: @unchecked Sendable {
             counters.connected.store(false, ordering: .relaxed)
         case .chunkRefused:
             counters.refusedChunks.add(1, ordering: .relaxed)
+        case .welcomeAhead:
+            break   // the owner logs it
         case .complete:
             counters.connected.store(false, ordering: .relaxed)
         }

@@ -51,6 +51,9 @@ public struct UplinkMachine: Sendable {
         case refused(code: UInt16?, reason: String)
         /// A chunk the endpoint refused (the stream resumes from the welcome).
         case chunkRefused(UplinkErrorMessage)
+        /// A welcome said a channel holds more than was ever spooled (`nextSeq` past the
+        /// highest seq offered): nothing was deleted for it.
+        case welcomeAhead(channelId: String, nextSeq: Int, spooledUpTo: Int)
         /// Every chunk is acknowledged and the endpoint answered `end` with `ended`.
         case complete(UplinkEnded)
     }
@@ -81,6 +84,9 @@ public struct UplinkMachine: Sendable {
         var complete = false
         /// The seq the endpoint said it expects (last welcome, then acks).
         var endpointNextSeq = 0
+        /// The highest seq sent on any connection of this machine: a welcome deletes only
+        /// what was sent (the rest is sent and acknowledged, as a duplicate if stored).
+        var highestSent = -1
     }
 
     public let sessionId: String
@@ -137,11 +143,8 @@ public struct UplinkMachine: Sendable {
     public mutating func offer(_ chunk: ChunkMetadata, nowNs: Int64) -> [Action] {
         guard var q = queues[chunk.channelId], chunk.seq > q.highestSeq, !q.complete else { return [] }
         q.highestSeq = chunk.seq
-        if chunk.seq < q.endpointNextSeq {
-            // Stored already (a recovered spool the endpoint has seen): nothing to send.
-            queues[chunk.channelId] = q
-            return [.delete(chunk)]
-        }
+        // Even below the endpoint's nextSeq (a recovered spool it has seen): it was never sent
+        // from here, so it goes, and the endpoint's duplicate ack is what deletes it.
         q.pending.append(chunk)
         queues[chunk.channelId] = q
         return phase == .streaming ? sendWhatFits(nowNs: nowNs) : []
@@ -309,11 +312,20 @@ public struct UplinkMachine: Sendable {
         for progress in welcome.channels {
             guard var q = queues[progress.channelId] else { continue }
             q.endpointNextSeq = progress.nextSeq
-            q.complete = progress.complete
-            // What the endpoint stores already leaves the spool now.
-            while let first = q.pending.first, first.seq < progress.nextSeq || progress.complete {
-                actions.append(.delete(first))
-                q.pending.removeFirst()
+            // What the endpoint stores already leaves the spool now, if the welcome agrees
+            // with what was sent from here (it claims no seq past the highest sent): a welcome
+            // is the peer's word. Anything else is sent (again) and deleted only on its ack,
+            // a duplicate ack where the endpoint holds it.
+            if progress.nextSeq <= q.highestSent + 1 {
+                while let first = q.pending.first, first.seq <= q.highestSent, first.seq < progress.nextSeq || progress.complete {
+                    actions.append(.delete(first))
+                    q.pending.removeFirst()
+                }
+            }
+            q.complete = progress.complete && q.pending.isEmpty
+            if progress.nextSeq > q.highestSeq + 1 {
+                actions.append(.report(.welcomeAhead(channelId: progress.channelId, nextSeq: progress.nextSeq,
+                                                     spooledUpTo: q.highestSeq)))
             }
             q.sent = 0
             queues[progress.channelId] = q
@@ -390,6 +402,7 @@ public struct UplinkMachine: Sendable {
             guard let id = best else { break }
             let chunk = queues[id]!.pending[queues[id]!.sent]
             queues[id]!.sent += 1
+            queues[id]!.highestSent = max(queues[id]!.highestSent, chunk.seq)
             inFlight += 1
             actions.append(.sendChunk(chunk))
         }

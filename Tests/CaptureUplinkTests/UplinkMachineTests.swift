@@ -102,6 +102,36 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(sent(w), ["display:1#3"])
     }
 
+    /// A welcome that claims more than was ever sent deletes nothing and is reported; what
+    /// was never sent from here (a recovered spool) goes again and leaves only on its ack.
+    func testAWelcomeDeletesOnlyWhatWasSentFromHere() {
+        var m = streaming()
+        for seq in 0..<4 { _ = m.offer(Self.chunk("display:1", seq), nowNs: 0) }
+        _ = m.closed(code: nil, reason: "gone", nowNs: 1)
+        _ = m.tick(nowNs: 10_000_000_000)
+        _ = m.opened(nowNs: 10_000_000_001)
+        let lie = m.received(Self.welcome(["display:1": 10], complete: ["mic:default"]), nowNs: 10_000_000_002)
+        XCTAssertEqual(deleted(lie), [], "nextSeq 10 when 0...3 were sent: nothing deleted")
+        XCTAssertTrue(lie.contains(.report(.welcomeAhead(channelId: "display:1", nextSeq: 10, spooledUpTo: 3))), "\(lie)")
+        XCTAssertEqual(sent(lie), ["display:1#0", "display:1#1", "display:1#2", "display:1#3"], "sent again")
+        XCTAssertEqual(m.pendingChunks, 4)
+        XCTAssertEqual(deleted(m.received(Self.ack("display:1", 0, duplicate: true), nowNs: 10_000_000_003)), ["display:1#0"])
+
+        // A restarted agent's recovered spool: the welcome says 0 and 1 are stored; they were
+        // never sent from this process, so they go and leave on the duplicate acks.
+        var r = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+        for seq in 0..<3 { _ = r.offer(Self.chunk("mic:default", seq), nowNs: 0) }
+        _ = r.begin(nowNs: 0)
+        _ = r.opened(nowNs: 1)
+        let w = r.received(Self.welcome(["mic:default": 2]), nowNs: 2)
+        XCTAssertEqual(deleted(w), [])
+        XCTAssertEqual(sent(w), ["mic:default#0", "mic:default#1", "mic:default#2"])
+        XCTAssertFalse(w.contains { if case .report(.welcomeAhead) = $0 { true } else { false } }, "2 is within the spool")
+        XCTAssertEqual(deleted(r.received(Self.ack("mic:default", 0, duplicate: true), nowNs: 3)), ["mic:default#0"])
+        XCTAssertEqual(deleted(r.received(Self.ack("mic:default", 1, duplicate: true), nowNs: 4)), ["mic:default#1"])
+        XCTAssertEqual(r.pendingChunks, 1)
+    }
+
     func testBackoffGrowsToItsCapAndResetsAfterAnAck() {
         var m = streaming()
         var delays: [Int64] = []
