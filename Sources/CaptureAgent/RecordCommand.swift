@@ -74,6 +74,9 @@ struct RecordCommand: ParsableCommand {
     @Option(name: .long, help: "Upload the chunks to this capture endpoint (http://, https://, ws:// or wss://) as they are made.")
     var endpoint: String?
 
+    @Flag(name: .customLong("allow-insecure-uplink"), help: "Allow --endpoint over plain http/ws to a host that is not this machine (the token in clear).")
+    var allowInsecureUplink = false
+
     @Option(name: .long, help: "Read the upload token from this file (`-`: stdin); it must not be readable by others.")
     var tokenFile: String?
 
@@ -183,7 +186,7 @@ struct RecordCommand: ParsableCommand {
 
     private func startUpload(endpoint: String, session: RecordingSession, options: RecordingOptions, relay: UploadRelay,
                              logger: Logger) throws(CaptureError) -> SessionUplink {
-        let target = try UplinkTarget(endpoint: endpoint)
+        let target = try UplinkTarget(endpoint: endpoint, allowInsecure: allowInsecureUplink)
         let channels = UplinkChannel.channels(of: session.channels, chunkDurationNs: options.chunkDurationNs,
                                               frameRate: options.video.fps)
         var config = SessionUplink.Configuration(target: target, sessionId: options.sessionId, channels: channels,

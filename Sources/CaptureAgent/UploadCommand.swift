@@ -27,6 +27,9 @@ struct UploadCommand: ParsableCommand {
     @Argument(help: "The session directory.")
     var directory: String
 
+    @Flag(name: .customLong("allow-insecure-uplink"), help: "Allow an endpoint over plain http/ws that is not on this machine (the token in clear).")
+    var allowInsecureUplink = false
+
     @Option(name: .long, help: "The capture endpoint (http://, https://, ws:// or wss://).")
     var endpoint: String
 
@@ -51,7 +54,7 @@ struct UploadCommand: ParsableCommand {
                 throw CaptureError(.invalidRequest, "\(directory) holds no complete chunk")
             }
             let token = try TokenFile.read(tokenFile).trimmingWhitespace()
-            var config = SessionUplink.Configuration(target: try UplinkTarget(endpoint: endpoint), sessionId: session,
+            var config = SessionUplink.Configuration(target: try UplinkTarget(endpoint: endpoint, allowInsecure: allowInsecureUplink), sessionId: session,
                                                      channels: channels, sessionDirectory: directory)
             config.agent = "capture-agent/\(CaptureAgentVersion.string) upload"
             uplink = try SessionUplink(config, token: token) { report in relay.reported(report, logger: logger) }

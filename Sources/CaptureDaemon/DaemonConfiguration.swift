@@ -42,6 +42,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Which display server display channels record: auto (Wayland in a Wayland session),
     /// x11 or wayland.
     public var displayBackend: DisplayBackendSetting = .auto
+    /// Upload over plain ws/http to a host that is not this machine (the token in clear).
+    public var allowInsecureUplink = false
     /// Wayland: how long a start waits for the user to answer the screen-sharing dialog.
     public var screenConsentTimeoutNs: Int64 = 60_000_000_000
     /// Control socket path.
@@ -61,7 +63,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let keys = [
         "fps", "chunk", "preset", "qp", "crf", "video_bitrate", "max_height", "audio_bitrate", "channels",
         "draw_cursor", "endpoint", "ca_file", "spool_budget", "log_level", "audio_reconnect_timeout", "shutdown_upload_wait", "display",
-        "display_backend", "screen_consent_timeout", "socket",
+        "display_backend", "screen_consent_timeout", "socket", "allow_insecure_uplink",
     ]
 
     /// `$XDG_CONFIG_HOME/capture-agent/config.toml` (or `~/.config/...`).
@@ -253,6 +255,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             displayBackend = backend
         case "screen_consent_timeout": screenConsentTimeoutNs = try duration()
         case "socket": socketPath = try text()
+        case "allow_insecure_uplink": allowInsecureUplink = try boolean()
         default:
             let known = Self.keys.joined(separator: ", ")
             throw CaptureError(.invalidRequest, "\(source): unknown setting '\(key)' (known: \(known))")
@@ -340,6 +343,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         add("display_backend", q(displayBackend.rawValue))
         add("screen_consent_timeout", q(seconds(screenConsentTimeoutNs)))
         add("socket", q(socketPath))
+        add("allow_insecure_uplink", String(allowInsecureUplink))
         return lines.joined(separator: "\n") + "\n"
     }
 }

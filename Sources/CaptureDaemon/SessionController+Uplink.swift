@@ -66,7 +66,7 @@ extension SessionController {
     func makeUplink(record: UplinkSessionRecord, token: String?, directory: String) -> (any ChunkUploading)? {
         let id = record.sessionId
         do throws(CaptureError) {
-            let target = try UplinkTarget(endpoint: record.endpoint)
+            let target = try UplinkTarget(endpoint: record.endpoint, allowInsecure: configuration.allowInsecureUplink)
             var config = SessionUplink.Configuration(target: target, sessionId: id, channels: record.channels,
                                                      sessionDirectory: directory)
             config.agent = "capture-agent/\(CaptureAgentVersion.string)"

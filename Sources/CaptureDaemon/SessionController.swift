@@ -108,7 +108,7 @@ public final class SessionController: Sendable {
     /// that name none. One that cannot be an endpoint is refused and changes nothing.
     public func initialize(apiUrl: String?) throws(CaptureError) {
         if let apiUrl {
-            do throws(CaptureError) { _ = try UplinkTarget(endpoint: apiUrl) } catch {
+            do throws(CaptureError) { _ = try UplinkTarget(endpoint: apiUrl, allowInsecure: configuration.allowInsecureUplink) } catch {
                 throw CaptureError(.invalidRequest, "init: params.apiUrl is not usable as the capture endpoint: \(error.message)")
             }
         }
@@ -134,7 +134,9 @@ public final class SessionController: Sendable {
             let previous = s
             let endpoint = resolveEndpoint(params, apiUrl: s.apiUrl)
             if let endpoint {
-                do throws(CaptureError) { _ = try UplinkTarget(endpoint: endpoint) } catch { return .failure(error) }
+                do throws(CaptureError) {
+                    _ = try UplinkTarget(endpoint: endpoint, allowInsecure: configuration.allowInsecureUplink)
+                } catch { return .failure(error) }
             }
             // A new token brings its own expiry; without one the old token and expiry stay.
             let expiry = if let token = params.uploadToken {

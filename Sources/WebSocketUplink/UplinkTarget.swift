@@ -10,6 +10,9 @@ import CaptureUplink
 ///
 /// http becomes ws and https wss; a path that does not already end in the
 /// uplink path gets it appended. wss verifies the endpoint's certificate.
+///
+/// The hello carries the upload token: plain ws/http is taken only for a host on this
+/// machine (localhost, 127.0.0.0/8, ::1) unless `allowInsecure` says otherwise.
 public struct UplinkTarget: Sendable, Equatable, CustomStringConvertible {
     public var tls: Bool
     public var host: String
@@ -23,7 +26,7 @@ public struct UplinkTarget: Sendable, Equatable, CustomStringConvertible {
         self.path = path
     }
 
-    public init(endpoint text: String) throws(CaptureError) {
+    public init(endpoint text: String, allowInsecure: Bool = false) throws(CaptureError) {
         let schemes: [(String, Bool)] = [("ws://", false), ("http://", false), ("wss://", true), ("https://", true)]
         guard let (scheme, tls) = schemes.first(where: { text.lowercased().hasPrefix($0.0) }) else {
             throw CaptureError(.invalidRequest, "the endpoint must be an http://, https://, ws:// or wss:// URL")
@@ -56,6 +59,17 @@ public struct UplinkTarget: Sendable, Equatable, CustomStringConvertible {
         while path.hasSuffix("/") { path.removeLast() }
         if !path.hasSuffix(UplinkProtocol.path) { path += UplinkProtocol.path }
         self.init(tls: tls, host: host, port: port, path: path)
+        if !tls && !allowInsecure && !isLoopback {
+            throw CaptureError(.invalidRequest, "the endpoint \(self) is not encrypted and not on this machine: the upload token would cross the network in clear; use https:// (wss://), or allow it explicitly (allow_insecure_uplink = true, --allow-insecure-uplink)")
+        }
+    }
+
+    /// The host is this machine: `localhost`, 127.0.0.0/8 or ::1.
+    public var isLoopback: Bool {
+        let h = host.lowercased()
+        if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
+        let parts = h.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 
     private static func port(_ text: Substring) throws(CaptureError) -> Int {

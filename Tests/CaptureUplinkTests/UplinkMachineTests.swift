@@ -263,9 +263,20 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(try UplinkTarget(endpoint: "http://127.0.0.1:8470").description, "ws://127.0.0.1:8470/capture/uplink")
         XCTAssertEqual(try UplinkTarget(endpoint: "https://api.example.com/v1/").description, "wss://api.example.com:443/v1/capture/uplink")
         XCTAssertEqual(try UplinkTarget(endpoint: "ws://[::1]:9/capture/uplink").description, "ws://[::1]:9/capture/uplink")
-        XCTAssertEqual(try UplinkTarget(endpoint: "HTTP://h?x=1").description, "ws://h:80/capture/uplink")
+        XCTAssertEqual(try UplinkTarget(endpoint: "HTTP://h?x=1", allowInsecure: true).description, "ws://h:80/capture/uplink")
         for bad in ["ftp://h", "http://", "http://u:p@h", "http://h:0", "http://h:99999", "http://[::1"] {
-            XCTAssertThrowsError(try UplinkTarget(endpoint: bad), bad)
+            XCTAssertThrowsError(try UplinkTarget(endpoint: bad, allowInsecure: true), bad)
         }
+        // The hello carries the token: in clear only to this machine, unless allowed.
+        for local in ["http://localhost:8470", "ws://127.0.0.1:9", "http://127.1.2.3", "ws://[::1]:9"] {
+            XCTAssertNoThrow(try UplinkTarget(endpoint: local), local)
+        }
+        for remote in ["http://10.0.0.1:8470", "ws://api.example.com", "http://128.0.0.1", "http://127.0.0.1.example.com", "ws://[::2]:9"] {
+            XCTAssertThrowsError(try UplinkTarget(endpoint: remote), remote) { error in
+                XCTAssertTrue("\(error)".contains("not encrypted"), "\(error)")
+            }
+            XCTAssertNoThrow(try UplinkTarget(endpoint: remote, allowInsecure: true), remote)
+        }
+        XCTAssertNoThrow(try UplinkTarget(endpoint: "wss://10.0.0.1:8470"))
     }
 }
