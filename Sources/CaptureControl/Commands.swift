@@ -238,11 +238,18 @@ public struct TracksParams: Sendable, Equatable {
 public struct UpdateTokenParams: Sendable, Equatable {
     public var token: String
     public var expiresAtUnixSeconds: Int64?
+    /// **Ours**: the endpoint the token is for (default: the current or last session's,
+    /// else `init`'s apiUrl, else the `endpoint` setting).
+    public var endpoint: String?
 
     public init(_ request: ControlRequest) throws(CaptureError) {
         let p = ParamReader(request)
         token = try p.requiredString("token", maxBytes: 16384)
         expiresAtUnixSeconds = try p.integer("expiresAt")
+        endpoint = try p.string("endpoint", maxBytes: 2048)
+        if let endpoint, !["ws://", "wss://", "http://", "https://"].contains(where: endpoint.hasPrefix) {
+            throw CaptureError(.invalidRequest, "updateToken: params.endpoint must be a ws://, wss://, http:// or https:// URL")
+        }
         guard Self.isWellFormed(token) else {
             throw CaptureError(.invalidToken, "updateToken: a token is printable ASCII without spaces")
         }

@@ -110,7 +110,9 @@ extension SessionController {
             guard let record = spool.loadRecord(), record.sessionId == name,
                   uploads.withLock({ $0[name] == nil }) else { continue }
             let chunks = spool.spooledChunks(channels: record.channels)
-            let token = tokenStore.load(sessionId: name) ?? snapshot.withLock { $0.token }
+            // The current token only if it was given for this upload's endpoint.
+            let target = Self.target(record.endpoint)
+            let token = tokenStore.load(sessionId: name) ?? snapshot.withLock { $0.tokenEndpoint == target ? $0.token : nil }
             logger.notice("resuming the upload of an earlier session", metadata: [
                 "session": "\(name)", "chunks": "\(chunks.count)", "captureFinished": "\(record.captureFinished)",
                 "token": "\(token == nil ? "missing (send updateToken)" : "present")"])
@@ -121,13 +123,16 @@ extension SessionController {
         }
     }
 
-    /// `updateToken` reaches every upload (a token is the account's, not one session's).
-    func updateUploadTokens(_ token: String) {
-        let entries = uploads.withLock { $0 }
+    /// `updateToken` reaches every upload to the token's endpoint (a token is the account's,
+    /// not one session's) and no other; returns their session ids.
+    func updateUploadTokens(_ token: String, target: String?) -> [String] {
+        guard let target else { return [] }
+        let entries = uploads.withLock { $0 }.filter { $0.value.endpoint == target }
         for (id, entry) in entries {
             tokenStore.save(token, sessionId: id)
             entry.uplink.updateToken(token)
         }
+        return entries.keys.sorted()
     }
 
     /// Waits until every upload has finished, for at most `timeoutNs`. An upload that cannot

@@ -57,6 +57,9 @@ public final class SessionController: Sendable {
         var channels: [ChannelInfo] = []
         var primaryChannel: String?
         var token: String?
+        /// The endpoint `token` was given for (`UplinkTarget.description`); nil: not known yet
+        /// (it goes with the first session's endpoint).
+        var tokenEndpoint: String?
         var tokenExpiresAtUnix: Int64?
         var tokenExpiredReported = false
         var apiUrl: String?
@@ -144,8 +147,13 @@ public final class SessionController: Sendable {
             } else {
                 params.tokenExpiresAtUnixSeconds ?? s.tokenExpiresAtUnix
             }
+            // A token goes only to the endpoint it was given for: a kept one does not follow a
+            // session to another endpoint.
+            let target = Self.target(endpoint)
+            let keptToken = s.tokenEndpoint == nil || s.tokenEndpoint == target ? s.token : nil
+            let token = params.uploadToken ?? keptToken
             s = Snapshot(state: .starting, sessionId: options.sessionId, options: options,
-                         token: params.uploadToken ?? s.token, tokenExpiresAtUnix: expiry,
+                         token: token, tokenEndpoint: token == nil ? nil : target, tokenExpiresAtUnix: expiry,
                          apiUrl: s.apiUrl, endpoint: endpoint)
             s.primaryChannel = params.channels.first(where: \.isPrimary)?.id.description
             s.relay = endpoint == nil ? nil : ChunkRelay()
@@ -408,16 +416,37 @@ public final class SessionController: Sendable {
     /// `updateToken`: replaces the upload token (kept in memory only, never logged).
     public func updateToken(_ params: UpdateTokenParams) -> JSONValue {
         let expiry = Self.expiry(of: params.token, given: params.expiresAtUnixSeconds)
+        let target = tokenTarget(explicit: params.endpoint)
         snapshot.withLock { s in
             s.token = params.token
+            s.tokenEndpoint = target
             s.tokenExpiresAtUnix = expiry
             s.tokenExpiredReported = false
         }
-        updateUploadTokens(params.token)
-        logger.info("upload token updated", metadata: ["expiresAt": "\(expiry.map { String($0) } ?? "unknown")"])
-        var result: [String: JSONValue] = ["accepted": true]
+        let updated = updateUploadTokens(params.token, target: target)
+        logger.info("upload token updated", metadata: [
+            "expiresAt": "\(expiry.map { String($0) } ?? "unknown")", "endpoint": "\(target ?? "unknown")",
+            "uploads": "\(updated.joined(separator: ","))"])
+        var result: [String: JSONValue] = ["accepted": true, "uploads": .array(updated.map { .string($0) })]
         if let expiry { result["expiresAt"] = .integer(expiry) }
+        if let target { result["endpoint"] = .string(target) }
         return .object(result)
+    }
+
+    /// The uplink URL an endpoint stands for, for comparing endpoints.
+    static func target(_ endpoint: String?) -> String? {
+        endpoint.flatMap { try? UplinkTarget(endpoint: $0, allowInsecure: true).description }
+    }
+
+    /// The endpoint a token from `updateToken` is for: the one named, else the current (or
+    /// last) session's, else `init`'s apiUrl, else the setting; else, when every upload
+    /// waiting in the daemon goes to one endpoint, that one. nil: unknown (it reaches none).
+    func tokenTarget(explicit: String?) -> String? {
+        if let explicit { return Self.target(explicit) }
+        let known = snapshot.withLock { $0.endpoint ?? $0.apiUrl } ?? configuration.endpoint
+        if let target = Self.target(known) { return target }
+        let endpoints = Set(uploads.withLock { $0.values.map(\.endpoint) })
+        return endpoints.count == 1 ? endpoints.first : nil
     }
 
     /// Stops a running session, if any, and waits for it (daemon shutdown).

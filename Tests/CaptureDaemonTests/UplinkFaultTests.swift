@@ -159,6 +159,53 @@ final class UplinkFaultTests: XCTestCase {
         for token in [doomed] { XCTAssertFalse(daemon.log.contains(token)) }
     }
 
+    /// Two uploads to two endpoints: A's waits (A is down) while a session records to B.
+    /// `updateToken` with B's new token reaches B's upload only (the answer lists it), so
+    /// when A comes back its upload finishes with A's own token: A never sees B's.
+    func testUpdateTokenReachesOnlyTheUploadsOfItsEndpoint() throws {
+        let rig = try TestRig.shared()
+        let a = try LiveEndpoint(name: "token-a")
+        let b = try LiveEndpoint(name: "token-b")
+        try a.start()
+        try b.start()
+        defer {
+            a.terminate()
+            b.terminate()
+        }
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-two-endpoints")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+
+        let onA = try a.createSession()
+        try UplinkSessionTests.start(client, session: onA, token: try a.mintToken(), endpoint: a)
+        Thread.sleep(forTimeInterval: 2)
+        a.kill9()
+        Thread.sleep(forTimeInterval: 1)
+        _ = try client.ok("stopRecording")
+
+        let onB = try b.createSession()
+        try UplinkSessionTests.start(client, session: onB, token: try b.mintToken(), endpoint: b)
+        Thread.sleep(forTimeInterval: 2)
+        let newToken = try b.mintToken()
+        let answer = try client.ok("updateToken", ["token": .string(newToken)])
+        XCTAssertEqual(answer["uploads"]?.arrayValue?.compactMap(\.stringValue), [onB], "\(answer)")
+        XCTAssertTrue(answer["endpoint"]?.stringValue?.contains(":\(b.port)/") == true, "\(answer)")
+        let named = try client.ok("updateToken", ["token": .string(newToken), "endpoint": .string(b.baseURL)])
+        XCTAssertEqual(named["uploads"]?.arrayValue?.compactMap(\.stringValue), [onB], "\(named)")
+        try finish(client, daemon: daemon, endpoint: b, session: onB)
+
+        try a.start()
+        var completed: [String] = []
+        let deadline = Date().addingTimeInterval(60)
+        while !completed.contains(onA), Date() < deadline {
+            if let event = try client.event(.recordingComplete, within: 1), let id = event.sessionId { completed.append(id) }
+        }
+        // Had B's token reached it, A would close the upload with 4010 and it would wait for a token.
+        XCTAssertTrue(completed.contains(onA), "A's upload finished with A's token; log:\n\(daemon.log.suffix(3000))")
+        XCTAssertFalse(daemon.log.contains(newToken))
+        _ = try a.verifyStored(onA, interrupted: false)
+    }
+
     /// The agent killed, and its token gone with the runtime directory's file (a logout):
     /// the restarted agent keeps the spool, says the upload needs a token, and delivers
     /// everything after updateToken.
