@@ -103,12 +103,7 @@ final class EndpointRestartTests: XCTestCase {
         try endpoint.start()
         defer { _ = endpoint.terminate() }
 
-        let base = "http://127.0.0.1:\(endpoint.port)"
-        let created = try await HTTPJSON.post(base + "/collection/default/capture/session", key: EndpointHarness.keyA,
-                                              body: #"{"end_user_id": "restart"}"#)
-        let session = try XCTUnwrap((created["data"] as? [String: Any])?["session_id"] as? String)
-        let minted = try await HTTPJSON.post(base + "/capture/session/token", key: EndpointHarness.keyA, body: "{}")
-        let token = try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String)
+        let (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "restart")
 
         var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
         options.speed = 4  // 20 s of recording in about 5 s
@@ -149,6 +144,16 @@ final class EndpointRestartTests: XCTestCase {
 
 /// A JSON POST to an endpoint in another process.
 enum HTTPJSON {
+    /// A new session of account A and a client token for it.
+    static func newSession(port: Int, endUser: String) async throws -> (session: String, token: String) {
+        let base = "http://127.0.0.1:\(port)"
+        let created = try await post(base + "/collection/default/capture/session", key: EndpointHarness.keyA,
+                                     body: "{\"end_user_id\": \"\(endUser)\"}")
+        let session = try XCTUnwrap((created["data"] as? [String: Any])?["session_id"] as? String)
+        let minted = try await post(base + "/capture/session/token", key: EndpointHarness.keyA, body: "{}")
+        return (session, try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String))
+    }
+
     static func post(_ url: String, key: String, body: String) async throws -> [String: Any] {
         var request = HTTPClientRequest(url: url)
         request.method = .POST

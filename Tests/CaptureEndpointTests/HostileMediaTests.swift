@@ -23,9 +23,7 @@ final class HostileMediaTests: XCTestCase {
     /// with that chunk's packets left out.
     func testMediaTimestampsThatLieDoNotSizeTheExport() async throws {
         var spool = try RecordedFixture.spool()
-        let work = FileManager.default.temporaryDirectory.path + "/hostile-media-\(getpid())"
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let work = try Self.workDirectory("hostile-media")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let lying = try Self.replaceChunk(of: &spool, channel: "mic:default", index: 5, work: work) { input, output in
             ["-i", input, "-c", "copy", "-output_ts_offset", "46800", "-mpegts_copyts", "1", "-f", "mpegts", output]
@@ -58,9 +56,7 @@ final class HostileMediaTests: XCTestCase {
     /// no longer exporting) starts it again while it has attempts left, then gets `failed`.
     func testOnlyH264AndAACAreRead() async throws {
         var spool = try RecordedFixture.spool()
-        let work = FileManager.default.temporaryDirectory.path + "/hostile-codec-\(getpid())"
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let work = try Self.workDirectory("hostile-codec")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let mp2 = try Self.replaceChunk(of: &spool, channel: "mic:default", index: 0, work: work) { input, output in
             ["-i", input, "-c:a", "mp2", "-b:a", "128k", "-mpegts_copyts", "1", "-f", "mpegts", output]
@@ -87,6 +83,14 @@ final class HostileMediaTests: XCTestCase {
 
     // MARK: Helpers
 
+    /// A new, empty directory of the test's own.
+    static func workDirectory(_ name: String) throws -> String {
+        let work = FileManager.default.temporaryDirectory.path + "/\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        return work
+    }
+
     /// Replaces chunk `index` of `channel` by what ffmpeg makes of it (its metadata follows
     /// the new bytes, its place on the timeline does not); returns the new file.
     static func replaceChunk(of spool: inout RecordedSpool, channel: String, index: Int, work: String,
@@ -107,11 +111,7 @@ final class HostileMediaTests: XCTestCase {
     /// outcome; returns the export's answer.
     static func uploadAndExport(_ spool: RecordedSpool, to endpoint: EndpointProcess) async throws -> [String: Any] {
         let base = "http://127.0.0.1:\(endpoint.port)"
-        let created = try await HTTPJSON.post(base + "/collection/default/capture/session", key: EndpointHarness.keyA,
-                                              body: #"{"end_user_id": "hostile"}"#)
-        let session = try XCTUnwrap((created["data"] as? [String: Any])?["session_id"] as? String)
-        let minted = try await HTTPJSON.post(base + "/capture/session/token", key: EndpointHarness.keyA, body: "{}")
-        let token = try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String)
+        let (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "hostile")
         var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
         options.speed = 0
         let report = await UplinkReplayer.run(spool, options: options, logger: logger)
