@@ -118,7 +118,7 @@ final class WebhookDispatcher: Service, Sendable {
     private func exchange(_ request: HTTPClientRequest) async throws -> Int? {
         try await withThrowingTaskGroup(of: Int?.self) { group in
             group.addTask { [client, timeout] in
-                let response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000))
+                let response = try await client.execute(request, timeout: .seconds(timeout.components.seconds))
                 // The body counts too: a receiver that answers 200 and trickles must not hold us.
                 _ = try? await response.body.collect(upTo: 64 << 10)
                 return Int(response.status.code)
