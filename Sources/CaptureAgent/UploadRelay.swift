@@ -46,6 +46,8 @@ final class UploadRelay: Sendable {
         case .welcomeAhead(let channel, let next, let spooled):
             logger.warning("the endpoint's welcome claims chunks never spooled; nothing deleted for them",
                            metadata: ["channel": "\(channel)", "next_seq": "\(next)", "spooled_up_to": "\(spooled)"])
+        case .tokenReplaced(let code):
+            logger.notice("the endpoint refused the old upload token; going on with the new one", metadata: ["code": "\(code)"])
         case .connected, .chunkRefused:
             break
         }

@@ -214,6 +214,7 @@ extension SessionController {
             let why = switch code {
             case UplinkCloseCode.tokenExpired.rawValue: "expired"
             case UplinkCloseCode.tokenRevoked.rawValue: "revoked"
+            case UplinkCloseCode.anotherTokenStreams.rawValue: "another-token-streams"
             default: "invalid"
             }
             tokenStore.remove(sessionId: sessionId)
@@ -223,6 +224,9 @@ extension SessionController {
                 "reason": .string(why), "closeCode": .integer(Int64(code)),
                 "message": .string("the endpoint refused the upload token (\(why)); send updateToken with a new one"),
             ]))
+        case .tokenReplaced(let code):
+            logger.notice("the endpoint refused the session's old upload token; going on with the one updateToken gave",
+                          metadata: ["session": "\(sessionId)", "code": "\(code)"])
         case .refused(let code, let reason):
             logger.error("the endpoint refused the session's upload; its chunks stay in the spool", metadata: [
                 "session": "\(sessionId)", "code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])

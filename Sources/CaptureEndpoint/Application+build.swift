@@ -121,7 +121,7 @@ func buildWebSocketRouter(_ configuration: EndpointConfiguration, components: En
 func uplinkServices(_ configuration: EndpointConfiguration, _ components: EndpointComponents) -> UplinkConnection.Services {
     UplinkConnection.Services(store: components.store, files: components.files, hub: components.uplinks,
                               announcer: components.announcer, maxChunkBytes: configuration.maxChunkBytes,
-                              window: configuration.uplinkWindow)
+                              window: configuration.uplinkWindow, injectedHelloDelay: configuration.injectedHelloDelay)
 }
 
 /// Logs one line per request: method, the matched route's template (never the

@@ -41,6 +41,10 @@ public struct EndpointConfiguration: Sendable {
     /// An export encodes its mixed track in segments this long, on every core.
     public var exportMixSegmentSeconds: Double = 30
 
+    /// Fault injection for tests only (no option sets it): each uplink hello pauses this long
+    /// between its token check and its attach, the window a revocation can fall into.
+    public var injectedHelloDelay: Duration?
+
     public init(dataDirectory: String, apiKeys: [String], webhookSecret: String) {
         self.dataDirectory = dataDirectory
         self.apiKeys = apiKeys

@@ -62,6 +62,15 @@ public enum UplinkCloseCode: UInt16, Sendable, CaseIterable {
     case tokenExpired = 4011
     /// The token was revoked.
     case tokenRevoked = 4012
+    /// Another token of the account streams this session and is still valid: only that
+    /// token (or, once it has expired or was revoked, a new one) may upload it.
+    case anotherTokenStreams = 4013
+    /// A quota of the account or the session is used up (sessions, bytes, chunks,
+    /// connections); the reason says which. Reconnecting cannot succeed until it frees up.
+    case quotaExceeded = 4014
+    /// Too many connections right now (from this address, of this account, or in all):
+    /// reconnect after the backoff.
+    case tryLater = 4015
 }
 
 /// An uplink protocol error with its stable code.

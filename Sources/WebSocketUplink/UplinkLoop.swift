@@ -282,7 +282,7 @@ final class UplinkLoop: @unchecked Sendable {
         case .connected:
             counters.connected.store(true, ordering: .relaxed)
             counters.connections.add(1, ordering: .relaxed)
-        case .disconnected, .tokenRejected, .refused:
+        case .disconnected, .tokenRejected, .tokenReplaced, .refused:
             counters.connected.store(false, ordering: .relaxed)
         case .chunkRefused:
             counters.refusedChunks.add(1, ordering: .relaxed)

@@ -10,8 +10,8 @@ import CaptureUplink
 ///     waiting --connect--> connecting --opened/hello--> greeting --welcome--> streaming
 ///        ^                                                                     |  end (all acked)
 ///        +---------------- closed (backoff) <----------------------------------+  ending --ended--> finished
-///     needsToken: the endpoint refused the token (4010-4012); `updateToken` goes on
-///     stopped: the endpoint refused the session for good (4003/4004, a protocol error)
+///     needsToken: the endpoint refused the token (4010-4013) and no newer one waits; `updateToken` goes on
+///     stopped: the endpoint refused the session for good (4003/4004/4014, a protocol error)
 ///
 /// The spool is the truth until an ack: a chunk is deleted only after its ack (or
 /// after a welcome says it is stored), and everything unacknowledged is sent again
@@ -47,6 +47,9 @@ public struct UplinkMachine: Sendable {
         case disconnected(code: UInt16?, reason: String, retryInNs: Int64)
         /// The token is unknown, expired or revoked (its close code); capture goes on into the spool.
         case tokenRejected(code: UInt16)
+        /// The endpoint refused the token the session streamed with (its close code) and the
+        /// machine goes on with the newer one `updateToken` gave.
+        case tokenReplaced(code: UInt16)
         /// The endpoint refused the session for good; the chunks stay in the spool.
         case refused(code: UInt16?, reason: String)
         /// A chunk the endpoint refused (the stream resumes from the welcome).
@@ -94,7 +97,14 @@ public struct UplinkMachine: Sendable {
     public let agent: String
     public private(set) var phase: Phase = .waiting
     var queues: [String: ChannelQueue]
+    /// The newest token the owner gave (`init`, `updateToken`).
     var token: String?
+    /// The token the endpoint last welcomed: the session's streaming token there. The
+    /// endpoint refuses another token's hello while this one is valid (4013), so a newer
+    /// token is used once the endpoint refuses this one (expired, revoked).
+    var streamingToken: String?
+    /// The token the current connection's hello carried.
+    var helloToken: String?
     var captureFinished = false
     var window = 1
     var inFlight = 0
@@ -129,7 +139,7 @@ public struct UplinkMachine: Sendable {
         queues.values.compactMap { $0.pending.first?.captureTimeUnixNs }.min()
     }
     public var chunksInFlight: Int { inFlight }
-    public var hasToken: Bool { token != nil }
+    public var hasToken: Bool { token != nil || streamingToken != nil }
 
     // MARK: Inputs
 
@@ -158,8 +168,10 @@ public struct UplinkMachine: Sendable {
         return phase == .streaming ? sendWhatFits(nowNs: nowNs) : []
     }
 
-    /// A new token (`updateToken`): used from the next connection on; a machine that
-    /// waited for one connects at once.
+    /// A new token (`updateToken`): used once the endpoint no longer takes the token it
+    /// streams with (the session belongs to that token while it is valid: it expires or is
+    /// revoked, and the next connection says hello with this one); a machine that waited
+    /// for one connects at once.
     public mutating func updateToken(_ token: String, nowNs: Int64) -> [Action] {
         self.token = token
         switch phase {
@@ -176,7 +188,8 @@ public struct UplinkMachine: Sendable {
 
     /// The WebSocket is open: say hello.
     public mutating func opened(nowNs: Int64) -> [Action] {
-        guard phase == .connecting, let token else { return [.abort(reason: "no token")] }
+        guard phase == .connecting, let token = streamingToken ?? token else { return [.abort(reason: "no token")] }
+        helloToken = token
         phase = .greeting
         lastHeardNs = nowNs
         lastPingNs = nowNs
@@ -231,12 +244,21 @@ public struct UplinkMachine: Sendable {
         }
         switch code {
         case UplinkCloseCode.tokenInvalid.rawValue, UplinkCloseCode.tokenExpired.rawValue,
-             UplinkCloseCode.tokenRevoked.rawValue:
+             UplinkCloseCode.tokenRevoked.rawValue, UplinkCloseCode.anotherTokenStreams.rawValue:
+            let rejected = helloToken
+            helloToken = nil
+            if streamingToken == rejected { streamingToken = nil }
+            if token == rejected { token = nil }
+            if token != nil {
+                // A newer token waits (updateToken while the old one streamed): go on with it.
+                backoff.reset()
+                return [.report(.tokenReplaced(code: code!))] + connect(nowNs: nowNs)
+            }
             phase = .needsToken
-            token = nil
             return [.report(.tokenRejected(code: code!))]
         case UplinkCloseCode.sessionClosed.rawValue, UplinkCloseCode.sessionNotFound.rawValue,
-             UplinkCloseCode.protocolError.rawValue, UplinkCloseCode.unsupportedProtocol.rawValue, 1009:
+             UplinkCloseCode.protocolError.rawValue, UplinkCloseCode.unsupportedProtocol.rawValue,
+             UplinkCloseCode.quotaExceeded.rawValue, 1009:
             phase = .stopped
             return [.report(.refused(code: code, reason: reason))]
         default:
@@ -307,6 +329,7 @@ public struct UplinkMachine: Sendable {
     }
 
     private mutating func welcomed(_ welcome: UplinkWelcome, nowNs: Int64) -> [Action] {
+        streamingToken = helloToken
         var actions: [Action] = []
         var resumed: [String: Int] = [:]
         for progress in welcome.channels {

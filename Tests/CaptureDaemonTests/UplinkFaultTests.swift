@@ -159,6 +159,29 @@ final class UplinkFaultTests: XCTestCase {
         for token in [doomed] { XCTAssertFalse(daemon.log.contains(token)) }
     }
 
+    /// A backend rotates the token while the session streams: the session belongs to the old
+    /// token at the endpoint until it expires (another token's hello is refused, 4013), so the
+    /// agent streams on with it and goes on with the new one the moment the old one is
+    /// refused, without asking for a token and without losing a chunk.
+    func testATokenGivenWhileStreamingTakesOverWhenTheOldOneExpires() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "rotation")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-rotation")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        let session = try endpoint.createSession()
+        try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(expiresIn: 5), endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 2)
+        _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        XCTAssertNil(try client.event(.tokenExpired, within: 8), "the agent asked for a token it already has")
+        let status = try assertAnswers(daemon)
+        XCTAssertEqual(status["upload"]?["phase"]?.stringValue, "streaming", "\(status)")
+        try finish(client, daemon: daemon, endpoint: endpoint, session: session)
+        XCTAssertTrue(daemon.log.contains("going on with the one updateToken gave"), "the old token's expiry is what this test is about")
+    }
+
     /// Two uploads to two endpoints: A's waits (A is down) while a session records to B.
     /// `updateToken` with B's new token reaches B's upload only (the answer lists it), so
     /// when A comes back its upload finishes with A's own token: A never sees B's.

@@ -170,8 +170,43 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(sent(m.received(Self.welcome([:]), nowNs: 5)), ["display:1#0", "display:1#1"])
     }
 
+    /// The endpoint gives a session to the token that streams it while that token is valid
+    /// (4013 for another), so a token given while streaming waits for the old one's end, and
+    /// then the machine goes on at once without asking for another.
+    func testANewTokenIsUsedWhenTheStreamingTokenIsRefused() {
+        var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_old", agent: "t")
+        XCTAssertEqual(m.begin(nowNs: 0), [.connect])
+        XCTAssertTrue(texts(m.opened(nowNs: 1))[0].contains("cct_old"))
+        _ = m.received(Self.welcome([:]), nowNs: 2)
+        XCTAssertEqual(m.updateToken("cct_new", nowNs: 3), [], "streaming goes on with the old token")
+        // A network drop: the reconnect still says hello with the token the session belongs to.
+        guard case .report(.disconnected)? = m.closed(code: nil, reason: "drop", nowNs: 4).last else { return XCTFail() }
+        XCTAssertEqual(m.tick(nowNs: 10_000_000_000), [.connect])
+        XCTAssertTrue(texts(m.opened(nowNs: 10_000_000_001))[0].contains("cct_old"))
+        _ = m.received(Self.welcome([:]), nowNs: 10_000_000_002)
+        // The old token expires: the new one is used at once (reported, not asked for).
+        XCTAssertEqual(m.closed(code: UplinkCloseCode.tokenExpired.rawValue, reason: "token expired", nowNs: 10_000_000_003),
+                       [.report(.tokenReplaced(code: 4011)), .connect])
+        let hello = texts(m.opened(nowNs: 10_000_000_004))[0]
+        XCTAssertTrue(hello.contains("cct_new") && !hello.contains("cct_old"), hello)
+        _ = m.received(Self.welcome([:]), nowNs: 10_000_000_005)
+        // The new one is refused too: now the owner is asked for another.
+        XCTAssertEqual(m.closed(code: UplinkCloseCode.tokenRevoked.rawValue, reason: "token revoked", nowNs: 10_000_000_006),
+                       [.report(.tokenRejected(code: 4012))])
+        XCTAssertEqual(m.phase, .needsToken)
+        XCTAssertFalse(m.hasToken)
+
+        // Another token's session (4013) is a refused token like the others.
+        var other = UplinkMachine(sessionId: "cap-2", channels: Self.channels, token: "cct_other", agent: "t")
+        _ = other.begin(nowNs: 0)
+        _ = other.opened(nowNs: 1)
+        XCTAssertEqual(other.closed(code: UplinkCloseCode.anotherTokenStreams.rawValue, reason: "another token streams this session", nowNs: 2),
+                       [.report(.tokenRejected(code: 4013))])
+        XCTAssertEqual(other.phase, .needsToken)
+    }
+
     func testSessionRefusedForGoodStopsAndKeepsTheSpool() {
-        for code in [UplinkCloseCode.sessionClosed, .sessionNotFound, .protocolError, .unsupportedProtocol] {
+        for code in [UplinkCloseCode.sessionClosed, .sessionNotFound, .protocolError, .unsupportedProtocol, .quotaExceeded] {
             var m = streaming()
             _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
             let a = m.closed(code: code.rawValue, reason: "no", nowNs: 1)

@@ -48,7 +48,7 @@ struct TokensController {
         guard try await store.revokeToken(hash: hash, accountId: account.id, now: EndpointClock.nowMilliseconds()) else {
             throw APIError.notFound("no such client token for this account")
         }
-        await uplinks.closeConnections(tokenHash: hash, code: .tokenRevoked, reason: "token revoked")
+        await uplinks.revoke(tokenHash: hash)
         context.logger.info("client token revoked", metadata: ["account": "\(account.id)"])
         return APIResponse.ok(RevokeResult(revoked: true))
     }

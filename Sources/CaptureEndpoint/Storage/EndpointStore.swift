@@ -22,6 +22,8 @@ public enum UplinkOpening: Sendable, Equatable {
     case notFound
     case closed(SessionStatus)
     case channelMismatch(String)
+    /// Another token of the account streams the session and is still valid.
+    case streamedByAnotherToken
 }
 
 /// What happened to one chunk.
@@ -83,9 +85,11 @@ public protocol EndpointStore: Sendable {
     func revokeToken(hash: String, accountId: String, now: Int64) async throws -> Bool
 
     // Uplink
-    /// A hello for `sessionId` by a token of `accountId`: stores the channels on the
-    /// first hello, checks a later one names the same, and moves `created` to `starting`.
-    func openUplink(sessionId: String, accountId: String, channels: [UplinkChannel], now: Int64) async throws
+    /// A hello for `sessionId` with `token`: the first makes the token the session's streaming
+    /// token and stores the channels; a later one must name the same channels and come with
+    /// that token (or a valid one once that token has expired or was revoked). Moves `created`
+    /// to `starting`.
+    func openUplink(sessionId: String, token: TokenRecord, channels: [UplinkChannel], now: Int64) async throws
         -> UplinkOpening
     /// Indexes a chunk whose file is already durable at `file`.
     func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, now: Int64) async throws

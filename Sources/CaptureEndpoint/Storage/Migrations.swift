@@ -101,6 +101,25 @@ enum EndpointMigrations {
                 t.add(column: "export_attempts", .integer).notNull().defaults(to: 0)
             }
         }
+        migrator.registerMigration("v3: the streaming token, account usage, webhook secrets per account") { db in
+            try db.alter(table: "sessions") { t in
+                // The hash of the token that streams the session (the first hello's), nil before.
+                t.add(column: "stream_token_hash", .text)
+            }
+            try db.create(table: "account_usage") { t in
+                t.primaryKey("account_id", .text)
+                t.column("stored_bytes", .integer).notNull()
+                t.column("stored_chunks", .integer).notNull()
+            }
+            try db.create(table: "webhook_secrets") { t in
+                t.primaryKey("account_id", .text)
+                t.column("secret", .text).notNull()
+                t.column("created_at", .integer).notNull()
+                // The secret before the last rotation signs too until `previous_until` (ms).
+                t.column("previous_secret", .text)
+                t.column("previous_until", .integer)
+            }
+        }
         return migrator
     }
 }

@@ -50,6 +50,9 @@ public struct SessionRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
     /// Exports started for the session (a request, or a restart after a crash): a failing
     /// export is started again only while this is under `SessionRecord.maxExportAttempts`.
     public var exportAttempts: Int = 0
+    /// The hash of the client token that streams the session: set by the first accepted
+    /// hello; another token's hello is refused while this one is valid.
+    public var streamTokenHash: String?
 
     /// Exports tried before a failure is final (POST .../export then answers `failed`).
     public static let maxExportAttempts = 3
@@ -62,6 +65,7 @@ public struct SessionRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
         case failureReason = "failure_reason", createdAt = "created_at", updatedAt = "updated_at"
         case startedAt = "started_at", activeAt = "active_at", stoppedAt = "stopped_at"
         case lastUplinkAt = "last_uplink_at", playbackKey = "playback_key", exportAttempts = "export_attempts"
+        case streamTokenHash = "stream_token_hash"
     }
 }
 

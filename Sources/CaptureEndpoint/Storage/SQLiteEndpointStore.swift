@@ -81,13 +81,22 @@ public final class SQLiteEndpointStore: EndpointStore {
 
     // MARK: Uplink
 
-    public func openUplink(sessionId: String, accountId: String, channels: [UplinkChannel], now: Int64) async throws
+    public func openUplink(sessionId: String, token: TokenRecord, channels: [UplinkChannel], now: Int64) async throws
         -> UplinkOpening {
         try await pool.write { db in
-            guard var session = try SessionRecord.fetchOne(db, key: sessionId), session.accountId == accountId else {
+            guard var session = try SessionRecord.fetchOne(db, key: sessionId), session.accountId == token.accountId else {
                 return .notFound
             }
             if session.status.isClosed { return .closed(session.status) }
+            if let owner = session.streamTokenHash, owner != token.hash {
+                // Another token streams it: it may take over only once that token is no longer
+                // valid (expired or revoked), which is how a backend rotates a client's token.
+                let ownerToken = try TokenRecord.filter(Column("hash") == owner).fetchOne(db)
+                if let ownerToken, ownerToken.revokedAt == nil, ownerToken.expiresAt > now {
+                    return .streamedByAnotherToken
+                }
+            }
+            session.streamTokenHash = token.hash
             var stored = try Self.channels(db, sessionId)
             if stored.isEmpty {
                 let primary = channels.first { $0.mediaType == .video && $0.isPrimary == true }?.channelId

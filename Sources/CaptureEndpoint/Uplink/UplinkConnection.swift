@@ -18,6 +18,8 @@ struct UplinkConnection {
         let announcer: SessionAnnouncer
         let maxChunkBytes: Int
         let window: Int
+        /// Fault injection for tests: a pause between a hello's token check and its attach.
+        var injectedHelloDelay: Duration? = nil
     }
 
     private let services: Services
@@ -119,11 +121,14 @@ struct UplinkConnection {
         guard Identifiers.isSessionId(hello.sessionId) else {
             throw Close(code: .sessionNotFound, reason: "no such session")
         }
-        let opening = try await store.openUplink(sessionId: hello.sessionId, accountId: token.accountId,
+        if let delay = services.injectedHelloDelay { try await Task.sleep(for: delay) }
+        let opening = try await store.openUplink(sessionId: hello.sessionId, token: token,
                                                  channels: hello.channels, now: EndpointClock.nowMilliseconds())
         switch opening {
         case .notFound:
             throw Close(code: .sessionNotFound, reason: "no such session")
+        case .streamedByAnotherToken:
+            throw Close(code: .anotherTokenStreams, reason: "another token streams this session")
         case .closed(let status):
             throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
         case .channelMismatch(let detail):
@@ -135,6 +140,15 @@ struct UplinkConnection {
             logger[metadataKey: "session"] = "\(record.id)"
             state.helloAccepted.store(true, ordering: .relaxed)
             await hub.attach(state.id, sessionId: record.id, tokenHash: hash)
+            // A revocation between the token check above and the attach found no connection
+            // to end: look again now that the hub knows this one (the revocation commits
+            // before it asks the hub, so one of the two sees the other).
+            if case .revoked = try await store.checkToken(hash: hash, now: EndpointClock.nowMilliseconds()) {
+                state.tokenRevoked.store(true, ordering: .relaxed)
+            }
+            if state.tokenRevoked.load(ordering: .relaxed) {
+                throw Close(code: .tokenRevoked, reason: "token revoked")
+            }
             logger.info("uplink open", metadata: [
                 "agent": "\(hello.agent?.prefix(80) ?? "-")", "channels": "\(stored.count)",
                 "resume": "\(stored.map { "\($0.channelId)@\($0.nextSeq)" }.joined(separator: ","))",
@@ -175,6 +189,9 @@ struct UplinkConnection {
             return try await refuse(error)
         }
         let header = parsed.header
+        if state.tokenRevoked.load(ordering: .relaxed) {
+            throw Close(code: .tokenRevoked, reason: "token revoked")
+        }
         if EndpointClock.nowMilliseconds() >= tokenExpiresAt {
             throw Close(code: .tokenExpired, reason: "token expired")
         }

@@ -14,6 +14,9 @@ final class UplinkConnectionState: Sendable {
     let helloAccepted = Atomic<Bool>(false)
     /// When the write in progress started (ms), 0 when none is.
     let writeStartedAt = Atomic<Int64>(0)
+    /// Set when the connection's token is revoked: the handler checks it before every chunk,
+    /// so nothing more is stored even while the close frame is on its way.
+    let tokenRevoked = Atomic<Bool>(false)
 
     init(id: UInt64, openedAt: Int64) {
         self.id = id
@@ -75,9 +78,12 @@ actor UplinkHub {
 
     var connectionCount: Int { entries.count }
 
-    func closeConnections(tokenHash: String, code: UplinkCloseCode, reason: String) {
+    /// Ends every connection that streams with the token. A hello still between its token
+    /// check and `attach` is not here yet: it checks the token again after attaching.
+    func revoke(tokenHash: String) {
         for entry in entries.values where entry.tokenHash == tokenHash {
-            close(entry, code: code, reason: reason)
+            entry.state.tokenRevoked.store(true, ordering: .relaxed)
+            close(entry, code: .tokenRevoked, reason: "token revoked")
         }
     }
 
