@@ -92,7 +92,8 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
     UplinkController(services: uplinkServices(configuration, components)).addRoutes(to: router)
 
     let api = router.group().add(middleware: APIKeyMiddleware(apiKeys: configuration.apiKeys, store: components.store))
-    SessionsController(store: components.store, urls: urls, maxBodyBytes: configuration.maxRequestBodyBytes)
+    SessionsController(store: components.store, urls: urls, maxBodyBytes: configuration.maxRequestBodyBytes,
+                       allowPrivateCallbacks: configuration.allowPrivateWebhookTargets)
         .addRoutes(to: api)
     TokensController(store: components.store, uplinks: components.uplinks,
                      maxBodyBytes: configuration.maxRequestBodyBytes,

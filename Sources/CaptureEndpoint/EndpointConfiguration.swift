@@ -38,6 +38,12 @@ public struct EndpointConfiguration: Sendable {
     /// Attempts before a delivery is abandoned (about 1 h 40 min with the defaults).
     public var webhookMaxAttempts: Int = 16
     public var webhookTimeoutSeconds: Int = 10
+    /// Webhooks may go to loopback, private and link-local addresses (local development:
+    /// the demo and the tests). Off: such callbacks are refused (`CallbackTargetPolicy`).
+    public var allowPrivateWebhookTargets = false
+    /// A receiver's 307/308 is followed (up to 3, each target checked like the first).
+    /// Off: a redirect answer is a failed attempt.
+    public var followWebhookRedirects = false
     /// An export encodes its mixed track in segments this long, on every core.
     public var exportMixSegmentSeconds: Double = 30
 

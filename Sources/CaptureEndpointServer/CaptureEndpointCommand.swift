@@ -48,6 +48,14 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-format"), help: "json (one object per line) or text.")
     var logFormat: String = "json"
 
+    @Flag(name: .customLong("allow-private-webhook-targets"),
+          help: "Let callback_url reach loopback, private and link-local addresses (local development only).")
+    var allowPrivateWebhookTargets = false
+
+    @Flag(name: .customLong("follow-webhook-redirects"),
+          help: "Follow a receiver's 307/308 (up to 3, each target checked); otherwise a redirect is a failed attempt.")
+    var followWebhookRedirects = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
@@ -93,6 +101,8 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             configuration.host = host
             configuration.port = port
             configuration.publicBaseURL = publicURL
+            configuration.allowPrivateWebhookTargets = allowPrivateWebhookTargets
+            configuration.followWebhookRedirects = followWebhookRedirects
             configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)
             logger.info("starting", metadata: [
                 "version": "\(EndpointVersion.current)", "data_dir": "\(dataDirectory)", "api_keys": "\(keys.values.count)",

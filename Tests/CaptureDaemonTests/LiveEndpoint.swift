@@ -36,7 +36,8 @@ final class LiveEndpoint {
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: BuiltProduct.path("capture-endpoint"))
-        process.arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "notice"] + extraArguments
+        process.arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "notice",
+                             "--allow-private-webhook-targets"] + extraArguments
         var environment = ProcessInfo.processInfo.environment
         environment["CAPTURE_ENDPOINT_API_KEY"] = Self.apiKey
         environment["CAPTURE_ENDPOINT_WEBHOOK_SECRET"] = "whsec_" + Data((0..<32).map { UInt8($0) }).base64EncodedString()

@@ -24,6 +24,8 @@ struct EndpointHarness {
         configuration = EndpointConfiguration(dataDirectory: dir, apiKeys: [Self.keyA, Self.keyB],
                                               webhookSecret: Self.webhookSecret)
         configuration.port = 0
+        // The tests' receivers are on loopback; CallbackTargetTests turns this off.
+        configuration.allowPrivateWebhookTargets = true
         configure(&configuration)
     }
 

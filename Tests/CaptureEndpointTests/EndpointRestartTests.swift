@@ -41,7 +41,8 @@ final class EndpointProcess {
 
     func start() throws {
         let process = Process()
-        let arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning"]
+        let arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning",
+                         "--allow-private-webhook-targets"]
         if let dataLimitBytes {
             // prlimit execs the endpoint: the process is the endpoint.
             process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")

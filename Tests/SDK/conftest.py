@@ -66,7 +66,8 @@ def endpoint():
     key = "cek_sdk_" + secrets.token_hex(16)
     env = dict(os.environ, CAPTURE_ENDPOINT_API_KEY=key)
     log = open(data + ".log", "wb")
-    proc = subprocess.Popen([binary, "--data-dir", data, "--port", str(port), "--log-level", "notice"],
+    proc = subprocess.Popen([binary, "--data-dir", data, "--port", str(port), "--log-level", "notice",
+                             "--allow-private-webhook-targets"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

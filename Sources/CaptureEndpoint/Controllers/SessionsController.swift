@@ -8,6 +8,8 @@ struct SessionsController {
     let store: any EndpointStore
     let urls: URLResolver
     let maxBodyBytes: Int
+    /// Whether a callback may name a loopback or private address (`--allow-private-webhook-targets`).
+    let allowPrivateCallbacks: Bool
 
     func addRoutes(to group: RouterGroup<EndpointRequestContext>) {
         group.post("collection/{cid}/capture/session", use: create)
@@ -35,7 +37,7 @@ struct SessionsController {
         try Identifiers.checkText(body.endUserId, field: "end_user_id", max: 256)
         if let clientId = body.clientId { try Identifiers.checkText(clientId, field: "client_id", max: 256) }
         if let connection = body.wsConnectionId { try Identifiers.checkText(connection, field: "ws_connection_id", max: 128) }
-        if let url = body.callbackUrl { try Identifiers.checkCallbackURL(url) }
+        if let url = body.callbackUrl { try Identifiers.checkCallbackURL(url, allowPrivate: allowPrivateCallbacks) }
         let metadata = body.metadata ?? .object([:])
         guard case .object = metadata else { throw APIError.invalid("'metadata' must be a JSON object") }
         let metadataJSON = metadata.description
@@ -126,10 +128,22 @@ enum Identifiers {
         }
     }
 
-    static func checkCallbackURL(_ text: String) throws {
-        guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(),
-              scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else {
+    /// The URL's shape, and (unless private targets are allowed) that an address written in
+    /// it is public. A name is checked where it matters, on what it resolves to at delivery.
+    static func checkCallbackURL(_ text: String, allowPrivate: Bool) throws {
+        guard text.utf8.count <= 2048, let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", var host = url.host, !host.isEmpty else {
             throw APIError.invalid("'callback_url' must be an http or https URL of at most 2048 bytes")
+        }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let lowered = host.lowercased()
+        if !allowPrivate {
+            if let address = CallbackTargetPolicy.literal(host), let why = CallbackTargetPolicy.nonPublicReason(address) {
+                throw APIError.invalid("'callback_url' points at \(host) (\(why)); the endpoint sends webhooks to public addresses only unless it runs with --allow-private-webhook-targets")
+            }
+            if lowered == "localhost" || lowered.hasSuffix(".localhost") {
+                throw APIError.invalid("'callback_url' points at \(host) (loopback); the endpoint sends webhooks to public addresses only unless it runs with --allow-private-webhook-targets")
+            }
         }
     }
 }

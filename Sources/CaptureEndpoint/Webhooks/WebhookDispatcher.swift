@@ -14,10 +14,11 @@ import Synchronization
 /// `maxInFlightPerAccount` of one account at once (and `maxInFlight` in all), and each
 /// has one deadline for the whole exchange (connect, headers and body), so a receiver
 /// that is slow, dead or trickles its answer delays only the deliveries of its account.
+/// Where a delivery may go is `CallbackTargetPolicy`'s to say, checked before each request.
 final class WebhookDispatcher: Service, Sendable {
     private let store: any EndpointStore
     private let signer: WebhookSigner
-    private let client: HTTPClient
+    private let targets: CallbackTargetPolicy
     private let initialBackoffMs: Int64
     private let maxBackoffMs: Int64
     private let maxAttempts: Int
@@ -36,11 +37,11 @@ final class WebhookDispatcher: Service, Sendable {
     }
     private let inFlight = Mutex(InFlight())
 
-    init(store: any EndpointStore, signer: WebhookSigner, configuration: EndpointConfiguration, logger: Logger,
-         client: HTTPClient = .shared) {
+    init(store: any EndpointStore, signer: WebhookSigner, configuration: EndpointConfiguration, logger: Logger) {
         self.store = store
         self.signer = signer
-        self.client = client
+        targets = CallbackTargetPolicy(allowPrivateTargets: configuration.allowPrivateWebhookTargets,
+                                       followRedirects: configuration.followWebhookRedirects)
         initialBackoffMs = Int64(configuration.webhookInitialBackoffMilliseconds)
         maxBackoffMs = Int64(configuration.webhookMaxBackoffSeconds) * 1000
         maxAttempts = configuration.webhookMaxAttempts
@@ -59,6 +60,10 @@ final class WebhookDispatcher: Service, Sendable {
     }
 
     func run() async throws {
+        // Its own client: redirects are never followed by it (`attempt` follows the allowed
+        // ones itself, checking each target), and it lives exactly as long as the service.
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                configuration: .init(redirectConfiguration: .disallow))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 // Polling covers retries that come due; wake-ups cover new rows at once.
@@ -71,7 +76,7 @@ final class WebhookDispatcher: Service, Sendable {
                 for await _ in wakeups {
                     for due in await reserveDue() {
                         group.addTask {
-                            await self.attempt(due.delivery)
+                            await self.attempt(due.delivery, client: client)
                             self.release(due)
                             self.wake()   // the session's next hook, if any
                         }
@@ -82,6 +87,7 @@ final class WebhookDispatcher: Service, Sendable {
         } onGracefulShutdown: { [wakeup] in
             wakeup.finish()
         }
+        try? await client.shutdown()
     }
 
     /// The due deliveries that may start now, marked in flight.
@@ -114,14 +120,20 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    /// POSTs and reads the answer, all within `timeout`; the status, or nil when it ran out.
-    private func exchange(_ request: HTTPClientRequest) async throws -> Int? {
-        try await withThrowingTaskGroup(of: Int?.self) { group in
-            group.addTask { [client, timeout] in
+    /// What a receiver answered.
+    private struct Answer: Sendable {
+        var status: Int
+        var location: String?
+    }
+
+    /// POSTs and reads the answer, all within `timeout`; nil when it ran out.
+    private func exchange(_ request: HTTPClientRequest, client: HTTPClient) async throws -> Answer? {
+        try await withThrowingTaskGroup(of: Answer?.self) { group in
+            group.addTask { [timeout] in
                 let response = try await client.execute(request, timeout: .seconds(timeout.components.seconds))
                 // The body counts too: a receiver that answers 200 and trickles must not hold us.
                 _ = try? await response.body.collect(upTo: 64 << 10)
-                return Int(response.status.code)
+                return Answer(status: Int(response.status.code), location: response.headers.first(name: "location"))
             }
             group.addTask { [timeout] in
                 try await Task.sleep(for: timeout)
@@ -133,10 +145,11 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    private func attempt(_ delivery: WebhookDeliveryRecord) async {
+    private func request(_ delivery: WebhookDeliveryRecord, to target: CallbackTargetPolicy.Target) -> HTTPClientRequest {
         let timestamp = EndpointClock.nowMilliseconds() / 1000
-        var request = HTTPClientRequest(url: delivery.url)
+        var request = HTTPClientRequest(url: target.url)
         request.method = .POST
+        if let host = target.hostHeader { request.headers.add(name: "host", value: host) }
         request.headers.add(name: "content-type", value: "application/json")
         request.headers.add(name: "user-agent", value: "capture-endpoint/\(EndpointVersion.current)")
         request.headers.add(name: "webhook-id", value: delivery.id)
@@ -144,21 +157,44 @@ final class WebhookDispatcher: Service, Sendable {
         request.headers.add(name: "webhook-signature",
                             value: signer.signature(id: delivery.id, timestamp: timestamp, body: delivery.payload))
         request.body = .bytes(ByteBuffer(string: delivery.payload))
+        return request
+    }
+
+    private func attempt(_ delivery: WebhookDeliveryRecord, client: HTTPClient) async {
         var status: Int?
         var failure: String?
+        var refused = false
+        var url = delivery.url
         do {
-            if let code = try await exchange(request) {
-                status = code
-                if !(200..<300).contains(code) { failure = "HTTP \(code)" }
-            } else {
-                failure = "no complete answer within \(timeout.components.seconds) s"
+            for hop in 0...CallbackTargetPolicy.maxRedirects {
+                let target = try await targets.target(for: url)
+                guard let answer = try await exchange(request(delivery, to: target), client: client) else {
+                    failure = "no complete answer within \(timeout.components.seconds) s"
+                    break
+                }
+                status = answer.status
+                if hop < CallbackTargetPolicy.maxRedirects,
+                   let next = targets.redirect(status: answer.status, location: answer.location, from: url) {
+                    url = next
+                    continue
+                }
+                if !(200..<300).contains(answer.status) {
+                    failure = (300..<400).contains(answer.status)
+                        ? "HTTP \(answer.status): redirect not followed (only 307/308, and only with --follow-webhook-redirects)"
+                        : "HTTP \(answer.status)"
+                }
+                break
             }
+        } catch let refusal as CallbackTargetPolicy.Refused {
+            // Retrying cannot make the address public: given up at once.
+            failure = "refused: \(refusal.description)"
+            refused = true
         } catch {
             failure = "\(error)".prefix(200).description
         }
         let attempts = delivery.attempts + 1
         let now = EndpointClock.nowMilliseconds()
-        let next: Int64? = failure == nil || attempts >= maxAttempts
+        let next: Int64? = failure == nil || attempts >= maxAttempts || refused
             ? nil : now + Self.backoff(afterAttempts: attempts, initialMs: initialBackoffMs, maxMs: maxBackoffMs)
         if let failure {
             logger.warning("webhook delivery failed", metadata: [
