@@ -17,6 +17,8 @@ public struct EndpointComponents: Sendable {
     let announcer: SessionAnnouncer
     let exports: ExportService
     let housekeeping: Housekeeping
+    /// Every account's webhook secret (tests verify signatures with it).
+    public let webhookSecrets: WebhookSecrets
 
     /// Open uplink connections right now.
     public func uplinkConnectionCount() async -> Int { await uplinks.connectionCount }
@@ -32,7 +34,7 @@ public func buildApplication(
     logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> (application: some ApplicationProtocol, components: EndpointComponents) {
-    guard let signer = WebhookSigner(secret: configuration.webhookSecret) else {
+    guard let secrets = WebhookSecrets(signingKey: configuration.webhookSecret) else {
         throw CaptureError(.invalidRequest, "the webhook secret is not whsec_<base64 of 24-64 bytes>")
     }
     try makeDirectories(configuration.dataDirectory)
@@ -41,7 +43,7 @@ public func buildApplication(
     let uplinks = UplinkHub(helloTimeoutSeconds: configuration.helloTimeoutSeconds,
                             writeTimeoutSeconds: configuration.uplinkWriteTimeoutSeconds, logger: logger)
     let events = EventHub(logger: logger)
-    let webhooks = WebhookDispatcher(store: store, signer: signer, configuration: configuration, logger: logger)
+    let webhooks = WebhookDispatcher(store: store, secrets: secrets, configuration: configuration, logger: logger)
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
     let exports = ExportService(store: store, dataDirectory: configuration.dataDirectory, announcer: announcer,
                                 threadPool: .singleton, mixSegmentSeconds: configuration.exportMixSegmentSeconds,
@@ -52,7 +54,7 @@ public func buildApplication(
         checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), exports: exports, logger: logger)
     let components = EndpointComponents(
         store: store, files: files, uplinks: uplinks, events: events, webhooks: webhooks, announcer: announcer,
-        exports: exports, housekeeping: housekeeping)
+        exports: exports, housekeeping: housekeeping, webhookSecrets: secrets)
 
     let router = buildRouter(configuration, components: components)
     let webSocketRouter = buildWebSocketRouter(configuration, components: components)
@@ -102,6 +104,8 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
                                   maxBodyBytes: configuration.maxRequestBodyBytes)
     export.addRoutes(to: api)
     export.addPlaybackRoutes(to: router)
+    WebhookSecretController(store: components.store, secrets: components.webhookSecrets,
+                            overlapSeconds: configuration.webhookSecretOverlapSeconds).addRoutes(to: api)
     let events = EventsController(events: components.events, urls: urls)
     events.addRoutes(to: api)
     events.addPlainRoutes(to: router)

@@ -13,8 +13,11 @@ public struct EndpointConfiguration: Sendable {
     public var publicBaseURL: String?
     /// The API keys; each is an account of its own.
     public var apiKeys: [String]
-    /// The Standard Webhooks signing secret, `whsec_<base64>`.
+    /// The endpoint's webhook signing key, `whsec_<base64>`: every account's secret is
+    /// derived from it (`WebhookSecrets`); it is never sent to an account.
     public var webhookSecret: String
+    /// After `POST /capture/webhook/secret`, the account's previous secret signs too this long.
+    public var webhookSecretOverlapSeconds: Int = 86_400
     /// A starting or active session whose uplink is silent this long fails.
     public var silenceTimeoutSeconds: Int = 300
     /// How often the silence check runs.

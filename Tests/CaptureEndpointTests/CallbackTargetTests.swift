@@ -139,9 +139,10 @@ final class CallbackTargetTests: XCTestCase {
 
     /// A session with `callback` made active over the uplink (one mic chunk), so its
     /// `capture_session.active` webhook is due.
-    static func activeSession(_ client: some TestClientProtocol, callback: String) async throws -> String {
+    static func activeSession(_ client: some TestClientProtocol, callback: String, key: String = EndpointHarness.keyA)
+        async throws -> String {
         let (session, token) = try await UplinkTests.newSession(
-            client, body: "{\"end_user_id\": \"hooks\", \"callback_url\": \"\(callback)\"}")
+            client, key: key, body: "{\"end_user_id\": \"hooks\", \"callback_url\": \"\(callback)\"}")
         var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
         try await uplink.send(UplinkTests.hello(session, token, channels: [TestChannels.mic]))
         _ = try await uplink.expectWelcome()

@@ -59,6 +59,15 @@ extension TestClientProtocol {
     }
 }
 
+extension TestClientProtocol {
+    /// The account's webhook secret, new (`POST /capture/webhook/secret`), as a signer.
+    func webhookSigner(key: String = EndpointHarness.keyA) async throws -> WebhookSigner {
+        let answer = try await call(.post, "/capture/webhook/secret", key: key)
+        XCTAssertEqual(answer.status, .ok, answer.raw)
+        return try XCTUnwrap(WebhookSigner(secret: dataOf(answer.body)["secret"] as? String ?? ""), answer.raw)
+    }
+}
+
 /// The standard error body: `success: false`, a message, the code.
 func assertErrorBody(_ body: [String: Any], _ code: String, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(body["success"] as? Bool, false, "\(body)", file: file, line: line)

@@ -57,6 +57,7 @@ final class SpoolReplayTests: XCTestCase {
         let hookURL = await receiver.url
         try await app.test(.live) { client in
             let port = try XCTUnwrap(client.port)
+            let signer = try await client.webhookSigner()
             let (session, token) = try await UplinkTests.newSession(
                 client, body: "{\"end_user_id\": \"replay\", \"callback_url\": \"\(hookURL)\"}")
             var options = ReplayOptions(url: "ws://127.0.0.1:\(port)\(UplinkProtocol.path)", token: token, sessionId: session)
@@ -189,7 +190,6 @@ final class SpoolReplayTests: XCTestCase {
             while await receiver.deliveries.filter({ $0.status == 200 }).count < 3, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            let signer = try XCTUnwrap(WebhookSigner(secret: EndpointHarness.webhookSecret))
             let delivered = await receiver.deliveries.filter { $0.status == 200 }
             let types = delivered.map { (try? JSONSerialization.jsonObject(with: Data($0.body.utf8)) as? [String: Any])?["type"] as? String ?? "" }
             XCTAssertEqual(types, ["capture_session.active", "capture_session.stopped", "capture_session.exported"])

@@ -179,3 +179,15 @@ struct URLResolver: Sendable {
 }
 
 import Hummingbird
+
+/// `POST /capture/webhook/secret`'s answer.
+struct WebhookSecretResource: Encodable {
+    var secret: String
+    var generation: Int
+    /// Until then the secret before this one signs too.
+    var previousValidUntil: String?
+
+    enum CodingKeys: String, CodingKey {
+        case secret, generation, previousValidUntil = "previous_valid_until"
+    }
+}

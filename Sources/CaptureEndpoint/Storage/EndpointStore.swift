@@ -119,6 +119,12 @@ public protocol EndpointStore: Sendable {
     /// export again; nil (and the export failed for good) once it has had its attempts.
     func restartInterruptedExport(sessionId: String, now: Int64) async throws -> SessionRecord?
 
+    // Webhook secrets
+    /// The account's secret generation, nil while it has never been rotated (generation 0).
+    func webhookSecret(accountId: String) async throws -> WebhookSecretRecord?
+    /// Moves the account to its next generation; the one before keeps signing until `previousUntil`.
+    func rotateWebhookSecret(accountId: String, now: Int64, previousUntil: Int64) async throws -> WebhookSecretRecord
+
     // Webhook outbox
     /// Deliveries due now, the oldest pending one per session, with the account each is for.
     func dueWebhooks(now: Int64, limit: Int) async throws -> [DueWebhook]

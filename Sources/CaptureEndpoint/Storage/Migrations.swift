@@ -111,12 +111,13 @@ enum EndpointMigrations {
                 t.column("stored_bytes", .integer).notNull()
                 t.column("stored_chunks", .integer).notNull()
             }
+            // An account's webhook secret is derived from the endpoint's signing key, the
+            // account and this generation (`WebhookSecrets`): no secret is stored here.
             try db.create(table: "webhook_secrets") { t in
                 t.primaryKey("account_id", .text)
-                t.column("secret", .text).notNull()
-                t.column("created_at", .integer).notNull()
-                // The secret before the last rotation signs too until `previous_until` (ms).
-                t.column("previous_secret", .text)
+                t.column("generation", .integer).notNull()
+                t.column("rotated_at", .integer).notNull()
+                // The generation before the last rotation signs too until then (ms).
                 t.column("previous_until", .integer)
             }
         }

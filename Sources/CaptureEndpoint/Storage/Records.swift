@@ -142,6 +142,22 @@ public struct ChunkRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     }
 }
 
+/// One row of `webhook_secrets`: which generation of its webhook secret an account is at.
+/// An account without a row is at generation 0, a secret nobody has been shown.
+public struct WebhookSecretRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "webhook_secrets"
+
+    public var accountId: String
+    public var generation: Int
+    public var rotatedAt: Int64
+    /// Until then (Unix ms) the previous generation signs too.
+    public var previousUntil: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case accountId = "account_id", generation, rotatedAt = "rotated_at", previousUntil = "previous_until"
+    }
+}
+
 /// One row of `tokens`. The token itself is never stored: only its SHA-256.
 public struct TokenRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
     public static let databaseTableName = "tokens"

@@ -346,6 +346,20 @@ public final class SQLiteEndpointStore: EndpointStore {
         }
     }
 
+    public func webhookSecret(accountId: String) async throws -> WebhookSecretRecord? {
+        try await pool.read { db in try WebhookSecretRecord.fetchOne(db, key: accountId) }
+    }
+
+    public func rotateWebhookSecret(accountId: String, now: Int64, previousUntil: Int64) async throws -> WebhookSecretRecord {
+        try await pool.write { db in
+            let current = try WebhookSecretRecord.fetchOne(db, key: accountId)
+            let next = WebhookSecretRecord(accountId: accountId, generation: (current?.generation ?? 0) + 1,
+                                           rotatedAt: now, previousUntil: previousUntil)
+            try next.save(db)
+            return next
+        }
+    }
+
     public func webhookAttempted(id: String, status: Int?, error: String?, delivered: Bool, nextAttemptAt: Int64?,
                                  now: Int64) async throws {
         try await pool.write { db in

@@ -17,7 +17,7 @@ import Synchronization
 /// Where a delivery may go is `CallbackTargetPolicy`'s to say, checked before each request.
 final class WebhookDispatcher: Service, Sendable {
     private let store: any EndpointStore
-    private let signer: WebhookSigner
+    private let secrets: WebhookSecrets
     private let targets: CallbackTargetPolicy
     private let initialBackoffMs: Int64
     private let maxBackoffMs: Int64
@@ -37,9 +37,9 @@ final class WebhookDispatcher: Service, Sendable {
     }
     private let inFlight = Mutex(InFlight())
 
-    init(store: any EndpointStore, signer: WebhookSigner, configuration: EndpointConfiguration, logger: Logger) {
+    init(store: any EndpointStore, secrets: WebhookSecrets, configuration: EndpointConfiguration, logger: Logger) {
         self.store = store
-        self.signer = signer
+        self.secrets = secrets
         targets = CallbackTargetPolicy(allowPrivateTargets: configuration.allowPrivateWebhookTargets,
                                        followRedirects: configuration.followWebhookRedirects)
         initialBackoffMs = Int64(configuration.webhookInitialBackoffMilliseconds)
@@ -76,7 +76,7 @@ final class WebhookDispatcher: Service, Sendable {
                 for await _ in wakeups {
                     for due in await reserveDue() {
                         group.addTask {
-                            await self.attempt(due.delivery, client: client)
+                            await self.attempt(due, client: client)
                             self.release(due)
                             self.wake()   // the session's next hook, if any
                         }
@@ -145,7 +145,8 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    private func request(_ delivery: WebhookDeliveryRecord, to target: CallbackTargetPolicy.Target) -> HTTPClientRequest {
+    private func request(_ delivery: WebhookDeliveryRecord, to target: CallbackTargetPolicy.Target,
+                         signers: [WebhookSigner]) -> HTTPClientRequest {
         let timestamp = EndpointClock.nowMilliseconds() / 1000
         var request = HTTPClientRequest(url: target.url)
         request.method = .POST
@@ -154,21 +155,27 @@ final class WebhookDispatcher: Service, Sendable {
         request.headers.add(name: "user-agent", value: "capture-endpoint/\(EndpointVersion.current)")
         request.headers.add(name: "webhook-id", value: delivery.id)
         request.headers.add(name: "webhook-timestamp", value: String(timestamp))
-        request.headers.add(name: "webhook-signature",
-                            value: signer.signature(id: delivery.id, timestamp: timestamp, body: delivery.payload))
+        request.headers.add(name: "webhook-signature", value: signers.map {
+            $0.signature(id: delivery.id, timestamp: timestamp, body: delivery.payload)
+        }.joined(separator: " "))
         request.body = .bytes(ByteBuffer(string: delivery.payload))
         return request
     }
 
-    private func attempt(_ delivery: WebhookDeliveryRecord, client: HTTPClient) async {
+    private func attempt(_ due: DueWebhook, client: HTTPClient) async {
+        let delivery = due.delivery
         var status: Int?
         var failure: String?
         var refused = false
         var url = delivery.url
         do {
+            // Signed with the secret(s) of the session's account, as they are now.
+            let signers = secrets.signers(accountId: due.accountId,
+                                          state: try await store.webhookSecret(accountId: due.accountId),
+                                          now: EndpointClock.nowMilliseconds())
             for hop in 0...CallbackTargetPolicy.maxRedirects {
                 let target = try await targets.target(for: url)
-                guard let answer = try await exchange(request(delivery, to: target), client: client) else {
+                guard let answer = try await exchange(request(delivery, to: target, signers: signers), client: client) else {
                     failure = "no complete answer within \(timeout.components.seconds) s"
                     break
                 }

@@ -14,6 +14,8 @@ public struct WebhookSigner: Sendable {
         key = Array(data)
     }
 
+    init(key: [UInt8]) { self.key = key }
+
     /// The `webhook-signature` value for one delivery attempt.
     public func signature(id: String, timestamp: Int64, body: String) -> String {
         let content = Array("\(id).\(timestamp).".utf8) + Array(body.utf8)
