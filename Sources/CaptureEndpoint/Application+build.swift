@@ -41,8 +41,9 @@ public func buildApplication(
     let store = try SQLiteEndpointStore(path: configuration.databasePath)
     let files = ChunkFiles(dataDirectory: configuration.dataDirectory, threadPool: .singleton)
     let uplinks = UplinkHub(helloTimeoutSeconds: configuration.helloTimeoutSeconds,
-                            writeTimeoutSeconds: configuration.uplinkWriteTimeoutSeconds, logger: logger)
-    let events = EventHub(logger: logger)
+                            writeTimeoutSeconds: configuration.uplinkWriteTimeoutSeconds, limits: configuration.limits,
+                            logger: logger)
+    let events = EventHub(perAccount: configuration.limits.eventSocketsPerAccount, logger: logger)
     let webhooks = WebhookDispatcher(store: store, secrets: secrets, configuration: configuration, logger: logger)
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
     let exports = ExportService(store: store, dataDirectory: configuration.dataDirectory, announcer: announcer,
@@ -51,6 +52,7 @@ public func buildApplication(
     let housekeeping = Housekeeping(
         store: store, uplinks: uplinks, announcer: announcer,
         silenceTimeoutMs: Int64(configuration.silenceTimeoutSeconds) * 1000,
+        unstartedTimeoutMs: Int64(configuration.limits.unstartedSessionSeconds) * 1000,
         checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), exports: exports, logger: logger)
     let components = EndpointComponents(
         store: store, files: files, uplinks: uplinks, events: events, webhooks: webhooks, announcer: announcer,
@@ -95,7 +97,8 @@ func buildRouter(_ configuration: EndpointConfiguration, components: EndpointCom
 
     let api = router.group().add(middleware: APIKeyMiddleware(apiKeys: configuration.apiKeys, store: components.store))
     SessionsController(store: components.store, urls: urls, maxBodyBytes: configuration.maxRequestBodyBytes,
-                       allowPrivateCallbacks: configuration.allowPrivateWebhookTargets)
+                       allowPrivateCallbacks: configuration.allowPrivateWebhookTargets,
+                       maxOpenSessions: configuration.limits.openSessionsPerAccount)
         .addRoutes(to: api)
     TokensController(store: components.store, uplinks: components.uplinks,
                      maxBodyBytes: configuration.maxRequestBodyBytes,
@@ -126,7 +129,9 @@ func buildWebSocketRouter(_ configuration: EndpointConfiguration, components: En
 func uplinkServices(_ configuration: EndpointConfiguration, _ components: EndpointComponents) -> UplinkConnection.Services {
     UplinkConnection.Services(store: components.store, files: components.files, hub: components.uplinks,
                               announcer: components.announcer, maxChunkBytes: configuration.maxChunkBytes,
-                              window: configuration.uplinkWindow, injectedHelloDelay: configuration.injectedHelloDelay)
+                              window: configuration.uplinkWindow, quota: StorageQuota(configuration.limits),
+                              chunksPerSecond: configuration.limits.chunksPerSecond,
+                              injectedHelloDelay: configuration.injectedHelloDelay)
 }
 
 /// Logs one line per request: method, the matched route's template (never the

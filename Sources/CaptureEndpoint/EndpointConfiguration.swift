@@ -50,6 +50,9 @@ public struct EndpointConfiguration: Sendable {
     /// An export encodes its mixed track in segments this long, on every core.
     public var exportMixSegmentSeconds: Double = 30
 
+    /// What one credential may take: sessions, bytes, chunks, connections, rates.
+    public var limits = EndpointLimits()
+
     /// Fault injection for tests only (no option sets it): each uplink hello pauses this long
     /// between its token check and its attach, the window a revocation can fall into.
     public var injectedHelloDelay: Duration?

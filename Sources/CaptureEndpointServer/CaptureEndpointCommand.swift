@@ -56,6 +56,10 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
           help: "Follow a receiver's 307/308 (up to 3, each target checked); otherwise a redirect is a failed attempt.")
     var followWebhookRedirects = false
 
+    @Option(name: .customLong("limit"),
+            help: "NAME=VALUE, repeatable: what one account, session or address may take (SECURITY.md lists the names and defaults).")
+    var limit: [String] = []
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
@@ -65,6 +69,10 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             guard ns >= 1_000_000_000 else { throw ValidationError("--silence-timeout must be at least 1s") }
         } catch let error as CaptureError {
             throw ValidationError("--silence-timeout: \(error.message)")
+        }
+        var limits = EndpointLimits()
+        for assignment in limit {
+            do { try limits.set(assignment) } catch { throw ValidationError(error.message) }
         }
         if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
             throw ValidationError("--public-url must start with http:// or https://")
@@ -101,6 +109,7 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             configuration.host = host
             configuration.port = port
             configuration.publicBaseURL = publicURL
+            for assignment in limit { try configuration.limits.set(assignment) }
             configuration.allowPrivateWebhookTargets = allowPrivateWebhookTargets
             configuration.followWebhookRedirects = followWebhookRedirects
             configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)

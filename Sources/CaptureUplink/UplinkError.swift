@@ -32,6 +32,9 @@ public enum UplinkErrorCode: String, Codable, Sendable, CaseIterable {
     case incomplete = "incomplete"
     /// The endpoint could not store the chunk (disk full, I/O error). Resend later.
     case storageFailed = "storage-failed"
+    /// The chunk would take the session or the account past a storage quota (bytes,
+    /// chunks); the connection then closes with 4014.
+    case quotaExceeded = "quota-exceeded"
 }
 
 /// WebSocket close codes the endpoint uses. 4000-4999 are the application's

@@ -399,6 +399,14 @@ public struct UplinkMachine: Sendable {
             queues[id] = q
             inFlight -= 1
             return [.delete(head)] + sendWhatFits(nowNs: nowNs)
+        case .quotaExceeded:
+            // The endpoint takes nothing more for this session until its quota frees up (its
+            // 4014 close follows): stop rather than resend into the same refusal.
+            phase = .stopped
+            deadlineNs = 0
+            return [.report(.chunkRefused(error)),
+                    .report(.refused(code: UplinkCloseCode.quotaExceeded.rawValue, reason: error.message)),
+                    .close(code: 1000, reason: "quota exceeded")]
         case .incomplete:
             // `end` came too early for the endpoint (it lacks a final chunk the agent never
             // made): reconnect; the welcome says where each channel stands.

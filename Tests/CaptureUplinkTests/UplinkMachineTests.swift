@@ -205,6 +205,22 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(other.phase, .needsToken)
     }
 
+    /// A chunk refused for a quota stops the upload (resending would meet the same
+    /// refusal); the spool keeps everything.
+    func testAQuotaRefusalStopsAndKeepsTheSpool() {
+        var m = streaming()
+        _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+        let error = UplinkErrorMessage(code: .quotaExceeded, message: "the session stores 5 bytes; its quota is 5",
+                                       channelId: "display:1", seq: 0)
+        let actions = m.received(UplinkTextMessage.encode(error), nowNs: 1)
+        XCTAssertEqual(actions.last, .close(code: 1000, reason: "quota exceeded"))
+        XCTAssertTrue(actions.contains(.report(.refused(code: 4014, reason: error.message))), "\(actions)")
+        XCTAssertEqual(m.phase, .stopped)
+        XCTAssertEqual(m.closed(code: 4014, reason: "quota exceeded", nowNs: 2), [])
+        XCTAssertEqual(m.tick(nowNs: 1_000_000_000_000), [])
+        XCTAssertEqual(m.pendingChunks, 1)
+    }
+
     func testSessionRefusedForGoodStopsAndKeepsTheSpool() {
         for code in [UplinkCloseCode.sessionClosed, .sessionNotFound, .protocolError, .unsupportedProtocol, .quotaExceeded] {
             var m = streaming()

@@ -44,12 +44,15 @@ struct EventsController {
                   await events.isValid(ticket: ticket, collectionId: collectionId) else {
                 throw APIError(.unauthorized, .unauthorized, "the event socket needs a valid ticket from GET /collection/{cid}/websocket")
             }
+            guard await events.hasRoom(ticket: ticket) else {
+                throw APIError(.tooManyRequests, .quotaExceeded, "the account has its quota of open event sockets; close one first")
+            }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             let ticketText = context.request.uri.queryParameters["ticket"].map(String.init) ?? ""
             let collectionId = context.requestContext.parameters.get("cid") ?? ""
             guard let ticket = await events.redeem(ticket: ticketText, collectionId: collectionId) else {
-                try await outbound.close(.policyViolation, reason: "ticket already used")
+                try await outbound.close(.policyViolation, reason: "ticket already used, or the account has its quota of sockets")
                 return
             }
             let id = Secrets.newIdentifier(prefix: "wsc_")

@@ -10,6 +10,8 @@ struct SessionsController {
     let maxBodyBytes: Int
     /// Whether a callback may name a loopback or private address (`--allow-private-webhook-targets`).
     let allowPrivateCallbacks: Bool
+    /// `EndpointLimits.openSessionsPerAccount`.
+    let maxOpenSessions: Int
 
     func addRoutes(to group: RouterGroup<EndpointRequestContext>) {
         group.post("collection/{cid}/capture/session", use: create)
@@ -51,7 +53,10 @@ struct SessionsController {
             exportStatus: nil, exportedVideoId: nil, exportError: nil, failureReason: nil, createdAt: now,
             updatedAt: now, startedAt: nil, activeAt: nil, stoppedAt: nil, lastUplinkAt: nil,
             playbackKey: Secrets.base64URL(Secrets.randomBytes(24)))
-        try await store.createSession(session)
+        guard try await store.createSession(session, maxOpen: maxOpenSessions) else {
+            throw APIError(.tooManyRequests, .quotaExceeded,
+                           "the account has \(maxOpenSessions) sessions created, starting or active (its quota): stop or finish one first")
+        }
         context.logger.info("session created", metadata: ["session": "\(session.id)", "account": "\(account.id)"])
         return APIResponse.ok(CaptureSessionResource(session, channels: [], urls: urls.urls(for: request)))
     }

@@ -12,7 +12,10 @@ struct UplinkController {
         let controller = self
         router.ws(RouterPath(stringLiteral: String(UplinkProtocol.path.dropFirst())), onUpgrade: { inbound, outbound, context in
             let hub = controller.services.hub
-            let state = await hub.connect(outbound: outbound, channel: context.requestContext.channel)
+            guard let state = await hub.connect(outbound: outbound, channel: context.requestContext.channel) else {
+                try? await outbound.close(UplinkCloseCode.tryLater.webSocketCode, reason: "too many connections; retry later")
+                return
+            }
             var connection = UplinkConnection(services: controller.services, outbound: outbound, state: state,
                                               logger: context.logger)
             await connection.run(inbound)

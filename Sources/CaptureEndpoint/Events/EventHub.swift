@@ -24,20 +24,47 @@ actor EventHub {
 
     /// Ticket hash -> ticket. A ticket is good for one connection within its lifetime.
     private var tickets: [String: Ticket] = [:]
+    /// Each account's outstanding ticket hashes, oldest first: at most `perAccount`, so the
+    /// map is bounded by the number of accounts, and issuing never scans it whole.
+    private var ticketsByAccount: [String: [String]] = [:]
     private var connections: [String: Connection] = [:]
+    private var connectionsByAccount: [String: Int] = [:]
     private let ticketLifetimeMs: Int64 = 60_000
+    /// `EndpointLimits.eventSocketsPerAccount`: open sockets, and unused tickets, of one account.
+    private let perAccount: Int
     private let logger: Logger
 
-    init(logger: Logger) { self.logger = logger }
+    init(perAccount: Int, logger: Logger) {
+        self.perAccount = perAccount
+        self.logger = logger
+    }
 
-    /// A new ticket for the account's socket on `collectionId`.
+    /// A new ticket for the account's socket on `collectionId`. An account holding its
+    /// quota of unused tickets loses the oldest.
     func issueTicket(account: Account, collectionId: String) -> String {
         let now = EndpointClock.nowMilliseconds()
-        tickets = tickets.filter { $0.value.expiresAt > now }
+        var outstanding = (ticketsByAccount[account.id] ?? []).filter { hash in
+            guard let ticket = tickets[hash], ticket.expiresAt > now else {
+                tickets[hash] = nil
+                return false
+            }
+            return true
+        }
+        while outstanding.count >= perAccount {
+            tickets[outstanding.removeFirst()] = nil
+        }
         let ticket = Secrets.newCredential(prefix: "wst_")
-        tickets[Secrets.storedHash(of: ticket)] = Ticket(account: account, collectionId: collectionId,
-                                                         expiresAt: now + ticketLifetimeMs)
+        let hash = Secrets.storedHash(of: ticket)
+        tickets[hash] = Ticket(account: account, collectionId: collectionId, expiresAt: now + ticketLifetimeMs)
+        outstanding.append(hash)
+        ticketsByAccount[account.id] = outstanding
         return ticket
+    }
+
+    /// Whether the ticket's account may open another socket.
+    func hasRoom(ticket: String) -> Bool {
+        guard let found = tickets[Secrets.storedHash(of: ticket)] else { return false }
+        return connectionsByAccount[found.account.id, default: 0] < perAccount
     }
 
     /// Whether a ticket would be taken (without taking it).
@@ -50,7 +77,8 @@ actor EventHub {
     func redeem(ticket: String, collectionId: String) -> Ticket? {
         let hash = Secrets.storedHash(of: ticket)
         guard let found = tickets.removeValue(forKey: hash), found.expiresAt > EndpointClock.nowMilliseconds(),
-              found.collectionId == collectionId else { return nil }
+              found.collectionId == collectionId,
+              connectionsByAccount[found.account.id, default: 0] < perAccount else { return nil }
         return found
     }
 
@@ -58,16 +86,21 @@ actor EventHub {
     func register(id: String, ticket: Ticket) -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(256))
         connections[id] = Connection(account: ticket.account, collectionId: ticket.collectionId, messages: continuation)
+        connectionsByAccount[ticket.account.id, default: 0] += 1
         return stream
     }
 
     func unregister(id: String) {
-        connections.removeValue(forKey: id)?.messages.finish()
+        guard let connection = connections.removeValue(forKey: id) else { return }
+        connection.messages.finish()
+        let left = connectionsByAccount[connection.account.id, default: 1] - 1
+        connectionsByAccount[connection.account.id] = left > 0 ? left : nil
     }
 
     func closeAll() {
         for connection in connections.values { connection.messages.finish() }
         connections.removeAll()
+        connectionsByAccount.removeAll()
     }
 
     var connectionCount: Int { connections.count }

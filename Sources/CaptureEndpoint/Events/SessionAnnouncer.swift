@@ -22,12 +22,14 @@ struct SessionAnnouncer: Sendable {
 }
 
 /// The periodic chores: the uplink watchdog (hello timeout, peers that stopped
-/// reading) every second, and failing sessions whose uplink went silent.
+/// reading) every second, and failing sessions whose uplink went silent or never began.
 struct Housekeeping: Service {
     let store: any EndpointStore
     let uplinks: UplinkHub
     let announcer: SessionAnnouncer
     let silenceTimeoutMs: Int64
+    /// A session still `created` this long after its creation fails (`EndpointLimits.unstartedSessionSeconds`).
+    let unstartedTimeoutMs: Int64
     let checkIntervalMs: Int64
     let exports: ExportService
     let logger: Logger
@@ -47,7 +49,8 @@ struct Housekeeping: Service {
                 lastSilenceCheck = now
                 do {
                     try await store.touchUplink(sessionIds: await uplinks.liveSessionIds(), now: now)
-                    let failed = try await store.failSilentSessions(silentSince: now - silenceTimeoutMs, now: now)
+                    let failed = try await store.failSilentSessions(
+                        silentSince: now - silenceTimeoutMs, unstartedSince: now - unstartedTimeoutMs, now: now)
                     await announcer.announce(failed)
                 } catch {
                     logger.error("silence check failed", metadata: ["error": "\(error)"])

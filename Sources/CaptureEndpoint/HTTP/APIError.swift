@@ -13,6 +13,8 @@ public enum APIErrorCode: String, Codable, Sendable, CaseIterable {
     case payloadTooLarge = "PAYLOAD_TOO_LARGE"
     case unsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
     case invalidState = "INVALID_STATE"
+    /// A quota of the account (`EndpointLimits`) is used up.
+    case quotaExceeded = "QUOTA_EXCEEDED"
     case internalError = "INTERNAL_ERROR"
 }
 

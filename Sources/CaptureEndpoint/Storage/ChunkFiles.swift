@@ -1,19 +1,30 @@
 import CaptureCore
 import CaptureSpool
+import CaptureUplink
+import Foundation
 import NIOCore
 import NIOPosix
 
 /// The chunk bytes, as files under the data directory:
-/// `sessions/<session>/c<position>/chunk-NNNNNN.ts`. Every path is built from
-/// the endpoint's own ids (session ids it generated, channel positions), never
-/// from text a client chose. Blocking work (hashing, writing, fsync) runs on
+/// `sessions/<session>/c<position>/chunk-NNNNNN-<sha256 prefix>.ts`. Every path is built
+/// from the endpoint's own ids (session ids it generated, channel positions) and the
+/// verified hash, never from text a client chose. Named by content, a file is never
+/// replaced by other bytes: two connections racing for one seq (a superseded one and its
+/// successor) write two files, the index keeps one, and the loser's file is removed. Blocking work (hashing, writing, fsync) runs on
 /// NIO's blocking thread pool, off the event loops and the cooperative pool.
 struct ChunkFiles: Sendable {
     let dataDirectory: String
     let threadPool: NIOThreadPool
 
-    static func relativePath(sessionId: String, channel: ChannelRecord, seq: Int) -> String {
-        "sessions/\(sessionId)/\(channel.directoryName)/\(ChunkMetadata.mediaFileName(seq: seq))"
+    static func relativePath(sessionId: String, channel: ChannelRecord, seq: Int, sha256: String) -> String {
+        let name = ChunkMetadata.mediaFileName(seq: seq)
+        return "sessions/\(sessionId)/\(channel.directoryName)/\(name.dropLast(3))-\(sha256.prefix(16)).ts"
+    }
+
+    /// Removes a file the index did not take.
+    func remove(_ relative: String) async {
+        let path = absolute(relative)
+        try? await threadPool.runIfActive { _ = unlink(path) }
     }
 
     func absolute(_ relative: String) -> String { dataDirectory + "/" + relative }
@@ -53,6 +64,3 @@ struct ChunkFiles: Sendable {
         }
     }
 }
-
-import CaptureUplink
-import Foundation

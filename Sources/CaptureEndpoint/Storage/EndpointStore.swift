@@ -41,6 +41,21 @@ public enum ChunkOutcome: Sendable, Equatable {
     case sessionClosed(SessionStatus)
     /// The channel's chunks would last longer than `UplinkProtocol.maxTimelineNs` in all.
     case timelineFull(storedNs: Int64)
+    /// A quota of the session or the account would be exceeded (which, in words).
+    case quotaExceeded(String)
+}
+
+/// What one session and one account may store (`EndpointLimits`), checked in the chunk's transaction.
+public struct StorageQuota: Sendable, Equatable {
+    public var bytesPerSession: Int64
+    public var chunksPerSession: Int
+    public var bytesPerAccount: Int64
+
+    public init(_ limits: EndpointLimits) {
+        bytesPerSession = limits.bytesPerSession
+        chunksPerSession = limits.chunksPerSession
+        bytesPerAccount = limits.bytesPerAccount
+    }
 }
 
 /// A webhook delivery that is due, and the account whose session it is for (deliveries are
@@ -73,7 +88,9 @@ public enum TokenCheck: Sendable, Equatable {
 /// consistent state.
 public protocol EndpointStore: Sendable {
     // Sessions (REST)
-    func createSession(_ session: SessionRecord) async throws
+    /// Creates the session unless its account already has `maxOpen` sessions created, starting
+    /// or active; returns whether it did.
+    func createSession(_ session: SessionRecord, maxOpen: Int) async throws -> Bool
     func session(id: String) async throws -> SessionRecord?
     func sessions(accountId: String, collectionId: String, status: SessionStatus?) async throws -> [SessionRecord]
     func channels(sessionId: String) async throws -> [ChannelRecord]
@@ -91,9 +108,9 @@ public protocol EndpointStore: Sendable {
     /// to `starting`.
     func openUplink(sessionId: String, token: TokenRecord, channels: [UplinkChannel], now: Int64) async throws
         -> UplinkOpening
-    /// Indexes a chunk whose file is already durable at `file`.
-    func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, now: Int64) async throws
-        -> ChunkOutcome
+    /// Indexes a chunk whose file is already durable at `file`, within `quota`.
+    func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, quota: StorageQuota, now: Int64)
+        async throws -> ChunkOutcome
     /// The seq-th chunk as stored, if it is.
     func chunk(sessionId: String, channelId: String, seq: Int) async throws -> ChunkRecord?
     func chunks(sessionId: String, channelId: String) async throws -> [ChunkRecord]
@@ -102,8 +119,9 @@ public protocol EndpointStore: Sendable {
     func endStream(sessionId: String, interrupted: Bool, now: Int64) async throws -> StreamEnding
     /// Marks these sessions' uplinks as heard from now (they have a live connection).
     func touchUplink(sessionIds: [String], now: Int64) async throws
-    /// Fails every starting or active session whose uplink has been silent since before `silentSince`.
-    func failSilentSessions(silentSince: Int64, now: Int64) async throws -> [SessionTransition]
+    /// Fails every starting or active session whose uplink has been silent since before
+    /// `silentSince`, and every session still `created` since before `unstartedSince`.
+    func failSilentSessions(silentSince: Int64, unstartedSince: Int64, now: Int64) async throws -> [SessionTransition]
 
     // Export
     /// Marks the session exporting (if it is stopped and not exported or exporting yet, and

@@ -111,6 +111,11 @@ enum EndpointMigrations {
                 t.column("stored_bytes", .integer).notNull()
                 t.column("stored_chunks", .integer).notNull()
             }
+            try db.execute(sql: """
+                INSERT INTO account_usage (account_id, stored_bytes, stored_chunks)
+                SELECT s.account_id, SUM(c.stored_bytes), SUM(c.next_seq)
+                FROM channels c JOIN sessions s ON s.id = c.session_id GROUP BY s.account_id
+                """)
             // An account's webhook secret is derived from the endpoint's signing key, the
             // account and this generation (`WebhookSecrets`): no secret is stored here.
             try db.create(table: "webhook_secrets") { t in

@@ -27,8 +27,17 @@ public final class SQLiteEndpointStore: EndpointStore {
 
     // MARK: Sessions
 
-    public func createSession(_ session: SessionRecord) async throws {
-        try await pool.write { db in try session.insert(db) }
+    public func createSession(_ session: SessionRecord, maxOpen: Int) async throws -> Bool {
+        try await pool.write { db in
+            let open = try SessionRecord
+                .filter(Column("account_id") == session.accountId)
+                .filter([SessionStatus.created.rawValue, SessionStatus.starting.rawValue, SessionStatus.active.rawValue]
+                    .contains(Column("status")))
+                .fetchCount(db)
+            guard open < maxOpen else { return false }
+            try session.insert(db)
+            return true
+        }
     }
 
     public func session(id: String) async throws -> SessionRecord? {
@@ -132,8 +141,8 @@ public final class SQLiteEndpointStore: EndpointStore {
         }
     }
 
-    public func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, now: Int64) async throws
-        -> ChunkOutcome {
+    public func storeChunk(sessionId: String, header: UplinkChunkHeader, file: String, quota: StorageQuota, now: Int64)
+        async throws -> ChunkOutcome {
         try await pool.write { db in
             guard var session = try SessionRecord.fetchOne(db, key: sessionId) else { return .sessionClosed(.failed) }
             guard var channel = try ChannelRecord.fetchOne(
@@ -151,6 +160,30 @@ public final class SQLiteEndpointStore: EndpointStore {
             if channel.storedDurationNs + header.durationNs > UplinkProtocol.maxTimelineNs {
                 return .timelineFull(storedNs: channel.storedDurationNs)
             }
+            // Quotas: the sums are at most the quotas (checked before every insert), and a
+            // chunk is at most maxChunkBytes, so none of this overflows.
+            let totals = try Row.fetchOne(db, sql: """
+                SELECT COALESCE(SUM(stored_bytes), 0) AS bytes, COALESCE(SUM(next_seq), 0) AS chunks
+                FROM channels WHERE session_id = ?
+                """, arguments: [sessionId])
+            let sessionBytes: Int64 = totals?["bytes"] ?? 0
+            let sessionChunks: Int = totals?["chunks"] ?? 0
+            if sessionBytes + Int64(header.bytes) > quota.bytesPerSession {
+                return .quotaExceeded("the session stores \(sessionBytes) bytes; its quota is \(quota.bytesPerSession)")
+            }
+            if sessionChunks + 1 > quota.chunksPerSession {
+                return .quotaExceeded("the session stores \(sessionChunks) chunks; its quota is \(quota.chunksPerSession)")
+            }
+            let accountBytes = try Int64.fetchOne(
+                db, sql: "SELECT stored_bytes FROM account_usage WHERE account_id = ?", arguments: [session.accountId]) ?? 0
+            if accountBytes + Int64(header.bytes) > quota.bytesPerAccount {
+                return .quotaExceeded("the account stores \(accountBytes) bytes; its quota is \(quota.bytesPerAccount)")
+            }
+            try db.execute(sql: """
+                INSERT INTO account_usage (account_id, stored_bytes, stored_chunks) VALUES (?, ?, 1)
+                ON CONFLICT(account_id) DO UPDATE SET stored_bytes = stored_bytes + excluded.stored_bytes,
+                                                      stored_chunks = stored_chunks + 1
+                """, arguments: [session.accountId, Int64(header.bytes)])
 
             try ChunkRecord(
                 sessionId: sessionId, channelId: header.channelId, seq: header.seq, startPtsNs: header.startPtsNs,
@@ -222,17 +255,23 @@ public final class SQLiteEndpointStore: EndpointStore {
         }
     }
 
-    public func failSilentSessions(silentSince: Int64, now: Int64) async throws -> [SessionTransition] {
+    public func failSilentSessions(silentSince: Int64, unstartedSince: Int64, now: Int64) async throws
+        -> [SessionTransition] {
         try await pool.write { db in
             let silent = try SessionRecord
                 .filter([SessionStatus.starting.rawValue, SessionStatus.active.rawValue].contains(Column("status")))
                 .filter(Column("last_uplink_at") < silentSince)
                 .fetchAll(db)
+            let unstarted = try SessionRecord
+                .filter(Column("status") == SessionStatus.created.rawValue)
+                .filter(Column("created_at") < unstartedSince)
+                .fetchAll(db)
             var transitions: [SessionTransition] = []
-            for var session in silent {
-                let seconds = ((now - (session.lastUplinkAt ?? now)) + 500) / 1000
+            for var session in silent + unstarted {
+                session.failureReason = session.status == .created
+                    ? "no uplink within \((now - session.createdAt + 500) / 1000) s of its creation"
+                    : "the uplink was silent for \(((now - (session.lastUplinkAt ?? now)) + 500) / 1000) s"
                 session.status = .failed
-                session.failureReason = "the uplink was silent for \(seconds) s"
                 session.updatedAt = now
                 try session.update(db)
                 transitions.append(try Self.announce(.failed, session, db, now))

@@ -18,6 +18,9 @@ struct UplinkConnection {
         let announcer: SessionAnnouncer
         let maxChunkBytes: Int
         let window: Int
+        let quota: StorageQuota
+        /// `EndpointLimits.chunksPerSecond`.
+        let chunksPerSecond: Int
         /// Fault injection for tests: a pause between a hello's token check and its attach.
         var injectedHelloDelay: Duration? = nil
     }
@@ -38,6 +41,8 @@ struct UplinkConnection {
     private var tokenExpiresAt: Int64 = 0
     /// Channel id -> where it stands, as this connection last learnt it.
     private var channels: [String: ChannelRecord] = [:]
+    /// The chunk rate: a bucket of `chunksPerSecond` tokens, refilled continuously.
+    private var rate: ChunkRate
 
     init(services: Services, outbound: WebSocketOutboundWriter, state: UplinkConnectionState, logger: Logger) {
         self.services = services
@@ -45,6 +50,7 @@ struct UplinkConnection {
         self.state = state
         self.logger = logger
         self.logger[metadataKey: "connection"] = "\(state.id)"
+        rate = ChunkRate(perSecond: services.chunksPerSecond, now: MonotonicClock.now())
     }
 
     /// Why the loop stops: a close the endpoint sends (the handler then returns).
@@ -62,7 +68,18 @@ struct UplinkConnection {
                 guard let message = try await iterator.nextMessage(maxSize: limit) else { break }
                 switch message {
                 case .text(let text): try await handleText(text)
-                case .binary(let buffer): try await handleChunk(buffer)
+                case .binary(let buffer):
+                    // Too fast: the next frame is read only when the rate allows, so TCP's
+                    // window pushes back on the sender (nothing is refused or lost).
+                    let wait = rate.take(now: MonotonicClock.now())
+                    if wait > 0 {
+                        if !rate.reported {
+                            rate.reported = true
+                            logger.notice("uplink slowed to its chunk rate", metadata: ["chunks_per_second": "\(services.chunksPerSecond)"])
+                        }
+                        try await Task.sleep(for: .nanoseconds(wait))
+                    }
+                    try await handleChunk(buffer)
                 }
             }
         } catch let close as Close {
@@ -139,7 +156,9 @@ struct UplinkConnection {
             channels = Dictionary(uniqueKeysWithValues: stored.map { ($0.channelId, $0) })
             logger[metadataKey: "session"] = "\(record.id)"
             state.helloAccepted.store(true, ordering: .relaxed)
-            await hub.attach(state.id, sessionId: record.id, tokenHash: hash)
+            guard await hub.attach(state.id, sessionId: record.id, tokenHash: hash, accountId: token.accountId) else {
+                throw Close(code: .tryLater, reason: "the account has its quota of open uplinks; retry later")
+            }
             // A revocation between the token check above and the attach found no connection
             // to end: look again now that the hub knows this one (the revocation commits
             // before it asks the hub, so one of the two sees the other).
@@ -212,7 +231,7 @@ struct UplinkConnection {
                 channelId: header.channelId, seq: header.seq, expectedSeq: channel.nextSeq))
         }
 
-        let file = ChunkFiles.relativePath(sessionId: session, channel: channel, seq: header.seq)
+        let file = ChunkFiles.relativePath(sessionId: session, channel: channel, seq: header.seq, sha256: header.sha256)
         let written: ChunkFiles.WriteResult
         do {
             written = try await files.verifyAndWrite(buffer, offset: buffer.readerIndex + parsed.payloadOffset,
@@ -232,13 +251,19 @@ struct UplinkConnection {
 
         let outcome: ChunkOutcome
         do {
-            outcome = try await store.storeChunk(sessionId: session, header: header, file: file,
+            outcome = try await store.storeChunk(sessionId: session, header: header, file: file, quota: services.quota,
                                                  now: EndpointClock.nowMilliseconds())
         } catch {
             logger.error("chunk not indexed", metadata: ["channel": "\(header.channelId)", "seq": "\(header.seq)", "error": "\(error)"])
             try await send(UplinkErrorMessage(code: .storageFailed, message: "the endpoint could not store the chunk",
                                               channelId: header.channelId, seq: header.seq))
             throw Close(code: .internalError, reason: "storage failed")
+        }
+        switch outcome {
+        case .stored, .duplicate: break
+        default:
+            // Not indexed: the file (named by its content, so no stored chunk's) goes.
+            await files.remove(file)
         }
         switch outcome {
         case .stored(let updated, let transitions):
@@ -263,6 +288,10 @@ struct UplinkConnection {
             try await refuse(UplinkError(.channelComplete, "\(header.channelId) has ended", channelId: header.channelId, seq: header.seq))
         case .sessionClosed(let status):
             throw Close(code: .sessionClosed, reason: "the session is \(status.rawValue)")
+        case .quotaExceeded(let why):
+            logger.notice("chunk refused: quota", metadata: ["channel": "\(header.channelId.prefix(80))", "why": "\(why)"])
+            try await send(UplinkErrorMessage(code: .quotaExceeded, message: why, channelId: header.channelId, seq: header.seq))
+            throw Close(code: .quotaExceeded, reason: "quota exceeded")
         case .timelineFull(let storedNs):
             try await refuse(UplinkError(
                 .badChunk, "\(header.channelId) seq \(header.seq): the channel's chunks would last more than 31 days in all (\(storedNs / 1_000_000_000) s stored)",
@@ -319,5 +348,29 @@ struct UplinkConnection {
         state.writeStartedAt.store(EndpointClock.nowMilliseconds(), ordering: .relaxed)
         defer { state.writeStartedAt.store(0, ordering: .relaxed) }
         try await outbound.write(.text(UplinkTextMessage.encode(message)))
+    }
+}
+
+/// A token bucket of chunks: `perSecond` tokens, refilled continuously, a burst of as many.
+struct ChunkRate {
+    private let perSecond: Int64
+    private var tokens: Int64   // in nanosecond-tokens: perSecond tokens = 1e9 * perSecond
+    private var last: Int64
+    /// Whether the connection's slowing has been logged (once).
+    var reported = false
+
+    init(perSecond: Int, now: Int64) {
+        self.perSecond = Int64(max(perSecond, 1))
+        tokens = self.perSecond * 1_000_000_000
+        last = now
+    }
+
+    /// Takes one chunk's token; returns how long (ns) to wait before handling it.
+    mutating func take(now: Int64) -> Int64 {
+        let capacity = perSecond * 1_000_000_000
+        tokens = min(capacity, tokens + (now - last) * perSecond)
+        last = now
+        tokens -= 1_000_000_000
+        return tokens >= 0 ? 0 : -tokens / perSecond
     }
 }

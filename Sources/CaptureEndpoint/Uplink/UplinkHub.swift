@@ -32,32 +32,54 @@ actor UplinkHub {
         let state: UplinkConnectionState
         let outbound: WebSocketOutboundWriter
         let channel: any Channel
+        let address: String
         var sessionId: String?
         var tokenHash: String?
+        var accountId: String?
     }
 
     private var entries: [UInt64: Entry] = [:]
+    /// Open connections per remote address, and attached ones per account.
+    private var perAddress: [String: Int] = [:]
+    private var perAccount: [String: Int] = [:]
+    private let limits: EndpointLimits
     private var bySession: [String: UInt64] = [:]
     private var nextId: UInt64 = 1
     private let helloTimeoutMs: Int64
     private let writeTimeoutMs: Int64
     private let logger: Logger
 
-    init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, logger: Logger) {
+    init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, limits: EndpointLimits, logger: Logger) {
         helloTimeoutMs = Int64(helloTimeoutSeconds) * 1000
         writeTimeoutMs = Int64(writeTimeoutSeconds) * 1000
+        self.limits = limits
         self.logger = logger
     }
 
-    func connect(outbound: WebSocketOutboundWriter, channel: any Channel) -> UplinkConnectionState {
+    /// Registers a new connection, or nil (close it with 4015) when its address or the
+    /// endpoint has as many as the limits allow: checked before anything is read from it.
+    func connect(outbound: WebSocketOutboundWriter, channel: any Channel) -> UplinkConnectionState? {
+        let address = channel.remoteAddress?.ipAddress ?? "?"
+        guard entries.count < limits.connections, perAddress[address, default: 0] < limits.connectionsPerAddress else {
+            logger.notice("uplink connection refused: too many", metadata: [
+                "address": "\(address)", "from_address": "\(perAddress[address, default: 0])", "all": "\(entries.count)"])
+            return nil
+        }
         let state = UplinkConnectionState(id: nextId, openedAt: EndpointClock.nowMilliseconds())
         nextId += 1
-        entries[state.id] = Entry(state: state, outbound: outbound, channel: channel)
+        entries[state.id] = Entry(state: state, outbound: outbound, channel: channel, address: address)
+        perAddress[address, default: 0] += 1
         return state
     }
 
     /// Binds the connection to its session; closes (4002) the connection that served it before.
-    func attach(_ id: UInt64, sessionId: String, tokenHash: String) async {
+    /// False (close it with 4015) when the account has `uplinksPerAccount` attached already.
+    func attach(_ id: UInt64, sessionId: String, tokenHash: String, accountId: String) async -> Bool {
+        let replacing = bySession[sessionId].flatMap { entries[$0] }?.accountId == accountId ? 1 : 0
+        guard perAccount[accountId, default: 0] - replacing < limits.uplinksPerAccount else {
+            logger.notice("uplink refused: the account has its quota of uplinks", metadata: ["account": "\(accountId)"])
+            return false
+        }
         if let previous = bySession[sessionId], previous != id, let old = entries[previous] {
             logger.info("uplink superseded", metadata: ["session": "\(sessionId)", "connection": "\(previous)"])
             entries[previous]?.sessionId = nil
@@ -65,12 +87,24 @@ actor UplinkHub {
         }
         entries[id]?.sessionId = sessionId
         entries[id]?.tokenHash = tokenHash
+        if entries[id]?.accountId == nil {
+            entries[id]?.accountId = accountId
+            perAccount[accountId, default: 0] += 1
+        }
         bySession[sessionId] = id
+        return true
     }
 
     func disconnect(_ id: UInt64) {
         guard let entry = entries.removeValue(forKey: id) else { return }
         if let session = entry.sessionId, bySession[session] == id { bySession[session] = nil }
+        Self.decrement(&perAddress, entry.address)
+        if let account = entry.accountId { Self.decrement(&perAccount, account) }
+    }
+
+    private static func decrement(_ counts: inout [String: Int], _ key: String) {
+        let left = counts[key, default: 1] - 1
+        counts[key] = left > 0 ? left : nil
     }
 
     /// The sessions with a connection open right now.
