@@ -117,7 +117,7 @@ let package = Package(
         // MARK: Control plane
         // The line protocol (framing, requests, responses, events) and a
         // blocking client; shared by the daemon, capturectl and the tests.
-        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureUplink"]),
+        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureUplink", "CLinuxShims"]),
         // sd_notify, socket activation and the watchdog, spoken directly (no libsystemd).
         .target(name: "SystemdSupport", dependencies: ["CaptureCore"]),
         // The daemon: sessions, the control socket and stdio transports, configuration.

@@ -1,4 +1,5 @@
 import CaptureCore
+internal import CLinuxShims
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -34,7 +35,9 @@ public final class ControlClient {
     private var closedByPeer = false
 
     /// Connects to the daemon's Unix socket. Throws AGENT_NOT_RUNNING when
-    /// nothing listens there, PERMISSION_DENIED when the socket is not ours.
+    /// nothing listens there, PERMISSION_DENIED when the socket is not ours or the
+    /// process answering on it runs as another user (SO_PEERCRED): a client hands
+    /// the daemon tokens, and must not hand them to a stranger's listener.
     public init(socketPath: String) throws(CaptureError) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CaptureError(.ioError, "cannot create a socket: \(String(cString: strerror(errno)))") }
@@ -55,6 +58,18 @@ public final class ControlClient {
             default:
                 throw CaptureError(.ioError, "cannot connect to \(socketPath): \(String(cString: strerror(err)))")
             }
+        }
+        var peerUid: uid_t = 0
+        var peerPid: pid_t = 0
+        guard clinux_peer_credentials(fd, &peerUid, &peerPid) == 0 else {
+            let err = errno
+            close(fd)
+            throw CaptureError(.ioError, "cannot tell who listens on \(socketPath): \(String(cString: strerror(err)))")
+        }
+        guard peerUid == geteuid() else {
+            close(fd)
+            throw CaptureError(.permissionDenied,
+                "\(socketPath) is served by uid \(peerUid) (pid \(peerPid)), not by this user (uid \(geteuid())): refusing to talk to it")
         }
         readFD = fd
         writeFD = fd

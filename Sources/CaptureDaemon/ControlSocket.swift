@@ -27,8 +27,12 @@ public enum ControlSocket {
             _ = chmod(directory, 0o700)
         } else if (info.st_mode & S_IFMT) != S_IFDIR {
             throw CaptureError(.ioError, "\(directory) is not a directory")
-        } else if info.st_uid != geteuid() && info.st_mode & 0o002 == 0 {
-            throw CaptureError(.permissionDenied, "\(directory) belongs to uid \(info.st_uid), not to this user")
+        } else if info.st_uid != geteuid() && !(info.st_uid == 0 && info.st_mode & S_ISVTX != 0) {
+            // Another user's directory (even a world-writable one) could let that user
+            // replace our socket with theirs; only a root-owned sticky one (/tmp) cannot.
+            throw CaptureError(.permissionDenied, "\(directory) belongs to uid \(info.st_uid), not to this user: choose a socket path in a directory of your own")
+        } else if info.st_mode & 0o002 != 0 && info.st_mode & S_ISVTX == 0 {
+            throw CaptureError(.permissionDenied, "\(directory) is writable by everyone without the sticky bit: anyone could replace the socket; choose a directory of your own")
         }
 
         if lstat(path, &info) == 0 {

@@ -158,6 +158,63 @@ final class CapturectlTests: XCTestCase {
         XCTAssertEqual(syntax.status, 0, syntax.stderr)
     }
 
+    // MARK: sockets of other users
+
+    /// capturectl hands the daemon tokens: it checks who answers on the socket (SO_PEERCRED)
+    /// and says nothing to a listener of another user. The listener here runs as nobody.
+    func testCapturectlRefusesASocketServedByAnotherUser() throws {
+        let shared = scratch + "/shared"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+        chmod(scratch, 0o755)
+        chmod(shared, 0o777)
+        let socket = shared + "/control.sock", heard = shared + "/heard"
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        listener.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", """
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()
+            c, _ = s.accept(); c.settimeout(5)
+            data = b""
+            try:
+                while True:
+                    chunk = c.recv(65536)
+                    if not chunk: break
+                    data += chunk
+            except Exception: pass
+            open(sys.argv[2], "wb").write(data)
+            """, socket, heard]
+        try listener.run()
+        defer { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !FileManager.default.fileExists(atPath: socket), ContinuousClock.now < deadline { usleep(20_000) }
+        let r = try Capturectl.run(["status"], env: Capturectl.environment(socket: socket))
+        XCTAssertEqual(r.status, CaptureErrorCode.permissionDenied.exitStatus, r.stderr)
+        XCTAssertTrue(r.stderr.contains("served by uid 65534"), r.stderr)
+        listener.waitUntilExit()
+        XCTAssertEqual(FileManager.default.contents(atPath: heard)?.count, 0, "capturectl sent the stranger something")
+    }
+
+    /// The daemon will not put its socket in a directory another user owns, even one
+    /// everybody may write (that user could replace the socket with theirs).
+    func testDaemonRefusesASocketDirectoryOfAnotherUser() throws {
+        let directory = scratch + "/capture-agent"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chown(directory, 65534, 65534)
+        chmod(directory, 0o777)
+        var env = ProcessInfo.processInfo.environment
+        for key in ["DISPLAY", "PULSE_SERVER", "CAPTURE_AGENT_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] {
+            env[key] = nil
+        }
+        for key in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"] {
+            env[key] = scratch
+        }
+        let r = try runProcess(Capturectl.builtProduct("capture-agent"), ["--transport", "socket"], environment: env,
+                               timeout: .seconds(20))
+        XCTAssertEqual(r.status, CaptureErrorCode.permissionDenied.exitStatus, r.stderr)
+        XCTAssertTrue((r.stderr + r.stdout).contains("belongs to uid 65534"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/control.sock"))
+    }
+
     // MARK: against the real daemon (no display, no audio server)
 
     /// Starts `capture-agent` (the daemon, its default subcommand) with every
