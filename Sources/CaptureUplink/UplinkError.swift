@@ -35,6 +35,9 @@ public enum UplinkErrorCode: String, Codable, Sendable, CaseIterable {
     /// The chunk would take the session or the account past a storage quota (bytes,
     /// chunks); the connection then closes with 4014.
     case quotaExceeded = "quota-exceeded"
+    /// The chunk is not MPEG-TS, or its media's timestamps (PES PTS) lie outside the
+    /// header's `startPtsNs ... startPtsNs + durationNs` by more than 2 s. Not stored.
+    case mediaMismatch = "media-mismatch"
 }
 
 /// WebSocket close codes the endpoint uses. 4000-4999 are the application's

@@ -19,6 +19,9 @@ public enum UplinkProtocol {
     /// The longest session timeline: a chunk starts within it, and a channel's chunks last
     /// at most this long in all (31 days, in ns), so no sum of client numbers overflows.
     public static let maxTimelineNs: Int64 = 31 * 86_400 * 1_000_000_000
+    /// How far a chunk's media timestamps may stray outside its header's start..start+duration
+    /// (an encoder's reordering, a muxer's offset); farther is `media-mismatch`.
+    public static let mediaToleranceNs: Int64 = 2_000_000_000
     /// The longest chunk (1 h, in ns).
     public static let maxChunkDurationNs: Int64 = 3_600_000_000_000
 }

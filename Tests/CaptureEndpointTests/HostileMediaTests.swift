@@ -6,8 +6,9 @@ import Foundation
 import Logging
 import XCTest
 
-/// Chunks from a client that lies about its media: the export is sized by the timeline the
-/// chunk headers declare, never by the media's own timestamps, and reads only H.264 and AAC.
+/// Chunks from a client that lies about its media: refused at ingest when their timestamps
+/// stray from their headers (and the export is still sized by the timeline the headers
+/// declare, never by the media's own timestamps), and the export reads only H.264 and AAC.
 /// The real endpoint runs with its data segment limited (RLIMIT_DATA 1 GiB), so a regression
 /// fails here instead of taking the machine (unbounded, such an export took 23 GB).
 final class HostileMediaTests: XCTestCase {
@@ -18,24 +19,56 @@ final class HostileMediaTests: XCTestCase {
         return logger
     }()
 
-    /// A mic chunk whose AAC timestamps say 13 hours in while its header says 5 s: the
-    /// endpoint stays up, its peak RSS stays under 400 MB, and the export is the 20 s session
-    /// with that chunk's packets left out.
-    func testMediaTimestampsThatLieDoNotSizeTheExport() async throws {
-        var spool = try RecordedFixture.spool()
+    /// A mic chunk whose AAC timestamps say 13 hours in while its header says 5 s is refused
+    /// at ingest (`media-mismatch`, the connection open, nothing stored), and so is one that
+    /// is not MPEG-TS at all; the true chunk is then taken, and the session, uploaded whole,
+    /// exports to its 20 s. The endpoint runs under RLIMIT_DATA and its peak RSS is measured.
+    /// (Before the check, such a chunk was stored and its export took 23 GB.)
+    func testMediaTimestampsThatLieAreRefusedAtIngest() async throws {
+        let spool = try RecordedFixture.spool()
         let work = try Self.workDirectory("hostile-media")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let lying = try Self.replaceChunk(of: &spool, channel: "mic:default", index: 5, work: work) { input, output in
+        var lyingSpool = spool
+        let lying = try Self.replaceChunk(of: &lyingSpool, channel: "mic:default", index: 5, work: work) { input, output in
             ["-i", input, "-c", "copy", "-output_ts_offset", "46800", "-mpegts_copyts", "1", "-f", "mpegts", output]
         }
         let start = try Media.probe(lying).startTime
         XCTAssertGreaterThanOrEqual(start, 46_800, "the chunk's media claims 13 hours in")
+        let liar = try XCTUnwrap(lyingSpool.chunks["mic:default"]?[5])
+        let truth = try XCTUnwrap(spool.chunks["mic:default"]?[5])
 
         let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(), dataLimitBytes: Self.dataLimit,
                                         logPath: work + "/endpoint.log")
         try endpoint.start()
         defer { _ = endpoint.terminate() }
-        let export = try await Self.uploadAndExport(spool, to: endpoint)
+        let (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "hostile")
+        var uplink = try await UplinkTestClient.connect(port: endpoint.port)
+        try await uplink.send(UplinkHello(token: token, sessionId: session, agent: "hostile", channels: spool.channels))
+        _ = try await uplink.expectWelcome()
+        for chunk in try XCTUnwrap(spool.chunks["mic:default"]).prefix(5) {
+            try await uplink.sendBinary(UplinkChunkFrame.encode(header: chunk.header, payload: chunk.bytes))
+            _ = try await uplink.expectAck()
+        }
+        try await uplink.sendBinary(UplinkChunkFrame.encode(header: liar.header, payload: liar.bytes))
+        let refused = try await uplink.expectError(.mediaMismatch)
+        XCTAssertTrue(refused.message.contains("46800") || refused.message.contains("4680"), refused.message)
+        XCTAssertEqual(refused.seq, 5)
+        // Not MPEG-TS: refused the same way.
+        var garbage = truth
+        garbage.bytes = [UInt8](repeating: 0x47, count: 1000)
+        garbage.metadata.bytes = 1000
+        garbage.metadata.sha256 = garbage.bytes.withUnsafeBytes { SHA256.hexDigest($0) }
+        try await uplink.sendBinary(UplinkChunkFrame.encode(header: garbage.header, payload: garbage.bytes))
+        let notTS = try await uplink.expectError(.mediaMismatch)
+        XCTAssertTrue(notTS.message.contains("not MPEG-TS"), notTS.message)
+        // The connection is open and the seq still waits: the true chunk goes in.
+        try await uplink.sendBinary(UplinkChunkFrame.encode(header: truth.header, payload: truth.bytes))
+        let ack = try await uplink.expectAck()
+        XCTAssertEqual(ack.seq, 5)
+        try await uplink.close()
+
+        // The rest, by the replayer (resuming where the endpoint stands), then the export.
+        let export = try await Self.uploadAndExport(spool, to: endpoint, session: session, token: token)
         let peak = try XCTUnwrap(endpoint.peakResidentBytes)
         print("hostile media: endpoint peak RSS \(peak >> 20) MB, export \(export["export_status"] ?? "-")")
         XCTAssertTrue(endpoint.process?.isRunning == true, "the endpoint is up")
@@ -43,7 +76,7 @@ final class HostileMediaTests: XCTestCase {
         XCTAssertEqual(export["export_status"] as? String, "exported", "\(export)")
         let mp4 = work + "/data/" + (try XCTUnwrap(Self.exportedFile(work + "/data")))
         let probed = try Media.probe(mp4)
-        XCTAssertEqual(probed.duration, Double(RecordedFixture.seconds), accuracy: 1, "the session's length, not 13 hours")
+        XCTAssertEqual(probed.duration, Double(RecordedFixture.seconds), accuracy: 1, "the session's length")
         // What the endpoint wrote is its own, whatever the umask it was started with.
         for path in [mp4, String(mp4[..<mp4.lastIndex(of: "/")!]), work + "/data/endpoint.sqlite", work + "/data/sessions"] {
             let mode = try XCTUnwrap((try FileManager.default.attributesOfItem(atPath: path))[.posixPermissions] as? NSNumber).intValue
@@ -109,9 +142,11 @@ final class HostileMediaTests: XCTestCase {
 
     /// Streams the spool into a new session, then asks for its export and waits for the
     /// outcome; returns the export's answer.
-    static func uploadAndExport(_ spool: RecordedSpool, to endpoint: EndpointProcess) async throws -> [String: Any] {
+    static func uploadAndExport(_ spool: RecordedSpool, to endpoint: EndpointProcess, session given: String? = nil,
+                                token givenToken: String? = nil) async throws -> [String: Any] {
         let base = "http://127.0.0.1:\(endpoint.port)"
-        let (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "hostile")
+        var session = given ?? "", token = givenToken ?? ""
+        if given == nil { (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "hostile") }
         var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
         options.speed = 0
         let report = await UplinkReplayer.run(spool, options: options, logger: logger)

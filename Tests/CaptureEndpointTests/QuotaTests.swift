@@ -69,16 +69,16 @@ final class QuotaTests: XCTestCase {
         try await app.test(.live) { client in
             let port = try XCTUnwrap(client.port)
 
-            // Bytes per session: 2 x 20 000 fit, the third does not.
+            // Bytes per session: 2 x 18 800 fit, the third does not.
             let (bytesSession, token) = try await UplinkTests.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: port)
             try await uplink.send(UplinkTests.hello(bytesSession, token, channels: [TestChannels.mic]))
             _ = try await uplink.expectWelcome()
             for seq in 0..<2 {
-                try await uplink.sendChunk(TestChunk(channel: "mic:default", seq: seq, bytes: 20_000))
+                try await uplink.sendChunk(TestChunk(channel: "mic:default", seq: seq, bytes: 18_800))
                 _ = try await uplink.expectAck()
             }
-            try await uplink.sendChunk(TestChunk(channel: "mic:default", seq: 2, bytes: 20_000))
+            try await uplink.sendChunk(TestChunk(channel: "mic:default", seq: 2, bytes: 18_800))
             let error = try await uplink.expectError(.quotaExceeded)
             XCTAssertTrue(error.message.contains("50000"), error.message)
             try await uplink.expectClose(.quotaExceeded)
@@ -93,22 +93,22 @@ final class QuotaTests: XCTestCase {
             _ = try await second.expectWelcome()
             for seq in 0..<2 {
                 for channel in ["mic:default", "system_audio:default"] {
-                    try await second.sendChunk(TestChunk(channel: channel, seq: seq, bytes: 1000))
+                    try await second.sendChunk(TestChunk(channel: channel, seq: seq, bytes: 1128))
                     _ = try await second.expectAck()
                 }
             }
-            try await second.sendChunk(TestChunk(channel: "mic:default", seq: 2, bytes: 1000))
+            try await second.sendChunk(TestChunk(channel: "mic:default", seq: 2, bytes: 1128))
             _ = try await second.expectError(.quotaExceeded)
             try await second.expectClose(.quotaExceeded)
 
-            // Bytes per account: 44 000 stored so far; a third session adds 48 000, and a
-            // fourth session's first chunk would pass 100 000 for the account.
+            // Bytes per account: 42 112 stored so far (chunk sizes are whole 188-byte packets);
+            // a third session adds 46 624, and a fourth session's first chunk would pass 100 000.
             let (thirdSession, thirdToken) = try await UplinkTests.newSession(client)
             var third = try await UplinkTestClient.connect(port: port)
             try await third.send(UplinkTests.hello(thirdSession, thirdToken, channels: [TestChannels.mic]))
             _ = try await third.expectWelcome()
             for seq in 0..<2 {
-                try await third.sendChunk(TestChunk(channel: "mic:default", seq: seq, bytes: 24_000))
+                try await third.sendChunk(TestChunk(channel: "mic:default", seq: seq, bytes: 23_312))
                 _ = try await third.expectAck()
             }
             try await third.close()
@@ -116,9 +116,9 @@ final class QuotaTests: XCTestCase {
             var fourth = try await UplinkTestClient.connect(port: port)
             try await fourth.send(UplinkTests.hello(fourthSession, fourthToken, channels: [TestChannels.mic]))
             _ = try await fourth.expectWelcome()
-            try await fourth.sendChunk(TestChunk(channel: "mic:default", seq: 0, bytes: 24_000))
+            try await fourth.sendChunk(TestChunk(channel: "mic:default", seq: 0, bytes: 23_312))
             let accountError = try await fourth.expectError(.quotaExceeded)
-            XCTAssertTrue(accountError.message.contains("account stores 92000"), accountError.message)
+            XCTAssertTrue(accountError.message.contains("account stores 88736"), accountError.message)
             try await fourth.expectClose(.quotaExceeded)
 
             // Account B stores as before.
@@ -239,13 +239,16 @@ final class ChunkFileNamingTests: XCTestCase {
             let parsed = try frame.withUnsafeReadableBytes { try UplinkChunkFrame.parse($0, maxChunkBytes: 1 << 20) }
             let path = ChunkFiles.relativePath(sessionId: channel.sessionId, channel: channel, seq: 7, sha256: parsed.header.sha256)
             let written = try await files.verifyAndWrite(frame, offset: parsed.payloadOffset, count: parsed.payloadCount,
-                                                         expectedSHA256: parsed.header.sha256, to: path, writer: UInt64(fill))
+                                                         expectedSHA256: parsed.header.sha256,
+                                                         window: .init(startNs: 7_000_000_000, durationNs: 1_000_000_000),
+                                                         to: path, writer: UInt64(fill))
             XCTAssertEqual(written, .written)
             paths.append(path)
         }
         XCTAssertNotEqual(paths[0], paths[1])
         let first = try await files.read(paths[0])
-        XCTAssertEqual(Array(first.readableBytesView), [UInt8](repeating: 1, count: 1000), "the first writer's bytes are intact")
+        XCTAssertEqual(Array(first.readableBytesView), TestChunk(channel: "mic:default", seq: 7, bytes: 1000, fill: 1).payload,
+                       "the first writer's bytes are intact")
         await files.remove(paths[1])
         XCTAssertFalse(FileManager.default.fileExists(atPath: files.absolute(paths[1])))
         XCTAssertTrue(FileManager.default.fileExists(atPath: files.absolute(paths[0])))

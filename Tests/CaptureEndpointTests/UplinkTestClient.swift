@@ -129,21 +129,40 @@ extension UplinkCloseCode {
     var webSocketCode: WebSocketErrorCode { WebSocketErrorCode(codeNumber: Int(rawValue)) }
 }
 
-/// A chunk with made-up bytes: the endpoint stores bytes and never parses them.
+/// A chunk with made-up media: MPEG-TS packets (the endpoint checks that much: 188-byte
+/// packets, and a PES start whose PTS is the header's `startPtsNs`) around random or
+/// `fill` bytes. `bytes` is rounded up to whole packets; `ptsNs` moves the media away
+/// from where the header says it is.
 struct TestChunk {
     var header: UplinkChunkHeader
     var payload: [UInt8]
 
-    init(channel: String, seq: Int, bytes: Int = 4000, isFinal: Bool = false, fill: UInt8? = nil) {
-        var rng = SystemRandomNumberGenerator()
-        payload = (0..<bytes).map { _ in fill ?? UInt8.random(in: 0...255, using: &rng) }
+    init(channel: String, seq: Int, bytes: Int = 4000, isFinal: Bool = false, fill: UInt8? = nil, ptsNs: Int64? = nil,
+         startNs: Int64? = nil, durationNs: Int64 = 1_000_000_000) {
+        let start = startNs ?? Int64(seq) * 1_000_000_000
+        payload = Self.transportStream(bytes: bytes, streamId: channel.hasPrefix("display") ? 0xE0 : 0xC0,
+                                       ptsNs: ptsNs ?? start, fill: fill)
         header = UplinkChunkHeader(
-            channelId: channel, seq: seq, startPtsNs: Int64(seq) * 1_000_000_000, durationNs: 1_000_000_000,
-            frames: 30, bytes: bytes, sha256: payload.withUnsafeBytes { SHA256.hexDigest($0) },
+            channelId: channel, seq: seq, startPtsNs: start, durationNs: durationNs,
+            frames: 30, bytes: payload.count, sha256: payload.withUnsafeBytes { SHA256.hexDigest($0) },
             captureTimeUnixNs: WallClock.now(), isFinal: isFinal)
     }
 
     var frame: [UInt8] { UplinkChunkFrame.encode(header: header, payload: payload) }
+
+    /// `bytes` rounded up to 188-byte packets on PID 0x100, the first starting a PES packet with `ptsNs`.
+    static func transportStream(bytes: Int, streamId: UInt8, ptsNs: Int64, fill: UInt8?) -> [UInt8] {
+        var rng = SystemRandomNumberGenerator()
+        let packets = max(1, (bytes + MPEGTSTimestamps.packetBytes - 1) / MPEGTSTimestamps.packetBytes)
+        var out: [UInt8] = []
+        out.reserveCapacity(packets * MPEGTSTimestamps.packetBytes)
+        for index in 0..<packets {
+            out += [0x47, index == 0 ? 0x41 : 0x01, 0x00, 0x10 | UInt8(index & 0xF)]
+            if index == 0 { out += MPEGTSTimestamps.pesHeader(streamId: streamId, ptsNs: ptsNs) }
+            while out.count % MPEGTSTimestamps.packetBytes != 0 { out.append(fill ?? UInt8.random(in: 0...255, using: &rng)) }
+        }
+        return out
+    }
 }
 
 enum TestChannels {

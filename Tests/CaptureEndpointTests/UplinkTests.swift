@@ -218,9 +218,9 @@ final class UplinkTests: XCTestCase {
             let hours = Int(UplinkProtocol.maxTimelineNs / UplinkProtocol.maxChunkDurationNs)
             XCTAssertEqual(hours, 744)
             for seq in 0...hours {
-                var chunk = TestChunk(channel: "mic:default", seq: seq, bytes: 1)
-                chunk.header.startPtsNs = Int64(seq) * UplinkProtocol.maxChunkDurationNs
-                chunk.header.durationNs = UplinkProtocol.maxChunkDurationNs
+                let chunk = TestChunk(channel: "mic:default", seq: seq, bytes: 1,
+                                      startNs: Int64(seq) * UplinkProtocol.maxChunkDurationNs,
+                                      durationNs: UplinkProtocol.maxChunkDurationNs)
                 try await uplink.sendChunk(chunk)
                 if seq < hours {
                     let ack = try await uplink.expectAck()
@@ -232,8 +232,8 @@ final class UplinkTests: XCTestCase {
                 }
             }
             // Still open, and the channel still expects the refused seq.
-            var short = TestChunk(channel: "mic:default", seq: hours, bytes: 1, isFinal: true)
-            short.header.durationNs = 0
+            let short = TestChunk(channel: "mic:default", seq: hours, bytes: 1, isFinal: true,
+                                  startNs: Int64(hours) * UplinkProtocol.maxChunkDurationNs, durationNs: 0)
             try await uplink.sendChunk(short)
             let ack = try await uplink.expectAck()
             XCTAssertEqual(ack.seq, hours)

@@ -32,18 +32,32 @@ struct ChunkFiles: Sendable {
     enum WriteResult: Sendable, Equatable {
         case written
         case hashMismatch(actual: String)
+        /// Not MPEG-TS, or a PTS outside the header's window (`ptsNs` then says where).
+        case mediaMismatch(MPEGTSTimestamps.Failure)
     }
 
-    /// Hashes `count` bytes of `buffer` from `offset`; if they are `expectedSHA256`,
-    /// writes them to `relative` atomically and durably (file and directory fsync'ed).
-    func verifyAndWrite(_ buffer: ByteBuffer, offset: Int, count: Int, expectedSHA256: String, to relative: String,
-                        writer: UInt64) async throws -> WriteResult {
+    /// Where the header says the chunk lies: its media must agree (`MPEGTSTimestamps`).
+    struct Window: Sendable {
+        var startNs: Int64
+        var durationNs: Int64
+    }
+
+    /// Hashes `count` bytes of `buffer` from `offset`; if they are `expectedSHA256` and their
+    /// media lies in `window`, writes them to `relative` atomically and durably (file and
+    /// directory fsync'ed).
+    func verifyAndWrite(_ buffer: ByteBuffer, offset: Int, count: Int, expectedSHA256: String, window: Window,
+                        to relative: String, writer: UInt64) async throws -> WriteResult {
         let path = absolute(relative)
         return try await threadPool.runIfActive { () throws(CaptureError) -> WriteResult in
             try buffer.withUnsafeReadableBytes { raw throws(CaptureError) -> WriteResult in
                 let payload = UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + count)])
                 let actual = ChunkDigest.sha256Hex(payload)
                 guard actual == expectedSHA256 else { return .hashMismatch(actual: actual) }
+                if case .failure(let failure) = MPEGTSTimestamps.check(
+                    payload, startNs: window.startNs, durationNs: window.durationNs,
+                    toleranceNs: UplinkProtocol.mediaToleranceNs) {
+                    return .mediaMismatch(failure)
+                }
                 let slash = path.lastIndex(of: "/")!
                 let directory = try AtomicDirectory(creating: String(path[..<slash]))
                 try directory.publish(String(path[path.index(after: slash)...]), bytes: payload, writer: "w\(writer)")

@@ -236,6 +236,7 @@ struct UplinkConnection {
         do {
             written = try await files.verifyAndWrite(buffer, offset: buffer.readerIndex + parsed.payloadOffset,
                                                      count: parsed.payloadCount, expectedSHA256: header.sha256,
+                                                     window: .init(startNs: header.startPtsNs, durationNs: header.durationNs),
                                                      to: file, writer: state.id)
         } catch {
             logger.error("chunk not written", metadata: ["channel": "\(header.channelId)", "seq": "\(header.seq)", "error": "\(error)"])
@@ -243,9 +244,19 @@ struct UplinkConnection {
                                               channelId: header.channelId, seq: header.seq))
             throw Close(code: .internalError, reason: "storage failed")
         }
-        if case .hashMismatch(let actual) = written {
+        switch written {
+        case .written: break
+        case .hashMismatch(let actual):
             return try await refuse(UplinkError(
                 .hashMismatch, "\(header.channelId) seq \(header.seq): the payload's SHA-256 is \(actual), the header says \(header.sha256)",
+                channelId: header.channelId, seq: header.seq))
+        case .mediaMismatch(.notTransportStream):
+            return try await refuse(UplinkError(
+                .mediaMismatch, "\(header.channelId) seq \(header.seq): the payload is not MPEG-TS (188-byte packets starting with 0x47)",
+                channelId: header.channelId, seq: header.seq))
+        case .mediaMismatch(.outside(let ptsNs)):
+            return try await refuse(UplinkError(
+                .mediaMismatch, "\(header.channelId) seq \(header.seq): the media says \(Self.seconds(ptsNs)) s (modulo the 26.5 h PTS wrap), the header \(Self.seconds(header.startPtsNs)) s + \(Self.seconds(header.durationNs)) s (2 s tolerance)",
                 channelId: header.channelId, seq: header.seq))
         }
 
@@ -298,6 +309,8 @@ struct UplinkConnection {
                 channelId: header.channelId, seq: header.seq))
         }
     }
+
+    private static func seconds(_ ns: Int64) -> String { String(format: "%.3f", Double(ns) / 1e9) }
 
     private static func parse(_ buffer: ByteBuffer, maxChunkBytes: Int) -> Result<UplinkChunkFrame.Parsed, UplinkError> {
         buffer.withUnsafeReadableBytes { raw in
