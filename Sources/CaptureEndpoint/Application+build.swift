@@ -67,7 +67,10 @@ public func buildApplication(
             configuration: .init(
                 http1: .init(idleTimeout: .seconds(120)),
                 ws: .init(
-                    maxFrameSize: configuration.maxChunkBytes + UplinkProtocol.maxHeaderBytes + 64,
+                    // Frames, not messages: a chunk message comes fragmented, and each frame is
+                    // buffered whole by the decoder, so this bounds what a connection that has
+                    // not said hello can make the endpoint hold.
+                    maxFrameSize: UplinkProtocol.maxFrameBytes,
                     autoPing: .enabled(timePeriod: .seconds(Int64(configuration.pingIntervalSeconds))),
                     closeTimeout: .seconds(5))),
             maxBodyBytes: configuration.maxRequestBodyBytes),

@@ -19,6 +19,11 @@ public enum UplinkProtocol {
     /// The longest session timeline: a chunk starts within it, and a channel's chunks last
     /// at most this long in all (31 days, in ns), so no sum of client numbers overflows.
     public static let maxTimelineNs: Int64 = 31 * 86_400 * 1_000_000_000
+    /// The largest single WebSocket frame either side accepts: a chunk frame (up to
+    /// `maxChunkBytes`) travels as a message fragmented into frames of at most this. A
+    /// connection's memory before its hello is then this frame plus the 64 KiB message
+    /// limit, not a whole chunk's worth (the agent sends 256 KiB fragments).
+    public static let maxFrameBytes = 1 << 20
     /// How far a chunk's media timestamps may stray outside its header's start..start+duration
     /// (an encoder's reordering, a muxer's offset); farther is `media-mismatch`.
     public static let mediaToleranceNs: Int64 = 2_000_000_000

@@ -82,7 +82,7 @@ public enum UplinkReplayer {
                                 report: Locked<ReplayReport>, logger: Logger) async -> Int {
         do {
             let frame = try await WebSocketClient.connect(
-                url: options.url, configuration: .init(maxFrameSize: 1 << 26, autoPing: .enabled(timePeriod: .seconds(15))),
+                url: options.url, configuration: .init(maxFrameSize: 256 << 10, autoPing: .enabled(timePeriod: .seconds(15))),
                 logger: logger
             ) { inbound, outbound, _ in
                 try await converse(spool, options: options, started: started, report: report,

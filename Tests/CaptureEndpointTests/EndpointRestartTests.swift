@@ -155,6 +155,15 @@ enum HTTPJSON {
         return (session, try XCTUnwrap((minted["data"] as? [String: Any])?["token"] as? String))
     }
 
+    static func get(_ url: String) async throws -> [String: Any] {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        guard let object = try JSONSerialization.jsonObject(with: Data(bytes.readableBytesView)) as? [String: Any] else {
+            throw CaptureError(.internalError, "GET \(url): not JSON")
+        }
+        return object
+    }
+
     static func post(_ url: String, key: String, body: String) async throws -> [String: Any] {
         var request = HTTPClientRequest(url: url)
         request.method = .POST

@@ -114,6 +114,66 @@ final class HostileMediaTests: XCTestCase {
         XCTAssertEqual((again["data"] as? [String: Any])?["export_status"] as? String, "failed", "\(again)")
     }
 
+    /// 50 connections that never say hello, each sending 29 MiB of a frame that declares
+    /// 30 MiB, and 50 more sending a 29 MiB message in 256 KiB fragments: a frame over 1 MiB
+    /// is refused from its header (the connection dropped), a message over 64 KiB before the
+    /// hello as its fragments arrive (close 1009, the rest dropped unread into memory), and
+    /// the endpoint, under RLIMIT_DATA, stays small and up.
+    /// (With frames accepted up to a chunk's size, the first 50 alone held 1.4 GB.)
+    func testPartialHugeFramesBeforeTheHelloHoldLittleMemory() async throws {
+        let work = try Self.workDirectory("hostile-frames")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(), dataLimitBytes: Self.dataLimit,
+                                        logPath: work + "/endpoint.log")
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+        let filler = [UInt8](repeating: 0x5A, count: 256 << 10)
+        var closedEarly = 0
+        for fragmented in [false, true] {
+            for _ in 0..<50 {
+                let socket = try RawSocket(port: endpoint.port)
+                XCTAssertTrue(socket.upgrade(path: UplinkProtocol.path).contains(" 101 "))
+                var sent = 0
+                if fragmented {
+                    var first = true
+                    while sent < 29 << 20, socket.send(Self.rawFrame(opcode: first ? 2 : 0, fin: false, filler)) {
+                        first = false
+                        sent += filler.count
+                    }
+                } else {
+                    _ = socket.send(Self.rawFrameHeader(opcode: 2, fin: true, length: 30 << 20))
+                    while sent < 29 << 20, socket.send(filler) { sent += filler.count }
+                }
+                if fragmented {
+                    // The message is refused at 64 KiB (close 1009); the rest is read and dropped
+                    // during the close handshake, never held.
+                    let close = socket.readFrame()
+                    XCTAssertEqual(close?.opcode, 8)
+                    XCTAssertEqual(close?.payload.prefix(2).map { $0 }, [0x03, 0xF1], "close 1009")
+                } else if sent < 29 << 20 {
+                    closedEarly += 1
+                }
+            }
+        }
+        let peak = try XCTUnwrap(endpoint.peakResidentBytes)
+        print("hostile frames: endpoint peak RSS \(peak >> 20) MB, \(closedEarly) of 50 single-frame connections closed before 29 MiB")
+        XCTAssertTrue(endpoint.process?.isRunning == true, "the endpoint is up")
+        XCTAssertEqual(closedEarly, 50, "every 30 MiB frame was refused from its header")
+        XCTAssertLessThan(peak, 300 << 20, "peak RSS")
+        let health = try await HTTPJSON.get("http://127.0.0.1:\(endpoint.port)/health")
+        XCTAssertEqual((health["data"] as? [String: Any])?["status"] as? String, "ok", "\(health)")
+    }
+
+    static func rawFrameHeader(opcode: UInt8, fin: Bool, length: Int) -> [UInt8] {
+        var out: [UInt8] = [(fin ? 0x80 : 0) | opcode, 0x80 | 127]
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8((length >> shift) & 0xff)) }
+        return out + [0, 0, 0, 0]   // a zero mask: the payload goes as it is
+    }
+
+    static func rawFrame(opcode: UInt8, fin: Bool, _ payload: [UInt8]) -> [UInt8] {
+        rawFrameHeader(opcode: opcode, fin: fin, length: payload.count) + payload
+    }
+
     // MARK: Helpers
 
     /// A new, empty directory of the test's own.

@@ -28,7 +28,7 @@ struct UplinkTestClient {
                 message.finish()
             }
             return try await WebSocketClient.connect(
-                url: "ws://127.0.0.1:\(port)\(path)", configuration: .init(maxFrameSize: 1 << 26), logger: logger
+                url: "ws://127.0.0.1:\(port)\(path)", configuration: .init(maxFrameSize: 256 << 10), logger: logger
             ) { inbound, outbound, _ in
                 writer.yield(outbound)
                 writer.finish()

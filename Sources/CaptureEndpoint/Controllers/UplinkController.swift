@@ -18,7 +18,12 @@ struct UplinkController {
             }
             var connection = UplinkConnection(services: controller.services, outbound: outbound, state: state,
                                               logger: context.logger)
-            await connection.run(inbound)
+            do {
+                try await connection.run(inbound)
+            } catch {
+                await hub.disconnect(state.id)
+                throw error   // WSCore closes with the code that fits (1002, 1009)
+            }
             await hub.disconnect(state.id)
         })
     }

@@ -59,7 +59,9 @@ struct UplinkConnection {
         var reason: String
     }
 
-    mutating func run(_ inbound: WebSocketInboundStream) async {
+    /// Rethrows what it does not handle itself (the peer broke the WebSocket protocol or sent
+    /// a message over the limit): WSCore then closes with the matching code (1002, 1009).
+    mutating func run(_ inbound: WebSocketInboundStream) async throws {
         var iterator = inbound.makeAsyncIterator()
         do {
             while true {
@@ -88,9 +90,9 @@ struct UplinkConnection {
             ])
             try? await outbound.close(close.code.webSocketCode, reason: close.reason)
         } catch {
-            // The peer went away, broke the WebSocket protocol, or sent a message over the limit:
-            // WSCore closes the connection with the matching code.
+            // The peer went away, broke the WebSocket protocol, or sent a message over the limit.
             logger.info("uplink ended", metadata: ["session": "\(session ?? "-")", "error": "\(error)"])
+            throw error
         }
     }
 
