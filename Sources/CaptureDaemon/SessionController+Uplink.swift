@@ -214,7 +214,6 @@ extension SessionController {
             let why = switch code {
             case UplinkCloseCode.tokenExpired.rawValue: "expired"
             case UplinkCloseCode.tokenRevoked.rawValue: "revoked"
-            case UplinkCloseCode.anotherTokenStreams.rawValue: "another-token-streams"
             default: "invalid"
             }
             tokenStore.remove(sessionId: sessionId)

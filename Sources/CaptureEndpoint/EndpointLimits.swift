@@ -30,18 +30,21 @@ public struct EndpointLimits: Sendable, Equatable {
 
     public init() {}
 
-    /// The names `--limit` takes, with a setter each.
-    static let settable: [(name: String, set: @Sendable (inout EndpointLimits, Int64) -> Void)] = [
-        ("open-sessions-per-account", { $0.openSessionsPerAccount = Int($1) }),
-        ("unstarted-session-seconds", { $0.unstartedSessionSeconds = Int($1) }),
-        ("bytes-per-session", { $0.bytesPerSession = $1 }),
-        ("chunks-per-session", { $0.chunksPerSession = Int($1) }),
-        ("bytes-per-account", { $0.bytesPerAccount = $1 }),
-        ("uplinks-per-account", { $0.uplinksPerAccount = Int($1) }),
-        ("connections-per-address", { $0.connectionsPerAddress = Int($1) }),
-        ("connections", { $0.connections = Int($1) }),
-        ("chunks-per-second", { $0.chunksPerSecond = Int($1) }),
-        ("event-sockets-per-account", { $0.eventSocketsPerAccount = Int($1) }),
+    static let maxChunksPerSecond: Int64 = 1_000_000
+
+    /// The names `--limit` takes, each with its largest value (so no arithmetic on a limit
+    /// can overflow) and a setter.
+    static let settable: [(name: String, max: Int64, set: @Sendable (inout EndpointLimits, Int64) -> Void)] = [
+        ("open-sessions-per-account", 1 << 31, { $0.openSessionsPerAccount = Int($1) }),
+        ("unstarted-session-seconds", 10 * 366 * 86_400, { $0.unstartedSessionSeconds = Int($1) }),
+        ("bytes-per-session", 1 << 56, { $0.bytesPerSession = $1 }),
+        ("chunks-per-session", 1 << 40, { $0.chunksPerSession = Int($1) }),
+        ("bytes-per-account", 1 << 60, { $0.bytesPerAccount = $1 }),
+        ("uplinks-per-account", 1 << 31, { $0.uplinksPerAccount = Int($1) }),
+        ("connections-per-address", 1 << 31, { $0.connectionsPerAddress = Int($1) }),
+        ("connections", 1 << 31, { $0.connections = Int($1) }),
+        ("chunks-per-second", maxChunksPerSecond, { $0.chunksPerSecond = Int($1) }),
+        ("event-sockets-per-account", 1 << 31, { $0.eventSocketsPerAccount = Int($1) }),
     ]
 
     /// Applies one `NAME=VALUE` (VALUE a positive integer, with K, M, G or T for powers of 1024).
@@ -51,7 +54,7 @@ public struct EndpointLimits: Sendable, Equatable {
         }
         let name = String(assignment[..<equals])
         var text = String(assignment[assignment.index(after: equals)...])
-        guard let setter = Self.settable.first(where: { $0.name == name })?.set else {
+        guard let limit = Self.settable.first(where: { $0.name == name }) else {
             throw CaptureError(.invalidRequest, "--limit: unknown limit '\(name.prefix(80))' (one of \(Self.settable.map(\.name).joined(separator: ", ")))")
         }
         var shift: Int64 = 0
@@ -62,6 +65,9 @@ public struct EndpointLimits: Sendable, Equatable {
         guard let base = Int64(text), base >= 1, base <= (Int64.max >> shift) else {
             throw CaptureError(.invalidRequest, "--limit \(name): '\(assignment[assignment.index(after: equals)...].prefix(40))' is not a positive integer (K, M, G, T allowed)")
         }
-        setter(&self, base << shift)
+        guard base << shift <= limit.max else {
+            throw CaptureError(.invalidRequest, "--limit \(name): at most \(limit.max)")
+        }
+        limit.set(&self, base << shift)
     }
 }

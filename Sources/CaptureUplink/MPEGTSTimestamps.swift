@@ -12,13 +12,16 @@ public enum MPEGTSTimestamps {
     public enum Failure: Error, Equatable, Sendable {
         /// Not a whole number of 188-byte packets each starting with 0x47.
         case notTransportStream
-        /// A PTS outside the window: its time (ns, as read modulo the wrap) and where the window is.
+        /// A PTS (or DTS) outside the window: its time (ns, as read modulo the wrap).
         case outside(ptsNs: Int64)
+        /// Packets, but not one audio or video PES start with a timestamp: nothing to place.
+        case noTimestamps
     }
 
-    /// Checks that every PTS in `payload` lies in [startNs - toleranceNs, startNs + durationNs
-    /// + toleranceNs], compared modulo the 33-bit wrap (a stream's clock restarts every 26.5 h).
-    /// Returns how many PTS were read.
+    /// Checks that every PTS and DTS in `payload` lies in [startNs - toleranceNs, startNs +
+    /// durationNs + toleranceNs], compared modulo the 33-bit wrap (a stream's clock restarts
+    /// every 26.5 h), and that a non-empty payload has at least one. Returns how many
+    /// timestamps were read.
     public static func check(_ payload: UnsafeRawBufferPointer, startNs: Int64, durationNs: Int64,
                              toleranceNs: Int64) -> Result<Int, Failure> {
         guard payload.count % packetBytes == 0 else { return .failure(.notTransportStream) }
@@ -41,13 +44,17 @@ public enum MPEGTSTimestamps {
             guard (0xC0...0xEF).contains(streamId) else { continue }   // audio and video streams only
             let flags = payload[start + 7]
             guard flags & 0x80 != 0 else { continue }   // no PTS
-            let p = start + 9
-            let pts = (Int64(payload[p] >> 1) & 0x7) << 30 | Int64(payload[p + 1]) << 22 | (Int64(payload[p + 2]) >> 1) << 15
-                | Int64(payload[p + 3]) << 7 | Int64(payload[p + 4]) >> 1
-            seen += 1
-            let distance = ((pts - windowStart) % wrapTicks + wrapTicks) % wrapTicks
-            if distance > windowLength { return .failure(.outside(ptsNs: pts * 1_000_000_000 / clockHz)) }
+            var stamps = [start + 9]
+            if flags & 0x40 != 0, start + 19 <= end { stamps.append(start + 14) }   // and a DTS
+            for p in stamps {
+                let ts = (Int64(payload[p] >> 1) & 0x7) << 30 | Int64(payload[p + 1]) << 22 | (Int64(payload[p + 2]) >> 1) << 15
+                    | Int64(payload[p + 3]) << 7 | Int64(payload[p + 4]) >> 1
+                seen += 1
+                let distance = ((ts - windowStart) % wrapTicks + wrapTicks) % wrapTicks
+                if distance > windowLength { return .failure(.outside(ptsNs: ts * 1_000_000_000 / clockHz)) }
+            }
         }
+        if seen == 0, !payload.isEmpty { return .failure(.noTimestamps) }
         return .success(seen)
     }
 

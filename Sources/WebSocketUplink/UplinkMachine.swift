@@ -10,7 +10,9 @@ import CaptureUplink
 ///     waiting --connect--> connecting --opened/hello--> greeting --welcome--> streaming
 ///        ^                                                                     |  end (all acked)
 ///        +---------------- closed (backoff) <----------------------------------+  ending --ended--> finished
-///     needsToken: the endpoint refused the token (4010-4013) and no newer one waits; `updateToken` goes on
+///     needsToken: the endpoint refused the token (4010-4012) and no newer one waits; `updateToken` goes on
+///     (4013, another valid token streams the session, waits with backoff like a drop: that token
+///     expires or is revoked, and then this one takes the session over)
 ///     stopped: the endpoint refused the session for good (4003/4004/4014, a protocol error)
 ///
 /// The spool is the truth until an ack: a chunk is deleted only after its ack (or
@@ -244,7 +246,7 @@ public struct UplinkMachine: Sendable {
         }
         switch code {
         case UplinkCloseCode.tokenInvalid.rawValue, UplinkCloseCode.tokenExpired.rawValue,
-             UplinkCloseCode.tokenRevoked.rawValue, UplinkCloseCode.anotherTokenStreams.rawValue:
+             UplinkCloseCode.tokenRevoked.rawValue:
             let rejected = helloToken
             helloToken = nil
             if streamingToken == rejected { streamingToken = nil }

@@ -231,7 +231,9 @@ final class UplinkFaultTests: XCTestCase {
 
     /// The agent killed, and its token gone with the runtime directory's file (a logout):
     /// the restarted agent keeps the spool, says the upload needs a token, and delivers
-    /// everything after updateToken.
+    /// everything after updateToken. The session belongs to the lost token while it is
+    /// valid (4013 for another): a new token is first told to retry, and takes the session
+    /// over once the backend revokes the lost one.
     func testAgentKilledWithoutItsTokenDeliversAfterUpdateToken() throws {
         let rig = try TestRig.shared()
         let endpoint = try LiveEndpoint(name: "agentkill-notoken")
@@ -240,7 +242,8 @@ final class UplinkFaultTests: XCTestCase {
         let session = try endpoint.createSession()
         let daemon = try DaemonProcess(rig: rig, name: "uplink-notoken")
         let client = try daemon.client()
-        try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(), endpoint: endpoint)
+        let lost = try endpoint.mintToken()
+        try UplinkSessionTests.start(client, session: session, token: lost, endpoint: endpoint)
         Thread.sleep(forTimeInterval: 2)
         endpoint.kill9()
         Thread.sleep(forTimeInterval: 4)
@@ -257,6 +260,12 @@ final class UplinkFaultTests: XCTestCase {
         XCTAssertEqual(waiting?["phase"]?.stringValue, "needsToken", "\(waiting ?? .null)")
         XCTAssertGreaterThan(waiting?["chunksPending"]?.int64Value ?? 0, 6)
         _ = try second.ok("updateToken", ["token": .string(try endpoint.mintToken())])
+        Thread.sleep(forTimeInterval: 3)
+        let retrying = try second.ok("getStatus")["earlierUploads"]?[session]
+        XCTAssertNotEqual(retrying?["phase"]?.stringValue, "needsToken", "4013 keeps the token: \(retrying ?? .null)")
+        XCTAssertTrue(again.log.contains("4013"), "the new token met the session's streaming token")
+        XCTAssertNil(try second.event(.recordingComplete, within: 1), "another token took the session over")
+        try endpoint.revoke(lost)
         let complete = try XCTUnwrap(try second.event(.recordingComplete, within: 60), "log:\n\(again.log.suffix(3000))")
         XCTAssertEqual(complete.sessionId, session)
         let stored = try endpoint.verifyStored(session, interrupted: true)

@@ -18,7 +18,7 @@ final class CallbackTargetTests: XCTestCase {
                        "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1",
                        "192.0.2.1", "::", "::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1",
                        "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "fe80::1", "fd12:3456::1", "fc00::1", "ff02::1",
-                       "2001:db8::1", "::127.0.0.1"]
+                       "2001:db8::1", "::127.0.0.1", "64:ff9b:1::a00:1"]
         for text in refused {
             XCTAssertNotNil(CallbackTargetPolicy.nonPublicReason(v4(text)), text)
         }

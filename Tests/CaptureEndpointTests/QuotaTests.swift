@@ -16,7 +16,8 @@ final class QuotaTests: XCTestCase {
         XCTAssertEqual(limits.bytesPerSession, 2 << 30)
         XCTAssertEqual(limits.chunksPerSecond, 5)
         for bad in ["bytes-per-session", "nope=1", "connections=0", "connections=-3", "connections=1.5",
-                    "bytes-per-account=99999999999T", "connections=", "=4"] {
+                    "bytes-per-account=99999999999T", "connections=", "=4", "chunks-per-second=1G",
+                    "unstarted-session-seconds=9999999999999"] {
             XCTAssertThrowsError(try limits.set(bad), bad)
         }
     }

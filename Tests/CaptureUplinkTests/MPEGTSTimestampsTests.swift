@@ -21,10 +21,20 @@ final class MPEGTSTimestampsTests: XCTestCase {
         let inside = Self.packet(ptsNs: start) + Self.packet(ptsNs: start + 900_000_000, adaptation: 8)
             + Self.packet(ptsNs: start + 2_900_000_000, streamId: 0xE0) + Self.packet(ptsNs: start - 1_900_000_000)
         XCTAssertEqual(try Self.check(inside, start: start).get(), 4)
-        // A continuation packet (no unit start) and a non-media stream are not read.
+        // A continuation packet (no unit start) and a non-media stream are not read...
         var continuation = Self.packet(ptsNs: 99_000_000_000)
         continuation[1] = 0x01
-        XCTAssertEqual(try Self.check(continuation + Self.packet(ptsNs: 99_000_000_000, streamId: 0xBD), start: start).get(), 0)
+        let unread = continuation + Self.packet(ptsNs: 99_000_000_000, streamId: 0xBD)
+        XCTAssertEqual(try Self.check(unread + Self.packet(ptsNs: start), start: start).get(), 1)
+        // ... and packets without one readable timestamp place nothing: refused.
+        XCTAssertEqual(Self.check(unread, start: start), .failure(.noTimestamps))
+        // A DTS is checked like the PTS.
+        var withDTS = Self.packet(ptsNs: start)
+        withDTS[4 + 7] = 0xC0
+        withDTS[4 + 8] = 10
+        let dts = MPEGTSTimestamps.pesHeader(streamId: 0xC0, ptsNs: start + 30_000_000_000).suffix(5)
+        withDTS.replaceSubrange((4 + 14)..<(4 + 19), with: dts)
+        guard case .failure(.outside) = Self.check(withDTS, start: start) else { return XCTFail("a DTS 30 s off passed") }
     }
 
     func testTimestampsOutsideAreRefusedWithWhereTheyAre() {

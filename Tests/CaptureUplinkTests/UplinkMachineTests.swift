@@ -196,13 +196,18 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertEqual(m.phase, .needsToken)
         XCTAssertFalse(m.hasToken)
 
-        // Another token's session (4013) is a refused token like the others.
+        // Another valid token streams the session (4013: a restarted agent holding only the
+        // newer token): keep the token and retry with backoff until that one expires or is revoked.
         var other = UplinkMachine(sessionId: "cap-2", channels: Self.channels, token: "cct_other", agent: "t")
         _ = other.begin(nowNs: 0)
         _ = other.opened(nowNs: 1)
-        XCTAssertEqual(other.closed(code: UplinkCloseCode.anotherTokenStreams.rawValue, reason: "another token streams this session", nowNs: 2),
-                       [.report(.tokenRejected(code: 4013))])
-        XCTAssertEqual(other.phase, .needsToken)
+        guard case .report(.disconnected(code: 4013, _, let retry))? = other.closed(
+            code: UplinkCloseCode.anotherTokenStreams.rawValue, reason: "another token streams this session", nowNs: 2).last
+        else { return XCTFail("4013 is not retried") }
+        XCTAssertEqual(other.phase, .waiting)
+        XCTAssertTrue(other.hasToken)
+        XCTAssertEqual(other.tick(nowNs: 2 + retry), [.connect])
+        XCTAssertTrue(texts(other.opened(nowNs: 3 + retry))[0].contains("cct_other"))
     }
 
     /// A chunk refused for a quota stops the upload (resending would meet the same

@@ -79,6 +79,9 @@ actor EventHub {
         guard let found = tickets.removeValue(forKey: hash), found.expiresAt > EndpointClock.nowMilliseconds(),
               found.collectionId == collectionId,
               connectionsByAccount[found.account.id, default: 0] < perAccount else { return nil }
+        // The place is taken here, in the same actor turn as the check: `register` follows at
+        // once and `unregister` gives it back.
+        connectionsByAccount[found.account.id, default: 0] += 1
         return found
     }
 
@@ -86,7 +89,6 @@ actor EventHub {
     func register(id: String, ticket: Ticket) -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(256))
         connections[id] = Connection(account: ticket.account, collectionId: ticket.collectionId, messages: continuation)
-        connectionsByAccount[ticket.account.id, default: 0] += 1
         return stream
     }
 

@@ -6,7 +6,7 @@ import NIOCore
 import NIOPosix
 
 /// The chunk bytes, as files under the data directory:
-/// `sessions/<session>/c<position>/chunk-NNNNNN-<sha256 prefix>.ts`. Every path is built
+/// `sessions/<session>/c<position>/chunk-NNNNNN-<sha256>.ts`. Every path is built
 /// from the endpoint's own ids (session ids it generated, channel positions) and the
 /// verified hash, never from text a client chose. Named by content, a file is never
 /// replaced by other bytes: two connections racing for one seq (a superseded one and its
@@ -18,7 +18,7 @@ struct ChunkFiles: Sendable {
 
     static func relativePath(sessionId: String, channel: ChannelRecord, seq: Int, sha256: String) -> String {
         let name = ChunkMetadata.mediaFileName(seq: seq)
-        return "sessions/\(sessionId)/\(channel.directoryName)/\(name.dropLast(3))-\(sha256.prefix(16)).ts"
+        return "sessions/\(sessionId)/\(channel.directoryName)/\(name.dropLast(3))-\(sha256).ts"
     }
 
     /// Removes a file the index did not take.

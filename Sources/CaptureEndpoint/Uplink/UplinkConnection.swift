@@ -252,6 +252,10 @@ struct UplinkConnection {
             return try await refuse(UplinkError(
                 .hashMismatch, "\(header.channelId) seq \(header.seq): the payload's SHA-256 is \(actual), the header says \(header.sha256)",
                 channelId: header.channelId, seq: header.seq))
+        case .mediaMismatch(.noTimestamps):
+            return try await refuse(UplinkError(
+                .mediaMismatch, "\(header.channelId) seq \(header.seq): no audio or video PES packet with a timestamp",
+                channelId: header.channelId, seq: header.seq))
         case .mediaMismatch(.notTransportStream):
             return try await refuse(UplinkError(
                 .mediaMismatch, "\(header.channelId) seq \(header.seq): the payload is not MPEG-TS (188-byte packets starting with 0x47)",
@@ -375,7 +379,7 @@ struct ChunkRate {
     var reported = false
 
     init(perSecond: Int, now: Int64) {
-        self.perSecond = Int64(max(perSecond, 1))
+        self.perSecond = min(max(Int64(perSecond), 1), EndpointLimits.maxChunksPerSecond)
         tokens = self.perSecond * 1_000_000_000
         last = now
     }
@@ -383,7 +387,9 @@ struct ChunkRate {
     /// Takes one chunk's token; returns how long (ns) to wait before handling it.
     mutating func take(now: Int64) -> Int64 {
         let capacity = perSecond * 1_000_000_000
-        tokens = min(capacity, tokens + (now - last) * perSecond)
+        // At most a second's refill (the bucket holds no more), so nothing here overflows.
+        let elapsed: Int64 = min(max(now - last, 0), 1_000_000_000)
+        tokens = min(capacity, tokens + elapsed * perSecond)
         last = now
         tokens -= 1_000_000_000
         return tokens >= 0 ? 0 : -tokens / perSecond

@@ -59,7 +59,7 @@ actor UplinkHub {
     /// Registers a new connection, or nil (close it with 4015) when its address or the
     /// endpoint has as many as the limits allow: checked before anything is read from it.
     func connect(outbound: WebSocketOutboundWriter, channel: any Channel) -> UplinkConnectionState? {
-        let address = channel.remoteAddress?.ipAddress ?? "?"
+        let address = Self.addressKey(channel.remoteAddress)
         guard entries.count < limits.connections, perAddress[address, default: 0] < limits.connectionsPerAddress else {
             logger.notice("uplink connection refused: too many", metadata: [
                 "address": "\(address)", "from_address": "\(perAddress[address, default: 0])", "all": "\(entries.count)"])
@@ -100,6 +100,18 @@ actor UplinkHub {
         if let session = entry.sessionId, bySession[session] == id { bySession[session] = nil }
         Self.decrement(&perAddress, entry.address)
         if let account = entry.accountId { Self.decrement(&perAccount, account) }
+    }
+
+    /// What the per-address limit counts by: an IPv4 address (also when it comes IPv4-mapped),
+    /// or an IPv6 /64 (one host can hold a whole /64).
+    static func addressKey(_ address: SocketAddress?) -> String {
+        guard case .v6(let v6) = address else { return address?.ipAddress ?? "?" }
+        var raw = v6.address.sin6_addr
+        let bytes = withUnsafeBytes(of: &raw) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
+            return bytes[12..<16].map(String.init).joined(separator: ".")
+        }
+        return bytes[0..<8].map { String($0, radix: 16) }.joined(separator: ":") + "::/64"
     }
 
     private static func decrement(_ counts: inout [String: Int], _ key: String) {

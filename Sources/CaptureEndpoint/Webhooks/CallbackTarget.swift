@@ -85,6 +85,9 @@ struct CallbackTargetPolicy: Sendable {
         if a[0] == 0x00, a[1] == 0x64, a[2] == 0xff, a[3] == 0x9b, a[4..<12].allSatisfy({ $0 == 0 }) {
             return nonPublicReasonV4(Array(a[12..<16])).map { "NAT64, \($0)" }
         }
+        if a[0] == 0x00, a[1] == 0x64, a[2] == 0xff, a[3] == 0x9b, a[4] == 0x00, a[5] == 0x01 {
+            return "local-use NAT64 (64:ff9b:1::/48)"
+        }
         if a[0] == 0x20, a[1] == 0x02 { return nonPublicReasonV4(Array(a[2..<6])).map { "6to4, \($0)" } }
         if a[0] & 0xfe == 0xfc { return "unique local (fc00::/7)" }
         if a[0] == 0xfe, a[1] & 0xc0 == 0x80 { return "link-local (fe80::/10)" }
