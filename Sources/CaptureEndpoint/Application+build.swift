@@ -73,7 +73,8 @@ public func buildApplication(
                     maxFrameSize: UplinkProtocol.maxFrameBytes,
                     autoPing: .enabled(timePeriod: .seconds(Int64(configuration.pingIntervalSeconds))),
                     closeTimeout: .seconds(5))),
-            maxBodyBytes: configuration.maxRequestBodyBytes),
+            maxBodyBytes: configuration.maxRequestBodyBytes,
+            socketsPerAddress: configuration.limits.socketsPerAddress),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),
         services: [webhooks, housekeeping],

@@ -20,6 +20,9 @@ public struct EndpointLimits: Sendable, Equatable {
     public var uplinksPerAccount = 64
     /// Uplink connections from one remote address, hello or not.
     public var connectionsPerAddress = 64
+    /// TCP connections of any kind (REST, uplink, event sockets) from one remote address
+    /// (IPv6: one /64); one more is closed at once, before anything is read.
+    public var socketsPerAddress = 256
     /// Uplink connections in all.
     public var connections = 4096
     /// Chunks per second one uplink connection may send (a burst of as many first); faster
@@ -43,6 +46,7 @@ public struct EndpointLimits: Sendable, Equatable {
         ("uplinks-per-account", 1 << 31, { $0.uplinksPerAccount = Int($1) }),
         ("connections-per-address", 1 << 31, { $0.connectionsPerAddress = Int($1) }),
         ("connections", 1 << 31, { $0.connections = Int($1) }),
+        ("sockets-per-address", 1 << 31, { $0.socketsPerAddress = Int($1) }),
         ("chunks-per-second", maxChunksPerSecond, { $0.chunksPerSecond = Int($1) }),
         ("event-sockets-per-account", 1 << 31, { $0.eventSocketsPerAccount = Int($1) }),
     ]

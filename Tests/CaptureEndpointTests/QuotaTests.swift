@@ -177,6 +177,26 @@ final class QuotaTests: XCTestCase {
         }
     }
 
+    /// Sockets of any kind from one address: one over the limit is closed before anything is
+    /// read; the endpoint answers again once the address holds fewer.
+    func testSocketsPerAddressAreCountedFromTheAccept() async throws {
+        let harness = EndpointHarness { $0.limits.socketsPerAddress = 5 }
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            var held: [RawSocket] = []
+            for _ in 0..<5 { held.append(try RawSocket(port: port)) }
+            try await Task.sleep(for: .milliseconds(200))
+            let answer = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            XCTAssertEqual(answer, "", "the sixth socket was served")
+            held.removeAll()
+            try await Task.sleep(for: .milliseconds(300))
+            let again = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            XCTAssertTrue(again.hasPrefix("HTTP/1.1 200"), again)
+        }
+    }
+
     /// A sender faster than `chunks-per-second` is slowed (its frames read at the rate),
     /// not refused: every chunk acknowledged, none lost.
     func testAFastSenderIsSlowedToItsChunkRate() async throws {

@@ -4,11 +4,13 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
-/// Hummingbird's HTTP/1 + WebSocket-upgrade child channel, plus two guards:
-/// a request the HTTP parser rejects (a NUL byte in a header, garbage instead
-/// of a request line) gets `400 Bad Request` and a close, and a request whose
-/// Content-Length is over the body limit gets `413` from its head, and a close.
+/// Hummingbird's HTTP/1 + WebSocket-upgrade child channel, plus three guards:
+/// a connection over its address's quota of sockets (`EndpointLimits.socketsPerAddress`)
+/// is closed before anything is read, a request the HTTP parser rejects (a NUL byte in a
+/// header, garbage instead of a request line) gets `400 Bad Request` and a close, and a
+/// request whose Content-Length is over the body limit gets `413` from its head, and a close.
 ///
 /// Without it such a connection hangs: the upgrade pipeline turns NIO's own
 /// parse-error handling off (Hummingbird handles errors later), but a parse
@@ -18,9 +20,19 @@ struct GuardedServerChannel: ServerChildChannel {
     typealias Value = HTTP1WebSocketUpgradeChannel.Value
     let inner: HTTP1WebSocketUpgradeChannel
     let maxBodyBytes: Int
+    let sockets: SocketsPerAddress
+
+    struct TooManySockets: Error {}
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger).flatMapThrowing { [maxBodyBytes] value in
+        let key = UplinkHub.addressKey(channel.remoteAddress)
+        guard sockets.admit(key) else {
+            logger.notice("connection refused: too many from its address", metadata: ["address": "\(key)"])
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(TooManySockets())
+        }
+        channel.closeFuture.whenComplete { [sockets] _ in sockets.release(key) }
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { [maxBodyBytes] value in
             let operations = channel.pipeline.syncOperations
             let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             let parseErrors = HTTPParseErrorResponder()
@@ -35,12 +47,40 @@ struct GuardedServerChannel: ServerChildChannel {
     }
 
     static func builder(webSocketRouter: Router<EndpointRequestContext>,
-                        configuration: HTTP1WebSocketUpgradeChannel.Configuration, maxBodyBytes: Int) -> HTTPServerBuilder {
+                        configuration: HTTP1WebSocketUpgradeChannel.Configuration, maxBodyBytes: Int,
+                        socketsPerAddress: Int) -> HTTPServerBuilder {
         let webSocketResponder = webSocketRouter.buildResponder()
+        let sockets = SocketsPerAddress(limit: socketsPerAddress)
         return HTTPServerBuilder { responder in
             GuardedServerChannel(inner: HTTP1WebSocketUpgradeChannel(
                 responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
-                maxBodyBytes: maxBodyBytes)
+                maxBodyBytes: maxBodyBytes, sockets: sockets)
+        }
+    }
+}
+
+/// Open TCP connections per remote address (IPv6 per /64), of every kind (REST, uplink,
+/// event sockets), counted from the accept: one address cannot hold the endpoint's
+/// sockets, whatever it does or does not send on them.
+final class SocketsPerAddress: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts a new connection from `key`, unless the address has `limit` already.
+    func admit(_ key: String) -> Bool {
+        counts.withLock { counts in
+            guard counts[key, default: 0] < limit else { return false }
+            counts[key, default: 0] += 1
+            return true
+        }
+    }
+
+    func release(_ key: String) {
+        counts.withLock { counts in
+            let left = counts[key, default: 1] - 1
+            counts[key] = left > 0 ? left : nil
         }
     }
 }
