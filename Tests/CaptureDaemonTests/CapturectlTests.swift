@@ -201,13 +201,7 @@ final class CapturectlTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         chown(directory, 65534, 65534)
         chmod(directory, 0o777)
-        var env = ProcessInfo.processInfo.environment
-        for key in ["DISPLAY", "PULSE_SERVER", "CAPTURE_AGENT_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] {
-            env[key] = nil
-        }
-        for key in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"] {
-            env[key] = scratch
-        }
+        let env = daemonEnvironment()
         let r = try runProcess(Capturectl.builtProduct("capture-agent"), ["--transport", "socket"], environment: env,
                                timeout: .seconds(20))
         XCTAssertEqual(r.status, CaptureErrorCode.permissionDenied.exitStatus, r.stderr)
@@ -217,10 +211,9 @@ final class CapturectlTests: XCTestCase {
 
     // MARK: against the real daemon (no display, no audio server)
 
-    /// Starts `capture-agent` (the daemon, its default subcommand) with every
-    /// XDG directory in `scratch` and neither DISPLAY nor PULSE_SERVER; returns
-    /// it and the environment that points capturectl at its socket.
-    private func startDaemon() throws -> (Process, [String: String]) {
+    /// The daemon's environment: every XDG directory in `scratch`, neither DISPLAY nor
+    /// PULSE_SERVER, nothing of systemd's.
+    private func daemonEnvironment() -> [String: String] {
         var env = ProcessInfo.processInfo.environment
         for key in ["DISPLAY", "PULSE_SERVER", "CAPTURE_AGENT_SOCKET", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC"] {
             env[key] = nil
@@ -228,6 +221,14 @@ final class CapturectlTests: XCTestCase {
         for key in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"] {
             env[key] = scratch
         }
+        return env
+    }
+
+    /// Starts `capture-agent` (the daemon, its default subcommand) with every
+    /// XDG directory in `scratch` and neither DISPLAY nor PULSE_SERVER; returns
+    /// it and the environment that points capturectl at its socket.
+    private func startDaemon() throws -> (Process, [String: String]) {
+        var env = daemonEnvironment()
         let socket = scratch + "/capture-agent/control.sock"
         let agent = Process()
         agent.executableURL = URL(fileURLWithPath: Capturectl.builtProduct("capture-agent"))

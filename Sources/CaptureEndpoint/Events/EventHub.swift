@@ -95,8 +95,7 @@ actor EventHub {
     func unregister(id: String) {
         guard let connection = connections.removeValue(forKey: id) else { return }
         connection.messages.finish()
-        let left = connectionsByAccount[connection.account.id, default: 1] - 1
-        connectionsByAccount[connection.account.id] = left > 0 ? left : nil
+        connectionsByAccount.decrementCount(connection.account.id)
     }
 
     func closeAll() {

@@ -78,10 +78,7 @@ final class SocketsPerAddress: Sendable {
     }
 
     func release(_ key: String) {
-        counts.withLock { counts in
-            let left = counts[key, default: 1] - 1
-            counts[key] = left > 0 ? left : nil
-        }
+        counts.withLock { $0.decrementCount(key) }
     }
 }
 

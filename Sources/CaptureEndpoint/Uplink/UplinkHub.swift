@@ -98,8 +98,8 @@ actor UplinkHub {
     func disconnect(_ id: UInt64) {
         guard let entry = entries.removeValue(forKey: id) else { return }
         if let session = entry.sessionId, bySession[session] == id { bySession[session] = nil }
-        Self.decrement(&perAddress, entry.address)
-        if let account = entry.accountId { Self.decrement(&perAccount, account) }
+        perAddress.decrementCount(entry.address)
+        if let account = entry.accountId { perAccount.decrementCount(account) }
     }
 
     /// What the per-address limit counts by: an IPv4 address (also when it comes IPv4-mapped),
@@ -114,10 +114,6 @@ actor UplinkHub {
         return bytes[0..<8].map { String($0, radix: 16) }.joined(separator: ":") + "::/64"
     }
 
-    private static func decrement(_ counts: inout [String: Int], _ key: String) {
-        let left = counts[key, default: 1] - 1
-        counts[key] = left > 0 ? left : nil
-    }
 
     /// The sessions with a connection open right now.
     func liveSessionIds() -> [String] { Array(bySession.keys) }

@@ -115,8 +115,7 @@ final class WebhookDispatcher: Service, Sendable {
     private func release(_ due: DueWebhook) {
         inFlight.withLock { state in
             state.ids.remove(due.delivery.id)
-            let left = state.perAccount[due.accountId, default: 1] - 1
-            state.perAccount[due.accountId] = left > 0 ? left : nil
+            state.perAccount.decrementCount(due.accountId)
         }
     }
 
