@@ -23,6 +23,8 @@ public struct EndpointComponents: Sendable {
     /// Open uplink connections right now.
     public func uplinkConnectionCount() async -> Int { await uplinks.connectionCount }
     public func eventConnectionCount() async -> Int { await events.connectionCount }
+    /// Uplink bytes in memory right now (`EndpointLimits.inflightBytes` bounds them).
+    public var uplinkBytesInMemory: Int { uplinks.budget.usedBytes }
 }
 
 /// Builds the endpoint: storage (creating the data directory and running the
@@ -37,12 +39,17 @@ public func buildApplication(
     guard let secrets = WebhookSecrets(signingKey: configuration.webhookSecret) else {
         throw CaptureError(.invalidRequest, "the webhook secret is not whsec_<base64 of 24-64 bytes>")
     }
+    let minimumBudget = InflightBudget.minimum(maxChunkBytes: configuration.maxChunkBytes)
+    guard configuration.limits.inflightBytes >= minimumBudget else {
+        throw CaptureError(.invalidRequest, "--limit inflight-bytes: at least \(minimumBudget) (a chunk message of \(configuration.maxChunkBytes) bytes and a frame, counted twice)")
+    }
     try makeDirectories(configuration.dataDirectory)
     let store = try SQLiteEndpointStore(path: configuration.databasePath)
     let files = ChunkFiles(dataDirectory: configuration.dataDirectory, threadPool: .singleton)
+    let budget = InflightBudget(limit: configuration.limits.inflightBytes, maxChunkBytes: configuration.maxChunkBytes)
     let uplinks = UplinkHub(helloTimeoutSeconds: configuration.helloTimeoutSeconds,
                             writeTimeoutSeconds: configuration.uplinkWriteTimeoutSeconds, limits: configuration.limits,
-                            logger: logger)
+                            budget: budget, logger: logger)
     let events = EventHub(perAccount: configuration.limits.eventSocketsPerAccount, logger: logger)
     let webhooks = WebhookDispatcher(store: store, secrets: secrets, configuration: configuration, logger: logger)
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
@@ -134,7 +141,7 @@ func uplinkServices(_ configuration: EndpointConfiguration, _ components: Endpoi
     UplinkConnection.Services(store: components.store, files: components.files, hub: components.uplinks,
                               announcer: components.announcer, maxChunkBytes: configuration.maxChunkBytes,
                               window: configuration.uplinkWindow, quota: StorageQuota(configuration.limits),
-                              chunksPerSecond: configuration.limits.chunksPerSecond,
+                              chunksPerSecond: configuration.limits.chunksPerSecond, budget: components.uplinks.budget,
                               injectedHelloDelay: configuration.injectedHelloDelay)
 }
 

@@ -30,6 +30,12 @@ public struct EndpointLimits: Sendable, Equatable {
     public var chunksPerSecond = 200
     /// Open event sockets of one account, and tickets it holds unused.
     public var eventSocketsPerAccount = 32
+    /// Memory for uplink data read and not yet handled, over all connections
+    /// (`InflightBudget`; each byte of data counts twice, for buffers that grow by
+    /// doubling). While it is full no uplink is read; from half full on a hello is refused
+    /// (`busy`, close 4015). At least twice a chunk message and a frame (66 MiB with the
+    /// default chunk size).
+    public var inflightBytes = 256 << 20
 
     public init() {}
 
@@ -49,6 +55,7 @@ public struct EndpointLimits: Sendable, Equatable {
         ("sockets-per-address", 1 << 31, { $0.socketsPerAddress = Int($1) }),
         ("chunks-per-second", maxChunksPerSecond, { $0.chunksPerSecond = Int($1) }),
         ("event-sockets-per-account", 1 << 31, { $0.eventSocketsPerAccount = Int($1) }),
+        ("inflight-bytes", 1 << 40, { $0.inflightBytes = Int($1) }),
     ]
 
     /// Applies one `NAME=VALUE` (VALUE a positive integer, with K, M, G or T for powers of 1024).

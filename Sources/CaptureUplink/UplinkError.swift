@@ -38,6 +38,11 @@ public enum UplinkErrorCode: String, Codable, Sendable, CaseIterable {
     /// The chunk is not MPEG-TS, or its media's timestamps (PES PTS) lie outside the
     /// header's `startPtsNs ... startPtsNs + durationNs` by more than 2 s. Not stored.
     case mediaMismatch = "media-mismatch"
+
+    // Refusal of a hello: the endpoint sends the error, then closes with 4015.
+    /// The endpoint is overloaded (its budget of uplink bytes in memory is half spent):
+    /// try again after `retryAfterMs`.
+    case busy = "busy"
 }
 
 /// WebSocket close codes the endpoint uses. 4000-4999 are the application's
@@ -74,8 +79,9 @@ public enum UplinkCloseCode: UInt16, Sendable, CaseIterable {
     /// A quota of the account or the session is used up (sessions, bytes, chunks,
     /// connections); the reason says which. Reconnecting cannot succeed until it frees up.
     case quotaExceeded = 4014
-    /// Too many connections right now (from this address, of this account, or in all):
-    /// reconnect after the backoff.
+    /// Too many connections right now (from this address, of this account, or in all), or
+    /// the endpoint is overloaded (a `busy` error before the close says how long to wait):
+    /// reconnect after the backoff, and not before the `busy` error's `retryAfterMs`.
     case tryLater = 4015
 }
 

@@ -193,14 +193,17 @@ public struct UplinkErrorMessage: Codable, Sendable, Equatable {
     public var seq: Int?
     /// For `seq-gap` and `seq-behind`: the seq the endpoint expects.
     public var expectedSeq: Int?
+    /// For `busy`: how long to wait before the next hello, in milliseconds.
+    public var retryAfterMs: Int?
 
     public init(code: UplinkErrorCode, message: String, channelId: String? = nil, seq: Int? = nil,
-                expectedSeq: Int? = nil) {
+                expectedSeq: Int? = nil, retryAfterMs: Int? = nil) {
         self.code = code
         self.message = message
         self.channelId = channelId
         self.seq = seq
         self.expectedSeq = expectedSeq
+        self.retryAfterMs = retryAfterMs
     }
 }
 

@@ -102,6 +102,8 @@ struct CaptureUplinkLoad: AsyncParsableCommand {
             "duplicates": .integer(Int64(reports.reduce(0) { $0 + $1.duplicates })),
             "ended": .integer(Int64(reports.filter(\.ended).count)),
             "reconnects": .integer(Int64(reports.reduce(0) { $0 + $1.reconnects })),
+            "busy_refusals": .integer(Int64(reports.reduce(0) { $0 + $1.busyRefusals })),
+            "agents_refused_busy": .integer(Int64(reports.filter { $0.busyRefusals > 0 }.count)),
             "errors": .integer(Int64(reports.reduce(0) { $0 + $1.errors.count + ($1.failure == nil ? 0 : 1) + ($1.ended ? 0 : 1) })),
             "error_samples": .array(reports.flatMap { $0.errors + ($0.failure.map { [$0] } ?? []) }.prefix(5).map { .string($0) }),
             "ack_ms_p50": .number(percentile(0.50)),

@@ -42,6 +42,10 @@ public struct ReplayReport: Sendable {
     public var errors: [String] = []
     /// Close codes of the connections, in order (0 when none came).
     public var closeCodes: [Int] = []
+    /// Hellos the endpoint refused as `busy` (overloaded); each was retried after its hint.
+    public var busyRefusals = 0
+    /// The `retryAfterMs` of the last `busy` refusal, not yet waited for.
+    var retryAfterMs = 0
     /// The endpoint answered `end` with `ended`.
     public var ended = false
     public var failure: String?
@@ -71,8 +75,12 @@ public enum UplinkReplayer {
                 report.withLock { $0.failure = "gave up after \(connections) connections" }
                 break
             }
-            report.withLock { $0.reconnects += 1 }
-            try? await Task.sleep(for: options.reconnectDelay)
+            let hint = report.withLock { state -> Int in
+                state.reconnects += 1
+                defer { state.retryAfterMs = 0 }
+                return state.retryAfterMs
+            }
+            try? await Task.sleep(for: max(options.reconnectDelay, .milliseconds(hint)))
         }
         return report.withLock { $0 }
     }
@@ -102,8 +110,19 @@ public enum UplinkReplayer {
         let hello = UplinkHello(token: options.token, sessionId: options.sessionId, agent: options.agent,
                                 channels: spool.channels)
         try await outbound.write(.text(UplinkTextMessage.encode(hello)))
-        guard case .text(let text)? = try await messages.next(),
-              case .welcome(let welcome) = try UplinkTextMessage(decoding: text) else { return }
+        guard case .text(let text)? = try await messages.next() else { return }
+        let welcome: UplinkWelcome
+        switch try UplinkTextMessage(decoding: text) {
+        case .welcome(let message): welcome = message
+        case .error(let error) where error.code == .busy:
+            // Overloaded: the 4015 close follows; the next hello waits as long as asked.
+            report.withLock { state in
+                state.busyRefusals += 1
+                state.retryAfterMs = min(max(error.retryAfterMs ?? 0, 0), 60_000)
+            }
+            return
+        default: return
+        }
         let next = Dictionary(uniqueKeysWithValues: welcome.channels.map { ($0.channelId, $0.nextSeq) })
         let pending = spool.captureOrder.filter { $0.metadata.seq >= (next[$0.metadata.channelId] ?? 0) }
         let window = Window(options.window ?? welcome.window)

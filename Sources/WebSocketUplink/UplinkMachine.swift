@@ -118,6 +118,10 @@ public struct UplinkMachine: Sendable {
     /// When the endpoint was last heard from on this connection, and when we last pinged it.
     var lastHeardNs: Int64 = 0
     var lastPingNs: Int64 = 0
+    /// The endpoint said it is busy: the next attempt waits at least this long (ns).
+    var retryHintNs: Int64 = 0
+    /// The longest wait a `busy` error can ask for: a lying endpoint cannot park the upload.
+    public static let maxRetryHintNs: Int64 = 60_000_000_000
 
     public init(sessionId: String, channels: [UplinkChannel], token: String?, agent: String,
                 timing: Timing = Timing(), seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
@@ -264,7 +268,8 @@ public struct UplinkMachine: Sendable {
             phase = .stopped
             return [.report(.refused(code: code, reason: reason))]
         default:
-            let delay = backoff.next()
+            let delay = max(backoff.next(), retryHintNs)
+            retryHintNs = 0
             phase = .waiting
             deadlineNs = nowNs + delay
             return [.report(.disconnected(code: code, reason: reason, retryInNs: delay))]
@@ -409,6 +414,12 @@ public struct UplinkMachine: Sendable {
             return [.report(.chunkRefused(error)),
                     .report(.refused(code: UplinkCloseCode.quotaExceeded.rawValue, reason: error.message)),
                     .close(code: 1000, reason: "quota exceeded")]
+        case .busy:
+            // The endpoint is overloaded; its 4015 close follows. Wait as long as it asks
+            // (within reason) before the next hello.
+            let ms = Int64(min(max(error.retryAfterMs ?? 0, 0), 60_000))
+            retryHintNs = min(ms * 1_000_000, Self.maxRetryHintNs)
+            return []
         case .incomplete:
             // `end` came too early for the endpoint (it lacks a final chunk the agent never
             // made): reconnect; the welcome says where each channel stands.

@@ -59,10 +59,30 @@ final class AudioEdgeTests: XCTestCase {
             // pipewire-pulse up to two of its 20 ms quanta have been seen filled (once in the
             // PipeWire passes of six CI runs: 1920 and 995 samples, the start still in time);
             // where it happens is in the log the message carries.
+            // A gap the server reports later in the recording (its timestamps jumped: it lost a
+            // quantum under load, seen once in a CI run: 40 ms, announced) is not the start's, and is
+            // allowed beside it up to 100 ms in all, each announced gap to the millisecond it names.
             let allowed = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] == "pipewire" ? 1920 : 960
-            XCTAssertLessThanOrEqual(c.filled, allowed, "\(label): \(channel): \(c.filled) samples of silence filled in; agent log:\n\(e.log.suffix(1500))",
+            let announced = Self.announcedJumpSamples(in: e.log, channel: channel)
+            XCTAssertLessThanOrEqual(announced, 4_800, "\(label): \(channel): \(announced) samples of reported gaps; agent log:\n\(e.log.suffix(1500))",
+                                     file: file, line: line)
+            XCTAssertLessThanOrEqual(c.filled, allowed + announced,
+                                     "\(label): \(channel): \(c.filled) samples of silence filled in (\(announced) of them in reported gaps); agent log:\n\(e.log.suffix(1500))",
                                      file: file, line: line)
         }
+    }
+
+    /// The samples of the gaps the agent announced for `channel` ("timestamp jumped by N ms"),
+    /// each rounded up to the next millisecond (the notice truncates).
+    static func announcedJumpSamples(in log: String, channel: String) -> Int {
+        let marker = "channel=\(channel) reason=timestamp jumped by "
+        var total = 0
+        for line in log.split(separator: "\n") {
+            guard let range = line.range(of: marker) else { continue }
+            let ms = Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            total += (ms + 1) * 48
+        }
+        return total
     }
 
     /// The plain setup (one real-time client per tone, nothing warmed up), each recording on a

@@ -23,11 +23,15 @@ final class EndpointProcess {
     /// Where its log goes (nil: nowhere).
     let logPath: String?
 
-    init(dataDirectory: String, port: Int, dataLimitBytes: Int? = nil, logPath: String? = nil) {
+    /// More command-line arguments (`--limit ...`).
+    let extraArguments: [String]
+
+    init(dataDirectory: String, port: Int, dataLimitBytes: Int? = nil, logPath: String? = nil, extraArguments: [String] = []) {
         self.dataDirectory = dataDirectory
         self.port = port
         self.dataLimitBytes = dataLimitBytes
         self.logPath = logPath
+        self.extraArguments = extraArguments
     }
 
     /// The process's peak resident memory so far (VmHWM), in bytes.
@@ -42,7 +46,7 @@ final class EndpointProcess {
     func start() throws {
         let process = Process()
         let arguments = ["--data-dir", dataDirectory, "--port", "\(port)", "--log-level", "warning",
-                         "--allow-private-webhook-targets"]
+                         "--allow-private-webhook-targets"] + extraArguments
         if let dataLimitBytes {
             // prlimit execs the endpoint: the process is the endpoint.
             process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")

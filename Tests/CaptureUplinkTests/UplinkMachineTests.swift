@@ -210,6 +210,31 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertTrue(texts(other.opened(nowNs: 3 + retry))[0].contains("cct_other"))
     }
 
+    /// A hello refused as `busy` (the endpoint overloaded) waits at least as long as the
+    /// endpoint asks before the next one, the spool untouched; a hint over a minute (a lying
+    /// endpoint) waits a minute; the next drop without a hint backs off as usual.
+    func testABusyEndpointIsAskedAgainNoSoonerThanItsHint() {
+        for (hintMs, expectedNs) in [(3000, Int64(3_000_000_000)), (86_400_000, UplinkMachine.maxRetryHintNs)] {
+            var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+            _ = m.begin(nowNs: 0)
+            _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)
+            _ = m.opened(nowNs: 1)
+            let busy = UplinkErrorMessage(code: .busy, message: "the endpoint is overloaded", retryAfterMs: hintMs)
+            XCTAssertEqual(m.received(UplinkTextMessage.encode(busy), nowNs: 2), [], "the endpoint's close follows")
+            guard case .report(.disconnected(code: 4015, _, let retry))? = m.closed(
+                code: UplinkCloseCode.tryLater.rawValue, reason: "the endpoint is busy; retry later", nowNs: 3).last
+            else { return XCTFail("a busy endpoint is not retried") }
+            XCTAssertEqual(retry, expectedNs)
+            XCTAssertEqual(m.tick(nowNs: 3 + retry - 1), [])
+            XCTAssertEqual(m.tick(nowNs: 3 + retry), [.connect])
+            XCTAssertEqual(m.pendingChunks, 1)
+            _ = m.opened(nowNs: 4 + retry)
+            guard case .report(.disconnected(_, _, let next))? = m.closed(code: 1006, reason: "x", nowNs: 5 + retry).last
+            else { return XCTFail() }
+            XCTAssertLessThan(next, 2_000_000_000, "the hint is used once")
+        }
+    }
+
     /// A chunk refused for a quota stops the upload (resending would meet the same
     /// refusal); the spool keeps everything.
     func testAQuotaRefusalStopsAndKeepsTheSpool() {

@@ -12,8 +12,16 @@ struct UplinkController {
         let controller = self
         router.ws(RouterPath(stringLiteral: String(UplinkProtocol.path.dropFirst())), onUpgrade: { inbound, outbound, context in
             let hub = controller.services.hub
-            guard let state = await hub.connect(outbound: outbound, channel: context.requestContext.channel) else {
+            let channel = context.requestContext.channel
+            guard let state = await hub.connect(outbound: outbound, channel: channel) else {
                 try? await outbound.close(UplinkCloseCode.tryLater.webSocketCode, reason: "too many connections; retry later")
+                return
+            }
+            do {
+                try await UplinkBudgetHandlers.install(on: channel, inflight: state.inflight, connectionId: state.id)
+            } catch {
+                // The connection closed before its handlers went in.
+                await hub.disconnect(state.id)
                 return
             }
             var connection = UplinkConnection(services: controller.services, outbound: outbound, state: state,

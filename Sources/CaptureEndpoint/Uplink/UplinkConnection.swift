@@ -21,6 +21,8 @@ struct UplinkConnection {
         let quota: StorageQuota
         /// `EndpointLimits.chunksPerSecond`.
         let chunksPerSecond: Int
+        /// Uplink bytes in memory, over all connections.
+        let budget: InflightBudget
         /// Fault injection for tests: a pause between a hello's token check and its attach.
         var injectedHelloDelay: Duration? = nil
     }
@@ -69,7 +71,9 @@ struct UplinkConnection {
                     : maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes
                 guard let message = try await iterator.nextMessage(maxSize: limit) else { break }
                 switch message {
-                case .text(let text): try await handleText(text)
+                case .text(let text):
+                    try await handleText(text)
+                    state.inflight.handled(text.utf8.count)
                 case .binary(let buffer):
                     // Too fast: the next frame is read only when the rate allows, so TCP's
                     // window pushes back on the sender (nothing is refused or lost).
@@ -82,6 +86,7 @@ struct UplinkConnection {
                         try await Task.sleep(for: .nanoseconds(wait))
                     }
                     try await handleChunk(buffer)
+                    state.inflight.handled(buffer.readableBytes)
                 }
             }
         } catch let close as Close {
@@ -120,6 +125,16 @@ struct UplinkConnection {
     }
 
     private mutating func handleHello(_ hello: UplinkHello) async throws {
+        // Overloaded: a new stream would only queue. Refused before any other work.
+        if services.budget.isBusy {
+            let retryAfterMs = services.budget.retryAfterMs
+            logger.notice("uplink refused: the endpoint is busy", metadata: [
+                "in_memory_bytes": "\(services.budget.usedBytes)", "retry_after_ms": "\(retryAfterMs)"])
+            try await send(UplinkErrorMessage(
+                code: .busy, message: "the endpoint is overloaded; say hello again in \(retryAfterMs) ms",
+                retryAfterMs: retryAfterMs))
+            throw Close(code: .tryLater, reason: "the endpoint is busy; retry later")
+        }
         guard hello.protocolVersion == UplinkProtocol.version else {
             try await send(UplinkErrorMessage(code: .badHello, message: "protocol version \(hello.protocolVersion) is not supported (1)"))
             throw Close(code: .unsupportedProtocol, reason: "unsupported protocol version")
@@ -176,7 +191,7 @@ struct UplinkConnection {
             ])
             try await send(UplinkWelcome(
                 sessionId: record.id, status: record.status.rawValue, channels: stored.map(\.progress),
-                maxChunkBytes: maxChunkBytes, window: window))
+                maxChunkBytes: maxChunkBytes, window: services.budget.window(configured: window)))
         }
     }
 

@@ -17,10 +17,13 @@ final class UplinkConnectionState: Sendable {
     /// Set when the connection's token is revoked: the handler checks it before every chunk,
     /// so nothing more is stored even while the close frame is on its way.
     let tokenRevoked = Atomic<Bool>(false)
+    /// What it holds of the endpoint's budget of uplink bytes in memory.
+    let inflight: UplinkInflight
 
-    init(id: UInt64, openedAt: Int64) {
+    init(id: UInt64, openedAt: Int64, inflight: UplinkInflight) {
         self.id = id
         self.openedAt = openedAt
+        self.inflight = inflight
     }
 }
 
@@ -48,11 +51,26 @@ actor UplinkHub {
     private let helloTimeoutMs: Int64
     private let writeTimeoutMs: Int64
     private let logger: Logger
+    /// Uplink bytes in memory, over all connections.
+    nonisolated let budget: InflightBudget
+    /// For the wedge check: bytes handled at the last sweep that saw progress, and when.
+    private var handledAtProgress = 0
+    private var progressAt: Int64 = 0
+    /// The budget spent and nothing handled for this long: the connection holding the
+    /// most is closed (4015). Every byte held is then part of a message that cannot
+    /// complete while no connection may read.
+    static let wedgeMs: Int64 = 2000
+    /// While the budget is half spent, a connection that holds bytes and has neither sent
+    /// more nor had a message handled for this long (and is not held back by the budget) is
+    /// closed (4015): a sender stopped mid-message, holding its share.
+    static let stallMs: Int64 = 5000
 
-    init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, limits: EndpointLimits, logger: Logger) {
+    init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, limits: EndpointLimits, budget: InflightBudget,
+         logger: Logger) {
         helloTimeoutMs = Int64(helloTimeoutSeconds) * 1000
         writeTimeoutMs = Int64(writeTimeoutSeconds) * 1000
         self.limits = limits
+        self.budget = budget
         self.logger = logger
     }
 
@@ -65,7 +83,8 @@ actor UplinkHub {
                 "address": "\(address)", "from_address": "\(perAddress[address, default: 0])", "all": "\(entries.count)"])
             return nil
         }
-        let state = UplinkConnectionState(id: nextId, openedAt: EndpointClock.nowMilliseconds())
+        let state = UplinkConnectionState(id: nextId, openedAt: EndpointClock.nowMilliseconds(),
+                                          inflight: UplinkInflight(budget: budget, now: EndpointClock.nowMilliseconds()))
         nextId += 1
         entries[state.id] = Entry(state: state, outbound: outbound, channel: channel, address: address)
         perAddress[address, default: 0] += 1
@@ -135,6 +154,8 @@ actor UplinkHub {
 
     /// One pass of the watchdog.
     func sweep(now: Int64) {
+        breakWedge(now: now)
+        closeStalled(now: now)
         for entry in entries.values {
             if !entry.state.helloAccepted.load(ordering: .relaxed), now - entry.state.openedAt > helloTimeoutMs {
                 logger.info("uplink without hello dropped", metadata: ["connection": "\(entry.state.id)"])
@@ -150,6 +171,44 @@ actor UplinkHub {
                 entry.channel.close(promise: nil)
                 entry.state.writeStartedAt.store(0, ordering: .relaxed)
             }
+        }
+    }
+
+    /// Connections wait for room in the budget and nothing has been handled for `wedgeMs`:
+    /// what is held cannot complete (partial messages, or senders that stopped mid-message),
+    /// so the connections holding the most are closed with 4015, until an eighth of the
+    /// budget is freed.
+    private func breakWedge(now: Int64) {
+        let handled = budget.handledBytes
+        guard budget.hasWaiting, handled == handledAtProgress else {
+            handledAtProgress = handled
+            progressAt = now
+            return
+        }
+        guard now - progressAt >= Self.wedgeMs else { return }
+        progressAt = now
+        var freed = 0
+        for victim in entries.values.sorted(by: { $0.state.inflight.held > $1.state.inflight.held }) {
+            let held = victim.state.inflight.held
+            guard held > 0, freed < budget.limit / 8 else { break }
+            freed += held
+            logger.warning("uplink budget wedged; the connection holding the most is closed", metadata: [
+                "connection": "\(victim.state.id)", "held_bytes": "\(held)", "in_memory_bytes": "\(budget.usedBytes)"])
+            close(victim, code: .tryLater, reason: "the endpoint is overloaded; retry later")
+        }
+    }
+
+    /// See `stallMs`.
+    private func closeStalled(now: Int64) {
+        guard budget.isBusy else { return }
+        for entry in entries.values {
+            let inflight = entry.state.inflight
+            let idleMs = now - inflight.lastActivityMs.load(ordering: .relaxed)
+            guard inflight.held > 0, idleMs >= Self.stallMs, !inflight.gateWaiting.load(ordering: .relaxed) else { continue }
+            logger.warning("uplink stalled mid-message while the endpoint is busy; closed", metadata: [
+                "connection": "\(entry.state.id)", "held_bytes": "\(inflight.held)", "idle_ms": "\(idleMs)"])
+            inflight.lastActivityMs.store(now, ordering: .relaxed)   // once
+            close(entry, code: .tryLater, reason: "stalled mid-message while the endpoint is busy; retry later")
         }
     }
 

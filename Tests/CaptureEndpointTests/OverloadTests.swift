@@ -1,0 +1,322 @@
+import CaptureCore
+import CaptureTestSupport
+import CaptureUplink
+import Foundation
+import Synchronization
+import XCTest
+@testable import CaptureEndpoint
+
+/// The endpoint sent more uplink data than it can handle. Its memory stays within its budget
+/// (`--limit inflight-bytes`): no socket is read while the budget is spent. A new hello is
+/// refused with a retry hint (`busy`, close 4015) from half spent on. Senders stalled
+/// mid-message are closed, so the budget always frees up. The real endpoint runs under
+/// RLIMIT_DATA, and its peak RSS is measured against its budget.
+final class OverloadTests: XCTestCase {
+    static let budget = 80 << 20
+    static let arguments = ["--limit", "inflight-bytes=80M", "--limit", "chunks-per-second=1000000",
+                            "--limit", "connections-per-address=1000", "--limit", "uplinks-per-account=1000",
+                            "--limit", "sockets-per-address=1000"]
+    /// What the endpoint may grow by beyond its budget: working sets that do not scale with
+    /// the data (SQLite's cache, file I/O, thread stacks). Measured: the flood grows it by
+    /// 70-75 MB of its 80, the stall by 43.
+    static let slack = 16 << 20
+
+    /// 64 senders that ignore the window send 6 chunks of 900 kB each, all at once (345 MB,
+    /// far more than the endpoint stores per second here). Meanwhile a new hello every
+    /// 200 ms. Every chunk is acknowledged and no sender is closed. The hellos made while the
+    /// budget is half full are refused with `busy`, a retry hint of 1-5 s and close 4015.
+    /// Once the flood is through, a hello gets the full window. The endpoint's peak RSS grows
+    /// by less than its budget and some slack. (Without the budget every connection queued up
+    /// to ten frames: a flood of 288 MB grew it by 292 MB, and every hello was welcomed.)
+    func testAFloodIsHeldToTheBudgetAndNewHellosAreToldToComeBack() async throws {
+        let work = try HostileMediaTests.workDirectory("overload-flood")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
+                                        dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
+                                        extraArguments: Self.arguments)
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+        let senders = 64, chunksEach = 6
+        var sessions: [(session: String, token: String)] = []
+        for index in 0..<senders {
+            sessions.append(try await HTTPJSON.newSession(port: endpoint.port, endUser: "flood-\(index)"))
+        }
+        let probe = try await HTTPJSON.newSession(port: endpoint.port, endUser: "probe")
+        let frames = (0..<chunksEach).map { TestChunk(channel: "display:1", seq: $0, bytes: 900_000, fill: 0x5A).frame }
+        let port = endpoint.port
+
+        // Every sender's hello first, on an idle endpoint: all welcomed with the whole window.
+        var uplinks: [RawUplink] = []
+        for (session, token) in sessions {
+            let uplink = try RawUplink(port: port)
+            XCTAssertTrue(uplink.send(UplinkHello(token: token, sessionId: session, agent: "flood", channels: [TestChannels.display])))
+            guard case .message(.welcome(let welcome)) = uplink.next() else { return XCTFail("no welcome on an idle endpoint") }
+            XCTAssertEqual(welcome.window, 16)
+            uplinks.append(uplink)
+        }
+        let baseline = try XCTUnwrap(endpoint.peakResidentBytes)
+
+        let outcome = try await onThread { [uplinks] () -> (acks: [Int], probes: [RawUplink.HelloOutcome], after: RawUplink.HelloOutcome) in
+            let acks = Mutex<[Int]>([])
+            let finished = Atomic<Int>(0)
+            for uplink in uplinks {
+                Thread {
+                    var count = 0
+                    if frames.allSatisfy({ uplink.sendFrame(opcode: 2, $0) }) {
+                        for _ in 0..<chunksEach {
+                            guard case .message(.ack) = uplink.next() else { break }
+                            count += 1
+                        }
+                    }
+                    acks.withLock { $0.append(count) }
+                    finished.add(1, ordering: .sequentiallyConsistent)
+                }.start()
+            }
+            var probes: [RawUplink.HelloOutcome] = []
+            while finished.load(ordering: .sequentiallyConsistent) < senders {
+                probes.append(RawUplink.hello(port: port, session: probe.session, token: probe.token))
+                usleep(200_000)
+            }
+            return (acks.withLock { $0 }, probes, RawUplink.hello(port: port, session: probe.session, token: probe.token))
+        }
+        let peak = try XCTUnwrap(endpoint.peakResidentBytes)
+        let log = (try? String(contentsOfFile: work + "/endpoint.log", encoding: .utf8)) ?? ""
+        let closed = log.split(separator: "\n").filter { $0.contains("wedged") || $0.contains("stalled") }
+        XCTAssertEqual(closed, [], "no sender of the flood was closed: each sent whole messages")
+        let busy = outcome.probes.compactMap { if case .busy(let ms, let code) = $0 { return (ms, code) } else { return nil } }
+        print("flood: \(senders) x \(chunksEach) chunks of 900 kB; acks \(outcome.acks.reduce(0, +)); probes: \(outcome.probes.count), "
+              + "\(busy.count) refused busy (retry after \(busy.map(\.0)) ms); peak RSS \(baseline >> 20) -> \(peak >> 20) MB "
+              + "(budget \(Self.budget >> 20) MB); after: \(outcome.after)")
+        XCTAssertEqual(outcome.acks, Array(repeating: chunksEach, count: senders), "every chunk of every sender acknowledged")
+        XCTAssertFalse(busy.isEmpty, "a hello during the flood was refused as busy: \(outcome.probes)")
+        for (retryAfterMs, code) in busy {
+            XCTAssertTrue((1000...5000).contains(retryAfterMs), "retry hint \(retryAfterMs) ms")
+            XCTAssertEqual(code, UplinkCloseCode.tryLater.rawValue)
+        }
+        XCTAssertEqual(outcome.after, .welcomed(window: 16), "the flood through, a hello gets the whole window")
+        XCTAssertLessThan(peak - baseline, Self.budget + Self.slack, "the endpoint grew by its budget at most (and some slack)")
+        XCTAssertTrue(endpoint.process?.isRunning == true)
+    }
+
+    /// Three senders each send 15 MiB of a chunk message and then stop, before its end. The
+    /// budget is 80 MB and frames count twice, so the third is held back and nothing can complete. After 2 s the
+    /// endpoint closes the one holding the most (4015). The other two hold the budget past
+    /// half with nothing sent for 5 s: both are closed too. A hello made meanwhile is refused
+    /// as busy, with a retry hint. Once they are gone, a hello gets the whole window and its
+    /// chunk is acknowledged. (Before, the stalled messages held their memory for as long as
+    /// their connections lived.)
+    func testSendersStalledMidMessageAreClosedAndTheEndpointRecovers() async throws {
+        let work = try HostileMediaTests.workDirectory("overload-stall")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
+                                        dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
+                                        extraArguments: Self.arguments)
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+        var sessions: [(session: String, token: String)] = []
+        for index in 0..<3 { sessions.append(try await HTTPJSON.newSession(port: endpoint.port, endUser: "stall-\(index)")) }
+        let honest = try await HTTPJSON.newSession(port: endpoint.port, endUser: "honest")
+        let port = endpoint.port
+        let baseline = try XCTUnwrap(endpoint.peakResidentBytes)
+
+        let outcome = try await onThread { [sessions] () -> (closes: [UInt16?], refused: RawUplink.HelloOutcome, after: RawUplink.HelloOutcome, acked: Bool) in
+            let closes = Mutex<[UInt16?]>([])
+            let done = Atomic<Int>(0), sent = Atomic<Int>(0)
+            let fragment = [UInt8](repeating: 0, count: (1 << 20) - 64)
+            for (session, token) in sessions {
+                Thread {
+                    var code: UInt16?
+                    if let uplink = try? RawUplink(port: port),
+                       uplink.send(UplinkHello(token: token, sessionId: session, agent: "stall", channels: [TestChannels.display])),
+                       case .message(.welcome) = uplink.next() {
+                        for index in 0..<15 {
+                            guard uplink.sendFrame(opcode: index == 0 ? 2 : 0, fin: false, fragment) else { break }
+                            if index == 14 { sent.add(1, ordering: .sequentiallyConsistent) }
+                        }
+                        if case .close(let closeCode) = uplink.next() { code = closeCode }
+                    }
+                    closes.withLock { $0.append(code) }
+                    done.add(1, ordering: .sequentiallyConsistent)
+                }.start()
+            }
+            sleep(1)
+            // The first two have sent their 15 MiB; the third is held back by the budget.
+            while sent.load(ordering: .sequentiallyConsistent) < 2 { usleep(50_000) }
+            usleep(500_000)
+            let refused = RawUplink.hello(port: port, session: honest.session, token: honest.token)
+            while done.load(ordering: .sequentiallyConsistent) < 3 { usleep(100_000) }
+            // The stalled connections are gone; a hello gets the whole window and its chunk through.
+            var after = RawUplink.HelloOutcome.other("none")
+            var acked = false
+            for _ in 0..<20 {
+                let uplink = try RawUplink(port: port)
+                _ = uplink.send(UplinkHello(token: honest.token, sessionId: honest.session, agent: "honest", channels: [TestChannels.display]))
+                switch uplink.next() {
+                case .message(.welcome(let welcome)):
+                    after = .welcomed(window: welcome.window)
+                    _ = uplink.sendFrame(opcode: 2, TestChunk(channel: "display:1", seq: 0, bytes: 100_000).frame)
+                    if case .message(.ack(let ack)) = uplink.next() { acked = ack.seq == 0 }
+                case .message(.error(let error)) where error.code == .busy:
+                    usleep(UInt32(min(error.retryAfterMs ?? 1000, 5000)) * 1000)
+                    continue
+                case let other:
+                    after = .other("\(other)")
+                }
+                break
+            }
+            return (closes.withLock { $0 }, refused, after, acked)
+        }
+        let peak = try XCTUnwrap(endpoint.peakResidentBytes)
+        let log = (try? String(contentsOfFile: work + "/endpoint.log", encoding: .utf8)) ?? ""
+        print("stall: closes \(outcome.closes), meanwhile \(outcome.refused), after \(outcome.after), acked \(outcome.acked); "
+              + "peak RSS \(baseline >> 20) -> \(peak >> 20) MB")
+        XCTAssertEqual(outcome.closes, [4015, 4015, 4015], "every stalled sender closed with 4015")
+        XCTAssertTrue(log.contains("uplink budget wedged"), "the wedge was broken (the one holding the most closed)")
+        XCTAssertTrue(log.contains("uplink stalled mid-message"), "the stalled holders were closed")
+        guard case .busy(let retryAfterMs, let code) = outcome.refused else {
+            return XCTFail("a hello while the budget was held was not refused as busy: \(outcome.refused)")
+        }
+        XCTAssertTrue((1000...5000).contains(retryAfterMs), "retry hint \(retryAfterMs) ms")
+        XCTAssertEqual(code, UplinkCloseCode.tryLater.rawValue)
+        XCTAssertEqual(outcome.after, .welcomed(window: 16))
+        XCTAssertTrue(outcome.acked, "the honest chunk was acknowledged")
+        XCTAssertLessThan(peak - baseline, Self.budget + Self.slack)
+    }
+
+    /// The budget's arithmetic, sans I/O: the window and the retry hint follow what is spent; a
+    /// parked connection is woken when room comes back, not before; a connection never
+    /// releases more than it was charged.
+    func testTheBudgetShrinksWindowsAndWakesWaitersWhenRoomComesBack() {
+        let budget = InflightBudget(limit: 100 << 20, maxChunkBytes: 18 << 20)   // a connection: 2 x 19 MiB and a little
+        XCTAssertEqual(budget.perConnection, InflightBudget.minimum(maxChunkBytes: 18 << 20))
+        XCTAssertEqual(budget.window(configured: 16), 16)
+        XCTAssertEqual(budget.retryAfterMs, 1000)
+        XCTAssertFalse(budget.isBusy)
+        budget.charge(50 << 20)
+        XCTAssertTrue(budget.isBusy)
+        XCTAssertEqual(budget.window(configured: 16), 8)
+        XCTAssertEqual(budget.retryAfterMs, 3000)
+        XCTAssertTrue(budget.allowsRead(held: 0))
+        XCTAssertFalse(budget.allowsRead(held: 40 << 20), "a connection's share")
+        budget.charge(50 << 20)
+        XCTAssertEqual(budget.window(configured: 16), 1)
+        XCTAssertEqual(budget.retryAfterMs, 5000)
+        XCTAssertFalse(budget.allowsRead(held: 0))
+
+        let woken = Atomic<Int>(0)
+        budget.park(id: 1) { woken.add(1, ordering: .relaxed) }
+        budget.park(id: 2) { woken.add(10, ordering: .relaxed) }
+        budget.park(id: 3) { woken.add(100, ordering: .relaxed) }
+        budget.unpark(id: 3)
+        XCTAssertEqual(woken.load(ordering: .relaxed), 0, "no room: nobody woken")
+        XCTAssertTrue(budget.hasWaiting)
+        budget.release(100 << 10, handled: true)   // room for one read: the first waiter only
+        XCTAssertEqual(woken.load(ordering: .relaxed), 1)
+        budget.release(10 << 20, handled: true)
+        XCTAssertEqual(woken.load(ordering: .relaxed), 11, "then the next; the unparked one never")
+        XCTAssertFalse(budget.hasWaiting)
+
+        // A connection: frames count twice until handled; never more released than charged.
+        let inflight = UplinkInflight(budget: budget, now: 0)
+        let before = budget.usedBytes
+        inflight.framePassed(1000)
+        inflight.rawCharge.store(4096, ordering: .relaxed)
+        budget.charge(4096)
+        XCTAssertEqual(inflight.held, 6096)
+        XCTAssertEqual(budget.usedBytes, before + 6096)
+        inflight.handled(4000)
+        XCTAssertEqual(budget.usedBytes, before + 4096, "released what was charged, not what was claimed")
+        inflight.releaseAll()
+        XCTAssertEqual(budget.usedBytes, before)
+        XCTAssertEqual(inflight.held, 0)
+        // The decoder's buffer: the next power of two of what it held.
+        XCTAssertEqual(UplinkReadGate.bufferCapacity(holding: 65_536), 65_536)
+        XCTAssertEqual(UplinkReadGate.bufferCapacity(holding: 65_537), 131_072)
+        XCTAssertEqual(UplinkReadGate.bufferCapacity(holding: 900_000), 1 << 20)
+    }
+
+    /// Runs blocking socket work on a thread of its own (not the test's cooperative pool).
+    func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+}
+
+/// An uplink client on a plain socket, for senders that ignore the window or stop
+/// mid-message. Frames go with a zero mask (the payload as it is) and the shortest length.
+final class RawUplink: @unchecked Sendable {   // used by one thread at a time
+    let socket: RawSocket
+
+    init(port: Int) throws {
+        socket = try RawSocket(port: port)
+        socket.setTimeouts(seconds: 60)
+        guard socket.upgrade(path: UplinkProtocol.path).contains(" 101 ") else {
+            throw CaptureError(.internalError, "no WebSocket upgrade")
+        }
+    }
+
+    func send(_ message: some Encodable) -> Bool {
+        sendFrame(opcode: 1, Array(UplinkTextMessage.encode(message).utf8))
+    }
+
+    func sendFrame(opcode: UInt8, fin: Bool = true, _ payload: [UInt8]) -> Bool {
+        var head: [UInt8] = [(fin ? 0x80 : 0) | opcode]
+        if payload.count < 126 {
+            head.append(0x80 | UInt8(payload.count))
+        } else if payload.count < 65536 {
+            head += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        } else {
+            head.append(0x80 | 127)
+            for shift in stride(from: 56, through: 0, by: -8) { head.append(UInt8((payload.count >> shift) & 0xff)) }
+        }
+        return socket.send(head + [0, 0, 0, 0]) && socket.send(payload)
+    }
+
+    enum Incoming {
+        case message(UplinkTextMessage)
+        case close(UInt16)
+        case ended
+    }
+
+    /// The next text message or close (pings answered on the way).
+    func next() -> Incoming {
+        while let frame = socket.readFrame() {
+            switch frame.opcode {
+            case 1:
+                guard let message = try? UplinkTextMessage(decoding: String(decoding: frame.payload, as: UTF8.self)) else { continue }
+                return .message(message)
+            case 8:
+                return .close(frame.payload.count >= 2 ? UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1]) : 1005)
+            case 9:
+                _ = sendFrame(opcode: 10, frame.payload)
+            default:
+                continue
+            }
+        }
+        return .ended
+    }
+
+    enum HelloOutcome: Equatable, Sendable {
+        case welcomed(window: Int)
+        case busy(retryAfterMs: Int, closeCode: UInt16)
+        case other(String)
+    }
+
+    /// A hello on a new connection, and what came of it.
+    static func hello(port: Int, session: String, token: String) -> HelloOutcome {
+        guard let uplink = try? RawUplink(port: port),
+              uplink.send(UplinkHello(token: token, sessionId: session, agent: "probe", channels: [TestChannels.display])) else {
+            return .other("no connection")
+        }
+        switch uplink.next() {
+        case .message(.welcome(let welcome)):
+            return .welcomed(window: welcome.window)
+        case .message(.error(let error)) where error.code == .busy:
+            guard case .close(let code) = uplink.next() else { return .other("busy without a close") }
+            return .busy(retryAfterMs: error.retryAfterMs ?? -1, closeCode: code)
+        case let other:
+            return .other("\(other)")
+        }
+    }
+}
