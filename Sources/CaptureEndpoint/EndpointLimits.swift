@@ -31,10 +31,9 @@ public struct EndpointLimits: Sendable, Equatable {
     /// Open event sockets of one account, and tickets it holds unused.
     public var eventSocketsPerAccount = 32
     /// Memory for uplink data read and not yet handled, over all connections
-    /// (`InflightBudget`; each byte of data counts twice, for buffers that grow by
-    /// doubling). While it is full no uplink is read; from half full on a hello is refused
-    /// (`busy`, close 4015). At least twice a chunk message and a frame (66 MiB with the
-    /// default chunk size).
+    /// (`InflightBudget` says how each part is charged). While it is full no uplink is read; from half full on a hello is refused
+    /// (`busy`, close 4015). At least what one connection holds reading the largest chunk
+    /// (`InflightBudget.minimum`, 68.2 MiB with the default chunk size).
     public var inflightBytes = 256 << 20
 
     public init() {}

@@ -197,7 +197,7 @@ final class OverloadTests: XCTestCase {
         XCTAssertEqual(budget.window(configured: 16), 8)
         XCTAssertEqual(budget.retryAfterMs, 3000)
         XCTAssertTrue(budget.allowsRead(held: 0))
-        XCTAssertFalse(budget.allowsRead(held: 40 << 20), "a connection's share")
+        XCTAssertFalse(budget.allowsRead(held: 41 << 20), "a connection's share")
         budget.charge(50 << 20)
         XCTAssertEqual(budget.window(configured: 16), 1)
         XCTAssertEqual(budget.retryAfterMs, 5000)

@@ -5,7 +5,8 @@ import Synchronization
 /// The endpoint's one budget of memory for uplink data (`EndpointLimits.inflightBytes`):
 /// what holds bytes read from uplink sockets and not yet handled. Memory under load is
 /// bounded by this number, not by the number of clients. Each connection is charged
-/// what its data takes in memory, estimated from above:
+/// what its data takes in memory, estimated from above (not yet enough: at 400 agents
+/// the decoder's buffers took a third more than charged, docs/performance.md):
 ///
 /// - a partial frame lies in the WebSocket decoder's buffer, which grows by doubling and
 ///   keeps its capacity while it holds anything: charged at the next power of two of the
@@ -16,18 +17,21 @@ import Synchronization
 ///   payload, until the connection has handled the message.
 ///
 /// What the budget does:
-/// - while it is full, no uplink socket is read (`UplinkReadGate` withholds NIO's reads),
+/// - a read is issued only if the budget has room for the most it can add (its buffer,
+///   the decoder's buffer doubling, the frames it completes), taken before it is issued;
+///   while it is full no uplink socket is read (`UplinkReadGate` withholds NIO's reads),
 ///   so TCP pushes back on every sender and the kernel, not the endpoint, holds what they
 ///   still send; a read takes at most one 64 KiB buffer (`readQuantum`);
-/// - a connection holds at most `perConnection` (one whole chunk message and a frame
-///   more), so one fast sender cannot take the budget from the others;
-/// - from half full on, a hello is refused (error `busy` with a retry hint, close 4015)
+/// - a connection holds at most `perConnection` (what reading one whole chunk message
+///   takes), so one fast sender cannot take the budget from the others;
+/// - from half full on (`heldBytes`: the reservations of idle connections left out), a
+///   hello is refused (error `busy` with a retry hint, close 4015)
 ///   and a welcome offers a window shrunk in proportion to what is left;
 /// - if connections wait for room while nothing is handled (every byte held is part of a
 ///   message that cannot complete), the hub closes the connections holding the most
 ///   (4015), so the endpoint never wedges (`UplinkHub.wedgeMs`).
 ///
-/// Hot path: a few atomic adds per socket read and per frame, one per handled message;
+/// Hot path: a few atomic adds per read and per frame, one per handled message;
 /// the lock is taken only to park or wake a connection, which happens only under load.
 final class InflightBudget: Sendable {
     /// The memory budget, bytes.
@@ -39,6 +43,8 @@ final class InflightBudget: Sendable {
     static let readQuantum = 64 << 10
 
     private let used = Atomic<Int>(0)
+    /// The part of `used` that reads issued and not yet done have reserved.
+    private let reservations = Atomic<Int>(0)
     /// Bytes handled (released) since the start: progress, for the hub's wedge check.
     private let handled = Atomic<Int>(0)
     private let parkedCount = Atomic<Int>(0)
@@ -51,10 +57,13 @@ final class InflightBudget: Sendable {
         perConnection = min(Self.minimum(maxChunkBytes: maxChunkBytes), self.limit)
     }
 
-    /// The smallest budget: one connection's share, a whole chunk message and the next
-    /// frame, each counted twice. Below it a chunk could never be read whole.
+    /// The smallest budget: one connection's share, what a connection holds at most while
+    /// it reads the largest chunk message: the message counted twice, the decoder's buffer
+    /// (a frame, doubled) and one read's reservation (the buffer doubling again, and the
+    /// read's bytes twice). Below it a chunk could never be read whole.
     static func minimum(maxChunkBytes: Int) -> Int {
-        2 * (maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes + UplinkProtocol.maxFrameBytes)
+        2 * (maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes)
+            + 4 * UplinkProtocol.maxFrameBytes + 2 * readQuantum
     }
 
     /// Bytes of the budget held now.
@@ -63,25 +72,50 @@ final class InflightBudget: Sendable {
     var hasWaiting: Bool { parkedCount.load(ordering: .sequentiallyConsistent) > 0 }
     var handledBytes: Int { handled.load(ordering: .relaxed) }
 
+    /// What the data held takes, without the reservations of reads still waiting for
+    /// bytes (an idle connection holds one): the load the window and `busy` follow.
+    var heldBytes: Int { usedBytes - reservations.load(ordering: .sequentiallyConsistent) }
+
     /// From half full on: new uplinks are refused.
-    var isBusy: Bool { usedBytes >= limit / 2 }
+    var isBusy: Bool { heldBytes >= limit / 2 }
 
     /// Whether a connection holding `held` bytes may read more now.
     func allowsRead(held: Int) -> Bool {
         usedBytes < limit && held < perConnection
     }
 
+    enum Reservation { case taken, noRoomInShare, noRoomInBudget }
+
+    /// Takes `bytes` for a read about to be issued by a connection holding `held`, if the
+    /// connection's share and the budget have room for them (or the budget is empty, so
+    /// that one read can always go ahead).
+    func reserve(_ bytes: Int, held: Int) -> Reservation {
+        guard held + bytes <= perConnection else { return .noRoomInShare }
+        reservations.add(bytes, ordering: .sequentiallyConsistent)
+        let after = used.add(bytes, ordering: .sequentiallyConsistent).newValue
+        if after <= limit || after == bytes { return .taken }
+        releaseReservation(bytes)
+        return .noRoomInBudget
+    }
+
+    /// A read is done (or its connection gone): what it reserved goes back.
+    func releaseReservation(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        reservations.subtract(bytes, ordering: .sequentiallyConsistent)
+        release(bytes, handled: false)
+    }
+
     /// The window to offer a new uplink: the configured one, shrunk in proportion to the
     /// budget already spent (rounded up, at least 1: the hello being answered is spent too).
     func window(configured: Int) -> Int {
-        let free = Int64(max(0, limit - usedBytes)), whole = Int64(limit)
+        let free = Int64(max(0, limit - heldBytes)), whole = Int64(limit)
         return max(1, Int((Int64(configured) * free + whole - 1) / whole))
     }
 
     /// How long a refused client should wait before its next hello: 1 s, up to 5 s as
     /// the budget fills.
     var retryAfterMs: Int {
-        1000 + Int(min(Int64(4000), Int64(4000) * Int64(usedBytes) / Int64(limit)))
+        1000 + Int(min(Int64(4000), Int64(4000) * Int64(max(heldBytes, 0)) / Int64(limit)))
     }
 
     func charge(_ bytes: Int) {
@@ -122,7 +156,7 @@ final class InflightBudget: Sendable {
     private func wakeWhileRoom() {
         let free = limit - usedBytes
         guard free > 0 else { return }
-        let count = max(1, free / Self.readQuantum)
+        let count = max(1, free / (4 * Self.readQuantum))   // a read reserves about that much
         let woken: [@Sendable () -> Void] = parked.withLock { list in
             let n = min(count, list.count)
             let out = list.prefix(n).map(\.wake)
@@ -143,6 +177,8 @@ final class UplinkInflight: Sendable {
     let raw = Atomic<Int>(0)
     /// What the decoder's buffer is charged (see `InflightBudget`). Event loop only.
     let rawCharge = Atomic<Int>(0)
+    /// What the read in progress has reserved (`UplinkReadGate.reserveRead`). Event loop only.
+    let reserved = Atomic<Int>(0)
     /// Payload bytes of text and binary frames passed on and not yet handled (charged twice).
     let frames = Atomic<Int>(0)
     /// The gate waits for this connection's handler to free part of its share.
@@ -171,7 +207,9 @@ final class UplinkInflight: Sendable {
     }
 
     /// Bytes of the budget this connection holds.
-    var held: Int { rawCharge.load(ordering: .relaxed) + 2 * frames.load(ordering: .relaxed) }
+    var held: Int {
+        rawCharge.load(ordering: .relaxed) + reserved.load(ordering: .relaxed) + 2 * frames.load(ordering: .relaxed)
+    }
 
     /// A frame of `payload` bytes passed on.
     func framePassed(_ payload: Int) {
@@ -202,6 +240,7 @@ final class UplinkInflight: Sendable {
     /// The connection is gone: everything it held goes back.
     func releaseAll() {
         raw.store(0, ordering: .relaxed)
+        budget.releaseReservation(reserved.exchange(0, ordering: .relaxed))
         let bytes = rawCharge.exchange(0, ordering: .relaxed) + 2 * frames.exchange(0, ordering: .relaxed)
         budget.release(bytes, handled: false)
     }

@@ -71,6 +71,12 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// The read is over: what it reserved and did not take goes back.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !closed { inflight.budget.releaseReservation(inflight.reserved.exchange(0, ordering: .relaxed)) }
+        context.fireChannelReadComplete()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closed else { return context.fireChannelRead(data) }
         let bytes = unwrapInboundIn(data).readableBytes
@@ -106,24 +112,45 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
     static let partialFrameBound = UplinkProtocol.maxFrameBytes + 14
 
     func read(context: ChannelHandlerContext) {
-        if closed || inflight.budget.allowsRead(held: inflight.held) {
-            context.read()
-            return
+        if closed {
+            return context.read()
         }
-        readPending = true
-        wait()
+        switch reserveRead() {
+        case .taken:
+            context.read()
+        case let refused:
+            readPending = true
+            wait(forShare: refused == .noRoomInShare)
+        }
+    }
+
+    /// Takes from the budget, before the read is issued, the most it can add: one buffer of
+    /// bytes, the decoder's buffer doubling to take them in, and the frames they complete
+    /// (charged twice). A read issued is not charged only after its bytes are in, so
+    /// however many connections read at once, they cannot pass the budget together. An
+    /// idle connection holds its reservation while it waits for data (about 200 KiB).
+    /// False (nothing taken) if the budget or the connection's share has no room for it.
+    private func reserveRead() -> InflightBudget.Reservation {
+        guard inflight.reserved.load(ordering: .relaxed) == 0 else { return .taken }   // one read at a time
+        let raw = inflight.raw.load(ordering: .relaxed)
+        let grown = Self.bufferCapacity(holding: max(mostHeld, raw) + InflightBudget.readQuantum)
+        let reserve = max(0, grown - inflight.rawCharge.load(ordering: .relaxed)) + 2 * InflightBudget.readQuantum
+        let outcome = inflight.budget.reserve(reserve, held: inflight.held)
+        if outcome == .taken { inflight.reserved.store(reserve, ordering: .relaxed) }
+        return outcome
     }
 
     /// Waits where the room will come from: the connection's own handler when its share is
     /// spent, the budget otherwise.
-    private func wait() {
+    private func wait(forShare: Bool) {
         guard !waiting, let context else { return }
         waiting = true
         inflight.gateWaiting.store(true, ordering: .relaxed)
-        if inflight.held >= inflight.budget.perConnection {
+        if forShare {
+            let heldBefore = inflight.held
             inflight.ownerWaiting.store(true, ordering: .sequentiallyConsistent)
-            // It may have handled everything between the check and now.
-            if inflight.held < inflight.budget.perConnection { inflight.wakeOwner() }
+            // It may have handled something between the check and now.
+            if inflight.held < heldBefore { inflight.wakeOwner() }
         } else {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
@@ -136,11 +163,12 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         waiting = false
         inflight.gateWaiting.store(false, ordering: .relaxed)
         guard readPending, !closed, let context else { return }
-        if inflight.budget.allowsRead(held: inflight.held) {
+        switch reserveRead() {
+        case .taken:
             readPending = false
             context.read()
-        } else {
-            wait()
+        case let refused:
+            wait(forShare: refused == .noRoomInShare)
         }
     }
 
