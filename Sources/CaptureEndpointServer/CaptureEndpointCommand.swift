@@ -42,6 +42,10 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
     @Option(name: .customLong("silence-timeout"), help: "A session whose uplink is silent this long fails (e.g. 300s, 5m).")
     var silenceTimeout: String = "300s"
 
+    @Option(name: .customLong("ping-interval"),
+            help: "How often WebSockets are pinged; one that has not answered the previous ping is closed (e.g. 15s).")
+    var pingInterval: String = "15s"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -69,6 +73,12 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             guard ns >= 1_000_000_000 else { throw ValidationError("--silence-timeout must be at least 1s") }
         } catch let error as CaptureError {
             throw ValidationError("--silence-timeout: \(error.message)")
+        }
+        do {
+            let ns = try parseDuration(pingInterval)
+            guard (1_000_000_000...3_600_000_000_000).contains(ns) else { throw ValidationError("--ping-interval must be 1s to 1h") }
+        } catch let error as CaptureError {
+            throw ValidationError("--ping-interval: \(error.message)")
         }
         var limits = EndpointLimits()
         for assignment in limit {
@@ -113,6 +123,7 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             configuration.allowPrivateWebhookTargets = allowPrivateWebhookTargets
             configuration.followWebhookRedirects = followWebhookRedirects
             configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)
+            configuration.pingIntervalSeconds = Int(try parseDuration(pingInterval) / 1_000_000_000)
             logger.info("starting", metadata: [
                 "version": "\(EndpointVersion.current)", "data_dir": "\(dataDirectory)", "api_keys": "\(keys.values.count)",
                 "api_key_source": "\(keys.source)", "webhook_secret_source": "\(secret.source)",

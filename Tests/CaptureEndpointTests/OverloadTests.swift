@@ -15,7 +15,10 @@ final class OverloadTests: XCTestCase {
     static let budget = 80 << 20
     static let arguments = ["--limit", "inflight-bytes=80M", "--limit", "chunks-per-second=1000000",
                             "--limit", "connections-per-address=1000", "--limit", "uplinks-per-account=1000",
-                            "--limit", "sockets-per-address=1000"]
+                            "--limit", "sockets-per-address=1000",
+                            // A sender's pong waits behind its chunks, which the endpoint reads only
+                            // as it gets through them: the flood takes longer than two pings here.
+                            "--ping-interval", "300s"]
     /// What the endpoint may grow by beyond its budget: working sets that do not scale with
     /// the data (SQLite's cache, file I/O, thread stacks). Measured: the flood grows it by
     /// 70-75 MB of its 80, the stall by 43.
@@ -29,12 +32,8 @@ final class OverloadTests: XCTestCase {
     /// by less than its budget and some slack. (Without the budget every connection queued up
     /// to ten frames: a flood of 288 MB grew it by 292 MB, and every hello was welcomed.)
     func testAFloodIsHeldToTheBudgetAndNewHellosAreToldToComeBack() async throws {
-        let work = try HostileMediaTests.workDirectory("overload-flood")
+        let (work, endpoint) = try Self.startEndpoint("overload-flood")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
-                                        dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
-                                        extraArguments: Self.arguments)
-        try endpoint.start()
         defer { _ = endpoint.terminate() }
         let senders = 64, chunksEach = 6
         var sessions: [(session: String, token: String)] = []
@@ -62,13 +61,18 @@ final class OverloadTests: XCTestCase {
             for uplink in uplinks {
                 Thread {
                     var count = 0
+                    var other: String?
                     if frames.allSatisfy({ uplink.sendFrame(opcode: 2, $0) }) {
                         for _ in 0..<chunksEach {
-                            guard case .message(.ack) = uplink.next() else { break }
+                            let next = uplink.next()
+                            guard case .message(.ack) = next else { other = "\(next)"; break }
                             count += 1
                         }
+                    } else {
+                        other = "send failed"
                     }
                     acks.withLock { $0.append(count) }
+                    if let other { print("flood sender: after \(count) acks: \(other.prefix(300))") }
                     finished.add(1, ordering: .sequentiallyConsistent)
                 }.start()
             }
@@ -106,12 +110,8 @@ final class OverloadTests: XCTestCase {
     /// chunk is acknowledged. (Before, the stalled messages held their memory for as long as
     /// their connections lived.)
     func testSendersStalledMidMessageAreClosedAndTheEndpointRecovers() async throws {
-        let work = try HostileMediaTests.workDirectory("overload-stall")
+        let (work, endpoint) = try Self.startEndpoint("overload-stall")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
-                                        dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
-                                        extraArguments: Self.arguments)
-        try endpoint.start()
         defer { _ = endpoint.terminate() }
         var sessions: [(session: String, token: String)] = []
         for index in 0..<3 { sessions.append(try await HTTPJSON.newSession(port: endpoint.port, endUser: "stall-\(index)")) }
@@ -235,6 +235,16 @@ final class OverloadTests: XCTestCase {
         XCTAssertEqual(UplinkReadGate.bufferCapacity(holding: 900_000), 1 << 20)
     }
 
+    /// The real endpoint with the budget, under RLIMIT_DATA, in a work directory of its own.
+    static func startEndpoint(_ name: String) throws -> (work: String, endpoint: EndpointProcess) {
+        let work = try HostileMediaTests.workDirectory(name)
+        let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
+                                        dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
+                                        extraArguments: arguments)
+        try endpoint.start()
+        return (work, endpoint)
+    }
+
     /// Runs blocking socket work on a thread of its own (not the test's cooperative pool).
     func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
@@ -261,16 +271,8 @@ final class RawUplink: @unchecked Sendable {   // used by one thread at a time
     }
 
     func sendFrame(opcode: UInt8, fin: Bool = true, _ payload: [UInt8]) -> Bool {
-        var head: [UInt8] = [(fin ? 0x80 : 0) | opcode]
-        if payload.count < 126 {
-            head.append(0x80 | UInt8(payload.count))
-        } else if payload.count < 65536 {
-            head += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
-        } else {
-            head.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { head.append(UInt8((payload.count >> shift) & 0xff)) }
-        }
-        return socket.send(head + [0, 0, 0, 0]) && socket.send(payload)
+        socket.send(RawSocket.frameHeader(opcode: opcode, fin: fin, length: payload.count, mask: [0, 0, 0, 0]))
+            && socket.send(payload)
     }
 
     enum Incoming {

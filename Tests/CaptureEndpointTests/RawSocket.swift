@@ -68,19 +68,24 @@ final class RawSocket {
 
     /// One masked client frame (RFC 6455 5.2): opcode 1 text, 2 binary, 9 ping, 10 pong.
     static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = [0x80 | opcode]
-        if payload.count < 126 {
-            out.append(0x80 | UInt8(payload.count))
-        } else if payload.count < 65536 {
-            out += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
-        } else {
-            out.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8((payload.count >> shift) & 0xff)) }
-        }
         let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
-        out += mask
+        var out = frameHeader(opcode: opcode, fin: true, length: payload.count, mask: mask)
         for (i, byte) in payload.enumerated() { out.append(byte ^ mask[i & 3]) }
         return out
+    }
+
+    /// A masked client frame's header, with the shortest length field.
+    static func frameHeader(opcode: UInt8, fin: Bool, length: Int, mask: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [(fin ? 0x80 : 0) | opcode]
+        if length < 126 {
+            out.append(0x80 | UInt8(length))
+        } else if length < 65536 {
+            out += [0x80 | 126, UInt8(length >> 8), UInt8(length & 0xff)]
+        } else {
+            out.append(0x80 | 127)
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8((length >> shift) & 0xff)) }
+        }
+        return out + mask
     }
 
     deinit { close(fd) }

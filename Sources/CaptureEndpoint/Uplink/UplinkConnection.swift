@@ -69,7 +69,10 @@ struct UplinkConnection {
             while true {
                 let limit = session == nil ? UplinkProtocol.maxTextBytes
                     : maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes
-                guard let message = try await iterator.nextMessage(maxSize: limit) else { break }
+                state.awaitingInput.store(true, ordering: .relaxed)
+                let next = try await iterator.nextMessage(maxSize: limit)
+                state.awaitingInput.store(false, ordering: .relaxed)
+                guard let message = next else { break }
                 switch message {
                 case .text(let text):
                     try await handleText(text)

@@ -19,6 +19,9 @@ final class UplinkConnectionState: Sendable {
     let tokenRevoked = Atomic<Bool>(false)
     /// What it holds of the endpoint's budget of uplink bytes in memory.
     let inflight: UplinkInflight
+    /// Its handler waits for the next message (rather than handling one): what the
+    /// connection holds is then waiting for the client, not for the endpoint.
+    let awaitingInput = Atomic<Bool>(false)
 
     init(id: UInt64, openedAt: Int64, inflight: UplinkInflight) {
         self.id = id
@@ -60,9 +63,9 @@ actor UplinkHub {
     /// most is closed (4015). Every byte held is then part of a message that cannot
     /// complete while no connection may read.
     static let wedgeMs: Int64 = 2000
-    /// While the budget is half spent, a connection that holds bytes and has neither sent
-    /// more nor had a message handled for this long (and is not held back by the budget) is
-    /// closed (4015): a sender stopped mid-message, holding its share.
+    /// While the budget is half full, a connection that holds bytes, whose handler waits for
+    /// the rest of a message, and that has sent nothing for this long (and is not held back
+    /// by the budget) is closed (4015): a sender stopped mid-message, holding its share.
     static let stallMs: Int64 = 5000
 
     init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, limits: EndpointLimits, budget: InflightBudget,
@@ -174,13 +177,16 @@ actor UplinkHub {
         }
     }
 
-    /// Connections wait for room in the budget and nothing has been handled for `wedgeMs`:
-    /// what is held cannot complete (partial messages, or senders that stopped mid-message),
+    /// Connections wait for room in the budget, every handler holding bytes waits for input,
+    /// and nothing has been handled for `wedgeMs`: what is held cannot complete (partial
+    /// messages, or senders that stopped mid-message),
     /// so the connections holding the most are closed with 4015, until an eighth of the
     /// budget is freed.
     private func breakWedge(now: Int64) {
         let handled = budget.handledBytes
-        guard budget.hasWaiting, handled == handledAtProgress else {
+        // A handler still at work (storing a chunk) will release what it holds: no wedge.
+        let allAwaiting = entries.values.allSatisfy { $0.state.inflight.held == 0 || $0.state.awaitingInput.load(ordering: .relaxed) }
+        guard budget.hasWaiting, allAwaiting, handled == handledAtProgress else {
             handledAtProgress = handled
             progressAt = now
             return
@@ -204,7 +210,11 @@ actor UplinkHub {
         for entry in entries.values {
             let inflight = entry.state.inflight
             let idleMs = now - inflight.lastActivityMs.load(ordering: .relaxed)
-            guard inflight.held > 0, idleMs >= Self.stallMs, !inflight.gateWaiting.load(ordering: .relaxed) else { continue }
+            // Stalled: its handler waits for the rest of a message the client does not send.
+            // (Frames queued behind a handler that is still storing are the endpoint's
+            // backlog, not the client's stall.)
+            guard inflight.held > 0, idleMs >= Self.stallMs, entry.state.awaitingInput.load(ordering: .relaxed),
+                  !inflight.gateWaiting.load(ordering: .relaxed) else { continue }
             logger.warning("uplink stalled mid-message while the endpoint is busy; closed", metadata: [
                 "connection": "\(entry.state.id)", "held_bytes": "\(inflight.held)", "idle_ms": "\(idleMs)"])
             inflight.lastActivityMs.store(now, ordering: .relaxed)   // once
