@@ -77,7 +77,8 @@ final class OverloadTests: XCTestCase {
                 }.start()
             }
             var probes: [RawUplink.HelloOutcome] = []
-            while finished.load(ordering: .sequentiallyConsistent) < senders {
+            let deadline = ContinuousClock.now + .seconds(240)   // a hung flood fails, never hangs
+            while finished.load(ordering: .sequentiallyConsistent) < senders, ContinuousClock.now < deadline {
                 probes.append(RawUplink.hello(port: port, session: probe.session, token: probe.token))
                 usleep(200_000)
             }
@@ -141,10 +142,12 @@ final class OverloadTests: XCTestCase {
             }
             sleep(1)
             // The first two have sent their 15 MiB; the third is held back by the budget.
-            while sent.load(ordering: .sequentiallyConsistent) < 2 { usleep(50_000) }
+            let deadline = ContinuousClock.now + .seconds(120)   // a failed sender fails the test, never hangs it
+            while sent.load(ordering: .sequentiallyConsistent) < 2, done.load(ordering: .sequentiallyConsistent) < 3,
+                  ContinuousClock.now < deadline { usleep(50_000) }
             usleep(500_000)
             let refused = RawUplink.hello(port: port, session: honest.session, token: honest.token)
-            while done.load(ordering: .sequentiallyConsistent) < 3 { usleep(100_000) }
+            while done.load(ordering: .sequentiallyConsistent) < 3, ContinuousClock.now < deadline { usleep(100_000) }
             // The stalled connections are gone; a hello gets the whole window and its chunk through.
             var after = RawUplink.HelloOutcome.other("none")
             var acked = false
