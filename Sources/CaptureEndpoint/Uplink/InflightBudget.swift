@@ -12,6 +12,9 @@ import Synchronization
 ///   keeps its capacity while it holds anything: charged at the next power of two of the
 ///   most it held since it was last empty (heaptrack, 400 agents: those buffers were the
 ///   largest consumer, 221 MB at the peak, when only their bytes were counted);
+/// - the channel's read buffer, which NIO's pool keeps while the channel lives, and the
+///   decoder's buffer at least that much while it holds anything (it may be that very
+///   buffer): 64 KiB each;
 /// - a frame passed on (copied out of the decoder's buffer, `UplinkFrameMeter`) and the
 ///   message WSCore assembles from several (a buffer that grows by doubling): twice its
 ///   payload, until the connection has handled the message.
@@ -179,6 +182,8 @@ final class UplinkInflight: Sendable {
     let rawCharge = Atomic<Int>(0)
     /// What the read in progress has reserved (`UplinkReadGate.reserveRead`). Event loop only.
     let reserved = Atomic<Int>(0)
+    /// The channel's own read buffer, kept by NIO's pool while it lives.
+    let fixedCharge = Atomic<Int>(0)
     /// Payload bytes of text and binary frames passed on and not yet handled (charged twice).
     let frames = Atomic<Int>(0)
     /// The gate waits for this connection's handler to free part of its share.
@@ -206,9 +211,14 @@ final class UplinkInflight: Sendable {
         ownerWake.withLock { $0 }?()
     }
 
+    /// What the connection holds of data it sent (its decoder's buffer and its frames):
+    /// what a stalled or wedged connection is judged by.
+    var dataHeld: Int { rawCharge.load(ordering: .relaxed) + 2 * frames.load(ordering: .relaxed) }
+
     /// Bytes of the budget this connection holds.
     var held: Int {
         rawCharge.load(ordering: .relaxed) + reserved.load(ordering: .relaxed) + 2 * frames.load(ordering: .relaxed)
+            + fixedCharge.load(ordering: .relaxed)
     }
 
     /// A frame of `payload` bytes passed on.
@@ -242,6 +252,7 @@ final class UplinkInflight: Sendable {
         raw.store(0, ordering: .relaxed)
         budget.releaseReservation(reserved.exchange(0, ordering: .relaxed))
         let bytes = rawCharge.exchange(0, ordering: .relaxed) + 2 * frames.exchange(0, ordering: .relaxed)
+            + fixedCharge.exchange(0, ordering: .relaxed)
         budget.release(bytes, handled: false)
     }
 }

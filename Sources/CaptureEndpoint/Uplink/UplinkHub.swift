@@ -185,7 +185,7 @@ actor UplinkHub {
     private func breakWedge(now: Int64) {
         let handled = budget.handledBytes
         // A handler still at work (storing a chunk) will release what it holds: no wedge.
-        let allAwaiting = entries.values.allSatisfy { $0.state.inflight.held == 0 || $0.state.awaitingInput.load(ordering: .relaxed) }
+        let allAwaiting = entries.values.allSatisfy { $0.state.inflight.dataHeld == 0 || $0.state.awaitingInput.load(ordering: .relaxed) }
         guard budget.hasWaiting, allAwaiting, handled == handledAtProgress else {
             handledAtProgress = handled
             progressAt = now
@@ -194,8 +194,8 @@ actor UplinkHub {
         guard now - progressAt >= Self.wedgeMs else { return }
         progressAt = now
         var freed = 0
-        for victim in entries.values.sorted(by: { $0.state.inflight.held > $1.state.inflight.held }) {
-            let held = victim.state.inflight.held
+        for victim in entries.values.sorted(by: { $0.state.inflight.dataHeld > $1.state.inflight.dataHeld }) {
+            let held = victim.state.inflight.dataHeld
             guard held > 0, freed < budget.limit / 8 else { break }
             freed += held
             logger.warning("uplink budget wedged; the connection holding the most is closed", metadata: [
@@ -213,10 +213,10 @@ actor UplinkHub {
             // Stalled: its handler waits for the rest of a message the client does not send.
             // (Frames queued behind a handler that is still storing are the endpoint's
             // backlog, not the client's stall.)
-            guard inflight.held > 0, idleMs >= Self.stallMs, entry.state.awaitingInput.load(ordering: .relaxed),
+            guard inflight.dataHeld > 0, idleMs >= Self.stallMs, entry.state.awaitingInput.load(ordering: .relaxed),
                   !inflight.gateWaiting.load(ordering: .relaxed) else { continue }
             logger.warning("uplink stalled mid-message while the endpoint is busy; closed", metadata: [
-                "connection": "\(entry.state.id)", "held_bytes": "\(inflight.held)", "idle_ms": "\(idleMs)"])
+                "connection": "\(entry.state.id)", "held_bytes": "\(inflight.dataHeld)", "idle_ms": "\(idleMs)"])
             inflight.lastActivityMs.store(now, ordering: .relaxed)   // once
             close(entry, code: .tryLater, reason: "stalled mid-message while the endpoint is busy; retry later")
         }

@@ -56,6 +56,9 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The channel's pool keeps a read buffer (64 KiB) for as long as it lives.
+        inflight.fixedCharge.store(InflightBudget.readQuantum, ordering: .relaxed)
+        inflight.budget.charge(InflightBudget.readQuantum)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         inflight.setOwnerWake { eventLoop.execute { bound.value.woken() } }
@@ -94,7 +97,9 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         var left = min(inflight.raw.load(ordering: .relaxed), Self.partialFrameBound)
         inflight.raw.store(left, ordering: .relaxed)
         if left == 0 { mostHeld = 0 }
-        left = left == 0 ? 0 : Self.bufferCapacity(holding: mostHeld)
+        // At least a read buffer: with nothing before, the decoder keeps the socket's read
+        // buffer itself (64 KiB of capacity) however little of it is left.
+        left = left == 0 ? 0 : max(Self.bufferCapacity(holding: mostHeld), InflightBudget.readQuantum)
         let before = inflight.rawCharge.exchange(left, ordering: .relaxed)
         inflight.budget.charge(left)
         inflight.budget.release(before + bytes, handled: false)
