@@ -23,8 +23,6 @@ public struct EndpointComponents: Sendable {
     /// Open uplink connections right now.
     public func uplinkConnectionCount() async -> Int { await uplinks.connectionCount }
     public func eventConnectionCount() async -> Int { await events.connectionCount }
-    /// Uplink bytes in memory right now (`EndpointLimits.inflightBytes` bounds them).
-    public var uplinkBytesInMemory: Int { uplinks.budget.usedBytes }
 }
 
 /// Builds the endpoint: storage (creating the data directory and running the

@@ -199,12 +199,13 @@ final class OverloadTests: XCTestCase {
         XCTAssertTrue(budget.isBusy)
         XCTAssertEqual(budget.window(configured: 16), 8)
         XCTAssertEqual(budget.retryAfterMs, 3000)
-        XCTAssertTrue(budget.allowsRead(held: 0))
-        XCTAssertFalse(budget.allowsRead(held: 41 << 20), "a connection's share")
+        XCTAssertEqual(budget.reserve(64 << 10, held: 0), .taken)
+        budget.releaseReservation(64 << 10)
+        XCTAssertEqual(budget.reserve(64 << 10, held: 41 << 20), .noRoomInShare, "a connection's share")
         budget.charge(50 << 20)
         XCTAssertEqual(budget.window(configured: 16), 1)
         XCTAssertEqual(budget.retryAfterMs, 5000)
-        XCTAssertFalse(budget.allowsRead(held: 0))
+        XCTAssertEqual(budget.reserve(64 << 10, held: 0), .noRoomInBudget)
 
         let woken = Atomic<Int>(0)
         budget.park(id: 1) { woken.add(1, ordering: .relaxed) }

@@ -82,11 +82,6 @@ final class InflightBudget: Sendable {
     /// From half full on: new uplinks are refused.
     var isBusy: Bool { heldBytes >= limit / 2 }
 
-    /// Whether a connection holding `held` bytes may read more now.
-    func allowsRead(held: Int) -> Bool {
-        usedBytes < limit && held < perConnection
-    }
-
     enum Reservation { case taken, noRoomInShare, noRoomInBudget }
 
     /// Takes `bytes` for a read about to be issued by a connection holding `held`, if the
