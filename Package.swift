@@ -172,7 +172,7 @@ let package = Package(
         .executableTarget(
             name: "CaptureEndpointServer",
             dependencies: [
-                "CaptureEndpoint",
+                "CaptureEndpoint", "CLinuxShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

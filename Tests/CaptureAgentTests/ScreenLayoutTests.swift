@@ -47,6 +47,7 @@ final class ScreenLayoutTests: XCTestCase {
         let output = stdout.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         let logText = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: log)   // its text goes into the failure message
         XCTAssertEqual(process.terminationStatus, 0, "record failed: \(logText)")
         let summary = try JSONSerialization.jsonObject(with: output) as? [String: Any]
         let stats = (summary?["channels"] as? [[String: Any]])?.first { $0["channel"] as? String == channel } ?? [:]

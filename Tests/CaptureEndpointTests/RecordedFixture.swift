@@ -9,11 +9,15 @@ import Foundation
 enum RecordedFixture {
     static let seconds = 20
 
+    private static let path = FileManager.default.temporaryDirectory.path + "/endpoint-fixture-\(getpid())-spool"
+
     private static let made: Result<String, CaptureError> = {
         do {
             let rig = try TestRig.shared()
-            let out = FileManager.default.temporaryDirectory.path + "/endpoint-fixture-\(getpid())-spool"
+            let out = path
             try? FileManager.default.removeItem(atPath: out)
+            // Gone with the test process (each process records its own).
+            atexit { try? FileManager.default.removeItem(atPath: RecordedFixture.path) }
             let run = try runProcess(BuiltProduct.path("capture-agent"), [
                 "record", "--out", out, "--duration", "\(seconds)s", "--channel", "display:1",
                 "--channel", "mic:default", "--channel", "system_audio:default",
