@@ -39,7 +39,7 @@ public func buildApplication(
     }
     let minimumBudget = InflightBudget.minimum(maxChunkBytes: configuration.maxChunkBytes)
     guard configuration.limits.inflightBytes >= minimumBudget else {
-        throw CaptureError(.invalidRequest, "--limit inflight-bytes: at least \(minimumBudget) (a chunk message of \(configuration.maxChunkBytes) bytes and a frame, counted twice)")
+        throw CaptureError(.invalidRequest, "--limit inflight-bytes: at least \(minimumBudget) (a chunk message of \(configuration.maxChunkBytes) bytes and a frame, counted twice, with a quarter kept back)")
     }
     try makeDirectories(configuration.dataDirectory)
     let store = try SQLiteEndpointStore(path: configuration.databasePath)

@@ -30,10 +30,11 @@ public struct EndpointLimits: Sendable, Equatable {
     public var chunksPerSecond = 200
     /// Open event sockets of one account, and tickets it holds unused.
     public var eventSocketsPerAccount = 32
-    /// Memory for uplink data read and not yet handled, over all connections
-    /// (`InflightBudget` says how each part is charged). While it is full no uplink is read; from half full on a hello is refused
-    /// (`busy`, close 4015). At least what one connection holds reading the largest chunk
-    /// (`InflightBudget.minimum`, 68.2 MiB with the default chunk size).
+    /// What the endpoint's memory may grow by for uplinks: the connections and the data read
+    /// and not yet handled (`InflightBudget` says how each part is charged). Past three
+    /// quarters of it no uplink is read; from half full on a hello is refused
+    /// (`busy`, close 4015). At least what one connection holds reading the largest chunk,
+    /// and a quarter more (`InflightBudget.minimum`, 91.0 MiB with the default chunk size).
     public var inflightBytes = 256 << 20
 
     public init() {}

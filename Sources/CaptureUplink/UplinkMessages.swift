@@ -205,6 +205,12 @@ public struct UplinkErrorMessage: Codable, Sendable, Equatable {
         self.expectedSeq = expectedSeq
         self.retryAfterMs = retryAfterMs
     }
+
+    /// The endpoint is overloaded: say hello again in `retryAfterMs` at the soonest.
+    public static func busy(retryAfterMs: Int) -> UplinkErrorMessage {
+        UplinkErrorMessage(code: .busy, message: "the endpoint is overloaded; say hello again in \(retryAfterMs) ms",
+                           retryAfterMs: retryAfterMs)
+    }
 }
 
 // MARK: Decoding a text message

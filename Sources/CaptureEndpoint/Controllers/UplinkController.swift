@@ -18,9 +18,20 @@ struct UplinkController {
                 return
             }
             do {
-                try await UplinkBudgetHandlers.install(on: channel, inflight: state.inflight, connectionId: state.id)
+                guard try await UplinkBudgetHandlers.install(on: channel, inflight: state.inflight, connectionId: state.id) else {
+                    // No room in the memory budget even for the connection: told to come back,
+                    // as a hello would be (docs/uplink-protocol.md, busy).
+                    let budget = controller.services.budget
+                    context.logger.notice("uplink refused: the endpoint is busy", metadata: [
+                        "in_memory_bytes": "\(budget.usedBytes)", "retry_after_ms": "\(budget.retryAfterMs)"])
+                    try? await outbound.write(.text(UplinkTextMessage.encode(UplinkErrorMessage.busy(retryAfterMs: budget.retryAfterMs))))
+                    try? await outbound.close(UplinkCloseCode.tryLater.webSocketCode, reason: "the endpoint is busy; retry later")
+                    await hub.disconnect(state.id)
+                    return
+                }
             } catch {
                 // The connection closed before its handlers went in.
+                state.inflight.releaseAll()
                 await hub.disconnect(state.id)
                 return
             }

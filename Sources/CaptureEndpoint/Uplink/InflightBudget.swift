@@ -2,30 +2,36 @@ import CaptureUplink
 import NIOCore
 import Synchronization
 
-/// The endpoint's one budget of memory for uplink data (`EndpointLimits.inflightBytes`):
-/// what holds bytes read from uplink sockets and not yet handled. Memory under load is
-/// bounded by this number, not by the number of clients. Each connection is charged
-/// what its data takes in memory, estimated from above (not yet enough: at 400 agents
-/// the decoder's buffers took a third more than charged, docs/performance.md):
+/// The endpoint's one budget of memory for uplink connections (`EndpointLimits.inflightBytes`):
+/// what holds bytes read from uplink sockets and not yet handled, and the connections
+/// themselves. What the endpoint's memory grows by under load is bounded by this number,
+/// not by the number of clients (scripts/benchmark-endpoint at twice the machine's
+/// capacity: 225 MB for 256 MiB, docs/performance.md). Each connection is charged what it
+/// takes in memory, estimated from above:
 ///
+/// - the connection itself (`connectionCost`: its read buffer and state), while it lives;
 /// - a partial frame lies in the WebSocket decoder's buffer, which grows by doubling and
 ///   keeps its capacity while it holds anything: charged at the next power of two of the
 ///   most it held since it was last empty (heaptrack, 400 agents: those buffers were the
 ///   largest consumer, 221 MB at the peak, when only their bytes were counted);
-/// - the channel's read buffer, which NIO's pool keeps while the channel lives, and the
-///   decoder's buffer at least that much while it holds anything (it may be that very
-///   buffer): 64 KiB each;
+/// - the decoder's buffer at least a read buffer's 64 KiB while it holds anything (it
+///   may be that very buffer);
 /// - a frame passed on (copied out of the decoder's buffer, `UplinkFrameMeter`) and the
 ///   message WSCore assembles from several (a buffer that grows by doubling): twice its
 ///   payload, until the connection has handled the message.
 ///
 /// What the budget does:
+/// - reads and new connections stop at three quarters of it (`readLimit`): the last
+///   quarter is for what the counting cannot see (the allocator's slack, each read's
+///   transient copies, WSCore's own buffers: at 400 agents the endpoint grew by 11-17 MB
+///   more than the count's peak) and for the count passing its limit for a moment while a
+///   read's reservation and what it charges overlap;
 /// - a read is issued only if the budget has room for the most it can add (its buffer,
 ///   the decoder's buffer doubling, the frames it completes), taken before it is issued;
 ///   while it is full no uplink socket is read (`UplinkReadGate` withholds NIO's reads),
 ///   so TCP pushes back on every sender and the kernel, not the endpoint, holds what they
 ///   still send; a read takes at most one 64 KiB buffer (`readQuantum`);
-/// - a connection holds at most `perConnection` (what reading one whole chunk message
+/// - a connection holds at most `share` (what reading one whole chunk message
 ///   takes), so one fast sender cannot take the budget from the others;
 /// - from half full on (`heldBytes`: the reservations of idle connections left out), a
 ///   hello is refused (error `busy` with a retry hint, close 4015)
@@ -39,34 +45,52 @@ import Synchronization
 final class InflightBudget: Sendable {
     /// The memory budget, bytes.
     let limit: Int
+    /// Where reads stop: a quarter of the budget is kept back for what counting cannot
+    /// see (`readLimit`).
+    let readLimit: Int
     /// What one connection may hold, bytes of the budget.
-    let perConnection: Int
+    let share: Int
     /// The most one read takes from a socket: uplink channels read one buffer of the
     /// adaptive allocator's 64 KiB at most per read call (`maxMessagesPerRead` 1).
     static let readQuantum = 64 << 10
+    /// What a connection takes while it lives, whatever it sends: the read buffer NIO's
+    /// pool keeps for its channel (`readQuantum` once reads have filled it) and the
+    /// connection's own state (channel, pipeline, WSCore's stream, its task), about 40 KB
+    /// each when measured with 400 idle uplinks. Charged so that the budget bounds what
+    /// the endpoint's memory grows by, not only the data.
+    static let connectionCost = readQuantum + (40 << 10)
 
     private let used = Atomic<Int>(0)
     /// The part of `used` that reads issued and not yet done have reserved.
     private let reservations = Atomic<Int>(0)
+    /// The part of `used` that is the connections themselves (`connectionCost` each).
+    private let standing = Atomic<Int>(0)
     /// Bytes handled (released) since the start: progress, for the hub's wedge check.
     private let handled = Atomic<Int>(0)
     private let parkedCount = Atomic<Int>(0)
     /// Connections waiting for room, in the order they began to wait.
-    private let parked = Mutex<[(id: UInt64, wake: @Sendable () -> Void)]>([])
+    private let parked = Mutex<[(id: UInt64, need: Int, wake: @Sendable () -> Void)]>([])
 
     /// `limit` at least `minimum(maxChunkBytes:)`.
     init(limit: Int, maxChunkBytes: Int) {
         self.limit = max(limit, 1)
-        perConnection = min(Self.minimum(maxChunkBytes: maxChunkBytes), self.limit)
+        readLimit = self.limit - self.limit / 4
+        share = min(Self.share(maxChunkBytes: maxChunkBytes), readLimit)
     }
 
-    /// The smallest budget: one connection's share, what a connection holds at most while
-    /// it reads the largest chunk message: the message counted twice, the decoder's buffer
-    /// (a frame, doubled) and one read's reservation (the buffer doubling again, and the
-    /// read's bytes twice). Below it a chunk could never be read whole.
-    static func minimum(maxChunkBytes: Int) -> Int {
+    /// One connection's share: what a connection holds at most while it reads the largest
+    /// chunk message: the message counted twice, the decoder's buffer (a frame, doubled),
+    /// one read's reservation (the buffer doubling again, and the read's bytes twice) and
+    /// the connection itself.
+    static func share(maxChunkBytes: Int) -> Int {
         2 * (maxChunkBytes + UplinkChunkFrame.prefixBytes + UplinkProtocol.maxHeaderBytes)
-            + 4 * UplinkProtocol.maxFrameBytes + 2 * readQuantum
+            + 4 * UplinkProtocol.maxFrameBytes + 2 * readQuantum + connectionCost
+    }
+
+    /// The smallest budget: one share below the read limit. Below it a chunk could never
+    /// be read whole.
+    static func minimum(maxChunkBytes: Int) -> Int {
+        (share(maxChunkBytes: maxChunkBytes) * 4 + 2) / 3
     }
 
     /// Bytes of the budget held now.
@@ -75,9 +99,12 @@ final class InflightBudget: Sendable {
     var hasWaiting: Bool { parkedCount.load(ordering: .sequentiallyConsistent) > 0 }
     var handledBytes: Int { handled.load(ordering: .relaxed) }
 
-    /// What the data held takes, without the reservations of reads still waiting for
-    /// bytes (an idle connection holds one): the load the window and `busy` follow.
-    var heldBytes: Int { usedBytes - reservations.load(ordering: .sequentiallyConsistent) }
+    /// What the data held takes, without the connections themselves and the reservations
+    /// of reads still waiting for bytes (an idle connection holds one): the load the window
+    /// and `busy` follow.
+    var heldBytes: Int {
+        usedBytes - reservations.load(ordering: .sequentiallyConsistent) - standing.load(ordering: .sequentiallyConsistent)
+    }
 
     /// From half full on: new uplinks are refused.
     var isBusy: Bool { heldBytes >= limit / 2 }
@@ -88,12 +115,31 @@ final class InflightBudget: Sendable {
     /// connection's share and the budget have room for them (or the budget is empty, so
     /// that one read can always go ahead).
     func reserve(_ bytes: Int, held: Int) -> Reservation {
-        guard held + bytes <= perConnection else { return .noRoomInShare }
+        guard held + bytes <= share else { return .noRoomInShare }
         reservations.add(bytes, ordering: .sequentiallyConsistent)
         let after = used.add(bytes, ordering: .sequentiallyConsistent).newValue
-        if after <= limit || after == bytes { return .taken }
+        if after <= readLimit || after == bytes { return .taken }
         releaseReservation(bytes)
         return .noRoomInBudget
+    }
+
+    /// Charges a new connection's `connectionCost` if the budget has room for it; a
+    /// connection refused here is told to come back (`busy`) without being read.
+    func admit(_ bytes: Int) -> Bool {
+        let after = used.add(bytes, ordering: .sequentiallyConsistent).newValue
+        if after <= readLimit || after == bytes {
+            standing.add(bytes, ordering: .sequentiallyConsistent)
+            return true
+        }
+        release(bytes, handled: false)
+        return false
+    }
+
+    /// A connection admitted is gone.
+    func dismiss(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        standing.subtract(bytes, ordering: .sequentiallyConsistent)
+        release(bytes, handled: false)
     }
 
     /// A read is done (or its connection gone): what it reserved goes back.
@@ -129,12 +175,13 @@ final class InflightBudget: Sendable {
         if parkedCount.load(ordering: .sequentiallyConsistent) > 0 { wakeWhileRoom() }
     }
 
-    /// A connection that may not read waits here; `wake` runs (once) when there may be
-    /// room again, and must check again itself. Checking after parking closes the race
-    /// with a release that saw no one waiting.
-    func park(id: UInt64, wake: @escaping @Sendable () -> Void) {
+    /// A connection that may not read waits here for `need` bytes of room (what its read
+    /// would reserve); `wake` runs (once) when the budget has that much free, and must
+    /// check again itself. Checking after parking closes the race with a release that saw
+    /// no one waiting.
+    func park(id: UInt64, need: Int, wake: @escaping @Sendable () -> Void) {
         parked.withLock { list in
-            list.append((id, wake))
+            list.append((id, need, wake))
             parkedCount.add(1, ordering: .sequentiallyConsistent)
         }
         wakeWhileRoom()
@@ -149,17 +196,24 @@ final class InflightBudget: Sendable {
         }
     }
 
-    /// Wakes the longest-waiting connections, as many as the free room could feed one
-    /// read each (at least one).
+    /// Wakes the longest-waiting connections, in order, while the free room covers what
+    /// each needs: never one whose read would be refused again at once (woken, refused and
+    /// parked again, a connection would spin its event loop; measured: millions of wake-ups
+    /// in a flood, and the loop's other connections unread for seconds). The first waits
+    /// until its need is free, so a large read is not passed over for ever by small ones.
     private func wakeWhileRoom() {
-        let free = limit - usedBytes
-        guard free > 0 else { return }
-        let count = max(1, free / (4 * Self.readQuantum))   // a read reserves about that much
+        let used = usedBytes
+        var free = readLimit - used
         let woken: [@Sendable () -> Void] = parked.withLock { list in
-            let n = min(count, list.count)
-            let out = list.prefix(n).map(\.wake)
-            list.removeFirst(n)
-            parkedCount.subtract(n, ordering: .sequentiallyConsistent)
+            var count = 0
+            // An empty budget lets one read go whatever its size (as `reserve` does).
+            while count < list.count, list[count].need <= free || (used == 0 && count == 0) {
+                free -= list[count].need
+                count += 1
+            }
+            let out = list.prefix(count).map(\.wake)
+            list.removeFirst(count)
+            parkedCount.subtract(count, ordering: .sequentiallyConsistent)
             return out
         }
         for wake in woken { wake() }
@@ -177,7 +231,7 @@ final class UplinkInflight: Sendable {
     let rawCharge = Atomic<Int>(0)
     /// What the read in progress has reserved (`UplinkReadGate.reserveRead`). Event loop only.
     let reserved = Atomic<Int>(0)
-    /// The channel's own read buffer, kept by NIO's pool while it lives.
+    /// The connection itself (`InflightBudget.connectionCost`), while it lives.
     let fixedCharge = Atomic<Int>(0)
     /// Payload bytes of text and binary frames passed on and not yet handled (charged twice).
     let frames = Atomic<Int>(0)
@@ -246,8 +300,7 @@ final class UplinkInflight: Sendable {
     func releaseAll() {
         raw.store(0, ordering: .relaxed)
         budget.releaseReservation(reserved.exchange(0, ordering: .relaxed))
-        let bytes = rawCharge.exchange(0, ordering: .relaxed) + 2 * frames.exchange(0, ordering: .relaxed)
-            + fixedCharge.exchange(0, ordering: .relaxed)
-        budget.release(bytes, handled: false)
+        budget.release(rawCharge.exchange(0, ordering: .relaxed) + 2 * frames.exchange(0, ordering: .relaxed), handled: false)
+        budget.dismiss(fixedCharge.exchange(0, ordering: .relaxed))
     }
 }

@@ -133,9 +133,7 @@ struct UplinkConnection {
             let retryAfterMs = services.budget.retryAfterMs
             logger.notice("uplink refused: the endpoint is busy", metadata: [
                 "in_memory_bytes": "\(services.budget.usedBytes)", "retry_after_ms": "\(retryAfterMs)"])
-            try await send(UplinkErrorMessage(
-                code: .busy, message: "the endpoint is overloaded; say hello again in \(retryAfterMs) ms",
-                retryAfterMs: retryAfterMs))
+            try await send(UplinkErrorMessage.busy(retryAfterMs: retryAfterMs))
             throw Close(code: .tryLater, reason: "the endpoint is busy; retry later")
         }
         guard hello.protocolVersion == UplinkProtocol.version else {

@@ -14,10 +14,14 @@ import Synchronization
 /// charges its payload (`frames`, text and binary, until the connection has handled the
 /// message; headers and control frames are not charged once decoded).
 enum UplinkBudgetHandlers {
-    /// Puts the gate before the decoder and the meter after it. Bytes read before this ran
-    /// are not charged; `UplinkInflight.handled` never releases more than was charged.
-    static func install(on channel: any Channel, inflight: UplinkInflight, connectionId: UInt64) async throws {
+    /// Charges the connection itself and puts the gate before the decoder and the meter
+    /// after it. Bytes read before this ran are not charged; `UplinkInflight.handled` never
+    /// releases more than was charged. False, and nothing installed or charged, if the
+    /// budget has no room for one more connection.
+    static func install(on channel: any Channel, inflight: UplinkInflight, connectionId: UInt64) async throws -> Bool {
         try await channel.eventLoop.submit {
+            guard inflight.budget.admit(InflightBudget.connectionCost) else { return false }
+            inflight.fixedCharge.store(InflightBudget.connectionCost, ordering: .relaxed)
             // One buffer (at most 64 KiB) per read call, so a read allowed just before the
             // budget fills adds little to it.
             try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
@@ -26,6 +30,7 @@ enum UplinkBudgetHandlers {
             try operations.addHandler(UplinkReadGate(inflight: inflight, connectionId: connectionId),
                                       position: .before(decoder))
             try operations.addHandler(UplinkFrameMeter(inflight: inflight), position: .after(decoder))
+            return true
         }.get()
     }
 }
@@ -56,9 +61,6 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        // The channel's pool keeps a read buffer (64 KiB) for as long as it lives.
-        inflight.fixedCharge.store(InflightBudget.readQuantum, ordering: .relaxed)
-        inflight.budget.charge(InflightBudget.readQuantum)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         inflight.setOwnerWake { eventLoop.execute { bound.value.woken() } }
@@ -107,6 +109,8 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The most the decoder's buffer has held since it was last empty.
     private var mostHeld = 0
+    /// What the last read asked to reserve: what the gate waits for when it was refused.
+    private var lastReservation = 0
 
     /// The capacity of a buffer that grew by doubling to hold `bytes`: the next power of two.
     static func bufferCapacity(holding bytes: Int) -> Int {
@@ -140,6 +144,7 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         let raw = inflight.raw.load(ordering: .relaxed)
         let grown = Self.bufferCapacity(holding: max(mostHeld, raw) + InflightBudget.readQuantum)
         let reserve = max(0, grown - inflight.rawCharge.load(ordering: .relaxed)) + 2 * InflightBudget.readQuantum
+        lastReservation = reserve
         let outcome = inflight.budget.reserve(reserve, held: inflight.held)
         if outcome == .taken { inflight.reserved.store(reserve, ordering: .relaxed) }
         return outcome
@@ -159,7 +164,7 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
-            inflight.budget.park(id: connectionId) { eventLoop.execute { bound.value.woken() } }
+            inflight.budget.park(id: connectionId, need: lastReservation) { eventLoop.execute { bound.value.woken() } }
         }
     }
 
