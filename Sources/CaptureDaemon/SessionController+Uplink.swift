@@ -37,6 +37,8 @@ struct UploadEntry: Sendable {
     /// When the last upload-progress event went out (monotonic ns).
     var lastProgressEventNs: Int64 = 0
     var disconnectsLogged = 0
+    /// Its upload completed: the spool is being removed and recording-complete published.
+    var completed = false
 }
 
 extension SessionController {
@@ -243,6 +245,16 @@ extension SessionController {
         }
     }
 
+    /// Fault injection for tests: sleeps `CAPTURE_AGENT_TEST_COMPLETE_DELAY_MS` between an
+    /// upload's completion and its recording-complete event, so a test can shut the agent
+    /// down inside that gap (and fail if the event were lost).
+    private static let completionDelayMs: UInt32 = ProcessInfo.processInfo
+        .environment["CAPTURE_AGENT_TEST_COMPLETE_DELAY_MS"].flatMap { UInt32($0) } ?? 0
+
+    private static func testOnlyCompletionDelay() {
+        if completionDelayMs > 0 { usleep(completionDelayMs * 1000) }
+    }
+
     private func publishProgress(_ sessionId: String, force: Bool) {
         let now = MonotonicClock.now()
         let due: UploadEntry? = uploads.withLock { u in
@@ -266,17 +278,28 @@ extension SessionController {
 
     /// Every chunk is at the endpoint and its stream ended: the session's spool goes.
     private func uploadComplete(_ sessionId: String) {
-        guard let entry = uploads.withLock({ $0.removeValue(forKey: sessionId) }) else { return }
+        guard let entry = uploads.withLock({ u -> UploadEntry? in
+            guard var entry = u[sessionId], !entry.completed else { return nil }
+            entry.completed = true
+            u[sessionId] = entry
+            return entry
+        }) else { return }
         let p = entry.uplink.progress
         let directory = SpoolLocation.sessionDirectory(sessionId)
         tokenStore.remove(sessionId: sessionId)
         UplinkSpool(sessionDirectory: directory).removeSession()
         logger.info("upload complete", metadata: ["session": "\(sessionId)", "chunks": "\(p.chunksUploaded)",
                                                   "duplicates": "\(p.duplicates)", "connections": "\(p.connections)"])
+        Self.testOnlyCompletionDelay()
         events.publish(ControlEvent(.recordingComplete, sessionId: sessionId, data: [
             "chunks": .integer(Int64(p.chunksUploaded)), "bytes": .integer(Int64(p.bytesUploaded)),
             "deliveredTo": "endpoint", "endpoint": .string(entry.endpoint),
         ]))
+        // Listed until the event is out: a shutdown waits for the uploads listed
+        // (`drainUploads`), and must not end the agent between the two (seen in CI: the
+        // SDK's client, which shuts the agent down right after stopping, missed
+        // recording-complete).
+        uploads.withLock { _ = $0.removeValue(forKey: sessionId) }
         // The uplink's thread called us: it cannot wait for itself to end.
         DispatchQueue.global(qos: .utility).async { entry.uplink.stop(timeout: .seconds(5)) }
     }

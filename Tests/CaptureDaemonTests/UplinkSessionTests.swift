@@ -90,6 +90,31 @@ final class UplinkSessionTests: XCTestCase {
         XCTAssertEqual(probe.streams.filter { $0.codecType == "audio" }.count, 3, "the mix and each audio channel")
     }
 
+    /// What the VideoDB SDK does at the end: `stopRecording`, then `shutdown` at once. The
+    /// agent waits for the upload, and recording-complete goes out before it exits, even when
+    /// the upload completes inside the shutdown (a test-only delay holds the event back for
+    /// 1 s there; with the upload unlisted before its event, the agent exited without it).
+    func testShutdownRightAfterStopStillSaysRecordingComplete() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "stop-shutdown")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let token = try endpoint.mintToken()
+        let daemon = try DaemonProcess(rig: rig, name: "stop-shutdown", env: ["CAPTURE_AGENT_TEST_COMPLETE_DELAY_MS": "1000"])
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        try Self.start(client, session: session, token: token, endpoint: endpoint)
+        Thread.sleep(forTimeInterval: 3)
+        _ = try client.ok("stopRecording")
+        XCTAssertEqual(try client.ok("shutdown")["shuttingDown"], true)
+        let complete = try client.event(.recordingComplete, within: 30)
+        XCTAssertNotNil(complete, "no recording-complete before the agent exited; log:\n\(daemon.log)")
+        XCTAssertEqual(complete?.data["deliveredTo"]?.stringValue, "endpoint")
+        XCTAssertEqual(daemon.waitForExit(), 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), "the spool keeps nothing")
+    }
+
     /// `capture-agent record --endpoint --token-file`: a one-off upload without the daemon.
     /// The token file must be the owner's alone; the command exits once the endpoint
     /// acknowledged everything, and the output directory keeps no chunk.
