@@ -85,8 +85,10 @@ final class WaylandMonitorsTests: XCTestCase {
         // 2, 5, bytes, encoded, grabbed, repeated, leftOut, dropped, sent, superseded
         XCTAssertEqual(numbers.count, 10, String(line))
         let (encoded, grabbed, leftOut, dropped, sent, superseded) = (numbers[3], numbers[4], numbers[6], numbers[7], numbers[8], numbers[9])
-        XCTAssertLessThanOrEqual(sent, 3, "a still screen: the compositor sends the first frame and next to nothing after")
-        XCTAssertLessThanOrEqual(grabbed, 3)
+        // A still screen: the compositor sends the first frame and next to nothing after (a
+        // moving one: 150 in 5 s). Mutter repaints a still monitor now and then: 5 seen in CI.
+        XCTAssertLessThanOrEqual(sent, 10, "a still screen: the compositor sends the first frame and next to nothing after")
+        XCTAssertLessThanOrEqual(grabbed, 10)
         XCTAssertEqual(superseded, 0)
         XCTAssertEqual(dropped, 0)
         XCTAssertGreaterThan(leftOut, 100, "still frames are left out, as on X11")

@@ -166,7 +166,12 @@ final class WaylandScreenTests: XCTestCase {
             XCTAssertTrue(chunks.allSatisfy { $0.width == 1920 && $0.height == 1080 })
             // What a session opened (the portal's bus, the compositor, PipeWire, its threads) is
             // closed when it stops.
-            descriptorsAfter.append(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.process.processIdentifier)/fd").count)
+            guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.process.processIdentifier)/fd") else {
+                // Seen once in CI (the agent gone right after a stop): say how it ended.
+                let exit = agent.process.isRunning ? "still running" : "exited (\(agent.process.terminationReason == .exit ? "status" : "signal") \(agent.process.terminationStatus))"
+                return XCTFail("the agent's descriptors are unreadable after session \(round); the agent \(exit); its log ends:\n\(agent.log.suffix(6000))")
+            }
+            descriptorsAfter.append(descriptors.count)
         }
         XCTAssertEqual(Set(descriptorsAfter.dropFirst()).count, 1, "descriptors after each session: \(descriptorsAfter)")
         XCTAssertEqual(consentStates(agent), ["restored", "restored", "restored"], "no dialog: the kept consent restores it")
