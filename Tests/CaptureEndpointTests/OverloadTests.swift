@@ -182,6 +182,51 @@ final class OverloadTests: XCTestCase {
         XCTAssertLessThan(peak - baseline, Self.budget, "the endpoint grew by its budget at most")
     }
 
+    /// 300 connections upgrade and, without a hello, send 600 kB of a 1 MiB frame each: past
+    /// three quarters of the budget the rest are told `busy` before their hello and are not
+    /// read while they close, so the endpoint grows by less than its budget; once the idle
+    /// ones are dropped, an honest hello is welcomed. (Read during their close, the refused
+    /// ones grew an endpoint with a 92M budget by 143 MB.)
+    func testConnectionsRefusedForWantOfMemoryAreNotRead() async throws {
+        // At notice level: each refusal is logged.
+        let (work, endpoint) = try Self.startEndpoint("overload-refused", ["--log-level", "notice"])
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        defer { _ = endpoint.terminate() }
+        let honest = try await HTTPJSON.newSession(port: endpoint.port, endUser: "honest")
+        let baseline = try XCTUnwrap(endpoint.peakResidentBytes)
+        let port = endpoint.port
+        let outcome = try await onThread { () -> (upgraded: Int, welcomed: RawUplink.HelloOutcome?) in
+            var sockets: [RawSocket] = []
+            let partial = Array(HostileMediaTests.rawFrame(opcode: 2, fin: true, [UInt8](repeating: 0x5A, count: 1 << 20)).prefix(600_000))
+            for _ in 0..<300 {
+                guard let socket = try? RawSocket(port: port) else { continue }
+                socket.setTimeouts(seconds: 2)
+                guard socket.upgrade(path: UplinkProtocol.path).contains(" 101 ") else { continue }
+                _ = socket.send(partial)   // may stop short: a refused connection is not read
+                sockets.append(socket)
+            }
+            // The idle ones are dropped (no hello in time, or stalled): then a hello gets in.
+            var welcomed: RawUplink.HelloOutcome?
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                let answer = RawUplink.hello(port: port, session: honest.session, token: honest.token)
+                if case .welcomed = answer { welcomed = answer; break }
+                usleep(1_000_000)
+            }
+            return (sockets.count, welcomed)
+        }
+        let peak = try XCTUnwrap(endpoint.peakResidentBytes)
+        let log = (try? String(contentsOfFile: work + "/endpoint.log", encoding: .utf8)) ?? ""
+        let refused = log.split(separator: "\n").filter { $0.contains("uplink refused: the endpoint is busy") }.count
+        print("refused: \(outcome.upgraded) upgraded, \(refused) refused busy; peak RSS \(baseline >> 20) -> \(peak >> 20) MB "
+              + "(budget \(Self.budget >> 20) MB); then \(String(describing: outcome.welcomed))")
+        XCTAssertEqual(outcome.upgraded, 300)
+        XCTAssertGreaterThan(refused, 100, "connections past the read limit were refused before their hello")
+        XCTAssertLessThan(peak - baseline, Self.budget, "the endpoint grew by its budget at most")
+        XCTAssertNotNil(outcome.welcomed, "an honest hello is welcomed once the idle connections are gone")
+        XCTAssertTrue(endpoint.process?.isRunning == true)
+    }
+
     /// The budget's arithmetic, sans I/O: the window and the retry hint follow what is spent; a
     /// parked connection is woken when room comes back, not before; a connection never
     /// releases more than it was charged.
@@ -252,11 +297,11 @@ final class OverloadTests: XCTestCase {
     }
 
     /// The real endpoint with the budget, under RLIMIT_DATA, in a work directory of its own.
-    static func startEndpoint(_ name: String) throws -> (work: String, endpoint: EndpointProcess) {
+    static func startEndpoint(_ name: String, _ more: [String] = []) throws -> (work: String, endpoint: EndpointProcess) {
         let work = try HostileMediaTests.workDirectory(name)
         let endpoint = EndpointProcess(dataDirectory: work + "/data", port: try Loopback.freePort(),
                                         dataLimitBytes: HostileMediaTests.dataLimit, logPath: work + "/endpoint.log",
-                                        extraArguments: arguments)
+                                        extraArguments: arguments + more)
         try endpoint.start()
         return (work, endpoint)
     }
