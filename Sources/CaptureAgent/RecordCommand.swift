@@ -150,10 +150,11 @@ struct RecordCommand: ParsableCommand {
         let summary = session.stop()
         if let uplink {
             uplink.finishCapture()
+            // Checked in `validate`.
             let timeout = (try? parseDuration(uploadTimeout)) ?? 60_000_000_000
             if !relay.waitUntilComplete(timeoutNs: timeout) {
                 let p = uplink.progress
-                failure = failure ?? CaptureError(.timeout,
+                failure = failure ?? CaptureError(relay.incompatible ? .endpointIncompatible : .timeout,
                     "the endpoint had not acknowledged every chunk \(timeout / 1_000_000_000) s after the stop (\(p.chunksPending) of \(p.chunksPending + p.chunksUploaded) chunks still in \(options.outputDirectory)): \(relay.problem ?? "no answer")")
             }
             uplink.stop()
@@ -214,6 +215,11 @@ struct RecordCommand: ParsableCommand {
             guard sessionId != nil else { throw ValidationError("--endpoint needs --session-id: the endpoint's session") }
         } else if tokenFile != nil {
             throw ValidationError("--token-file goes with --endpoint")
+        }
+        do throws(CaptureError) {
+            _ = try parseDuration(uploadTimeout)
+        } catch {
+            throw ValidationError("--upload-timeout: \(error.message)")
         }
     }
 

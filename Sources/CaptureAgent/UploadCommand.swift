@@ -42,6 +42,14 @@ struct UploadCommand: ParsableCommand {
     @Option(name: .long, help: "Give up this long after the last progress.")
     var timeout: String = "60s"
 
+    func validate() throws {
+        do throws(CaptureError) {
+            _ = try parseDuration(timeout)
+        } catch {
+            throw ValidationError("--timeout: \(error.message)")
+        }
+    }
+
     func run() throws {
         let logger: Logger
         let uplink: SessionUplink
@@ -67,12 +75,13 @@ struct UploadCommand: ParsableCommand {
         }
         let started = MonotonicClock.now()
         uplink.start()
-        let timeoutNs = (try? parseDuration(timeout)) ?? 60_000_000_000
+        let timeoutNs = (try? parseDuration(timeout)) ?? 60_000_000_000   // checked in `validate`
         // Waits while the upload makes progress; gives up after `timeout` without any.
         var lastCount = -1
         var lastProgress = MonotonicClock.now()
         while !relay.waitUntilComplete(timeoutNs: 500_000_000) {
-            if relay.problem != nil, uplink.progress.phase == "needsToken" || uplink.progress.phase == "stopped" { break }
+            if relay.problem != nil, relay.incompatible || uplink.progress.phase == "needsToken"
+                || uplink.progress.phase == "stopped" { break }
             let n = uplink.progress.chunksUploaded
             if n != lastCount { lastCount = n; lastProgress = MonotonicClock.now() }
             if MonotonicClock.now() - lastProgress > timeoutNs { break }
@@ -87,7 +96,7 @@ struct UploadCommand: ParsableCommand {
             writeLine(relay.report(uplink) + "; \(elapsed.fixed(2)) s, \((Double(p.bytesUploaded) / 1e6 / max(elapsed, 1e-9)).fixed(1)) MB/s")
         }
         guard complete else {
-            fail(with: CaptureError(.timeout, "the upload did not finish: \(p.chunksUploaded) of \(total) chunks acknowledged (\(relay.problem ?? "no progress"))"), json: false)
+            fail(with: CaptureError(relay.incompatible ? .endpointIncompatible : .timeout, "the upload did not finish: \(p.chunksUploaded) of \(total) chunks acknowledged (\(relay.problem ?? "no progress"))"), json: false)
         }
     }
 

@@ -12,6 +12,8 @@ final class UploadRelay: Sendable {
     private struct State {
         var complete = false
         var problem: String?
+        /// The endpoint does not speak the uplink protocol (the upload gives up at once).
+        var incompatible = false
         /// Per acknowledged chunk: wall-clock ack time minus the end of the chunk's capture.
         var overheadsNs: [Int64] = []
     }
@@ -23,6 +25,7 @@ final class UploadRelay: Sendable {
     func attach(_ uplink: SessionUplink) { chunks.attach { uplink.offer($0) } }
 
     var problem: String? { state.withLock { $0.problem } }
+    var incompatible: Bool { state.withLock { $0.incompatible } }
 
     func reported(_ report: UplinkMachine.UplinkReport, logger: Logger) {
         switch report {
@@ -48,6 +51,15 @@ final class UploadRelay: Sendable {
                            metadata: ["channel": "\(channel)", "next_seq": "\(next)", "spooled_up_to": "\(spooled)"])
         case .tokenReplaced(let code):
             logger.notice("the endpoint refused the old upload token; going on with the new one", metadata: ["code": "\(code)"])
+        case .incompatibleEndpoint(_, let reason):
+            // A command waits for its upload: waiting out the timeout would only hide this.
+            state.withLock {
+                $0.problem = "the endpoint does not speak the capture uplink protocol: \(reason)"
+                $0.incompatible = true
+            }
+            logger.error("the endpoint does not speak the capture uplink protocol (docs/uplink-protocol.md)",
+                         metadata: ["reason": "\(reason)"])
+            done.signal()
         case .connected, .chunkRefused:
             break
         }

@@ -122,6 +122,7 @@ public enum ControlEventName: String, Sendable, CaseIterable, Codable {
     case uploadProgress = "upload-progress"
     case tokenExpired = "token-expired"
     case uploadFailed = "upload-failed"
+    case endpointIncompatible = "endpoint-incompatible"
 }
 
 /// Something that happened, sent to every subscribed client:

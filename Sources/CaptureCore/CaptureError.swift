@@ -34,6 +34,10 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
     /// The capture endpoint refused a session's upload for good (no such session, it is
     /// closed, a protocol error); the chunks stay in the spool.
     case uploadRefused = "UPLOAD_REFUSED"
+    /// What answers at a session's endpoint does not speak the capture uplink protocol
+    /// (docs/uplink-protocol.md): its upgrade was refused with an HTTP status, or no welcome
+    /// came. VideoDB's own cloud is such a server. Capture goes on into the spool.
+    case endpointIncompatible = "ENDPOINT_INCOMPATIBLE"
     /// The monitor the user shared in the desktop's screen-sharing dialog is not the display
     /// channel's (Wayland): nothing is recorded from it.
     case monitorMismatch = "MONITOR_MISMATCH"
@@ -56,6 +60,7 @@ public enum CaptureErrorCode: String, Sendable, CaseIterable, Codable {
         case .timeout: 75
         case .channelStalled: 70
         case .uploadRefused: 69
+        case .endpointIncompatible: 69
         case .agentNotRunning: 69
         case .monitorMismatch: 65
         }

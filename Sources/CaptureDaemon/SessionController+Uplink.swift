@@ -240,6 +240,17 @@ extension SessionController {
         case .welcomeAhead(let channel, let next, let spooled):
             logger.warning("the endpoint's welcome claims chunks never spooled; nothing deleted for them", metadata: [
                 "session": "\(sessionId)", "channel": "\(channel)", "next_seq": "\(next)", "spooled_up_to": "\(spooled)"])
+        case .incompatibleEndpoint(let status, let reason):
+            let endpoint = uploads.withLock { $0[sessionId]?.endpoint } ?? "?"
+            let message = "\(endpoint) does not speak the capture uplink protocol (docs/uplink-protocol.md): \(reason). "
+                + "Chunks stay in the spool and the upload keeps retrying; point the session at a capture endpoint "
+                + "(such as capture-endpoint), not at VideoDB's cloud"
+            logger.error("the endpoint does not speak the capture uplink protocol; capture goes on into the spool",
+                         metadata: ["session": "\(sessionId)", "endpoint": "\(endpoint)", "reason": "\(reason)"])
+            events.publish(ControlEvent(.endpointIncompatible, sessionId: sessionId, data: [
+                "code": .string(CaptureErrorCode.endpointIncompatible.rawValue), "endpoint": .string(endpoint),
+                "httpStatus": status.map { .integer(Int64($0)) } ?? .null, "message": .string(message),
+            ]))
         case .complete:
             uploadComplete(sessionId)
         }

@@ -18,6 +18,9 @@ public struct UploadProgress: Codable, Sendable, Equatable {
     public var unreadableChunks: Int
     /// Connections that reached a welcome.
     public var connections: Int
+    /// What answers at the endpoint's uplink URL does not speak the capture uplink protocol
+    /// (an HTTP answer other than 101 to the upgrade, no welcome): set until a welcome comes.
+    public var incompatibleEndpoint: Bool
     /// Age of the oldest chunk not yet acknowledged, from its capture (0: none pending).
     public var uploadLagMs: Int64
     public var chunksUploadedByChannel: [String: Int]
@@ -26,7 +29,7 @@ public struct UploadProgress: Codable, Sendable, Equatable {
 
     public init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int,
                 bytesPending: Int, duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int,
-                connections: Int, uploadLagMs: Int64, chunksUploadedByChannel: [String: Int], threadCPUNs: Int64) {
+                connections: Int, incompatibleEndpoint: Bool, uploadLagMs: Int64, chunksUploadedByChannel: [String: Int], threadCPUNs: Int64) {
         self.phase = phase
         self.connected = connected
         self.chunksUploaded = chunksUploaded
@@ -38,6 +41,7 @@ public struct UploadProgress: Codable, Sendable, Equatable {
         self.protocolViolations = protocolViolations
         self.unreadableChunks = unreadableChunks
         self.connections = connections
+        self.incompatibleEndpoint = incompatibleEndpoint
         self.uploadLagMs = uploadLagMs
         self.chunksUploadedByChannel = chunksUploadedByChannel
         self.threadCPUNs = threadCPUNs

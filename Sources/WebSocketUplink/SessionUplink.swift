@@ -19,6 +19,7 @@ public final class UplinkCounters: Sendable {
     let bytesSent = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
     let connected = Atomic<Bool>(false)
+    let incompatibleEndpoint = Atomic<Bool>(false)
     let pendingChunks = Atomic<Int>(0)
     let pendingBytes = Atomic<Int>(0)
     let oldestPendingCaptureNs = Atomic<Int64>(0)
@@ -60,7 +61,8 @@ public final class SessionUplink: Sendable {
         public var agent = "capture-agent"
         /// PEM CA bundle for wss (nil: the system's).
         public var caFile: String?
-        public var timing = UplinkMachine.Timing()
+        /// Production timing unless a test overrides it (`Timing.withTestOverrides`).
+        public var timing = UplinkMachine.Timing.withTestOverrides()
 
         public init(target: UplinkTarget, sessionId: String, channels: [UplinkChannel], sessionDirectory: String) {
             self.target = target
@@ -118,6 +120,7 @@ public final class SessionUplink: Sendable {
             protocolViolations: c.protocolViolations.load(ordering: .relaxed),
             unreadableChunks: c.unreadableChunks.load(ordering: .relaxed),
             connections: c.connections.load(ordering: .relaxed),
+            incompatibleEndpoint: c.incompatibleEndpoint.load(ordering: .relaxed),
             uploadLagMs: lag,
             chunksUploadedByChannel: c.perChannel.withLock { $0 },
             threadCPUNs: c.threadCPUNs.load(ordering: .relaxed))

@@ -281,6 +281,7 @@ final class UplinkLoop: @unchecked Sendable {
             counters.acknowledge(chunk, duplicate: duplicate)
         case .connected:
             counters.connected.store(true, ordering: .relaxed)
+            counters.incompatibleEndpoint.store(false, ordering: .relaxed)
             counters.connections.add(1, ordering: .relaxed)
         case .disconnected, .tokenRejected, .tokenReplaced, .refused:
             counters.connected.store(false, ordering: .relaxed)
@@ -288,6 +289,8 @@ final class UplinkLoop: @unchecked Sendable {
             counters.refusedChunks.add(1, ordering: .relaxed)
         case .welcomeAhead:
             break   // the owner logs it
+        case .incompatibleEndpoint:
+            counters.incompatibleEndpoint.store(true, ordering: .relaxed)
         case .complete:
             counters.connected.store(false, ordering: .relaxed)
         }
@@ -332,13 +335,17 @@ final class UplinkLoop: @unchecked Sendable {
     }
 
     private func closed(code: UInt16?, reason: String) {
+        forgetConnection()
+        apply(machine.closed(code: code, reason: reason, nowNs: MonotonicClock.now()))
+        publishGauges()
+    }
+
+    private func forgetConnection() {
         wsi = nil
         txSending = false
         textQueue.removeAll()
         chunkQueue.removeAll()
         pendingClose = nil
-        apply(machine.closed(code: code, reason: reason, nowNs: MonotonicClock.now()))
-        publishGauges()
     }
 
     private func requestWrite() {
@@ -365,8 +372,17 @@ final class UplinkLoop: @unchecked Sendable {
             apply(machine.opened(nowNs: now))
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
             let why = data.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "connection failed"
+            // An HTTP answer other than 101 to the upgrade ("HS: ws upgrade response not 101"):
+            // lws keeps its status, 0 when no response came (refused, reset, TLS, DNS).
+            let httpStatus = Int(lws_http_client_http_response(wsi))
             generation += 1
-            closed(code: nil, reason: why)
+            if httpStatus > 0, httpStatus != 101 {
+                forgetConnection()
+                apply(machine.upgradeRefused(httpStatus: httpStatus, nowNs: now))
+                publishGauges()
+            } else {
+                closed(code: nil, reason: why)
+            }
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             if let data, length >= 2 {
                 let b = data.assumingMemoryBound(to: UInt8.self)

@@ -61,6 +61,13 @@ public struct UplinkMachine: Sendable {
         case welcomeAhead(channelId: String, nextSeq: Int, spooledUpTo: Int)
         /// Every chunk is acknowledged and the endpoint answered `end` with `ended`.
         case complete(UplinkEnded)
+        /// What answers at the uplink URL does not speak docs/uplink-protocol.md: it answered
+        /// the WebSocket upgrade with HTTP `httpStatus` (not 101: a 404 from a web server, or
+        /// VideoDB's cloud, which has no capture uplink), or it opened a WebSocket and answered
+        /// hello with something other than an uplink message, or with nothing. Said once, on
+        /// the first such failure, and again only after a welcome; the machine goes on retrying
+        /// with backoff (the endpoint may be fixed or replaced) and capture goes on into the spool.
+        case incompatibleEndpoint(httpStatus: Int?, reason: String)
     }
 
     public struct Timing: Sendable {
@@ -120,6 +127,8 @@ public struct UplinkMachine: Sendable {
     var lastPingNs: Int64 = 0
     /// The endpoint said it is busy: the next attempt waits at least this long (ns).
     var retryHintNs: Int64 = 0
+    /// `incompatibleEndpoint` was reported and no welcome came since.
+    var incompatibilityReported = false
     /// The longest wait a `busy` error can ask for: a lying endpoint cannot park the upload.
     public static let maxRetryHintNs: Int64 = 60_000_000_000
 
@@ -204,6 +213,16 @@ public struct UplinkMachine: Sendable {
         return [.sendText(UplinkTextMessage.encode(hello))]
     }
 
+    /// The server answered the WebSocket upgrade with HTTP `httpStatus` instead of 101.
+    /// Overload and outage statuses (408, 425, 429, 5xx: a proxy whose endpoint restarts)
+    /// are a drop like any other; the rest say that no uplink answers at this URL.
+    public mutating func upgradeRefused(httpStatus: Int, nowNs: Int64) -> [Action] {
+        let reason = "the server answered the WebSocket upgrade with HTTP \(httpStatus), not 101"
+        let transient = httpStatus == 408 || httpStatus == 425 || httpStatus == 429 || (500...599).contains(httpStatus)
+        let report = transient ? [] : incompatible(httpStatus: httpStatus, reason: reason)
+        return report + closed(code: nil, reason: reason, nowNs: nowNs)
+    }
+
     /// A text message from the endpoint.
     public mutating func received(_ text: String, nowNs: Int64) -> [Action] {
         lastHeardNs = nowNs
@@ -211,7 +230,11 @@ public struct UplinkMachine: Sendable {
         do throws(UplinkError) {
             message = try UplinkTextMessage(decoding: text)
         } catch {
-            return [.close(code: 1002, reason: "bad message from the endpoint")]
+            // The first word after hello is not an uplink message: not an uplink endpoint.
+            let report = phase == .greeting
+                ? incompatible(httpStatus: nil, reason: "the server answered hello with a message that is not an uplink message")
+                : []
+            return report + [.close(code: 1002, reason: "bad message from the endpoint")]
         }
         switch (phase, message) {
         case (.greeting, .welcome(let welcome)):
@@ -306,7 +329,9 @@ public struct UplinkMachine: Sendable {
             return [.abort(reason: "connection attempt timed out")]
         case .greeting:
             deadlineNs = 0
-            return [.abort(reason: "no welcome in \(timing.welcomeTimeoutNs / 1_000_000_000) s")]
+            let reason = "no welcome in \(timing.welcomeTimeoutNs / 1_000_000_000) s"
+            return incompatible(httpStatus: nil, reason: "the server accepted the WebSocket but answered hello with nothing (\(reason))")
+                + [.abort(reason: reason)]
         case .streaming, .ending:
             deadlineNs = 0
             return [.abort(reason: "no acknowledgement in \(timing.ackTimeoutNs / 1_000_000_000) s")]
@@ -335,8 +360,16 @@ public struct UplinkMachine: Sendable {
         for id in queues.keys { queues[id]!.sent = 0 }
     }
 
+    /// The report of an incompatible endpoint, the first time since the last welcome.
+    private mutating func incompatible(httpStatus: Int?, reason: String) -> [Action] {
+        guard !incompatibilityReported else { return [] }
+        incompatibilityReported = true
+        return [.report(.incompatibleEndpoint(httpStatus: httpStatus, reason: reason))]
+    }
+
     private mutating func welcomed(_ welcome: UplinkWelcome, nowNs: Int64) -> [Action] {
         streamingToken = helloToken
+        incompatibilityReported = false
         var actions: [Action] = []
         var resumed: [String: Int] = [:]
         for progress in welcome.channels {

@@ -181,6 +181,34 @@ final class ControlEncodingTests: XCTestCase {
         XCTAssertEqual(text, #"videodb_recorder|{"code":"TIMEOUT","commandId":"c","result":"t/x","status":"error","type":"response"}"# + "\n")
     }
 
+    /// The contract written out by hand: a renamed code, a changed exit status, a code added
+    /// without a line here, or a docs table that says otherwise fails (comparing the enum
+    /// with itself could not).
+    static let documentedCodes: [String: Int32] = [
+        "INVALID_REQUEST": 64, "UNKNOWN_COMMAND": 64, "REQUEST_TOO_LARGE": 64, "INVALID_CHANNELS": 65,
+        "DISPLAY_UNAVAILABLE": 69, "AUDIO_UNAVAILABLE": 69, "ENCODER_ERROR": 70, "INTERNAL_ERROR": 70,
+        "CHANNEL_STALLED": 70, "IO_ERROR": 74, "INVALID_STATE": 75, "TIMEOUT": 75, "MONITOR_MISMATCH": 65,
+        "PERMISSION_DENIED": 77, "INVALID_TOKEN": 77, "UPLOAD_REFUSED": 69, "ENDPOINT_INCOMPATIBLE": 69,
+        "AGENT_NOT_RUNNING": 69,
+    ]
+
+    func testErrorCodesAndExitStatusesAreTheDocumentedOnes() throws {
+        let inCode = Dictionary(uniqueKeysWithValues: CaptureErrorCode.allCases.map { ($0.rawValue, $0.exitStatus) })
+        XCTAssertEqual(inCode, Self.documentedCodes)
+        // docs/control-protocol.md section 8: "| `CODE` | meaning | status |".
+        let docs = try String(contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path + "/docs/control-protocol.md", encoding: .utf8)
+        let section = try XCTUnwrap(docs.components(separatedBy: "## 8. Error codes").dropFirst().first?
+            .components(separatedBy: "\n## ").first)
+        var inDocs: [String: Int32] = [:]
+        for line in section.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 3, let status = Int32(cells[cells.count - 1]) else { XCTFail("row: \(line)"); continue }
+            inDocs[cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))] = status
+        }
+        XCTAssertEqual(inDocs, Self.documentedCodes, "docs/control-protocol.md section 8")
+    }
+
     func testEventRoundTrips() throws {
         let event = ControlEvent(.channelError, sessionId: "cap-1", channel: "mic:default", timestampUnixNs: 1_795_000_000_123_456_789,
                                  data: ["code": "CHANNEL_STALLED", "recovered": false, "n": 3])

@@ -360,4 +360,81 @@ final class UplinkMachineTests: XCTestCase {
         }
         XCTAssertNoThrow(try UplinkTarget(endpoint: "wss://10.0.0.1:8470"))
     }
+
+    func incompatibilityReports(_ actions: [UplinkMachine.Action]) -> [Int?] {
+        actions.compactMap { if case .report(.incompatibleEndpoint(let status, _)) = $0 { status } else { nil } }
+    }
+
+    /// Something that is not a capture endpoint answers the uplink URL: said once, at the
+    /// first failure (not after retries), while the machine keeps retrying with backoff.
+    func testAnUpgradeRefusedWithAnHTTPStatusIsAnIncompatibleEndpointSaidOnce() {
+        var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+        XCTAssertEqual(m.begin(nowNs: 0), [.connect])
+        let first = m.upgradeRefused(httpStatus: 404, nowNs: 1)
+        XCTAssertEqual(incompatibilityReports(first), [404], "\(first)")
+        XCTAssertTrue(first.contains { if case .report(.disconnected) = $0 { true } else { false } }, "then a drop: \(first)")
+        XCTAssertEqual(m.phase, .waiting, "it retries")
+        // The retries that fail the same way say nothing more.
+        var now: Int64 = 1
+        for _ in 0..<3 {
+            now += 120_000_000_000
+            XCTAssertEqual(m.tick(nowNs: now), [.connect])
+            XCTAssertEqual(incompatibilityReports(m.upgradeRefused(httpStatus: 200, nowNs: now + 1)), [])
+        }
+        // Once a welcome came, a later failure is news again.
+        now += 120_000_000_000
+        XCTAssertEqual(m.tick(nowNs: now), [.connect])
+        _ = m.opened(nowNs: now + 1)
+        _ = m.received(Self.welcome([:]), nowNs: now + 2)
+        XCTAssertEqual(m.phase, .streaming)
+        _ = m.closed(code: nil, reason: "connection lost", nowNs: now + 3)
+        now += 120_000_000_000
+        XCTAssertEqual(m.tick(nowNs: now), [.connect])
+        XCTAssertEqual(incompatibilityReports(m.upgradeRefused(httpStatus: 400, nowNs: now + 1)), [400])
+    }
+
+    /// An endpoint that is down behind a proxy (502, 503), overloaded (429) or slow (408) is a
+    /// drop like any other, not an incompatible server.
+    func testOutageStatusesAreOrdinaryDrops() {
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+            _ = m.begin(nowNs: 0)
+            let actions = m.upgradeRefused(httpStatus: status, nowNs: 1)
+            XCTAssertEqual(incompatibilityReports(actions), [], "HTTP \(status): \(actions)")
+            XCTAssertEqual(m.phase, .waiting, "HTTP \(status)")
+        }
+    }
+
+    /// A WebSocket server that is not an uplink: hello answered with something else, or with
+    /// nothing until the welcome's deadline.
+    func testAHelloAnsweredWithNothingOrWithSomethingElseIsAnIncompatibleEndpoint() {
+        var timing = UplinkMachine.Timing()
+        timing.welcomeTimeoutNs = 2_000_000_000
+        var m = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test", timing: timing)
+        _ = m.begin(nowNs: 0)
+        _ = m.opened(nowNs: 1)
+        XCTAssertEqual(m.tick(nowNs: 1_000_000_000), [], "before the deadline: nothing")
+        let silent = m.tick(nowNs: 2_000_000_001)
+        XCTAssertEqual(incompatibilityReports(silent), [nil], "\(silent)")
+        XCTAssertTrue(silent.contains { if case .abort = $0 { true } else { false } }, "\(silent)")
+
+        var n = UplinkMachine(sessionId: "cap-1", channels: Self.channels, token: "cct_x", agent: "test")
+        _ = n.begin(nowNs: 0)
+        _ = n.opened(nowNs: 1)
+        let other = n.received(#"{"event":"hello from somebody else's API"}"#, nowNs: 2)
+        XCTAssertEqual(incompatibilityReports(other), [nil], "\(other)")
+        XCTAssertEqual(other.last, .close(code: 1002, reason: "bad message from the endpoint"))
+
+        // A garbled message in the middle of a stream is a broken connection, not a wrong server.
+        var o = streaming()
+        XCTAssertEqual(incompatibilityReports(o.received("not json", nowNs: 10)), [])
+    }
+
+    func testTestTimingOverridesAreReadAndMalformedOnesIgnored() {
+        let t = UplinkMachine.Timing.withTestOverrides([UplinkMachine.Timing.testOverrideVariable: "welcome=2s,hangup=3500ms,bogus=1s,ping=x"])
+        XCTAssertEqual(t.welcomeTimeoutNs, 2_000_000_000)
+        XCTAssertEqual(t.hangupNs, 3_500_000_000)
+        XCTAssertEqual(t.pingIntervalNs, UplinkMachine.Timing().pingIntervalNs, "malformed: production value")
+        XCTAssertEqual(UplinkMachine.Timing.withTestOverrides([:]).welcomeTimeoutNs, 15_000_000_000)
+    }
 }

@@ -54,9 +54,16 @@ macOS and Windows only. This wheel carries **capture-agent**, an independent Lin
 runtime: the SDK's `CaptureClient` finds it through `videodb_capture_bin.get_binary_path()`
 and drives it unmodified over stdin/stdout.
 
-It records the X11 screen (XShm; on Wayland only X11/XWayland windows), the microphone
-and system audio through PulseAudio or PipeWire's pulse server, encodes H.264/AAC and
-uploads the chunks to the endpoint the SDK's `base_url` names.
+It records the screen (Wayland through the desktop's ScreenCast portal and PipeWire;
+X11 through XShm), the microphone and system audio through PulseAudio or PipeWire's
+pulse server, encodes H.264/AAC and uploads the chunks to the server the SDK's
+`base_url` names.
+
+**What it talks to.** The upload uses capture-agent's own WebSocket uplink protocol,
+which a capture endpoint such as capture-agent's reference `capture-endpoint` speaks.
+It does not (yet) speak VideoDB's cloud: with `base_url` at VideoDB's service, capture
+goes into the agent's local spool, nothing is uploaded, and the agent reports the
+error code `ENDPOINT_INCOMPATIBLE` (event `endpoint-incompatible`) at once.
 
 Version {version}: the SDK interface of videodb-capture-bin 0.3.1; the local part
 names the capture-agent release inside.
