@@ -27,13 +27,14 @@ public struct ControlRequest: Sendable, Equatable {
             return .failure(ControlRequestError(commandId: .null, error: CaptureError(
                 .invalidRequest, "a message line must start with '\(ControlFraming.prefix)' followed by a JSON object")))
         }
-        let json = Data(line[prefix.count...])
         let value: JSONValue
-        do {
-            value = try JSONCoding.decoder.decode(JSONValue.self, from: json)
+        do throws(StrictJSON.SyntaxError) {
+            // Strict RFC 8259 (no trailing commas, no name twice in an object): what the
+            // daemon reads is what any other JSON reader would read.
+            value = try StrictJSON.parse(line[prefix.count...])
         } catch {
             return .failure(ControlRequestError(commandId: .null, error: CaptureError(
-                .invalidRequest, "the message is not valid JSON")))
+                .invalidRequest, "the message is not valid JSON: \(error)")))
         }
         guard case .object(let object) = value else {
             return .failure(ControlRequestError(commandId: .null, error: CaptureError(

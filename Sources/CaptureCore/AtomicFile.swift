@@ -41,6 +41,7 @@ public final class AtomicDirectory {
             throw e
         }
         close(out)
+        if let pause = Self.testPauseBeforeRename, pause == name { Self.testOnlyPause(in: fd, name: name) }
         guard renameat(fd, temporary, fd, name) == 0 else {
             let e = ioError("cannot rename \(temporary) to \(name) in \(path)")
             unlinkat(fd, temporary, 0)
@@ -55,6 +56,18 @@ public final class AtomicDirectory {
             do throws(CaptureError) { try publish(name, bytes: raw) } catch { failure = error }
         }
         if let failure { throw failure }
+    }
+
+    /// Fault injection for tests: `CAPTURE_AGENT_TEST_PAUSE_BEFORE_RENAME=<name>` stops the
+    /// writer of a file of that name after its bytes are written and fsync'ed under the
+    /// temporary name and before the rename, once it has created `.<name>.paused` beside it:
+    /// a test kills the process there, inside a write, instead of hoping a timed kill lands
+    /// in one. Read once; a string compare per published file otherwise.
+    private static let testPauseBeforeRename: String? = getenv("CAPTURE_AGENT_TEST_PAUSE_BEFORE_RENAME").map { String(cString: $0) }
+
+    private static func testOnlyPause(in directory: Int32, name: String) -> Never {
+        close(openat(directory, ".\(name).paused", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600))
+        while true { sleep(3600) }
     }
 
     /// Makes every rename so far durable.

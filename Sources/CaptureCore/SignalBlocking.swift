@@ -27,9 +27,28 @@ public enum SignalBlocking {
 
     /// Fault injection for tests: sleeps `CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS` right after
     /// `block`, widening the gap before the signal sources exist, so a test can send a signal
-    /// inside it (and fail if it were lost or killed the process).
+    /// inside it (and fail if it were lost or killed the process). With
+    /// `CAPTURE_AGENT_TEST_SIGNAL_SETUP_MARKER` it writes "delaying" to that file when the gap
+    /// opens (the test signals then, not after a guessed sleep) and, when it closes, the
+    /// termination signals pending ("pending: 15"): proof the signal came inside the gap.
     public static func testOnlySetupDelay() {
         guard let text = getenv("CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"), let ms = UInt32(String(cString: text)) else { return }
+        let marker = getenv("CAPTURE_AGENT_TEST_SIGNAL_SETUP_MARKER").map { String(cString: $0) }
+        if let marker { appendLine("delaying", to: marker) }
         usleep(ms * 1000)
+        if let marker {
+            var set = sigset_t()
+            sigpending(&set)
+            let pending = [SIGHUP, SIGINT, SIGTERM].filter { sigismember(&set, $0) == 1 }
+            appendLine("pending: " + pending.map(String.init).joined(separator: ","), to: marker)
+        }
+    }
+
+    private static func appendLine(_ text: String, to path: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let bytes = Array((text + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
     }
 }

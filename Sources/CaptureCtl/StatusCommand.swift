@@ -76,6 +76,10 @@ struct StatusCommand: ClientCommand {
             lines.append("upload:   \(u.phase)\(u.connected ? ", connected" : "") to \(status.endpoint ?? "?"), "
                 + "\(u.chunksUploaded) chunks uploaded, \(u.chunksPending) pending (\(Format.bytes(Int64(u.bytesPending)))), "
                 + "lag \(Format.milliseconds(u.uploadLagMs))")
+            if u.incompatibleEndpoint {
+                lines.append("          the endpoint does not speak the capture uplink protocol (ENDPOINT_INCOMPATIBLE); "
+                    + "chunks wait in the spool")
+            }
         }
         for (id, u) in status.earlierUploads.sorted(by: { $0.key < $1.key }) {
             lines.append("earlier:  \(id): \(u.phase), \(u.chunksPending) chunks pending, \(u.chunksUploaded) uploaded")

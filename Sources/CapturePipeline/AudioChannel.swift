@@ -220,7 +220,12 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             started = true
             nextPts = 0
             let lead = max(position, 0)
-            if lead > 0 { appendSilence(frames: lead) }
+            if lead > 0 {
+                // Once per session, off the per-block path: the start did not wait long enough.
+                logger.notice("audio starts after the session's zero; the lead is filled with silence",
+                              metadata: ["channel": "\(id)", "samples": "\(lead)"])
+                appendSilence(frames: lead)
+            }
         } else {
             let placement = synchronizer.decide(drift: position - nextPts, frames: frameCount,
                                                 afterDiscontinuity: afterDiscontinuity)

@@ -410,8 +410,15 @@ final class VideoChannel: @unchecked Sendable {
         }
     }
 
+    /// Fault injection for tests: `CAPTURE_AGENT_TEST_ENCODE_DELAY_MS` makes every frame's
+    /// encode that much slower, an encoder that cannot keep up on any machine (instead of
+    /// relying on a slow preset being slow enough here).
+    private static let testEncodeDelayUs: UInt32 = getenv("CAPTURE_AGENT_TEST_ENCODE_DELAY_MS")
+        .flatMap { UInt32(String(cString: $0)) }.map { min($0, 10_000) * 1000 } ?? 0
+
     private func encodeFrame(ptsNs: Int64) {
         guard !failed, let encoder, let chunker else { return }
+        if Self.testEncodeDelayUs > 0 { usleep(Self.testEncodeDelayUs) }
         var pts = VideoTimebase.fromNanoseconds(ptsNs)
         if pts <= lastPts { pts = lastPts + 1 }
         lastPts = pts

@@ -16,10 +16,16 @@ import Glibc
 ///   above the midpoint of dark and bright. A frame's PTS is its grab slot (n/60 s at 60 fps,
 ///   grab latency well under 1 ms), and the flash appeared on screen somewhere between the
 ///   previous grab and this one, so it is placed half a slot (8.3 ms) before the frame's PTS:
-///   uncertain by +-8.3 ms per flash. The flashes come every 1.02 s = 61.2 slots, so each
-///   lands 0.2 slot later in the capture's grid than the previous one: over 10 flashes the
+///   uncertain by +-8.3 ms per flash. The flashes come every 0.78 s = 46.8 slots, so each
+///   lands 0.2 slot earlier in the capture's grid than the previous one: over 10 flashes the
 ///   rounding error is spread over the whole slot instead of being one random constant for
 ///   the run (with flashes on whole seconds every flash has the same phase).
+/// - The first second: the recording starts while the file plays, at a random point of its
+///   flash cycle once ffplay's clock is 2 s in (its own start-up is over), so its first
+///   flash comes 0-0.78 s after the recording's zero, and each run tries another instant of
+///   the start-up. Every flash must have its beep within 0.39 s (the nearest one: a late beep
+///   is a failing pair, not a flash left out), the first included, and that first pair must
+///   lie in the recording's first second.
 /// - Beep: the first sample at which the RMS over the last 1 ms (one period of the 1 kHz beep)
 ///   rises above 30% of the loudest beep; AAC smears an onset by well under 1 ms. Measured on
 ///   the generated file itself (checked below) the detectors agree to 0.2 ms.
@@ -35,7 +41,7 @@ import Glibc
 ///   early) and a worst single flash of 8-19 ms; 31-34 ms only with another rig and daemon
 ///   soak running beside it (load 3.5-4) while ffplay dropped 13-50 frames.
 /// - A failing run in which ffplay itself reports dropped frames is measured once more (the
-///   player, not the recording, was starved); normally the test takes about 17 s.
+///   player, not the recording, was starved); normally the test takes about 20 s.
 ///
 /// Set AVSYNC_TEST_BEEP_DELAY_MS=60 (or -60) to move the file's beeps 60 ms off their flashes:
 /// the test must then fail (measured: median +44 / -71 ms, worst 57-64 / 89 ms).
@@ -94,6 +100,8 @@ final class AVSyncTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(run.beeps.onsets.count, AVSync.requiredFlashes, "beeps found in the recording" + details)
         XCTAssertGreaterThanOrEqual(run.pairs.count, AVSync.requiredFlashes,
                                     "flashes with a beep within \(Int(AVSync.pairWindow * 1000)) ms" + details)
+        XCTAssertEqual(run.unpairedFlashes, 0, "every flash has its beep" + details)
+        XCTAssertLessThan(run.pairs.first?.flash ?? .infinity, 1.0, "a pair in the recording's first second" + details)
         XCTAssertNotNil(run.playerAVMs, "ffplay printed no A-V status line (its stderr is in the report)" + details)
         guard run.pairs.count >= AVSync.requiredFlashes, run.playerAVMs != nil else { return }
         XCTAssertLessThanOrEqual(run.worstMs, AVSync.worstAllowedMs,
@@ -108,8 +116,8 @@ final class AVSyncTests: XCTestCase {
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: playerLog))
         defer { try? logHandle.close() }
 
-        // ffplay first: the first flash is 1 s into the file, so the recording (started right
-        // after) is running well before it.
+        // ffplay first; the recording starts once ffplay is 2 s into the file (its start-up,
+        // when its own A-V is unsteady, is over) and at a random point of the flash cycle.
         let player = Process()
         player.executableURL = URL(fileURLWithPath: ffplay)
         player.arguments = [
@@ -137,6 +145,15 @@ final class AVSyncTests: XCTestCase {
             }
         }
 
+        let startAt = 2.0 + Double.random(in: 0..<AVSync.flashSpacing)
+        let playing = Date().addingTimeInterval(15)
+        while (AVSync.playerClock((try? String(contentsOfFile: playerLog, encoding: .utf8)) ?? "") ?? 0) < startAt {
+            guard player.isRunning, Date() < playing else {
+                throw CaptureError(.internalError, "ffplay did not reach \(startAt) s into the file: "
+                    + ((try? String(contentsOfFile: playerLog, encoding: .utf8)) ?? ""))
+            }
+            usleep(5_000)
+        }
         let record = try Agent.run(
             ["record", "--out", out, "--channel", "display:1", "--channel", "system_audio:default",
              "--duration", AVSync.recordDuration, "--fps", "\(AVSync.fps)"],

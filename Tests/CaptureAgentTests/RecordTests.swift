@@ -138,10 +138,16 @@ final class RecordTests: XCTestCase {
         let out = Agent.temporaryDirectory("early-signal")
         defer { try? FileManager.default.removeItem(atPath: out) }
         var env = Agent.environment(rig)
+        let marker = out + ".marker"
+        defer { try? FileManager.default.removeItem(atPath: marker) }
         env["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS"] = "1500"
+        env["CAPTURE_AGENT_TEST_SIGNAL_SETUP_MARKER"] = marker
         let started = Date()
         let process = try Agent.start(["record", "--out", out, "--duration", "20s", "--channel", "display:1"], env: env)
-        Thread.sleep(forTimeInterval: 0.8)   // inside the delay: after the block, before the sources
+        // Inside the delay (after the block, before the sources): the hook says when.
+        let opened = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: marker) && Date() < opened && process.isRunning { usleep(5_000) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: marker), "the delay hook never ran")
         kill(process.processIdentifier, SIGTERM)
         let deadline = Date().addingTimeInterval(15)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
@@ -150,6 +156,8 @@ final class RecordTests: XCTestCase {
         XCTAssertEqual(process.terminationReason, .exit, "exits, not killed by the signal")
         XCTAssertEqual(process.terminationStatus, 0)
         XCTAssertLessThan(Date().timeIntervalSince(started), 10, "did not record its whole 20 s")
+        XCTAssertEqual(try String(contentsOfFile: marker, encoding: .utf8), "delaying\npending: \(SIGTERM)\n",
+                       "the signal came inside the gap and waited there")
     }
 
     /// Every chunk's checksum and size in its metadata match the file.

@@ -12,22 +12,28 @@ final class RobustnessTests: XCTestCase {
         let rig = try TestRig.shared()
         let out = Agent.temporaryDirectory("slow-encoder")
         defer { try? FileManager.default.removeItem(atPath: out) }
+        // Every encode takes 100 ms more (a test-only delay): the encoder manages 10 of the
+        // 30 frames a second, on any machine.
         let started = Date()
         let result = try Agent.run(
-            ["record", "--out", out, "--duration", "4s", "--preset", "veryslow", "--json",
-             "--channel", "display:1", "--channel", "system_audio:default"], env: Agent.environment(rig))
+            ["record", "--out", out, "--duration", "4s", "--fps", "30", "--json",
+             "--channel", "display:1", "--channel", "system_audio:default"],
+            env: Agent.environment(rig, ["CAPTURE_AGENT_TEST_ENCODE_DELAY_MS": "100"]))
         let elapsed = Date().timeIntervalSince(started)
         XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertLessThan(elapsed, 12, "latency stays bounded: no backlog of frames to encode after the end")
+        // The start (rig connections, the audio's settling) takes about a second; a backlog of
+        // the 80 frames the encoder could not take would add 8 s.
+        XCTAssertLessThan(elapsed, 7, "latency stays bounded: no backlog of frames to encode after the end")
 
         let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         let channels = summary?["channels"] as? [[String: Any]] ?? []
         let video = try XCTUnwrap(channels.first { $0["channel"] as? String == "display:1" })
         let dropped = video["dropped"] as? Int ?? 0
         let encoded = video["encoded"] as? Int ?? 0
-        XCTAssertGreaterThan(dropped, 0, "frames the encoder could not take are dropped at the capture edge and counted")
-        XCTAssertEqual(dropped + encoded + (video["leftOut"] as? Int ?? 0), 120, accuracy: 2,
-                       "every frame slot is accounted for")
+        // 10 a second get through (plus the few the queue between grabber and encoder holds).
+        XCTAssertEqual(encoded, 40, accuracy: 8, "the encoder's pace: \(video)")
+        XCTAssertEqual(dropped + encoded + (video["leftOut"] as? Int ?? 0), 120,
+                       "every frame slot is accounted for, dropped ones counted: \(video)")
 
         let videoAll = try RecordedChannel(out + "/display-1").concatenated(into: out + "/v.ts")
         XCTAssertEqual(try Media.decodeErrors(videoAll), "")
@@ -37,7 +43,9 @@ final class RobustnessTests: XCTestCase {
         XCTAssertEqual(try Media.probe(audioAll).duration, 4.0, accuracy: 0.05, "all the audio is there")
         XCTAssertEqual(try Media.dominantFrequency(audioAll, seconds: 3), 1000, accuracy: 5)
         let audioStats = try XCTUnwrap(channels.first { $0["channel"] as? String == "system_audio:default" })
-        XCTAssertEqual(audioStats["silenceFilledMs"] as? Int ?? 99, 0, accuracy: 30, "no hole was papered over")
+        // At most what the server had not delivered at the stop (AudioEdgeTests' bound on PulseAudio).
+        XCTAssertLessThanOrEqual(audioStats["silenceFilledMs"] as? Int ?? 99, 20, "no hole was papered over: \(audioStats)")
+        XCTAssertEqual(audioStats["lostSamples"] as? Int, 0, "no audio lost to the slow video encoder: \(audioStats)")
     }
 
     /// SIGKILL mid-recording: every chunk whose metadata exists is complete
@@ -46,14 +54,29 @@ final class RobustnessTests: XCTestCase {
         let rig = try TestRig.shared()
         let out = Agent.temporaryDirectory("crash")
         defer { try? FileManager.default.removeItem(atPath: out) }
+        // Killed inside a write: chunk 3's bytes are on disk under the temporary name, the
+        // rename has not happened (a test-only pause holds the writer there and says so).
         let process = try Agent.start(["record", "--out", out, "--chunk", "0.5s", "--channel", "display:1",
-                                       "--channel", "mic:default"], env: Agent.environment(rig))
-        Thread.sleep(forTimeInterval: 2.7)
+                                       "--channel", "mic:default"],
+                                      env: Agent.environment(rig, ["CAPTURE_AGENT_TEST_PAUSE_BEFORE_RENAME": "chunk-000003.ts"]))
+        let dirs = ["display-1", "mic-default"]
+        let deadline = Date().addingTimeInterval(20)
+        var pausedIn: String?
+        while pausedIn == nil && Date() < deadline && process.isRunning {
+            pausedIn = dirs.first { FileManager.default.fileExists(atPath: out + "/" + $0 + "/.chunk-000003.ts.paused") }
+            if pausedIn == nil { usleep(10_000) }
+        }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        for dir in ["display-1", "mic-default"] {
+        let paused = try XCTUnwrap(pausedIn, "the writer never reached chunk 3's rename")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + paused + "/.chunk-000003.ts.tmp"),
+                      "killed with chunk 3 written under its temporary name")
+        for dir in dirs {
             let channel = try RecordedChannel(out + "/" + dir)
             XCTAssertGreaterThanOrEqual(channel.chunks.count, 3, dir)
+            if dir == paused {
+                XCTAssertEqual(channel.chunks.count, 3, "\(dir): the chunk killed in its write is not there, half or whole")
+            }
             XCTAssertEqual(channel.chunks.map(\.seq), Array(0..<channel.chunks.count), "\(dir): no gaps")
             for chunk in channel.chunks {
                 let data = try Data(contentsOf: URL(fileURLWithPath: chunk.media))

@@ -205,10 +205,12 @@ struct RequestFuzzer {
     }
 }
 
-/// 100,000+ random and mutated messages over the socket of a daemon that has
-/// the test rig (so sessions could really start); a valid `startRecording` and
-/// any `shutdown` are never sent. Every non-empty line must get exactly one
-/// well-formed response; afterwards a real session must still work.
+/// Random and mutated messages (10,000 at each of three fixed seeds in CI) over the socket
+/// of a daemon that has the test rig (so sessions could really start); a valid
+/// `startRecording` and any `shutdown` are never sent. Every non-empty line must get exactly
+/// one well-formed response, with the commandId the documented rules give (an oracle of its
+/// own: Python's JSON parser and docs/control-protocol.md, not the daemon's parser);
+/// afterwards a real session must still work.
 final class FuzzTests: XCTestCase {
     /// getChannels and requestPermission open and close X connections; several
     /// at once used to corrupt the heap (libXext's per-display bookkeeping).
@@ -273,15 +275,58 @@ final class FuzzTests: XCTestCase {
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
+    /// The seeds CI runs (the same lines every run: a failure reproduces). A long run with a
+    /// random seed: `CAPTURE_FUZZ_SEED=random CAPTURE_FUZZ_COUNT=100000 swift test --filter FuzzTests`.
+    static let ciSeeds: [UInt64] = [0x5EED_0001, 0xC0FF_EE42, 0x0BAD_F00D_D15E_A5E5]
+
     func testFuzzedRequestsNeverBreakTheDaemon() throws {
-        let seed = ProcessInfo.processInfo.environment["CAPTURE_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64.max)
-        let total = ProcessInfo.processInfo.environment["CAPTURE_FUZZ_COUNT"].flatMap { Int($0) } ?? 100_000
+        let environment = ProcessInfo.processInfo.environment
+        let seeds: [UInt64] = switch environment["CAPTURE_FUZZ_SEED"] {
+        case nil: Self.ciSeeds
+        case "random": [UInt64.random(in: 1...UInt64.max)]
+        case let text?: [UInt64(text) ?? Self.ciSeeds[0]]
+        }
+        let total = environment["CAPTURE_FUZZ_COUNT"].flatMap { Int($0) } ?? 10_000 * seeds.count
+        for (k, seed) in seeds.enumerated() {
+            try fuzz(seed: seed, lines: total / seeds.count + (k < total % seeds.count ? 1 : 0))
+        }
+    }
+
+    /// What the oracle (Tests/EndpointScripts/control_line_oracle.py: the documented rules,
+    /// Python's JSON parser) says each line gets.
+    struct Expectation: Decodable {
+        var reply: Bool
+        var id: JSONValue?
+        var skip: String?
+    }
+
+    static func oracle(_ lines: [[UInt8]]) throws -> [Expectation] {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-oracle-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var input: [UInt8] = []
+        for line in lines { input += line; input.append(0x0A) }
+        FileManager.default.createFile(atPath: dir + "/lines", contents: Data(input))
+        let script = Repo.root + "/Tests/EndpointScripts/control_line_oracle.py"
+        let r = try runProcess("/bin/sh", ["-c", "exec python3 \"$0\" < \"$1\"", script, dir + "/lines"], timeout: .seconds(120))
+        guard r.status == 0 else { throw CaptureError(.internalError, "the oracle failed: \(r.stderr)") }
+        let out = try r.stdout.split(separator: "\n").map { try JSONCoding.decoder.decode(Expectation.self, from: Data($0.utf8)) }
+        guard out.count == lines.count else { throw CaptureError(.internalError, "the oracle answered \(out.count) of \(lines.count) lines") }
+        return out
+    }
+
+    private func fuzz(seed: UInt64, lines total: Int) throws {
         print("FuzzTests seed: \(seed) (rerun with CAPTURE_FUZZ_SEED=\(seed)); messages: \(total)")
         let rig = try TestRig.shared()
         let daemon = try DaemonProcess(rig: rig, name: "fuzz")
         let pid = daemon.process.processIdentifier
         let started = Date()
         var fuzzer = RequestFuzzer(seed: seed)
+        // Every line up front, so that the oracle runs once.
+        let generated = (0..<(total + total / 10 + 100)).map { _ in fuzzer.nextLine() }
+        let expectations = try Self.oracle(generated)
+        var nextGenerated = 0
+        var disagreements: [String] = []
         let client = try daemon.client()
         let rssBefore = ProcInfo.rssKiB(pid) ?? 0
 
@@ -299,25 +344,33 @@ final class FuzzTests: XCTestCase {
             var pendingCount = 0
             var batchLines: [[UInt8]] = []
             while batchLines.count < batchSize && sentLines + batchLines.count < total {
-                let line = fuzzer.nextLine()
-                // What the daemon will make of it (it parses with the same code).
+                guard nextGenerated < generated.count else { break }
+                let line = generated[nextGenerated]
+                let expectation = expectations[nextGenerated]
+                nextGenerated += 1
                 var body = line
                 if body.last == 0x0D { body.removeLast() }
-                let expectedId: JSONValue?
-                if body.isEmpty {
-                    expectedId = nil
-                } else {
+                // Which lines to leave out is the daemon's own parameter check (no session may
+                // start); what each line sent must get is the oracle's alone.
+                if expectation.skip == "always" {
+                    skipped += 1
+                    continue
+                }
+                if expectation.skip == "if-valid", case .success(let r) = ControlRequest.parse(line: body),
+                   (try? StartRecordingParams(r)) != nil {
+                    skipped += 1
+                    continue
+                }
+                let expectedId: JSONValue? = expectation.reply ? (expectation.id ?? .null) : nil
+                // The daemon's parser beside the oracle: where they differ, the line is shown.
+                let parsedId: JSONValue? = body.isEmpty ? nil : {
                     switch ControlRequest.parse(line: body) {
-                    case .success(let r):
-                        if r.command == ControlCommand.shutdown.rawValue
-                            || (r.command == ControlCommand.startRecording.rawValue && (try? StartRecordingParams(r)) != nil) {
-                            skipped += 1
-                            continue
-                        }
-                        expectedId = r.commandId
-                    case .failure(let e):
-                        expectedId = e.commandId
+                    case .success(let r): r.commandId
+                    case .failure(let e): e.commandId
                     }
+                }()
+                if parsedId != expectedId, disagreements.count < 10 {
+                    disagreements.append("\(String(decoding: line, as: UTF8.self).debugDescription): documented \(expectedId.map { "\($0)" } ?? "no reply"), parsed \(parsedId.map { "\($0)" } ?? "no reply")")
                 }
                 if let expectedId {
                     pending[expectedId, default: 0] += 1
@@ -327,6 +380,7 @@ final class FuzzTests: XCTestCase {
                 batch.append(0x0A)
                 batchLines.append(line)
             }
+            if batchLines.isEmpty { break }   // every generated line used (only if most were left out)
             try client.sendRaw(batch)
             sentLines += batchLines.count
             expectedResponses += pendingCount
@@ -358,7 +412,8 @@ final class FuzzTests: XCTestCase {
                 if let problem = Wire.responseProblem(value) { XCTFail("seed \(seed): \(problem)"); return }
                 let id = value["commandId"] ?? .null
                 guard let n = pending[id], n > 0 else {
-                    XCTFail("seed \(seed): a response for commandId \(id) that was not expected (or one too many): \(value)")
+                    XCTFail("seed \(seed): a response for commandId \(id) that was not expected (or one too many): \(value); "
+                        + "lines where the daemon's parser and the documented rules differ: \(disagreements)")
                     return
                 }
                 pending[id] = n == 1 ? nil : n - 1
@@ -371,6 +426,7 @@ final class FuzzTests: XCTestCase {
                 return
             }
         }
+        XCTAssertEqual(disagreements, [], "seed \(seed): lines where the daemon's parser and the documented rules differ")
         // Nothing more than one response per line.
         while let raw = try client.nextLine(timeoutNs: 300_000_000) {
             let value = try Wire.decode(raw)

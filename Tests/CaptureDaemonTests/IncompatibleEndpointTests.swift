@@ -46,6 +46,11 @@ final class IncompatibleEndpointTests: XCTestCase {
         XCTAssertEqual(upload["connected"]?.boolValue, false, "\(upload)")
         XCTAssertEqual(upload["chunksUploaded"]?.int64Value, 0, "\(upload)")
         XCTAssertGreaterThanOrEqual(upload["chunksPending"]?.int64Value ?? 0, 9, "4 s of 3 channels wait in the spool: \(upload)")
+        var ctlEnvironment = daemon.environment
+        ctlEnvironment["CAPTURE_AGENT_SOCKET"] = daemon.socketPath
+        let ctlStatus = try Capturectl.run(["status"], env: ctlEnvironment)
+        XCTAssertTrue(ctlStatus.stdout.contains("does not speak the capture uplink protocol (ENDPOINT_INCOMPATIBLE)"),
+                      "capturectl status says it: \(ctlStatus.stdout)")
         XCTAssertEqual(daemon.log.components(separatedBy: "does not speak the capture uplink protocol").count - 1, 1,
                        "logged once:\n\(daemon.log)")
 

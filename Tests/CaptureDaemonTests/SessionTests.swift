@@ -57,7 +57,10 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(probe.startTime, 0, accuracy: 0.03)
         let samples = try Media.decodeFloat(mic, channels: 1, sampleRate: 48_000, seconds: nil)
         let total = Double(samples.count) / 48_000
-        XCTAssertEqual(total, Double(durationNs) / 1e9, accuracy: 0.35, "the mic stream is not continuous over the pause")
+        // Continuous to AAC's framing (one 21.3 ms frame), and every sample accounted for.
+        XCTAssertEqual(total, Double(durationNs) / 1e9, accuracy: 0.025, "the mic stream is not continuous over the pause")
+        let micSummary = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first { $0["channel"] == "mic:default" })
+        Self.assertSamplesAddUp(micSummary, durationNs: durationNs)
         func level(_ from: Double, _ to: Double) -> Double {
             let a = max(0, Int(from * 48_000)), b = min(samples.count, Int(to * 48_000))
             return a < b ? Media.rmsDB(samples: samples[a..<b]) : .nan
@@ -248,12 +251,28 @@ final class SessionTests: XCTestCase {
         let audio = try Self.concatenate(daemon.sessionDirectory("pulse-1"), "system_audio-default")
         XCTAssertEqual(try Media.decodeErrors(audio), "")
         let samples = try Media.decodeFloat(audio, channels: 1, sampleRate: 48_000, seconds: nil)
-        XCTAssertEqual(Double(samples.count) / 48_000, Double(durationNs) / 1e9, accuracy: 0.35, "the stream has a hole")
+        XCTAssertEqual(Double(samples.count) / 48_000, Double(durationNs) / 1e9, accuracy: 0.025, "the stream has a hole")
+        // System audio stopped by stopRecording may run past the duration by the sink's latency
+        // above 21 ms (docs: summary object); the rig's sink has 20 ms.
+        Self.assertSamplesAddUp(channel, durationNs: durationNs, slack: 960)
         let tail = samples.suffix(48_000)
         XCTAssertEqual(Media.dominantFrequency(samples: tail), 1000, accuracy: 5, "no tone after the restart")
         XCTAssertGreaterThan(Media.rmsDB(samples: tail), -30)
         XCTAssertEqual(Media.dominantFrequency(samples: samples[24_000..<72_000]), 1000, accuracy: 5)
         XCTAssertEqual(daemon.terminate(), 0)
+    }
+
+    /// The summary's sample counters of an audio channel add up to the session's length
+    /// (`slack`: samples it may run over).
+    static func assertSamplesAddUp(_ channel: JSONValue, durationNs: Int64, slack: Int = 0,
+                                   file: StaticString = #filePath, line: UInt = #line) {
+        let parts = ["capturedSamples", "silenceFilledSamples", "repeatedSamples", "lostSamples"]
+        let values = parts.map { channel[$0]?.int64Value }
+        XCTAssertFalse(values.contains(nil), "counters missing: \(channel)", file: file, line: line)
+        let sum = values.compactMap { $0 }.reduce(0, +)
+        let expected = (durationNs * 48_000 + 500_000_000) / 1_000_000_000
+        XCTAssertGreaterThanOrEqual(sum, expected, "the counters add up to the session: \(channel)", file: file, line: line)
+        XCTAssertLessThanOrEqual(sum, expected + Int64(slack), "the counters add up to the session: \(channel)", file: file, line: line)
     }
 
     /// An audio server gone for longer than audio_reconnect_timeout fails the session.
@@ -278,29 +297,52 @@ final class SessionTests: XCTestCase {
 
     /// Tokens reach neither the log (at trace level) nor any file the daemon writes.
     func testTokensNeverReachLogsOrFiles() throws {
+        // A live endpoint, so that the uplink (its hello, its reconnects, the token file kept
+        // for a restart, the token handed over on revocation) is exercised, at trace level.
         let rig = try TestRig.shared()
-        let first = "tok1-\(UInt64.random(in: 1...UInt64.max))-secret"
-        let second = "tok2-\(UInt64.random(in: 1...UInt64.max))-secret"
+        let endpoint = try LiveEndpoint(name: "tokens")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let first = try endpoint.mintToken()
+        let second = try endpoint.mintToken()
         let daemon = try DaemonProcess(rig: rig, name: "token", env: ["CAPTURE_AGENT_LOG_LEVEL": "trace"])
         let client = try daemon.client()
-        _ = try client.ok("startRecording", ["sessionId": "tok-1", "uploadToken": .string(first),
+        _ = try client.ok("subscribeEvents")
+        _ = try client.ok("startRecording", ["sessionId": .string(session), "uploadToken": .string(first),
+                                             "endpoint": .string(endpoint.baseURL),
                                              "channels": .array([.object(["channel_id": "display:1"])])])
+        let connected = try XCTUnwrap(try client.event(.uploadProgress, within: 10), "the uplink never connected:\n\(daemon.log)")
+        XCTAssertEqual(connected.data["connected"], true)
         let updated = try client.ok("updateToken", ["token": .string(second), "expiresAt": 4_102_444_800])
         XCTAssertEqual(updated["expiresAt"]?.int64Value, 4_102_444_800)
         XCTAssertEqual(try client.ok("getStatus")["tokenPresent"], true)
-        usleep(1_200_000)
+        // The endpoint revokes the first token: the uplink goes on with the second.
+        try endpoint.revoke(first)
+        let handedOver = Date().addingTimeInterval(15)
+        var connections: Int64 = 0
+        while connections < 2 && Date() < handedOver {
+            usleep(100_000)
+            connections = try client.ok("getStatus")["upload"]?["connections"]?.int64Value ?? 0
+        }
+        XCTAssertGreaterThanOrEqual(connections, 2, "no second connection with the new token:\n\(daemon.log)")
         _ = try client.ok("stopRecording")
+        XCTAssertNotNil(try client.event(.recordingComplete, within: 30), "the upload did not complete:\n\(daemon.log)")
+        try endpoint.verifyStored(session)
         // A bad token is refused without echoing it.
         let bad = client.failure("updateToken", ["token": .string("has space \(first)")])
         XCTAssertEqual(bad?.code, .invalidToken)
         XCTAssertFalse(bad?.message.contains(first) ?? true)
         XCTAssertEqual(daemon.terminate(), 0)
         let log = daemon.log
-        XCTAssertTrue(log.contains("updateToken"), "the trace log is not what this test thinks it is")
+        XCTAssertTrue(log.contains("updateToken") && log.contains("uplink connected"),
+                      "the trace log is not what this test thinks it is")
         for token in [first, second] {
             XCTAssertFalse(log.contains(token), "a token is in the log")
             let grep = try runProcess("grep", ["-r", "-l", "-F", token, daemon.root], timeout: .seconds(30))
             XCTAssertEqual(grep.stdout, "", "a token is in these files: \(grep.stdout)")
+            let endpointLog = (try? String(contentsOfFile: endpoint.logPath, encoding: .utf8)) ?? ""
+            XCTAssertFalse(endpointLog.contains(token), "a token is in the endpoint's log")
         }
     }
 

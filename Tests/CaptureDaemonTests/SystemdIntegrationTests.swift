@@ -179,13 +179,21 @@ final class SystemdIntegrationTests: XCTestCase {
     /// does not kill it: the daemon comes up, takes the signal and exits cleanly. (With SIG_IGN
     /// the signal was discarded and the daemon ran on; without the block it died of it.)
     func testASignalDuringStartUpIsNotLost() throws {
-        let daemon = try DaemonProcess(rig: nil, name: "early-signal", env: ["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS": "1500"],
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("early-signal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: marker) }
+        let daemon = try DaemonProcess(rig: nil, name: "early-signal", env: ["CAPTURE_AGENT_TEST_SIGNAL_SETUP_DELAY_MS": "1500",
+                                                                            "CAPTURE_AGENT_TEST_SIGNAL_SETUP_MARKER": marker],
                                        waitForSocket: false)
-        usleep(800_000)   // inside the delay
+        // Inside the delay: the hook says when it began.
+        let opened = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: marker) && Date() < opened && daemon.process.isRunning { usleep(5_000) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: marker), "the delay hook never ran: \(daemon.log)")
         kill(daemon.process.processIdentifier, SIGTERM)
         let status = daemon.waitForExit(timeout: 10)
         XCTAssertEqual(daemon.process.terminationReason, .exit, "killed by the signal instead of handling it")
         XCTAssertEqual(status, 0, daemon.log)
+        XCTAssertEqual(try String(contentsOfFile: marker, encoding: .utf8), "delaying\npending: \(SIGTERM)\n",
+                       "the signal came inside the gap and waited there")
     }
 
     func testShutdownSecondInstanceAndStaleSocket() throws {

@@ -9,17 +9,19 @@ import Glibc
 /// CaptureAgentTests.AVSyncTests, Wayland: WaylandCaptureTests.WaylandAVSyncTests); the method
 /// and its error budget are described with AVSyncTests.
 public enum AVSync {
-    // The file: 640x360 at 50 fps, black; flash k (k = 0..11) is 5 white frames (100 ms) from
-    // frame 50 + 51k, i.e. t = 1 + 1.02k s; beep k is 100 ms of 1 kHz at -6 dBFS from the same
-    // instant (sample 48000 + 48960k, starting at phase 0); silence otherwise. mpeg4 (intra
-    // every second) + PCM in Matroska: cheap to decode, no audio codec delay.
+    // The file: 640x360 at 50 fps, black; flash k (k = 0..20) is 5 white frames (100 ms) from
+    // frame 50 + 39k, i.e. t = 1 + 0.78k s; beep k is 100 ms of 1 kHz at -6 dBFS from the same
+    // instant (sample 48000 + 37440k, starting at phase 0); silence otherwise. mpeg4 (intra
+    // every second) + PCM in Matroska: cheap to decode, no audio codec delay. A flash comes
+    // less than a second after any instant: a recording started while the file plays has
+    // one in its first second, wherever it starts.
     public static let playerWidth = 640
     public static let playerHeight = 360
     public static let movieFps = 50
-    public static let movieSeconds = 12.8
+    public static let movieSeconds = 17.0
     public static let firstFlash = 1.0
-    public static let flashSpacing = 1.02
-    public static let flashCount = 12
+    public static let flashSpacing = 0.78
+    public static let flashCount = 21
     public static let flashFrames = 5
     public static let beepSamples = 4800
 
@@ -32,13 +34,15 @@ public enum AVSync {
     // The verdict.
     public static let requiredFlashes = 10
     public static let worstAllowedMs = 40.0
-    /// A flash and a beep further apart than this are not a pair.
-    public static let pairWindow = 0.3
+    /// A flash and a beep further apart than this are not a pair: half the spacing, so that
+    /// every flash has its nearest beep as its pair, however far off (a beep 300 ms late is a
+    /// pair that fails the bound, not a flash quietly left out).
+    public static let pairWindow = 0.39
 
     public static func makeMovie(_ path: String, beepDelayMs: Int) throws {
-        let spacingFrames = Int((flashSpacing * Double(movieFps)).rounded())            // 51
+        let spacingFrames = Int((flashSpacing * Double(movieFps)).rounded())            // 39
         let firstFrame = Int((firstFlash * Double(movieFps)).rounded())                  // 50
-        let spacingSamples = Int((flashSpacing * 48_000).rounded())                      // 48960
+        let spacingSamples = Int((flashSpacing * 48_000).rounded())                      // 37440
         let firstSample = Int(firstFlash * 48_000) + beepDelayMs * 48                    // 48000 (+ delay)
         let video = "color=c=black:s=\(playerWidth)x\(playerHeight):r=\(movieFps):d=\(movieSeconds),"
             + "drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
@@ -172,6 +176,15 @@ public enum AVSync {
         return Beeps(onsets: onsets, sampleIndices: indices, peak: peak, floor: floor)
     }
 
+    /// The clock (s into the file) of ffplay's last status line, if it printed one.
+    public static func playerClock(_ text: String) -> Double? {
+        for line in text.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).reversed() {
+            let tokens = line.split(separator: " ")
+            if let i = tokens.firstIndex(of: "A-V:"), i > tokens.startIndex, let clock = Double(tokens[i - 1]) { return clock }
+        }
+        return nil
+    }
+
     /// ffplay's status lines ("  12.76 A-V: -0.023 fd=   0 aq= ..." separated by CR): the median
     /// A-V (ms) once the file is 1 s in, its range, and the frames it dropped (fd, the last value).
     public static func ffplayStatus(_ text: String) -> (medianAVMs: Double?, rangeMs: (Double, Double)?, droppedFrames: Int) {
@@ -237,8 +250,12 @@ public enum AVSync {
         public var medianMs: Double { AVSync.median(pairs.map(\.offsetMs)) }
         public var worstMs: Double { pairs.map { abs($0.offsetMs) }.max() ?? .infinity }
 
+        /// Flashes with no beep within `pairWindow`: none unless a beep is missing altogether.
+        public var unpairedFlashes: Int { flashes.onsets.count - pairs.count }
+
         public var passes: Bool {
-            pairs.count >= AVSync.requiredFlashes && playerAVMs != nil && worstMs <= AVSync.worstAllowedMs
+            pairs.count >= AVSync.requiredFlashes && unpairedFlashes == 0 && playerAVMs != nil
+                && worstMs <= AVSync.worstAllowedMs
         }
 
         public func report(attempt: Int?) -> String {
@@ -248,7 +265,7 @@ public enum AVSync {
             lines.append("AVSyncTests\(attempt.map { " attempt \($0)" } ?? ""): \(flashes.onsets.count) flashes "
                 + "(luma \(Int(flashes.dark))..\(Int(flashes.bright))), \(beeps.onsets.count) beeps "
                 + "(1 ms RMS peak \(String(format: "%.3f", beeps.peak)), silence \(String(format: "%.4f", beeps.floor)), "
-                + "\(String(format: "%.0f", beepHz)) Hz), \(pairs.count) pairs")
+                + "\(String(format: "%.0f", beepHz)) Hz), \(pairs.count) pairs, \(unpairedFlashes) flashes without a beep")
             if let av = playerAVMs, let range = playerAVRangeMs {
                 lines.append("  ffplay A-V (audio clock - video clock) median \(ms(av)) ms (\(ms(range.0))..\(ms(range.1))), "
                     + "dropped frames \(playerDroppedFrames)")

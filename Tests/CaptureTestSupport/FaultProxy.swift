@@ -19,7 +19,9 @@ import Glibc
 ///
 /// `injectOnNextConnection` makes the next connection's endpoint side misbehave right
 /// after the first message it sends (the welcome): a binary frame, a text frame over the
-/// protocol's limit, text that is not JSON, or a frame cut off by a close.
+/// protocol's limit, text that is not JSON, or a frame cut off by a close; or cuts the
+/// connection (both ways, no close frame) once the client has sent `cutUpstreamAfter`
+/// bytes: a chunk frame that never arrives whole.
 public final class FaultProxy: @unchecked Sendable {
     public enum Mode: Sendable, Equatable {
         case pass
@@ -32,6 +34,7 @@ public final class FaultProxy: @unchecked Sendable {
         case oversizedText
         case notJSON
         case closeMidFrame
+        case cutUpstreamAfter(bytes: Int)
     }
 
     public let port: Int
@@ -114,12 +117,18 @@ public final class FaultProxy: @unchecked Sendable {
             return
         }
         let upDone = DispatchSemaphore(value: 0)
-        let up = Thread { [self] in
-            pump(from: client, to: upstream, injection: nil)
+        var cutAfter: Int?
+        var downstreamInjection = injection
+        if case .cutUpstreamAfter(let bytes) = injection {
+            cutAfter = bytes
+            downstreamInjection = nil
+        }
+        let up = Thread { [self, cutAfter] in
+            pump(from: client, to: upstream, injection: nil, cutAfter: cutAfter)
             upDone.signal()
         }
         up.start()
-        pump(from: upstream, to: client, injection: injection)
+        pump(from: upstream, to: client, injection: downstreamInjection)
         upDone.wait()
         close(client)
         close(upstream)
@@ -128,7 +137,7 @@ public final class FaultProxy: @unchecked Sendable {
     /// One direction: reads, cuts into segments, and hands each to a delay line that
     /// delivers it when the mode says (a thread of its own, so a delay does not slow the
     /// reading: the delay is latency, not a bandwidth cap).
-    private func pump(from source: Int32, to sink: Int32, injection: Injection?) {
+    private func pump(from source: Int32, to sink: Int32, injection: Injection?, cutAfter: Int? = nil) {
         let line = DelayLine(sink: sink)
         let writer = Thread { line.run() }
         writer.start()
@@ -141,6 +150,7 @@ public final class FaultProxy: @unchecked Sendable {
         var downstream = injection.map { _ in FrameSplitter() }
         var pendingInjection = injection
         var seed = UInt64(truncatingIfNeeded: MonotonicClock.now()) | 1
+        var forwarded = 0
         while !stopped && !line.failed {
             while mode == .blackhole && !stopped { usleep(50_000) }
             var pfd = pollfd(fd: source, events: Int16(POLLIN), revents: 0)
@@ -152,6 +162,16 @@ public final class FaultProxy: @unchecked Sendable {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }
             var bytes = Array(buffer[0..<n])
+            if let cutAfter, forwarded + bytes.count > cutAfter {
+                // The part up to the cut goes; then the connection ends both ways, no close frame.
+                line.push(Array(bytes[0..<(cutAfter - forwarded)]), at: 0)
+                line.finish()
+                usleep(100_000)   // the delay line's writer hands those bytes to the socket first
+                shutdown(sink, Int32(SHUT_RDWR))
+                shutdown(source, Int32(SHUT_RDWR))
+                return
+            }
+            forwarded += bytes.count
             if var splitter = downstream, let injection = pendingInjection {
                 // Forward up to the end of the first complete frame after the 101, then misbehave.
                 if let cut = splitter.feed(bytes) {
@@ -169,6 +189,8 @@ public final class FaultProxy: @unchecked Sendable {
                         // A text frame that says 4096 bytes, 100 of them, then the connection ends.
                         line.push([0x81, 126, 0x10, 0x00] + Array(repeating: UInt8(ascii: "{"), count: 100), at: 0)
                         return
+                    case .cutUpstreamAfter:
+                        break   // the other direction's
                     }
                     bytes = Array(bytes[cut...])
                     if bytes.isEmpty { continue }

@@ -7,7 +7,8 @@ import XCTest
 
 /// wss:// verifies the endpoint's certificate by default: a self-signed one (a real
 /// `openssl s_server` on loopback) is refused in the TLS handshake, and trusted once its
-/// certificate is the uplink's `caFile`.
+/// certificate is the uplink's `caFile` (CaptureDaemonTests.UplinkTLSSessionTests: welcomed and
+/// acknowledged end to end).
 final class UplinkTLSTests: XCTestCase {
     func testSelfSignedCertificateIsRefusedUnlessTrusted() throws {
         let dir = FileManager.default.temporaryDirectory.path + "/uplink-tls-\(getpid())"
