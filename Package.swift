@@ -2,19 +2,31 @@
 //
 // capture-agent: the Linux capture runtime.
 //
-// Layering (each arrow is "depends on"):
+// Layering (each arrow is "depends on"; every module is named):
 //
-//   CaptureAgent (executable) -> CapturePipeline -> X11Capture       -> CX11, PixelConversion
-//                                                -> ScreenCastPortal -> SessionBus -> CSDBus (libsystemd's sd-bus)
-//                                                -> WaylandOutputs   -> CWayland (libwayland-client, xdg-output)
-//                                                -> PipeWireCapture  -> CPipeWire, PixelConversion
-//                                                -> PulseCapture     -> CPulse
-//                                                -> MediaEncoding    -> CFFmpeg, CX264, PixelConversion
-//                                                -> CaptureSpool     -> CaptureUplink
-//                                     everything -> CaptureCore (pure Swift: rings, clock, errors, ids)
+//   capture-agent  CaptureAgent (executable: record, upload, the daemon)
+//                    -> CaptureDaemon   -> CaptureControl, SystemdSupport, WebSocketUplink, CapturePipeline
+//                    -> CapturePipeline -> X11Capture       -> CX11 (Xlib, XShm, XFixes, XDamage, XRandR), PixelConversion
+//                                       -> ScreenCastPortal -> SessionBus -> CSDBus (libsystemd's sd-bus)
+//                                       -> WaylandOutputs   -> CWayland (libwayland-client, xdg-output)
+//                                       -> PipeWireCapture  -> CPipeWire, PixelConversion
+//                                       -> PulseCapture     -> CPulse
+//                                       -> MediaEncoding    -> CFFmpeg, CX264, PixelConversion
+//                                       -> CaptureSpool (SpoolWriter and SpoolReader: the on-disk layout)
+//                    -> WebSocketUplink -> CWebSockets (libwebsockets), CaptureSpool, CaptureUplink
+//   capturectl     CaptureCtl (executable) -> CaptureControl (the control protocol, a blocking client)
 //
-//   capture-endpoint (executable) -> CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB
-//                                                    -> CaptureUplink (the wire messages, shared with the agent)
+//   capture-endpoint     CaptureEndpointServer (executable) -> CaptureEndpoint
+//                          CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB, AsyncHTTPClient,
+//                                             MediaExport (-> CFFmpeg), CCrypto (libcrypto), CaptureUplink
+//   capture-uplink-load  CaptureUplinkLoad (executable) -> CaptureUplinkReplay -> HummingbirdWSClient, CaptureSpool
+//
+//   shared:   CaptureUplink (the uplink's wire messages, chunk metadata) -> CaptureCore
+//             CaptureCore (pure Swift: rings, locks, clock, errors, ids, JSON, tokens, SHA-256)
+//             LinuxSupport -> CLinuxShims (mallopt, malloc_trim, THP, accept4, SO_PEERCRED): the daemon,
+//             capturectl and the endpoint reach these Linux calls only through it; the wrapper
+//             modules (PulseCapture, SessionBus, WebSocketUplink) use CLinuxShims' eventfd and
+//             thread names directly
 //
 // The endpoint's dependency set (SwiftNIO and friends) never reaches capture-agent:
 // no target the agent links depends on a NIO-based package.
@@ -117,14 +129,16 @@ let package = Package(
         // MARK: Control plane
         // The line protocol (framing, requests, responses, events) and a
         // blocking client; shared by the daemon, capturectl and the tests.
-        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureUplink", "CLinuxShims"]),
+        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureUplink", "LinuxSupport"]),
+        // The Swift face of CLinuxShims (memory, AF_UNIX peers) for the modules above the wrappers.
+        .target(name: "LinuxSupport", dependencies: ["CLinuxShims"]),
         // sd_notify, socket activation and the watchdog, spoken directly (no libsystemd).
         .target(name: "SystemdSupport", dependencies: ["CaptureCore"]),
         // The daemon: sessions, the control socket and stdio transports, configuration.
         .target(
             name: "CaptureDaemon",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "CLinuxShims",
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "LinuxSupport",
                 "CaptureUplink", "WebSocketUplink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -137,7 +151,7 @@ let package = Package(
         .target(
             name: "CaptureEndpoint",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "CaptureSpool", "MediaExport", "CCrypto",
+                "CaptureCore", "CaptureUplink", "MediaExport", "CCrypto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -155,7 +169,7 @@ let package = Package(
         .target(
             name: "CaptureUplinkReplay",
             dependencies: [
-                "CaptureCore", "CaptureUplink",
+                "CaptureCore", "CaptureUplink", "CaptureSpool",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -172,7 +186,7 @@ let package = Package(
         .executableTarget(
             name: "CaptureEndpointServer",
             dependencies: [
-                "CaptureEndpoint", "CLinuxShims",
+                "CaptureEndpoint", "LinuxSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -182,7 +196,7 @@ let package = Package(
         .executableTarget(
             name: "CaptureAgent",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "CLinuxShims", "CaptureDaemon", "CaptureUplink",
+                "CaptureCore", "CapturePipeline", "CaptureSpool", "LinuxSupport", "CaptureDaemon", "CaptureUplink",
                 "WebSocketUplink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

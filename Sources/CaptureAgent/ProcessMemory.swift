@@ -1,4 +1,4 @@
-import CLinuxShims
+import LinuxSupport
 
 /// How a process that records all day uses memory; the first thing `record` and the daemon do.
 enum ProcessMemory {
@@ -10,12 +10,12 @@ enum ProcessMemory {
     /// grew by 6-10 MB per session (valgrind: nothing leaked, nothing left reachable). A fixed
     /// threshold keeps them in mappings of their own. The hot paths allocate nothing, so this
     /// costs no per-frame system calls.
-    static let mmapThreshold: Int32 = 128 * 1024
+    static let mmapThreshold = 128 * 1024
 
     static func configure() {
         // Transparent huge pages round every large buffer (frames, x264's planes) up to 2 MB
         // pages: ~10 MB of resident memory for nothing in a process meant to run all day.
-        _ = clinux_disable_transparent_huge_pages()
-        _ = clinux_set_mmap_threshold(mmapThreshold)
+        ProcessMemoryControl.disableTransparentHugePages()
+        ProcessMemoryControl.setMmapThreshold(bytes: mmapThreshold)
     }
 }

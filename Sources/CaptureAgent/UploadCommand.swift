@@ -1,5 +1,6 @@
 import ArgumentParser
 import CaptureCore
+import CaptureSpool
 import CaptureUplink
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -103,20 +104,8 @@ struct UploadCommand: ParsableCommand {
     /// The channels (named by the first chunk metadata in each channel directory) and every
     /// complete chunk, read as the uplink reads a spool.
     static func scan(_ directory: String) throws(CaptureError) -> ([UplinkChannel], [ChunkMetadata]) {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
-            throw CaptureError(.ioError, "cannot read \(directory)")
-        }
-        var channels: [UplinkChannel] = []
-        for name in names.sorted() {
-            let dir = directory + "/" + name
-            guard let file = (try? FileManager.default.contentsOfDirectory(atPath: dir))?
-                    .first(where: { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }),
-                  let data = FileManager.default.contents(atPath: dir + "/" + file),
-                  let first = try? JSONCoding.decoder.decode(ChunkMetadata.self, from: data) else { continue }
-            channels.append(UplinkChannel(channelId: first.channelId, mediaType: first.mediaType, codec: first.codec,
-                                          chunkDurationNs: max(1, first.durationNs)))
-        }
-        let chunks = UplinkSpool(sessionDirectory: directory).spooledChunks(channels: channels)
-        return (channels, chunks)
+        let reader = SpoolReader(sessionDirectory: directory)
+        let channels = try reader.uplinkChannels()
+        return (channels, channels.flatMap { reader.chunks(of: $0.channelId) })
     }
 }

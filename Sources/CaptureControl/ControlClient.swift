@@ -1,5 +1,5 @@
 import CaptureCore
-internal import CLinuxShims
+internal import LinuxSupport
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -59,17 +59,15 @@ public final class ControlClient {
                 throw CaptureError(.ioError, "cannot connect to \(socketPath): \(String(cString: strerror(err)))")
             }
         }
-        var peerUid: uid_t = 0
-        var peerPid: pid_t = 0
-        guard clinux_peer_credentials(fd, &peerUid, &peerPid) == 0 else {
+        guard let peer = UnixSocketCalls.peerCredentials(fd) else {
             let err = errno
             close(fd)
             throw CaptureError(.ioError, "cannot tell who listens on \(socketPath): \(String(cString: strerror(err)))")
         }
-        guard peerUid == geteuid() else {
+        guard peer.uid == geteuid() else {
             close(fd)
             throw CaptureError(.permissionDenied,
-                "\(socketPath) is served by uid \(peerUid) (pid \(peerPid)), not by this user (uid \(geteuid())): refusing to talk to it")
+                "\(socketPath) is served by uid \(peer.uid) (pid \(peer.pid)), not by this user (uid \(geteuid())): refusing to talk to it")
         }
         readFD = fd
         writeFD = fd

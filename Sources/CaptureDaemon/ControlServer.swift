@@ -1,6 +1,6 @@
 import CaptureControl
 import CaptureCore
-import CLinuxShims
+import LinuxSupport
 import Dispatch
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -62,15 +62,16 @@ public final class ControlServer: Sendable {
         while true {
             let fd: Int32
             do {
-                guard let accepted = try POSIX.nonBlocking("accept4", { clinux_accept_nonblocking(listenFD) }) else { return }
+                guard let accepted = try POSIX.nonBlocking("accept4", { UnixSocketCalls.acceptNonBlocking(listenFD) }) else { return }
                 fd = accepted
             } catch {
                 logger.warning("accept failed", metadata: ["error": "\(error)"])
                 return
             }
-            var peerUid: uid_t = 0
-            var peerPid: pid_t = 0
-            let ok = clinux_peer_credentials(fd, &peerUid, &peerPid) == 0
+            let peer = UnixSocketCalls.peerCredentials(fd)
+            let ok = peer != nil
+            let peerUid = peer?.uid ?? 0
+            let peerPid = peer?.pid ?? 0
             if !ok || peerUid != geteuid() {
                 logger.warning("refused a client of another user", metadata: [
                     "uid": "\(ok ? String(peerUid) : "?")", "pid": "\(ok ? String(peerPid) : "?")"])

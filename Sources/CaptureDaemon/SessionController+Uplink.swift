@@ -166,7 +166,9 @@ extension SessionController {
                     "atMostSeconds": "\(timeoutNs / 1_000_000_000)"])
                 announced = true
             }
-            usleep(20_000)
+            // Woken by the uploads' reports (an ack, a drop, the end); the slice bounds how
+            // late a give-up that only time decides is noticed.
+            uploadsChanged.waitForChange(deadlineNs: min(start + timeoutNs, now + 250_000_000))
         }
     }
 
@@ -191,6 +193,7 @@ extension SessionController {
     // MARK: Reports (on the uplink's thread: never block)
 
     func uplinkReported(_ report: UplinkMachine.UplinkReport, sessionId: String) {
+        defer { uploadsChanged.changed() }
         switch report {
         case .connected(let resumed):
             logger.info("uplink connected", metadata: [

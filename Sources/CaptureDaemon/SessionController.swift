@@ -1,7 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CapturePipeline
-import CLinuxShims
+import LinuxSupport
 import CaptureSpool
 import CaptureUplink
 import Dispatch
@@ -83,6 +83,8 @@ public final class SessionController: Sendable {
     private let monitor = Mutex<RepeatingTimer?>(nil)
     /// The uploads in progress, by session: the current session's and earlier ones still draining.
     let uploads = Mutex<[String: UploadEntry]>([:])
+    /// An upload reported something (or finished): `drainUploads` looks again.
+    let uploadsChanged = ConditionSignal()
     /// Where tokens wait for a restarted agent (`$XDG_RUNTIME_DIR`, never the disk).
     let tokenStore = UplinkTokenStore()
     /// One chunk per channel, as large as the largest of the last session: the room a new
@@ -318,7 +320,7 @@ public final class SessionController: Sendable {
         // The session, its channels and every buffer they held are gone now (RecordingSession
         // has no other owner): hand the freed pages back, so a daemon that runs a session per
         // meeting all day stays the size it was after the first.
-        clinux_release_free_heap()
+        ProcessMemoryControl.releaseFreeHeap()
         let summaryValue = (try? JSONValue(encoding: summary)) ?? .null
         if let failure {
             logger.error("session failed", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])

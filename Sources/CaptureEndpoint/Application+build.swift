@@ -1,5 +1,4 @@
 import CaptureCore
-import CaptureSpool
 import CaptureUplink
 import Hummingbird
 import HummingbirdWebSocket

@@ -1,7 +1,7 @@
 import ArgumentParser
 import CaptureCore
 import CaptureEndpoint
-internal import CLinuxShims
+internal import LinuxSupport
 import Foundation
 import Hummingbird
 import Logging
@@ -103,7 +103,7 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
         // 30 MB more with the default. At 128 KiB it spent a quarter more CPU faulting fresh
         // pages in; at 512 KiB no more than with the default. (The agent does the same for
         // its frame buffers, ProcessMemory.)
-        _ = clinux_set_mmap_threshold(512 << 10)
+        ProcessMemoryControl.setMmapThreshold(bytes: 512 << 10)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in

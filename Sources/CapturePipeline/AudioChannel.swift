@@ -78,6 +78,9 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private let blocks = SampleBlocks(count: AudioChannel.poolBlocks)
     private let filled = SPSCRing<AudioBlockItem>(capacity: AudioChannel.poolBlocks)
     private let free = SPSCRing<Int>(capacity: AudioChannel.poolBlocks)
+    /// The encoder popped an item and handed its block back: a capture side waiting for room
+    /// (the stop's tail of silence, the end marker) goes on.
+    private let encoderFreed = ConditionSignal()
     private let running = Atomic<Bool>(false)
     private let startTime = Atomic<Int64>(0)
     private let encoderDone = DispatchSemaphore(value: 0)
@@ -221,9 +224,13 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             nextPts = 0
             let lead = max(position, 0)
             if lead > 0 {
-                // Once per session, off the per-block path: the start did not wait long enough.
-                logger.notice("audio starts after the session's zero; the lead is filled with silence",
-                              metadata: ["channel": "\(id)", "samples": "\(lead)"])
+                // Once per session, off the per-block path. A lead within 1 ms is the first
+                // stamp's precision (it comes from the server's latency report: 1-6 samples seen
+                // on a warm rig); more means the start did not wait for its source.
+                if lead > Int64(AudioFormat.sampleRate / 1000) {
+                    logger.notice("audio starts after the session's zero; the lead is filled with silence",
+                                  metadata: ["channel": "\(id)", "samples": "\(lead)"])
+                }
                 appendSilence(frames: lead)
             }
         } else {
@@ -343,7 +350,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             while nextPts < limitSamples {
                 if currentSlot < 0 && free.isEmpty {
                     wakeup?.wake()
-                    usleep(1000)
+                    _ = encoderFreed.wait { !free.isEmpty }
                     continue
                 }
                 let room = currentSlot < 0 ? AudioFormat.blockFrames : AudioFormat.blockFrames - currentFrames
@@ -368,7 +375,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             stats.captured.add(1, ordering: .relaxed)
             currentSlot = -1
         }
-        while !filled.push(AudioBlockItem(slot: -1, ptsSamples: 0)) { usleep(1000) }
+        _ = encoderFreed.wait { filled.push(AudioBlockItem(slot: -1, ptsSamples: 0)) }
         wakeup?.wake()
     }
 
@@ -391,6 +398,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                 encodeBlock(blocks.block(slot), pts: item.ptsSamples)
             }
             _ = free.push(slot)
+            encoderFreed.changed()
         }
     }
 

@@ -79,18 +79,16 @@ extension VideoChannel {
     private func replaceImages(_ source: any ScreenSource, _ display: inout DisplayState, for monitor: MonitorInfo,
                                width: Int, height: Int) throws(CaptureError) {
         let pool = source.poolSize
-        let deadline = MonotonicClock.now() + 2_000_000_000
-        while free.count + (display.spareSlot == nil ? 0 : 1) < pool {
-            if MonotonicClock.now() > deadline {
-                throw CaptureError(.internalError, "the encoder did not hand back the frame images within 2 s")
-            }
-            usleep(500)
+        let spare = display.spareSlot == nil ? 0 : 1
+        wakeup?.wake()
+        guard encoderFreed.wait(deadlineNs: MonotonicClock.now() + 2_000_000_000, { free.count + spare >= pool }) else {
+            throw CaptureError(.internalError, "the encoder did not hand back the frame images within 2 s")
         }
         try source.replaceImages(for: monitor, width: width, height: height)
         nextSlots.withLock { $0 = Self.slots(of: source) }
         let item = FrameItem(kind: .reconfigure, slot: -1, ptsNs: 0, dirty: DirtyRegion(),
                              width: Int32(source.width), height: Int32(source.height))
-        while !filled.push(item) { usleep(500) }
+        _ = encoderFreed.wait { filled.push(item) }
         wakeup?.wake()
     }
 

@@ -100,6 +100,9 @@ final class VideoChannel: @unchecked Sendable {
 
     let filled = SPSCRing<FrameItem>(capacity: 16)
     let free: SPSCRing<Int>
+    /// The encoder took an item (and handed its image back): the capture thread, when it waits
+    /// for room (the end marker, a reconfiguration), goes on.
+    let encoderFreed = ConditionSignal()
     private let stopRequested = Atomic<Bool>(false)
     /// The end of the timeline (ns): no frame slot at or after it is taken.
     private let stopAt = Atomic<Int64>(.max)
@@ -233,7 +236,7 @@ final class VideoChannel: @unchecked Sendable {
         // The end marker tells the encoder to flush; then wait for it so the
         // source (whose memory the encoder reads) outlives every read.
         if wakeup != nil {
-            while !filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) { usleep(1000) }
+            _ = encoderFreed.wait { filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) }
             wakeup?.wake()
             encoderDone.wait()
         }
@@ -380,6 +383,7 @@ final class VideoChannel: @unchecked Sendable {
 
     private func drain() {
         while let item = filled.pop() {
+            encoderFreed.changed()   // a place in `filled`
             switch item.kind {
             case .end:
                 finishStream()
@@ -390,6 +394,7 @@ final class VideoChannel: @unchecked Sendable {
                     encoder.updatePicture(from: slots.views[slot], dirty: item.dirty)
                 }
                 _ = free.push(slot)
+                encoderFreed.changed()   // an image back
                 encodeFrame(ptsNs: item.ptsNs)
             case .repeated:
                 encodeFrame(ptsNs: item.ptsNs)

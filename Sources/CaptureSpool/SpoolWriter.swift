@@ -77,6 +77,8 @@ public final class ChannelOutlet: @unchecked Sendable {
     private let buffers: [ChunkBuffer]
     let free: SPSCRing<Int>
     let filled: SPSCRing<PendingChunk>
+    /// The writer hands a buffer back: a producer waiting for one goes on.
+    let room = ConditionSignal()
     private unowned let writer: SpoolWriter
 
     private let chunksWritten = Atomic<Int>(0)
@@ -111,13 +113,14 @@ public final class ChannelOutlet: @unchecked Sendable {
         if index == nil {
             writerStalls.add(1, ordering: .relaxed)
             let deadline = MonotonicClock.now() + Int64(maxWait.components.seconds) * 1_000_000_000
-            while index == nil {
-                if let failure = writer.failure { throw failure }
-                if MonotonicClock.now() > deadline {
-                    throw CaptureError(.ioError, "spool writer for \(channel) is stuck (disk too slow or hung?)")
-                }
-                usleep(1000)
+            // Woken when the writer hands a buffer back (it does, failed write or not).
+            _ = room.wait(deadlineNs: deadline) {
                 index = free.pop()
+                return index != nil || writer.failure != nil
+            }
+            if index == nil {
+                if let failure = writer.failure { throw failure }
+                throw CaptureError(.ioError, "spool writer for \(channel) is stuck (disk too slow or hung?)")
             }
         }
         let i = index!
@@ -217,6 +220,7 @@ public final class SpoolWriter: Sendable {
                     }
                 }
                 _ = outlet.free.push(pending.buffer)
+                outlet.room.changed()
             }
         }
     }

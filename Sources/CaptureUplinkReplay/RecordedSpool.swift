@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureSpool
 import CaptureUplink
 import Foundation
 
@@ -17,33 +18,16 @@ public struct RecordedSpool: Sendable {
     public var chunks: [String: [Chunk]]
 
     public init(directory: String) throws {
-        var channels: [UplinkChannel] = []
-        var chunks: [String: [Chunk]] = [:]
-        let fm = FileManager.default
-        for entry in try fm.contentsOfDirectory(atPath: directory).sorted() {
-            let channelDirectory = directory + "/" + entry
-            var isDirectory: ObjCBool = false
-            guard fm.fileExists(atPath: channelDirectory, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
-            let metadataFiles = try fm.contentsOfDirectory(atPath: channelDirectory)
-                .filter { $0.hasPrefix("chunk-") && $0.hasSuffix(".json") }.sorted()
-            var list: [Chunk] = []
-            for file in metadataFiles {
-                let data = try Data(contentsOf: URL(fileURLWithPath: channelDirectory + "/" + file))
-                let metadata = try JSONDecoder().decode(ChunkMetadata.self, from: data)
-                let bytes = try Data(contentsOf: URL(fileURLWithPath: channelDirectory + "/" + metadata.file))
-                list.append(Chunk(metadata: metadata, bytes: Array(bytes)))
-            }
-            guard let first = list.first?.metadata else { continue }
-            list.sort { $0.metadata.seq < $1.metadata.seq }
-            chunks[first.channelId] = list
-            channels.append(UplinkChannel(
-                channelId: first.channelId, mediaType: first.mediaType, codec: first.codec, container: first.container,
-                isPrimary: first.mediaType == .video && !channels.contains { $0.mediaType == .video },
-                chunkDurationNs: max(list.map(\.metadata.durationNs).max() ?? 1_000_000_000, 1)))
-        }
+        let reader = SpoolReader(sessionDirectory: directory)
+        let channels = try reader.uplinkChannels()
         guard !channels.isEmpty else { throw CaptureError(.invalidRequest, "\(directory) holds no chunks") }
-        // Video first, then audio, as the agent lists them.
-        self.channels = channels.sorted { ($0.mediaType == .video ? 0 : 1, $0.channelId) < ($1.mediaType == .video ? 0 : 1, $1.channelId) }
+        var chunks: [String: [Chunk]] = [:]
+        for channel in channels {
+            chunks[channel.channelId] = try reader.chunks(of: channel.channelId).map { metadata in
+                Chunk(metadata: metadata, bytes: Array(try Data(contentsOf: URL(fileURLWithPath: reader.mediaPath(metadata)))))
+            }
+        }
+        self.channels = channels
         self.chunks = chunks
     }
 

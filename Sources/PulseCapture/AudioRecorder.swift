@@ -85,11 +85,7 @@ public final class AudioRecorder: Sendable {
     /// stream's first audio is held until its timing settles), at most until `deadline`
     /// (CLOCK_MONOTONIC ns). False when it timed out.
     public func waitUntilStreaming(deadline: Int64) -> Bool {
-        while !engine.hasDelivered.load(ordering: .acquiring) {
-            if MonotonicClock.now() >= deadline { return false }
-            usleep(2_000)
-        }
-        return true
+        engine.firstDelivery.wait(deadlineNs: deadline) { engine.hasDelivered.load(ordering: .acquiring) }
     }
 
     /// Waits until the sink has been given the audio captured up to `endTime` (CLOCK_MONOTONIC

@@ -87,7 +87,10 @@ extension RecorderEngine {
                 }
                 continue
             }
-            if !hasDelivered.load(ordering: .relaxed) { hasDelivered.store(true, ordering: .releasing) }
+            if !hasDelivered.load(ordering: .relaxed) {
+                hasDelivered.store(true, ordering: .releasing)
+                firstDelivery.changed()
+            }
             let measured = measureCaptureTime(s)
             let more = timeline.push(data, bytes: nbytes, measurement: measured, now: MonotonicClock.now()) {
                 hand($0, stream: s)

@@ -66,6 +66,8 @@ final class RecorderEngine: @unchecked Sendable {
     let mainloopThread = Atomic<UInt>(0)
     /// The stream has delivered audio since the last start (held or handed on).
     let hasDelivered = Atomic<Bool>(false)
+    /// Signalled when `hasDelivered` turns true (`AudioRecorder.waitUntilStreaming` waits on it).
+    let firstDelivery = ConditionSignal()
 
     // MARK: Lifecycle (`lifecycle` held)
     /// Serialises start(), finish() and shutdown(): guards `mainloop`, `api` and `generation`.

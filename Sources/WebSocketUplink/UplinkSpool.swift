@@ -41,14 +41,12 @@ public struct UplinkSpool: Sendable {
         self.sessionDirectory = sessionDirectory
     }
 
-    func channelDirectory(_ channelId: String) -> String {
-        let name = (try? ChannelID(parsing: channelId))?.directoryName ?? channelId
-        return sessionDirectory + "/" + name
-    }
+    /// The layout's reader, beside its writer in CaptureSpool.
+    var reader: SpoolReader { SpoolReader(sessionDirectory: sessionDirectory) }
 
-    func mediaPath(_ chunk: ChunkMetadata) -> String {
-        channelDirectory(chunk.channelId) + "/" + ChunkMetadata.mediaFileName(seq: chunk.seq)
-    }
+    func channelDirectory(_ channelId: String) -> String { reader.channelDirectory(channelId) }
+
+    func mediaPath(_ chunk: ChunkMetadata) -> String { reader.mediaPath(chunk) }
 
     /// Reads the chunk's media file into `buffer`; it must be exactly `chunk.bytes` long.
     func read(_ chunk: ChunkMetadata, into buffer: UnsafeMutableRawBufferPointer) throws(CaptureError) {
@@ -76,20 +74,8 @@ public struct UplinkSpool: Sendable {
 
     /// Every complete chunk in the spool, per channel in seq order.
     public func spooledChunks(channels: [UplinkChannel]) -> [ChunkMetadata] {
-        var out: [ChunkMetadata] = []
-        for channel in channels {
-            let dir = channelDirectory(channel.channelId)
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
-            var chunks: [ChunkMetadata] = []
-            for name in names where name.hasPrefix("chunk-") && name.hasSuffix(".json") {
-                guard let data = FileManager.default.contents(atPath: dir + "/" + name),
-                      let meta = try? JSONCoding.decoder.decode(ChunkMetadata.self, from: data),
-                      meta.channelId == channel.channelId else { continue }
-                chunks.append(meta)
-            }
-            out += chunks.sorted { $0.seq < $1.seq }
-        }
-        return out
+        let reader = self.reader
+        return channels.flatMap { reader.chunks(of: $0.channelId) }
     }
 
     public func loadRecord() -> UplinkSessionRecord? {

@@ -64,19 +64,20 @@ final class AudioEdgeTests: XCTestCase {
             // A gap the server reports later in the recording (its timestamps jumped: it lost a
             // quantum under load, seen once in a CI run: 40 ms, announced) is not the start's, and is
             // allowed beside it up to 100 ms in all, each announced gap to the millisecond it names.
-            // The start and the stop apart: the start must fill nothing (the regression this
-            // guards: a start that did not wait for its sources), the stop may miss what the
-            // server had not delivered by then, up to the bound.
+            // The start and the stop apart: the start fills nothing beyond its first stamp's
+            // precision, 1 ms (the agent notices anything more; the regression this guards, a
+            // start that did not wait for its sources, filled 16,000-45,000 samples), the stop
+            // may miss what the server had not delivered by then, up to the bound.
             let allowed = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] == "pipewire" ? 1920 : 960
             let announced = Self.announcedJumpSamples(in: e.log, channel: channel)
             let atStart = Self.loggedSamples(in: e.log, message: "audio starts after the session's zero", channel: channel)
             let atStop = Self.loggedSamples(in: e.log, message: "audio up to the stop did not arrive in time", channel: channel)
             let context = "\(label): \(channel): \(c.filled) samples filled: \(atStart) at the start, \(atStop) at the stop, "
                 + "\(announced) in reported gaps; agent log:\n\(e.log.suffix(1500))"
-            XCTAssertEqual(atStart, 0, "nothing filled at the start: " + context, file: file, line: line)
+            XCTAssertEqual(atStart, 0, "nothing filled at the start beyond 1 ms: " + context, file: file, line: line)
             XCTAssertLessThanOrEqual(atStop, allowed, "at the stop: " + context, file: file, line: line)
             XCTAssertLessThanOrEqual(announced, 4_800, "reported gaps: " + context, file: file, line: line)
-            XCTAssertLessThanOrEqual(c.filled, atStart + atStop + announced, "no unexplained hole: " + context, file: file, line: line)
+            XCTAssertLessThanOrEqual(c.filled, 48 + atStop + announced, "no unexplained hole: " + context, file: file, line: line)
         }
     }
 
@@ -103,11 +104,13 @@ final class AudioEdgeTests: XCTestCase {
     }
 
     /// The plain setup (one real-time client per tone, nothing warmed up), each recording on a
-    /// freshly started server, 10 times: every channel's sound starts within 30 ms of the
-    /// session's start. (A start that did not wait for its sources began these with 340-930 ms
-    /// of silence: the idle null sink's monitor delivers nothing for up to a second.)
+    /// freshly started server, 3 times (`CAPTURE_TEST_COLD_RIGS=10` for a longer run): every
+    /// channel's sound starts within 30 ms of the session's start. (A start that did not wait
+    /// for its sources began these with 340-930 ms of silence, every time: the idle null sink's
+    /// monitor delivers nothing for up to a second.)
     func testAudioStartsAtTheStartOnAColdServer() throws {
-        for i in 0..<10 {
+        let rigs = ProcessInfo.processInfo.environment["CAPTURE_TEST_COLD_RIGS"].flatMap { Int($0) } ?? 3
+        for i in 0..<rigs {
             let rig = try TestRig.start(RigOptions(audio: true, motion: false, tones: .separate))
             defer { rig.stop() }
             let e = try Self.recordEdges(rig, name: "cold-\(i)")
@@ -116,10 +119,10 @@ final class AudioEdgeTests: XCTestCase {
         }
     }
 
-    /// The same on the repo's rig (warm sinks), 10 recordings in a row.
+    /// The same on the repo's rig (warm sinks), 5 recordings in a row.
     func testAudioStartsAtTheStartOnTheRig() throws {
         let rig = try TestRig.shared()
-        for i in 0..<10 {
+        for i in 0..<5 {
             let e = try Self.recordEdges(rig, name: "rig-\(i)")
             Self.check(e, seconds: 2, label: "rig \(i)")
         }

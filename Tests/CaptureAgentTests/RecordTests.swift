@@ -110,8 +110,17 @@ final class RecordTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let process = try Agent.start(["record", "--out", out, "--channel", "display:1", "--channel", "system_audio:default",
                                        "--chunk", "1s"], env: Agent.environment(rig))
-        Thread.sleep(forTimeInterval: 2.5)
+        // The clock starts with the session, not the process: the first video chunk (the
+        // timeline's first second) is in the spool 1 s into the session plus its encoding and
+        // writing; the signal goes 1.5 s after it is seen.
+        let firstChunk = out + "/display-1/chunk-000000.json"
+        let appeared = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: firstChunk) && Date() < appeared && process.isRunning { usleep(5_000) }
+        let seen = Date()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: firstChunk), "no first chunk")
+        Thread.sleep(forTimeInterval: 1.5)
         kill(process.processIdentifier, SIGINT)
+        let signalledAt = 1.0 + Date().timeIntervalSince(seen)
         let deadline = Date().addingTimeInterval(15)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         XCTAssertFalse(process.isRunning, "stops promptly on SIGINT")
@@ -122,7 +131,10 @@ final class RecordTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(channel.chunks.count, 3, dir)
             XCTAssertTrue(channel.chunks.last?.isFinal ?? false, "\(dir): the last chunk is closed and marked final")
             let total = channel.chunks.reduce(Int64(0)) { $0 + $1.durationNs }
-            XCTAssertEqual(Double(total) / 1e9, 2.5, accuracy: 0.4, "\(dir): everything up to the signal was kept")
+            // Up to the signal: at least its time on the timeline as seen here, at most that plus
+            // the first chunk's write latency and the signal's handling (0.2 s).
+            XCTAssertGreaterThanOrEqual(Double(total) / 1e9, signalledAt - 0.03, "\(dir): everything up to the signal was kept")
+            XCTAssertLessThanOrEqual(Double(total) / 1e9, signalledAt + 0.2, "\(dir): nothing after the signal")
             let all = try channel.concatenated(into: out + "/\(dir).ts")
             XCTAssertEqual(try Media.decodeErrors(all), "", dir)
         }
@@ -170,16 +182,34 @@ final class RecordTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stderr)
         let channel = try RecordedChannel(out + "/mic-default")
         XCTAssertGreaterThanOrEqual(channel.chunks.count, 4)
+        let session = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/session.json"))) as? [String: Any]
+        let startedAt = try XCTUnwrap((session?["startedAtUnixNs"] as? NSNumber)?.int64Value, "session.json: \(session ?? [:])")
         for chunk in channel.chunks {
             let data = try Data(contentsOf: URL(fileURLWithPath: chunk.media))
             XCTAssertEqual(chunk.metadata["bytes"] as? Int, data.count)
             let sum = try runProcess("/usr/bin/sha256sum", [chunk.media], timeout: .seconds(10)).stdout.prefix(64)
             XCTAssertEqual(chunk.metadata["sha256"] as? String, String(sum))
             XCTAssertEqual(chunk.metadata["channelId"] as? String, "mic:default")
-            XCTAssertNotNil(chunk.metadata["captureTime"] as? String)
+            // When the chunk's first sample was captured: the session's start plus its place on
+            // the timeline, in both forms.
+            let unixNs = try XCTUnwrap((chunk.metadata["captureTimeUnixNs"] as? NSNumber)?.int64Value)
+            let startPts = try XCTUnwrap((chunk.metadata["startPtsNs"] as? NSNumber)?.int64Value)
+            XCTAssertEqual(unixNs, startedAt + startPts, "chunk \(chunk.seq)")
+            let iso = try XCTUnwrap(chunk.metadata["captureTime"] as? String)
+            let parsed = try XCTUnwrap(ISO8601DateFormatter.withFractions.date(from: iso), iso)
+            XCTAssertEqual(parsed.timeIntervalSince1970, Double(unixNs) / 1e9, accuracy: 0.001, "chunk \(chunk.seq): \(iso)")
         }
         // No temporary files are left behind.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: out + "/mic-default").filter { $0.hasSuffix(".tmp") }
         XCTAssertEqual(leftovers, [])
+    }
+}
+
+extension ISO8601DateFormatter {
+    /// `2026-12-06T19:40:00.123Z`.
+    static var withFractions: ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
     }
 }

@@ -213,6 +213,43 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
+    /// Pausing system_audio silences it (the 1 kHz the rig plays into its speakers) from the
+    /// pause to the resume, to 25 ms, and only it: the microphone's 440 Hz goes on.
+    func testPausingSystemAudioSilencesIt() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "pause-system-audio")
+        let client = try daemon.client()
+        _ = try client.ok("startRecording", ["sessionId": "pause-sa", "channels": .array([
+            .object(["channel_id": "system_audio:default"]), .object(["channel_id": "mic:default"])])])
+        usleep(1_500_000)
+        let paused = try client.ok("pauseTracks", ["tracks": ["system_audio"]])
+        XCTAssertEqual(paused["pausedTracks"], .array(["system_audio"]))
+        usleep(1_500_000)
+        let resumed = try client.ok("resumeTracks", ["tracks": ["system_audio"]])
+        usleep(1_500_000)
+        let stopped = try client.ok("stopRecording")
+        XCTAssertEqual(daemon.terminate(), 0)
+        let p = Double(try XCTUnwrap(paused["atNs"]?.int64Value)) / 1e9
+        let r = Double(try XCTUnwrap(resumed["atNs"]?.int64Value)) / 1e9
+        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+        let dir = daemon.sessionDirectory("pause-sa")
+        for (channelDir, tone, paused) in [("system_audio-default", 1000.0, true), ("mic-default", 440.0, false)] {
+            let samples = try Media.decodeFloat(try Self.concatenate(dir, channelDir), channels: 1, sampleRate: 48_000, seconds: nil)
+            XCTAssertEqual(Double(samples.count) / 48_000, Double(durationNs) / 1e9, accuracy: 0.025, channelDir)
+            func slice(_ from: Double, _ to: Double) -> ArraySlice<Float> {
+                samples[max(0, Int(from * 48_000))..<min(samples.count, Int(to * 48_000))]
+            }
+            XCTAssertEqual(Media.dominantFrequency(samples: slice(p - 1.0, p - 0.05)), tone, accuracy: 5, "\(channelDir) before")
+            XCTAssertEqual(Media.dominantFrequency(samples: slice(r + 0.05, r + 1.0)), tone, accuracy: 5, "\(channelDir) after")
+            let during = Media.rmsDB(samples: slice(p + 0.025, r - 0.025))
+            if paused {
+                XCTAssertLessThan(during, -80, "\(channelDir) is silent while paused")
+            } else {
+                XCTAssertGreaterThan(during, -20, "\(channelDir) goes on while system_audio is paused")
+            }
+        }
+    }
+
     /// PulseAudio killed and restarted mid-session: the channel reports the
     /// interruption, reconnects, fills the gap with silence, and the stream
     /// stays continuous with the tone back after the restart.
@@ -314,6 +351,7 @@ final class SessionTests: XCTestCase {
                                              "channels": .array([.object(["channel_id": "display:1"])])])
         let connected = try XCTUnwrap(try client.event(.uploadProgress, within: 10), "the uplink never connected:\n\(daemon.log)")
         XCTAssertEqual(connected.data["connected"], true)
+        usleep(1_200_000)   // chunks go with the first token
         let updated = try client.ok("updateToken", ["token": .string(second), "expiresAt": 4_102_444_800])
         XCTAssertEqual(updated["expiresAt"]?.int64Value, 4_102_444_800)
         XCTAssertEqual(try client.ok("getStatus")["tokenPresent"], true)

@@ -8,13 +8,13 @@ import XCTest
 /// loopback injects it): a blackhole, delay with retransmissions, connections cut in
 /// the middle of a chunk, an endpoint side that sends garbage. The upload survives each, loses nothing and doubles nothing.
 final class UplinkNetworkFaultTests: XCTestCase {
-    func begin(_ name: String) throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String) {
+    func begin(_ name: String, env: [String: String?] = [:]) throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String) {
         let rig = try TestRig.shared()
         let endpoint = try LiveEndpoint(name: name)
         try endpoint.start()
         let proxy = try FaultProxy(upstreamPort: endpoint.port)
         let session = try endpoint.createSession()
-        let daemon = try DaemonProcess(rig: rig, name: "uplink-\(name)")
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-\(name)", env: env)
         let client = try daemon.client()
         _ = try client.ok("subscribeEvents")
         _ = try client.ok("startRecording", [
@@ -24,23 +24,27 @@ final class UplinkNetworkFaultTests: XCTestCase {
         return (endpoint, proxy, daemon, client, session)
     }
 
-    /// Packets dropped, not refused, for 40 s: the agent notices the dead peer on its own
-    /// (no RST comes), keeps capturing into the spool and answering, and drains after.
+    /// Packets dropped, not refused, for 20 s: the agent notices the dead peer on its own
+    /// (no RST comes), keeps capturing into the spool and answering, and drains after. The
+    /// watchdogs run at test speed (a ping after 2 s of silence, hung up after 5 s, an ack
+    /// awaited 8 s, connect and welcome 5 s: `CAPTURE_AGENT_TEST_UPLINK_TIMING`) instead of
+    /// 10/25/30/15 s; what notices the dead peer is the same code.
     func testBlackholedEndpointIsDetectedAndTheSpoolDrainsAfter() throws {
-        let (endpoint, proxy, daemon, client, session) = try begin("blackhole")
+        let (endpoint, proxy, daemon, client, session) = try begin("blackhole", env: [
+            "CAPTURE_AGENT_TEST_UPLINK_TIMING": "ping=2s,hangup=5s,ack=8s,connect=5s,welcome=5s"])
         defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 4)
         proxy.mode = .blackhole
         var pending: [Int64] = []
         var disconnected = false
-        for _ in 0..<8 {
+        for _ in 0..<4 {
             Thread.sleep(forTimeInterval: 5)
             let upload = try assertAnswers(daemon)["upload"]
             pending.append(upload?["chunksPending"]?.int64Value ?? -1)
             if upload?["connected"]?.boolValue == false { disconnected = true }
         }
         XCTAssertTrue(disconnected, "the dead connection was dropped; log:\n\(daemon.log.suffix(2000))")
-        XCTAssertGreaterThan(pending.last ?? 0, 3 * 30, "the spool grows: \(pending)")
+        XCTAssertGreaterThan(pending.last ?? 0, 3 * 15, "the spool grows: \(pending)")
         XCTAssertTrue(daemon.log.contains("uplink disconnected"))
         proxy.mode = .pass
         try finish(client, daemon: daemon, endpoint: endpoint, session: session, within: 120)

@@ -148,4 +148,70 @@ final class UplinkSessionTests: XCTestCase {
         let left = (FileManager.default.enumerator(atPath: out)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
         XCTAssertEqual(left, [], "acknowledged chunks leave the output directory")
     }
+
+    /// `capture-agent upload DIR`: a directory `record` made without an endpoint is delivered
+    /// later, every chunk once (the channels as the spool's reader names them: the video
+    /// primary), and what was acknowledged leaves the directory.
+    func testUploadDeliversADirectoryRecordedEarlier() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "upload-dir")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let session = try endpoint.createSession()
+        let sandbox = try DaemonSandbox(kind: "record", name: "upload-dir")
+        defer { try? FileManager.default.removeItem(atPath: sandbox.root) }
+        let out = sandbox.root + "/out"
+        let environment = sandbox.environment(rig: rig)
+        let recorded = try runProcess(BuiltBinary.path("capture-agent"), [
+            "record", "--duration", "3s", "--out", out, "--session-id", session,
+            "--channel", "display:1", "--channel", "mic:default",
+        ], environment: environment, timeout: .seconds(60))
+        XCTAssertEqual(recorded.status, 0, recorded.stderr)
+        let tokenPath = sandbox.root + "/token"
+        FileManager.default.createFile(atPath: tokenPath, contents: Data((try endpoint.mintToken() + "\n").utf8),
+                                       attributes: [.posixPermissions: 0o600])
+        let upload = try runProcess(BuiltBinary.path("capture-agent"), [
+            "upload", out, "--endpoint", endpoint.baseURL, "--token-file", tokenPath,
+        ], environment: environment, timeout: .seconds(60))
+        XCTAssertEqual(upload.status, 0, upload.stderr)
+        XCTAssertTrue(upload.stdout.contains("uploaded 6 chunks"), upload.stdout)
+        XCTAssertEqual(try endpoint.verifyStored(session), ["display:1": 3, "mic:default": 3])
+        let stored = try endpoint.session(session)
+        let primary = (stored["channels"] as? [[String: Any]] ?? []).first { ($0["is_primary"] as? Bool) == true }
+        XCTAssertEqual(primary?["channel_id"] as? String, "display:1", "the video channel is the primary one: \(stored)")
+        let left = (FileManager.default.enumerator(atPath: out)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
+        XCTAssertEqual(left, [], "acknowledged chunks leave the directory")
+    }
+
+    /// A session the endpoint does not know (for this token's account): refused for good on
+    /// the first hello (close 4004), reported as upload-failed with UPLOAD_REFUSED; the upload
+    /// stops instead of retrying, and capture goes on into the spool, which keeps every chunk.
+    func testASessionTheEndpointDoesNotKnowIsRefusedForGood() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "refused")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let daemon = try DaemonProcess(rig: rig, name: "uplink-refused")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents")
+        let session = "cap-00000000000000000000000000000000"
+        _ = try client.ok("startRecording", [
+            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
+            "endpoint": .string(endpoint.baseURL), "channels": .array([.object(["channel_id": "display:1"])]),
+        ])
+        let failed = try XCTUnwrap(try client.event(.uploadFailed, within: 10), "no upload-failed:\n\(daemon.log)")
+        XCTAssertEqual(failed.data["code"], "UPLOAD_REFUSED")
+        XCTAssertEqual(failed.data["closeCode"]?.int64Value, 4004, "\(failed.data)")
+        Thread.sleep(forTimeInterval: 2)
+        let upload = try XCTUnwrap(try client.ok("getStatus")["upload"])
+        XCTAssertEqual(upload["phase"], "stopped", "\(upload)")
+        XCTAssertEqual(upload["connections"]?.int64Value, 0, "never welcomed: \(upload)")
+        let stopped = try client.ok("stopRecording")
+        let spooled = Self.spooledChunks(stopped)["display:1"] ?? 0
+        XCTAssertGreaterThanOrEqual(spooled, 2)
+        let left = (FileManager.default.enumerator(atPath: daemon.sessionDirectory(session))?.allObjects as? [String] ?? [])
+            .filter { $0.hasSuffix(".ts") }
+        XCTAssertEqual(left.count, spooled, "the spool keeps every chunk")
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
 }

@@ -155,6 +155,29 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertLessThan(d, 400_000_000)
     }
 
+    /// The delays are the policy's, to the nanosecond, for a seed: 0.25 s doubling to 10 s,
+    /// each plus 0-30 % from SplitMix64 (written out here; its first output for seed 0 is the
+    /// published 0xE220A8397B1DCDAF), and back to 0.25 s after a reset.
+    func testBackoffIsTheSeededSequence() {
+        var splitmix: UInt64 = 0
+        func nextUnit() -> Double {
+            splitmix &+= 0x9E37_79B9_7F4A_7C15
+            var z = splitmix
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
+        }
+        XCTAssertEqual(nextUnit(), Double(UInt64(0xE220_A839_7B1D_CDAF) >> 11) / Double(1 << 53), "SplitMix64, seed 0")
+        splitmix = 0
+        var backoff = UplinkBackoff(policy: UplinkBackoff.Policy(), seed: 0)
+        let bases: [Int64] = [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000].map { $0 * 1_000_000 }
+        for (k, base) in bases.enumerated() {
+            XCTAssertEqual(backoff.next(), base + Int64(Double(base) * 0.3 * nextUnit()), "attempt \(k)")
+        }
+        backoff.reset()
+        XCTAssertEqual(backoff.next(), 250_000_000 + Int64(250_000_000.0 * 0.3 * nextUnit()), "after a reset")
+    }
+
     func testRejectedTokenWaitsForUpdateTokenThenResumes() {
         var m = streaming()
         _ = m.offer(Self.chunk("display:1", 0), nowNs: 0)

@@ -1,5 +1,4 @@
 import CaptureCore
-import CaptureSpool
 import Foundation
 import Logging
 import MediaExport

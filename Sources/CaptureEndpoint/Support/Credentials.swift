@@ -1,5 +1,4 @@
 import CaptureCore
-import CaptureSpool
 import Foundation
 
 /// The account an API key stands for. Every key is an account of its own,

@@ -1,0 +1,95 @@
+import CaptureTestSupport
+import Foundation
+import XCTest
+
+/// `record`'s encoder and source options change what is recorded, measured in the output:
+/// `--crf`, `--video-bitrate`, `--audio-bitrate`, `--no-cursor`, `--display`.
+final class RecordOptionsTests: XCTestCase {
+    /// Records 3 s of the given channels with `options`; returns the directory (removed by the caller).
+    private func record(_ rig: TestRig, _ name: String, channels: [String], _ options: [String],
+                        env: [String: String?] = [:], seconds: Int = 3) throws -> String {
+        let out = Agent.temporaryDirectory(name)
+        let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s"] + channels.flatMap { ["--channel", $0] } + options,
+                              env: Agent.environment(rig, env))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return out
+    }
+
+    private func bytes(_ dir: String) throws -> Int {
+        try RecordedChannel(dir).chunks.reduce(0) { $0 + ((try? Data(contentsOf: URL(fileURLWithPath: $1.media)).count) ?? 0) }
+    }
+
+    /// Quality and rate settings on the moving test picture (and the 440 Hz microphone).
+    func testQualityAndBitrateOptionsChangeTheStreams() throws {
+        let rig = try TestRig.shared()
+        var dirs: [String] = []
+        defer { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
+        func video(_ name: String, _ options: [String]) throws -> Int {
+            let out = try record(rig, name, channels: ["display:1"], options)
+            dirs.append(out)
+            return try bytes(out + "/display-1")
+        }
+        // Constant quality: a higher CRF is a smaller stream.
+        let fine = try video("crf-18", ["--crf", "18"])
+        let coarse = try video("crf-40", ["--crf", "40"])
+        XCTAssertLessThan(coarse * 3, fine, "crf 40 (\(coarse) bytes) is far smaller than crf 18 (\(fine) bytes)")
+        // A bitrate target: the stream is about that size (3 s x 400 kbit/s = 150 kB), and a
+        // tenfold target gives a much larger one.
+        let low = try video("vbr-400k", ["--video-bitrate", "400k"])
+        let high = try video("vbr-4m", ["--video-bitrate", "4M"])
+        XCTAssertEqual(Double(low), 150_000, accuracy: 75_000, "400 kbit/s for 3 s")
+        XCTAssertGreaterThan(high, low * 4, "4 Mbit/s (\(high) bytes) against 400 kbit/s (\(low) bytes)")
+
+        func audioBitrate(_ name: String, _ rate: String) throws -> Double {
+            let out = try record(rig, name, channels: ["mic:default"], ["--audio-bitrate", rate])
+            dirs.append(out)
+            let all = try RecordedChannel(out + "/mic-default").concatenated(into: out + "/mic.ts")
+            XCTAssertEqual(try Media.dominantFrequency(all, seconds: 2), 440, accuracy: 5)
+            // The AAC packets themselves (MPEG-TS framing would add 70 kbit/s at any rate).
+            let sizes = try runProcess("ffprobe", ["-v", "error", "-select_streams", "a:0", "-show_entries", "packet=size",
+                                                   "-of", "csv=p=0", all], timeout: .seconds(60))
+            XCTAssertEqual(sizes.status, 0, sizes.stderr)
+            let payload = sizes.stdout.split(separator: "\n")
+                .compactMap { Int($0.split(separator: ",").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") }
+                .reduce(0, +)
+            XCTAssertGreaterThan(payload, 0, "ffprobe's packet sizes: \(sizes.stdout.prefix(200))")
+            return Double(payload) * 8 / 3
+        }
+        let a64 = try audioBitrate("aac-64k", "64k")
+        let a192 = try audioBitrate("aac-192k", "192k")
+        XCTAssertEqual(a64, 64_000, accuracy: 64_000 * 0.2, "64 kbit/s AAC")
+        XCTAssertEqual(a192, 192_000, accuracy: 192_000 * 0.2, "192 kbit/s AAC")
+    }
+
+    /// The pointer (parked by the rig away from the moving picture, on black) is drawn into the
+    /// picture, and not with `--no-cursor`.
+    func testNoCursorLeavesThePointerOut() throws {
+        let rig = try TestRig.shared()
+        let pointer = try XCTUnwrap(rig.pointer, "the shared rig parks a pointer")
+        let crop = (x: pointer.x - 4, y: pointer.y - 4, width: 24, height: 24)
+        func meanLuma(_ options: [String]) throws -> Double {
+            let out = try record(rig, "cursor-\(options.isEmpty ? "on" : "off")", channels: ["display:1"], options, seconds: 2)
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            let all = try RecordedChannel(out + "/display-1").concatenated(into: out + "/v.ts")
+            let frames = try Media.frameLuma(all, crop: crop)
+            XCTAssertFalse(frames.isEmpty)
+            return frames.map(\.luma).reduce(0, +) / Double(max(frames.count, 1))
+        }
+        let drawn = try meanLuma([])
+        let left = try meanLuma(["--no-cursor"])
+        XCTAssertEqual(left, 16, accuracy: 2, "black where the pointer is, with --no-cursor")
+        XCTAssertGreaterThan(drawn, left + 10, "the pointer is drawn without --no-cursor (mean luma \(drawn) against \(left))")
+    }
+
+    /// `--display` picks the X server, whatever DISPLAY says: a second rig's 1280x720 screen.
+    func testDisplayOptionPicksTheXServer() throws {
+        let rig = try TestRig.shared()
+        let other = try TestRig.start(RigOptions(monitors: [RigMonitor(width: 1280, height: 720)], audio: false, motion: false))
+        defer { other.stop() }
+        let out = try record(rig, "display-option", channels: ["display:1"], ["--display", other.display], seconds: 1)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let probe = try Media.probe(out + "/display-1/chunk-000000.ts")
+        XCTAssertEqual(probe.width, 1280, "the other display, not DISPLAY=\(rig.display)")
+        XCTAssertEqual(probe.height, 720)
+    }
+}
