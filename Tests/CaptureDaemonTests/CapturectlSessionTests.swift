@@ -117,4 +117,51 @@ final class CapturectlSessionTests: XCTestCase {
         XCTAssertEqual(try c.ok("requestPermission", ["permission": "microphone"])["status"], "denied")
         XCTAssertEqual(bare.terminate(), 0)
     }
+
+    /// `capturectl token` hands the daemon a token from a file (success: what it prints, and
+    /// status says a token is present), and `capturectl status --watch` prints one line a
+    /// second while not on a terminal, until Ctrl-C (SIGINT: exit 0), each the session as it
+    /// stands: its elapsed time grows.
+    func testTokenAndStatusWatch() throws {
+        let rig = try TestRig.shared()
+        let daemon = try DaemonProcess(rig: rig, name: "ctl-token-watch")
+        defer { _ = daemon.terminate() }
+        var env = daemon.environment
+        env["CAPTURE_AGENT_SOCKET"] = daemon.socketPath
+        let tokenFile = daemon.root + "/token"
+        FileManager.default.createFile(atPath: tokenFile, contents: Data("cct_from_a_file\n".utf8), attributes: [.posixPermissions: 0o600])
+        _ = try daemon.client().ok("startRecording", ["sessionId": "ctl-watch", "channels": .array([.object(["channel_id": "display:1"])])])
+
+        let token = try Capturectl.run(["token", "--file", tokenFile, "--expires-at", "4102444800"], env: env)
+        XCTAssertEqual(token.status, 0, token.stderr)
+        XCTAssertEqual(token.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "token accepted (expires 2100-01-01T00:00:00.000Z)")
+        XCTAssertFalse(token.stdout.contains("cct_from_a_file") || token.stderr.contains("cct_from_a_file"))
+        XCTAssertEqual(try daemon.client().ok("getStatus")["tokenPresent"], true)
+
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: Capturectl.binary)
+        watch.arguments = ["status", "--watch"]
+        watch.environment = env
+        let out = Pipe()
+        watch.standardOutput = out
+        watch.standardError = FileHandle.nullDevice
+        try watch.run()
+        Thread.sleep(forTimeInterval: 3.5)
+        kill(watch.processIdentifier, SIGINT)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        watch.waitUntilExit()
+        XCTAssertEqual(watch.terminationReason, .exit, "Ctrl-C ends it cleanly")
+        XCTAssertEqual(watch.terminationStatus, 0)
+        let lines = text.split(separator: "\n")
+        XCTAssertGreaterThanOrEqual(lines.count, 3, "one line a second: \(text)")
+        XCTAssertLessThanOrEqual(lines.count, 5, "one line a second: \(text)")
+        var elapsed: [String] = []
+        for line in lines {
+            XCTAssertTrue(line.contains(" state=active session=ctl-watch elapsed="), String(line))
+            XCTAssertTrue(line.contains(" display:1:fps="), String(line))
+            elapsed.append(String(line.split(separator: " ").first { $0.hasPrefix("elapsed=") } ?? ""))
+        }
+        XCTAssertEqual(Set(elapsed).count, elapsed.count, "the elapsed time moves from line to line: \(elapsed)")
+        _ = try daemon.client().ok("stopRecording")
+    }
 }

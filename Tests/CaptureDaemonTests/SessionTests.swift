@@ -213,6 +213,45 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
+    /// The audio server frozen (SIGSTOP: connected, delivering nothing) for longer than the
+    /// watchdog's 4 s: the microphone channel is reported stalled, the daemon answers, and once
+    /// the server runs again the channel reports its recovery, its stream whole (PulseAudio
+    /// catches up with the frozen seconds' audio, pipewire-pulse's gap is filled with silence).
+    func testWatchdogReportsAStalledAudioChannelAndItsRecovery() throws {
+        let rig = try TestRig.start(RigOptions(audio: true, motion: false))
+        defer { rig.stop() }
+        let serverName = rig.audioServer == "pipewire" ? "pipewire-pulse" : "pulseaudio"
+        let server = try XCTUnwrap(Self.rigPID(rig, named: serverName) ?? Self.rigPID(rig, named: "pulse"),
+                                   "no \(serverName) in the rig's pid list")
+        let daemon = try DaemonProcess(rig: rig, name: "audio-stall")
+        let client = try daemon.client()
+        _ = try client.ok("subscribeEvents", ["events": ["channel-error"]])
+        _ = try client.ok("startRecording", ["sessionId": "audio-stall", "channels": .array([.object(["channel_id": "mic:default"])])])
+        usleep(1_500_000)
+        kill(server, SIGSTOP)
+        var resumed = false
+        defer { if !resumed { kill(server, SIGCONT) } }
+        let stalled = try XCTUnwrap(try client.event(.channelError, within: 12), "the stall was not reported:\n\(daemon.log)")
+        XCTAssertEqual(stalled.channel, "mic:default")
+        XCTAssertEqual(stalled.data["code"], "CHANNEL_STALLED", "\(stalled.data)")
+        XCTAssertEqual(stalled.data["recovered"], false)
+        XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
+        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the daemon stopped answering during the stall")
+        kill(server, SIGCONT)
+        resumed = true
+        var recovered: ControlEvent?
+        let deadline = Date().addingTimeInterval(15)
+        while recovered == nil, Date() < deadline, let event = try client.event(.channelError, within: 15) {
+            if event.data["code"] == "CHANNEL_STALLED", event.data["recovered"] == true { recovered = event }
+        }
+        XCTAssertNotNil(recovered, "the recovery was not reported:\n\(daemon.log)")
+        usleep(1_000_000)
+        let stopped = try client.ok("stopRecording")
+        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
+        Self.assertSamplesAddUp(channel, durationNs: try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value))
+        XCTAssertEqual(daemon.terminate(), 0)
+    }
+
     /// Pausing system_audio silences it (the 1 kHz the rig plays into its speakers) from the
     /// pause to the resume, to 25 ms, and only it: the microphone's 440 Hz goes on.
     func testPausingSystemAudioSilencesIt() throws {

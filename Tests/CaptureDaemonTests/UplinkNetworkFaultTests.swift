@@ -124,4 +124,37 @@ final class UplinkNetworkFaultTests: XCTestCase {
         XCTAssertEqual(upload["connected"]?.boolValue, true, "recovered: \(upload)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
     }
+
+    /// `shutdown_upload_wait` bounds how long a shutdown waits for an upload that still looks
+    /// connected but moves nothing (its endpoint blackholed): 3 s here, not the 25 s hang-up;
+    /// the chunks stay in the spool for the next start, and the log says so.
+    func testShutdownWaitsNoLongerThanShutdownUploadWait() throws {
+        let rig = try TestRig.shared()
+        let endpoint = try LiveEndpoint(name: "shutdown-wait")
+        try endpoint.start()
+        defer { endpoint.terminate() }
+        let proxy = try FaultProxy(upstreamPort: endpoint.port)
+        defer { proxy.stop() }
+        let session = try endpoint.createSession()
+        let daemon = try DaemonProcess(rig: rig, name: "shutdown-wait", arguments: ["--set", "shutdown_upload_wait=3s"])
+        let client = try daemon.client()
+        _ = try client.ok("startRecording", [
+            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
+            "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": .array([.object(["channel_id": "display:1"])]),
+        ])
+        Thread.sleep(forTimeInterval: 2)
+        proxy.mode = .blackhole
+        Thread.sleep(forTimeInterval: 1)
+        _ = try client.ok("stopRecording")
+        let asked = Date()
+        _ = try client.ok("shutdown")
+        XCTAssertEqual(daemon.waitForExit(timeout: 30), 0, daemon.log)
+        let waited = Date().timeIntervalSince(asked)
+        XCTAssertGreaterThanOrEqual(waited, 2.9, "it waited for the upload")
+        XCTAssertLessThan(waited, 6, "no longer than shutdown_upload_wait (3 s) and the exit itself")
+        XCTAssertTrue(daemon.log.contains("uploads not finished at exit"), daemon.log)
+        let left = (FileManager.default.enumerator(atPath: daemon.sessionDirectory(session))?.allObjects as? [String] ?? [])
+            .filter { $0.hasSuffix(".ts") }
+        XCTAssertFalse(left.isEmpty, "what was not acknowledged stays in the spool")
+    }
 }
