@@ -251,3 +251,15 @@ let package = Package(
             ]),
     ]
 )
+
+// Every Swift target of ours: the compiler keeps the layering honest (`InternalImportsByDefault`:
+// a module's imports are its own unless it says `public import`; `MemberImportVisibility`: a
+// member is visible only where its module is imported) and the spelling explicit
+// (`ExistentialAny`).
+for target in package.targets where target.type != .system && target.type != .binary && target.type != .plugin {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .enableUpcomingFeature("InternalImportsByDefault"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+        .enableUpcomingFeature("ExistentialAny"),
+    ]
+}

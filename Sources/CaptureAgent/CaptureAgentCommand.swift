@@ -1,15 +1,15 @@
-import ArgumentParser
-import CaptureCore
-import CapturePipeline
+public import ArgumentParser
+public import CaptureCore
+public import CapturePipeline
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Logging
+public import Logging
 
 @main
 struct CaptureAgentCommand: ParsableCommand {

@@ -15,6 +15,7 @@ import Glibc
 import Logging
 import Synchronization
 import WebSocketUplink
+import MediaEncoding
 
 struct RecordCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

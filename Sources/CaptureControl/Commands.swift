@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// Every command of the control protocol. The first eight are the VideoDB
 /// SDK's; the rest are ours. Raw values are the wire names.

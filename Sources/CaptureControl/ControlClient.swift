@@ -1,12 +1,12 @@
-import CaptureCore
+public import CaptureCore
 internal import LinuxSupport
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Where the daemon's control socket lives.

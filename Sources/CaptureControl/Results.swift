@@ -1,5 +1,5 @@
-import CaptureCore
-import CaptureUplink
+public import CaptureCore
+public import CaptureUplink
 
 /// The results of `init` / `ping` (`daemon` in getStatus): who answers.
 public struct DaemonInfo: Codable, Sendable, Equatable {

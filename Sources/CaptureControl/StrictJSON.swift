@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// JSON exactly as RFC 8259 writes it, for the control protocol's request lines: one pass
 /// over the bytes into a `JSONValue`, refusing what lenient parsers let through and two

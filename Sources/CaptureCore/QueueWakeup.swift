@@ -1,4 +1,4 @@
-import Dispatch
+public import Dispatch
 
 /// Runs a handler on a serial queue whenever any thread calls `wake()`.
 /// Wakes coalesce: many `wake()` calls before the handler runs cause one run.

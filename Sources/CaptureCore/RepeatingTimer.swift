@@ -1,4 +1,4 @@
-import Dispatch
+public import Dispatch
 
 /// Runs a handler on a queue every `interval`, until cancelled.
 ///

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// A `sockaddr_un` for a filesystem path or an abstract-namespace name, with

@@ -1,13 +1,13 @@
-import ArgumentParser
-import CaptureControl
-import CaptureCore
+public import ArgumentParser
+public import CaptureControl
+public import CaptureCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// `--socket` and `--json`, shared by every command.

@@ -3,6 +3,7 @@ import CaptureControl
 import CaptureCore
 #if canImport(Glibc)
 import Glibc
+import CaptureUplink
 #endif
 
 struct StatusCommand: ClientCommand {

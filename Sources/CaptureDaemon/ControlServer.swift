@@ -1,16 +1,16 @@
-import CaptureControl
-import CaptureCore
-import LinuxSupport
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import LinuxSupport
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Logging
-import Synchronization
+public import Logging
+public import Synchronization
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// The control socket: accepts clients of the same user (SO_PEERCRED),

@@ -1,17 +1,17 @@
-import CaptureControl
-import CaptureCore
-import CapturePipeline
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import CapturePipeline
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Logging
-import Synchronization
+public import Logging
+public import Synchronization
 
 /// One connected client, whatever the transport.
 public protocol ControlClientHandle: AnyObject, Sendable {

@@ -1,11 +1,11 @@
-import CaptureCore
+public import CaptureCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Creates the daemon's own listening socket when systemd did not pass one.

@@ -1,16 +1,16 @@
-import CaptureControl
-import CaptureCore
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Logging
-import Synchronization
-import SystemdSupport
+public import Logging
+public import Synchronization
+public import SystemdSupport
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// The long-running capture-agent: one SessionController, served on the

@@ -1,13 +1,13 @@
-import CaptureControl
-import CaptureCore
-import CapturePipeline
-import CaptureSpool
+public import CaptureControl
+public import CaptureCore
+public import CapturePipeline
+public import CaptureSpool
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import TOMLKit
+public import TOMLKit
 
 /// The daemon's settings: built-in defaults, then
 /// `$XDG_CONFIG_HOME/capture-agent/config.toml`, then `CAPTURE_AGENT_<KEY>`

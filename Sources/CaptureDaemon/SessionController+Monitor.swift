@@ -9,6 +9,8 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import Synchronization
+import CaptureUplink
 
 /// The monitor: every 250 ms, on its own queue, a look at the running session. A source that
 /// failed ends it; so does the spool budget; a channel that spools nothing for a while is

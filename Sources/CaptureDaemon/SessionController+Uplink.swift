@@ -1,20 +1,20 @@
-import CaptureControl
-import CaptureCore
-import CapturePipeline
-import CaptureSpool
-import CaptureUplink
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import CapturePipeline
+public import CaptureSpool
+public import CaptureUplink
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Logging
-import Synchronization
-import WebSocketUplink
+public import Logging
+public import Synchronization
+public import WebSocketUplink
 
 /// What the daemon needs of an upload (the seam the tests and `record` share):
 /// `SessionUplink` is the real one.

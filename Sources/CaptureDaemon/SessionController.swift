@@ -1,18 +1,19 @@
-import CaptureControl
-import CaptureCore
-import CapturePipeline
-import LinuxSupport
-import CaptureSpool
-import CaptureUplink
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import CapturePipeline
+public import LinuxSupport
+public import CaptureSpool
+public import CaptureUplink
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Logging
-import Synchronization
-import WebSocketUplink
+public import Logging
+public import Synchronization
+public import WebSocketUplink
+public import MediaEncoding
 
 /// The one capture session the daemon runs at a time, as a state machine:
 ///

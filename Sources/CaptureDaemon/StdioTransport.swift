@@ -1,15 +1,15 @@
-import CaptureControl
-import CaptureCore
-import Dispatch
+public import CaptureControl
+public import CaptureCore
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Logging
-import Synchronization
+public import Logging
+public import Synchronization
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// The protocol on stdin/stdout, for one client that started us as its child

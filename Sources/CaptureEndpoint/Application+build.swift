@@ -1,10 +1,10 @@
-import CaptureCore
-import CaptureUplink
-import Hummingbird
-import HummingbirdWebSocket
-import Logging
-import NIOCore
-import NIOPosix
+public import CaptureCore
+public import CaptureUplink
+public import Hummingbird
+public import HummingbirdWebSocket
+public import Logging
+public import NIOCore
+public import NIOPosix
 
 /// The parts of a running endpoint, for the executable and for tests.
 public struct EndpointComponents: Sendable {

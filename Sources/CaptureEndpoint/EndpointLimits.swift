@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// What one credential may take of the endpoint. Every limit refuses with its own
 /// answer (HTTP 429 `QUOTA_EXCEEDED`, uplink error `quota-exceeded` then close 4014, or

@@ -1,9 +1,9 @@
-import CaptureCore
-import PulseCapture
-import ScreenCastPortal
-import SessionBus
-import WaylandOutputs
-import X11Capture
+public import CaptureCore
+public import PulseCapture
+public import ScreenCastPortal
+public import SessionBus
+public import WaylandOutputs
+public import X11Capture
 
 /// A channel ready to record: what it is and where its data comes from.
 enum ResolvedChannel: Sendable {

@@ -1,5 +1,5 @@
-import CaptureCore
-import Synchronization
+public import CaptureCore
+public import Synchronization
 
 /// Counters of one channel, written by its stages and read by anyone (status,
 /// summary). Relaxed atomics: each counter is independent.

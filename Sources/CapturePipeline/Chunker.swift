@@ -1,6 +1,7 @@
 import CaptureCore
 import CaptureSpool
 import MediaEncoding
+import Synchronization
 
 /// Cuts one channel's packets into self-contained MPEG-TS chunks on a fixed
 /// grid of the session timeline (chunk k covers [k*D, (k+1)*D)) and hands each

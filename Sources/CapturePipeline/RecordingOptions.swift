@@ -1,6 +1,6 @@
-import CaptureCore
-import MediaEncoding
-import ScreenCastPortal
+public import CaptureCore
+public import MediaEncoding
+public import ScreenCastPortal
 
 /// Everything a recording needs to know, already validated.
 public struct RecordingOptions: Sendable {

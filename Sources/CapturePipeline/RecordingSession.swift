@@ -1,18 +1,19 @@
-import CaptureCore
-import CaptureSpool
-import CaptureUplink
-import Dispatch
+public import CaptureCore
+public import CaptureSpool
+public import CaptureUplink
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Logging
-import PulseCapture
-import PipeWireCapture
-import Synchronization
-import WaylandOutputs
-import X11Capture
+public import Logging
+public import PulseCapture
+public import PipeWireCapture
+public import Synchronization
+public import WaylandOutputs
+public import X11Capture
+public import MediaEncoding
 
 
 /// One recording: every requested channel captured on one shared timeline

@@ -1,7 +1,7 @@
-import CaptureCore
-import ScreenCastPortal
-import SessionBus
-import WaylandOutputs
+public import CaptureCore
+public import ScreenCastPortal
+public import SessionBus
+public import WaylandOutputs
 
 /// What happened with the user's consent to share a monitor (`screen-consent` events).
 public struct ScreenConsentEvent: Sendable, Equatable {

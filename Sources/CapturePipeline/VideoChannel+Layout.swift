@@ -9,6 +9,7 @@ import Glibc
 #endif
 import Logging
 import MediaEncoding
+import Synchronization
 
 /// Following the monitor when the screen layout changes under a running session: the source
 /// says something may have changed (RandR events on X11; a stream that renegotiated, ended or

@@ -1,17 +1,17 @@
-import CaptureCore
-import CaptureSpool
-import Dispatch
+public import CaptureCore
+public import CaptureSpool
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Logging
-import MediaEncoding
-import Synchronization
+public import Logging
+public import MediaEncoding
+public import Synchronization
 
 /// What the capture thread hands the encoder for one frame slot of the timeline.
 struct FrameItem: BitwiseCopyable {

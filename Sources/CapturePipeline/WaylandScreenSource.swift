@@ -7,6 +7,8 @@ import PipeWireCapture
 import PixelConversion
 import ScreenCastPortal
 import WaylandOutputs
+import Synchronization
+import MediaEncoding
 
 /// A monitor of a Wayland desktop: its ScreenCast portal stream, consumed from PipeWire
 /// (`ScreenCastKeeper` keeps it going), copied into a pool of images the way the X11 grabber

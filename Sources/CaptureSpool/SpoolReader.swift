@@ -1,12 +1,12 @@
-import CaptureCore
-import CaptureUplink
+public import CaptureCore
+public import CaptureUplink
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Reads what `SpoolWriter` writes (docs/spool-format.md): a session directory's channel

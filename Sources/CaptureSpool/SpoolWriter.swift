@@ -1,15 +1,15 @@
-import CaptureCore
-import CaptureUplink
-import Dispatch
+public import CaptureCore
+public import CaptureUplink
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Synchronization
+public import Synchronization
 
 /// Where a finished chunk waits between its encoder and the spool writer:
 /// reusable memory that only grows (rarely), never shrinks.

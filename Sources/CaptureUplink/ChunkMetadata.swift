@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// What the spool records beside every chunk, as `chunk-NNNNNN.json`. The
 /// uplink reads it; `docs/spool-format.md` documents every field.

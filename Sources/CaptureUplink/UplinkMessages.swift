@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// The uplink protocol's constants. `docs/uplink-protocol.md` is the
 /// specification; this module is its one implementation of the messages,

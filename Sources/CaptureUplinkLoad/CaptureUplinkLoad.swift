@@ -7,6 +7,7 @@ import CaptureUplinkReplay
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 
 /// `capture-uplink-load`: N simulated agents, each with its own session and
 /// client token, replaying a recorded spool over the uplink at real-time pace

@@ -1,7 +1,7 @@
-import CaptureCore
-import CaptureSpool
-import CaptureUplink
-import Foundation
+public import CaptureCore
+public import CaptureSpool
+public import CaptureUplink
+public import Foundation
 
 /// A recorded session directory (`capture-agent record --out DIR`, or a daemon
 /// spool), read the way an uplink client reads it: every complete chunk

@@ -1,11 +1,11 @@
-import CaptureCore
-import CaptureUplink
-import Foundation
-import Logging
-import NIOCore
-import NIOWebSocket
-import Synchronization
-import HummingbirdWSClient
+public import CaptureCore
+public import CaptureUplink
+public import Foundation
+public import Logging
+public import NIOCore
+public import NIOWebSocket
+public import Synchronization
+public import HummingbirdWSClient
 
 /// How to replay a spool over the uplink.
 public struct ReplayOptions: Sendable {

@@ -1,5 +1,5 @@
 internal import CFFmpeg
-import CaptureCore
+public import CaptureCore
 
 /// 48 kHz stereo interleaved Float32 (CaptureCore.AudioFormat) -> AAC-LC with
 /// FFmpeg's native "aac" encoder. The samples are de-interleaved into the

@@ -1,5 +1,5 @@
 internal import CFFmpeg
-import CaptureCore
+public import CaptureCore
 
 /// What a muxer needs to know about an encoded stream: codec parameters and
 /// the time base its packets' timestamps are in. Immutable and Sendable, so

@@ -1,5 +1,5 @@
 internal import CFFmpeg
-import CaptureCore
+public import CaptureCore
 
 /// Writes self-contained MPEG-TS chunks of ONE stream into memory.
 ///

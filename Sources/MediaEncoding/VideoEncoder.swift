@@ -1,6 +1,6 @@
 internal import CFFmpeg
 internal import CX264
-import CaptureCore
+public import CaptureCore
 
 public struct VideoEncoderSettings: Sendable, Equatable {
     /// Nominal frame rate, 1...60 (x264 rate control and packet durations).

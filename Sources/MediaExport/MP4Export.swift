@@ -1,10 +1,10 @@
 internal import CFFmpeg
-import CaptureCore
-import Dispatch
+public import CaptureCore
+public import Dispatch
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 
 /// What goes into an export: one video channel and any number of audio

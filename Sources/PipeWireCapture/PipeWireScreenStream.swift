@@ -1,10 +1,10 @@
 internal import CPipeWire
-import CaptureCore
-import PixelConversion
+public import CaptureCore
+public import PixelConversion
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Synchronization
+public import Synchronization
 
 /// The pixel layouts a screencast may arrive in (4 bytes a pixel, the fourth ignored).
 public enum StreamPixelFormat: Sendable, Equatable {

@@ -1,7 +1,7 @@
-import CaptureCore
-import Synchronization
+public import CaptureCore
+public import Synchronization
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Records one PulseAudio source as 48 kHz interleaved stereo Float32 and hands it to a sink on the

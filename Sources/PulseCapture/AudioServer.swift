@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 import CPulse
 
 /// One-shot queries of the audio server (PulseAudio, or PipeWire's pulse server).

@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// One PulseAudio device (a source or a sink) as the server names it.
 public struct AudioDevice: Sendable, Hashable {

@@ -2,6 +2,7 @@ import CaptureCore
 import CPulse
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #endif
 
 /// Reading the stream: libpulse's blocks and timing reports in, `StreamTimeline` placing them on

@@ -2,6 +2,7 @@ import CaptureCore
 import CPulse
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #endif
 
 /// Staying up: reconnecting after the server went away, and following the server's default

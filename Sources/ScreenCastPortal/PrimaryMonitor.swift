@@ -1,5 +1,5 @@
-import CaptureCore
-import SessionBus
+public import CaptureCore
+public import SessionBus
 
 /// Which monitor the desktop calls primary. Wayland itself has no such notion; GNOME says it
 /// in `org.gnome.Mutter.DisplayConfig` (no dialog, no permission needed). Other desktops:

@@ -1,13 +1,13 @@
-import CaptureCore
+public import CaptureCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import Synchronization
+public import Synchronization
 
 /// The portal's restore tokens, one per monitor (by connector name), kept so that later
 /// sessions, a restarted daemon and the next boot start without the consent dialog.

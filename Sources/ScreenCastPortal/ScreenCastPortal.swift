@@ -1,7 +1,7 @@
-import CaptureCore
-import SessionBus
+public import CaptureCore
+public import SessionBus
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// How the pointer reaches a screencast (the portal's `cursor_mode`).

@@ -1,7 +1,7 @@
 internal import CSDBus
-import CaptureCore
+public import CaptureCore
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// One D-Bus message (a reply or a signal), owned: the reference is dropped with it.

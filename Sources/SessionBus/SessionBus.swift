@@ -1,7 +1,7 @@
 internal import CSDBus
-import CaptureCore
+public import CaptureCore
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// A connection to the user's D-Bus session bus (sd-bus of libsystemd), where the desktop's

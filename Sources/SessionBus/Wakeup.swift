@@ -1,7 +1,7 @@
 internal import CLinuxShims
-import CaptureCore
+public import CaptureCore
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// A wake-up another thread can give a thread that waits on the session bus (or on nothing

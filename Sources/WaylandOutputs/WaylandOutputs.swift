@@ -1,7 +1,7 @@
 internal import CWayland
-import CaptureCore
+public import CaptureCore
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// One monitor of a Wayland desktop, as the compositor announces it: `wl_output` (connector

@@ -1,11 +1,11 @@
-import CaptureCore
-import CaptureUplink
+public import CaptureCore
+public import CaptureUplink
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
-import Synchronization
+public import Synchronization
 
 /// The uplink's numbers, written by its service thread and read by anyone
 /// (status, the benchmark) without waiting.

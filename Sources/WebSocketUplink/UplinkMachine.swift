@@ -1,5 +1,5 @@
-import CaptureCore
-import CaptureUplink
+public import CaptureCore
+public import CaptureUplink
 
 /// The client side of docs/uplink-protocol.md for one session, as a value type:
 /// no sockets, no threads, no clock of its own. The service thread feeds it what

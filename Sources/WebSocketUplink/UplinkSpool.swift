@@ -1,13 +1,13 @@
-import CaptureCore
-import CaptureSpool
-import CaptureUplink
+public import CaptureCore
+public import CaptureSpool
+public import CaptureUplink
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// What the spool keeps about a session's upload, as `uplink.json` beside its

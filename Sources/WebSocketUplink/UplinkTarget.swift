@@ -1,5 +1,5 @@
-import CaptureCore
-import CaptureUplink
+public import CaptureCore
+public import CaptureUplink
 
 /// Where an uplink connects, from the endpoint URL the SDK's `init` (`apiUrl`),
 /// `capturectl start --endpoint` or the configuration names:

@@ -1,8 +1,8 @@
-import CaptureCore
+public import CaptureCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+public import FoundationEssentials
 #else
-import Foundation
+public import Foundation
 #endif
 
 extension UplinkMachine.Timing {

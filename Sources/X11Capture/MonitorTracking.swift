@@ -1,4 +1,4 @@
-import CaptureCore
+public import CaptureCore
 
 /// Which of the monitors RandR lists now is the one a display channel has been capturing, after
 /// the screen layout changed (a mode change, a monitor moved, turned off, plugged in).

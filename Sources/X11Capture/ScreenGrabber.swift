@@ -1,8 +1,8 @@
 import CX11
-import CaptureCore
-import PixelConversion
+public import CaptureCore
+public import PixelConversion
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Grabs one monitor's rectangle, frame after frame, into a pool of preallocated images.

@@ -1,7 +1,8 @@
 import CX11
-import CaptureCore
+public import CaptureCore
 #if canImport(Glibc)
-import Glibc
+public import Glibc
+public import Synchronization
 #endif
 
 /// One connection to the X server.

@@ -1,6 +1,7 @@
 import CaptureTestSupport
 import Foundation
 import XCTest
+import CaptureCore
 
 /// Proves the test rig and the media helpers work, with ffmpeg as the capturer:
 /// the shared rig's X server, audio tones and on-screen motion are real, and the

@@ -9,6 +9,7 @@ import GRDB
 import Logging
 import NIOCore
 import XCTest
+import NIOHTTP1
 
 /// The real capture-endpoint binary as a process of its own, for the tests that kill it.
 final class EndpointProcess {

@@ -5,6 +5,8 @@ import Hummingbird
 import NIOCore
 import HummingbirdTesting
 import XCTest
+import NIOPosix
+import CaptureCore
 
 /// Each quota of `EndpointLimits`, reached over real sockets: refused with its own answer,
 /// nothing half-stored, the endpoint serving everyone else (issue 17: bounded work per credential).

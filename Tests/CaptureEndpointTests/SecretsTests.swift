@@ -2,6 +2,7 @@ import CaptureCore
 @testable import CaptureEndpoint
 import CaptureTestSupport
 import Foundation
+import NIOCore
 import XCTest
 
 /// The endpoint's cryptography against published vectors and an independent
@@ -140,5 +141,17 @@ final class SecretsTests: XCTestCase {
     func testWebhookBackoffDoublesUpToItsCap() {
         let delays = (1...8).map { WebhookDispatcher.backoff(afterAttempts: $0, initialMs: 1000, maxMs: 20_000) }
         XCTAssertEqual(delays, [1000, 2000, 4000, 8000, 16000, 20000, 20000, 20000])
+    }
+}
+
+/// What the per-address connection limit counts by.
+final class AddressKeyTests: XCTestCase {
+    func testIPv4AndMappedIPv4AreTheAddressAndIPv6IsItsSlash64() throws {
+        XCTAssertEqual(UplinkHub.addressKey(try SocketAddress(ipAddress: "192.0.2.7", port: 1)), "192.0.2.7")
+        XCTAssertEqual(UplinkHub.addressKey(try SocketAddress(ipAddress: "::ffff:192.0.2.7", port: 1)), "192.0.2.7")
+        XCTAssertEqual(UplinkHub.addressKey(try SocketAddress(ipAddress: "2001:db8:1:2:3:4:5:6", port: 1)), "20:1:d:b8:0:1:0:2::/64")
+        XCTAssertEqual(UplinkHub.addressKey(try SocketAddress(ipAddress: "2001:db8:1:2:ffff::1", port: 1)),
+                       UplinkHub.addressKey(try SocketAddress(ipAddress: "2001:db8:1:2::9", port: 2)), "one /64")
+        XCTAssertEqual(UplinkHub.addressKey(nil), "?")
     }
 }

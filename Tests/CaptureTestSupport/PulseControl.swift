@@ -1,7 +1,7 @@
-import CaptureCore
-import Foundation
+public import CaptureCore
+public import Foundation
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// Shell helpers for a rig's PulseAudio (pactl, a tone client, kill/restart).

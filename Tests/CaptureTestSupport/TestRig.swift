@@ -1,11 +1,11 @@
-import CaptureCore
-import Foundation
-import Synchronization
+public import CaptureCore
+public import Foundation
+public import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Darwin)
-import Darwin
+public import Darwin
 #endif
 
 /// One monitor of a rig. Several monitors sit side by side, top-aligned, left to right.

@@ -1,9 +1,9 @@
-import CaptureCore
-import Foundation
-import Synchronization
+public import CaptureCore
+public import Foundation
+public import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
 
 /// A private headless GNOME on Wayland, started by `scripts/rig up --desktop gnome-wayland`:

@@ -2,6 +2,7 @@ import CaptureCore
 import Hummingbird
 import HummingbirdWebSocket
 import NIOWebSocket
+import Logging
 
 /// `GET /collection/{cid}/websocket` (the URL of an event socket, with a
 /// one-time ticket in it, since the SDK's WebSocket client sends no headers)

@@ -1,5 +1,6 @@
 import CaptureCore
 import Hummingbird
+import Logging
 
 /// `POST /collection/{cid}/capture/session/{sid}/export` (SDK `session.export()`,
 /// called repeatedly to poll) and the exported file, `GET /exports/{sid}/{key}/{video}.mp4`.

@@ -1,6 +1,7 @@
 import CaptureCore
 import Foundation
 import Hummingbird
+import Logging
 
 /// `POST|GET /collection/{cid}/capture/session`, `GET .../{sid}`: the backend's
 /// view of capture sessions.

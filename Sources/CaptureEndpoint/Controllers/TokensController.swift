@@ -1,5 +1,6 @@
 import CaptureCore
 import Hummingbird
+import Logging
 
 /// `POST /capture/session/token` and `.../token/revoke`: the client tokens a
 /// desktop uploads with. A token is shown once; the store keeps its hash.

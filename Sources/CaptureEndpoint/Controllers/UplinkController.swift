@@ -1,6 +1,7 @@
 import CaptureUplink
 import Hummingbird
 import HummingbirdWebSocket
+import Logging
 
 /// The uplink WebSocket at `/capture/uplink` (docs/uplink-protocol.md). The
 /// upgrade itself needs no credential: the hello carries the client token, so

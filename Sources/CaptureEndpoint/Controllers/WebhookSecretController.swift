@@ -1,5 +1,6 @@
 import CaptureCore
 import Hummingbird
+import Logging
 
 /// `POST /capture/webhook/secret`: the account's webhook signing secret, new each time
 /// (shown once, never stored): the one before keeps signing beside it for

@@ -1,7 +1,7 @@
-import CaptureCore
-import Foundation
-import Hummingbird
-import Logging
+public import CaptureCore
+public import Foundation
+public import Hummingbird
+public import Logging
 
 /// Stable `error_code` values of the REST API. Part of the contract: never rename one.
 public enum APIErrorCode: String, Codable, Sendable, CaseIterable {

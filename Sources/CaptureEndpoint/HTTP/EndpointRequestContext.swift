@@ -1,9 +1,9 @@
-import CaptureCore
-import Hummingbird
-import HummingbirdWebSocket
-import Logging
-import HTTPTypes
-import NIOCore
+public import CaptureCore
+public import Hummingbird
+public import HummingbirdWebSocket
+public import Logging
+public import HTTPTypes
+public import NIOCore
 
 /// The request context of every route, REST and WebSocket: Hummingbird's core
 /// storage, the WebSocket upgrade slot, and the account the API key named.

@@ -1,5 +1,5 @@
-import CaptureCore
-import Foundation
+public import CaptureCore
+public import Foundation
 
 /// The JSON shapes of the REST API (docs/openapi.yaml), with VideoDB's
 /// snake_case names. Built from the records; never stored.
@@ -178,7 +178,7 @@ struct URLResolver: Sendable {
     }
 }
 
-import Hummingbird
+public import Hummingbird
 
 /// `POST /capture/webhook/secret`'s answer.
 struct WebhookSecretResource: Encodable {

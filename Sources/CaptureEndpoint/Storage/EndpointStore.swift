@@ -1,4 +1,4 @@
-import CaptureUplink
+public import CaptureUplink
 
 /// A status change that backends hear about: by webhook (if the session has a
 /// `callback_url`) and on the event WebSocket.

@@ -1,6 +1,6 @@
-import CaptureCore
-import CaptureUplink
-import GRDB
+public import CaptureCore
+public import CaptureUplink
+public import GRDB
 
 /// A capture session's life: created by the backend, starting once an uplink
 /// said hello, active once every channel delivered a first chunk, stopped when

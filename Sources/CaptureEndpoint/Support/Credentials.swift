@@ -1,5 +1,6 @@
-import CaptureCore
-import Foundation
+public import CaptureCore
+public import Foundation
+import Dispatch
 
 /// The account an API key stands for. Every key is an account of its own,
 /// named by its hash, so nothing about accounts needs storing.

@@ -4,6 +4,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
+import Synchronization
+import Foundation
 
 /// The endpoint's side of one uplink WebSocket (docs/uplink-protocol.md):
 /// hello -> welcome, then chunk frames -> acks, then end -> ended. One

@@ -128,8 +128,9 @@ actor UplinkHub {
     /// or an IPv6 /64 (one host can hold a whole /64).
     static func addressKey(_ address: SocketAddress?) -> String {
         guard case .v6(let v6) = address else { return address?.ipAddress ?? "?" }
-        var raw = v6.address.sin6_addr
-        let bytes = withUnsafeBytes(of: &raw) { Array($0) }
+        // struct sockaddr_in6 { family, port (2 + 2 bytes), flowinfo (4), in6_addr (16), scope }:
+        // the address is bytes 8..<24 (read as bytes: its member's C module is NIO's, not ours).
+        let bytes = withUnsafeBytes(of: v6.address) { Array($0[8..<24]) }
         if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
             return bytes[12..<16].map(String.init).joined(separator: ".")
         }
