@@ -1,15 +1,15 @@
 public import ArgumentParser
-public import CaptureCore
+import CaptureCore
 public import CapturePipeline
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
-public import Logging
+import Logging
 
 @main
 struct CaptureAgentCommand: ParsableCommand {

@@ -1,13 +1,13 @@
 public import ArgumentParser
 public import CaptureControl
-public import CaptureCore
+import CaptureCore
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// `--socket` and `--json`, shared by every command.

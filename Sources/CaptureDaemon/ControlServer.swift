@@ -1,16 +1,16 @@
-public import CaptureControl
-public import CaptureCore
-public import LinuxSupport
+import CaptureControl
+import CaptureCore
+import LinuxSupport
 public import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 public import Logging
-public import Synchronization
+import Synchronization
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// The control socket: accepts clients of the same user (SO_PEERCRED),

@@ -1,17 +1,17 @@
-public import CaptureControl
-public import CaptureCore
-public import CapturePipeline
-public import Dispatch
+import CaptureControl
+import CaptureCore
+import CapturePipeline
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 public import Logging
-public import Synchronization
+import Synchronization
 
 /// One connected client, whatever the transport.
 public protocol ControlClientHandle: AnyObject, Sendable {

@@ -1,11 +1,11 @@
 public import CaptureCore
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// Creates the daemon's own listening socket when systemd did not pass one.

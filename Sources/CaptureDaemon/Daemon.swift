@@ -1,16 +1,16 @@
-public import CaptureControl
-public import CaptureCore
-public import Dispatch
+import CaptureControl
+import CaptureCore
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 public import Logging
-public import Synchronization
-public import SystemdSupport
+import Synchronization
+import SystemdSupport
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// The long-running capture-agent: one SessionController, served on the

@@ -1,13 +1,13 @@
-public import CaptureControl
+import CaptureControl
 public import CaptureCore
 public import CapturePipeline
-public import CaptureSpool
+import CaptureSpool
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import TOMLKit
+import TOMLKit
 
 /// The daemon's settings: built-in defaults, then
 /// `$XDG_CONFIG_HOME/capture-agent/config.toml`, then `CAPTURE_AGENT_<KEY>`
@@ -109,7 +109,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     enum Value {
         case text(String)           // environment and flags: parsed per key
-        case toml(TOMLValueConvertible)
+        case toml(any TOMLValueConvertible)
     }
 
     /// What Foundation's `localizedDescription` said about a failed String(contentsOfFile:)

@@ -1,5 +1,5 @@
 public import CaptureControl
-public import Synchronization
+import Synchronization
 
 /// Fans events out to every subscriber and keeps the most recent ones for
 /// clients that subscribe later (`subscribeEvents` returns them as `recent`).

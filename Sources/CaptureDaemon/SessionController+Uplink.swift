@@ -1,19 +1,19 @@
-public import CaptureControl
-public import CaptureCore
-public import CapturePipeline
-public import CaptureSpool
+import CaptureControl
+import CaptureCore
+import CapturePipeline
+import CaptureSpool
 public import CaptureUplink
-public import Dispatch
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
-public import Logging
-public import Synchronization
+import Logging
+import Synchronization
 public import WebSocketUplink
 
 /// What the daemon needs of an upload (the seam the tests and `record` share):

@@ -1,19 +1,19 @@
 public import CaptureControl
 public import CaptureCore
-public import CapturePipeline
-public import LinuxSupport
-public import CaptureSpool
-public import CaptureUplink
-public import Dispatch
+import CapturePipeline
+import LinuxSupport
+import CaptureSpool
+import CaptureUplink
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 public import Logging
-public import Synchronization
-public import WebSocketUplink
-public import MediaEncoding
+import Synchronization
+import WebSocketUplink
+import MediaEncoding
 
 /// The one capture session the daemon runs at a time, as a state machine:
 ///

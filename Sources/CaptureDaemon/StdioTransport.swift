@@ -1,15 +1,15 @@
-public import CaptureControl
-public import CaptureCore
+import CaptureControl
+import CaptureCore
 public import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 public import Logging
-public import Synchronization
+import Synchronization
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// The protocol on stdin/stdout, for one client that started us as its child

@@ -1,10 +1,10 @@
-public import CaptureCore
-public import CaptureUplink
+import CaptureCore
+import CaptureUplink
 public import Hummingbird
-public import HummingbirdWebSocket
+import HummingbirdWebSocket
 public import Logging
-public import NIOCore
-public import NIOPosix
+import NIOCore
+import NIOPosix
 
 /// The parts of a running endpoint, for the executable and for tests.
 public struct EndpointComponents: Sendable {

@@ -83,7 +83,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private let encoderFreed = ConditionSignal()
     private let running = Atomic<Bool>(false)
     private let startTime = Atomic<Int64>(0)
-    private let encoderDone = DispatchSemaphore(value: 0)
+    /// The encoder's end (an audio channel has no thread of its own to start or stop).
+    private let lifecycle = ChannelLifecycle<Void>()
 
     private var recorder: AudioRecorder?
     private let encodeQueue: DispatchQueue
@@ -184,7 +185,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         running.store(false, ordering: .releasing)
         recorder?.stop()
         finishCapture(fillToLimit: endNs != nil)
-        encoderDone.wait()
+        lifecycle.awaitEncoderDone()
         wakeup?.cancel()
     }
 
@@ -382,6 +383,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     // MARK: Encoder queue
 
     private func drain() {
+        // The encoder's state (encoder, chunker, expectedPts) is this queue's alone.
+        dispatchPrecondition(condition: .onQueue(encodeQueue))
         while let item = filled.pop() {
             if item.slot < 0 {
                 finishStream()
@@ -414,7 +417,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     }
 
     private func finishStream() {
-        defer { encoderDone.signal() }
+        dispatchPrecondition(condition: .onQueue(encodeQueue))
+        defer { lifecycle.encoderFinished() }
         guard !failed, let encoder, let chunker else { return }
         do throws(CaptureError) { try chunker.finish(flushing: encoder) } catch { fail(error) }
     }

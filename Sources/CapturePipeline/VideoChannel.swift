@@ -107,11 +107,8 @@ final class VideoChannel: @unchecked Sendable {
     /// The end of the timeline (ns): no frame slot at or after it is taken.
     private let stopAt = Atomic<Int64>(.max)
     private let startTime = Atomic<Int64>(0)
-    private let setupDone = DispatchSemaphore(value: 0)
-    private let go = DispatchSemaphore(value: 0)
-    private let encoderDone = DispatchSemaphore(value: 0)
-    private let captureExited = DispatchSemaphore(value: 0)
-    private let setupResult = Mutex<Result<FrameSlots, CaptureError>?>(nil)
+    /// Setup on the capture thread, go or cancel, the encoder's end, the thread's exit.
+    private let lifecycle = ChannelLifecycle<FrameSlots>()
     /// The images that replaced the old ones (a new monitor size), for the encoder to take with the
     /// `.reconfigure` item that announces them.
     let nextSlots = Mutex<FrameSlots?>(nil)
@@ -154,12 +151,10 @@ final class VideoChannel: @unchecked Sendable {
         guard DetachedThread.start({ [self] in captureThreadMain() }) else {
             throw CaptureError(.internalError, "cannot start the capture thread for \(id)")
         }
-        setupDone.wait()
-        let result = setupResult.withLock { $0! }
         let slots: FrameSlots
-        switch result {
+        switch lifecycle.awaitSetup() {
         case .failure(let error):
-            captureExited.wait()
+            lifecycle.awaitExit()
             throw error
         case .success(let s):
             slots = s
@@ -184,9 +179,8 @@ final class VideoChannel: @unchecked Sendable {
                 "output": "\(encoder.outputWidth)x\(encoder.outputHeight)", "fps": "\(options.video.fps)",
             ])
         } catch {
-            stopRequested.store(true, ordering: .releasing)
-            go.signal()
-            captureExited.wait()
+            lifecycle.cancel()
+            lifecycle.awaitExit()
             throw error
         }
         wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
@@ -195,7 +189,7 @@ final class VideoChannel: @unchecked Sendable {
     /// Starts grabbing on the frame grid that begins at `t0` (monotonic ns).
     func start(at t0: Int64) {
         startTime.store(t0, ordering: .releasing)
-        go.signal()
+        lifecycle.go()
     }
 
     /// Asks the capture thread to stop after its current frame.
@@ -206,30 +200,28 @@ final class VideoChannel: @unchecked Sendable {
     func requestStop(atNs endNs: Int64) { stopAt.store(endNs, ordering: .releasing) }
 
     /// Waits until the last chunk has been handed to the spool. (The capture
-    /// thread exits only after the encoder finished, so its exit is the signal;
-    /// `encoderDone` has exactly one waiter, the capture thread.)
+    /// thread exits only after the encoder finished, so its exit is the signal.)
+    /// A channel prepared but never started is cancelled.
     func waitUntilFinished() {
-        captureExited.wait()
+        lifecycle.cancel()
+        lifecycle.awaitExit()
         wakeup?.cancel()
     }
 
     // MARK: Capture thread
 
     private func captureThreadMain() {
-        defer { captureExited.signal() }
+        defer { lifecycle.exited() }
         let source: any ScreenSource
         do throws(CaptureError) {
             source = try makeSource()
             for warning in source.warnings { logger.warning("\(warning)", metadata: ["channel": "\(id)"]) }
-            setupResult.withLock { $0 = .success(Self.slots(of: source)) }
-            setupDone.signal()
+            lifecycle.reportSetup(.success(Self.slots(of: source)))
         } catch {
-            setupResult.withLock { $0 = .failure(error) }
-            setupDone.signal()
+            lifecycle.reportSetup(.failure(error))
             return
         }
-        go.wait()
-        if !stopRequested.load(ordering: .acquiring) {
+        if lifecycle.awaitGo() && !stopRequested.load(ordering: .acquiring) {
             var display = DisplayState(tracked: monitor)
             captureLoop(source, &display)
         }
@@ -238,7 +230,7 @@ final class VideoChannel: @unchecked Sendable {
         if wakeup != nil {
             _ = encoderFreed.wait { filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) }
             wakeup?.wake()
-            encoderDone.wait()
+            lifecycle.awaitEncoderDone()
         }
         withExtendedLifetime(source) {}
     }
@@ -382,6 +374,8 @@ final class VideoChannel: @unchecked Sendable {
     // MARK: Encoder queue
 
     private func drain() {
+        // The encoder's state (encoder, chunker, slots, lastPts, failed) is this queue's alone.
+        dispatchPrecondition(condition: .onQueue(encodeQueue))
         while let item = filled.pop() {
             encoderFreed.changed()   // a place in `filled`
             switch item.kind {
@@ -440,7 +434,8 @@ final class VideoChannel: @unchecked Sendable {
     }
 
     private func finishStream() {
-        defer { encoderDone.signal() }
+        dispatchPrecondition(condition: .onQueue(encodeQueue))
+        defer { lifecycle.encoderFinished() }
         guard !failed, let encoder, let chunker else { return }
         do throws(CaptureError) { try chunker.finish(flushing: encoder) } catch { fail(error) }
     }

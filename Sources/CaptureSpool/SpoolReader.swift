@@ -1,12 +1,12 @@
 public import CaptureCore
 public import CaptureUplink
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// Reads what `SpoolWriter` writes (docs/spool-format.md): a session directory's channel

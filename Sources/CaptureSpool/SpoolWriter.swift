@@ -1,15 +1,15 @@
 public import CaptureCore
 public import CaptureUplink
-public import Dispatch
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
-public import Synchronization
+import Synchronization
 
 /// Where a finished chunk waits between its encoder and the spool writer:
 /// reusable memory that only grows (rarely), never shrinks.

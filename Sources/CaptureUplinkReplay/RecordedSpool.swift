@@ -1,5 +1,5 @@
-public import CaptureCore
-public import CaptureSpool
+import CaptureCore
+import CaptureSpool
 public import CaptureUplink
 public import Foundation
 

@@ -1,8 +1,8 @@
 internal import CFFmpeg
 public import CaptureCore
-public import Dispatch
+import Dispatch
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif

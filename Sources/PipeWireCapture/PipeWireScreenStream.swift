@@ -1,10 +1,10 @@
 internal import CPipeWire
 public import CaptureCore
-public import PixelConversion
+import PixelConversion
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
-public import Synchronization
+import Synchronization
 
 /// The pixel layouts a screencast may arrive in (4 bytes a pixel, the fourth ignored).
 public enum StreamPixelFormat: Sendable, Equatable {

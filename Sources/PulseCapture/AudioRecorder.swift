@@ -1,7 +1,7 @@
 public import CaptureCore
-public import Synchronization
+import Synchronization
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// Records one PulseAudio source as 48 kHz interleaved stereo Float32 and hands it to a sink on the

@@ -1,4 +1,4 @@
-public import CaptureCore
+import CaptureCore
 public import SessionBus
 
 /// Which monitor the desktop calls primary. Wayland itself has no such notion; GNOME says it

@@ -5,9 +5,9 @@ public import FoundationEssentials
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
-public import Synchronization
+import Synchronization
 
 /// The portal's restore tokens, one per monitor (by connector name), kept so that later
 /// sessions, a restarted daemon and the next boot start without the consent dialog.

@@ -1,7 +1,7 @@
 public import CaptureCore
 public import SessionBus
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// How the pointer reaches a screencast (the portal's `cursor_mode`).

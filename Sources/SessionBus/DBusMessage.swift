@@ -1,7 +1,7 @@
 internal import CSDBus
 public import CaptureCore
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// One D-Bus message (a reply or a signal), owned: the reference is dropped with it.

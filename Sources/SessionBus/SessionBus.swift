@@ -1,7 +1,7 @@
 internal import CSDBus
 public import CaptureCore
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// A connection to the user's D-Bus session bus (sd-bus of libsystemd), where the desktop's

@@ -1,7 +1,7 @@
 internal import CLinuxShims
 public import CaptureCore
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// A wake-up another thread can give a thread that waits on the session bus (or on nothing

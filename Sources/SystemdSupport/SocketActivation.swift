@@ -4,7 +4,7 @@ public import FoundationEssentials
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// One socket the service manager passed to this process (socket activation).

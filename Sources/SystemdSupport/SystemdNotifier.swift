@@ -1,4 +1,4 @@
-public import CaptureCore
+import CaptureCore
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else

@@ -1,7 +1,7 @@
 internal import CWayland
 public import CaptureCore
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// One monitor of a Wayland desktop, as the compositor announces it: `wl_output` (connector

@@ -1,5 +1,5 @@
 public import CaptureUplink
-public import Synchronization
+import Synchronization
 
 /// Between a recording and its uplink: the spool writer hands each chunk in from its
 /// queue from the first chunk on, which may be before the uplink exists (it needs the

@@ -1,11 +1,11 @@
 public import CaptureCore
 public import CaptureUplink
 #if canImport(FoundationEssentials)
-public import FoundationEssentials
+import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import Synchronization
+import Synchronization
 
 /// The uplink's numbers, written by its service thread and read by anyone
 /// (status, the benchmark) without waiting.

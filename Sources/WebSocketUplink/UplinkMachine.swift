@@ -1,4 +1,4 @@
-public import CaptureCore
+import CaptureCore
 public import CaptureUplink
 
 /// The client side of docs/uplink-protocol.md for one session, as a value type:

@@ -1,5 +1,5 @@
 public import CaptureCore
-public import CaptureSpool
+import CaptureSpool
 public import CaptureUplink
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
@@ -7,7 +7,7 @@ public import FoundationEssentials
 public import Foundation
 #endif
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// What the spool keeps about a session's upload, as `uplink.json` beside its

@@ -1,5 +1,5 @@
 public import CaptureCore
-public import CaptureUplink
+import CaptureUplink
 
 /// Where an uplink connects, from the endpoint URL the SDK's `init` (`apiUrl`),
 /// `capturectl start --endpoint` or the configuration names:

@@ -1,8 +1,8 @@
 import CX11
 public import CaptureCore
-public import PixelConversion
+import PixelConversion
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// Grabs one monitor's rectangle, frame after frame, into a pool of preallocated images.

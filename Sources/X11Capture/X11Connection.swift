@@ -1,8 +1,8 @@
 import CX11
 public import CaptureCore
 #if canImport(Glibc)
-public import Glibc
-public import Synchronization
+import Glibc
+import Synchronization
 #endif
 
 /// One connection to the X server.

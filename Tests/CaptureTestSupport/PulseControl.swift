@@ -1,7 +1,7 @@
-public import CaptureCore
+import CaptureCore
 public import Foundation
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// Shell helpers for a rig's PulseAudio (pactl, a tone client, kill/restart).

@@ -1,9 +1,9 @@
 public import CaptureCore
-public import Foundation
-public import Synchronization
+import Foundation
+import Synchronization
 
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #elseif canImport(Darwin)
 public import Darwin
 #endif

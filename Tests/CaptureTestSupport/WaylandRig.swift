@@ -1,9 +1,9 @@
 public import CaptureCore
 public import Foundation
-public import Synchronization
+import Synchronization
 
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// A private headless GNOME on Wayland, started by `scripts/rig up --desktop gnome-wayland`:

@@ -1,7 +1,7 @@
-public import CaptureCore
-public import Foundation
+import CaptureCore
+import Foundation
 public import Hummingbird
-public import Logging
+import Logging
 
 /// Stable `error_code` values of the REST API. Part of the contract: never rename one.
 public enum APIErrorCode: String, Codable, Sendable, CaseIterable {

@@ -1,8 +1,8 @@
-public import CaptureCore
+import CaptureCore
 public import Hummingbird
 public import HummingbirdWebSocket
-public import Logging
-public import HTTPTypes
+import Logging
+import HTTPTypes
 public import NIOCore
 
 /// The request context of every route, REST and WebSocket: Hummingbird's core

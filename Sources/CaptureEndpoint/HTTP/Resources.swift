@@ -1,5 +1,5 @@
 public import CaptureCore
-public import Foundation
+import Foundation
 
 /// The JSON shapes of the REST API (docs/openapi.yaml), with VideoDB's
 /// snake_case names. Built from the records; never stored.
@@ -178,7 +178,7 @@ struct URLResolver: Sendable {
     }
 }
 
-public import Hummingbird
+import Hummingbird
 
 /// `POST /capture/webhook/secret`'s answer.
 struct WebhookSecretResource: Encodable {

@@ -1,7 +1,7 @@
-public import CaptureCore
+import CaptureCore
 public import CaptureUplink
-public import Foundation
-public import GRDB
+import Foundation
+import GRDB
 
 /// `EndpointStore` on SQLite through GRDB: one database file in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a SIGKILL and a

@@ -1,6 +1,5 @@
 public import CaptureCore
-public import Foundation
-import Dispatch
+import Foundation
 
 /// The account an API key stands for. Every key is an account of its own,
 /// named by its hash, so nothing about accounts needs storing.
@@ -84,10 +83,13 @@ public enum EndpointCredentials {
     /// A secret file others can read is refused (as the agent refuses token files): the
     /// keys in it are every account's.
     static func requirePrivate(_ path: String, what: String) throws(CaptureError) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw CaptureError(.ioError, "cannot read the \(what) \(path)") }
-        guard info.st_mode & 0o077 == 0 else {
-            throw CaptureError(.permissionDenied, "the \(what) \(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
+        // (FileManager, not stat(2): with MemberImportVisibility, struct stat's members belong
+        // to whichever C module the importer met first, here Dispatch's.)
+        guard let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber else {
+            throw CaptureError(.ioError, "cannot read the \(what) \(path)")
+        }
+        guard mode.intValue & 0o077 == 0 else {
+            throw CaptureError(.permissionDenied, "the \(what) \(path) is readable by others (mode \(String(mode.intValue & 0o777, radix: 8))); chmod 600 it")
         }
     }
 

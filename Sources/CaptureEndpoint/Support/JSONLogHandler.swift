@@ -1,7 +1,7 @@
-public import CaptureCore
-public import Foundation
+import CaptureCore
+import Foundation
 public import Logging
-public import Synchronization
+import Synchronization
 
 /// Structured logs: one JSON object per line on stderr, with `ts`, `level`,
 /// `msg`, the logger's label and every metadata key as a field. Values are
