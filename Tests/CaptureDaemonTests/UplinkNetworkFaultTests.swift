@@ -8,11 +8,16 @@ import XCTest
 /// loopback injects it): a blackhole, delay with retransmissions, connections cut in
 /// the middle of a chunk, an endpoint side that sends garbage. The upload survives each, loses nothing and doubles nothing.
 final class UplinkNetworkFaultTests: XCTestCase {
-    func begin(_ name: String, env: [String: String?] = [:]) throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String) {
+    /// A live endpoint behind a fault proxy (`injections` for its first connections), and a
+    /// daemon recording display + mic + system audio to it.
+    func begin(_ name: String, env: [String: String?] = [:], injections: [FaultProxy.Injection] = [])
+        throws -> (LiveEndpoint, FaultProxy, DaemonProcess, ControlClient, String)
+    {
         let rig = try TestRig.shared()
         let endpoint = try LiveEndpoint(name: name)
         try endpoint.start()
         let proxy = try FaultProxy(upstreamPort: endpoint.port)
+        for injection in injections { proxy.injectOnNextConnection(injection) }
         let session = try endpoint.createSession()
         let daemon = try DaemonProcess(rig: rig, name: "uplink-\(name)", env: env)
         let client = try daemon.client()
@@ -74,21 +79,9 @@ final class UplinkNetworkFaultTests: XCTestCase {
     /// keeps no half chunk, and every chunk arrives once, whole (what would fail: a chunk
     /// deleted from the spool before its ack, or a partial frame stored).
     func testConnectionsCutMidChunkLoseNothing() throws {
-        let rig = try TestRig.shared()
-        let endpoint = try LiveEndpoint(name: "cut")
-        try endpoint.start()
-        defer { endpoint.terminate() }
-        let proxy = try FaultProxy(upstreamPort: endpoint.port)
-        defer { proxy.stop() }
-        for _ in 0..<3 { proxy.injectOnNextConnection(.cutUpstreamAfter(bytes: 150_000)) }
-        let session = try endpoint.createSession()
-        let daemon = try DaemonProcess(rig: rig, name: "uplink-cut")
-        let client = try daemon.client()
-        _ = try client.ok("subscribeEvents")
-        _ = try client.ok("startRecording", [
-            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
-            "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": UplinkSessionTests.channels,
-        ])
+        let (endpoint, proxy, daemon, client, session) = try begin(
+            "cut", injections: Array(repeating: .cutUpstreamAfter(bytes: 150_000), count: 3))
+        defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 10)
         let upload = try XCTUnwrap(try assertAnswers(daemon)["upload"])
         XCTAssertGreaterThanOrEqual(proxy.connections, 4, "three cut, then one that carries on: \(upload)")
@@ -100,23 +93,9 @@ final class UplinkNetworkFaultTests: XCTestCase {
     /// JSON, and a frame cut off by the connection's end, one per connection: the agent
     /// drops each of those connections, counts the violations, and delivers everything.
     func testGarbageFromTheEndpointSideIsSurvived() throws {
-        let rig = try TestRig.shared()
-        let endpoint = try LiveEndpoint(name: "garbage")
-        try endpoint.start()
-        defer { endpoint.terminate() }
-        let proxy = try FaultProxy(upstreamPort: endpoint.port)
-        defer { proxy.stop() }
-        for injection in [FaultProxy.Injection.binaryFrame, .oversizedText, .notJSON, .closeMidFrame] {
-            proxy.injectOnNextConnection(injection)
-        }
-        let session = try endpoint.createSession()
-        let daemon = try DaemonProcess(rig: rig, name: "uplink-garbage")
-        let client = try daemon.client()
-        _ = try client.ok("subscribeEvents")
-        _ = try client.ok("startRecording", [
-            "sessionId": .string(session), "uploadToken": .string(try endpoint.mintToken()),
-            "endpoint": .string("http://127.0.0.1:\(proxy.port)"), "channels": UplinkSessionTests.channels,
-        ])
+        let (endpoint, proxy, daemon, client, session) = try begin(
+            "garbage", injections: [.binaryFrame, .oversizedText, .notJSON, .closeMidFrame])
+        defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 15)
         let upload = try XCTUnwrap(try assertAnswers(daemon)["upload"])
         XCTAssertGreaterThanOrEqual(upload["protocolViolations"]?.int64Value ?? 0, 3, "\(upload)")
