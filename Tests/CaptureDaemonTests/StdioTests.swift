@@ -296,6 +296,11 @@ final class StdioTests: XCTestCase {
         XCTAssertEqual(channel.chunks.map(\.seq), Array(0..<channel.chunks.count), "chunks missing")
         XCTAssertEqual(channel.chunks.last?.isFinal, true, "the last chunk was not closed")
         XCTAssertTrue(channel.chunks.dropLast().allSatisfy { !$0.isFinal }, "a chunk before the last is marked final")
+        // Tiled on the timeline: from zero, each chunk starting where the one before ended.
+        XCTAssertEqual(channel.chunks.first?.startPtsNs, 0)
+        for (a, b) in zip(channel.chunks, channel.chunks.dropFirst()) {
+            XCTAssertEqual(b.startPtsNs, a.startPtsNs + a.durationNs, "chunk \(b.seq) starts where chunk \(a.seq) ended")
+        }
         XCTAssertEqual(try Media.decodeErrors(try channel.concatenated(into: dir + "-all.ts")), "")
     }
 }
