@@ -113,8 +113,11 @@ final class WaylandScreenSource: ScreenSource {
                 "latencyMaxMs": "\(Double(c.deliveryLatencyMaxNs) / 1e6)",
             ])
         }
-        keeper.stop()
+        // The stream first, then the portal's session: closed the other way round, the
+        // compositor tears the node down under a connected stream and floods its loop with
+        // callbacks just as it is destroyed.
         stream = nil
+        keeper.stop()
         for image in images { free(image) }
     }
 

@@ -224,6 +224,9 @@ public final class PipeWireScreenStream: @unchecked Sendable {
     }
 
     deinit {
+        // Never on the loop's own thread: it cannot destroy the stream from inside a callback,
+        // nor stop and join itself (see `with`).
+        precondition(!pw_thread_loop_in_thread(loop), "PipeWireScreenStream released on its own loop thread")
         shared.withLock { s, _ in
             // The stream frees its buffers; let go of them first.
             s.current = nil
@@ -236,7 +239,10 @@ public final class PipeWireScreenStream: @unchecked Sendable {
                 pw_stream_disconnect(stream)
                 pw_stream_destroy(stream)
             }
-            if let core { pw_core_disconnect(core) }
+            if let core {
+                spa_hook_remove(coreHook)
+                pw_core_disconnect(core)
+            }
         }
         pw_thread_loop_stop(loop)
         pw_context_destroy(context)
@@ -358,20 +364,28 @@ public final class PipeWireScreenStream: @unchecked Sendable {
 
     // MARK: Loop thread
 
-    private static func of(_ data: UnsafeMutableRawPointer?) -> PipeWireScreenStream {
-        Unmanaged<PipeWireScreenStream>.fromOpaque(data!).takeUnretainedValue()
+    /// Runs `body` with the stream a callback's `data` names, borrowed without a retain. With a
+    /// strong reference (`takeUnretainedValue`), the capture thread's release of the stream
+    /// could leave the callback's the last one, and deinit would then run here, on the loop
+    /// thread, inside PipeWire's dispatch, destroying the stream from its own callback and
+    /// stopping the loop from its own thread: a SIGSEGV on "pw-display-1" at the end of a
+    /// Wayland recording (seen in CI). Borrowed, the owner's reference decides, and the owner's
+    /// deinit first takes the loop's lock, which waits for any callback to return.
+    private static func with<R>(_ data: UnsafeMutableRawPointer?, _ body: (PipeWireScreenStream) -> R) -> R {
+        Unmanaged<PipeWireScreenStream>.fromOpaque(data!)._withUnsafeGuaranteedRef(body)
     }
 
     private static func makeStreamEvents() -> pw_stream_events {
         var e = pw_stream_events()
         e.version = cpw_version_stream_events()
         e.state_changed = { data, _, state, error in
-            PipeWireScreenStream.of(data).stateChanged(state, error: error.map { String(cString: $0) })
+            let message = error.map { String(cString: $0) }
+            PipeWireScreenStream.with(data) { $0.stateChanged(state, error: message) }
         }
-        e.param_changed = { data, id, param in PipeWireScreenStream.of(data).paramChanged(id: id, param: param) }
-        e.remove_buffer = { data, buffer in PipeWireScreenStream.of(data).bufferRemoved(buffer) }
-        e.add_buffer = { data, _ in PipeWireScreenStream.of(data).shared.onLoopThread { $0.buffers += 1 } }
-        e.process = { data in PipeWireScreenStream.of(data).process() }
+        e.param_changed = { data, id, param in PipeWireScreenStream.with(data) { $0.paramChanged(id: id, param: param) } }
+        e.remove_buffer = { data, buffer in PipeWireScreenStream.with(data) { $0.bufferRemoved(buffer) } }
+        e.add_buffer = { data, _ in PipeWireScreenStream.with(data) { $0.shared.onLoopThread { $0.buffers += 1 } } }
+        e.process = { data in PipeWireScreenStream.with(data) { $0.process() } }
         return e
     }
 
@@ -383,7 +397,7 @@ public final class PipeWireScreenStream: @unchecked Sendable {
             // server restarted, the portal revoked access); others belong to objects.
             guard id == 0 /* PW_ID_CORE */ else { return }
             let text = message.map { String(cString: $0) } ?? String(cString: strerror(-res))
-            PipeWireScreenStream.of(data).end("PipeWire connection failed: \(text)")
+            PipeWireScreenStream.with(data) { $0.end("PipeWire connection failed: \(text)") }
         }
         return e
     }
