@@ -225,10 +225,11 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             nextPts = 0
             let lead = max(position, 0)
             if lead > 0 {
-                // Once per session, off the per-block path. A lead within 1 ms is the first
-                // stamp's precision (it comes from the server's latency report: 1-6 samples seen
-                // on a warm rig); more means the start did not wait for its source.
-                if lead > Int64(AudioFormat.sampleRate / 1000) {
+                // Once per session, off the per-block path. A lead within one 20 ms quantum is
+                // the first stamp's precision (it comes from the server's latency report: 1-6
+                // samples on a warm rig, 235 once on a fresh one); more means the start did not
+                // wait for its source (that regression filled 340-930 ms).
+                if lead > Int64(AudioFormat.sampleRate / 50) {
                     logger.notice("audio starts after the session's zero; the lead is filled with silence",
                                   metadata: ["channel": "\(id)", "samples": "\(lead)"])
                 }

@@ -65,19 +65,20 @@ final class AudioEdgeTests: XCTestCase {
             // quantum under load, seen once in a CI run: 40 ms, announced) is not the start's, and is
             // allowed beside it up to 100 ms in all, each announced gap to the millisecond it names.
             // The start and the stop apart: the start fills nothing beyond its first stamp's
-            // precision, 1 ms (the agent notices anything more; the regression this guards, a
-            // start that did not wait for its sources, filled 16,000-45,000 samples), the stop
-            // may miss what the server had not delivered by then, up to the bound.
+            // precision, one 20 ms quantum (the agent notices anything more; 1-6 samples are
+            // usual, 235 was seen once; the regression this guards, a start that did not wait
+            // for its sources, filled 16,000-45,000 samples), the stop may miss what the server
+            // had not delivered by then, up to the bound.
             let allowed = ProcessInfo.processInfo.environment["CAPTURE_TEST_AUDIO_SERVER"] == "pipewire" ? 1920 : 960
             let announced = Self.announcedJumpSamples(in: e.log, channel: channel)
             let atStart = Self.loggedSamples(in: e.log, message: "audio starts after the session's zero", channel: channel)
             let atStop = Self.loggedSamples(in: e.log, message: "audio up to the stop did not arrive in time", channel: channel)
             let context = "\(label): \(channel): \(c.filled) samples filled: \(atStart) at the start, \(atStop) at the stop, "
                 + "\(announced) in reported gaps; agent log:\n\(e.log.suffix(1500))"
-            XCTAssertEqual(atStart, 0, "nothing filled at the start beyond 1 ms: " + context, file: file, line: line)
+            XCTAssertEqual(atStart, 0, "nothing filled at the start beyond 20 ms: " + context, file: file, line: line)
             XCTAssertLessThanOrEqual(atStop, allowed, "at the stop: " + context, file: file, line: line)
             XCTAssertLessThanOrEqual(announced, 4_800, "reported gaps: " + context, file: file, line: line)
-            XCTAssertLessThanOrEqual(c.filled, 48 + atStop + announced, "no unexplained hole: " + context, file: file, line: line)
+            XCTAssertLessThanOrEqual(c.filled, 960 + atStop + announced, "no unexplained hole: " + context, file: file, line: line)
         }
     }
 
