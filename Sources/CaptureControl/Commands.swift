@@ -104,6 +104,16 @@ public struct ParamReader: Sendable {
         }
     }
 
+    /// A Unix time in seconds, 0 through the end of year 9999: a token's expiry a client
+    /// states (a negative or absurd one is refused, not scheduled).
+    public func unixSeconds(_ key: String) throws(CaptureError) -> Int64? {
+        guard let t = try integer(key) else { return nil }
+        guard (0...253_402_300_799).contains(t) else {
+            throw CaptureError(.invalidRequest, "params.\(key) must be Unix seconds from 0 to 253402300799 (year 9999), not \(t)")
+        }
+        return t
+    }
+
     public func stringArray(_ key: String, maxCount: Int = 64) throws(CaptureError) -> [String]? {
         switch params[key] {
         case nil, .null?: return nil
@@ -183,7 +193,7 @@ public struct StartRecordingParams: Sendable, Equatable {
         if let token = uploadToken, !UpdateTokenParams.isWellFormed(token) {
             throw CaptureError(.invalidToken, "startRecording: an upload token is printable ASCII without spaces")
         }
-        tokenExpiresAtUnixSeconds = try p.integer("tokenExpiresAt")
+        tokenExpiresAtUnixSeconds = try p.unixSeconds("tokenExpiresAt")
         endpoint = try p.string("endpoint", maxBytes: 2048)
         if let endpoint, !["ws://", "wss://", "http://", "https://"].contains(where: endpoint.hasPrefix) {
             throw CaptureError(.invalidRequest, "startRecording: params.endpoint must be a ws://, wss://, http:// or https:// URL")
@@ -245,7 +255,7 @@ public struct UpdateTokenParams: Sendable, Equatable {
     public init(_ request: ControlRequest) throws(CaptureError) {
         let p = ParamReader(request)
         token = try p.requiredString("token", maxBytes: 16384)
-        expiresAtUnixSeconds = try p.integer("expiresAt")
+        expiresAtUnixSeconds = try p.unixSeconds("expiresAt")
         endpoint = try p.string("endpoint", maxBytes: 2048)
         if let endpoint, !["ws://", "wss://", "http://", "https://"].contains(where: endpoint.hasPrefix) {
             throw CaptureError(.invalidRequest, "updateToken: params.endpoint must be a ws://, wss://, http:// or https:// URL")

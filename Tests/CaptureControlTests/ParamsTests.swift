@@ -158,6 +158,14 @@ final class ParamsTests: XCTestCase {
             try UpdateTokenParams(request("updateToken", ["token": "t", "expiresAt": "tomorrow"]))
         }
         XCTAssertTrue(m.contains("params.expiresAt"), m)
+        for absurd: Int64 in [-1, -99_999_999_999_999, 253_402_300_800, .max] {
+            m = rejects("expiresAt \(absurd)") { () throws(CaptureError) in
+                try UpdateTokenParams(request("updateToken", ["token": "t", "expiresAt": .integer(absurd)]))
+            }
+            XCTAssertTrue(m.contains("params.expiresAt"), m)
+        }
+        XCTAssertEqual(try UpdateTokenParams(request("updateToken", ["token": "t", "expiresAt": 0])).expiresAtUnixSeconds, 0,
+                       "an expiry in the past is a token already expired, not an error")
         rejects("too long") { () throws(CaptureError) in
             try UpdateTokenParams(request("updateToken", ["token": .string(String(repeating: "t", count: 16385))]))
         }
