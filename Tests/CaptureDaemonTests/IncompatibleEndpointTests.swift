@@ -123,7 +123,7 @@ final class IncompatibleEndpointTests: XCTestCase {
             try process.run()
             if let port {
                 self.port = port
-                try Self.waitForListener(port)
+                try Loopback.waitForListener(port)
             } else {
                 // The script prints its port once it listens.
                 var line = Data()
@@ -168,18 +168,6 @@ final class IncompatibleEndpointTests: XCTestCase {
                 process.waitUntilExit()
             }
             try? FileManager.default.removeItem(atPath: dir)
-        }
-
-        private static func waitForListener(_ port: Int) throws {
-            let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline {
-                if let fd = Loopback.connect(port: port) {
-                    close(fd)
-                    return
-                }
-                usleep(50_000)
-            }
-            throw CaptureError(.internalError, "nothing listens on port \(port)")
         }
     }
 }

@@ -37,14 +37,7 @@ final class UplinkTLSSessionTests: XCTestCase {
             terminator.terminate()
             terminator.waitUntilExit()
         }
-        let listening = Date().addingTimeInterval(10)
-        while Date() < listening {
-            if let fd = Loopback.connect(port: tlsPort) {
-                close(fd)
-                break
-            }
-            usleep(50_000)
-        }
+        try Loopback.waitForListener(tlsPort)
 
         let session = try endpoint.createSession()
         let token = try endpoint.mintToken()

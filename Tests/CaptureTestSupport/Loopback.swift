@@ -21,6 +21,20 @@ public enum Loopback {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// Waits until something accepts connections on 127.0.0.1:`port` (a server process just
+    /// started), at most `timeout` seconds; throws if nothing does.
+    public static func waitForListener(_ port: Int, timeout: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let fd = connect(port: port) {
+                close(fd)
+                return
+            }
+            usleep(50_000)
+        }
+        throw CaptureError(.internalError, "nothing listens on port \(port)")
+    }
+
     /// A TCP socket connected to 127.0.0.1:`port` (close-on-exec), or nil when refused.
     /// `receiveBuffer` is set before the connect, so the window the peer sees starts small.
     public static func connect(port: Int, receiveBuffer: Int32? = nil) -> Int32? {
