@@ -22,6 +22,9 @@
 //   capture-uplink-load  CaptureUplinkLoad (executable) -> CaptureUplinkReplay -> HummingbirdWSClient, CaptureSpool
 //
 //   shared:   CaptureUplink (the uplink's wire messages, chunk metadata) -> CaptureCore
+//             FFmpegObjects -> CFFmpeg, CaptureCore: FFmpeg's objects (frame, packet, codec,
+//             format, IO and scale contexts), each owned by one value that frees it, for the
+//             two modules that call FFmpeg, MediaEncoding and MediaExport
 //             CaptureCore (pure Swift: rings, locks, clock, errors, ids, JSON, tokens, SHA-256)
 //             LinuxSupport -> CLinuxShims (mallopt, malloc_trim, THP, accept4, SO_PEERCRED): the daemon,
 //             capturectl and the endpoint reach these Linux calls only through it; the wrapper
@@ -103,6 +106,9 @@ let package = Package(
         .target(name: "WaylandOutputs", dependencies: ["CaptureCore", "CWayland"]),
         .target(name: "PipeWireCapture", dependencies: ["CaptureCore", "CPipeWire", "PixelConversion"]),
         .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse", "CLinuxShims"]),
+        // FFmpeg's objects (frames, packets, codec, format, IO and scale contexts), each owned
+        // by one value that frees it: shared by MediaEncoding and MediaExport.
+        .target(name: "FFmpegObjects", dependencies: ["CaptureCore", "CFFmpeg"]),
         .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264", "PixelConversion"]),
         // The per-pixel loops (colour conversion, copies, the pointer's blend, frame diffs), SIMD
         // code that is ~50 times slower unoptimized: built optimized in debug builds too, so
