@@ -11,7 +11,7 @@
 //                                       -> WaylandOutputs   -> CWayland (libwayland-client, xdg-output)
 //                                       -> PipeWireCapture  -> CPipeWire, PixelConversion
 //                                       -> PulseCapture     -> CPulse
-//                                       -> MediaEncoding    -> CFFmpeg, CX264, PixelConversion
+//                                       -> MediaEncoding    -> FFmpegObjects, CFFmpeg, CX264, PixelConversion
 //                                       -> CaptureSpool (SpoolWriter and SpoolReader: the on-disk layout)
 //                    -> WebSocketUplink -> CWebSockets (libwebsockets), CaptureSpool, CaptureUplink
 //   capturectl     CaptureCtl (executable) -> CaptureControl (the control protocol, a blocking client)
@@ -109,7 +109,7 @@ let package = Package(
         // FFmpeg's objects (frames, packets, codec, format, IO and scale contexts), each owned
         // by one value that frees it: shared by MediaEncoding and MediaExport.
         .target(name: "FFmpegObjects", dependencies: ["CaptureCore", "CFFmpeg"]),
-        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "CX264", "PixelConversion"]),
+        .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "FFmpegObjects", "CX264", "PixelConversion"]),
         // The per-pixel loops (colour conversion, copies, the pointer's blend, frame diffs), SIMD
         // code that is ~50 times slower unoptimized: built optimized in debug builds too, so
         // debug test runs keep up with 30 fps.

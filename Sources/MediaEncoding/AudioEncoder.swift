@@ -1,5 +1,6 @@
 internal import CFFmpeg
 public import CaptureCore
+internal import FFmpegObjects
 
 /// 48 kHz stereo interleaved Float32 (CaptureCore.AudioFormat) -> AAC-LC with
 /// FFmpeg's native "aac" encoder. The samples are de-interleaved into the
@@ -22,19 +23,21 @@ public import CaptureCore
 public final class AudioEncoder {
     public let bitrate: Int
     /// Samples per channel in each `encode` call: 1024 (one AAC frame).
-    public var frameSize: Int { Int(context.pointee.frame_size) }
+    public var frameSize: Int { Int(context.raw.pointee.frame_size) }
     /// Encoder delay in samples (priming), 1024 for FFmpeg's aac.
-    public var primingSamples: Int { Int(context.pointee.initial_padding) }
+    public var primingSamples: Int { Int(context.raw.pointee.initial_padding) }
     /// What a muxer needs (codec parameters incl. AudioSpecificConfig, time base 1/48000).
-    public var stream: StreamDescription { streamDescription! }
+    public let stream: StreamDescription
     /// Packets with pts < 0 (priming only) that were dropped instead of emitted.
     public private(set) var droppedPrimingPackets: Int = 0
 
-    private let context: UnsafeMutablePointer<AVCodecContext>
-    private let frame: UnsafeMutablePointer<AVFrame>
-    private let packet: UnsafeMutablePointer<AVPacket>
+    // Independent of each other (the frame's buffers and the packets are reference
+    // counted apart from the codec), so the order they go in does not matter.
+    private let context: FFCodecContext
+    /// The one frame every block is copied into, and the one packet every output lands in.
+    private let frame: FFFrame
+    private let packet: FFPacket
     private var flushed = false
-    private var streamDescription: StreamDescription?
 
     public init(bitrate: Int = 128_000) throws(CaptureError) {
         ffmpegSetup
@@ -45,19 +48,12 @@ public final class AudioEncoder {
         guard let codec = avcodec_find_encoder_by_name("aac") else {
             throw CaptureError(.encoderError, "FFmpeg has no native aac encoder; install libavcodec59")
         }
-        guard let ctx = avcodec_alloc_context3(codec) else {
-            throw CaptureError(.encoderError, "avcodec_alloc_context3(aac) failed: out of memory")
-        }
-        context = ctx
-        guard let f = av_frame_alloc(), let p = av_packet_alloc() else {
-            var c: UnsafeMutablePointer<AVCodecContext>? = ctx
-            avcodec_free_context(&c)
-            throw CaptureError(.encoderError, "av_frame_alloc/av_packet_alloc failed: out of memory")
-        }
-        frame = f
-        packet = p
-        // Every stored property is set: deinit frees everything if we throw below.
+        // Whatever is made below is freed by its owner if a later step throws.
+        context = try FFCodecContext(codec: codec)
+        frame = try FFFrame()
+        packet = try FFPacket()
 
+        let ctx = context.raw
         ctx.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
         ctx.pointee.sample_rate = Int32(AudioFormat.sampleRate)
         av_channel_layout_default(&ctx.pointee.ch_layout, Int32(AudioFormat.channels))
@@ -70,6 +66,7 @@ public final class AudioEncoder {
             throw CaptureError(.internalError, "aac frame size is \(ctx.pointee.frame_size), expected \(AudioFormat.blockFrames)")
         }
 
+        let f = frame.raw
         f.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
         f.pointee.sample_rate = ctx.pointee.sample_rate
         f.pointee.nb_samples = ctx.pointee.frame_size
@@ -78,17 +75,8 @@ public final class AudioEncoder {
         rc = av_frame_get_buffer(f, 0)
         if rc < 0 { throw ffmpegError(rc, "av_frame_get_buffer (aac fltp)") }
 
-        streamDescription = try StreamDescription(from: ctx, mediaType: .audio,
-                                                  nominalPacketDuration: Int64(AudioFormat.blockFrames))
-    }
-
-    deinit {
-        var f: UnsafeMutablePointer<AVFrame>? = frame
-        av_frame_free(&f)
-        var p: UnsafeMutablePointer<AVPacket>? = packet
-        av_packet_free(&p)
-        var c: UnsafeMutablePointer<AVCodecContext>? = context
-        avcodec_free_context(&c)
+        stream = try StreamDescription(from: ctx, mediaType: .audio,
+                                       nominalPacketDuration: Int64(AudioFormat.blockFrames))
     }
 
     /// Encodes one block. `samples`: exactly frameSize*2 interleaved floats (L R L R ...);
@@ -102,6 +90,7 @@ public final class AudioEncoder {
         guard samples.count == n * 2, let src = samples.baseAddress else {
             throw CaptureError(.invalidRequest, "AudioEncoder.encode needs exactly \(n * 2) interleaved floats, got \(samples.count)")
         }
+        let frame = frame.raw
         if av_frame_is_writable(frame) == 0 {
             let rc = av_frame_make_writable(frame)
             if rc < 0 { throw ffmpegError(rc, "av_frame_make_writable (audio)") }
@@ -116,7 +105,7 @@ public final class AudioEncoder {
             right[i] = src[2 * i + 1]
         }
         frame.pointee.pts = ptsSamples
-        let rc = avcodec_send_frame(context, frame)
+        let rc = avcodec_send_frame(context.raw, frame)
         if rc < 0 { throw ffmpegError(rc, "avcodec_send_frame (aac, pts \(ptsSamples))") }
         try drain(emit)
     }
@@ -125,12 +114,13 @@ public final class AudioEncoder {
     public func flush(emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { return }
         flushed = true
-        let rc = avcodec_send_frame(context, nil)
+        let rc = avcodec_send_frame(context.raw, nil)
         if rc < 0 && rc != cffmpeg_averror_eof() { throw ffmpegError(rc, "flushing the aac encoder") }
         try drain(emit)
     }
 
     private func drain(_ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
+        let context = context.raw, packet = packet.raw
         while true {
             let rc = avcodec_receive_packet(context, packet)
             if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }

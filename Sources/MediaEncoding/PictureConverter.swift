@@ -1,5 +1,6 @@
 internal import CFFmpeg
 import CaptureCore
+internal import FFmpegObjects
 import PixelConversion
 
 /// BGR0 (XShm depth 24) -> YUV420P into a persistent picture, either whole or
@@ -36,17 +37,17 @@ final class PictureConverter {
     let usesSwscale: Bool
 
     /// swscale context, when `usesSwscale`: source (cropped to even size unless scaling) -> output.
-    private let scaler: OpaquePointer?
+    private let scaler: FFScaleContext?
     private let columns: Int
     private let rows: Int
     /// One byte per tile: 1 = convert this time. Cleared on each update.
-    private let marks: UnsafeMutablePointer<UInt8>
+    private let marks: OwnedBuffer<UInt8>
 
     // Argument arrays for sws_scale, reused on every call.
-    private let srcPlanes: UnsafeMutablePointer<UnsafePointer<UInt8>?>
-    private let srcStrides: UnsafeMutablePointer<Int32>
-    private let dstPlanes: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>
-    private let dstStrides: UnsafeMutablePointer<Int32>
+    private let srcPlanes = OwnedBuffer<UnsafePointer<UInt8>?>(count: 4, repeating: nil)
+    private let srcStrides = OwnedBuffer<Int32>(count: 4, repeating: 0)
+    private let dstPlanes = OwnedBuffer<UnsafeMutablePointer<UInt8>?>(count: 4, repeating: nil)
+    private let dstStrides = OwnedBuffer<Int32>(count: 4, repeating: 0)
 
     init(sourceWidth: Int, sourceHeight: Int, outputWidth: Int, outputHeight: Int,
          engine: Engine = .automatic) throws(CaptureError) {
@@ -58,15 +59,9 @@ final class PictureConverter {
         isScaling = !(outputWidth == evenW && outputHeight == evenH)
         usesSwscale = isScaling || engine == .swscale
 
-        srcPlanes = .allocate(capacity: 4); srcPlanes.initialize(repeating: nil, count: 4)
-        srcStrides = .allocate(capacity: 4); srcStrides.initialize(repeating: 0, count: 4)
-        dstPlanes = .allocate(capacity: 4); dstPlanes.initialize(repeating: nil, count: 4)
-        dstStrides = .allocate(capacity: 4); dstStrides.initialize(repeating: 0, count: 4)
-
         columns = (outputWidth + Self.tileSize - 1) / Self.tileSize
         rows = (outputHeight + Self.tileSize - 1) / Self.tileSize
-        marks = .allocate(capacity: max(1, columns * rows))
-        marks.initialize(repeating: 0, count: max(1, columns * rows))
+        marks = OwnedBuffer(count: max(1, columns * rows), repeating: 0)
 
         if !usesSwscale {
             scaler = nil
@@ -74,24 +69,12 @@ final class PictureConverter {
         }
         let inW = isScaling ? sourceWidth : outputWidth
         let inH = isScaling ? sourceHeight : outputHeight
-        guard let c = sws_getContext(Int32(inW), Int32(inH), AV_PIX_FMT_BGR0, Int32(outputWidth), Int32(outputHeight),
-                                     AV_PIX_FMT_YUV420P, Self.swsFlags, nil, nil, nil) else {
-            marks.deallocate(); srcPlanes.deallocate(); srcStrides.deallocate()
-            dstPlanes.deallocate(); dstStrides.deallocate()
-            throw CaptureError(.encoderError,
-                "sws_getContext failed for \(inW)x\(inH) BGR0 -> \(outputWidth)x\(outputHeight) YUV420P; check the sizes")
-        }
+        let c = try FFScaleContext(from: inW, inH, AV_PIX_FMT_BGR0, to: outputWidth, outputHeight, AV_PIX_FMT_YUV420P,
+                                   flags: Self.swsFlags)
         // BT.709 matrix, limited ("TV") range output; the encoder tags the VUI the same.
         let coefficients = sws_getCoefficients(SWS_CS_ITU709)
-        _ = sws_setColorspaceDetails(c, coefficients, 1, coefficients, 0, 0, 1 << 16, 1 << 16)
-        scaler = c
-    }
-
-    deinit {
-        if let scaler { sws_freeContext(scaler) }
-        marks.deallocate()
-        srcPlanes.deallocate(); srcStrides.deallocate()
-        dstPlanes.deallocate(); dstStrides.deallocate()
+        _ = sws_setColorspaceDetails(c.raw, coefficients, 1, coefficients, 0, 0, 1 << 16, 1 << 16)
+        scaler = .some(c)
     }
 
     /// Converts `image` (at least sourceWidth x sourceHeight) into `picture`.
@@ -103,7 +86,10 @@ final class PictureConverter {
             let coversAll = b.x <= 0 && b.y <= 0 && Int(b.maxX) >= outputWidth && Int(b.maxY) >= outputHeight
             if !usesSwscale && !coversAll { return convertTiles(image, dirty, picture) }
         }
-        if let scaler {
+        switch scaler {
+        case .some(let scaler):
+            let srcPlanes = srcPlanes.pointer, srcStrides = srcStrides.pointer
+            let dstPlanes = dstPlanes.pointer, dstStrides = dstStrides.pointer
             srcPlanes[0] = UnsafePointer(image.baseAddress.assumingMemoryBound(to: UInt8.self))
             srcStrides[0] = Int32(image.bytesPerRow)
             dstPlanes[0] = picture.y
@@ -113,8 +99,8 @@ final class PictureConverter {
             dstStrides[1] = Int32(picture.uStride)
             dstStrides[2] = Int32(picture.vStride)
             let inH = isScaling ? sourceHeight : outputHeight
-            _ = sws_scale(scaler, srcPlanes, srcStrides, 0, Int32(inH), dstPlanes, dstStrides)
-        } else {
+            _ = sws_scale(scaler.raw, srcPlanes, srcStrides, 0, Int32(inH), dstPlanes, dstStrides)
+        case .none:
             convertRect(image, x: 0, y: 0, width: outputWidth, height: outputHeight, picture)
         }
         return outputWidth * outputHeight
@@ -122,6 +108,7 @@ final class PictureConverter {
 
     private func convertTiles(_ image: PixelBufferView, _ dirty: DirtyRegion, _ picture: PlanarYUV) -> Int {
         let ts = Self.tileSize
+        let marks = marks.pointer
         marks.update(repeating: 0, count: columns * rows)
         let frameRect = PixelRect(x: 0, y: 0, width: outputWidth, height: outputHeight)
         for i in 0..<dirty.count {

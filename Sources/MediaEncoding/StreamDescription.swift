@@ -1,5 +1,6 @@
 internal import CFFmpeg
 public import CaptureCore
+internal import FFmpegObjects
 
 /// What a muxer needs to know about an encoded stream: codec parameters and
 /// the time base its packets' timestamps are in. Immutable and Sendable, so
@@ -67,54 +68,41 @@ public struct StreamDescription: Sendable {
     var timeBase: AVRational { AVRational(1, Int32(timeBaseDenominator)) }
 }
 
-/// Owns one AVCodecParameters. It is filled in `init` and never written again;
-/// afterwards it is only read (avcodec_parameters_copy into a muxer's stream),
-/// and reading immutable memory from several threads is safe, hence Sendable.
-/// It is freed in deinit, after the last reference (and so the last reader) is gone.
+/// One AVCodecParameters, shared by every copy of a StreamDescription. It is filled in
+/// `init` and never written again; afterwards it is only read (avcodec_parameters_copy
+/// into a muxer's stream), and reading immutable memory from several threads is safe,
+/// hence Sendable. It is freed with the box, after the last reference (and so the last
+/// reader) is gone.
 final class CodecParametersBox: @unchecked Sendable {
-    private let raw: UnsafeMutablePointer<AVCodecParameters>
+    private let parameters: FFCodecParameters
 
     init(from context: UnsafeMutablePointer<AVCodecContext>) throws(CaptureError) {
-        guard let p = avcodec_parameters_alloc() else {
-            throw CaptureError(.encoderError, "avcodec_parameters_alloc failed: out of memory")
-        }
-        let rc = avcodec_parameters_from_context(p, context)
-        if rc < 0 {
-            var q: UnsafeMutablePointer<AVCodecParameters>? = p
-            avcodec_parameters_free(&q)
-            throw ffmpegError(rc, "avcodec_parameters_from_context")
-        }
-        raw = p
+        parameters = try FFCodecParameters()
+        let rc = avcodec_parameters_from_context(parameters.raw, context)
+        if rc < 0 { throw ffmpegError(rc, "avcodec_parameters_from_context") }
     }
 
     /// Copies the parameters into `destination` (e.g. a muxer's AVStream.codecpar).
     func copy(into destination: UnsafeMutablePointer<AVCodecParameters>) throws(CaptureError) {
-        let rc = avcodec_parameters_copy(destination, raw)
+        let rc = avcodec_parameters_copy(destination, parameters.raw)
         if rc < 0 { throw ffmpegError(rc, "avcodec_parameters_copy") }
     }
 
     /// Parameters filled in by `fill` (on freshly allocated, defaulted parameters).
     init(filling fill: (UnsafeMutablePointer<AVCodecParameters>) -> Void) throws(CaptureError) {
-        guard let p = avcodec_parameters_alloc() else {
-            throw CaptureError(.encoderError, "avcodec_parameters_alloc failed: out of memory")
-        }
-        fill(p)
-        raw = p
+        parameters = try FFCodecParameters()
+        fill(parameters.raw)
     }
 
-    var codecID: AVCodecID { raw.pointee.codec_id }
+    var codecID: AVCodecID { parameters.raw.pointee.codec_id }
 
     /// The codec's extradata (for AAC: the AudioSpecificConfig).
     var extradata: UnsafeRawBufferPointer {
+        let raw = parameters.raw
         guard let d = raw.pointee.extradata, raw.pointee.extradata_size > 0 else {
             return UnsafeRawBufferPointer(start: nil, count: 0)
         }
         return UnsafeRawBufferPointer(start: d, count: Int(raw.pointee.extradata_size))
-    }
-
-    deinit {
-        var q: UnsafeMutablePointer<AVCodecParameters>? = raw
-        avcodec_parameters_free(&q)
     }
 }
 

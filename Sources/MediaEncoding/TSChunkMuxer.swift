@@ -1,5 +1,6 @@
 internal import CFFmpeg
 public import CaptureCore
+internal import FFmpegObjects
 
 /// Writes self-contained MPEG-TS chunks of ONE stream into memory.
 ///
@@ -31,8 +32,11 @@ public final class TSChunkMuxer {
     /// pts (in the stream's time base) of the first packet of the current chunk, if any.
     public private(set) var chunkFirstPTS: Int64? = nil
 
-    private let format: UnsafeMutablePointer<AVFormatContext>
-    private let muxPacket: UnsafeMutablePointer<AVPacket>
+    /// The mpegts muxer and the custom AVIOContext it writes into `output` through.
+    /// Neither writes anything when it goes away, so `output` may go before them.
+    private let format: FFOutputFormatContext
+    /// The one packet every written packet is described in (pointing at the caller's bytes).
+    private let muxPacket: FFPacket
     private let output: ChunkBuffer
     private let isAAC: Bool
     private let adts: ADTSWriter?
@@ -47,16 +51,10 @@ public final class TSChunkMuxer {
         isAAC = stream.parameters.codecID == AV_CODEC_ID_AAC
         adts = isAAC ? try ADTSWriter(audioSpecificConfig: stream.parameters.extradata) : nil
 
-        var fmt: UnsafeMutablePointer<AVFormatContext>? = nil
-        var rc = avformat_alloc_output_context2(&fmt, nil, "mpegts", nil)
-        guard rc >= 0, let fmt else { throw ffmpegError(rc, "avformat_alloc_output_context2(mpegts)") }
-        guard let pkt = av_packet_alloc() else {
-            avformat_free_context(fmt)
-            throw CaptureError(.encoderError, "av_packet_alloc failed: out of memory")
-        }
-        format = fmt
-        muxPacket = pkt
-        // Every stored property is set: deinit frees everything if we throw below.
+        // Whatever is made below is freed by its owner if a later step throws.
+        var format = try FFOutputFormatContext(format: "mpegts", step: "avformat_alloc_output_context2(mpegts)")
+        muxPacket = try FFPacket()
+        let fmt = format.raw
 
         guard let st = avformat_new_stream(fmt, nil) else {
             throw CaptureError(.encoderError, "avformat_new_stream failed: out of memory")
@@ -64,17 +62,10 @@ public final class TSChunkMuxer {
         try stream.parameters.copy(into: st.pointee.codecpar)
         st.pointee.time_base = stream.timeBase
 
-        let ioSize: Int32 = 188 * 64
-        guard let ioBuffer = av_malloc(Int(ioSize)) else {
-            throw CaptureError(.encoderError, "av_malloc(\(ioSize)) failed: out of memory")
-        }
-        let opaque = Unmanaged.passUnretained(output).toOpaque()
-        guard let pb = avio_alloc_context(ioBuffer.assumingMemoryBound(to: UInt8.self), ioSize, 1, opaque,
-                                          nil, chunkBufferWrite, nil) else {
-            av_free(ioBuffer)
-            throw CaptureError(.encoderError, "avio_alloc_context failed: out of memory")
-        }
-        fmt.pointee.pb = pb
+        // The ChunkBuffer is passed unretained: this muxer owns both, and the IO context
+        // only writes inside our muxer calls.
+        format.attach(try FFIOContext(bufferSize: 188 * 64, opaque: Unmanaged.passUnretained(output).toOpaque(),
+                                      write: chunkBufferWrite))
         fmt.pointee.flags |= AVFMT_FLAG_CUSTOM_IO
         fmt.pointee.max_delay = 0
 
@@ -86,7 +77,7 @@ public final class TSChunkMuxer {
             // would warn "frame size not set"; give the PCR interval directly.
             try options.set("pcr_period", "100")
         }
-        rc = avformat_write_header(fmt, &options.raw)
+        let rc = avformat_write_header(fmt, &options.raw)
         if rc < 0 { throw ffmpegError(rc, "avformat_write_header (mpegts, \(stream.codecName))") }
         let unused = options.leftovers()
         if !unused.isEmpty {
@@ -97,21 +88,9 @@ public final class TSChunkMuxer {
         }
         resendHeadersFlag = flagOption.pointee.default_val.i64
         // Whatever the header wrote is dropped: every chunk re-sends PAT/PMT itself.
-        avio_flush(pb)
+        avio_flush(fmt.pointee.pb)
         output.count = 0
-    }
-
-    deinit {
-        if let pb = format.pointee.pb {
-            var buf: UnsafeMutablePointer<UInt8>? = pb.pointee.buffer
-            av_freep(&buf)
-            var p: UnsafeMutablePointer<AVIOContext>? = pb
-            avio_context_free(&p)
-            format.pointee.pb = nil
-        }
-        avformat_free_context(format)
-        var p: UnsafeMutablePointer<AVPacket>? = muxPacket
-        av_packet_free(&p)
+        self.format = format
     }
 
     /// Starts a chunk; the bytes returned by the previous `finishChunk` become invalid.
@@ -120,8 +99,9 @@ public final class TSChunkMuxer {
         packetsInChunk = 0
         chunkFirstPTS = nil
         var flags: Int64 = 0
-        var rc = av_opt_get_int(format.pointee.priv_data, "mpegts_flags", 0, &flags)
-        if rc >= 0 { rc = av_opt_set_int(format.pointee.priv_data, "mpegts_flags", flags | resendHeadersFlag, 0) }
+        let muxer = format.raw.pointee.priv_data
+        var rc = av_opt_get_int(muxer, "mpegts_flags", 0, &flags)
+        if rc >= 0 { rc = av_opt_set_int(muxer, "mpegts_flags", flags | resendHeadersFlag, 0) }
         if rc < 0 { throw ffmpegError(rc, "setting mpegts_flags=resend_headers") }
         chunkOpen = true
     }
@@ -137,8 +117,9 @@ public final class TSChunkMuxer {
         if packetsInChunk == 0 && stream.mediaType == .video && !packet.isKeyframe {
             throw CaptureError(.internalError, "a video chunk must start with a keyframe: encode its first frame with keyframe: true")
         }
+        let format = format.raw
         guard let st = format.pointee.streams[0] else { throw CaptureError(.internalError, "mpegts muxer lost its stream") }
-        let dst = muxPacket
+        let dst = muxPacket.raw
         if let adts {
             let r = adts.wrap(src.pointee.data, Int(src.pointee.size))
             dst.pointee.data = r.data
@@ -175,6 +156,7 @@ public final class TSChunkMuxer {
     public func finishChunk() throws(CaptureError) -> UnsafeRawBufferPointer {
         guard chunkOpen else { throw CaptureError(.internalError, "TSChunkMuxer.finishChunk without beginChunk") }
         chunkOpen = false
+        let format = format.raw
         let rc = av_write_frame(format, nil)
         if rc < 0 { throw ffmpegError(rc, "flushing the mpegts muxer") }
         avio_flush(format.pointee.pb)

@@ -1,6 +1,7 @@
 internal import CFFmpeg
 internal import CX264
 public import CaptureCore
+internal import FFmpegObjects
 
 public struct VideoEncoderSettings: Sendable, Equatable {
     /// Nominal frame rate, 1...60 (x264 rate control and packet durations).
@@ -75,7 +76,7 @@ public final class VideoEncoder {
     /// size, the largest centred rectangle that keeps the source's aspect (the rest is black).
     public private(set) var pictureRect: PixelRect
     /// What a muxer needs (codec parameters, time base 1/90000).
-    public var stream: StreamDescription { streamDescription! }
+    public let stream: StreamDescription
 
     /// Output pixels converted by the last `updatePicture` (for metrics).
     public private(set) var lastConvertedPixels: Int = 0
@@ -101,27 +102,25 @@ public final class VideoEncoder {
     private var converter: PictureConverter
     private let converterEngine: PictureConverter.Engine
     private let frameDuration: Int64
-    /// The x264_t*.
-    private let encoder: OpaquePointer
+    /// x264, with the two mb_info arrays used in turn (`hints(pendingInfoIndex)`):
+    /// x264 may still read the one it was given after x264_encoder_encode returns
+    /// (see `X264Encoder`), so hints for the next picture are collected in the other.
+    private let encoder: X264Encoder
     /// The persistent input picture: x264_picture_t whose planes point into `planes`.
     /// x264 copies the planes into its own frame inside x264_encoder_encode, so
-    /// the converter may write them again as soon as that returns.
-    private let picture: UnsafeMutablePointer<x264_picture_t>
-    private let pictureOut: UnsafeMutablePointer<x264_picture_t>
+    /// the converter may write them again as soon as that returns (and nothing of
+    /// ours but the hints needs to outlive the encoder).
+    private let picture: OwnedBuffer<x264_picture_t>
+    private let pictureOut: OwnedBuffer<x264_picture_t>
     /// 64-byte aligned Y, U, V planes (strides multiples of 64), written by the converter.
-    private let planes: UnsafeMutableRawPointer
+    private let planes: OwnedBuffer<UInt8>
     private let yuv: PlanarYUV
     /// The part of `yuv` the converter writes: `pictureRect` of it.
     private var target: PlanarYUV
     /// The AVPacket handed out through EncodedPacket: it points at x264's output
     /// buffer (no copy), which stays valid until the next x264_encoder_encode.
-    private let packet: UnsafeMutablePointer<AVPacket>
-    /// Two mb_info arrays used in turn. x264 may still read the one it was given
-    /// after x264_encoder_encode returns: with sliced threads the deblocking of a
-    /// frame finishes in the slice threads, and x264 waits for them only at the
-    /// start of the next x264_encoder_encode (encoder.c, threadpool_wait_all).
-    /// So hints for the next picture are collected in the other array.
-    private let macroblockInfo: (UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt8>)
+    private let packet: FFPacket
+    /// Which of x264's two mb_info arrays the next picture's hints are collected in.
     private var pendingInfoIndex = 0
     /// Whether anything in the pending array was marked changed (a fully unchanged
     /// picture is the common case on a still desktop).
@@ -134,9 +133,6 @@ public final class VideoEncoder {
     private var lastSentKeyframe = false
     private let constantFlag: UInt8
     private var flushed = false
-    /// Set last in init; optional only so that every stored property is set
-    /// before the first `throw` after allocating (then deinit frees everything).
-    private var streamDescription: StreamDescription?
 
     /// How `settings.crf` is applied (without `bitrate`).
     public enum QualityRateControl: Sendable, Equatable {
@@ -251,49 +247,36 @@ public final class VideoEncoder {
         converter = try PictureConverter(sourceWidth: sourceWidth, sourceHeight: sourceHeight,
                                          outputWidth: outW, outputHeight: outH, engine: converterEngine)
 
+        // Every buffer and object made from here on is freed by its owner if a later step throws.
+
         // Planes: 64-byte aligned rows, one spare row after each plane (SIMD in
         // swscale may touch a few bytes past a row's end).
         let yStride = (outW + 63) & ~63, cStride = (outW / 2 + 63) & ~63
         let ySize = yStride * (outH + 1), cSize = cStride * (outH / 2 + 1)
-        planes = .allocate(byteCount: ySize + 2 * cSize, alignment: 64)
-        let yPlane = planes.assumingMemoryBound(to: UInt8.self)
         // Start black (Y 16, Cb/Cr 128) so a partial first update leaves no garbage.
-        yPlane.initialize(repeating: 16, count: ySize)
-        (yPlane + ySize).initialize(repeating: 128, count: 2 * cSize)
+        planes = OwnedBuffer(count: ySize + 2 * cSize, repeating: 16, alignment: 64)
+        let yPlane = planes.pointer
+        (yPlane + ySize).update(repeating: 128, count: 2 * cSize)
         yuv = PlanarYUV(y: yPlane, u: yPlane + ySize, v: yPlane + ySize + cSize,
                         yStride: yStride, uStride: cStride, vStride: cStride)
         target = yuv
 
-        let mbCount = macroblockColumns * macroblockRows
-        macroblockInfo = (.allocate(capacity: mbCount), .allocate(capacity: mbCount))
-        macroblockInfo.0.initialize(repeating: 0, count: mbCount)   // 0: changed
-        macroblockInfo.1.initialize(repeating: 0, count: mbCount)
+        picture = OwnedBuffer(count: 1, repeating: x264_picture_t())
+        pictureOut = OwnedBuffer(count: 1, repeating: x264_picture_t())
+        let pic = picture.pointer
+        x264_picture_init(pic)
+        x264_picture_init(pictureOut.pointer)
+        pic.pointee.img.i_csp = X264_CSP_I420
+        pic.pointee.img.i_plane = 3
+        pic.pointee.img.i_stride = (Int32(yStride), Int32(cStride), Int32(cStride), 0)
+        pic.pointee.img.plane = (yuv.y, yuv.u, yuv.v, nil)
+        pic.pointee.prop.mb_info_free = nil     // the arrays are the encoder's, reused
 
-        picture = .allocate(capacity: 1)
-        pictureOut = .allocate(capacity: 1)
-        x264_picture_init(picture)
-        x264_picture_init(pictureOut)
-        picture.pointee.img.i_csp = X264_CSP_I420
-        picture.pointee.img.i_plane = 3
-        picture.pointee.img.i_stride = (Int32(yStride), Int32(cStride), Int32(cStride), 0)
-        picture.pointee.img.plane = (yuv.y, yuv.u, yuv.v, nil)
-        picture.pointee.prop.mb_info_free = nil     // the arrays are ours, reused
+        packet = try FFPacket()
+        encoder = try X264Encoder(parameters: &param, macroblockCount: macroblockColumns * macroblockRows, failure:
+            "x264_encoder_open failed (\(outW)x\(outH), preset \(settings.preset), tune \(settings.tune ?? "none"), \(settings.bitrate.map { "bitrate \($0)" } ?? "crf \(settings.crf ?? 23)")); see x264's message on stderr")
 
-        guard let pkt = av_packet_alloc() else {
-            Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
-            throw CaptureError(.encoderError, "av_packet_alloc failed: out of memory")
-        }
-        guard let x = cx264_encoder_open(&param) else {
-            var p: UnsafeMutablePointer<AVPacket>? = pkt
-            av_packet_free(&p)
-            Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
-            throw CaptureError(.encoderError,
-                               "x264_encoder_open failed (\(outW)x\(outH), preset \(settings.preset), tune \(settings.tune ?? "none"), \(settings.bitrate.map { "bitrate \($0)" } ?? "crf \(settings.crf ?? 23)")); see x264's message on stderr")
-        }
-        packet = pkt
-        encoder = x
-        // From here on deinit cleans up if init throws.
-
+        let x = encoder.handle
         var opened = x264_param_t()
         x264_encoder_parameters(x, &opened)
         if opened.b_vfr_input != 0 || opened.i_bframe != 0 || x264_encoder_maximum_delayed_frames(x) > 0 {
@@ -301,30 +284,13 @@ public final class VideoEncoder {
                                "libx264 would delay frames (bframes \(opened.i_bframe), max delayed \(x264_encoder_maximum_delayed_frames(x))); this x264 build does not honour the zero-delay settings")
         }
 
-        streamDescription = try StreamDescription(h264Width: outW, height: outH,
-                                                  bitrate: settings.bitrate, nominalPacketDuration: frameDuration)
-    }
-
-    deinit {
-        x264_encoder_close(encoder)   // waits for x264's threads: nothing reads our memory after this
-        var p: UnsafeMutablePointer<AVPacket>? = packet
-        av_packet_free(&p)
-        Self.release(planes: planes, picture: picture, pictureOut: pictureOut, info: macroblockInfo)
-    }
-
-    private static func release(planes: UnsafeMutableRawPointer, picture: UnsafeMutablePointer<x264_picture_t>,
-                                pictureOut: UnsafeMutablePointer<x264_picture_t>,
-                                info: (UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt8>)) {
-        planes.deallocate()
-        picture.deallocate()
-        pictureOut.deallocate()
-        info.0.deallocate()
-        info.1.deallocate()
+        stream = try StreamDescription(h264Width: outW, height: outH,
+                                       bitrate: settings.bitrate, nominalPacketDuration: frameDuration)
     }
 
     /// The mb_info array the next encode will hand to x264.
     private var pendingInfo: UnsafeMutablePointer<UInt8> {
-        pendingInfoIndex == 0 ? macroblockInfo.0 : macroblockInfo.1
+        encoder.hints(pendingInfoIndex)
     }
 
     /// Converts the changed parts of `image` into the encoder's persistent
@@ -451,7 +417,7 @@ public final class VideoEncoder {
         // After a replay x264 continues only from the chain's last frame; anywhere
         // else its next frame must not refer to earlier ones.
         let forceKeyframe = keyframe || !replay.encoderInSync
-        let pic = picture
+        let pic = picture.pointer
         pic.pointee.i_pts = pts90k
         pic.pointee.i_type = forceKeyframe ? X264_TYPE_IDR : X264_TYPE_AUTO
         if usesMacroblockHints {
@@ -477,7 +443,7 @@ public final class VideoEncoder {
 
         var nals: UnsafeMutablePointer<x264_nal_t>? = nil
         var nalCount: Int32 = 0
-        let size = x264_encoder_encode(encoder, &nals, &nalCount, pic, pictureOut)
+        let size = x264_encoder_encode(encoder.handle, &nals, &nalCount, pic, pictureOut.pointer)
         pic.pointee.prop.mb_info = nil
         if usesMacroblockHints {
             // The array just given may still be read by x264's slice threads until the
@@ -492,7 +458,7 @@ public final class VideoEncoder {
         }
         encodedFrames += 1
         guard size > 0, let nals else { return }
-        let isKeyframe = pictureOut.pointee.b_keyframe != 0
+        let isKeyframe = pictureOut.pointer.pointee.b_keyframe != 0
         lastSentKeyframe = isKeyframe
         if replaysKeyframes {
             replay.encoded(UnsafeRawBufferPointer(start: nals[0].p_payload, count: Int(size)),
@@ -504,7 +470,7 @@ public final class VideoEncoder {
     /// Sends chain frame bytes (see `KeyframeReplay`) as this frame's packet.
     private func emitReplayed(_ bytes: UnsafeRawBufferPointer, keyframe: Bool, pts90k: Int64,
                               _ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
-        let p = packet
+        let p = packet.raw
         p.pointee.data = UnsafeMutablePointer(mutating: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
         p.pointee.size = Int32(bytes.count)
         p.pointee.buf = nil
@@ -525,10 +491,10 @@ public final class VideoEncoder {
     public func flush(emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { return }
         flushed = true
-        while x264_encoder_delayed_frames(encoder) > 0 {
+        while x264_encoder_delayed_frames(encoder.handle) > 0 {
             var nals: UnsafeMutablePointer<x264_nal_t>? = nil
             var nalCount: Int32 = 0
-            let size = x264_encoder_encode(encoder, &nals, &nalCount, nil, pictureOut)
+            let size = x264_encoder_encode(encoder.handle, &nals, &nalCount, nil, pictureOut.pointer)
             if size < 0 { throw CaptureError(.encoderError, "flushing libx264 failed (returned \(size))") }
             if size > 0, let nals { try emitPacket(nals, Int(size), emit) }
         }
@@ -538,8 +504,8 @@ public final class VideoEncoder {
     /// reused AVPacket without copying, and hands it to `emit`.
     private func emitPacket(_ nals: UnsafeMutablePointer<x264_nal_t>, _ size: Int,
                             _ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
-        let out = pictureOut.pointee
-        let p = packet
+        let out = pictureOut.pointer.pointee
+        let p = packet.raw
         p.pointee.data = nals[0].p_payload
         p.pointee.size = Int32(size)
         p.pointee.buf = nil
