@@ -18,7 +18,7 @@
 //
 //   capture-endpoint     CaptureEndpointServer (executable) -> CaptureEndpoint
 //                          CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB, AsyncHTTPClient,
-//                                             MediaExport (-> CFFmpeg), CCrypto (libcrypto), CaptureUplink
+//                                             MediaExport (-> FFmpegObjects, CFFmpeg), CCrypto (libcrypto), CaptureUplink
 //   capture-uplink-load  CaptureUplinkLoad (executable) -> CaptureUplinkReplay -> HummingbirdWSClient, CaptureSpool
 //
 //   shared:   CaptureUplink (the uplink's wire messages, chunk metadata) -> CaptureCore
@@ -35,7 +35,9 @@
 // no target the agent links depends on a NIO-based package.
 //
 // C libraries are reached only through the thin `C*` system-library modules and
-// one Swift wrapper module per library; nothing above the wrappers touches C.
+// one Swift wrapper module per library (FFmpeg has two users, MediaEncoding and
+// MediaExport, which hold its objects through FFmpegObjects); nothing above the
+// wrappers touches C.
 import PackageDescription
 
 let package = Package(
@@ -151,7 +153,7 @@ let package = Package(
             ]),
 
         // One MP4 from a session's chunks (video copied, audio mixed + each channel copied).
-        .target(name: "MediaExport", dependencies: ["CaptureCore", "CFFmpeg"]),
+        .target(name: "MediaExport", dependencies: ["CaptureCore", "CFFmpeg", "FFmpegObjects"]),
 
         // MARK: The reference endpoint (sessions, tokens, uplink ingest, webhooks, HLS, export)
         .target(

@@ -1,11 +1,13 @@
 internal import CFFmpeg
 import CaptureCore
+internal import FFmpegObjects
 
 /// Decodes one channel's AAC into float stereo placed on the timeline (`pending`).
 final class AudioDecoder {
-    var context: UnsafeMutablePointer<AVCodecContext>?
-    var frame: UnsafeMutablePointer<AVFrame>?
-    var copy: UnsafeMutablePointer<AVPacket>?
+    let context: FFCodecContext
+    /// Reused for every decoded frame and every packet fed in.
+    let frame: FFFrame
+    let copy: FFPacket
     let timeBase: AVRational
     /// Decoded, not mixed yet.
     var pending = MixBuffer()
@@ -16,38 +18,38 @@ final class AudioDecoder {
         guard stream.pointee.codecpar.pointee.codec_id == AV_CODEC_ID_AAC, let codec = avcodec_find_decoder(AV_CODEC_ID_AAC) else {
             throw CaptureError(.encoderError, "no AAC decoder for the audio")
         }
-        context = avcodec_alloc_context3(codec)
-        var rc = avcodec_parameters_to_context(context, stream.pointee.codecpar)
-        guard rc >= 0 else { throw exportError(rc, "configuring the audio decoder") }
-        context?.pointee.pkt_timebase = stream.pointee.time_base
-        rc = avcodec_open2(context, codec, nil)
-        guard rc >= 0 else { throw exportError(rc, "opening the audio decoder") }
+        context = try FFCodecContext(codec: codec)
+        var rc = avcodec_parameters_to_context(context.raw, stream.pointee.codecpar)
+        guard rc >= 0 else { throw ffmpegError(rc, "configuring the audio decoder") }
+        context.raw.pointee.pkt_timebase = stream.pointee.time_base
+        rc = avcodec_open2(context.raw, codec, nil)
+        guard rc >= 0 else { throw ffmpegError(rc, "opening the audio decoder") }
         timeBase = stream.pointee.time_base
-        frame = av_frame_alloc()
-        copy = av_packet_alloc()
+        frame = try FFFrame()
+        copy = try FFPacket()
     }
 
     /// Feeds one packet (a reference to it; the caller keeps the packet).
     func decode(_ packet: UnsafeMutablePointer<AVPacket>) throws(CaptureError) {
-        guard let copy else { return }
+        let copy = copy.raw
         av_packet_ref(copy, packet)
-        let rc = avcodec_send_packet(context, copy)
+        let rc = avcodec_send_packet(context.raw, copy)
         av_packet_unref(copy)
-        guard rc >= 0 || rc == cffmpeg_averror_eagain() else { throw exportError(rc, "decoding audio") }
+        guard rc >= 0 || rc == cffmpeg_averror_eagain() else { throw ffmpegError(rc, "decoding audio") }
         try receive()
     }
 
     func flush() throws(CaptureError) {
-        avcodec_send_packet(context, nil)
+        avcodec_send_packet(context.raw, nil)
         try receive()
     }
 
     private func receive() throws(CaptureError) {
-        guard let context, let frame else { return }
+        let context = context.raw, frame = frame.raw
         while true {
             let rc = avcodec_receive_frame(context, frame)
             if rc == cffmpeg_averror_eagain() || rc == cffmpeg_averror_eof() { return }
-            guard rc >= 0 else { throw exportError(rc, "decoding audio") }
+            guard rc >= 0 else { throw ffmpegError(rc, "decoding audio") }
             let count = Int(frame.pointee.nb_samples)
             let channels = Int(frame.pointee.ch_layout.nb_channels)
             guard frame.pointee.format == AV_SAMPLE_FMT_FLTP.rawValue, count > 0, channels >= 1 else {
@@ -62,11 +64,5 @@ final class AudioDecoder {
                            at: position)
             av_frame_unref(frame)
         }
-    }
-
-    deinit {
-        if frame != nil { av_frame_free(&frame) }
-        if copy != nil { av_packet_free(&copy) }
-        if context != nil { avcodec_free_context(&context) }
     }
 }

@@ -1,15 +1,19 @@
 internal import CFFmpeg
 import CaptureCore
+internal import FFmpegObjects
 
-/// Every FFmpeg object of one export, freed when it goes away.
+/// One export: its inputs, the mixer and the MP4 muxer, each freeing its own FFmpeg
+/// objects. They do not depend on each other's (packets are reference counted apart
+/// from the demuxers and encoders that made them), so they may go in any order.
 final class ExportJob {
-    var output: UnsafeMutablePointer<AVFormatContext>?
+    /// The MP4 muxer and, once the header is to be written, the file it writes to
+    /// (closed after the muxer is freed; `run` writes the trailer before that).
+    var output: FFOutputFormatContext
     var video: Demuxer
     var audio: [Demuxer] = []
     var decoders: [AudioDecoder] = []
     var mixer: Mixer
     let path: String
-    var opened = false
 
     /// Packets outside [-earlyTolerance, limit] (seconds) are left out.
     let timeline: ClosedRange<Double>
@@ -24,10 +28,8 @@ final class ExportJob {
         }
         for demuxer in audio { decoders.append(try AudioDecoder(demuxer.stream)) }
         mixer = try Mixer(mixing: !audio.isEmpty, segmentSeconds: input.mixSegmentSeconds)
-        var context: UnsafeMutablePointer<AVFormatContext>?
-        var rc = avformat_alloc_output_context2(&context, nil, "mp4", path)
-        guard rc >= 0, let context else { throw exportError(rc, "creating the MP4 muxer") }
-        output = context
+        output = try FFOutputFormatContext(format: "mp4", path: path, step: "creating the MP4 muxer")
+        let context = output.raw
         // The mix trails the other tracks by up to a segment: let the interleaver wait for it
         // (memory: about a segment of the copied tracks) instead of writing out of order.
         context.pointee.max_interleave_delta = 0
@@ -37,8 +39,8 @@ final class ExportJob {
         // Stream 1: the mix, encoded (only when there is audio).
         if !audio.isEmpty {
             guard let stream = avformat_new_stream(context, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
-            rc = avcodec_parameters_copy(stream.pointee.codecpar, mixer.parameters)
-            guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
+            let rc = avcodec_parameters_copy(stream.pointee.codecpar, mixer.parameters)
+            guard rc >= 0 else { throw ffmpegError(rc, "describing the mixed track") }
             stream.pointee.time_base = AVRational(num: 1, den: Int32(Mixer.sampleRate))
             stream.pointee.disposition = AV_DISPOSITION_DEFAULT
             Self.name(stream, "mix")
@@ -48,20 +50,17 @@ final class ExportJob {
             try addCopy(of: demuxer, title: input.audio[index].name, disposition: 0)
         }
 
-        rc = avio_open(&context.pointee.pb, path, AVIO_FLAG_WRITE)
-        guard rc >= 0 else { throw exportError(rc, "opening \(path)") }
-        opened = true
-        var options: OpaquePointer?
-        av_dict_set(&options, "movflags", "+faststart", 0)
-        rc = avformat_write_header(context, &options)
-        av_dict_free(&options)
-        guard rc >= 0 else { throw exportError(rc, "writing the MP4 header") }
+        output.attach(try FFIOContext(writingFile: path, step: "opening \(path)"))
+        var options = FFDictionary()
+        try options.set("movflags", "+faststart")
+        let rc = avformat_write_header(context, &options.raw)
+        guard rc >= 0 else { throw ffmpegError(rc, "writing the MP4 header") }
     }
 
     private func addCopy(of demuxer: Demuxer, title: String, disposition: Int32) throws(CaptureError) {
-        guard let stream = avformat_new_stream(output, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
+        guard let stream = avformat_new_stream(output.raw, nil) else { throw CaptureError(.encoderError, "no memory for a stream") }
         let rc = avcodec_parameters_copy(stream.pointee.codecpar, demuxer.stream.pointee.codecpar)
-        guard rc >= 0 else { throw exportError(rc, "copying the parameters of \(title)") }
+        guard rc >= 0 else { throw ffmpegError(rc, "copying the parameters of \(title)") }
         stream.pointee.codecpar.pointee.codec_tag = 0
         stream.pointee.time_base = demuxer.stream.pointee.time_base
         stream.pointee.disposition = disposition
@@ -78,13 +77,10 @@ final class ExportJob {
     /// Packets go out in timeline order: the input whose next packet is earliest goes next,
     /// so the muxer's interleaving queue stays short whatever the session's length.
     func run() throws(CaptureError) -> ExportSummary {
-        guard let output else { throw CaptureError(.internalError, "export without an output") }
-        let packet = av_packet_alloc()
-        defer {
-            var p = packet
-            av_packet_free(&p)
-        }
-        guard let packet else { throw CaptureError(.encoderError, "no memory for a packet") }
+        let output = output.raw
+        // The one packet every input's packets pass through on their way to the muxer.
+        let reused = try FFPacket()
+        let packet = reused.raw
         var videoPackets = 0
         var videoEnd = 0.0
         var audioPackets = [Int](repeating: 0, count: audio.count)
@@ -135,27 +131,21 @@ final class ExportJob {
             }
         }
         var rc = av_interleaved_write_frame(output, nil)
-        guard rc >= 0 else { throw exportError(rc, "flushing the MP4 muxer") }
+        guard rc >= 0 else { throw ffmpegError(rc, "flushing the MP4 muxer") }
         rc = av_write_trailer(output)
-        guard rc >= 0 else { throw exportError(rc, "finishing the MP4") }
+        guard rc >= 0 else { throw ffmpegError(rc, "finishing the MP4") }
         return ExportSummary(durationSeconds: videoEnd, videoPackets: videoPackets, mixFrames: mixer.framesEncoded,
                              audioPackets: audioPackets, bytes: Int(avio_size(output.pointee.pb)),
                              packetsOutsideTimeline: outsideTimeline)
     }
 
     private func write(_ packet: UnsafeMutablePointer<AVPacket>, from timeBase: AVRational, to index: Int32) throws(CaptureError) {
-        guard let output, let stream = output.pointee.streams[Int(index)] else { return }
+        let output = output.raw
+        guard let stream = output.pointee.streams[Int(index)] else { return }
         packet.pointee.stream_index = index
         av_packet_rescale_ts(packet, timeBase, stream.pointee.time_base)
         packet.pointee.pos = -1
         let rc = av_interleaved_write_frame(output, packet)
-        guard rc >= 0 else { throw exportError(rc, "writing a packet of stream \(index)") }
-    }
-
-    deinit {
-        if let output {
-            if opened { avio_closep(&output.pointee.pb) }
-            avformat_free_context(output)
-        }
+        guard rc >= 0 else { throw ffmpegError(rc, "writing a packet of stream \(index)") }
     }
 }

@@ -1,5 +1,6 @@
 internal import CFFmpeg
 import CaptureCore
+internal import FFmpegObjects
 
 /// Sums the decoded audio channels on the timeline, sample by sample, into PCM
 /// segments, and has `SegmentEncoders` encode the segments as AAC on all cores.
@@ -12,8 +13,9 @@ final class Mixer {
     static let overlap: Int64 = 2048
     static let frameSize = 1024
 
-    /// The output stream's parameters, from an encoder configured like the segments' ones.
-    var parameters: UnsafeMutablePointer<AVCodecParameters>?
+    /// The output stream's parameters, from an encoder configured like the segments' ones
+    /// (none without audio to mix).
+    private let mixParameters: FFCodecParameters?
     /// Mixed, not yet handed to a segment: samples from `pcmStart`.
     var pcmStart: Int64 = 0
     var left: [Float] = []
@@ -28,15 +30,23 @@ final class Mixer {
     init(mixing: Bool, segmentSeconds: Double) throws(CaptureError) {
         let frames = max(4, Int64((segmentSeconds * Double(Self.sampleRate) / 1024).rounded()))
         segmentSamples = frames * 1024
-        guard mixing else { return }
-        let probe = try SegmentEncoders.openEncoder()
-        defer {
-            var e: UnsafeMutablePointer<AVCodecContext>? = probe
-            avcodec_free_context(&e)
+        guard mixing else {
+            mixParameters = nil
+            return
         }
-        parameters = avcodec_parameters_alloc()
-        let rc = avcodec_parameters_from_context(parameters, probe)
-        guard rc >= 0 else { throw exportError(rc, "describing the mixed track") }
+        let probe = try SegmentEncoders.openEncoder()
+        let parameters = try FFCodecParameters()
+        let rc = avcodec_parameters_from_context(parameters.raw, probe.raw)
+        guard rc >= 0 else { throw ffmpegError(rc, "describing the mixed track") }
+        mixParameters = .some(parameters)
+    }
+
+    /// The mixed track's parameters, to copy into its stream; nil when not mixing.
+    var parameters: UnsafeMutablePointer<AVCodecParameters>? {
+        switch mixParameters {
+        case .some(let p): p.raw
+        case .none: nil
+        }
     }
 
     /// Mixes every frame all inputs have covered (with `final`, everything left, silence
@@ -44,7 +54,7 @@ final class Mixer {
     /// out the packets of finished segments in order (all of them, with `final`).
     func encodeReady(_ inputs: [AudioDecoder], final: Bool,
                      _ write: (UnsafeMutablePointer<AVPacket>) throws(CaptureError) -> Void) throws(CaptureError) {
-        guard parameters != nil else { return }
+        guard mixParameters != nil else { return }
         let covered = inputs.map(\.pending.end).min() ?? 0
         let furthest = inputs.map(\.pending.end).max() ?? 0
         let frame = Int64(Self.frameSize)
@@ -73,9 +83,8 @@ final class Mixer {
         if final && !left.isEmpty { submit(last: true) }
         while written < submitted {
             guard let result = final ? encoders.wait(written) : encoders.take(written) else { break }
-            defer { for packet in result.packets { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) } }
             if let failure = result.failure { throw failure }
-            for packet in result.packets { try write(packet) }
+            try result.packets.forEach(write)
             written += 1
         }
     }
@@ -96,9 +105,5 @@ final class Mixer {
         left.removeFirst(drop)
         right.removeFirst(drop)
         pcmStart = nextStart
-    }
-
-    deinit {
-        if parameters != nil { avcodec_parameters_free(&parameters) }
     }
 }
