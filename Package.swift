@@ -222,6 +222,7 @@ let package = Package(
         .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "CaptureTestSupport"]),
         .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),
         .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "PixelConversion", "CaptureTestSupport"]),
+        .testTarget(name: "FFmpegObjectsTests", dependencies: ["FFmpegObjects", "CFFmpeg", "CaptureCore", "LinuxSupport"]),
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: [
