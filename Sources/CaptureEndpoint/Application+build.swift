@@ -52,7 +52,7 @@ public func buildApplication(
     let announcer = SessionAnnouncer(events: events, webhooks: webhooks, logger: logger)
     let exports = ExportService(store: store, dataDirectory: configuration.dataDirectory, announcer: announcer,
                                 threadPool: .singleton, mixSegmentSeconds: configuration.exportMixSegmentSeconds,
-                                logger: logger)
+                                injectedHoldMarker: configuration.injectedExportHoldMarker, logger: logger)
     let housekeeping = Housekeeping(
         store: store, uplinks: uplinks, announcer: announcer,
         silenceTimeoutMs: Int64(configuration.silenceTimeoutSeconds) * 1000,

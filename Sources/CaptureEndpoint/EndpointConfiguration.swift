@@ -57,6 +57,11 @@ public struct EndpointConfiguration: Sendable {
     /// between its token check and its attach, the window a revocation can fall into.
     public var injectedHelloDelay: Duration?
 
+    /// Fault injection for tests only (set from CAPTURE_ENDPOINT_TEST_EXPORT_HOLD, no option):
+    /// an export creates this file once its MP4 is written but not yet published, then holds
+    /// for a minute, so that a test can kill the endpoint in the middle of an export.
+    public var injectedExportHoldMarker: String?
+
     public init(dataDirectory: String, apiKeys: [String], webhookSecret: String) {
         self.dataDirectory = dataDirectory
         self.apiKeys = apiKeys

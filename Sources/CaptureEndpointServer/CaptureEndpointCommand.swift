@@ -132,6 +132,7 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             for assignment in limit { try configuration.limits.set(assignment) }
             configuration.allowPrivateWebhookTargets = allowPrivateWebhookTargets
             configuration.followWebhookRedirects = followWebhookRedirects
+            configuration.injectedExportHoldMarker = environment["CAPTURE_ENDPOINT_TEST_EXPORT_HOLD"]
             configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)
             configuration.pingIntervalSeconds = Int(try parseDuration(pingInterval) / 1_000_000_000)
             logger.info("starting", metadata: [

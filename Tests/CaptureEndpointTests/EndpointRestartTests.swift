@@ -27,6 +27,9 @@ final class EndpointProcess {
     /// More command-line arguments (`--limit ...`).
     let extraArguments: [String]
 
+    /// More environment for the next `start()` (fault injection).
+    var extraEnvironment: [String: String] = [:]
+
     init(dataDirectory: String, port: Int, dataLimitBytes: Int? = nil, logPath: String? = nil, extraArguments: [String] = []) {
         self.dataDirectory = dataDirectory
         self.port = port
@@ -59,6 +62,7 @@ final class EndpointProcess {
         var environment = ProcessInfo.processInfo.environment
         environment[EndpointCredentials.apiKeyEnvironment] = EndpointHarness.keyA
         environment[EndpointCredentials.webhookSecretEnvironment] = EndpointHarness.webhookSecret
+        environment.merge(extraEnvironment) { _, extra in extra }
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         if let logPath {
@@ -145,6 +149,79 @@ final class EndpointRestartTests: XCTestCase {
         }
         let status = try await database.read { try String.fetchOne($0, sql: "SELECT status FROM sessions WHERE id = ?", arguments: [session]) }
         XCTAssertEqual(status, "stopped")
+    }
+}
+
+/// An export the endpoint was killed in the middle of is finished when it comes back, with
+/// nothing left of the interrupted attempt.
+final class InterruptedExportTests: XCTestCase {
+    func testAnExportACrashInterruptedIsResumedAtStartUp() async throws {
+        let spool = try RecordedFixture.spool()
+        let directory = FileManager.default.temporaryDirectory.path + "/endpoint-export-crash-\(getpid())"
+        try? FileManager.default.removeItem(atPath: directory)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let marker = directory + "-held"
+        try? FileManager.default.removeItem(atPath: marker)
+        defer { try? FileManager.default.removeItem(atPath: marker) }
+        let endpoint = EndpointProcess(dataDirectory: directory, port: try Loopback.freePort())
+        // The first endpoint holds every export between writing its MP4 and publishing it.
+        endpoint.extraEnvironment = ["CAPTURE_ENDPOINT_TEST_EXPORT_HOLD": marker]
+        try endpoint.start()
+        defer { _ = endpoint.terminate() }
+
+        let (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "export-crash")
+        var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
+        options.speed = 0
+        var logger = Logger(label: "export-crash")
+        logger.logLevel = .critical
+        let report = await UplinkReplayer.run(spool, options: options, logger: logger)
+        XCTAssertTrue(report.ended, "\(report)")
+
+        let exportURL = "http://127.0.0.1:\(endpoint.port)/collection/default/capture/session/\(session)/export"
+        let begun = try await HTTPJSON.post(exportURL, key: EndpointHarness.keyA, body: "{}")
+        XCTAssertEqual((begun["data"] as? [String: Any])?["export_status"] as? String, "exporting", "\(begun)")
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !FileManager.default.fileExists(atPath: marker) {
+            XCTAssertLessThan(ContinuousClock.now, deadline, "the export never reached its hold")
+            if ContinuousClock.now >= deadline { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // Killed with the whole MP4 written but not published.
+        let temporary = try String(contentsOfFile: marker, encoding: .utf8)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: temporary), temporary)
+        endpoint.kill9()
+
+        endpoint.extraEnvironment = [:]
+        try endpoint.start()
+        var answer = try await HTTPJSON.post(exportURL, key: EndpointHarness.keyA, body: "{}")
+        let resumeDeadline = ContinuousClock.now + .seconds(60)
+        while (answer["data"] as? [String: Any])?["export_status"] as? String == "exporting", ContinuousClock.now < resumeDeadline {
+            try await Task.sleep(for: .milliseconds(100))
+            answer = try await HTTPJSON.post(exportURL, key: EndpointHarness.keyA, body: "{}")
+        }
+        let data = try XCTUnwrap(answer["data"] as? [String: Any], "\(answer)")
+        XCTAssertEqual(data["export_status"] as? String, "exported", "\(answer)")
+
+        // One published MP4 in the session's export directory, and nothing of the attempt the
+        // crash interrupted.
+        let exports = directory + "/exports/" + session
+        let names = try FileManager.default.contentsOfDirectory(atPath: exports)
+        XCTAssertEqual(names.filter { $0.hasSuffix(".mp4") && !$0.hasPrefix(".") }.count, 1, "\(names)")
+        XCTAssertEqual(names.filter { $0.hasPrefix(".") }, [], "the interrupted attempt's temporary is gone")
+        let videoId = try XCTUnwrap(data["video_id"] as? String, "\(data)")
+        let mp4 = exports + "/" + videoId + ".mp4"
+        let probe = try Media.probe(mp4)
+        XCTAssertEqual(probe.streams.map(\.codecType), ["video", "audio", "audio", "audio"])
+        XCTAssertEqual(probe.formatDuration, Double(RecordedFixture.seconds), accuracy: 0.3)
+        XCTAssertEqual(try Media.decodeErrors(mp4), "")
+
+        // The database counts both attempts: the second is the one the restart resumed.
+        XCTAssertEqual(endpoint.terminate(), 0)
+        let database = try DatabaseQueue(path: directory + "/endpoint.sqlite")
+        let attempts = try await database.read {
+            try Int.fetchOne($0, sql: "SELECT export_attempts FROM sessions WHERE id = ?", arguments: [session])
+        }
+        XCTAssertEqual(attempts, 2)
     }
 }
 

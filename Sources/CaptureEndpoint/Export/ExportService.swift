@@ -14,6 +14,8 @@ struct ExportService: Sendable {
     let announcer: SessionAnnouncer
     let threadPool: NIOThreadPool
     let mixSegmentSeconds: Double
+    /// EndpointConfiguration.injectedExportHoldMarker (tests only).
+    var injectedHoldMarker: String? = nil
     let logger: Logger
 
     static func relativePath(sessionId: String, videoId: String) -> String { "exports/\(sessionId)/\(videoId).mp4" }
@@ -75,8 +77,15 @@ struct ExportService: Sendable {
             let summary = try await threadPool.runIfActive { () throws -> ExportSummary in
                 let directory = String(path[..<path.lastIndex(of: "/")!])
                 try makeDirectories(directory)
+                // What an attempt a crash interrupted left half-written: only one export of
+                // a session runs at a time (beginExport), so every temporary here is dead.
+                Self.removeTemporaries(in: directory)
                 let temporary = directory + "/.\(videoId).mp4.tmp"
                 let summary = try MP4Exporter.export(input, to: temporary)
+                if let marker = injectedHoldMarker {
+                    FileManager.default.createFile(atPath: marker, contents: Data(temporary.utf8))
+                    sleep(60)
+                }
                 try Self.publish(temporary, as: path, in: directory)
                 return summary
             }
@@ -97,6 +106,14 @@ struct ExportService: Sendable {
             logger.error("export failed", metadata: ["session": "\(session.id)", "error": "\(error)"])
             _ = try? await store.finishExport(sessionId: session.id, videoId: nil, error: "\(error)".prefix(500).description,
                                               now: EndpointClock.nowMilliseconds())
+        }
+    }
+
+    /// Removes the `.<video id>.mp4.tmp` files of unfinished attempts from a session's export directory.
+    private static func removeTemporaries(in directory: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(".") && name.hasSuffix(".mp4.tmp") {
+            unlink(directory + "/" + name)
         }
     }
 
