@@ -415,9 +415,22 @@ final class VideoChannel: @unchecked Sendable {
     private static let testEncodeDelayUs: UInt32 = getenv("CAPTURE_AGENT_TEST_ENCODE_DELAY_MS")
         .flatMap { UInt32(String(cString: $0)) }.map { min($0, 10_000) * 1000 } ?? 0
 
+    /// Fault injection for tests: `CAPTURE_AGENT_TEST_ENCODER_FAULT_AT_FRAME=N` makes the Nth
+    /// frame's encode fail with ENCODER_ERROR, as a failing x264 or FFmpeg call would (none of
+    /// the settings a client can give makes them fail: they are all validated first).
+    private static let testEncoderFaultAtFrame: Int = getenv("CAPTURE_AGENT_TEST_ENCODER_FAULT_AT_FRAME")
+        .flatMap { Int(String(cString: $0)) } ?? 0
+    private var framesEncoded = 0
+
     private func encodeFrame(ptsNs: Int64) {
         guard !failed, let encoder, let chunker else { return }
         if Self.testEncodeDelayUs > 0 { usleep(Self.testEncodeDelayUs) }
+        framesEncoded += 1
+        if framesEncoded == Self.testEncoderFaultAtFrame {
+            fail(CaptureError(.encoderError, "frame \(framesEncoded) could not be encoded "
+                + "(fault injected by CAPTURE_AGENT_TEST_ENCODER_FAULT_AT_FRAME)"))
+            return
+        }
         var pts = VideoTimebase.fromNanoseconds(ptsNs)
         if pts <= lastPts { pts = lastPts + 1 }
         lastPts = pts

@@ -49,6 +49,30 @@ final class ErrorCodeTests: XCTestCase {
         XCTAssertEqual(try Media.decodeErrors(all), "")
     }
 
+    /// An encode that fails mid-recording (injected at the 75th frame, 2.5 s in: nothing a client
+    /// sets can make x264 fail) ends the recording with ENCODER_ERROR and exit 70 at once, and
+    /// keeps the whole chunks encoded before it, decodable, with the microphone's beside them.
+    func testAnEncoderFailingMidRecordingIsEncoderErrorAndKeepsTheChunks() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("encoder-fault")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let started = ContinuousClock.now
+        let result = try Agent.run(["record", "--out", out, "--duration", "30s", "--fps", "30", "--chunk", "1s",
+                                    "--channel", "display:1", "--channel", "mic:default"],
+                                   env: Agent.environment(rig, ["CAPTURE_AGENT_TEST_ENCODER_FAULT_AT_FRAME": "75"]))
+        let elapsed = ContinuousClock.now - started
+        assertFails(result, code: "ENCODER_ERROR", status: 70)
+        XCTAssertTrue(result.stderr.contains("frame 75 could not be encoded"), result.stderr)
+        XCTAssertLessThan(elapsed, .seconds(15), "the recording stopped at the failure, not at its 30 s")
+        let video = try RecordedChannel(out + "/display-1")
+        XCTAssertEqual(video.chunks.map(\.seq), Array(0..<video.chunks.count), "whole chunks, in order")
+        XCTAssertGreaterThanOrEqual(video.chunks.count, 2, "the two whole seconds before the fault are kept")
+        XCTAssertLessThanOrEqual(video.chunks.reduce(0) { $0 + $1.frames }, 74, "nothing from the failed frame on")
+        let all = try video.concatenated(into: out + "/all.ts")
+        XCTAssertEqual(try Media.decodeErrors(all), "")
+        XCTAssertGreaterThanOrEqual(try RecordedChannel(out + "/mic-default").chunks.count, 2, "the microphone's chunks too")
+    }
+
     func testNoAudioServerIsAudioUnavailable() throws {
         let out = Agent.temporaryDirectory("no-pulse")
         defer { try? FileManager.default.removeItem(atPath: out) }

@@ -121,7 +121,7 @@ final class CaptureClockTests: XCTestCase {
         XCTAssertEqual(settler.fallbackStart ?? 0, 3e6, accuracy: 1, "median of the newest three")
     }
 
-    func testSlidingMedianIgnoresSpikesAndForgets() {
+    func testSlidingMedianIgnoresSpikesAndForgets() throws {
         var median = SlidingMedian(window: 1_000_000_000)
         var noise = Noise(state: 3)
         var out = 0.0
@@ -134,12 +134,20 @@ final class CaptureClockTests: XCTestCase {
                 XCTAssertEqual(out, 9e6, accuracy: 200_000, "sample \(i)")
             }
         }
-        // A real level change shows after half a window.
-        var i = 500
-        while i < 700 {
-            out = median.add(12e6, at: Int64(i) * 10_000_000)
-            i += 1
+        // A real level change shows once it fills half the window (101 samples of 10 ms: about
+        // 50 new ones, a few fewer because the old spikes below the new level leave with the old
+        // samples), not before and not long after, and then stays.
+        var switchedAfter: Int?
+        for k in 1...200 {
+            out = median.add(12e6, at: Int64(499 + k) * 10_000_000)
+            if switchedAfter == nil && out > 10.5e6 { switchedAfter = k }
+            if switchedAfter != nil {
+                XCTAssertEqual(out, 12e6, accuracy: 1, "\(k) samples after the change")
+            } else {
+                XCTAssertEqual(out, 9e6, accuracy: 200_000, "\(k) samples after the change")
+            }
         }
-        XCTAssertEqual(out, 12e6, accuracy: 1)
+        let after = try XCTUnwrap(switchedAfter, "the median never followed the change")
+        XCTAssertTrue((42...51).contains(after), "the median followed the change after \(after) samples of 10 ms")
     }
 }
