@@ -149,7 +149,7 @@ extension SessionController {
             let now = MonotonicClock.now()
             let waiting = uploads.withLock { $0 }.filter { id, entry in
                 let p = entry.uplink.progress
-                if p.phase == "needsToken" || p.phase == "stopped" { return false }
+                if p.phase == .needsToken || p.phase == .stopped { return false }
                 if p.connected || lastConnected[id] == nil { lastConnected[id] = p.connected ? now : start }
                 return now - lastConnected[id]! < giveUpDisconnectedNs
             }
