@@ -250,14 +250,12 @@ public final class ControlService: Sendable {
     static func checkPermission(_ permission: Permission, displayName: String?, backend: DisplayBackendSetting) -> PermissionResult {
         let listing = ChannelCatalog.list(displayName: displayName, backend: backend)
         let (channels, problems) = (listing.channels, listing.problems)
-        let wanted: (ChannelInfo) -> Bool
-        let problemCode: CaptureErrorCode
-        switch permission {
-        case .screenCapture: wanted = { $0.type == .video }; problemCode = .displayUnavailable
-        case .microphone: wanted = { $0.id.hasPrefix("mic:") }; problemCode = .audioUnavailable
-        case .systemAudio: wanted = { $0.id.hasPrefix("system_audio:") }; problemCode = .audioUnavailable
+        let (track, problemCode): (Track, CaptureErrorCode) = switch permission {
+        case .screenCapture: (.screen, .displayUnavailable)
+        case .microphone: (.mic, .audioUnavailable)
+        case .systemAudio: (.systemAudio, .audioUnavailable)
         }
-        if channels.contains(where: wanted) {
+        if channels.contains(where: { (try? ChannelID(parsing: $0.id)).map(Track.init(channel:)) == track }) {
             return PermissionResult(permission: permission.rawValue, status: "granted")
         }
         let reason = problems.first { $0.code == problemCode }?.message
