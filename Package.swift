@@ -234,7 +234,7 @@ let package = Package(
             dependencies: [
                 "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport", "WaylandOutputs", "ScreenCastPortal",
             ]),
-        .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureTestSupport"]),
+        .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureUplink", "CaptureTestSupport"]),
         .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
         .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore", "WebSocketUplink"]),
         .testTarget(
@@ -254,7 +254,7 @@ let package = Package(
         .testTarget(
             name: "CaptureDaemonTests",
             dependencies: [
-                "CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport",
+                "CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport", "CaptureUplink",
                 // Reads what the live capture-endpoint stored (its SQLite index), as a backend would not need to.
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),

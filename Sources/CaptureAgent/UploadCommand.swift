@@ -81,8 +81,8 @@ struct UploadCommand: ParsableCommand {
         var lastCount = -1
         var lastProgress = MonotonicClock.now()
         while !relay.waitUntilComplete(timeoutNs: 500_000_000) {
-            if relay.problem != nil, relay.incompatible || uplink.progress.phase == "needsToken"
-                || uplink.progress.phase == "stopped" { break }
+            if relay.problem != nil, relay.incompatible || uplink.progress.phase == .needsToken
+                || uplink.progress.phase == .stopped { break }
             let n = uplink.progress.chunksUploaded
             if n != lastCount { lastCount = n; lastProgress = MonotonicClock.now() }
             if MonotonicClock.now() - lastProgress > timeoutNs { break }

@@ -134,7 +134,7 @@ public final class ControlClient {
                 if closedByPeer { throw CaptureError(.ioError, "the daemon closed the connection before answering \(command)") }
                 throw CaptureError(.timeout, "no answer to \(command) within \(timeout)")
             }
-            if let event = ControlEvent(message) {
+            if let event = try ControlEvent(message: message) {
                 pendingEvents.append(event)
                 continue
             }
@@ -147,6 +147,18 @@ public final class ControlClient {
         }
     }
 
+    /// `call`, with the result read as `Result` (the result structs of Results.swift).
+    /// A result that is not one is INTERNAL_ERROR: this client and the daemon disagree.
+    public func call<Result: Decodable>(_ command: ControlCommand, params: [String: JSONValue] = [:], as type: Result.Type,
+                                        timeout: Duration = .seconds(60)) throws(CaptureError) -> Result {
+        let value = try call(command.rawValue, params: params, timeout: timeout)
+        do {
+            return try value.decode(Result.self)
+        } catch {
+            throw CaptureError(.internalError, "the daemon's \(command.rawValue) result is not what this client understands: \(error)")
+        }
+    }
+
     /// The next event (kept from earlier calls first), or nil after `timeoutNs`.
     public func nextEvent(timeoutNs: Int64) throws(CaptureError) -> ControlEvent? {
         if !pendingEvents.isEmpty { return pendingEvents.removeFirst() }
@@ -154,21 +166,21 @@ public final class ControlClient {
         while true {
             let remaining = deadline - MonotonicClock.now()
             guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else { return nil }
-            if let event = ControlEvent(message) { return event }
+            if let event = try ControlEvent(message: message) { return event }
         }
     }
 
     /// Waits for an event with this name, keeping the others in order.
     public func waitForEvent(_ name: ControlEventName, timeoutNs: Int64) throws(CaptureError) -> ControlEvent? {
-        if let i = pendingEvents.firstIndex(where: { $0.name == name.rawValue }) { return pendingEvents.remove(at: i) }
+        if let i = pendingEvents.firstIndex(where: { $0.name == name }) { return pendingEvents.remove(at: i) }
         let deadline = MonotonicClock.now() + timeoutNs
         var others: [ControlEvent] = []
         defer { pendingEvents.append(contentsOf: others) }
         while true {
             let remaining = deadline - MonotonicClock.now()
             guard remaining > 0, let message = try nextMessage(timeoutNs: remaining) else { return nil }
-            guard let event = ControlEvent(message) else { continue }
-            if event.name == name.rawValue { return event }
+            guard let event = try ControlEvent(message: message) else { continue }
+            if event.name == name { return event }
             others.append(event)
         }
     }

@@ -1,6 +1,12 @@
 public import CaptureCore
 public import CaptureUplink
 
+/// Where the daemon's one session stands (`state` in getStatus, startRecording,
+/// stopRecording and recording-started). The raw values are the wire names.
+public enum SessionState: String, Sendable, Codable {
+    case idle, starting, active, stopping, stopped, failed
+}
+
 /// The results of `init` / `ping` (`daemon` in getStatus): who answers.
 public struct DaemonInfo: Codable, Sendable, Equatable {
     public var version: String
@@ -49,13 +55,14 @@ public struct StartRecordingResult: Codable, Sendable, Equatable {
     }
 
     public var sessionId: String
-    public var state: String
+    /// `active`; `stopping` when a stop arrived while the session was starting.
+    public var state: SessionState
     public var channels: [Channel]
     public var outputDirectory: String
     /// RFC 3339 with ms: the session timeline's zero.
     public var startedAt: String
 
-    public init(sessionId: String, state: String, channels: [Channel], outputDirectory: String, startedAt: String) {
+    public init(sessionId: String, state: SessionState, channels: [Channel], outputDirectory: String, startedAt: String) {
         self.sessionId = sessionId
         self.state = state
         self.channels = channels
@@ -153,7 +160,7 @@ public struct StatusResult: Codable, Sendable, Equatable {
         }
     }
 
-    public var state: String
+    public var state: SessionState
     public var sessionId: String?
     public var startedAt: String?
     public var elapsedNs: Int64?
@@ -163,7 +170,7 @@ public struct StatusResult: Codable, Sendable, Equatable {
     public var endpoint: String?
     public var tokenPresent: Bool
     public var tokenExpiresAt: Int64?
-    public var pausedTracks: [String]
+    public var pausedTracks: [Track]
     public var channels: [Channel]
     /// null without an upload (no endpoint, or it is complete).
     public var upload: UploadProgress?
@@ -173,7 +180,7 @@ public struct StatusResult: Codable, Sendable, Equatable {
     /// Added by the control service.
     public var daemon: DaemonInfo?
 
-    public init(state: String, tokenPresent: Bool, pausedTracks: [String], channels: [Channel] = [],
+    public init(state: SessionState, tokenPresent: Bool, pausedTracks: [Track], channels: [Channel] = [],
                 earlierUploads: [String: UploadProgress] = [:]) {
         self.state = state
         self.tokenPresent = tokenPresent
@@ -286,12 +293,82 @@ public struct PermissionResult: Codable, Sendable, Equatable {
 public struct StopRecordingResult: Codable, Sendable, Equatable {
     public var sessionId: String
     /// `stopped`, or `failed` when the session ended with an error.
-    public var state: String
+    public var state: SessionState
     public var summary: RecordingSummary
 
-    public init(sessionId: String, state: String, summary: RecordingSummary) {
+    public init(sessionId: String, state: SessionState, summary: RecordingSummary) {
         self.sessionId = sessionId
         self.state = state
         self.summary = summary
+    }
+}
+
+/// The result of `pauseTracks` / `resumeTracks`.
+public struct TracksResult: Codable, Sendable, Equatable {
+    /// The tracks paused now, sorted (only tracks the session records).
+    public var pausedTracks: [Track]
+    /// The instant of the request on the session timeline.
+    public var atNs: Int64
+    /// The tracks this call paused (or resumed), sorted; empty: nothing changed, no event.
+    public var changed: [Track]
+
+    public init(pausedTracks: [Track], atNs: Int64, changed: [Track]) {
+        self.pausedTracks = pausedTracks
+        self.atNs = atNs
+        self.changed = changed
+    }
+}
+
+/// The result of `updateToken`.
+public struct UpdateTokenResult: Codable, Sendable, Equatable {
+    public var accepted: Bool
+    /// Unix seconds, when known (given, or the token's JWT `exp`).
+    public var expiresAt: Int64?
+    /// The uplink URL the token is for, when known.
+    public var endpoint: String?
+    /// The sessions whose uploads took the token.
+    public var uploads: [String]
+
+    public init(accepted: Bool = true, expiresAt: Int64?, endpoint: String?, uploads: [String]) {
+        self.accepted = accepted
+        self.expiresAt = expiresAt
+        self.endpoint = endpoint
+        self.uploads = uploads
+    }
+}
+
+/// The result of `subscribeEvents` (with `recent`) and `unsubscribeEvents` (without).
+public struct SubscriptionResult: Codable, Sendable, Equatable {
+    /// This connection's subscription after the call, sorted.
+    public var subscribed: [ControlEventName]
+    /// `subscribeEvents` only: the kept events of those names, oldest first.
+    public var recent: [ControlEvent]?
+
+    public init(subscribed: [ControlEventName], recent: [ControlEvent]? = nil) {
+        self.subscribed = subscribed
+        self.recent = recent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case subscribed, recent
+    }
+
+    /// Names and events a newer daemon has and this client does not know are left out, as
+    /// `ControlClient` leaves such events out (§2: ignore what you do not know).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        subscribed = try c.decode([String].self, forKey: .subscribed).compactMap(ControlEventName.init(rawValue:))
+        recent = try c.decodeIfPresent([JSONValue].self, forKey: .recent)?.compactMap { (message) throws(CaptureError) in
+            try ControlEvent(message: message)
+        }
+    }
+}
+
+/// The result of `shutdown`, sent before the daemon stops.
+public struct ShutdownResult: Codable, Sendable, Equatable {
+    public var shuttingDown: Bool
+
+    public init(shuttingDown: Bool = true) {
+        self.shuttingDown = shuttingDown
     }
 }

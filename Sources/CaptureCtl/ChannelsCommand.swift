@@ -12,10 +12,7 @@ struct ChannelsCommand: ClientCommand {
     func execute() throws(CaptureError) {
         let value = try connection.connect().call(ControlCommand.getChannels.rawValue, timeout: .seconds(30))
         if connection.json { return Output.json(value) }
-        let result: ChannelsResult
-        do { result = try value.decode(ChannelsResult.self) } catch {
-            throw CaptureError(.internalError, "the daemon's getChannels result is not what this capturectl understands: \(error)")
-        }
+        let result = try decodeResult(value, of: .getChannels, as: ChannelsResult.self)
         for problem in result.problems {
             Output.warn("\(problem.code): \(problem.message)")
         }

@@ -51,6 +51,16 @@ func daemonWentAway(_ error: CaptureError, _ client: ControlClient) -> CaptureEr
         "capture-agent closed the connection (it stopped or restarted): see `systemctl --user status capture-agent`")
 }
 
+/// A result read as the struct Results.swift has for it: capturectl reads fields by name, never by
+/// string key. A result that does not decode means this capturectl and the daemon disagree.
+func decodeResult<Result: Decodable>(_ value: JSONValue, of command: ControlCommand, as type: Result.Type) throws(CaptureError) -> Result {
+    do {
+        return try value.decode(Result.self)
+    } catch {
+        throw CaptureError(.internalError, "the daemon's \(command.rawValue) result is not what this capturectl understands: \(error)")
+    }
+}
+
 /// Exits 0 on Ctrl-C (for --watch and --follow). Output is written unbuffered, so nothing is lost.
 func exitZeroOnInterrupt() {
     signal(SIGINT) { _ in _exit(0) }
@@ -66,7 +76,7 @@ enum Output {
     }
 
     /// Sorted keys; pretty for one-shot results, compact (one object per line) for streams.
-    static func json(_ value: JSONValue, pretty: Bool = true) {
+    static func json(_ value: some Encodable, pretty: Bool = true) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("null".utf8)
@@ -74,7 +84,7 @@ enum Output {
     }
 
     static func jsonError(code: String, message: String) {
-        json(.object(["error": .object(["code": .string(code), "message": .string(message)])]), pretty: false)
+        json(JSONValue.object(["error": .object(["code": .string(code), "message": .string(message)])]), pretty: false)
     }
 
     static func fail(_ error: CaptureError, json: Bool) -> Never {
@@ -119,23 +129,6 @@ enum Format {
 
     static func number(_ v: Double?) -> String { v.map { $0.fixed(1) } ?? "-" }
 
-    static func number(_ v: JSONValue?) -> String {
-        switch v {
-        case .integer(let i)?: String(i)
-        case .number(let d)?: d.fixed(1)
-        case .string(let s)?: s
-        case .bool(let b)?: b ? "yes" : "no"
-        default: "-"
-        }
-    }
-
-    /// A wall-clock time given as an ISO string or as Unix nanoseconds.
-    static func time(_ v: JSONValue?) -> String? {
-        if let s = v?.stringValue { return s }
-        if let ns = v?.int64Value { return WallClock.iso8601(nanoseconds: ns) }
-        return nil
-    }
-
     /// A value in `key=value` text: plain strings as they are (quoted if they hold spaces), the rest as JSON.
     static func value(_ v: JSONValue) -> String {
         if case .string(let s) = v {
@@ -167,10 +160,6 @@ struct Table {
 }
 
 extension Track: ExpressibleByArgument {}
-
-extension Array where Element == JSONValue {
-    var strings: [String] { compactMap(\.stringValue) }
-}
 
 extension String {
     var trimmingTrailingSpaces: String {

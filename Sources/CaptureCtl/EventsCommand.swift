@@ -26,33 +26,34 @@ struct EventsCommand: ClientCommand {
         let client = try connection.connect()
         var params: [String: JSONValue] = [:]
         if !events.isEmpty { params["events"] = .array(events.map { .string($0) }) }
-        let result = try client.call(ControlCommand.subscribeEvents.rawValue, params: params, timeout: .seconds(30))
+        let result = try client.call(.subscribeEvents, params: params, as: SubscriptionResult.self, timeout: .seconds(30))
         if follow { exitZeroOnInterrupt() }
-        for event in result["recent"]?.arrayValue ?? [] { show(event) }
+        for event in result.recent ?? [] { show(event) }
         guard follow else { return }
         while true {
             let event: ControlEvent?
             do { event = try client.nextEvent(timeoutNs: 1_000_000_000) } catch { throw daemonWentAway(error, client) }
             if let event {
-                show(event.jsonValue)
+                show(event)
             } else if client.isClosed {
                 throw daemonWentAway(CaptureError(.ioError, "closed"), client)
             }
         }
     }
 
-    private func show(_ event: JSONValue) {
+    /// With --json the event as the daemon sent it (the typed event encodes to the same bytes).
+    private func show(_ event: ControlEvent) {
         if connection.json { return Output.json(event, pretty: false) }
         Output.line(Self.line(event))
     }
 
-    /// `2026-11-22T10:00:00.123Z recording-started session=cap-1 channel=display:1 key=value...`
-    static func line(_ event: JSONValue) -> String {
-        var parts = [Format.time(event["timestamp"]) ?? Format.time(event["timestampUnixNs"]) ?? "-",
-                     event["event"]?.stringValue ?? "?"]
-        if let session = event["sessionId"]?.stringValue { parts.append("session=\(session)") }
-        if let channel = event["channel"]?.stringValue { parts.append("channel=\(channel)") }
-        for (key, value) in (event["data"]?.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) {
+    /// `2026-11-22T10:00:00.123Z recording-started session=cap-1 channel=display:1 key=value...`: every
+    /// field of the payload, whichever event it is.
+    static func line(_ event: ControlEvent) -> String {
+        var parts = [WallClock.iso8601(nanoseconds: event.timestampUnixNs), event.name.rawValue]
+        if let session = event.sessionId { parts.append("session=\(session)") }
+        if let channel = event.channel { parts.append("channel=\(channel)") }
+        for (key, value) in (event.payload.dataValue.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) {
             parts.append("\(key)=\(Format.value(value))")
         }
         return parts.joined(separator: " ")

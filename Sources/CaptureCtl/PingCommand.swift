@@ -12,10 +12,11 @@ struct PingCommand: ClientCommand {
     func execute() throws(CaptureError) {
         let client = try connection.connect()
         let sent = MonotonicClock.now()
-        let result = try client.call(ControlCommand.ping.rawValue, timeout: .seconds(10))
+        let value = try client.call(ControlCommand.ping.rawValue, timeout: .seconds(10))
         let roundTrip = Double(MonotonicClock.now() - sent) / 1e6
-        if connection.json { return Output.json(result) }
-        Output.line("capture-agent \(result["version"]?.stringValue ?? "?") (pid \(Format.number(result["pid"])), "
-            + "up \(Format.duration(ns: result["uptimeNs"]?.int64Value))) answered in \(roundTrip.fixed(1)) ms")
+        if connection.json { return Output.json(value) }
+        let info = try decodeResult(value, of: .ping, as: DaemonInfo.self)
+        Output.line("capture-agent \(info.version) (pid \(info.pid), up \(Format.duration(ns: info.uptimeNs))) "
+            + "answered in \(roundTrip.fixed(1)) ms")
     }
 }

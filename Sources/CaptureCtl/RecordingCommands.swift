@@ -74,11 +74,8 @@ struct StartCommand: ClientCommand {
 
         let value = try client.call(ControlCommand.startRecording.rawValue, params: params, timeout: .seconds(60))
         if connection.json { return Output.json(value) }
-        let result: StartRecordingResult
-        do { result = try value.decode(StartRecordingResult.self) } catch {
-            throw CaptureError(.internalError, "the daemon's startRecording result is not what this capturectl understands: \(error)")
-        }
-        Output.line("session \(result.sessionId) \(result.state), output in \(result.outputDirectory)")
+        let result = try decodeResult(value, of: .startRecording, as: StartRecordingResult.self)
+        Output.line("session \(result.sessionId) \(result.state.rawValue), output in \(result.outputDirectory)")
         var table = Table(headers: ["CHANNEL", "TYPE", "NAME"])
         for c in result.channels {
             table.rows.append([c.channelId + (c.isPrimary ? " (primary)" : ""), c.type.rawValue, c.name])
@@ -89,8 +86,7 @@ struct StartCommand: ClientCommand {
     /// The default channels the daemon lists, for `--primary` without `--channel`.
     private func defaultChannels(_ client: ControlClient, including primary: String) throws(CaptureError) -> [String] {
         let defaults = ["display:1", "mic:default", "system_audio:default"]
-        let listed = Set((try client.call(ControlCommand.getChannels.rawValue, timeout: .seconds(30))["channels"]?.arrayValue ?? [])
-            .compactMap { $0["channel_id"]?.stringValue })
+        let listed = Set(try client.call(.getChannels, as: ChannelsResult.self, timeout: .seconds(30)).channels.map(\.channelId))
         let ids = defaults.filter(listed.contains)
         guard ids.contains(primary) else {
             throw CaptureError(.invalidChannels,
@@ -115,12 +111,9 @@ struct StopCommand: ClientCommand {
         if let session { params["sessionId"] = .string(session) }
         let result = try connection.connect().call(ControlCommand.stopRecording.rawValue, params: params, timeout: .seconds(120))
         if connection.json { return Output.json(result) }
-        let stopped: StopRecordingResult
-        do { stopped = try result.decode(StopRecordingResult.self) } catch {
-            throw CaptureError(.internalError, "the daemon's stopRecording result is not what this capturectl understands: \(error)")
-        }
+        let stopped = try decodeResult(result, of: .stopRecording, as: StopRecordingResult.self)
         let summary = stopped.summary
-        Output.line("session \(stopped.sessionId) \(stopped.state) after \(Format.duration(ns: summary.durationNs)), output in \(summary.outputDirectory)")
+        Output.line("session \(stopped.sessionId) \(stopped.state.rawValue) after \(Format.duration(ns: summary.durationNs)), output in \(summary.outputDirectory)")
         if let message = summary.error {
             Output.warn("the session ended with an error: \(summary.errorCode ?? "ERROR"): \(message)")
         }
@@ -171,11 +164,10 @@ struct ResumeCommand: ClientCommand {
 private func changeTracks(_ command: ControlCommand, _ tracks: [Track], _ connection: ConnectionOptions) throws(CaptureError) {
     var params: [String: JSONValue] = [:]
     if !tracks.isEmpty { params["tracks"] = .array(Set(tracks).sorted().map { .string($0.rawValue) }) }
-    let result = try connection.connect().call(command.rawValue, params: params, timeout: .seconds(30))
-    if connection.json { return Output.json(result) }
-    let paused = result["pausedTracks"]?.arrayValue?.strings ?? []
-    let at = result["atNs"]?.int64Value.map { " at \(Format.duration(ns: $0))" } ?? ""
+    let value = try connection.connect().call(command.rawValue, params: params, timeout: .seconds(30))
+    if connection.json { return Output.json(value) }
+    let result = try decodeResult(value, of: command, as: TracksResult.self)
     let done = tracks.isEmpty ? "all tracks" : Set(tracks).sorted().map(\.rawValue).joined(separator: ", ")
-    Output.line("\(command == .pauseTracks ? "paused" : "resumed") \(done)\(at); "
-        + (paused.isEmpty ? "nothing is paused" : "paused now: \(paused.joined(separator: ", "))"))
+    Output.line("\(command == .pauseTracks ? "paused" : "resumed") \(done) at \(Format.duration(ns: result.atNs)); "
+        + (result.pausedTracks.isEmpty ? "nothing is paused" : "paused now: \(result.pausedTracks.map(\.rawValue).joined(separator: ", "))"))
 }

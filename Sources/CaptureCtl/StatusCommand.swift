@@ -45,11 +45,7 @@ struct StatusCommand: ClientCommand {
     }
 
     static func decode(_ value: JSONValue) throws(CaptureError) -> StatusResult {
-        do {
-            return try value.decode(StatusResult.self)
-        } catch {
-            throw CaptureError(.internalError, "the daemon's getStatus result is not what this capturectl understands: \(error)")
-        }
+        try decodeResult(value, of: .getStatus, as: StatusResult.self)
     }
 
     private static func channelRows(_ status: StatusResult) -> Table {
@@ -67,14 +63,14 @@ struct StatusCommand: ClientCommand {
 
     /// The multi-line human report.
     static func report(_ status: StatusResult) -> String {
-        var lines = ["state:    \(status.state)"]
+        var lines = ["state:    \(status.state.rawValue)"]
         if let session = status.sessionId { lines.append("session:  \(session)") }
         if let started = status.startedAt { lines.append("started:  \(started)") }
         if let elapsed = status.elapsedNs { lines.append("elapsed:  \(Format.duration(ns: elapsed))") }
-        if !status.pausedTracks.isEmpty { lines.append("paused:   \(status.pausedTracks.joined(separator: ", "))") }
+        if !status.pausedTracks.isEmpty { lines.append("paused:   \(status.pausedTracks.map(\.rawValue).joined(separator: ", "))") }
         if let failure = status.failure { lines.append("failure:  \(failure.code): \(failure.message)") }
         if let u = status.upload {
-            lines.append("upload:   \(u.phase)\(u.connected ? ", connected" : "") to \(status.endpoint ?? "?"), "
+            lines.append("upload:   \(u.phase.rawValue)\(u.connected ? ", connected" : "") to \(status.endpoint ?? "?"), "
                 + "\(u.chunksUploaded) chunks uploaded, \(u.chunksPending) pending (\(Format.bytes(Int64(u.bytesPending)))), "
                 + "lag \(Format.milliseconds(u.uploadLagMs))")
             if u.incompatibleEndpoint {
@@ -83,7 +79,7 @@ struct StatusCommand: ClientCommand {
             }
         }
         for (id, u) in status.earlierUploads.sorted(by: { $0.key < $1.key }) {
-            lines.append("earlier:  \(id): \(u.phase), \(u.chunksPending) chunks pending, \(u.chunksUploaded) uploaded")
+            lines.append("earlier:  \(id): \(u.phase.rawValue), \(u.chunksPending) chunks pending, \(u.chunksUploaded) uploaded")
         }
         if let d = status.daemon {
             lines.append("daemon:   capture-agent \(d.version), pid \(d.pid), up \(Format.duration(ns: d.uptimeNs)), \(d.clients) client(s)")
@@ -96,12 +92,12 @@ struct StatusCommand: ClientCommand {
 
     /// One `key=value` line per tick (--watch when stdout is not a terminal).
     static func oneLine(_ status: StatusResult) -> String {
-        var parts = [WallClock.iso8601(nanoseconds: WallClock.now()), "state=\(status.state)"]
+        var parts = [WallClock.iso8601(nanoseconds: WallClock.now()), "state=\(status.state.rawValue)"]
         if let session = status.sessionId { parts.append("session=\(session)") }
         if let elapsed = status.elapsedNs { parts.append("elapsed=\(Format.duration(ns: elapsed))") }
-        if !status.pausedTracks.isEmpty { parts.append("paused=\(status.pausedTracks.joined(separator: ","))") }
+        if !status.pausedTracks.isEmpty { parts.append("paused=\(status.pausedTracks.map(\.rawValue).joined(separator: ","))") }
         if let code = status.failure?.code { parts.append("failure=\(code)") }
-        if let u = status.upload { parts.append("upload=\(u.phase),pending=\(u.chunksPending),lagMs=\(u.uploadLagMs)") }
+        if let u = status.upload { parts.append("upload=\(u.phase.rawValue),pending=\(u.chunksPending),lagMs=\(u.uploadLagMs)") }
         for c in status.channels {
             parts.append("\(c.channelId):fps=\(Format.number(c.fps)),frames=\(c.frames),"
                 + "dropped=\(c.dropped),chunks=\(c.chunksSpooled)/\(Format.number(c.chunksUploaded)),"

@@ -88,9 +88,9 @@ struct TokenCommand: ClientCommand {
         }
         var params: [String: JSONValue] = ["token": .string(try source.read())]
         if let expiresAt { params["expiresAt"] = .integer(expiresAt) }
-        let result = try connection.connect().call(ControlCommand.updateToken.rawValue, params: params, timeout: .seconds(30))
-        if connection.json { return Output.json(result) }
-        if let expires = result["expiresAt"]?.int64Value {
+        let value = try connection.connect().call(ControlCommand.updateToken.rawValue, params: params, timeout: .seconds(30))
+        if connection.json { return Output.json(value) }
+        if let expires = try decodeResult(value, of: .updateToken, as: UpdateTokenResult.self).expiresAt {
             Output.line("token accepted (expires \(WallClock.iso8601(nanoseconds: expires * 1_000_000_000)))")
         } else {
             Output.line("token accepted")

@@ -185,10 +185,10 @@ public final class ControlService: Sendable {
             controller.stop(sessionId: try ParamReader(request).string("sessionId", maxBytes: 128), reply: reply)
 
         case .pauseTracks:
-            reply(.success(try controller.setPaused(true, tracks: TracksParams(request).tracks)))
+            reply(.success(Self.encoded(try controller.setPaused(true, tracks: TracksParams(request).tracks))))
 
         case .resumeTracks:
-            reply(.success(try controller.setPaused(false, tracks: TracksParams(request).tracks)))
+            reply(.success(Self.encoded(try controller.setPaused(false, tracks: TracksParams(request).tracks))))
 
         case .getStatus:
             var status = controller.status()
@@ -197,26 +197,21 @@ public final class ControlService: Sendable {
             reply(.success(Self.encoded(status)))
 
         case .updateToken:
-            reply(.success(controller.updateToken(try UpdateTokenParams(request))))
+            reply(.success(Self.encoded(controller.updateToken(try UpdateTokenParams(request)))))
 
         case .subscribeEvents:
             let names = try SubscribeParams(request).events
             let all = events.subscription(id: client.clientId).union(names)
             let recent = subscribe(client, to: all)
-            reply(.success(.object([
-                "subscribed": .array(all.map(\.rawValue).sorted().map(JSONValue.string)),
-                "recent": .array(recent.map(\.jsonValue)),
-            ])))
+            reply(.success(Self.encoded(SubscriptionResult(subscribed: all.sorted(), recent: recent))))
 
         case .unsubscribeEvents:
             let names = try SubscribeParams(request).events
             events.unsubscribe(id: client.clientId, events: names)
-            reply(.success(.object([
-                "subscribed": .array(events.subscription(id: client.clientId).map(\.rawValue).sorted().map(JSONValue.string)),
-            ])))
+            reply(.success(Self.encoded(SubscriptionResult(subscribed: events.subscription(id: client.clientId).sorted()))))
 
         case .shutdown:
-            reply(.success(.object(["shuttingDown": true])))
+            reply(.success(Self.encoded(ShutdownResult())))
             logger.notice("shutdown requested by a client")
             onShutdown()
         }
@@ -250,14 +245,12 @@ public final class ControlService: Sendable {
     static func checkPermission(_ permission: Permission, displayName: String?, backend: DisplayBackendSetting) -> PermissionResult {
         let listing = ChannelCatalog.list(displayName: displayName, backend: backend)
         let (channels, problems) = (listing.channels, listing.problems)
-        let wanted: (ChannelInfo) -> Bool
-        let problemCode: CaptureErrorCode
-        switch permission {
-        case .screenCapture: wanted = { $0.type == .video }; problemCode = .displayUnavailable
-        case .microphone: wanted = { $0.id.hasPrefix("mic:") }; problemCode = .audioUnavailable
-        case .systemAudio: wanted = { $0.id.hasPrefix("system_audio:") }; problemCode = .audioUnavailable
+        let (track, problemCode): (Track, CaptureErrorCode) = switch permission {
+        case .screenCapture: (.screen, .displayUnavailable)
+        case .microphone: (.mic, .audioUnavailable)
+        case .systemAudio: (.systemAudio, .audioUnavailable)
         }
-        if channels.contains(where: wanted) {
+        if channels.contains(where: { (try? ChannelID(parsing: $0.id)).map(Track.init(channel:)) == track }) {
             return PermissionResult(permission: permission.rawValue, status: "granted")
         }
         let reason = problems.first { $0.code == problemCode }?.message

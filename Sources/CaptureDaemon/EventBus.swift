@@ -27,8 +27,7 @@ public final class EventBus: Sendable {
         let targets = state.withLock { s -> [Subscriber] in
             s.recent.append(event)
             if s.recent.count > Self.recentLimit { s.recent.removeFirst(s.recent.count - Self.recentLimit) }
-            guard let name = ControlEventName(rawValue: event.name) else { return [] }
-            return s.subscribers.values.filter { $0.events.contains(name) }.map(\.deliver)
+            return s.subscribers.values.filter { $0.events.contains(event.name) }.map(\.deliver)
         }
         for deliver in targets { deliver(event, line) }
     }
@@ -37,7 +36,7 @@ public final class EventBus: Sendable {
     public func subscribe(id: Int, events: Set<ControlEventName>, deliver: @escaping Subscriber) -> [ControlEvent] {
         state.withLock { s in
             s.subscribers[id] = Entry(events: events, deliver: deliver)
-            return s.recent.filter { ControlEventName(rawValue: $0.name).map(events.contains) ?? false }
+            return s.recent.filter { events.contains($0.name) }
         }
     }
 

@@ -70,10 +70,9 @@ extension SessionController {
                 var w = s.watches[stat.channel] ?? ChannelWatch(lastProgress: now, lastRateSample: now)
                 if stat.chunks != w.lastChunks {
                     if w.stallReported {
-                        pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                            "code": .string(CaptureErrorCode.channelStalled.rawValue),
-                            "message": .string("\(stat.channel) produces media again"), "recovered": true,
-                        ]))
+                        pending.append(ControlEvent(.channelError(.init(
+                            code: .channelStalled, message: "\(stat.channel) produces media again", recovered: true)),
+                            sessionId: id, channel: stat.channel))
                     }
                     w.lastChunks = stat.chunks
                     w.lastProgress = now
@@ -85,28 +84,24 @@ extension SessionController {
                     w.stallReported = true
                     let seconds = (Double(now - w.lastProgress) / 1e9).fixed(1)
                     logger.warning("channel stalled", metadata: ["channel": "\(stat.channel)", "seconds": "\(seconds)"])
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.channelStalled.rawValue),
-                        "message": .string("\(stat.channel) has produced no media for \(seconds) s while the session is active"),
-                        "recovered": false,
-                    ]))
+                    pending.append(ControlEvent(.channelError(.init(
+                        code: .channelStalled,
+                        message: "\(stat.channel) has produced no media for \(seconds) s while the session is active",
+                        recovered: false)), sessionId: id, channel: stat.channel))
                 }
                 if stat.discontinuities > w.lastDiscontinuities {
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
-                        "message": .string("audio was interrupted (the audio server went away or the device changed); reconnecting, the gap is filled with silence"),
-                        "interruptions": .integer(Int64(stat.discontinuities)), "recovered": false,
-                    ]))
+                    pending.append(ControlEvent(.channelError(.init(
+                        code: .audioUnavailable,
+                        message: "audio was interrupted (the audio server went away or the device changed); reconnecting, the gap is filled with silence",
+                        recovered: false, interruptions: stat.discontinuities)), sessionId: id, channel: stat.channel))
                     w.lastDiscontinuities = stat.discontinuities
                     w.interruptedSince = now
                     w.capturedAtInterruption = stat.captured
                 } else if w.interruptedSince != 0 && stat.captured > w.capturedAtInterruption + 4 {
                     // Audio flows again (the hole before it was filled with silence).
-                    pending.append(ControlEvent(.channelError, sessionId: id, channel: stat.channel, data: [
-                        "code": .string(CaptureErrorCode.audioUnavailable.rawValue),
-                        "message": .string("audio is back; the interruption was filled with silence"),
-                        "silenceFilledMs": .integer(Int64(stat.silenceFilledMs)), "recovered": true,
-                    ]))
+                    pending.append(ControlEvent(.channelError(.init(
+                        code: .audioUnavailable, message: "audio is back; the interruption was filled with silence",
+                        recovered: true, silenceFilledMs: stat.silenceFilledMs)), sessionId: id, channel: stat.channel))
                     w.interruptedSince = 0
                 }
                 if now - w.lastRateSample >= 1_000_000_000 {
@@ -129,9 +124,8 @@ extension SessionController {
         }
         if let expired {
             logger.warning("upload token expired; send updateToken")
-            events.publish(ControlEvent(.tokenExpired, sessionId: sessionId, data: [
-                "expiredAt": .integer(expired), "message": "the upload token expired; send updateToken with a new one",
-            ]))
+            events.publish(ControlEvent(.tokenExpired(.init(
+                message: "the upload token expired; send updateToken with a new one", expiredAt: expired)), sessionId: sessionId))
         }
     }
 }

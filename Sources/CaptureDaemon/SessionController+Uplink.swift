@@ -82,8 +82,7 @@ extension SessionController {
             return uplink
         } catch {
             logger.error("cannot start the upload; the chunks stay in the spool", metadata: ["session": "\(id)", "error": "\(error)"])
-            events.publish(ControlEvent(.uploadFailed, sessionId: id, data: [
-                "code": .string(error.code.rawValue), "message": .string(error.message)]))
+            events.publish(ControlEvent(.uploadFailed(.init(code: error.code, message: error.message)), sessionId: id))
             return nil
         }
     }
@@ -149,7 +148,7 @@ extension SessionController {
             let now = MonotonicClock.now()
             let waiting = uploads.withLock { $0 }.filter { id, entry in
                 let p = entry.uplink.progress
-                if p.phase == "needsToken" || p.phase == "stopped" { return false }
+                if p.phase == .needsToken || p.phase == .stopped { return false }
                 if p.connected || lastConnected[id] == nil { lastConnected[id] = p.connected ? now : start }
                 return now - lastConnected[id]! < giveUpDisconnectedNs
             }
@@ -216,27 +215,25 @@ extension SessionController {
             }
             if n == 1 { publishProgress(sessionId, force: true) }
         case .tokenRejected(let code):
-            let why = switch code {
-            case UplinkCloseCode.tokenExpired.rawValue: "expired"
-            case UplinkCloseCode.tokenRevoked.rawValue: "revoked"
-            default: "invalid"
+            let why: ControlEvent.TokenExpired.Reason = switch code {
+            case UplinkCloseCode.tokenExpired.rawValue: .expired
+            case UplinkCloseCode.tokenRevoked.rawValue: .revoked
+            default: .invalid
             }
             tokenStore.remove(sessionId: sessionId)
             logger.warning("the endpoint refused the upload token; capture goes on into the spool until updateToken",
-                           metadata: ["session": "\(sessionId)", "reason": "\(why)", "code": "\(code)"])
-            events.publish(ControlEvent(.tokenExpired, sessionId: sessionId, data: [
-                "reason": .string(why), "closeCode": .integer(Int64(code)),
-                "message": .string("the endpoint refused the upload token (\(why)); send updateToken with a new one"),
-            ]))
+                           metadata: ["session": "\(sessionId)", "reason": "\(why.rawValue)", "code": "\(code)"])
+            events.publish(ControlEvent(.tokenExpired(.init(
+                message: "the endpoint refused the upload token (\(why.rawValue)); send updateToken with a new one",
+                reason: why, closeCode: Int(code))), sessionId: sessionId))
         case .tokenReplaced(let code):
             logger.notice("the endpoint refused the session's old upload token; going on with the one updateToken gave",
                           metadata: ["session": "\(sessionId)", "code": "\(code)"])
         case .refused(let code, let reason):
             logger.error("the endpoint refused the session's upload; its chunks stay in the spool", metadata: [
                 "session": "\(sessionId)", "code": "\(code.map(String.init) ?? "none")", "reason": "\(reason)"])
-            events.publish(ControlEvent(.uploadFailed, sessionId: sessionId, data: [
-                "code": .string(CaptureErrorCode.uploadRefused.rawValue),
-                "closeCode": code.map { .integer(Int64($0)) } ?? .null, "message": .string(reason)]))
+            events.publish(ControlEvent(.uploadFailed(.init(code: .uploadRefused, message: reason, closeCode: code.map { Int($0) })),
+                                        sessionId: sessionId))
         case .chunkRefused(let error):
             logger.warning("the endpoint refused a chunk; resending from where it stands", metadata: [
                 "session": "\(sessionId)", "code": "\(error.code.rawValue)", "message": "\(error.message)"])
@@ -250,10 +247,8 @@ extension SessionController {
                 + "(such as capture-endpoint), not at VideoDB's cloud"
             logger.error("the endpoint does not speak the capture uplink protocol; capture goes on into the spool",
                          metadata: ["session": "\(sessionId)", "endpoint": "\(endpoint)", "reason": "\(reason)"])
-            events.publish(ControlEvent(.endpointIncompatible, sessionId: sessionId, data: [
-                "code": .string(CaptureErrorCode.endpointIncompatible.rawValue), "endpoint": .string(endpoint),
-                "httpStatus": status.map { .integer(Int64($0)) } ?? .null, "message": .string(message),
-            ]))
+            events.publish(ControlEvent(.endpointIncompatible(.init(endpoint: endpoint, httpStatus: status.map { Int($0) },
+                                                                   message: message)), sessionId: sessionId))
         case .complete:
             uploadComplete(sessionId)
         }
@@ -282,12 +277,10 @@ extension SessionController {
         }
         guard let entry = due else { return }
         let p = entry.uplink.progress
-        events.publish(ControlEvent(.uploadProgress, sessionId: sessionId, data: [
-            "connected": .bool(p.connected), "chunksUploaded": .integer(Int64(p.chunksUploaded)),
-            "bytesUploaded": .integer(Int64(p.bytesUploaded)), "chunksPending": .integer(Int64(p.chunksPending)),
-            "bytesPending": .integer(Int64(p.bytesPending)), "uploadLagMs": .integer(p.uploadLagMs),
-            "endpoint": .string(entry.endpoint),
-        ]))
+        events.publish(ControlEvent(.uploadProgress(.init(
+            connected: p.connected, chunksUploaded: p.chunksUploaded, bytesUploaded: p.bytesUploaded,
+            chunksPending: p.chunksPending, bytesPending: p.bytesPending, uploadLagMs: p.uploadLagMs,
+            endpoint: entry.endpoint)), sessionId: sessionId))
     }
 
     /// Every chunk is at the endpoint and its stream ended: the session's spool goes.
@@ -305,10 +298,8 @@ extension SessionController {
         logger.info("upload complete", metadata: ["session": "\(sessionId)", "chunks": "\(p.chunksUploaded)",
                                                   "duplicates": "\(p.duplicates)", "connections": "\(p.connections)"])
         Self.testOnlyCompletionDelay()
-        events.publish(ControlEvent(.recordingComplete, sessionId: sessionId, data: [
-            "chunks": .integer(Int64(p.chunksUploaded)), "bytes": .integer(Int64(p.bytesUploaded)),
-            "deliveredTo": "endpoint", "endpoint": .string(entry.endpoint),
-        ]))
+        events.publish(ControlEvent(.recordingComplete(.endpoint(chunks: p.chunksUploaded, bytes: p.bytesUploaded,
+                                                                  endpoint: entry.endpoint)), sessionId: sessionId))
         // Listed until the event is out: a shutdown waits for the uploads listed
         // (`drainUploads`), and must not end the agent between the two (seen in CI: the
         // SDK's client, which shuts the agent down right after stopping, missed

@@ -30,9 +30,8 @@ import MediaEncoding
 /// timer on its own queue watches the running session (source failure,
 /// stalled channels, audio interruptions, token expiry).
 public final class SessionController: Sendable {
-    public enum State: String, Sendable, Codable {
-        case idle, starting, active, stopping, stopped, failed
-    }
+    /// The states the protocol reports (`state` in getStatus and the session results).
+    public typealias State = SessionState
 
     struct ChannelWatch {
         var lastChunks = 0
@@ -208,8 +207,7 @@ public final class SessionController: Sendable {
                     }
                 }
                 logger.error("session failed to start", metadata: ["session": "\(options.sessionId)", "error": "\(error)"])
-                events.publish(ControlEvent(.recordingFailed, sessionId: options.sessionId,
-                                            data: ["code": .string(error.code.rawValue), "message": .string(error.message), "phase": "start"]))
+                events.publish(ControlEvent(.recordingFailed(.init(error, phase: .start)), sessionId: options.sessionId))
                 reply(.failure(error))
                 return
             }
@@ -233,16 +231,14 @@ public final class SessionController: Sendable {
                                                             frameRate: options.video.fps, primary: primary),
                             token: token, relay: relay, directory: options.outputDirectory)
             }
-            let value = (try? JSONValue(encoding: result)) ?? .null
-            events.publish(ControlEvent(.recordingStarted, sessionId: options.sessionId, timestampUnixNs: startedAt,
-                                        data: value.objectValue ?? [:]))
-            reply(.success(value))
+            events.publish(ControlEvent(.recordingStarted(result), sessionId: options.sessionId, timestampUnixNs: startedAt))
+            reply(.success(Self.encodedResult(result)))
         }
     }
 
     private func startResult(_ s: Snapshot) -> StartRecordingResult {
         StartRecordingResult(
-            sessionId: s.sessionId ?? "", state: s.state.rawValue,
+            sessionId: s.sessionId ?? "", state: s.state,
             channels: s.channels.map { .init(channelId: $0.id, type: $0.type, name: $0.name, isPrimary: $0.id == s.primaryChannel) },
             outputDirectory: s.options?.outputDirectory ?? "",
             startedAt: WallClock.iso8601(nanoseconds: s.startedAtUnixNs ?? 0))
@@ -322,29 +318,23 @@ public final class SessionController: Sendable {
         // has no other owner): hand the freed pages back, so a daemon that runs a session per
         // meeting all day stays the size it was after the first.
         ProcessMemoryControl.releaseFreeHeap()
-        let summaryValue = (try? JSONValue(encoding: summary)) ?? .null
         if let failure {
             logger.error("session failed", metadata: ["session": "\(id ?? "?")", "error": "\(failure)"])
-            events.publish(ControlEvent(.recordingFailed, sessionId: id, data: [
-                "code": .string(failure.code.rawValue), "message": .string(failure.message), "summary": summaryValue,
-                "phase": "recording",
-            ]))
+            events.publish(ControlEvent(.recordingFailed(.init(failure, phase: .recording, summary: summary)), sessionId: id))
         } else {
             logger.info("session stopped", metadata: ["session": "\(id ?? "?")"])
         }
-        events.publish(ControlEvent(.recordingStopped, sessionId: id, data: ["summary": summaryValue]))
+        events.publish(ControlEvent(.recordingStopped(.init(summary: summary)), sessionId: id))
         // With an uplink, recording-complete waits for the endpoint's last ack (`uploadComplete`).
         if let id, finishUpload(sessionId: id, directory: summary.outputDirectory) {
-            return StopRecordingResult(sessionId: id, state: failure == nil ? "stopped" : "failed", summary: summary)
+            return StopRecordingResult(sessionId: id, state: failure == nil ? .stopped : .failed, summary: summary)
         }
         // No endpoint: "delivered" means safely in the spool.
         let chunks = summary.channels.reduce(0) { $0 + $1.chunks }
         let bytes = summary.channels.reduce(0) { $0 + $1.bytes }
-        events.publish(ControlEvent(.recordingComplete, sessionId: id, data: [
-            "chunks": .integer(Int64(chunks)), "bytes": .integer(Int64(bytes)),
-            "outputDirectory": .string(summary.outputDirectory), "deliveredTo": "spool",
-        ]))
-        return StopRecordingResult(sessionId: id ?? "", state: failure == nil ? "stopped" : "failed", summary: summary)
+        events.publish(ControlEvent(.recordingComplete(.spool(chunks: chunks, bytes: bytes, outputDirectory: summary.outputDirectory)),
+                                    sessionId: id))
+        return StopRecordingResult(sessionId: id ?? "", state: failure == nil ? .stopped : .failed, summary: summary)
     }
 
     static func encodedResult(_ result: (some Encodable)?) -> JSONValue {
@@ -354,27 +344,35 @@ public final class SessionController: Sendable {
 
     /// `display-changed`: a display channel's monitor changed, went off or came back.
     static func event(for change: DisplayChange, sessionId: String) -> ControlEvent {
-        func rect(_ x: Int, _ y: Int, _ w: Int, _ h: Int) -> JSONValue {
-            .object(["x": .integer(Int64(x)), "y": .integer(Int64(y)), "width": .integer(Int64(w)), "height": .integer(Int64(h))])
+        // A switch, not the raw value: a kind the pipeline adds must be given its wire name here.
+        let state: ControlEvent.DisplayChanged.State = switch change.kind {
+        case .changed: .changed
+        case .lost: .lost
+        case .restored: .restored
         }
         let m = change.monitor, p = change.picture
-        return ControlEvent(.displayChanged, sessionId: sessionId, channel: change.channel.description, data: [
-            "state": .string(change.kind.rawValue),
-            "monitor": .object(["name": .string(m.name), "x": .integer(Int64(m.x)), "y": .integer(Int64(m.y)),
-                                "width": .integer(Int64(m.width)), "height": .integer(Int64(m.height))]),
-            "output": .object(["width": .integer(Int64(change.outputWidth)), "height": .integer(Int64(change.outputHeight))]),
-            "picture": rect(Int(p.x), Int(p.y), Int(p.width), Int(p.height)),
-            "atNs": .integer(change.atNs),
-        ])
+        return ControlEvent(.displayChanged(.init(
+            state: state,
+            monitor: .init(name: m.name, x: m.x, y: m.y, width: m.width, height: m.height),
+            output: .init(width: change.outputWidth, height: change.outputHeight),
+            picture: .init(x: Int(p.x), y: Int(p.y), width: Int(p.width), height: Int(p.height)),
+            atNs: change.atNs)), sessionId: sessionId, channel: change.channel.description)
     }
 
     /// `screen-consent`: a Wayland display's consent was asked for, restored, given or refused
     /// (in a session, or for `requestPermission` with no session).
     static func event(for consent: ScreenConsentEvent, sessionId: String?) -> ControlEvent {
-        var data: [String: JSONValue] = ["state": .string(consent.state.rawValue), "reason": .string(consent.reason)]
-        if let monitor = consent.monitor { data["monitor"] = .string(monitor) }
-        if let shared = consent.sharedMonitor { data["sharedMonitor"] = .string(shared) }
-        return ControlEvent(.screenConsent, sessionId: sessionId, channel: consent.channel?.description, data: data)
+        let state: ControlEvent.ScreenConsent.State = switch consent.state {
+        case .asking: .asking
+        case .restored: .restored
+        case .granted: .granted
+        case .denied: .denied
+        case .timedOut: .timedOut
+        case .mismatch: .mismatch
+        }
+        return ControlEvent(.screenConsent(.init(state: state, reason: consent.reason, monitor: consent.monitor,
+                                                 sharedMonitor: consent.sharedMonitor)),
+                            sessionId: sessionId, channel: consent.channel?.description)
     }
 
     /// Stops the session and drops the controller's reference to it; nil when there is none.
@@ -394,7 +392,7 @@ public final class SessionController: Sendable {
     }
 
     /// `pauseTracks` / `resumeTracks`.
-    public func setPaused(_ paused: Bool, tracks: Set<Track>) throws(CaptureError) -> JSONValue {
+    public func setPaused(_ paused: Bool, tracks: Set<Track>) throws(CaptureError) -> TracksResult {
         let (session, id, state) = snapshot.withLock { ($0.session, $0.sessionId, $0.state) }
         guard state == .active, let session else {
             throw CaptureError(.invalidState, "no active session to \(paused ? "pause" : "resume") (state: \(state.rawValue))")
@@ -404,20 +402,19 @@ public final class SessionController: Sendable {
         let names = Set(tracks.map(\.rawValue)).intersection(present)
         let changing = paused ? names.subtracting(before) : names.intersection(before)
         let at = paused ? session.pause(tracks: changing) : session.resume(tracks: changing)
-        let now = session.pausedTracks.sorted()
-        if !changing.isEmpty {
-            events.publish(ControlEvent(paused ? .recordingPaused : .recordingResumed, sessionId: id, data: [
-                "tracks": .array(changing.sorted().map(JSONValue.string)), "atNs": .integer(at),
-                "pausedTracks": .array(now.map(JSONValue.string)),
-            ]))
+        // The session names tracks by ChannelID.trackName, which are Track's raw values.
+        let now = session.pausedTracks.compactMap(Track.init(rawValue:)).sorted()
+        let changed = changing.compactMap(Track.init(rawValue:)).sorted()
+        if !changed.isEmpty {
+            let change = ControlEvent.TracksChanged(tracks: changed, atNs: at, pausedTracks: now)
+            events.publish(ControlEvent(paused ? .recordingPaused(change) : .recordingResumed(change), sessionId: id))
             logger.info(paused ? "tracks paused" : "tracks resumed", metadata: ["session": "\(id ?? "?")", "tracks": "\(changing.sorted())"])
         }
-        return .object(["pausedTracks": .array(now.map(JSONValue.string)), "atNs": .integer(at),
-                        "changed": .array(changing.sorted().map(JSONValue.string))])
+        return TracksResult(pausedTracks: now, atNs: at, changed: changed)
     }
 
     /// `updateToken`: replaces the upload token (kept in memory only, never logged).
-    public func updateToken(_ params: UpdateTokenParams) -> JSONValue {
+    public func updateToken(_ params: UpdateTokenParams) -> UpdateTokenResult {
         let expiry = Self.expiry(of: params.token, given: params.expiresAtUnixSeconds)
         let target = tokenTarget(explicit: params.endpoint)
         snapshot.withLock { s in
@@ -430,10 +427,7 @@ public final class SessionController: Sendable {
         logger.info("upload token updated", metadata: [
             "expiresAt": "\(expiry.map { String($0) } ?? "unknown")", "endpoint": "\(target ?? "unknown")",
             "uploads": "\(updated.joined(separator: ","))"])
-        var result: [String: JSONValue] = ["accepted": true, "uploads": .array(updated.map { .string($0) })]
-        if let expiry { result["expiresAt"] = .integer(expiry) }
-        if let target { result["endpoint"] = .string(target) }
-        return .object(result)
+        return UpdateTokenResult(expiresAt: expiry, endpoint: target, uploads: updated)
     }
 
     /// The uplink URL an endpoint stands for, for comparing endpoints.
@@ -479,8 +473,8 @@ public final class SessionController: Sendable {
     public func status() -> StatusResult {
         let s = snapshot.withLock { $0 }
         let upload = uploadProgress(s.sessionId)
-        var result = StatusResult(state: s.state.rawValue, tokenPresent: s.token != nil,
-                                  pausedTracks: s.session?.pausedTracks.sorted() ?? [],
+        var result = StatusResult(state: s.state, tokenPresent: s.token != nil,
+                                  pausedTracks: s.session?.pausedTracks.compactMap(Track.init(rawValue:)).sorted() ?? [],
                                   earlierUploads: uploadSessions.filter { $0.key != s.sessionId })
         result.sessionId = s.sessionId
         result.startedAt = s.startedAtUnixNs.map { WallClock.iso8601(nanoseconds: $0) }

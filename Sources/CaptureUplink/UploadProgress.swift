@@ -1,8 +1,25 @@
+/// An upload's phase, as `getStatus` shows it (`upload.phase`). The raw values are the
+/// wire names. The uplink's state machine runs in these phases (`UplinkMachine.Phase`).
+public enum UploadPhase: String, Sendable, Codable, CaseIterable {
+    /// For a reconnect (after the backoff).
+    case waiting
+    case connecting
+    /// The hello is sent; no welcome yet.
+    case greeting
+    case streaming
+    /// `end` is sent.
+    case ending
+    case finished
+    /// The endpoint refused the token: waits for `updateToken`.
+    case needsToken
+    /// The endpoint refused the session for good (`upload-failed`).
+    case stopped
+}
+
 /// Where a session's upload stands: what the agent's uplink counts, what getStatus
 /// shows (`upload`, `earlierUploads`) and `capturectl status` reads back.
 public struct UploadProgress: Codable, Sendable, Equatable {
-    /// The uplink's phase: waiting, connecting, greeting, streaming, ending, finished, needsToken, stopped.
-    public var phase: String
+    public var phase: UploadPhase
     public var connected: Bool
     public var chunksUploaded: Int
     public var bytesUploaded: Int
@@ -27,7 +44,7 @@ public struct UploadProgress: Codable, Sendable, Equatable {
     /// CPU time the uplink's thread used so far, ns.
     public var threadCPUNs: Int64
 
-    public init(phase: String, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int,
+    public init(phase: UploadPhase, connected: Bool, chunksUploaded: Int, bytesUploaded: Int, chunksPending: Int,
                 bytesPending: Int, duplicates: Int, refusedChunks: Int, protocolViolations: Int, unreadableChunks: Int,
                 connections: Int, incompatibleEndpoint: Bool, uploadLagMs: Int64, chunksUploadedByChannel: [String: Int], threadCPUNs: Int64) {
         self.phase = phase

@@ -109,7 +109,7 @@ public final class SessionUplink: Sendable {
         let oldest = c.oldestPendingCaptureNs.load(ordering: .relaxed)
         let lag = oldest > 0 ? max(0, (WallClock.now() - oldest) / 1_000_000) : 0
         return UploadProgress(
-            phase: UplinkCounters.phases[c.phase.load(ordering: .relaxed)].rawValue,
+            phase: UplinkCounters.phases[c.phase.load(ordering: .relaxed)],
             connected: c.connected.load(ordering: .relaxed),
             chunksUploaded: c.acknowledgedChunks.load(ordering: .relaxed),
             bytesUploaded: c.acknowledgedBytes.load(ordering: .relaxed),

@@ -19,9 +19,8 @@ public import CaptureUplink
 /// after a welcome says it is stored), and everything unacknowledged is sent again
 /// on the next connection, from the welcome's `nextSeq`.
 public struct UplinkMachine: Sendable {
-    public enum Phase: String, Sendable {
-        case waiting, connecting, greeting, streaming, ending, finished, needsToken, stopped
-    }
+    /// The phases getStatus shows: one enum, so a phase cannot be added to one and not the other.
+    public typealias Phase = UploadPhase
 
     /// What the driver does, in the order given.
     public enum Action: Sendable, Equatable {

@@ -55,7 +55,7 @@ final class ControlClientTests: XCTestCase {
             defer { done.fulfill() }
             guard let request = Self.peerReadRequest(peer) else { return XCTFail("no request") }
             XCTAssertEqual(request.command, "getStatus")
-            let event = ControlEvent(.recordingPaused, sessionId: "s", data: ["tracks": .array(["mic"])])
+            let event = ControlEvent(.recordingPaused(.init(tracks: [.mic], atNs: 1, pausedTracks: [.mic])), sessionId: "s")
             let other = ControlResponse.success(commandId: "someone-else", result: .null)
             let mine = ControlResponse.success(commandId: request.commandId, result: .object(["state": "idle"]))
             Self.write(peer, event.encodedLine() + other.encodedLine() + mine.encodedLine())
@@ -63,8 +63,8 @@ final class ControlClientTests: XCTestCase {
         let result = try client.call("getStatus", timeout: .seconds(5))
         XCTAssertEqual(result["state"], "idle")
         wait(for: [done], timeout: 5)
-        XCTAssertEqual(client.bufferedEvents.map(\.name), ["recording-paused"])
-        XCTAssertEqual(try client.nextEvent(timeoutNs: 0)?.data["tracks"], .array(["mic"]))
+        XCTAssertEqual(client.bufferedEvents.map(\.name), [.recordingPaused])
+        XCTAssertEqual(try client.nextEvent(timeoutNs: 0)?.recordingPaused?.tracks, [.mic])
     }
 
     func testCallThrowsTheDaemonsCodeAndNoticesAClosedConnection() throws {

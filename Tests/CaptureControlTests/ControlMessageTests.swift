@@ -209,25 +209,19 @@ final class ControlEncodingTests: XCTestCase {
         XCTAssertEqual(inDocs, Self.documentedCodes, "docs/control-protocol.md section 8")
     }
 
+    /// The framing of events (their bytes: ControlEventWireTests).
     func testEventRoundTrips() throws {
-        let event = ControlEvent(.channelError, sessionId: "cap-1", channel: "mic:default", timestampUnixNs: 1_795_000_000_123_456_789,
-                                 data: ["code": "CHANNEL_STALLED", "recovered": false, "n": 3])
-        let value = try decodeLine(event.encodedLine())
-        XCTAssertEqual(value, event.jsonValue)
-        XCTAssertEqual(value["type"], "event")
-        XCTAssertEqual(value["event"], "channel-error")
-        XCTAssertEqual(value["timestampUnixNs"], .integer(1_795_000_000_123_456_789))
-        XCTAssertEqual(value["timestamp"]?.stringValue?.hasSuffix("Z"), true, "\(value)")
-        XCTAssertEqual(ControlEvent(value), event)
+        let event = ControlEvent(.channelError(.init(code: .channelStalled, message: "ü\n\"/", recovered: false)), sessionId: "cap-1",
+                                 channel: "mic:default", timestampUnixNs: 1_795_000_000_123_456_789)
+        XCTAssertEqual(try ControlEvent(message: decodeLine(event.encodedLine())), event)
 
-        let bare = ControlEvent(.recordingStarted, sessionId: nil, timestampUnixNs: 5)
-        let bareValue = try decodeLine(bare.encodedLine())
-        XCTAssertNil(bareValue["sessionId"])
-        XCTAssertNil(bareValue["channel"])
-        XCTAssertEqual(bareValue["data"], .object([:]))
-        XCTAssertEqual(ControlEvent(bareValue), bare)
+        let bare = ControlEvent(.tokenExpired(.init(message: "m", expiredAt: 1)), sessionId: nil, timestampUnixNs: 5)
+        XCTAssertEqual(String(decoding: bare.encodedLine(), as: UTF8.self),
+                       #"videodb_recorder|{"data":{"expiredAt":1,"message":"m"},"event":"token-expired","timestamp":"1970-01-01T00:00:00.000Z","timestampUnixNs":5,"type":"event"}"# + "\n",
+                       "no sessionId, no channel")
+        XCTAssertEqual(try ControlEvent(message: decodeLine(bare.encodedLine())), bare)
         // Responses are not events.
-        XCTAssertNil(ControlEvent(ControlResponse.success(commandId: "x", result: .null).jsonValue))
+        XCTAssertNil(try ControlEvent(message: ControlResponse.success(commandId: "x", result: .null).jsonValue))
         // Every event name is kebab-case on the wire.
         for name in ControlEventName.allCases {
             XCTAssertTrue(name.rawValue.allSatisfy { $0.isLowercase || $0 == "-" }, name.rawValue)

@@ -51,11 +51,20 @@ enum Wire {
     }
 
     /// nil when `value` is a well-formed event.
+    /// nil when `value` is an event of the protocol exactly: it reads as its typed payload, and
+    /// that encodes back to the very same JSON (no field missing, none unknown, the timestamp
+    /// the nanoseconds' own).
     static func eventProblem(_ value: JSONValue) -> String? {
-        guard value["type"] == "event" else { return "type is not event: \(value)" }
-        guard let name = value["event"]?.stringValue, ControlEventName(rawValue: name) != nil else { return "unknown event: \(value)" }
-        guard value["timestampUnixNs"]?.int64Value != nil, value["timestamp"]?.stringValue != nil,
-              value["data"]?.objectValue != nil else { return "event without timestamp or data: \(value)" }
+        let event: ControlEvent
+        do {
+            guard let e = try ControlEvent(message: value) else { return "not an event, or an unknown one: \(value)" }
+            event = e
+        } catch {
+            return "\(error.message): \(value)"
+        }
+        guard let again = try? JSONValue(encoding: event), again == value else {
+            return "the event does not read back as itself: \(value)"
+        }
         return nil
     }
 }
@@ -156,18 +165,17 @@ final class BadInputTests: XCTestCase {
         defer { self.daemon = nil }
         XCTAssertTrue(daemon.process.isRunning, "the daemon died; log:\n\(daemon.log.suffix(4000))")
         guard daemon.process.isRunning else { return }
-        let pong = try daemon.client().ok("ping", timeout: .seconds(10))
-        XCTAssertEqual(pong["pong"], true)
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self, timeout: .seconds(10)).pong, true)
         XCTAssertEqual(daemon.terminate(), 0, "exit status after SIGTERM")
     }
 
     /// Waits until the daemon counts `n` clients (ping counts the asking one).
     private func waitForClients(_ n: Int, _ client: ControlClient, timeout: Double = 10) throws {
         let deadline = Date().addingTimeInterval(timeout)
-        var last: Int64 = -1
+        var last = -1
         while Date() < deadline {
-            last = try client.ok("ping")["clients"]?.int64Value ?? -1
-            if last == Int64(n) { return }
+            last = try client.ok(.ping, as: DaemonInfo.self).clients
+            if last == n { return }
             usleep(20_000)
         }
         XCTFail("the daemon counts \(last) clients, expected \(n)")
@@ -192,8 +200,8 @@ final class BadInputTests: XCTestCase {
         try c.expectError(.invalidRequest, commandId: "m-1")
         try c.sendRaw(Wire.line(#"{"commandId":99,"command":"ping","params":[1]}"#))
         try c.expectError(.invalidRequest, commandId: 99)
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
-        XCTAssertGreaterThanOrEqual(try c.ok("ping")["badRequests"]?.int64Value ?? 0, 12)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
+        XCTAssertGreaterThanOrEqual(try c.ok(.ping, as: DaemonInfo.self).badRequests, 12)
     }
 
     func testUnknownCommand() throws {
@@ -204,7 +212,7 @@ final class BadInputTests: XCTestCase {
             XCTAssertTrue(error.message.contains("startRecording"), "lists the known commands: \(error.message)")
             XCTAssertLessThan(error.message.utf8.count, 1000, "the echoed name is bounded")
         }
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     func testMissingOrWrongTypedParams() throws {
@@ -272,7 +280,7 @@ final class BadInputTests: XCTestCase {
         let after = try c.nextResponse()
         XCTAssertEqual(after["commandId"], "after")
         XCTAssertEqual(after["status"], "success")
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     // MARK: garbage
@@ -309,7 +317,7 @@ final class BadInputTests: XCTestCase {
             XCTAssertEqual(r["status"], "error", "line \(i): \(r)")
         }
         XCTAssertNil(try c.nextLine(timeoutNs: 200_000_000), "one response per line, no more")
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     func testDeeplyNestedJSON() throws {
@@ -337,7 +345,7 @@ final class BadInputTests: XCTestCase {
             XCTAssertTrue(r["commandId"] == .string("d\(depth)") || r["code"] == "INVALID_REQUEST", "depth \(depth): \(r)")
             XCTAssertTrue(daemon.process.isRunning, "depth \(depth)")
         }
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     // MARK: misbehaving clients
@@ -348,7 +356,7 @@ final class BadInputTests: XCTestCase {
         // Half a line each; the halves never mix between connections.
         try a.sendRaw(Array(#"videodb_recorder|{"command":"pi"#.utf8))
         try b.sendRaw(Array(#"videodb_recorder|{"command":"getSt"#.utf8))
-        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true)
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true)
         try a.sendRaw(Array(#"ng","commandId":"a-1"}"#.utf8) + [0x0A])
         try b.sendRaw(Array(#"atus","commandId":"b-1"}"#.utf8) + [0x0A])
         let ra = try a.nextResponse()
@@ -367,7 +375,7 @@ final class BadInputTests: XCTestCase {
         try b.sendRaw(Wire.line(#"{"command":"ping","commandId":"b-2"}"#))
         XCTAssertEqual(try b.nextResponse()["commandId"], "b-2")
         try waitForClients(2, b)   // a and b
-        XCTAssertEqual(try a.ok("ping")["pong"], true)
+        XCTAssertEqual(try a.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     func testClientThatShutsDownItsSendingSideStillGetsEveryAnswer() throws {
@@ -400,7 +408,7 @@ final class BadInputTests: XCTestCase {
     func testClientThatNeverReadsIsDisconnectedAndMemoryStaysBounded() throws {
         let pid = daemon.process.processIdentifier
         let other = try daemon.client()
-        XCTAssertEqual(try other.ok("ping")["pong"], true)
+        XCTAssertEqual(try other.ok(.ping, as: DaemonInfo.self).pong, true)
         let rssBefore = try XCTUnwrap(ProcInfo.rssKiB(pid))
 
         let flooder = try daemon.client()
@@ -432,7 +440,7 @@ final class BadInputTests: XCTestCase {
         let rssAfter = try XCTUnwrap(ProcInfo.rssKiB(pid))
         print("daemon RSS: \(rssBefore) KiB before, \(rssAfter) KiB after")
         XCTAssertLessThan(rssAfter - rssBefore, 64 << 10, "RSS grew by \(rssAfter - rssBefore) KiB")
-        XCTAssertEqual(try other.ok("ping")["pong"], true)
+        XCTAssertEqual(try other.ok(.ping, as: DaemonInfo.self).pong, true)
         try waitForClients(1, other)
         let deadline = Date().addingTimeInterval(5)
         while !daemon.log.contains("does not read its replies") && Date() < deadline { usleep(50_000) }
@@ -451,7 +459,7 @@ final class BadInputTests: XCTestCase {
             case 0: break                                                             // connect, close
             case 1: try c.sendRaw(Wire.line(#"{"command":"ping"}"#))                  // ask, don't wait
             case 2: try c.sendRaw(Array(#"videodb_recorder|{"comm"#.utf8))             // half a line
-            default: XCTAssertEqual(try c.ok("ping")["pong"], true)                   // a full round trip
+            default: XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)                   // a full round trip
             }
         }
         try waitForClients(1, keeper)
@@ -460,7 +468,7 @@ final class BadInputTests: XCTestCase {
         let deadline = Date().addingTimeInterval(5)
         while fdsAfter > fdsBefore + 2 && Date() < deadline { usleep(50_000); fdsAfter = ProcInfo.openDescriptors(pid) }
         XCTAssertLessThanOrEqual(fdsAfter, fdsBefore + 2, "descriptors leak: \(fdsBefore) before, \(fdsAfter) after")
-        XCTAssertEqual(try keeper.ok("ping")["pong"], true)
+        XCTAssertEqual(try keeper.ok(.ping, as: DaemonInfo.self).pong, true)
     }
 
     func testMoreThan64ClientsTheExtraOneIsToldAndClosed() throws {
@@ -469,7 +477,7 @@ final class BadInputTests: XCTestCase {
         var clients = [first]
         for _ in 1..<64 {
             let c = try daemon.client()
-            XCTAssertEqual(try c.ok("ping", timeout: .seconds(10))["pong"], true)
+            XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self, timeout: .seconds(10)).pong, true)
             clients.append(c)
         }
         try waitForClients(64, first)
@@ -486,10 +494,10 @@ final class BadInputTests: XCTestCase {
         XCTAssertTrue(daemon.log.contains("too many clients"))
 
         // The 64 still work; once one leaves, a newcomer is served.
-        for c in clients.suffix(3) { XCTAssertEqual(try c.ok("ping")["pong"], true) }
+        for c in clients.suffix(3) { XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true) }
         clients.removeLast()
         try waitForClients(63, first)
-        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true)
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true)
         clients.removeAll()
     }
 }

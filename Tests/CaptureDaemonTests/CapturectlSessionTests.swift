@@ -15,9 +15,6 @@ final class CapturectlSessionTests: XCTestCase {
         func ctl(_ args: String...) throws -> (status: Int32, stdout: String, stderr: String) {
             try Capturectl.run(Array(args), env: env, timeout: .seconds(60))
         }
-        func json(_ text: String) throws -> [String: Any] {
-            try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], text)
-        }
         let token = "ctl-token-\(UInt64.random(in: 1...UInt64.max))"
         let tokenFile = daemon.root + "/token"
         try (token + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
@@ -36,18 +33,19 @@ final class CapturectlSessionTests: XCTestCase {
 
         let channels = try ctl("channels", "--json")
         XCTAssertEqual(channels.status, 0, channels.stderr)
-        let ids = (try json(channels.stdout)["channels"] as? [[String: Any]] ?? []).compactMap { $0["channel_id"] as? String }
+        let ids = try Capturectl.decode(channels.stdout, as: ChannelsResult.self).channels.map(\.channelId)
         XCTAssertTrue(ids.contains("display:1") && ids.contains("mic:default") && ids.contains("system_audio:default"), "\(ids)")
 
         let start = try ctl("start", "--session", "ctl-1", "--token-file", tokenFile, "--channel", "display:1",
                             "--channel", "mic:default", "--primary", "display:1", "--json")
         XCTAssertEqual(start.status, 0, start.stderr)
-        XCTAssertEqual(try json(start.stdout)["state"] as? String, "active")
+        let started = try Capturectl.decode(start.stdout, as: StartRecordingResult.self)
+        XCTAssertEqual(started.state, .active)
+        XCTAssertEqual(started.channels.filter(\.isPrimary).map(\.channelId), ["display:1"])
         XCTAssertEqual(try ctl("start", "--session", "ctl-2").status, CaptureErrorCode.invalidState.exitStatus)
         usleep(1_500_000)
         XCTAssertEqual(try ctl("pause", "--track", "mic").status, 0)
-        let paused = try json(try ctl("status", "--json").stdout)
-        XCTAssertEqual(paused["pausedTracks"] as? [String], ["mic"])
+        XCTAssertEqual(try Capturectl.decode(try ctl("status", "--json").stdout, as: StatusResult.self).pausedTracks, [.mic])
         usleep(700_000)
         XCTAssertEqual(try ctl("resume").status, 0)
         usleep(1_000_000)
@@ -56,10 +54,9 @@ final class CapturectlSessionTests: XCTestCase {
         XCTAssertTrue(status.stdout.contains("ctl-1") && status.stdout.contains("display:1"), status.stdout)
         let stop = try ctl("stop", "--json")
         XCTAssertEqual(stop.status, 0, stop.stderr)
-        let summary = try XCTUnwrap(try json(stop.stdout)["summary"] as? [String: Any])
-        let perChannel = summary["channels"] as? [[String: Any]] ?? []
+        let perChannel = try Capturectl.decode(stop.stdout, as: StopRecordingResult.self).summary.channels
         XCTAssertEqual(perChannel.count, 2)
-        for c in perChannel { XCTAssertGreaterThanOrEqual(c["chunks"] as? Int ?? 0, 3, "\(c)") }
+        for c in perChannel { XCTAssertGreaterThanOrEqual(c.chunks, 3, "\(c)") }
         XCTAssertEqual(try ctl("stop").status, CaptureErrorCode.invalidState.exitStatus)
 
         usleep(300_000)
@@ -67,11 +64,14 @@ final class CapturectlSessionTests: XCTestCase {
         follower.waitUntilExit()
         XCTAssertEqual(follower.terminationStatus, 0)
         let lines = String(decoding: followed.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
-        let names = try lines.map { try json(String($0))["event"] as? String ?? "?" }
-        for expected in ["recording-started", "recording-paused", "recording-resumed", "recording-stopped", "recording-complete"] {
-            XCTAssertTrue(names.contains(expected), "\(expected) missing from the followed events: \(names)")
+        let followedEvents = try lines.map { try Capturectl.decode($0, as: ControlEvent.self) }
+        let names = followedEvents.map(\.name)
+        for expected: ControlEventName in [.recordingStarted, .recordingPaused, .recordingResumed, .recordingStopped, .recordingComplete] {
+            XCTAssertTrue(names.contains(expected), "\(expected.rawValue) missing from the followed events: \(names)")
         }
-        XCTAssertLessThan(names.firstIndex(of: "recording-started") ?? 99, names.firstIndex(of: "recording-stopped") ?? -1)
+        XCTAssertLessThan(names.firstIndex(of: .recordingStarted) ?? 99, names.firstIndex(of: .recordingStopped) ?? -1)
+        XCTAssertEqual(followedEvents.compactMap(\.recordingPaused).map(\.tracks), [[.mic]])
+        XCTAssertEqual(followedEvents.compactMap(\.recordingComplete).map(\.deliveredTo), [.spool])
 
         // The media: H.264 1920x1080 and AAC, decodable.
         let dir = daemon.sessionDirectory("ctl-1")
@@ -95,17 +95,17 @@ final class CapturectlSessionTests: XCTestCase {
         let rig = try TestRig.shared()
         let daemon = try DaemonProcess(rig: rig, name: "perms")
         let client = try daemon.client()
-        let info = try client.ok("init", ["apiUrl": "http://127.0.0.1:8787"])
-        XCTAssertEqual(info["protocol"]?.int64Value, 1)
-        XCTAssertEqual(info["version"]?.stringValue, CaptureAgentVersion.string)
+        let info = try client.ok(.initialize, ["apiUrl": "http://127.0.0.1:8787"], as: DaemonInfo.self)
+        XCTAssertEqual(info.protocol, 1)
+        XCTAssertEqual(info.version, CaptureAgentVersion.string)
         for permission in ["screen-capture", "microphone", "system-audio", "screen_capture"] {
             XCTAssertEqual(try client.ok("requestPermission", ["permission": .string(permission)])["status"], "granted", permission)
         }
         XCTAssertEqual(client.failure("requestPermission", ["permission": "camera"])?.code, .invalidRequest)
-        let listed = try client.ok("getChannels")
-        let ids = listed["channels"]?.arrayValue?.compactMap { $0["channel_id"]?.stringValue } ?? []
-        XCTAssertTrue(ids.contains("display:1") && ids.contains("mic:default") && ids.contains("system_audio:default"), "\(ids)")
-        XCTAssertEqual(listed["problems"], .array([]))
+        let listed = try client.ok(.getChannels, as: ChannelsResult.self)
+        let ids = listed.channels.compactMap { try? ChannelID(parsing: $0.channelId) }
+        XCTAssertTrue(ids.contains(.display(1)) && ids.contains(.microphone(nil)) && ids.contains(.systemAudio(nil)), "\(ids)")
+        XCTAssertEqual(listed.problems, [])
         XCTAssertEqual(daemon.terminate(), 0)
 
         let bare = try DaemonProcess(rig: nil, name: "noperms", env: ["PULSE_SERVER": "unix:/nonexistent/pulse"])

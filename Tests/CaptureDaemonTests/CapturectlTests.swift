@@ -1,3 +1,4 @@
+import CaptureControl
 import CaptureCore
 import CaptureTestSupport
 import Foundation
@@ -21,6 +22,11 @@ enum Capturectl {
         -> (status: Int32, stdout: String, stderr: String)
     {
         try runProcess(binary, args, environment: env, timeout: timeout)
+    }
+
+    /// `--json` output read as the protocol's struct (what the daemon answered, or an event a line).
+    static func decode<T: Decodable>(_ text: some StringProtocol, as type: T.Type) throws -> T {
+        try JSONCoding.decoder.decode(T.self, from: Data(text.utf8))
     }
 
     /// Short (a socket path inside it must fit in 107 bytes).
@@ -265,27 +271,26 @@ final class CapturectlTests: XCTestCase {
 
         let ping = try Capturectl.run(["ping", "--json"], env: env)
         XCTAssertEqual(ping.status, 0, ping.stderr)
-        XCTAssertEqual(try jsonObject(ping.stdout)["pong"] as? Bool, true)
-        XCTAssertEqual(try jsonObject(ping.stdout)["pid"] as? Int, Int(agent.processIdentifier))
+        let pong = try Capturectl.decode(ping.stdout, as: DaemonInfo.self)
+        XCTAssertEqual(pong.pong, true)
+        XCTAssertEqual(pong.pid, Int(agent.processIdentifier))
         let pingText = try Capturectl.run(["ping"], env: env)
         XCTAssertEqual(pingText.status, 0, pingText.stderr)
         XCTAssertTrue(pingText.stdout.contains("pid \(agent.processIdentifier)"), pingText.stdout)
 
         let status = try Capturectl.run(["status", "--json"], env: env)
         XCTAssertEqual(status.status, 0, status.stderr)
-        let statusObject = try jsonObject(status.stdout)
-        XCTAssertEqual(statusObject["state"] as? String, "idle")
-        XCTAssertEqual((statusObject["daemon"] as? [String: Any])?["pid"] as? Int, Int(agent.processIdentifier))
+        let statusResult = try Capturectl.decode(status.stdout, as: StatusResult.self)
+        XCTAssertEqual(statusResult.state, .idle)
+        XCTAssertEqual(statusResult.daemon?.pid, Int(agent.processIdentifier))
         let statusText = try Capturectl.run(["status"], env: env)
         XCTAssertEqual(statusText.status, 0, statusText.stderr)
         XCTAssertTrue(statusText.stdout.contains("state:    idle"), statusText.stdout)
 
         let channels = try Capturectl.run(["channels", "--json"], env: env)
         XCTAssertEqual(channels.status, 0, channels.stderr)
-        let listing = try jsonObject(channels.stdout)
-        XCTAssertNotNil(listing["channels"] as? [Any], channels.stdout)
-        let problems = (listing["problems"] as? [[String: Any]] ?? []).compactMap { $0["code"] as? String }
-        XCTAssertTrue(problems.contains("DISPLAY_UNAVAILABLE"), channels.stdout)
+        let listing = try Capturectl.decode(channels.stdout, as: ChannelsResult.self)
+        XCTAssertTrue(listing.problems.contains { $0.code == CaptureErrorCode.displayUnavailable.rawValue }, channels.stdout)
 
         let start = try Capturectl.run(["start", "--json"], env: env)
         XCTAssertEqual(start.status, 69, start.stderr)
@@ -300,8 +305,16 @@ final class CapturectlTests: XCTestCase {
         // The failed start left an event behind.
         let events = try Capturectl.run(["events", "--json"], env: env)
         XCTAssertEqual(events.status, 0, events.stderr)
-        let names = try events.stdout.split(separator: "\n").map { try jsonObject(String($0))["event"] as? String }
-        XCTAssertTrue(names.contains("recording-failed"), events.stdout)
+        let failed = try events.stdout.split(separator: "\n").map { try Capturectl.decode($0, as: ControlEvent.self) }
+            .compactMap(\.recordingFailed)
+        XCTAssertEqual(failed.map(\.code), [.displayUnavailable], events.stdout)
+        XCTAssertEqual(failed.map(\.phase), [.start], events.stdout)
+        // The text form: every field of the payload as key=value.
+        let text = try Capturectl.run(["events"], env: env)
+        XCTAssertEqual(text.status, 0, text.stderr)
+        let line = try XCTUnwrap(text.stdout.split(separator: "\n").first { $0.contains(" recording-failed ") }, text.stdout)
+        XCTAssertTrue(line.contains(" code=DISPLAY_UNAVAILABLE ") && line.contains(" message=\"") && line.hasSuffix(" phase=start"),
+                      String(line))
     }
 
     func testEventsFollowEndsWith69WhenTheDaemonGoesAway() throws {

@@ -236,8 +236,8 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(daemon.log.contains("config=\(path)"), daemon.log)
         let c = try daemon.client()
         // No channels named: the configured ones.
-        let start = try c.ok("startRecording", ["sessionId": "cfg-1"])
-        XCTAssertEqual(start["channels"]?.arrayValue?.compactMap { $0["channel_id"]?.stringValue }, ["display:1"], "\(start)")
+        let start = try c.ok(.startRecording, ["sessionId": "cfg-1"], as: StartRecordingResult.self)
+        XCTAssertEqual(start.channels.map(\.channelId), ["display:1"], "\(start)")
         usleep(1_000_000)
         let status = try c.ok("getStatus")
         XCTAssertEqual(status["channels"]?.arrayValue?.first?["fps"], 10, "\(status)")

@@ -160,6 +160,17 @@ extension ControlClient {
         }
     }
 
+    /// `ok` with the result read as its struct (Results.swift), never by string key.
+    func ok<Result: Decodable>(_ command: ControlCommand, _ params: [String: JSONValue] = [:], as type: Result.Type,
+                               timeout: Duration = .seconds(60), file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        do {
+            return try call(command, params: params, as: type, timeout: timeout)
+        } catch {
+            XCTFail("\(command.rawValue) failed: \(error)", file: file, line: line)
+            throw error
+        }
+    }
+
     /// `call` that must fail; returns the error.
     func failure(_ command: String, _ params: [String: JSONValue] = [:], timeout: Duration = .seconds(60),
                  file: StaticString = #filePath, line: UInt = #line) -> CaptureError? {

@@ -238,8 +238,8 @@ final class FuzzTests: XCTestCase {
             }
         }
         print("concurrent device queries: \(clients.count * perClient) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
-        let channels = try daemon.client().ok("getChannels")["channels"]?.arrayValue ?? []
-        XCTAssertTrue(channels.contains { $0["channel_id"] == "display:1" }, "\(channels)")
+        let channels = try daemon.client().ok(.getChannels, as: ChannelsResult.self).channels
+        XCTAssertTrue(channels.contains { $0.channelId == "display:1" }, "\(channels)")
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
@@ -446,7 +446,7 @@ final class FuzzTests: XCTestCase {
 
         // The daemon is intact: same connection, a fresh one, state idle, counters moved.
         XCTAssertTrue(daemon.process.isRunning)
-        XCTAssertEqual(try client.ok("ping")["pong"], true)
+        XCTAssertEqual(try client.ok(.ping, as: DaemonInfo.self).pong, true)
         let fresh = try daemon.client()
         let status = try fresh.ok("getStatus")
         XCTAssertEqual(status["state"], "idle", "no session was ever started: \(status)")

@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CaptureTestSupport
+import CaptureUplink
 import Foundation
 import XCTest
 
@@ -30,22 +31,23 @@ final class IncompatibleEndpointTests: XCTestCase {
         let event = try XCTUnwrap(try client.event(.endpointIncompatible, within: 10),
                                   "no endpoint-incompatible; log:\n\(daemon.log)")
         XCTAssertEqual(event.sessionId, session)
-        XCTAssertEqual(event.data["code"]?.stringValue, CaptureErrorCode.endpointIncompatible.rawValue)
-        XCTAssertEqual(event.data["httpStatus"]?.int64Value, 404, "\(event.data)")
-        XCTAssertEqual(event.data["endpoint"]?.stringValue, "ws://127.0.0.1:\(server.port)/capture/uplink")
-        let message = event.data["message"]?.stringValue ?? ""
+        let incompatible = try XCTUnwrap(event.endpointIncompatible)
+        XCTAssertEqual(incompatible.code, .endpointIncompatible)
+        XCTAssertEqual(incompatible.httpStatus, 404, "\(incompatible)")
+        XCTAssertEqual(incompatible.endpoint, "ws://127.0.0.1:\(server.port)/capture/uplink")
+        let message = incompatible.message
         XCTAssertTrue(message.contains("does not speak the capture uplink protocol") && message.contains("HTTP 404"), message)
 
         // The agent goes on retrying (with backoff) and says nothing more about it.
         Thread.sleep(forTimeInterval: 4)
         XCTAssertNil(try client.event(.endpointIncompatible, within: 0.5), "said once")
         XCTAssertGreaterThanOrEqual(server.requests(), 2, "it retried")
-        let status = try client.ok("getStatus")
-        let upload = try XCTUnwrap(status["upload"], "\(status)")
-        XCTAssertEqual(upload["incompatibleEndpoint"]?.boolValue, true, "\(upload)")
-        XCTAssertEqual(upload["connected"]?.boolValue, false, "\(upload)")
-        XCTAssertEqual(upload["chunksUploaded"]?.int64Value, 0, "\(upload)")
-        XCTAssertGreaterThanOrEqual(upload["chunksPending"]?.int64Value ?? 0, 9, "4 s of 3 channels wait in the spool: \(upload)")
+        let status = try client.ok(.getStatus, as: StatusResult.self)
+        let upload = try XCTUnwrap(status.upload, "\(status)")
+        XCTAssertEqual(upload.incompatibleEndpoint, true, "\(upload)")
+        XCTAssertEqual(upload.connected, false, "\(upload)")
+        XCTAssertEqual(upload.chunksUploaded, 0, "\(upload)")
+        XCTAssertGreaterThanOrEqual(upload.chunksPending, 9, "4 s of 3 channels wait in the spool: \(upload)")
         var ctlEnvironment = daemon.environment
         ctlEnvironment["CAPTURE_AGENT_SOCKET"] = daemon.socketPath
         let ctlStatus = try Capturectl.run(["status"], env: ctlEnvironment)
@@ -54,7 +56,7 @@ final class IncompatibleEndpointTests: XCTestCase {
         XCTAssertEqual(daemon.log.components(separatedBy: "does not speak the capture uplink protocol").count - 1, 1,
                        "logged once:\n\(daemon.log)")
 
-        let stopped = try client.ok("stopRecording")
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
         let spooled = UplinkSessionTests.spooledChunks(stopped)
         XCTAssertEqual(spooled.count, 3, "\(stopped)")
         let spool = daemon.sessionDirectory(session)
@@ -96,9 +98,10 @@ final class IncompatibleEndpointTests: XCTestCase {
             ])
             let event = try XCTUnwrap(try client.event(.endpointIncompatible, within: 10),
                                       "\(mode): no endpoint-incompatible; log:\n\(daemon.log)")
-            XCTAssertEqual(event.data["code"]?.stringValue, CaptureErrorCode.endpointIncompatible.rawValue, mode)
-            XCTAssertEqual(event.data["httpStatus"], .null, "\(mode): \(event.data)")
-            XCTAssertTrue(event.data["message"]?.stringValue?.contains(expected) ?? false, "\(mode): \(event.data)")
+            let incompatible = try XCTUnwrap(event.endpointIncompatible, mode)
+            XCTAssertEqual(incompatible.code, .endpointIncompatible, mode)
+            XCTAssertNil(incompatible.httpStatus, "\(mode): \(incompatible)")
+            XCTAssertTrue(incompatible.message.contains(expected), "\(mode): \(incompatible)")
             _ = try client.ok("stopRecording")
         }
     }

@@ -80,15 +80,15 @@ final class SessionChurnTests: XCTestCase {
             _ = try client.ok("startRecording", ["sessionId": .string(id), "channels": channels,
                                                  "uploadToken": .string(token), "endpoint": .string(endpoint.baseURL)])
             usleep(i % 2 == 0 ? 750_000 : 500_000)
-            let stopped = try client.ok("stopRecording", ["sessionId": .string(id)])
-            let spooled = stopped["summary"]?["channels"]?.arrayValue?.compactMap { $0["chunks"]?.int64Value } ?? []
+            let stopped = try client.ok(.stopRecording, ["sessionId": .string(id)], as: StopRecordingResult.self)
+            let spooled = stopped.summary.channels.map(\.chunks)
             XCTAssertEqual(spooled.count, 3, "session \(i): \(stopped)")
             XCTAssertTrue(spooled.allSatisfy { $0 >= 1 }, "session \(i) spooled \(spooled)")
             // Uploaded whole, and the spool keeps nothing of it.
             let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 30), "session \(i): \(daemon.log.suffix(2000))")
             XCTAssertEqual(complete.sessionId, id)
-            XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
-            XCTAssertEqual(complete.data["chunks"]?.int64Value, spooled.reduce(0, +), "session \(i)")
+            XCTAssertEqual(complete.recordingComplete?.deliveredTo, .endpoint)
+            XCTAssertEqual(complete.recordingComplete?.chunks, spooled.reduce(0, +), "session \(i)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(id)), "session \(i)")
             if i == 1 { afterFirst = try settled(pid) }
             if i == 5 { afterFifth = try ProcessFootprint(pid: pid) }

@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CaptureTestSupport
+import CaptureUplink
 import Foundation
 import Synchronization
 import XCTest
@@ -27,23 +28,22 @@ final class SessionTests: XCTestCase {
             .object(["channel_id": "display:1"]), .object(["channel_id": "mic:default"])])])
         XCTAssertNotNil(try client.event(.recordingStarted))
         usleep(2_000_000)
-        let paused = try client.ok("pauseTracks", ["tracks": ["mic", "screen"]])
-        let pauseAt = try XCTUnwrap(paused["atNs"]?.int64Value)
-        XCTAssertEqual(paused["pausedTracks"], .array(["mic", "screen"]))
+        let paused = try client.ok(.pauseTracks, ["tracks": ["mic", "screen"]], as: TracksResult.self)
+        let pauseAt = paused.atNs
+        XCTAssertEqual(paused.pausedTracks, [.mic, .screen])
         let pausedEvent = try XCTUnwrap(try client.event(.recordingPaused))
-        XCTAssertEqual(pausedEvent.data["atNs"]?.int64Value, pauseAt)
+        XCTAssertEqual(pausedEvent.recordingPaused, .init(tracks: [.mic, .screen], atNs: pauseAt, pausedTracks: [.mic, .screen]))
         XCTAssertEqual(pausedEvent.sessionId, "pause-1")
-        let status = try client.ok("getStatus")
-        XCTAssertEqual(status["pausedTracks"], .array(["mic", "screen"]))
-        let again = try client.ok("pauseTracks", ["tracks": ["mic"]])
-        XCTAssertEqual(again["changed"], .array([]), "pausing a paused track changed something")
+        XCTAssertEqual(try client.ok(.getStatus, as: StatusResult.self).pausedTracks, [.mic, .screen])
+        let again = try client.ok(.pauseTracks, ["tracks": ["mic"]], as: TracksResult.self)
+        XCTAssertEqual(again.changed, [], "pausing a paused track changed something")
         usleep(2_000_000)
-        let resumed = try client.ok("resumeTracks", ["tracks": ["mic", "screen"]])
-        let resumeAt = try XCTUnwrap(resumed["atNs"]?.int64Value)
-        XCTAssertEqual(resumed["pausedTracks"], .array([]))
+        let resumed = try client.ok(.resumeTracks, ["tracks": ["mic", "screen"]], as: TracksResult.self)
+        let resumeAt = resumed.atNs
+        XCTAssertEqual(resumed.pausedTracks, [])
         let resumedEvent = try XCTUnwrap(try client.event(.recordingResumed))
-        XCTAssertEqual(resumedEvent.data["atNs"]?.int64Value, resumeAt)
-        XCTAssertNil(client.bufferedEvents.first { $0.name == "recording-paused" }, "a second recording-paused was sent")
+        XCTAssertEqual(resumedEvent.recordingResumed?.atNs, resumeAt)
+        XCTAssertNil(client.bufferedEvents.first { $0.name == .recordingPaused }, "a second recording-paused was sent")
         usleep(2_000_000)
         let stopped = try client.ok("stopRecording", ["sessionId": "pause-1"])
         let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
@@ -111,9 +111,10 @@ final class SessionTests: XCTestCase {
         let clients = try (0..<3).map { _ in try daemon.client() }
         for c in clients { _ = try c.ok("subscribeEvents") }
         let bystander = try daemon.client()   // never subscribes: gets no events
-        let started = try clients[0].ok("startRecording", ["sessionId": "fan-1", "channels": .array([.object(["channel_id": "display:1"])])])
-        XCTAssertEqual(started["state"], "active")
-        XCTAssertEqual(started["channels"]?.arrayValue?.first?["channel_id"], "display:1")
+        let started = try clients[0].ok(.startRecording, ["sessionId": "fan-1", "channels": .array([.object(["channel_id": "display:1"])])],
+                                        as: StartRecordingResult.self)
+        XCTAssertEqual(started.state, .active)
+        XCTAssertEqual(started.channels.map(\.channelId), ["display:1"])
 
         let refused = clients[1].failure("startRecording", ["sessionId": "fan-2"])
         XCTAssertEqual(refused?.code, .invalidState)
@@ -121,6 +122,7 @@ final class SessionTests: XCTestCase {
         for c in clients {
             let e = try XCTUnwrap(try c.event(.recordingStarted))
             XCTAssertEqual(e.sessionId, "fan-1")
+            XCTAssertEqual(e.recordingStarted, started, "recording-started's data is the startRecording result")
         }
         // Many concurrent pings and status reads from fresh connections while recording.
         let failures = Atomic<Int>(0)
@@ -137,14 +139,16 @@ final class SessionTests: XCTestCase {
         }
         XCTAssertEqual(failures.load(ordering: .relaxed), 0)
         usleep(1_500_000)
-        let stopped = try clients[2].ok("stopRecording")
-        XCTAssertEqual(stopped["state"], "stopped")
-        let chunks = stopped["summary"]?["channels"]?.arrayValue?.first?["chunks"]?.int64Value ?? 0
+        let stopped = try clients[2].ok(.stopRecording, as: StopRecordingResult.self)
+        XCTAssertEqual(stopped.state, .stopped)
+        let chunks = stopped.summary.channels.first?.chunks ?? 0
         XCTAssertGreaterThanOrEqual(chunks, 1)
         for c in clients {
-            XCTAssertNotNil(try c.event(.recordingStopped), "a subscriber missed recording-stopped")
-            let complete = try XCTUnwrap(try c.event(.recordingComplete))
-            XCTAssertEqual(complete.data["chunks"]?.int64Value, chunks)
+            let stoppedEvent = try XCTUnwrap(try c.event(.recordingStopped), "a subscriber missed recording-stopped")
+            XCTAssertEqual(stoppedEvent.recordingStopped?.summary, stopped.summary)
+            let complete = try XCTUnwrap(try c.event(.recordingComplete)?.recordingComplete)
+            XCTAssertEqual(complete, .spool(chunks: chunks, bytes: stopped.summary.channels.first?.bytes ?? 0,
+                                            outputDirectory: stopped.summary.outputDirectory))
         }
         XCTAssertEqual(try bystander.nextEvent(timeoutNs: 300_000_000)?.name, nil, "a client that did not subscribe got an event")
         XCTAssertEqual(clients[0].failure("stopRecording")?.code, .invalidState)
@@ -167,13 +171,15 @@ final class SessionTests: XCTestCase {
         _ = try client.ok("startRecording", ["sessionId": "xdeath-1", "channels": .array([.object(["channel_id": "display:1"])])])
         usleep(1_500_000)
         rig.stop()   // kills Xvfb under the capture thread
-        let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 15), "no recording-failed event")
-        XCTAssertEqual(failed.data["code"], "DISPLAY_UNAVAILABLE")
-        XCTAssertFalse(failed.data["message"]?.stringValue?.isEmpty ?? true)
-        XCTAssertEqual(failed.sessionId, "xdeath-1")
+        let failedEvent = try XCTUnwrap(try client.event(.recordingFailed, within: 15), "no recording-failed event")
+        let failed = try XCTUnwrap(failedEvent.recordingFailed)
+        XCTAssertEqual(failed.code, .displayUnavailable)
+        XCTAssertEqual(failed.phase, .recording)
+        XCTAssertFalse(failed.message.isEmpty)
+        XCTAssertEqual(failed.summary?.errorCode, "DISPLAY_UNAVAILABLE")
+        XCTAssertEqual(failedEvent.sessionId, "xdeath-1")
         XCTAssertNotNil(try client.event(.recordingStopped))
-        let pong = try daemon.client().ok("ping")
-        XCTAssertEqual(pong["pong"], true)
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true)
         let status = try client.ok("getStatus")
         XCTAssertEqual(status["state"], "failed")
         XCTAssertEqual(status["failure"]?["code"], "DISPLAY_UNAVAILABLE")
@@ -181,7 +187,7 @@ final class SessionTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(chunks, 1, "the chunks recorded before the loss are gone")
         // A new start fails cleanly, and the daemon still serves.
         XCTAssertEqual(client.failure("startRecording", ["sessionId": "xdeath-2"])?.code, .displayUnavailable)
-        XCTAssertEqual(try client.ok("ping")["pong"], true)
+        XCTAssertEqual(try client.ok(.ping, as: DaemonInfo.self).pong, true)
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
@@ -200,15 +206,15 @@ final class SessionTests: XCTestCase {
         var resumed = false
         defer { if !resumed { kill(xvfb, SIGCONT) } }
         let stalled = try XCTUnwrap(try client.event(.channelError, within: 12), "the stall was not reported")
-        XCTAssertEqual(stalled.channel, "display:1")
-        XCTAssertEqual(stalled.data["code"], "CHANNEL_STALLED")
-        XCTAssertEqual(stalled.data["recovered"], false)
+        XCTAssertEqual(stalled.channelID, .display(1))
+        XCTAssertEqual(stalled.channelError?.code, .channelStalled)
+        XCTAssertEqual(stalled.channelError?.recovered, false)
         XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
-        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the daemon stopped answering during the stall")
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true, "the daemon stopped answering during the stall")
         kill(xvfb, SIGCONT)
         resumed = true
         let recovered = try XCTUnwrap(try client.event(.channelError, within: 10), "the recovery was not reported")
-        XCTAssertEqual(recovered.data["recovered"], true)
+        XCTAssertEqual(recovered.channelError?.recovered, true)
         _ = try client.ok("stopRecording")
         XCTAssertEqual(daemon.terminate(), 0)
     }
@@ -232,17 +238,17 @@ final class SessionTests: XCTestCase {
         var resumed = false
         defer { if !resumed { kill(server, SIGCONT) } }
         let stalled = try XCTUnwrap(try client.event(.channelError, within: 12), "the stall was not reported:\n\(daemon.log)")
-        XCTAssertEqual(stalled.channel, "mic:default")
-        XCTAssertEqual(stalled.data["code"], "CHANNEL_STALLED", "\(stalled.data)")
-        XCTAssertEqual(stalled.data["recovered"], false)
+        XCTAssertEqual(stalled.channelID, .microphone(nil))
+        XCTAssertEqual(stalled.channelError?.code, .channelStalled, "\(stalled)")
+        XCTAssertEqual(stalled.channelError?.recovered, false)
         XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
-        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the daemon stopped answering during the stall")
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true, "the daemon stopped answering during the stall")
         kill(server, SIGCONT)
         resumed = true
         var recovered: ControlEvent?
         let deadline = Date().addingTimeInterval(15)
         while recovered == nil, Date() < deadline, let event = try client.event(.channelError, within: 15) {
-            if event.data["code"] == "CHANNEL_STALLED", event.data["recovered"] == true { recovered = event }
+            if let e = event.channelError, e.code == .channelStalled, e.recovered { recovered = event }
         }
         XCTAssertNotNil(recovered, "the recovery was not reported:\n\(daemon.log)")
         usleep(1_000_000)
@@ -303,20 +309,23 @@ final class SessionTests: XCTestCase {
         usleep(2_000_000)
         try pulse.killDaemon()
         let interrupted = try XCTUnwrap(try client.event(.channelError, within: 5), "no channel-error for the lost audio server")
-        XCTAssertEqual(interrupted.channel, "system_audio:default")
-        XCTAssertEqual(interrupted.data["code"], "AUDIO_UNAVAILABLE")
+        XCTAssertEqual(interrupted.channelID, .systemAudio(nil))
+        XCTAssertEqual(interrupted.channelError?.code, .audioUnavailable)
+        XCTAssertEqual(interrupted.channelError?.recovered, false)
+        XCTAssertGreaterThanOrEqual(interrupted.channelError?.interruptions ?? 0, 1)
         usleep(1_000_000)
         let restarted = try pulse.restartDaemon()
         defer { PulseControl.kill(restarted) }
         let tone = try pulse.startTone(frequency: 1000, sink: "spk", name: "restart-tone")
         defer { PulseControl.kill(tone) }
         let back = try XCTUnwrap(try client.event(.channelError, within: 5), "no event said the audio is back")
-        XCTAssertEqual(back.data["recovered"], true)
-        XCTAssertEqual(back.channel, "system_audio:default")
+        XCTAssertEqual(back.channelError?.recovered, true)
+        XCTAssertNotNil(back.channelError?.silenceFilledMs)
+        XCTAssertEqual(back.channelID, .systemAudio(nil))
         usleep(3_000_000)
         let status = try client.ok("getStatus")
         XCTAssertEqual(status["state"], "active", "the session did not survive the audio server restart")
-        XCTAssertFalse(client.bufferedEvents.contains { $0.data["code"] == "CHANNEL_STALLED" },
+        XCTAssertFalse(client.bufferedEvents.contains { $0.channelError?.code == .channelStalled },
                        "a reconnecting audio channel was reported as stalled")
         let stopped = try client.ok("stopRecording")
         let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
@@ -363,11 +372,11 @@ final class SessionTests: XCTestCase {
         try PulseControl(rig: rig).killDaemon()
         let killed = Date()
         let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 10))
-        XCTAssertEqual(failed.data["code"], "AUDIO_UNAVAILABLE")
+        XCTAssertEqual(failed.recordingFailed?.code, .audioUnavailable)
         let after = Date().timeIntervalSince(killed)
         XCTAssertGreaterThan(after, 0.9, "failed before the reconnect timeout")
         XCTAssertLessThan(after, 5)
-        XCTAssertEqual(try client.ok("ping")["pong"], true)
+        XCTAssertEqual(try client.ok(.ping, as: DaemonInfo.self).pong, true)
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
@@ -389,18 +398,18 @@ final class SessionTests: XCTestCase {
                                              "endpoint": .string(endpoint.baseURL),
                                              "channels": .array([.object(["channel_id": "display:1"])])])
         let connected = try XCTUnwrap(try client.event(.uploadProgress, within: 10), "the uplink never connected:\n\(daemon.log)")
-        XCTAssertEqual(connected.data["connected"], true)
+        XCTAssertEqual(connected.uploadProgress?.connected, true)
         usleep(1_200_000)   // chunks go with the first token
-        let updated = try client.ok("updateToken", ["token": .string(second), "expiresAt": 4_102_444_800])
-        XCTAssertEqual(updated["expiresAt"]?.int64Value, 4_102_444_800)
+        let updated = try client.ok(.updateToken, ["token": .string(second), "expiresAt": 4_102_444_800], as: UpdateTokenResult.self)
+        XCTAssertEqual(updated.expiresAt, 4_102_444_800)
         XCTAssertEqual(try client.ok("getStatus")["tokenPresent"], true)
         // The endpoint revokes the first token: the uplink goes on with the second.
         try endpoint.revoke(first)
         let handedOver = Date().addingTimeInterval(15)
-        var connections: Int64 = 0
+        var connections = 0
         while connections < 2 && Date() < handedOver {
             usleep(100_000)
-            connections = try client.ok("getStatus")["upload"]?["connections"]?.int64Value ?? 0
+            connections = try client.ok(.getStatus, as: StatusResult.self).upload?.connections ?? 0
         }
         XCTAssertGreaterThanOrEqual(connections, 2, "no second connection with the new token:\n\(daemon.log)")
         _ = try client.ok("stopRecording")
@@ -431,7 +440,7 @@ final class SessionTests: XCTestCase {
         let soon = Int64(Date().timeIntervalSince1970) + 1
         _ = try client.ok("updateToken", ["token": "abc.def", "expiresAt": .integer(soon)])
         let expired = try XCTUnwrap(try client.event(.tokenExpired, within: 5))
-        XCTAssertEqual(expired.data["expiredAt"]?.int64Value, soon)
+        XCTAssertEqual(expired.tokenExpired, .init(message: "the upload token expired; send updateToken with a new one", expiredAt: soon))
         XCTAssertNil(try client.nextEvent(timeoutNs: 1_000_000_000), "token-expired was sent twice")
         XCTAssertEqual(daemon.terminate(), 0)
     }
@@ -456,8 +465,8 @@ extension SessionTests {
         _ = try client.ok("subscribeEvents")
         _ = try client.ok("startRecording", ["sessionId": "budget-1", "channels": .array([.object(["channel_id": "display:1"])])])
         let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 20), "the session was not stopped at the budget")
-        XCTAssertEqual(failed.data["code"], "IO_ERROR")
-        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("spool_budget") ?? false, "\(failed.data)")
+        XCTAssertEqual(failed.recordingFailed?.code, .ioError)
+        XCTAssertTrue(failed.recordingFailed?.message.contains("spool_budget") ?? false, "\(failed)")
         let refused = client.failure("startRecording", ["sessionId": "budget-2"])
         XCTAssertEqual(refused?.code, .ioError)
         XCTAssertTrue(refused?.message.contains("spool_budget") ?? false, refused?.message ?? "")

@@ -148,16 +148,14 @@ final class StdioTests: XCTestCase {
     func testStdioAnswersKeepsStdoutCleanAndExitsAtEndOfStdin() throws {
         let d = try StdioDaemon(rig: nil, name: "basic")
         let c = d.client
-        let info = try c.ok("init", ["apiUrl": "https://api.videodb.io"])
-        XCTAssertEqual(info["protocol"], 1)
-        XCTAssertEqual(info["pid"]?.int64Value, Int64(d.process.processIdentifier))
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
-        let channels = try c.ok("getChannels")
-        XCTAssertNotNil(channels["channels"]?.arrayValue, "\(channels)")
-        let problems = channels["problems"]?.arrayValue ?? []
-        XCTAssertTrue(problems.contains { $0["code"] == "DISPLAY_UNAVAILABLE" }, "no display here: \(channels)")
-        let status = try c.ok("getStatus")
-        XCTAssertEqual(status["state"], "idle")
+        let info = try c.ok(.initialize, ["apiUrl": "https://api.videodb.io"], as: DaemonInfo.self)
+        XCTAssertEqual(info.protocol, 1)
+        XCTAssertEqual(info.pid, Int(d.process.processIdentifier))
+        XCTAssertNil(info.pong, "init's answer has no pong")
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
+        let channels = try c.ok(.getChannels, as: ChannelsResult.self)
+        XCTAssertTrue(channels.problems.contains { $0.code == CaptureErrorCode.displayUnavailable.rawValue }, "no display here: \(channels)")
+        XCTAssertEqual(try c.ok(.getStatus, as: StatusResult.self).state, .idle)
         XCTAssertEqual(try c.ok("requestPermission", ["permission": "screen-capture"])["status"], "denied")
 
         // Bad lines get error responses and the conversation goes on.
@@ -169,7 +167,7 @@ final class StdioTests: XCTestCase {
         XCTAssertEqual(c.failure("pauseTracks", ["tracks": 5])?.code, .invalidRequest)
         try c.sendRaw(Wire.prefix + [UInt8](repeating: 0x20, count: ControlFraming.maxLineBytes + 10) + [0x0A])
         try c.expectError(.requestTooLarge)
-        XCTAssertEqual(try c.ok("ping")["pong"], true)
+        XCTAssertEqual(try c.ok(.ping, as: DaemonInfo.self).pong, true)
 
         // No socket in stdio mode.
         XCTAssertFalse(FileManager.default.fileExists(atPath: d.runtimeDir + "/capture-agent/control.sock"))
@@ -195,7 +193,7 @@ final class StdioTests: XCTestCase {
 
     func testEndOfStdinAloneStopsTheDaemon() throws {
         let d = try StdioDaemon(rig: nil, name: "eof")
-        XCTAssertEqual(try d.client.ok("ping")["pong"], true)
+        XCTAssertEqual(try d.client.ok(.ping, as: DaemonInfo.self).pong, true)
         d.closeStdin()
         XCTAssertEqual(d.waitForExit(timeout: 5), 0, d.log)
         // Started and closed without a single request: same.
@@ -241,30 +239,30 @@ final class StdioTests: XCTestCase {
         let d = try StdioDaemon(rig: rig, name: "session")
         let c = d.client
         _ = try c.ok("init")
-        let start = try c.ok("startRecording", ["sessionId": "stdio-1",
-                                                "channels": .array([.object(["channel_id": "display:1", "is_primary": true])])])
-        XCTAssertEqual(start["state"], "active", "\(start)")
+        let start = try c.ok(.startRecording, ["sessionId": "stdio-1",
+                                               "channels": .array([.object(["channel_id": "display:1", "is_primary": true])])],
+                             as: StartRecordingResult.self)
+        XCTAssertEqual(start.state, .active, "\(start)")
         let started = try XCTUnwrap(try c.event(.recordingStarted, within: 5), "recording-started arrives without subscribeEvents")
         XCTAssertEqual(started.sessionId, "stdio-1")
         usleep(1_500_000)
-        let paused = try c.ok("pauseTracks", ["tracks": .array(["screen"])])
-        XCTAssertEqual(paused["pausedTracks"], .array(["screen"]))
-        XCTAssertNotNil(try c.event(.recordingPaused, within: 5))
+        let paused = try c.ok(.pauseTracks, ["tracks": .array(["screen"])], as: TracksResult.self)
+        XCTAssertEqual(paused.pausedTracks, [.screen])
+        XCTAssertEqual(try c.event(.recordingPaused, within: 5)?.recordingPaused?.tracks, [.screen])
         _ = try c.ok("resumeTracks")
-        XCTAssertNotNil(try c.event(.recordingResumed, within: 5))
-        let stop = try c.ok("stopRecording")
-        let chunks = stop["summary"]?["channels"]?.arrayValue?.first?["chunks"]?.int64Value ?? 0
+        XCTAssertEqual(try c.event(.recordingResumed, within: 5)?.recordingResumed?.pausedTracks, [])
+        let stop = try c.ok(.stopRecording, as: StopRecordingResult.self)
+        let chunks = stop.summary.channels.first?.chunks ?? 0
         XCTAssertGreaterThan(chunks, 0, "\(stop)")
         XCTAssertNotNil(try c.event(.recordingStopped, within: 5))
         let complete = try XCTUnwrap(try c.event(.recordingComplete, within: 5))
-        XCTAssertEqual(complete.data["chunks"]?.int64Value, chunks)
+        XCTAssertEqual(complete.recordingComplete?.chunks, chunks)
         let dir = d.sessionDirectory("stdio-1") + "/display-1"
         let files = try FileManager.default.contentsOfDirectory(atPath: dir)
-        XCTAssertEqual(files.filter { $0.hasSuffix(".ts") }.count, Int(chunks), "\(files)")
+        XCTAssertEqual(files.filter { $0.hasSuffix(".ts") }.count, chunks, "\(files)")
 
         // Opting out still works.
-        let after = try c.ok("unsubscribeEvents")
-        XCTAssertEqual(after["subscribed"], .array([]))
+        XCTAssertEqual(try c.ok(.unsubscribeEvents, as: SubscriptionResult.self), SubscriptionResult(subscribed: []))
 
         d.closeStdin()
         XCTAssertEqual(d.waitForExit(timeout: 10), 0, d.log.suffix(2000).description)
@@ -273,8 +271,8 @@ final class StdioTests: XCTestCase {
         let lines = d.checkStdout()
         let events = lines.filter { $0["type"] == "event" }
         for e in events { XCTAssertNil(Wire.eventProblem(e)) }
-        XCTAssertEqual(events.compactMap { $0["event"]?.stringValue },
-                       ["recording-started", "recording-paused", "recording-resumed", "recording-stopped", "recording-complete"])
+        XCTAssertEqual(try events.compactMap { (e) throws(CaptureError) in try ControlEvent(message: e)?.name },
+                       [.recordingStarted, .recordingPaused, .recordingResumed, .recordingStopped, .recordingComplete])
     }
 
     func testEndOfStdinDuringASessionClosesItsChunks() throws {

@@ -86,8 +86,8 @@ final class SystemdIntegrationTests: XCTestCase {
             if let c = try? ControlClient(socketPath: path), (try? c.call("ping", timeout: .seconds(10))) != nil { client = c } else { usleep(50_000) }
         }
         let c = try XCTUnwrap(client, "no answer on the activated socket; log:\n\(daemon.log)")
-        let pong = try c.ok("ping")
-        XCTAssertEqual(pong["pid"]?.int64Value, Int64(daemon.process.processIdentifier), "another process answered")
+        let pong = try c.ok(.ping, as: DaemonInfo.self)
+        XCTAssertEqual(pong.pid, Int(daemon.process.processIdentifier), "another process answered")
         XCTAssertTrue(daemon.log.contains("using the socket passed by systemd"), daemon.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/unused.sock"), "the daemon bound its own socket too")
         XCTAssertEqual(daemon.terminate(), 0)
@@ -147,7 +147,7 @@ final class SystemdIntegrationTests: XCTestCase {
         XCTAssertFalse(refused.stdout.contains("pong"), "the other user got an answer")
         XCTAssertTrue(activated.log.contains("refused a client of another user"), activated.log)
         // The owner is still served.
-        XCTAssertEqual(try ControlClient(socketPath: path).ok("ping")["pong"], true)
+        XCTAssertEqual(try ControlClient(socketPath: path).ok(.ping, as: DaemonInfo.self).pong, true)
         XCTAssertEqual(activated.terminate(), 0)
         XCTAssertEqual(daemon.terminate(), 0)
     }
@@ -201,7 +201,7 @@ final class SystemdIntegrationTests: XCTestCase {
         let second = try runProcess(BuiltBinary.path("capture-agent"), ["--transport", "socket"], environment: daemon.environment, timeout: .seconds(20))
         XCTAssertEqual(second.status, CaptureErrorCode.invalidState.exitStatus, second.stderr)
         XCTAssertTrue(second.stderr.contains("already running"), second.stderr)
-        XCTAssertEqual(try daemon.client().ok("ping")["pong"], true, "the first daemon was disturbed")
+        XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true, "the first daemon was disturbed")
 
         kill(daemon.process.processIdentifier, SIGKILL)   // leaves a stale socket
         daemon.process.waitUntilExit()

@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CaptureTestSupport
+import CaptureUplink
 import Foundation
 import XCTest
 
@@ -28,7 +29,7 @@ final class UplinkFaultTests: XCTestCase {
         }
         Thread.sleep(forTimeInterval: 6)
         let status = try assertAnswers(daemon)
-        XCTAssertGreaterThanOrEqual(status["upload"]?["connections"]?.int64Value ?? 0, 4, "\(status)")
+        XCTAssertGreaterThanOrEqual(status.upload?.connections ?? 0, 4, "\(status)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
     }
 
@@ -47,17 +48,17 @@ final class UplinkFaultTests: XCTestCase {
         try UplinkSessionTests.start(client, session: session, token: try endpoint.mintToken(), endpoint: endpoint)
         Thread.sleep(forTimeInterval: 3)
         XCTAssertEqual(endpoint.terminate(), 0)
-        var pending: [Int64] = []
+        var pending: [Int] = []
         for _ in 0..<6 {
             Thread.sleep(forTimeInterval: 5)
             let status = try assertAnswers(daemon)
-            XCTAssertEqual(status["upload"]?["connected"]?.boolValue, false)
-            pending.append(status["upload"]?["chunksPending"]?.int64Value ?? -1)
+            XCTAssertEqual(status.upload?.connected, false)
+            pending.append(status.upload?.chunksPending ?? -1)
         }
         XCTAssertTrue(zip(pending, pending.dropFirst()).allSatisfy { $1 > $0 }, "the spool grows: \(pending)")
         // 3 channels x 2 chunks a second x (30 s less the last chunk's half second in the making).
         XCTAssertGreaterThanOrEqual(pending.last ?? 0, 3 * 2 * 29, "\(pending)")
-        let lag = try assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? 0
+        let lag = try assertAnswers(daemon).upload?.uploadLagMs ?? 0
         XCTAssertGreaterThan(lag, 28_000, "the lag says how far behind the upload is")
         try endpoint.start()
         // Drains while recording goes on.
@@ -65,7 +66,7 @@ final class UplinkFaultTests: XCTestCase {
         var drained = false
         while Date() < deadline {
             Thread.sleep(forTimeInterval: 2)
-            if let n = try assertAnswers(daemon)["upload"]?["chunksPending"]?.int64Value, n <= 6 { drained = true; break }
+            if let n = try assertAnswers(daemon).upload?.chunksPending, n <= 6 { drained = true; break }
         }
         XCTAssertTrue(drained, "the spool drains once the endpoint is back; log:\n\(daemon.log.suffix(3000))")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
@@ -96,10 +97,10 @@ final class UplinkFaultTests: XCTestCase {
         let again = try DaemonProcess(rig: rig, name: "uplink-agentkill-2", reusing: daemon)
         let second = try again.client()
         // The resumed upload may finish before this subscription: then it is among the recent events.
-        let recent = (try second.ok("subscribeEvents")["recent"]?.arrayValue ?? []).compactMap(ControlEvent.init)
-        let complete = try XCTUnwrap(try recent.first { $0.name == ControlEventName.recordingComplete.rawValue }
+        let recent = try second.ok(.subscribeEvents, as: SubscriptionResult.self).recent ?? []
+        let complete = try XCTUnwrap(try recent.first { $0.name == .recordingComplete }
             ?? second.event(.recordingComplete, within: 60), "log:\n\(again.log.suffix(3000))")
-        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        XCTAssertEqual(complete.recordingComplete?.deliveredTo, .endpoint)
         let stored = try endpoint.verifyStored(session, interrupted: true)
         XCTAssertEqual(stored.count, 3)
         XCTAssertGreaterThanOrEqual(stored.values.reduce(0, +), spooled, "everything the spool had, and what came before")
@@ -124,12 +125,12 @@ final class UplinkFaultTests: XCTestCase {
         let first = try endpoint.createSession()
         try UplinkSessionTests.start(client, session: first, token: "cct_not_a_token_the_endpoint_made", endpoint: endpoint)
         let rejected = try XCTUnwrap(try client.event(.tokenExpired, within: 10))
-        XCTAssertEqual(rejected.data["reason"]?.stringValue, "invalid")
-        XCTAssertEqual(rejected.data["closeCode"]?.int64Value, 4010)
+        XCTAssertEqual(rejected.tokenExpired?.reason, .invalid)
+        XCTAssertEqual(rejected.tokenExpired?.closeCode, 4010)
         Thread.sleep(forTimeInterval: 3)
         var status = try assertAnswers(daemon)
-        XCTAssertEqual(status["state"]?.stringValue, "active", "capture goes on")
-        XCTAssertEqual(status["upload"]?["phase"]?.stringValue, "needsToken")
+        XCTAssertEqual(status.state, .active, "capture goes on")
+        XCTAssertEqual(status.upload?.phase, .needsToken)
         _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         try finish(client, daemon: daemon, endpoint: endpoint, session: first)
 
@@ -137,11 +138,11 @@ final class UplinkFaultTests: XCTestCase {
         let second = try endpoint.createSession()
         try UplinkSessionTests.start(client, session: second, token: try endpoint.mintToken(expiresIn: 4), endpoint: endpoint)
         let expired = try XCTUnwrap(try client.event(.tokenExpired, within: 15))
-        XCTAssertEqual(expired.data["reason"]?.stringValue, "expired")
-        XCTAssertEqual(expired.data["closeCode"]?.int64Value, 4011)
+        XCTAssertEqual(expired.tokenExpired?.reason, .expired)
+        XCTAssertEqual(expired.tokenExpired?.closeCode, 4011)
         Thread.sleep(forTimeInterval: 6)
         status = try assertAnswers(daemon)
-        XCTAssertGreaterThan(status["upload"]?["chunksPending"]?.int64Value ?? 0, 6, "the spool holds what waits: \(status)")
+        XCTAssertGreaterThan(status.upload?.chunksPending ?? 0, 6, "the spool holds what waits: \(status)")
         _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         Thread.sleep(forTimeInterval: 2)
         try finish(client, daemon: daemon, endpoint: endpoint, session: second)
@@ -153,8 +154,8 @@ final class UplinkFaultTests: XCTestCase {
         Thread.sleep(forTimeInterval: 3)
         try endpoint.revoke(doomed)
         let revoked = try XCTUnwrap(try client.event(.tokenExpired, within: 10))
-        XCTAssertEqual(revoked.data["reason"]?.stringValue, "revoked")
-        XCTAssertEqual(revoked.data["closeCode"]?.int64Value, 4012)
+        XCTAssertEqual(revoked.tokenExpired?.reason, .revoked)
+        XCTAssertEqual(revoked.tokenExpired?.closeCode, 4012)
         Thread.sleep(forTimeInterval: 3)
         _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         try finish(client, daemon: daemon, endpoint: endpoint, session: third)
@@ -180,7 +181,7 @@ final class UplinkFaultTests: XCTestCase {
         _ = try client.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         XCTAssertNil(try client.event(.tokenExpired, within: 8), "the agent asked for a token it already has")
         let status = try assertAnswers(daemon)
-        XCTAssertEqual(status["upload"]?["phase"]?.stringValue, "streaming", "\(status)")
+        XCTAssertEqual(status.upload?.phase, .streaming, "\(status)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
         XCTAssertTrue(daemon.log.contains("going on with the one updateToken gave"), "the old token's expiry is what this test is about")
     }
@@ -259,13 +260,13 @@ final class UplinkFaultTests: XCTestCase {
         let second = try again.client()
         _ = try second.ok("subscribeEvents")
         Thread.sleep(forTimeInterval: 1)
-        let waiting = try second.ok("getStatus")["earlierUploads"]?[session]
-        XCTAssertEqual(waiting?["phase"]?.stringValue, "needsToken", "\(waiting ?? .null)")
-        XCTAssertGreaterThan(waiting?["chunksPending"]?.int64Value ?? 0, 6)
+        let waiting = try second.ok(.getStatus, as: StatusResult.self).earlierUploads[session]
+        XCTAssertEqual(waiting?.phase, .needsToken, "\(String(describing: waiting))")
+        XCTAssertGreaterThan(waiting?.chunksPending ?? 0, 6)
         _ = try second.ok("updateToken", ["token": .string(try endpoint.mintToken())])
         Thread.sleep(forTimeInterval: 3)
-        let retrying = try second.ok("getStatus")["earlierUploads"]?[session]
-        XCTAssertNotEqual(retrying?["phase"]?.stringValue, "needsToken", "4013 keeps the token: \(retrying ?? .null)")
+        let retrying = try second.ok(.getStatus, as: StatusResult.self).earlierUploads[session]
+        XCTAssertNotEqual(retrying?.phase, .needsToken, "4013 keeps the token: \(String(describing: retrying))")
         XCTAssertTrue(again.log.contains("4013"), "the new token met the session's streaming token")
         XCTAssertNil(try second.event(.recordingComplete, within: 1), "another token took the session over")
         try endpoint.revoke(lost)
@@ -293,8 +294,8 @@ final class UplinkFaultTests: XCTestCase {
         try UplinkSessionTests.start(client, session: first, token: try endpoint.mintToken(), endpoint: endpoint)
         Thread.sleep(forTimeInterval: 14)
         let status = try assertAnswers(daemon)
-        XCTAssertEqual(status["state"]?.stringValue, "active", "uploaded chunks do not count: \(status)")
-        let spooled = status["channels"]?.arrayValue?.reduce(Int64(0)) { $0 + ($1["bytes"]?.int64Value ?? 0) } ?? 0
+        XCTAssertEqual(status.state, .active, "uploaded chunks do not count: \(status)")
+        let spooled = status.channels.reduce(0) { $0 + $1.bytes }
         XCTAssertGreaterThan(spooled, 3 << 20, "the session recorded more than the budget")
         try finish(client, daemon: daemon, endpoint: endpoint, session: first)
 
@@ -303,13 +304,13 @@ final class UplinkFaultTests: XCTestCase {
         Thread.sleep(forTimeInterval: 2)
         endpoint.kill9()
         let failed = try XCTUnwrap(try client.event(.recordingFailed, within: 40), "log:\n\(daemon.log.suffix(3000))")
-        XCTAssertEqual(failed.data["code"]?.stringValue, "IO_ERROR")
-        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("spool_budget") ?? false, "\(failed.data)")
+        XCTAssertEqual(failed.recordingFailed?.code, .ioError)
+        XCTAssertTrue(failed.recordingFailed?.message.contains("spool_budget") ?? false, "\(failed)")
         XCTAssertGreaterThan(try spooledChunkFiles(daemon.sessionDirectory(second)), 3, "the spool kept what waits")
         try endpoint.start()
         let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 60))
         XCTAssertEqual(complete.sessionId, second)
-        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        XCTAssertEqual(complete.recordingComplete?.deliveredTo, .endpoint)
         let stored = try endpoint.verifyStored(second)
         XCTAssertEqual(stored.count, 3)
     }
@@ -330,25 +331,25 @@ extension XCTestCase {
     /// holds exactly what the agent spooled.
     func finish(_ client: ControlClient, daemon: DaemonProcess, endpoint: LiveEndpoint, session: String,
                 within seconds: Double = 90, file: StaticString = #filePath, line: UInt = #line) throws {
-        let stopped = try client.ok("stopRecording", file: file, line: line)
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self, file: file, line: line)
         let spooled = UplinkSessionTests.spooledChunks(stopped)
         XCTAssertEqual(spooled.count, 3, "\(stopped)", file: file, line: line)
         let complete = try XCTUnwrap(try client.event(.recordingComplete, within: seconds),
                                      "no recording-complete; log:\n\(daemon.log.suffix(4000))", file: file, line: line)
-        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint", file: file, line: line)
+        XCTAssertEqual(complete.recordingComplete?.deliveredTo, .endpoint, file: file, line: line)
         let stored = try endpoint.verifyStored(session, file: file, line: line)
         XCTAssertEqual(stored, spooled, "no chunk missing, none twice", file: file, line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), file: file, line: line)
     }
 
     /// The control socket answers while the upload is in trouble.
-    func assertAnswers(_ daemon: DaemonProcess, file: StaticString = #filePath, line: UInt = #line) throws -> JSONValue {
+    func assertAnswers(_ daemon: DaemonProcess, file: StaticString = #filePath, line: UInt = #line) throws -> StatusResult {
         // A fresh connection each time: a hung daemon would not accept or answer it.
         guard daemon.process.isRunning else {
             XCTFail("the daemon died (status \(daemon.process.terminationStatus)); log:\n\(daemon.log.suffix(6000))", file: file, line: line)
             throw CaptureError(.agentNotRunning, "the daemon died")
         }
         let probe = try daemon.client()
-        return try probe.ok("getStatus", timeout: .seconds(10), file: file, line: line)
+        return try probe.ok(.getStatus, as: StatusResult.self, timeout: .seconds(10), file: file, line: line)
     }
 }

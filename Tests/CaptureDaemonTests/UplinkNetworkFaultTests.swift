@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CaptureTestSupport
+import CaptureUplink
 import Foundation
 import XCTest
 
@@ -40,13 +41,13 @@ final class UplinkNetworkFaultTests: XCTestCase {
         defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 4)
         proxy.mode = .blackhole
-        var pending: [Int64] = []
+        var pending: [Int] = []
         var disconnected = false
         for _ in 0..<4 {
             Thread.sleep(forTimeInterval: 5)
-            let upload = try assertAnswers(daemon)["upload"]
-            pending.append(upload?["chunksPending"]?.int64Value ?? -1)
-            if upload?["connected"]?.boolValue == false { disconnected = true }
+            let upload = try assertAnswers(daemon).upload
+            pending.append(upload?.chunksPending ?? -1)
+            if upload?.connected == false { disconnected = true }
         }
         XCTAssertTrue(disconnected, "the dead connection was dropped; log:\n\(daemon.log.suffix(2000))")
         XCTAssertGreaterThan(pending.last ?? 0, 3 * 15, "the spool grows: \(pending)")
@@ -65,7 +66,7 @@ final class UplinkNetworkFaultTests: XCTestCase {
         var lags: [Int64] = []
         for _ in 0..<4 {
             Thread.sleep(forTimeInterval: 5)
-            lags.append(try assertAnswers(daemon)["upload"]?["uploadLagMs"]?.int64Value ?? -1)
+            lags.append(try assertAnswers(daemon).upload?.uploadLagMs ?? -1)
         }
         print("UplinkNetworkFaultTests: upload lag every 5 s at 200 ms each way: \(lags) ms")
         // Keeping up: a chunk (1 s) plus a few round trips (0.4 s each, 1 s after a held-back
@@ -83,9 +84,9 @@ final class UplinkNetworkFaultTests: XCTestCase {
             "cut", injections: Array(repeating: .cutUpstreamAfter(bytes: 150_000), count: 3))
         defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 10)
-        let upload = try XCTUnwrap(try assertAnswers(daemon)["upload"])
+        let upload = try XCTUnwrap(try assertAnswers(daemon).upload)
         XCTAssertGreaterThanOrEqual(proxy.connections, 4, "three cut, then one that carries on: \(upload)")
-        XCTAssertEqual(upload["connected"]?.boolValue, true, "recovered: \(upload)")
+        XCTAssertEqual(upload.connected, true, "recovered: \(upload)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
     }
 
@@ -97,10 +98,10 @@ final class UplinkNetworkFaultTests: XCTestCase {
             "garbage", injections: [.binaryFrame, .oversizedText, .notJSON, .closeMidFrame])
         defer { endpoint.terminate(); proxy.stop() }
         Thread.sleep(forTimeInterval: 15)
-        let upload = try XCTUnwrap(try assertAnswers(daemon)["upload"])
-        XCTAssertGreaterThanOrEqual(upload["protocolViolations"]?.int64Value ?? 0, 3, "\(upload)")
+        let upload = try XCTUnwrap(try assertAnswers(daemon).upload)
+        XCTAssertGreaterThanOrEqual(upload.protocolViolations, 3, "\(upload)")
         XCTAssertGreaterThanOrEqual(proxy.connections, 5)
-        XCTAssertEqual(upload["connected"]?.boolValue, true, "recovered: \(upload)")
+        XCTAssertEqual(upload.connected, true, "recovered: \(upload)")
         try finish(client, daemon: daemon, endpoint: endpoint, session: session)
     }
 

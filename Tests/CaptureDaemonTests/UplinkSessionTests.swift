@@ -1,6 +1,7 @@
 import CaptureControl
 import CaptureCore
 import CaptureTestSupport
+import CaptureUplink
 import Foundation
 import XCTest
 
@@ -22,12 +23,8 @@ final class UplinkSessionTests: XCTestCase {
     }
 
     /// Chunks per channel of a stop's summary.
-    static func spooledChunks(_ stopResult: JSONValue) -> [String: Int] {
-        var out: [String: Int] = [:]
-        for c in stopResult["summary"]?["channels"]?.arrayValue ?? [] {
-            if let id = c["channel"]?.stringValue, let n = c["chunks"]?.int64Value { out[id] = Int(n) }
-        }
-        return out
+    static func spooledChunks(_ stopResult: StopRecordingResult) -> [String: Int] {
+        Dictionary(stopResult.summary.channels.map { ($0.channel, $0.chunks) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// 20 s of display + mic + system audio: every chunk reaches the endpoint once, with the
@@ -53,27 +50,28 @@ final class UplinkSessionTests: XCTestCase {
 
         // While recording, status counts what the endpoint acknowledged.
         Thread.sleep(forTimeInterval: 10)
-        let status = try client.ok("getStatus")
-        let upload = try XCTUnwrap(status["upload"])
-        XCTAssertEqual(upload["connected"]?.boolValue, true, "\(status)")
-        XCTAssertGreaterThanOrEqual(upload["chunksUploaded"]?.int64Value ?? 0, 3 * 8, "\(upload)")
-        XCTAssertLessThan(upload["uploadLagMs"]?.int64Value ?? .max, 3000, "\(upload)")
-        for channel in status["channels"]?.arrayValue ?? [] {
-            XCTAssertGreaterThanOrEqual(channel["chunksUploaded"]?.int64Value ?? 0, 8, "\(channel)")
+        let status = try client.ok(.getStatus, as: StatusResult.self)
+        let upload = try XCTUnwrap(status.upload)
+        XCTAssertEqual(upload.connected, true, "\(status)")
+        XCTAssertGreaterThanOrEqual(upload.chunksUploaded, 3 * 8, "\(upload)")
+        XCTAssertLessThan(upload.uploadLagMs, 3000, "\(upload)")
+        for channel in status.channels {
+            XCTAssertGreaterThanOrEqual(channel.chunksUploaded ?? 0, 8, "\(channel)")
         }
-        XCTAssertNotNil(try client.event(.uploadProgress, within: 5), "upload-progress while recording")
+        let progress = try XCTUnwrap(try client.event(.uploadProgress, within: 5)?.uploadProgress, "upload-progress while recording")
+        XCTAssertEqual(progress.endpoint, "ws://127.0.0.1:\(endpoint.port)/capture/uplink")
 
         Thread.sleep(forTimeInterval: 10)
-        let stopped = try client.ok("stopRecording")
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
         let spooled = Self.spooledChunks(stopped)
         XCTAssertEqual(spooled.count, 3, "\(stopped)")
 
         let complete = try XCTUnwrap(try client.event(.recordingComplete, within: 30), "no recording-complete; log:\n\(daemon.log)")
-        XCTAssertEqual(complete.data["deliveredTo"]?.stringValue, "endpoint")
+        XCTAssertEqual(complete.recordingComplete?.deliveredTo, .endpoint)
         // The endpoint acknowledges only what it committed: everything is there already.
         let stored = try endpoint.verifyStored(session)
         XCTAssertEqual(stored, spooled, "every chunk the agent spooled is stored, once")
-        XCTAssertEqual(complete.data["chunks"]?.int64Value, Int64(spooled.values.reduce(0, +)))
+        XCTAssertEqual(complete.recordingComplete?.chunks, spooled.values.reduce(0, +))
         XCTAssertEqual(try endpoint.session(session)["status"] as? String, "stopped")
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), "the spool keeps nothing")
         XCTAssertFalse(FileManager.default.fileExists(atPath: tokenFile), "the token file goes with the session")
@@ -107,10 +105,10 @@ final class UplinkSessionTests: XCTestCase {
         try Self.start(client, session: session, token: token, endpoint: endpoint)
         Thread.sleep(forTimeInterval: 3)
         _ = try client.ok("stopRecording")
-        XCTAssertEqual(try client.ok("shutdown")["shuttingDown"], true)
+        XCTAssertEqual(try client.ok(.shutdown, as: ShutdownResult.self).shuttingDown, true)
         let complete = try client.event(.recordingComplete, within: 30)
         XCTAssertNotNil(complete, "no recording-complete before the agent exited; log:\n\(daemon.log)")
-        XCTAssertEqual(complete?.data["deliveredTo"]?.stringValue, "endpoint")
+        XCTAssertEqual(complete?.recordingComplete?.deliveredTo, .endpoint)
         XCTAssertEqual(daemon.waitForExit(), 0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.sessionDirectory(session)), "the spool keeps nothing")
     }
@@ -200,13 +198,13 @@ final class UplinkSessionTests: XCTestCase {
             "endpoint": .string(endpoint.baseURL), "channels": .array([.object(["channel_id": "display:1"])]),
         ])
         let failed = try XCTUnwrap(try client.event(.uploadFailed, within: 10), "no upload-failed:\n\(daemon.log)")
-        XCTAssertEqual(failed.data["code"], "UPLOAD_REFUSED")
-        XCTAssertEqual(failed.data["closeCode"]?.int64Value, 4004, "\(failed.data)")
+        XCTAssertEqual(failed.uploadFailed?.code, .uploadRefused)
+        XCTAssertEqual(failed.uploadFailed?.closeCode, 4004, "\(failed)")
         Thread.sleep(forTimeInterval: 2)
-        let upload = try XCTUnwrap(try client.ok("getStatus")["upload"])
-        XCTAssertEqual(upload["phase"], "stopped", "\(upload)")
-        XCTAssertEqual(upload["connections"]?.int64Value, 0, "never welcomed: \(upload)")
-        let stopped = try client.ok("stopRecording")
+        let upload = try XCTUnwrap(try client.ok(.getStatus, as: StatusResult.self).upload)
+        XCTAssertEqual(upload.phase, .stopped, "\(upload)")
+        XCTAssertEqual(upload.connections, 0, "never welcomed: \(upload)")
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
         let spooled = Self.spooledChunks(stopped)["display:1"] ?? 0
         XCTAssertGreaterThanOrEqual(spooled, 2)
         let left = (FileManager.default.enumerator(atPath: daemon.sessionDirectory(session))?.allObjects as? [String] ?? [])

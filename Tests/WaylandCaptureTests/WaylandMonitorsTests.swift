@@ -56,10 +56,10 @@ final class WaylandMonitorsTests: XCTestCase {
         let state = try rig.makeDirectory("state")
         let agent = try DesktopAgent(rig: rig, stateHome: state)
         defer { agent.shutdown() }
-        let channels = try agent.call("getChannels")
-        XCTAssertEqual(channels["channels"]?.arrayValue?.compactMap { $0["channel_id"]?.stringValue }.filter { $0.hasPrefix("display:") },
-                       ["display:1", "display:2"])
-        XCTAssertEqual(channels["displayBackend"]?["backend"]?.stringValue, "wayland")
+        let channels = try agent.call("getChannels").decode(ChannelsResult.self)
+        XCTAssertEqual(channels.channels.compactMap { try? ChannelID(parsing: $0.channelId) }.filter { $0.mediaType == .video },
+                       [.display(1), .display(2)])
+        XCTAssertEqual(channels.displayBackend.backend, "wayland")
     }
 
     /// display:2 shared in the dialog and recorded: its own size; the screen is still, so the

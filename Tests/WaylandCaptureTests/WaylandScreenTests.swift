@@ -122,8 +122,8 @@ final class WaylandScreenTests: XCTestCase {
         try agent.call("stopRecording", ["sessionId": .string(id)])
     }
 
-    private func consentStates(_ agent: DesktopAgent) -> [String] {
-        agent.events(.screenConsent).compactMap { $0.data["state"]?.stringValue }
+    private func consentStates(_ agent: DesktopAgent) -> [ControlEvent.ScreenConsent.State] {
+        agent.events(.screenConsent).compactMap { $0.screenConsent?.state }
     }
 
     /// requestPermission shows the dialog once; then a session, a second session and a
@@ -139,7 +139,7 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertTrue(permission.ok)
         XCTAssertEqual(permission.value["status"]?.stringValue, "granted", "\(permission.value)")
         XCTAssertEqual(permission.value["monitor"]?.stringValue, rig.monitorNames.first)
-        XCTAssertEqual(consentStates(agent), ["asking", "granted"])
+        XCTAssertEqual(consentStates(agent), [.asking, .granted])
         let status = try agent.call("getStatus")
         XCTAssertEqual(status["displayBackend"]?["backend"]?.stringValue, "wayland")
         XCTAssertEqual(status["daemon"]?["platform"]?.stringValue, "linux-wayland")
@@ -174,9 +174,9 @@ final class WaylandScreenTests: XCTestCase {
             descriptorsAfter.append(descriptors.count)
         }
         XCTAssertEqual(Set(descriptorsAfter.dropFirst()).count, 1, "descriptors after each session: \(descriptorsAfter)")
-        XCTAssertEqual(consentStates(agent), ["restored", "restored", "restored"], "no dialog: the kept consent restores it")
+        XCTAssertEqual(consentStates(agent), [.restored, .restored, .restored], "no dialog: the kept consent restores it")
         let paused = try XCTUnwrap(agent.events(.recordingPaused).first)
-        XCTAssertEqual(paused.data["tracks"], ["screen"])
+        XCTAssertEqual(paused.recordingPaused?.tracks, [.screen])
 
         // A daemon killed and started again: the consent is on disk, still no dialog.
         agent.kill()
@@ -186,7 +186,7 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertEqual(started["state"]?.stringValue, "active")
         usleep(1_500_000)
         XCTAssertEqual(try stopSession(agent, "wl-restarted")["state"]?.stringValue, "stopped")
-        XCTAssertEqual(consentStates(agent), ["restored"])
+        XCTAssertEqual(consentStates(agent), [.restored])
         agent.shutdown()
         // Reported, not asserted (a duration is a benchmark's claim: scripts/benchmark-wayland).
         print("start with a kept consent, seconds (second session, third, restarted daemon): \(startSeconds)")
@@ -213,8 +213,8 @@ final class WaylandScreenTests: XCTestCase {
         try rig.consent(.share(monitor: 1))
         let started = try agent.answer(start)
         XCTAssertTrue(started.ok, "\(started.value)")
-        let asking = try agent.waitForEvent(.screenConsent) { $0.data["state"]?.stringValue == "asking" && $0.sessionId == "wl-revoked" }
-        XCTAssertTrue(asking.data["reason"]?.stringValue?.contains("no longer restores") == true, "\(asking.data)")
+        let asking = try agent.waitForEvent(.screenConsent) { $0.screenConsent?.state == .asking && $0.sessionId == "wl-revoked" }
+        XCTAssertTrue(asking.screenConsent?.reason.contains("no longer restores") == true, "\(asking)")
         XCTAssertEqual(asking.channel, "display:1")
         usleep(1_000_000)
         XCTAssertEqual(try stopSession(agent, "wl-revoked")["state"]?.stringValue, "stopped")
@@ -231,17 +231,17 @@ final class WaylandScreenTests: XCTestCase {
         try agent.startSharing("wl-killed")
         usleep(3_000_000)
         try rig.rig("portal-kill")
-        let lost = try agent.waitForEvent(.displayChanged, timeout: 15) { $0.data["state"]?.stringValue == "lost" }
-        let restored = try agent.waitForEvent(.displayChanged, timeout: 30) { $0.data["state"]?.stringValue == "restored" }
+        let lost = try agent.waitForEvent(.displayChanged, timeout: 15) { $0.displayChanged?.state == .lost }
+        let restored = try agent.waitForEvent(.displayChanged, timeout: 30) { $0.displayChanged?.state == .restored }
         usleep(3_000_000)
         let stopped = try stopSession(agent, "wl-killed")
         let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
         let black = try XCTUnwrap(channel["offlineFrames"]?.int64Value)
         XCTAssertGreaterThan(black, Int64(0), "the frames while the stream was gone are black, and counted")
-        let lostAt = Double(lost.data["atNs"]?.int64Value ?? 0) / 1e9
-        let backAt = Double(restored.data["atNs"]?.int64Value ?? 0) / 1e9
+        let lostAt = Double(lost.displayChanged?.atNs ?? 0) / 1e9
+        let backAt = Double(restored.displayChanged?.atNs ?? 0) / 1e9
         XCTAssertEqual(Double(black) / 30, backAt - lostAt, accuracy: 0.5, "black from lost to restored")
-        XCTAssertEqual(consentStates(agent).filter { $0 == "asking" }.count, 1, "resumed with no dialog")
+        XCTAssertEqual(consentStates(agent).filter { $0 == .asking }.count, 1, "resumed with no dialog")
 
         let directory = state + "/capture-agent/spool/wl-killed/display-1"
         let chunks = try Recording.videoChunks(directory)
@@ -270,10 +270,11 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertEqual(try rig.rig("monitor-mode", ["--monitor", "1", "--transform", "1"]).trimmingCharacters(in: .whitespacesAndNewlines),
                        "1080x1920+0+0")
         let changed = try agent.waitForEvent(.displayChanged, timeout: 30) {
-            ["changed", "restored"].contains($0.data["state"]?.stringValue) && $0.data["monitor"]?["width"]?.int64Value == 1080
+            guard let d = $0.displayChanged else { return false }
+            return (d.state == .changed || d.state == .restored) && d.monitor.width == 1080
         }
-        XCTAssertEqual(changed.data["output"]?["width"]?.int64Value, 1920, "the stream keeps its size")
-        XCTAssertEqual(changed.data["picture"]?["width"]?.int64Value, 608, "1080x1920 fits 1920x1080 as 608x1080, centred")
+        XCTAssertEqual(changed.displayChanged?.output.width, 1920, "the stream keeps its size")
+        XCTAssertEqual(changed.displayChanged?.picture.width, 608, "1080x1920 fits 1920x1080 as 608x1080, centred")
         usleep(2_500_000)
         XCTAssertEqual(try stopSession(agent, "wl-rotated")["state"]?.stringValue, "stopped")
         let directory = state + "/capture-agent/spool/wl-rotated/display-1"
@@ -337,8 +338,8 @@ final class WaylandScreenTests: XCTestCase {
         usleep(2_500_000)
         XCTAssertEqual(kill(try rig.pid(of: "mutter"), SIGKILL), 0, "mutter was running")
         let failed = try agent.waitForEvent(.recordingFailed, timeout: 20)
-        XCTAssertEqual(failed.data["code"]?.stringValue, "DISPLAY_UNAVAILABLE", "\(failed.data)")
-        XCTAssertTrue(failed.data["message"]?.stringValue?.contains("went away") == true, "\(failed.data)")
+        XCTAssertEqual(failed.recordingFailed?.code, .displayUnavailable, "\(failed)")
+        XCTAssertTrue(failed.recordingFailed?.message.contains("went away") == true, "\(failed)")
         let chunks = try Recording.videoChunks(state + "/capture-agent/spool/wl-gone/display-1")
         XCTAssertGreaterThanOrEqual(chunks.count, 2, "the chunks recorded before are kept")
         XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
@@ -354,7 +355,7 @@ final class WaylandScreenTests: XCTestCase {
         let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         defer { agent.shutdown() }
         let start = try agent.send("startRecording", ["sessionId": "wl-cancelled", "channels": [["channel_id": "display:1"]]])
-        try agent.waitForEvent(.screenConsent) { $0.data["state"]?.stringValue == "asking" }
+        try agent.waitForEvent(.screenConsent) { $0.screenConsent?.state == .asking }
         usleep(500_000)
         let stop = try agent.send("stopRecording")
         // Long before the consent timeout: a start that did not cancel would not answer here.

@@ -65,7 +65,7 @@ final class DesktopAgent {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard let message = try client.nextMessage(timeoutNs: 500_000_000) else { continue }
-            if let event = ControlEvent(message) {
+            if let event = try ControlEvent(message: message) {
                 collected.append(event)
                 continue
             }
@@ -81,7 +81,7 @@ final class DesktopAgent {
     /// Every event received so far, by name (in order).
     func events(_ name: ControlEventName) -> [ControlEvent] {
         while let event = try? client.nextEvent(timeoutNs: 0) { collected.append(event) }
-        return collected.filter { $0.name == name.rawValue }
+        return collected.filter { $0.name == name }
     }
 
     /// Waits until an event named `name` for which `match` holds has arrived (earlier ones count).
