@@ -24,7 +24,12 @@ final class DemoTests: XCTestCase {
                     "CAPTURE_AGENT_SOCKET", "XDG_STATE_HOME"] {
             env[key] = nil
         }
-        let before = processes(in: binaries)
+        // Everything the demo starts inherits this mark (or, run as a private desktop's user,
+        // carries RIG_DESKTOP_OF=/tmp/capture-demo…), so processes of the other test lane,
+        // started from the same binaries, are not taken for the demo's.
+        let mark = "CAPTURE_DEMO_TEST_MARK=\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        env["CAPTURE_DEMO_TEST_MARK"] = String(mark.split(separator: "=")[1])
+        let before = processes(marked: mark)
         let tmpBefore = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("capture-demo") })
         let r = try runProcess(Repo.script("demo"), ["--duration", "6", "--out", out, "--binary-dir", binaries] + extraArguments,
                                environment: env, timeout: .seconds(300))
@@ -61,29 +66,25 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(line("webhooks: "), "capture_session.active, capture_session.stopped, capture_session.exported")
 
         // Nothing it started is left: no agent or endpoint of these binaries, no rig, no spool.
-        XCTAssertEqual(processes(in: binaries).subtracting(before), [], "processes left running")
+        XCTAssertEqual(processes(marked: mark).subtracting(before), [], "processes left running")
         XCTAssertTrue(r.stdout.contains("chunks left in the agent's spool: 0"), r.stdout.suffix(2000).description)
         let tmpAfter = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("capture-demo") })
         XCTAssertEqual(tmpAfter.subtracting(tmpBefore), [], "temporary directories (rig, socket, token) left in /tmp")
     }
 
-    /// PIDs of running processes the demo may have started: those of the built binaries, of
-    /// the copies it gives a private desktop's user (under /tmp/capture-demo…, perhaps deleted),
-    /// and anything run as that desktop's user (the rig's compositor, PipeWire, portal).
-    private func processes(in directory: String) -> Set<Int32> {
-        let rigUID: uid_t? = getpwnam("capture-rig").map { $0.pointee.pw_uid }.flatMap { $0 == getuid() ? nil : $0 }
+    /// PIDs of running processes the demo started: those with `mark` in their environment
+    /// (inherited from the demo), and those of a private desktop it made (its user's processes
+    /// carry RIG_DESKTOP_OF or, run through `rig run`, RIG_STATE_DIR with the demo's rig
+    /// directory, /tmp/capture-demo…).
+    private func processes(marked mark: String) -> Set<Int32> {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return Set(pids.compactMap { pid -> Int32? in
-            guard let n = Int32(pid) else { return nil }
-            if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
-               exe.hasPrefix(directory + "/") || exe.hasPrefix("/tmp/capture-demo") {
-                return n
+            guard let n = Int32(pid), let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+            let variables = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            let ours = variables.contains(mark) || variables.contains {
+                $0.hasPrefix("RIG_DESKTOP_OF=/tmp/capture-demo") || $0.hasPrefix("RIG_STATE_DIR=/tmp/capture-demo")
             }
-            if let rigUID, let owner = (try? FileManager.default.attributesOfItem(atPath: "/proc/\(pid)"))?[.ownerAccountID] as? NSNumber,
-               owner.uint32Value == rigUID {
-                return n
-            }
-            return nil
+            return ours ? n : nil
         })
     }
 }
