@@ -121,7 +121,7 @@ public final class RecordingSession: Sendable {
             }
         } catch {
             for v in video { v.requestStop(); v.start(at: MonotonicClock.now()); v.waitUntilFinished() }
-            for a in audio { a.stopAndWait(atNs: nil) }
+            for a in audio { a.stopAndWait(at: nil) }
             throw error
         }
 
@@ -192,8 +192,9 @@ public final class RecordingSession: Sendable {
             return (s.video, s.audio, s.spool, s.t0, was, s.endNs)
         }
         if !alreadyStopped {
-            for v in video { v.requestStop(atNs: end) }
-            for a in audio { a.stopAndWait(atNs: end) }
+            let endTime = MediaTime(nanoseconds: end)
+            for v in video { v.requestStop(at: endTime) }
+            for a in audio { a.stopAndWait(at: endTime) }
             for v in video { v.waitUntilFinished() }
             do throws(CaptureError) {
                 try spool?.flush()
