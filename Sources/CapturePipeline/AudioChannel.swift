@@ -126,9 +126,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         self.onFailure = onFailure
         self.stats = ChannelStats(channel: id)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
-        if let max = options.maxDurationNs {
-            limit.store(SampleFrames(rounding: MediaTime(nanoseconds: max)).frames, ordering: .relaxed)
-        }
+        if let max = options.maxDuration { limit.store(SampleFrames(rounding: max).frames, ordering: .relaxed) }
         self.silence = .allocate(capacity: AudioFormat.blockSamples)
         silence.initialize(repeating: 0, count: AudioFormat.blockSamples)
         for i in 0..<AudioChannel.poolBlocks { _ = free.push(i) }
@@ -141,7 +139,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         let muxer = try TSChunkMuxer(stream: encoder.stream)
         let outlet = try spool.addChannel(id, codec: "aac")
         self.encoder = encoder
-        self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkDuration: MediaTime(nanoseconds: options.chunkDurationNs),
+        self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkDuration: options.chunkDuration,
                                nominalPacketDuration: SampleFrames.block, stats: stats, closesAtGridEnd: true)
         wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
         let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self,

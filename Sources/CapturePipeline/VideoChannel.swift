@@ -171,8 +171,7 @@ final class VideoChannel: @unchecked Sendable {
             let outlet = try spool.addChannel(id, codec: "h264")
             self.encoder = encoder
             self.outputSize = (encoder.outputWidth, encoder.outputHeight)
-            self.chunker = Chunker(muxer: muxer, outlet: outlet,
-                                   chunkDuration: MediaTime(nanoseconds: options.chunkDurationNs),
+            self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkDuration: options.chunkDuration,
                                    nominalPacketDuration: nominalFrameDuration, stats: stats)
             logger.info("video channel ready", metadata: [
                 "channel": "\(id)", "monitor": "\(monitor.name) \(monitor.width)x\(monitor.height)+\(monitor.x)+\(monitor.y)",
@@ -254,22 +253,22 @@ final class VideoChannel: @unchecked Sendable {
 
     private func captureLoop(_ source: any ScreenSource, _ display: inout DisplayState) {
         // Two clocks meet here: CLOCK_MONOTONIC (`t0`, deadlines, `now`: raw ns) and the session
-        // timeline the frame slots lie on (`MediaTime`); `t0 + slot.nanoseconds` crosses over.
+        // timeline the frame slots lie on (`MediaTime`); `t0 + slotStart.nanoseconds` crosses over.
         let t0 = startTime.load(ordering: .acquiring)
         let fps = Int64(options.video.fps)
         let periodNs = 1_000_000_000 / fps
-        let chunk = MediaTime(nanoseconds: options.chunkDurationNs)
+        let chunk = options.chunkDuration
         @inline(__always) func nominal(_ n: Int64) -> MediaTime { .frameSlot(n, fps: fps) }
         var n: Int64 = 0
         var unchangedRun = 0
         var queued = false
         var showingBlank = false
 
-        let maxDuration = options.maxDurationNs ?? .max
+        let maxDuration = options.maxDuration ?? .max
         // A slot is grabbed this long after its time (0 on X11; see ScreenSource.frameDelayNs).
         let delay = source.frameDelayNs
         @inline(__always) func limit() -> MediaTime {
-            MediaTime(nanoseconds: min(maxDuration, stopAt.load(ordering: .relaxed)))
+            min(maxDuration, MediaTime(nanoseconds: stopAt.load(ordering: .relaxed)))
         }
         while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit() {
             let deadline = t0 + nominal(n).nanoseconds + delay
