@@ -227,6 +227,8 @@ let package = Package(
             name: "CaptureAgentTests",
             dependencies: [
                 "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport",
+                // ChunkerTests drive a chunker with real encoders and a real spool.
+                "MediaEncoding", "CaptureSpool", "CaptureUplink",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(

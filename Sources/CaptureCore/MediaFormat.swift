@@ -8,20 +8,6 @@ public enum AudioFormat {
     public static var blockSamples: Int { blockFrames * channels }
 }
 
-/// 90 kHz, the MPEG-TS clock; video timestamps use it.
-public enum VideoTimebase {
-    public static let hz: Int64 = 90_000
-
-    @inline(__always)
-    public static func fromNanoseconds(_ ns: Int64) -> Int64 {
-        // Round to nearest; exact for multiples of 1/90000 s.
-        (ns * 9 + 50_000) / 100_000
-    }
-
-    @inline(__always)
-    public static func toNanoseconds(_ ticks: Int64) -> Int64 { ticks * 100_000 / 9 }
-}
-
 /// A view of 32-bit pixels in memory (BGRX, little endian, as XShm delivers
 /// them at depth 24). It does not own the memory: whoever hands it out says
 /// how long it stays valid.

@@ -18,8 +18,8 @@ import Synchronization
 struct AudioBlockItem: BitwiseCopyable {
     /// Pool slot with `AudioFormat.blockSamples` interleaved floats; -1 marks the end.
     var slot: Int32
-    /// Position of the block's first sample on the session timeline (1/48000 s).
-    var ptsSamples: Int64
+    /// Position of the block's first sample frame on the session timeline.
+    var pts: SampleFrames
 }
 
 /// Preallocated sample blocks shared by an audio channel's capture side and
@@ -93,22 +93,24 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     // Capture-side timeline state.
     private var currentSlot = -1
     private var currentFrames = 0
-    private var currentPts: Int64 = 0
-    private var nextPts: Int64 = 0
+    private var currentPts = SampleFrames.zero
+    private var nextPts = SampleFrames.zero
     private var started = false
     private var afterDiscontinuity = false
     private var synchronizer = AudioPlacement()
     private var blocksSinceWake = 0
     static let blocksPerWake = 4
-    /// End of the timeline in samples: `RecordingOptions.maxDurationNs`, then the session's end
-    /// once it stops. Written by `stopAndWait` before the recorder's last callbacks, read by them.
+    /// End of the timeline (`SampleFrames`; an atomic holds the raw count):
+    /// `RecordingOptions.maxDurationNs`, then the session's end once it stops. Written by
+    /// `stopAndWait` before the recorder's last callbacks, read by them.
     private let limit = Atomic<Int64>(.max)
-    private var limitSamples: Int64 { limit.load(ordering: .acquiring) }
+    private var limitFrames: SampleFrames { SampleFrames(frames: limit.load(ordering: .acquiring)) }
 
     // Encoder-side state.
     private var encoder: AudioEncoder?
-    private var chunker: Chunker?
-    private var expectedPts: Int64 = -1
+    private var chunker: Chunker<SampleFrames>?
+    /// Where the next block starts if none was lost (nil before the first).
+    private var expectedPts: SampleFrames?
     private var failed = false
     private let silence: UnsafeMutablePointer<Float>
     /// The newest audio before the session's zero (capture side).
@@ -124,7 +126,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         self.onFailure = onFailure
         self.stats = ChannelStats(channel: id)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
-        if let max = options.maxDurationNs { limit.store(Self.samples(atNs: max), ordering: .relaxed) }
+        if let max = options.maxDuration { limit.store(SampleFrames(rounding: max).frames, ordering: .relaxed) }
         self.silence = .allocate(capacity: AudioFormat.blockSamples)
         silence.initialize(repeating: 0, count: AudioFormat.blockSamples)
         for i in 0..<AudioChannel.poolBlocks { _ = free.push(i) }
@@ -137,9 +139,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         let muxer = try TSChunkMuxer(stream: encoder.stream)
         let outlet = try spool.addChannel(id, codec: "aac")
         self.encoder = encoder
-        self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
-                               ticksPerSecond: Int64(AudioFormat.sampleRate),
-                               nominalPacketTicks: Int64(AudioFormat.blockFrames), stats: stats, closesAtGridEnd: true)
+        self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkDuration: options.chunkDuration,
+                               nominalPacketDuration: SampleFrames.block, stats: stats, closesAtGridEnd: true)
         wakeup = QueueWakeup(queue: encodeQueue) { [self] in drain() }
         let recorder = AudioRecorder(target: target, streamName: "capture-agent \(id)", sink: self,
                                      reconnectTimeout: options.audioReconnectTimeout)
@@ -167,16 +168,16 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         running.store(true, ordering: .releasing)
     }
 
-    /// Ends the channel at `endNs` on the session timeline: waits for the audio captured up to then
+    /// Ends the channel at `end` on the session timeline: waits for the audio captured up to then
     /// (the recorder knows how late its source delivers), fills with silence only what never
     /// came (counted), closes the last block and waits until the last chunk is in the spool.
     /// nil: stop now without waiting (the session never started).
-    func stopAndWait(atNs endNs: Int64?) {
-        if let endNs {
-            let end = Self.samples(atNs: endNs)
-            if end < limitSamples { limit.store(end, ordering: .releasing) }
+    func stopAndWait(at end: MediaTime?) {
+        if let end {
+            let endFrames = SampleFrames(rounding: end)
+            if endFrames < limitFrames { limit.store(endFrames.frames, ordering: .releasing) }
             let t0 = startTime.load(ordering: .acquiring)
-            let waited = recorder?.finish(capturedUntil: t0 + endNs) ?? .zero
+            let waited = recorder?.finish(capturedUntil: t0 + end.nanoseconds) ?? .zero
             if waited > .milliseconds(300) {
                 logger.debug("waited for the end of the audio", metadata: [
                     "channel": "\(id)", "ms": "\(waited.nanoseconds / 1_000_000)"])
@@ -184,14 +185,9 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         }
         running.store(false, ordering: .releasing)
         recorder?.stop()
-        finishCapture(fillToLimit: endNs != nil)
+        finishCapture(fillToLimit: end != nil)
         lifecycle.awaitEncoderDone()
         wakeup?.cancel()
-    }
-
-    @inline(__always)
-    static func samples(atNs ns: Int64) -> Int64 {
-        (ns * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
     }
 
     // MARK: AudioCaptureSink (PulseAudio mainloop thread)
@@ -213,32 +209,33 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
 
     /// Puts a block on the timeline: silence before it for a hole, overlap dropped.
     private func place(_ samples: UnsafePointer<Float>, frames frameCount: Int, captureTime: Int64) {
-        guard nextPts < limitSamples else { return }
+        guard nextPts < limitFrames else { return }
         let t0 = startTime.load(ordering: .relaxed)
-        // Where the first frame belongs on the timeline (round to nearest sample).
-        let position = ((captureTime - t0) * Int64(AudioFormat.sampleRate) + 500_000_000) / 1_000_000_000
+        // Where the first frame belongs on the timeline (round to nearest sample): the capture
+        // time is CLOCK_MONOTONIC, the timeline starts at `t0`.
+        let position = SampleFrames(rounding: MediaTime(nanoseconds: captureTime - t0))
         var skip = 0
         if !started {
-            if position + Int64(frameCount) <= 0 { return }     // all of it predates the session
-            if position < 0 { skip = Int(-position) }
+            if position + SampleFrames(frames: Int64(frameCount)) <= .zero { return }     // all of it predates the session
+            if position < .zero { skip = Int(-position.frames) }
             started = true
-            nextPts = 0
-            let lead = max(position, 0)
-            if lead > 0 {
+            nextPts = .zero
+            let lead = max(position, .zero)
+            if lead > .zero {
                 // Once per session, off the per-block path. A lead within one 20 ms quantum is
                 // the first stamp's precision (it comes from the server's latency report: 1-6
                 // samples on a warm rig, 235 once on a fresh one); more means the start did not
                 // wait for its source (that regression filled 340-930 ms).
-                if lead > Int64(AudioFormat.sampleRate / 50) {
+                if lead > SampleFrames(frames: SampleFrames.rate / 50) {
                     logger.notice("audio starts after the session's zero; the lead is filled with silence",
-                                  metadata: ["channel": "\(id)", "samples": "\(lead)"])
+                                  metadata: ["channel": "\(id)", "samples": "\(lead.frames)"])
                 }
-                appendSilence(frames: lead)
+                appendSilence(lead)
             }
         } else {
             let placement = synchronizer.decide(drift: position - nextPts, frames: frameCount,
                                                 afterDiscontinuity: afterDiscontinuity)
-            if placement.silence > 0 { appendSilence(frames: placement.silence) }
+            if placement.silence > .zero { appendSilence(placement.silence) }
             for _ in 0..<placement.repeats {
                 stats.repeatedSamples.add(append(samples, frames: 1), ordering: .relaxed)
             }
@@ -266,8 +263,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
 
     // MARK: Timeline (capture side)
 
-    private func appendSilence(frames: Int64) {
-        var remaining = Int(min(frames, max(0, limitSamples - nextPts)))
+    private func appendSilence(_ frames: SampleFrames) {
+        var remaining = Int(min(frames, max(.zero, limitFrames - nextPts)).frames)
         while remaining > 0 {
             let n = min(remaining, AudioFormat.blockFrames)
             stats.silenceFilledSamples.add(append(silence, frames: n), ordering: .relaxed)
@@ -279,7 +276,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     /// many frames went onto the timeline (the rest lay past its end).
     @discardableResult
     private func append(_ source: UnsafePointer<Float>, frames requested: Int) -> Int {
-        let frames = Int(min(Int64(requested), max(0, limitSamples - nextPts)))
+        let frames = Int(min(SampleFrames(frames: Int64(requested)), max(.zero, limitFrames - nextPts)).frames)
         var offset = 0
         while offset < frames {
             if currentSlot < 0 {
@@ -289,7 +286,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
                     // timeline right (the encoder fills the hole with silence) but this
                     // audio is lost, and counted as such.
                     stats.lostSamples.add(frames - offset, ordering: .relaxed)
-                    nextPts += Int64(frames - offset)
+                    nextPts += SampleFrames(frames: Int64(frames - offset))
                     return offset
                 }
                 currentSlot = slot
@@ -304,9 +301,9 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             }
             currentFrames += n
             offset += n
-            nextPts += Int64(n)
+            nextPts += SampleFrames(frames: Int64(n))
             if currentFrames == AudioFormat.blockFrames {
-                _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), ptsSamples: currentPts))
+                _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), pts: currentPts))
                 stats.captured.add(1, ordering: .relaxed)
                 currentSlot = -1
                 // Hand blocks over in fours (85 ms): a quarter of the thread
@@ -321,63 +318,63 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         return frames
     }
 
-    /// Zeroes the frames of `destination` (starting at timeline sample `pts`)
-    /// that fall inside the pause window (nanoseconds, to the nearest sample).
+    /// Zeroes the frames of `destination` (starting at timeline frame `pts`)
+    /// that fall inside the pause window (timeline ns, to the nearest sample).
     @inline(__always)
-    private func silencePaused(_ destination: UnsafeMutablePointer<Float>, frames: Int, at pts: Int64,
+    private func silencePaused(_ destination: UnsafeMutablePointer<Float>, frames: Int, at pts: SampleFrames,
                                window: (from: Int64, until: Int64)) {
-        let rate = Int64(AudioFormat.sampleRate)
-        let from = (window.from * rate + 500_000_000) / 1_000_000_000
-        let until = window.until == .max ? Int64.max : (window.until * rate + 500_000_000) / 1_000_000_000
-        let lo = max(pts, from), hi = min(pts + Int64(frames), until)
+        let from = SampleFrames(rounding: MediaTime(nanoseconds: window.from))
+        let until = window.until == .max ? SampleFrames(frames: .max) : SampleFrames(rounding: MediaTime(nanoseconds: window.until))
+        let lo = max(pts, from), hi = min(pts + SampleFrames(frames: Int64(frames)), until)
         guard lo < hi else { return }
-        (destination + Int(lo - pts) * AudioFormat.channels).update(repeating: 0, count: Int(hi - lo) * AudioFormat.channels)
+        (destination + Int((lo - pts).frames) * AudioFormat.channels)
+            .update(repeating: 0, count: Int((hi - lo).frames) * AudioFormat.channels)
     }
 
     /// With `fillToLimit`, fills the rest of the timeline up to its end with silence (the audio that
     /// never arrived, counted); pads the open block with silence (AAC framing, past the end),
     /// queues it and the end marker. Runs after the recorder stopped: no callback runs any more.
     private func finishCapture(fillToLimit: Bool) {
-        if fillToLimit && limitSamples != .max {
+        if fillToLimit && limitFrames.frames != .max {
             if !started {
                 started = true
-                nextPts = 0
+                nextPts = .zero
             }
-            if nextPts < limitSamples {
+            if nextPts < limitFrames {
                 logger.notice("audio up to the stop did not arrive in time; the rest is filled with silence",
-                              metadata: ["channel": "\(id)", "samples": "\(limitSamples - nextPts)"])
+                              metadata: ["channel": "\(id)", "samples": "\((limitFrames - nextPts).frames)"])
             }
             // Block by block, waiting for the encoder when the pool runs dry: a long tail (a
             // source that never delivered) is more than the pool holds. Off the hot path.
-            while nextPts < limitSamples {
+            while nextPts < limitFrames {
                 if currentSlot < 0 && free.isEmpty {
                     wakeup?.wake()
                     _ = encoderFreed.wait { !free.isEmpty }
                     continue
                 }
                 let room = currentSlot < 0 ? AudioFormat.blockFrames : AudioFormat.blockFrames - currentFrames
-                appendSilence(frames: min(limitSamples - nextPts, Int64(room)))
+                appendSilence(min(limitFrames - nextPts, SampleFrames(frames: Int64(room))))
             }
             // A monitor's audio is stamped with when it will be heard, so it arrives before
             // that by the sink's latency: at the stop the stream may already hold audio from
             // after the end. What is still in the open block goes (it belongs to no session,
             // like audio captured after a stop); what was already handed to the encoder (a sink
             // latency above one AAC frame, 21 ms) stays, and the stream is that much longer.
-            let excess = nextPts - limitSamples
-            if excess > 0 && currentSlot >= 0 && excess <= Int64(currentFrames) {
-                currentFrames -= Int(excess)
+            let excess = nextPts - limitFrames
+            if excess > .zero && currentSlot >= 0 && excess.frames <= Int64(currentFrames) {
+                currentFrames -= Int(excess.frames)
                 nextPts -= excess
-                stats.capturedSamples.subtract(Int(excess), ordering: .relaxed)
+                stats.capturedSamples.subtract(Int(excess.frames), ordering: .relaxed)
             }
         }
         if currentSlot >= 0 {
             let block = blocks.block(currentSlot) + currentFrames * AudioFormat.channels
             block.update(repeating: 0, count: (AudioFormat.blockFrames - currentFrames) * AudioFormat.channels)
-            _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), ptsSamples: currentPts))
+            _ = filled.push(AudioBlockItem(slot: Int32(currentSlot), pts: currentPts))
             stats.captured.add(1, ordering: .relaxed)
             currentSlot = -1
         }
-        _ = encoderFreed.wait { filled.push(AudioBlockItem(slot: -1, ptsSamples: 0)) }
+        _ = encoderFreed.wait { filled.push(AudioBlockItem(slot: -1, pts: .zero)) }
         wakeup?.wake()
     }
 
@@ -394,24 +391,22 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
             let slot = Int(item.slot)
             if !failed {
                 // Keep the AAC stream contiguous: a lost block becomes silence.
-                if expectedPts >= 0 {
-                    while expectedPts + Int64(AudioFormat.blockFrames) <= item.ptsSamples && !failed {
-                        encodeBlock(silence, pts: expectedPts)
-                    }
+                while let expected = expectedPts, expected + .block <= item.pts && !failed {
+                    encodeBlock(silence, pts: expected)
                 }
-                encodeBlock(blocks.block(slot), pts: item.ptsSamples)
+                encodeBlock(blocks.block(slot), pts: item.pts)
             }
             _ = free.push(slot)
             encoderFreed.changed()
         }
     }
 
-    private func encodeBlock(_ samples: UnsafeMutablePointer<Float>, pts: Int64) {
+    private func encodeBlock(_ samples: UnsafeMutablePointer<Float>, pts: SampleFrames) {
         guard let encoder, let chunker else { return }
-        expectedPts = pts + Int64(AudioFormat.blockFrames)
+        expectedPts = pts + .block
         do throws(CaptureError) {
             try encoder.encode(interleaved: UnsafeBufferPointer(start: samples, count: AudioFormat.blockSamples),
-                               ptsSamples: pts) { (packet) throws(CaptureError) in try chunker.write(packet) }
+                               pts: pts) { (packet) throws(CaptureError) in try chunker.write(packet) }
         } catch {
             fail(error)
         }

@@ -1,3 +1,5 @@
+import CaptureCore
+
 /// How a block of audio goes onto the session timeline, given how far the place it belongs
 /// (from its capture time) is from where the channel's stream has got to: the synchronizer's
 /// decision, a value the unit tests drive with drifting, jittery and broken sources.
@@ -16,7 +18,7 @@ struct AudioPlacement {
     /// What to do with one block.
     struct Decision: Equatable {
         /// Silence before the block (a hole).
-        var silence: Int64 = 0
+        var silence = SampleFrames.zero
         /// Times the block's first frame is repeated before it (a slow source kept in step).
         var repeats: Int = 0
         /// Frames left out at the block's start (an overlap, or a fast source kept in step).
@@ -24,13 +26,13 @@ struct AudioPlacement {
     }
 
     /// Gaps up to this are timestamp jitter or drift, not holes (40 ms).
-    static let holeThreshold: Int64 = 1_920
+    static let holeThreshold = SampleFrames(frames: 1_920)
     /// Audio that arrives earlier than the timeline by more than this is an overlap (100 ms).
-    static let overlapThreshold: Int64 = 4_800
+    static let overlapThreshold = SampleFrames(frames: 4_800)
     /// Both thresholds right after the source reported a break (2 ms).
-    static let afterBreakThreshold: Int64 = 96
+    static let afterBreakThreshold = SampleFrames(frames: 96)
     /// How far the stream may be off before it is nudged (0.5 ms).
-    static let driftTolerance: Int64 = 24
+    static let driftTolerance = SampleFrames(frames: 24)
     /// At most one frame in this many is repeated or left out.
     static let nudgeDivisor = 256
 
@@ -39,10 +41,10 @@ struct AudioPlacement {
     private(set) var overlapping = false
 
     /// - Parameters:
-    ///   - drift: where the block belongs minus where the stream has got to (frames; > 0: the
-    ///     stream is behind the clock).
+    ///   - drift: where the block belongs minus where the stream has got to (> 0: the stream is
+    ///     behind the clock).
     ///   - frames: the block's length.
-    mutating func decide(drift: Int64, frames: Int, afterDiscontinuity: Bool) -> Decision {
+    mutating func decide(drift: SampleFrames, frames: Int, afterDiscontinuity: Bool) -> Decision {
         let hole = afterDiscontinuity ? Self.afterBreakThreshold : Self.holeThreshold
         let overlap = afterDiscontinuity ? Self.afterBreakThreshold : Self.overlapThreshold
         if drift > hole {
@@ -50,14 +52,16 @@ struct AudioPlacement {
             return Decision(silence: drift)
         }
         if drift < -overlap { overlapping = true }
+        // Repeats and skips count frames of this block (buffer offsets): plain integers from here.
+        let d = drift.frames, tolerance = Self.driftTolerance.frames
         if overlapping {
-            if drift < -Self.driftTolerance { return Decision(skip: Int(min(-drift, Int64(frames)))) }
+            if d < -tolerance { return Decision(skip: Int(min(-d, Int64(frames)))) }
             overlapping = false
         }
         let nudge = Int64(max(1, frames / Self.nudgeDivisor))
-        if drift > Self.driftTolerance { return Decision(repeats: Int(min(drift - Self.driftTolerance, nudge))) }
-        if drift < -Self.driftTolerance {
-            return Decision(skip: Int(min(-drift - Self.driftTolerance, nudge, Int64(frames))))
+        if d > tolerance { return Decision(repeats: Int(min(d - tolerance, nudge))) }
+        if d < -tolerance {
+            return Decision(skip: Int(min(-d - tolerance, nudge, Int64(frames))))
         }
         return Decision()
     }

@@ -6,15 +6,17 @@ import Synchronization
 /// Cuts one channel's packets into self-contained MPEG-TS chunks on a fixed
 /// grid of the session timeline (chunk k covers [k*D, (k+1)*D)) and hands each
 /// finished chunk to the spool. Runs on the channel's encoder queue.
-final class Chunker {
+///
+/// `Timestamp` is the stream's time base (`Ticks90k` for video, `SampleFrames` for audio): the
+/// packets' raw pts become that type here, once, and only `MediaTime` (nanoseconds) reaches the
+/// grid and the chunk metadata.
+final class Chunker<Timestamp: StreamTimestamp> {
     private let muxer: TSChunkMuxer
     private let outlet: ChannelOutlet
-    private let chunkNs: Int64
-    /// Stream time base: ticks per second (90 000 for video, 48 000 for audio).
-    private let ticksPerSecond: Int64
+    private let chunkDuration: MediaTime
     private let stats: ChannelStats
     /// Packet length to assume when the encoder does not say (one frame).
-    private let nominalPacketTicks: Int64
+    private let nominalPacketDuration: Timestamp
     /// Close a chunk as soon as a packet reaches the end of its grid cell, instead of
     /// when the first packet of the next one arrives. For audio, whose packets run back
     /// to back: the chunk is complete then, and waiting for the next packet would add one
@@ -27,52 +29,52 @@ final class Chunker {
     private var isOpen = false
     private var seq = 0
     private var chunkIndex: Int64 = 0
-    private var startNs: Int64 = 0
-    private var endNs: Int64 = 0
+    private var start = MediaTime.zero
+    private var end = MediaTime.zero
     private var frames = 0
 
-    init(muxer: TSChunkMuxer, outlet: ChannelOutlet, chunkNs: Int64, ticksPerSecond: Int64, nominalPacketTicks: Int64,
+    init(muxer: TSChunkMuxer, outlet: ChannelOutlet, chunkDuration: MediaTime, nominalPacketDuration: Timestamp,
          stats: ChannelStats, closesAtGridEnd: Bool = false) {
-        self.nominalPacketTicks = nominalPacketTicks
+        // Once per channel: a muxer whose packets are in another time base than `Timestamp`
+        // would put every chunk boundary in the wrong place.
+        precondition(Int64(muxer.stream.timeBaseDenominator) == Timestamp.rate,
+                     "a \(Timestamp.self) chunker for a stream in 1/\(muxer.stream.timeBaseDenominator) s")
+        self.nominalPacketDuration = nominalPacketDuration
         self.closesAtGridEnd = closesAtGridEnd
         self.muxer = muxer
         self.outlet = outlet
-        self.chunkNs = chunkNs
-        self.ticksPerSecond = ticksPerSecond
+        self.chunkDuration = chunkDuration
         self.stats = stats
     }
 
+    /// Which chunk a timestamp falls into.
     @inline(__always)
-    func nanoseconds(ticks: Int64) -> Int64 {
-        ticks * 1_000_000_000 / ticksPerSecond
-    }
-
-    /// Which chunk a timestamp (stream ticks) falls into.
-    @inline(__always)
-    func chunkIndex(ticks: Int64) -> Int64 {
-        nanoseconds(ticks: ticks) / chunkNs
+    func chunkIndex(of pts: Timestamp) -> Int64 {
+        pts.mediaTime / chunkDuration
     }
 
     func write(_ packet: borrowing EncodedPacket) throws(CaptureError) {
-        let index = chunkIndex(ticks: packet.pts)
-        let ptsNs = nanoseconds(ticks: packet.pts)
+        let pts = Timestamp(streamUnits: packet.pts)
+        let index = chunkIndex(of: pts)
+        let ptsTime = pts.mediaTime
         if isOpen && index > chunkIndex {
-            try close(nextStartNs: ptsNs, isFinal: false)
+            try close(nextStart: ptsTime, isFinal: false)
         }
         if !isOpen {
             try muxer.beginChunk()
             isOpen = true
             chunkIndex = index
-            startNs = ptsNs
+            start = ptsTime
             frames = 0
         }
         try muxer.write(packet)
         frames += 1
-        endNs = ptsNs + nanoseconds(ticks: packet.duration > 0 ? packet.duration : nominalPacketTicks)
+        let duration = packet.duration > 0 ? Timestamp(streamUnits: packet.duration) : nominalPacketDuration
+        end = ptsTime + duration.mediaTime
         stats.encoded.add(1, ordering: .relaxed)
-        if closesAtGridEnd && !flushing && endNs >= (chunkIndex + 1) * chunkNs {
+        if closesAtGridEnd && !flushing && end >= chunkDuration * (chunkIndex + 1) {
             // The next packet starts where this one ends: the same duration the next start would give.
-            try close(nextStartNs: endNs, isFinal: false)
+            try close(nextStart: end, isFinal: false)
         }
     }
 
@@ -80,14 +82,15 @@ final class Chunker {
     func finish(flushing encoder: some FlushableEncoder) throws(CaptureError) {
         flushing = true
         try encoder.flush { (packet) throws(CaptureError) in try write(packet) }
-        if isOpen { try close(nextStartNs: nil, isFinal: true) }
+        if isOpen { try close(nextStart: nil, isFinal: true) }
     }
 
-    private func close(nextStartNs: Int64?, isFinal: Bool) throws(CaptureError) {
+    private func close(nextStart: MediaTime?, isFinal: Bool) throws(CaptureError) {
         let bytes = try muxer.finishChunk()
         // Chunks tile the timeline: a chunk lasts until the next one starts.
-        let duration = (nextStartNs ?? endNs) - startNs
-        let info = ChunkInfo(seq: seq, startPtsNs: startNs, durationNs: duration, frames: frames, isFinal: isFinal)
+        let duration = (nextStart ?? end) - start
+        let info = ChunkInfo(seq: seq, startPtsNs: start.nanoseconds, durationNs: duration.nanoseconds, frames: frames,
+                             isFinal: isFinal)
         try outlet.submit(bytes, info: info)
         seq += 1
         isOpen = false

@@ -38,6 +38,11 @@ public struct RecordingOptions: Sendable {
     /// (`$XDG_STATE_HOME/capture-agent`).
     public var restoreTokens: RestoreTokenStore?
 
+    /// `chunkDurationNs` and `maxDurationNs` on the media timeline, for the pipeline; the raw
+    /// properties stay what clients and configuration set (their JSON and TOML keys say "Ns").
+    public var chunkDuration: MediaTime { MediaTime(nanoseconds: chunkDurationNs) }
+    public var maxDuration: MediaTime? { maxDurationNs.map { MediaTime(nanoseconds: $0) } }
+
     /// The backend the setting picks in this process's environment, and why.
     public var displayBackendChoice: DisplayBackendChoice {
         DisplayBackendChoice.resolve(displayBackend, x11Display: displayName)

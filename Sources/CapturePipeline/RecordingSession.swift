@@ -121,16 +121,16 @@ public final class RecordingSession: Sendable {
             }
         } catch {
             for v in video { v.requestStop(); v.start(at: MonotonicClock.now()); v.waitUntilFinished() }
-            for a in audio { a.stopAndWait(atNs: nil) }
+            for a in audio { a.stopAndWait(at: nil) }
             throw error
         }
 
         // Every audio channel delivers before the session's zero is set, so the recording starts
         // with sound where the source had sound (see `AudioChannel.waitUntilFlowing`).
-        let flowDeadline = MonotonicClock.now() + Self.audioStartTimeoutNs
+        let flowDeadline = MonotonicClock.now() + Self.audioStartTimeout.nanoseconds
         for a in audio where !a.waitUntilFlowing(deadline: flowDeadline) {
             logger.warning("audio source delivers nothing yet; the channel starts with silence", metadata: [
-                "channel": "\(a.id)", "waitedMs": "\(Self.audioStartTimeoutNs / 1_000_000)"])
+                "channel": "\(a.id)", "waitedMs": "\(Self.audioStartTimeout.nanoseconds / 1_000_000)"])
         }
 
         // One instant for everyone: the session's zero. The spool's anchor
@@ -164,7 +164,7 @@ public final class RecordingSession: Sendable {
     }
 
     /// How long a start waits for the audio sources to deliver.
-    static let audioStartTimeoutNs: Int64 = 3_000_000_000
+    static let audioStartTimeout: Duration = .seconds(3)
 
     /// Blocks until a channel fails or `timeout` passes; returns the failure, if any.
     public func waitForFailure(timeout: DispatchTime) -> CaptureError? {
@@ -192,8 +192,9 @@ public final class RecordingSession: Sendable {
             return (s.video, s.audio, s.spool, s.t0, was, s.endNs)
         }
         if !alreadyStopped {
-            for v in video { v.requestStop(atNs: end) }
-            for a in audio { a.stopAndWait(atNs: end) }
+            let endTime = MediaTime(nanoseconds: end)
+            for v in video { v.requestStop(at: endTime) }
+            for a in audio { a.stopAndWait(at: endTime) }
             for v in video { v.waitUntilFinished() }
             do throws(CaptureError) {
                 try spool?.flush()

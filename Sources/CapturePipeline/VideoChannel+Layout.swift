@@ -27,18 +27,18 @@ extension VideoChannel {
         /// A pool slot popped for a grab that failed, used for the next grab (the capture side
         /// may only pop from `free`; the encoder pushes).
         var spareSlot: Int?
-        /// Look at the layout again at this slot (ns on the timeline) even without an event: new
+        /// Look at the layout again at this slot even without an event: new
         /// images could not be made yet (the screen was still being resized), or a grab
         /// failed. `.max`: no need.
-        var lookAgainAt: Int64 = .max
+        var lookAgainAt = MediaTime.max
     }
 
     /// How soon to look again when the layout could not be followed yet.
-    static let layoutRetryNs: Int64 = 250_000_000
+    static let layoutRetry = MediaTime(nanoseconds: 250_000_000)
 
     /// Looks the monitor up again; returns true when the next frame must be grabbed whole.
     /// Throws only when the display server went away.
-    func followLayout(_ source: any ScreenSource, _ display: inout DisplayState, atNs slot: Int64) throws(CaptureError) -> Bool {
+    func followLayout(_ source: any ScreenSource, _ display: inout DisplayState, at slot: MediaTime) throws(CaptureError) -> Bool {
         display.lookAgainAt = .max
         switch try source.lookAtMonitor(display.tracked) {
         case .unchanged(let now):
@@ -47,7 +47,7 @@ extension VideoChannel {
             // Back where it was: the images still fit.
             display.offline = false
             source.invalidate()
-            report(.restored, now, pictureWidth: source.width, pictureHeight: source.height, atNs: slot)
+            report(.restored, now, pictureWidth: source.width, pictureHeight: source.height, at: slot)
             return true
         case .changed(let now, let width, let height):
             do {
@@ -56,19 +56,19 @@ extension VideoChannel {
                 // The root window has not grown to the new layout yet, or the monitor moved
                 // again: keep what we have and look again shortly.
                 logger.debug("cannot follow the monitor yet", metadata: ["channel": "\(id)", "error": "\(error)"])
-                display.lookAgainAt = slot + Self.layoutRetryNs
+                display.lookAgainAt = slot + Self.layoutRetry
                 return false
             }
             let wasOffline = display.offline
             display.offline = false
             display.tracked = now
             stats.layoutChanges.add(1, ordering: .relaxed)
-            report(wasOffline ? .restored : .changed, now, pictureWidth: width, pictureHeight: height, atNs: slot)
+            report(wasOffline ? .restored : .changed, now, pictureWidth: width, pictureHeight: height, at: slot)
             return true
         case .lost:
             guard !display.offline else { return false }
             display.offline = true
-            report(.lost, display.tracked, pictureWidth: source.width, pictureHeight: source.height, atNs: slot)
+            report(.lost, display.tracked, pictureWidth: source.width, pictureHeight: source.height, at: slot)
             return false
         }
     }
@@ -87,17 +87,17 @@ extension VideoChannel {
         }
         try source.replaceImages(for: monitor, width: width, height: height)
         nextSlots.withLock { $0 = Self.slots(of: source) }
-        let item = FrameItem(kind: .reconfigure, slot: -1, ptsNs: 0, dirty: DirtyRegion(),
+        let item = FrameItem(kind: .reconfigure, slot: -1, pts: .zero, dirty: DirtyRegion(),
                              width: Int32(source.width), height: Int32(source.height))
         _ = encoderFreed.wait { filled.push(item) }
         wakeup?.wake()
     }
 
-    private func report(_ kind: DisplayChange.Kind, _ monitor: MonitorInfo, pictureWidth: Int, pictureHeight: Int, atNs: Int64) {
+    private func report(_ kind: DisplayChange.Kind, _ monitor: MonitorInfo, pictureWidth: Int, pictureHeight: Int, at slot: MediaTime) {
         let picture = VideoEncoder.fit(sourceWidth: pictureWidth, sourceHeight: pictureHeight,
                                        into: outputSize.width, outputSize.height)
         let change = DisplayChange(channel: id, kind: kind, monitor: monitor, outputWidth: outputSize.width,
-                                   outputHeight: outputSize.height, picture: picture, atNs: atNs)
+                                   outputHeight: outputSize.height, picture: picture, atNs: slot.nanoseconds)
         logger.notice(kind == .lost ? "monitor gone; recording black until it is back" : "monitor changed; capturing it as it is now",
                       metadata: ["channel": "\(id)", "change": "\(kind.rawValue)",
                                  "monitor": "\(monitor.name) \(monitor.width)x\(monitor.height)+\(monitor.x)+\(monitor.y)",

@@ -24,8 +24,8 @@ struct FrameItem: BitwiseCopyable {
     var kind: Kind
     /// Pool slot holding the grabbed pixels (only for `.grabbed`).
     var slot: Int32
-    /// The frame slot on the session timeline (the grab happened inside it), nanoseconds.
-    var ptsNs: Int64
+    /// The frame slot on the session timeline (the grab happened inside it).
+    var pts: MediaTime
     /// What changed since the previous grabbed frame (only for `.grabbed`).
     var dirty: DirtyRegion
     /// The new source size (only for `.reconfigure`).
@@ -104,7 +104,8 @@ final class VideoChannel: @unchecked Sendable {
     /// for room (the end marker, a reconfiguration), goes on.
     let encoderFreed = ConditionSignal()
     private let stopRequested = Atomic<Bool>(false)
-    /// The end of the timeline (ns): no frame slot at or after it is taken.
+    /// The end of the timeline (`MediaTime` ns; an atomic holds the raw value): no frame slot at
+    /// or after it is taken.
     private let stopAt = Atomic<Int64>(.max)
     private let startTime = Atomic<Int64>(0)
     /// Setup on the capture thread, go or cancel, the encoder's end, the thread's exit.
@@ -119,11 +120,11 @@ final class VideoChannel: @unchecked Sendable {
     private(set) var wakeup: QueueWakeup?
     private var slots: FrameSlots?
     private var encoder: VideoEncoder?
-    private var chunker: Chunker?
-    private var lastPts: Int64 = -1
+    private var chunker: Chunker<Ticks90k>?
+    private var lastPts = Ticks90k(ticks: -1)
     private var lastChunk: Int64 = -1
     private var failed = false
-    private let nominalFrameTicks: Int64
+    private let nominalFrameDuration: Ticks90k
 
     init(id: ChannelID, monitor: MonitorInfo, options: RecordingOptions, logger: Logger,
          onFailure: @escaping @Sendable (CaptureError) -> Void,
@@ -141,7 +142,7 @@ final class VideoChannel: @unchecked Sendable {
         self.stats = ChannelStats(channel: id)
         self.free = SPSCRing(capacity: options.framePoolSize)
         self.encodeQueue = DispatchQueue(label: "capture-agent.encode.\(id.directoryName)", qos: .userInteractive)
-        self.nominalFrameTicks = VideoTimebase.hz / Int64(options.video.fps)
+        self.nominalFrameDuration = Ticks90k.framePeriod(fps: options.video.fps)
     }
 
     /// Opens the screen source (X11, or a Wayland screencast: consent first when needed) and
@@ -170,9 +171,8 @@ final class VideoChannel: @unchecked Sendable {
             let outlet = try spool.addChannel(id, codec: "h264")
             self.encoder = encoder
             self.outputSize = (encoder.outputWidth, encoder.outputHeight)
-            self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkNs: options.chunkDurationNs,
-                                   ticksPerSecond: VideoTimebase.hz,
-                                   nominalPacketTicks: nominalFrameTicks, stats: stats)
+            self.chunker = Chunker(muxer: muxer, outlet: outlet, chunkDuration: options.chunkDuration,
+                                   nominalPacketDuration: nominalFrameDuration, stats: stats)
             logger.info("video channel ready", metadata: [
                 "channel": "\(id)", "monitor": "\(monitor.name) \(monitor.width)x\(monitor.height)+\(monitor.x)+\(monitor.y)",
                 "backend": "\(options.displayBackendChoice.backend.rawValue)",
@@ -195,9 +195,9 @@ final class VideoChannel: @unchecked Sendable {
     /// Asks the capture thread to stop after its current frame.
     func requestStop() { stopRequested.store(true, ordering: .releasing) }
 
-    /// Ends the channel at `endNs` on the session timeline: the frame slots before it are
+    /// Ends the channel at `end` on the session timeline: the frame slots before it are
     /// captured, none after.
-    func requestStop(atNs endNs: Int64) { stopAt.store(endNs, ordering: .releasing) }
+    func requestStop(at end: MediaTime) { stopAt.store(end.nanoseconds, ordering: .releasing) }
 
     /// Waits until the last chunk has been handed to the spool. (The capture
     /// thread exits only after the encoder finished, so its exit is the signal.)
@@ -228,7 +228,7 @@ final class VideoChannel: @unchecked Sendable {
         // The end marker tells the encoder to flush; then wait for it so the
         // source (whose memory the encoder reads) outlives every read.
         if wakeup != nil {
-            _ = encoderFreed.wait { filled.push(FrameItem(kind: .end, slot: -1, ptsNs: 0, dirty: DirtyRegion())) }
+            _ = encoderFreed.wait { filled.push(FrameItem(kind: .end, slot: -1, pts: .zero, dirty: DirtyRegion())) }
             wakeup?.wake()
             lifecycle.awaitEncoderDone()
         }
@@ -252,22 +252,26 @@ final class VideoChannel: @unchecked Sendable {
     }
 
     private func captureLoop(_ source: any ScreenSource, _ display: inout DisplayState) {
+        // Two clocks meet here: CLOCK_MONOTONIC (`t0`, deadlines, `now`: raw ns) and the session
+        // timeline the frame slots lie on (`MediaTime`); `t0 + slotStart.nanoseconds` crosses over.
         let t0 = startTime.load(ordering: .acquiring)
         let fps = Int64(options.video.fps)
         let periodNs = 1_000_000_000 / fps
-        let chunkNs = options.chunkDurationNs
-        @inline(__always) func nominal(_ n: Int64) -> Int64 { n * 1_000_000_000 / fps }
+        let chunk = options.chunkDuration
+        @inline(__always) func nominal(_ n: Int64) -> MediaTime { .frameSlot(n, fps: fps) }
         var n: Int64 = 0
         var unchangedRun = 0
         var queued = false
         var showingBlank = false
 
-        let maxDuration = options.maxDurationNs ?? .max
+        let maxDuration = options.maxDuration ?? .max
         // A slot is grabbed this long after its time (0 on X11; see ScreenSource.frameDelayNs).
         let delay = source.frameDelayNs
-        @inline(__always) func limit() -> Int64 { min(maxDuration, stopAt.load(ordering: .relaxed)) }
+        @inline(__always) func limit() -> MediaTime {
+            min(maxDuration, MediaTime(nanoseconds: stopAt.load(ordering: .relaxed)))
+        }
         while !stopRequested.load(ordering: .relaxed) && nominal(n) < limit() {
-            let deadline = t0 + nominal(n) + delay
+            let deadline = t0 + nominal(n).nanoseconds + delay
             MonotonicClock.sleep(until: deadline)
             let now = MonotonicClock.now()
             if nominal(n) >= limit() { break }   // the session ended while we slept
@@ -280,19 +284,19 @@ final class VideoChannel: @unchecked Sendable {
                 if nominal(n) >= limit() { break }
             }
             let slotStart = nominal(n)
-            let firstOfChunk = n == 0 || slotStart / chunkNs != nominal(n - 1) / chunkNs
-            let lastOfChunk = nominal(n + 1) / chunkNs != slotStart / chunkNs
+            let firstOfChunk = n == 0 || slotStart / chunk != nominal(n - 1) / chunk
+            let lastOfChunk = nominal(n + 1) / chunk != slotStart / chunk
             do throws(CaptureError) {
-                var changed = try source.pollChanges(slotTimeNs: t0 + slotStart)
+                var changed = try source.pollChanges(slotTimeNs: t0 + slotStart.nanoseconds)
                 if source.layoutMayHaveChanged() || slotStart >= display.lookAgainAt {
-                    if try followLayout(source, &display, atNs: slotStart) { changed = true }
+                    if try followLayout(source, &display, at: slotStart) { changed = true }
                 }
                 if display.offline { stats.offlineFrames.add(1, ordering: .relaxed) }
-                if display.offline || pauseGate.isPaused(atNs: slotStart) {
+                if display.offline || pauseGate.isPaused(atNs: slotStart.nanoseconds) {
                     // Paused, or the monitor is off: one black frame, then it is a still screen.
                     changed = false
                     if !showingBlank {
-                        if filled.push(FrameItem(kind: .blank, slot: -1, ptsNs: slotStart, dirty: DirtyRegion())) {
+                        if filled.push(FrameItem(kind: .blank, slot: -1, pts: slotStart, dirty: DirtyRegion())) {
                             showingBlank = true
                             queued = true
                             unchangedRun = 0
@@ -314,12 +318,12 @@ final class VideoChannel: @unchecked Sendable {
                         display.spareSlot = nil
                         let dirty: DirtyRegion
                         do {
-                            dirty = try source.grab(into: slot, slotTimeNs: t0 + slotStart)
+                            dirty = try source.grab(into: slot, slotTimeNs: t0 + slotStart.nanoseconds)
                         } catch where source.isAlive {
                             // The screen changed under the grab (BadMatch: the monitor no longer
                             // fits where it was). Not the end: look at the layout at once.
                             display.spareSlot = slot
-                            display.lookAgainAt = 0
+                            display.lookAgainAt = .zero
                             stats.dropped.add(1, ordering: .relaxed)
                             logger.debug("grab failed; the screen layout changed", metadata: ["channel": "\(id)", "error": "\(error)"])
                             n += 1
@@ -331,7 +335,7 @@ final class VideoChannel: @unchecked Sendable {
                         // under one frame, usually well under 1 ms; and frames
                         // are never closer than one period, which strict
                         // players and muxers require.
-                        _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), ptsNs: slotStart, dirty: dirty))
+                        _ = filled.push(FrameItem(kind: .grabbed, slot: Int32(slot), pts: slotStart, dirty: dirty))
                         queued = true
                         stats.captured.add(1, ordering: .relaxed)
                         unchangedRun = 0
@@ -346,7 +350,7 @@ final class VideoChannel: @unchecked Sendable {
                         // Queue a repeat only while the encoder keeps up, so
                         // latency stays bounded to a couple of frames.
                         if filled.capacity - filled.freeSpace < 2,
-                           filled.push(FrameItem(kind: .repeated, slot: -1, ptsNs: slotStart, dirty: DirtyRegion())) {
+                           filled.push(FrameItem(kind: .repeated, slot: -1, pts: slotStart, dirty: DirtyRegion())) {
                             queued = true
                             stats.repeated.add(1, ordering: .relaxed)
                         } else {
@@ -389,12 +393,12 @@ final class VideoChannel: @unchecked Sendable {
                 }
                 _ = free.push(slot)
                 encoderFreed.changed()   // an image back
-                encodeFrame(ptsNs: item.ptsNs)
+                encodeFrame(at: item.pts)
             case .repeated:
-                encodeFrame(ptsNs: item.ptsNs)
+                encodeFrame(at: item.pts)
             case .blank:
                 if !failed { encoder?.fillBlack() }
-                encodeFrame(ptsNs: item.ptsNs)
+                encodeFrame(at: item.pts)
             case .reconfigure:
                 // Every slot of the old images is back (the capture thread waited for it).
                 if let next = nextSlots.withLock({ s -> FrameSlots? in defer { s = nil }; return s }) { slots = next }
@@ -422,7 +426,7 @@ final class VideoChannel: @unchecked Sendable {
         .flatMap { Int(String(cString: $0)) } ?? 0
     private var framesEncoded = 0
 
-    private func encodeFrame(ptsNs: Int64) {
+    private func encodeFrame(at slot: MediaTime) {
         guard !failed, let encoder, let chunker else { return }
         if Self.testEncodeDelayUs > 0 { usleep(Self.testEncodeDelayUs) }
         framesEncoded += 1
@@ -431,14 +435,16 @@ final class VideoChannel: @unchecked Sendable {
                 + "(fault injected by CAPTURE_AGENT_TEST_ENCODER_FAULT_AT_FRAME)"))
             return
         }
-        var pts = VideoTimebase.fromNanoseconds(ptsNs)
-        if pts <= lastPts { pts = lastPts + 1 }
+        // The slot's time to the nearest tick. Slots are at least 1500 ticks apart (60 fps), so
+        // the nudge never fires in practice; it keeps pts increasing, which the muxer requires.
+        var pts = Ticks90k(rounding: slot)
+        if pts <= lastPts { pts = lastPts + Ticks90k(ticks: 1) }
         lastPts = pts
-        let chunk = chunker.chunkIndex(ticks: pts)
+        let chunk = chunker.chunkIndex(of: pts)
         let keyframe = chunk != lastChunk
         lastChunk = chunk
         do throws(CaptureError) {
-            try encoder.encode(pts90k: pts, keyframe: keyframe) { (packet) throws(CaptureError) in
+            try encoder.encode(pts: pts, keyframe: keyframe) { (packet) throws(CaptureError) in
                 try chunker.write(packet)
             }
         } catch {

@@ -1,3 +1,5 @@
+import CaptureCore
+
 /// Where a chunk's media says it lies: the presentation timestamps of the PES packets that
 /// start in an MPEG-TS stream (ISO/IEC 13818-1 §2.4.3, §2.4.3.6), read from the packet and
 /// PES headers only (no demuxer, no decoder). The endpoint checks them against the chunk
@@ -6,7 +8,7 @@
 public enum MPEGTSTimestamps {
     public static let packetBytes = 188
     /// PTS run at 90 kHz and wrap at 2^33 ticks (about 26.5 hours).
-    public static let clockHz: Int64 = 90_000
+    public static let clockHz: Int64 = Ticks90k.hz
     public static let wrapTicks: Int64 = 1 << 33
 
     public enum Failure: Error, Equatable, Sendable {
@@ -58,7 +60,10 @@ public enum MPEGTSTimestamps {
         return .success(seen)
     }
 
-    /// `ns` on the 90 kHz clock, modulo the wrap.
+    /// `ns` on the 90 kHz clock, modulo the wrap. Not `Ticks90k(rounding:)`: this truncates
+    /// through whole microseconds, safe for any Int64 (a client's header is untrusted), and the
+    /// window it sizes is what endpoints have checked chunks against; changing it would move
+    /// the edge of what they accept.
     static func ticks(ns: Int64) -> Int64 {
         // Whole seconds and the rest apart: no overflow for any Int64 ns.
         let us = ns / 1000

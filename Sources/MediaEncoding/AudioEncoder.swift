@@ -13,7 +13,7 @@ internal import FFmpegObjects
 /// `emit` never sees a negative pts and the muxer never needs to shift
 /// timestamps. Every packet that is emitted keeps its encoder timestamp, which
 /// already accounts for the delay: decoded audio lands at the same time as the
-/// input. (When the first block's ptsSamples is >= 1024, the priming packet has
+/// input. (When the first block's pts is >= 1024 frames, the priming packet has
 /// pts >= 0 and is kept; it decodes to near silence just before the input.)
 /// AAC frames overlap, so a decoder that starts at a packet without its
 /// predecessor (the session's first emitted packet, or any chunk decoded on
@@ -58,7 +58,7 @@ public final class AudioEncoder {
         ctx.pointee.sample_rate = Int32(AudioFormat.sampleRate)
         av_channel_layout_default(&ctx.pointee.ch_layout, Int32(AudioFormat.channels))
         ctx.pointee.bit_rate = Int64(bitrate)
-        ctx.pointee.time_base = AVRational(1, Int32(AudioFormat.sampleRate))
+        ctx.pointee.time_base = AVRational(1, Int32(SampleFrames.rate))
         ctx.pointee.profile = FF_PROFILE_AAC_LOW
         var rc = avcodec_open2(ctx, codec, nil)
         if rc < 0 { throw ffmpegError(rc, "opening the aac encoder (48 kHz stereo, \(bitrate) bit/s)") }
@@ -76,14 +76,14 @@ public final class AudioEncoder {
         if rc < 0 { throw ffmpegError(rc, "av_frame_get_buffer (aac fltp)") }
 
         stream = try StreamDescription(from: ctx, mediaType: .audio,
-                                       nominalPacketDuration: Int64(AudioFormat.blockFrames))
+                                       nominalPacketDuration: SampleFrames.block.frames)
     }
 
     /// Encodes one block. `samples`: exactly frameSize*2 interleaved floats (L R L R ...);
-    /// `ptsSamples`: index of its first sample on the session timeline (1/48000 s),
+    /// `pts`: its first sample frame's place on the session timeline,
     /// normally the previous block's + 1024 (gaps are allowed; overlaps are not).
     /// Emits 0...n packets (the encoder runs one block behind) synchronously.
-    public func encode(interleaved samples: UnsafeBufferPointer<Float>, ptsSamples: Int64,
+    public func encode(interleaved samples: UnsafeBufferPointer<Float>, pts: SampleFrames,
                        emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { throw CaptureError(.internalError, "AudioEncoder.encode called after flush") }
         let n = frameSize
@@ -104,9 +104,9 @@ public final class AudioEncoder {
             left[i] = src[2 * i]
             right[i] = src[2 * i + 1]
         }
-        frame.pointee.pts = ptsSamples
+        frame.pointee.pts = pts.frames
         let rc = avcodec_send_frame(context.raw, frame)
-        if rc < 0 { throw ffmpegError(rc, "avcodec_send_frame (aac, pts \(ptsSamples))") }
+        if rc < 0 { throw ffmpegError(rc, "avcodec_send_frame (aac, pts \(pts.frames))") }
         try drain(emit)
     }
 

@@ -61,7 +61,7 @@ public struct StreamDescription: Sendable {
         self.height = height
         sampleRate = 0
         channelCount = 0
-        timeBaseDenominator = Int(VideoTimebase.hz)
+        timeBaseDenominator = Int(Ticks90k.hz)
         self.nominalPacketDuration = nominalPacketDuration
     }
 

@@ -101,7 +101,8 @@ public final class VideoEncoder {
 
     private var converter: PictureConverter
     private let converterEngine: PictureConverter.Engine
-    private let frameDuration: Int64
+    /// One frame period: every packet's duration.
+    private let frameDuration: Ticks90k
     /// x264, with the two mb_info arrays used in turn (`hints(pendingInfoIndex)`):
     /// x264 may still read the one it was given after x264_encoder_encode returns
     /// (see `X264Encoder`), so hints for the next picture are collected in the other.
@@ -183,7 +184,7 @@ public final class VideoEncoder {
         outputWidth = outW
         outputHeight = outH
         pictureRect = PixelRect(x: 0, y: 0, width: outW, height: outH)
-        frameDuration = VideoTimebase.hz / Int64(settings.fps)
+        frameDuration = Ticks90k.framePeriod(fps: settings.fps)
         macroblockColumns = (outW + 15) / 16
         macroblockRows = (outH + 15) / 16
         constantFlag = cx264_mbinfo_constant()
@@ -222,7 +223,7 @@ public final class VideoEncoder {
         param.i_fps_num = UInt32(settings.fps)
         param.i_fps_den = 1
         param.i_timebase_num = 1
-        param.i_timebase_den = UInt32(VideoTimebase.hz)
+        param.i_timebase_den = UInt32(Ticks90k.hz)
         if let b = settings.bitrate {
             param.rc.i_rc_method = X264_RC_ABR
             param.rc.i_bitrate = Int32(max(1, b / 1000))   // kbit/s
@@ -285,7 +286,7 @@ public final class VideoEncoder {
         }
 
         stream = try StreamDescription(h264Width: outW, height: outH,
-                                       bitrate: settings.bitrate, nominalPacketDuration: frameDuration)
+                                       bitrate: settings.bitrate, nominalPacketDuration: frameDuration.ticks)
     }
 
     /// The mb_info array the next encode will hand to x264.
@@ -390,17 +391,17 @@ public final class VideoEncoder {
         }
     }
 
-    /// Encodes the current persistent picture with presentation time `pts90k`
-    /// (1/90000 s ticks; strictly increasing). `keyframe: true` forces an IDR
+    /// Encodes the current persistent picture with presentation time `pts`
+    /// (strictly increasing). `keyframe: true` forces an IDR
     /// (with SPS/PPS in front). Emits the packet of this picture through `emit`,
     /// synchronously: the encoder is configured without delay (sliced threads, no
     /// lookahead, no B-frames) for every preset and tune, so a chunk boundary can
     /// simply fall between two calls. (The signature allows 0...n packets.)
-    /// Gaps in `pts90k` (dropped frames) are fine; the packet keeps `pts90k` as
+    /// Gaps in `pts` (dropped frames) are fine; the packet keeps `pts` as
     /// its pts and dts.
     ///
     /// The packet's bytes are x264's output buffer, valid only inside `emit`.
-    public func encode(pts90k: Int64, keyframe: Bool,
+    public func encode(pts: Ticks90k, keyframe: Bool,
                        emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         if flushed { throw CaptureError(.internalError, "VideoEncoder.encode called after flush") }
         // Nothing changed since the frame sent last (a test's claimNothingChangedOnce
@@ -411,14 +412,14 @@ public final class VideoEncoder {
             replayedFrames += 1
             lastUnchangedMacroblocks = macroblockColumns * macroblockRows
             lastSentKeyframe = k == 0
-            try emitReplayed(replay.frame(k), keyframe: k == 0, pts90k: pts90k, emit)
+            try emitReplayed(replay.frame(k), keyframe: k == 0, pts: pts, emit)
             return
         }
         // After a replay x264 continues only from the chain's last frame; anywhere
         // else its next frame must not refer to earlier ones.
         let forceKeyframe = keyframe || !replay.encoderInSync
         let pic = picture.pointer
-        pic.pointee.i_pts = pts90k
+        pic.pointee.i_pts = pts.ticks
         pic.pointee.i_type = forceKeyframe ? X264_TYPE_IDR : X264_TYPE_AUTO
         if usesMacroblockHints {
             let info = pendingInfo
@@ -454,7 +455,7 @@ public final class VideoEncoder {
         pendingAnyChanged = false
         if size < 0 {
             replay.invalidate()
-            throw CaptureError(.encoderError, "x264_encoder_encode failed (pts \(pts90k), returned \(size)); see x264's message on stderr")
+            throw CaptureError(.encoderError, "x264_encoder_encode failed (pts \(pts.ticks), returned \(size)); see x264's message on stderr")
         }
         encodedFrames += 1
         guard size > 0, let nals else { return }
@@ -468,15 +469,15 @@ public final class VideoEncoder {
     }
 
     /// Sends chain frame bytes (see `KeyframeReplay`) as this frame's packet.
-    private func emitReplayed(_ bytes: UnsafeRawBufferPointer, keyframe: Bool, pts90k: Int64,
+    private func emitReplayed(_ bytes: UnsafeRawBufferPointer, keyframe: Bool, pts: Ticks90k,
                               _ emit: (borrowing EncodedPacket) throws(CaptureError) -> Void) throws(CaptureError) {
         let p = packet.raw
         p.pointee.data = UnsafeMutablePointer(mutating: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
         p.pointee.size = Int32(bytes.count)
         p.pointee.buf = nil
-        p.pointee.pts = pts90k
-        p.pointee.dts = pts90k
-        p.pointee.duration = frameDuration
+        p.pointee.pts = pts.ticks
+        p.pointee.dts = pts.ticks
+        p.pointee.duration = frameDuration.ticks
         p.pointee.flags = keyframe ? AV_PKT_FLAG_KEY : 0
         p.pointee.stream_index = 0
         defer {
@@ -511,7 +512,7 @@ public final class VideoEncoder {
         p.pointee.buf = nil
         p.pointee.pts = out.i_pts
         p.pointee.dts = out.i_dts
-        p.pointee.duration = frameDuration
+        p.pointee.duration = frameDuration.ticks
         p.pointee.flags = out.b_keyframe != 0 ? AV_PKT_FLAG_KEY : 0
         p.pointee.stream_index = 0
         defer {

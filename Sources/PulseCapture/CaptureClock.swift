@@ -1,3 +1,5 @@
+import CaptureCore
+
 /// Turns capture-time measurements (taken from the server's timing reports, which jitter by
 /// scheduling and by when the server answered) into timestamps that advance with the sample
 /// count, while still tracking the device clock's drift against CLOCK_MONOTONIC.
@@ -17,7 +19,9 @@
 ///
 /// A value type with no storage beyond a few numbers: updating never allocates.
 public struct CaptureClock: Sendable {
-    public static let nominalNanosecondsPerFrame = 1e9 / 48_000.0
+    /// A sample frame's length at the nominal rate (Double: the filter's own unit; the frame
+    /// counts and times it multiplies stay inside this loop and `StreamTimeline`).
+    public static let nominalNanosecondsPerFrame = 1e9 / Double(SampleFrames.rate)
 
     /// Loop bandwidth in Hz. 0.05 Hz: the period estimate settles in a few seconds and measurement
     /// jitter is attenuated about 20 times.

@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 @testable import CapturePipeline
 import XCTest
@@ -17,10 +18,11 @@ final class AudioPlacementTests: XCTestCase {
         /// `position`: where the block's first frame belongs. Returns where it went minus that.
         @discardableResult
         mutating func place(position: Int64, frames: Int, measure: Bool = true) -> Int64 {
-            let d = synchronizer.decide(drift: position - nextPts, frames: frames, afterDiscontinuity: afterDiscontinuity)
+            let d = synchronizer.decide(drift: SampleFrames(frames: position - nextPts), frames: frames,
+                                        afterDiscontinuity: afterDiscontinuity)
             afterDiscontinuity = false
-            nextPts += d.silence + Int64(d.repeats)
-            silence += d.silence
+            nextPts += d.silence.frames + Int64(d.repeats)
+            silence += d.silence.frames
             repeats += d.repeats
             skipped += d.skip
             // The first frame placed is frame `skip` of the block, which belongs at position + skip.
@@ -53,7 +55,7 @@ final class AudioPlacementTests: XCTestCase {
         XCTAssertEqual(Double(s.skipped), 17_280, accuracy: 30)
         XCTAssertEqual(s.repeats, 0)
         XCTAssertEqual(s.silence, 0, "no hole was made up")
-        XCTAssertLessThanOrEqual(s.worstResidual, AudioPlacement.driftTolerance + 1, "A/V apart by \(s.worstResidual) frames")
+        XCTAssertLessThanOrEqual(s.worstResidual, AudioPlacement.driftTolerance.frames + 1, "A/V apart by \(s.worstResidual) frames")
     }
 
     func testASlowSourceIsKeptOnTheClockAFrameAtATime() {
@@ -61,7 +63,7 @@ final class AudioPlacementTests: XCTestCase {
         XCTAssertEqual(Double(s.repeats), 17_280, accuracy: 30)
         XCTAssertEqual(s.skipped, 0)
         XCTAssertEqual(s.silence, 0)
-        XCTAssertLessThanOrEqual(s.worstResidual, AudioPlacement.driftTolerance + 1)
+        XCTAssertLessThanOrEqual(s.worstResidual, AudioPlacement.driftTolerance.frames + 1)
     }
 
     /// The rig's measured drift (37 ppm) with +-5 frames of jitter: within a millisecond all hour,
@@ -98,7 +100,7 @@ final class AudioPlacementTests: XCTestCase {
             p += 480
         }
         XCTAssertEqual(s.skipped - before, 9_600, accuracy: 24, "\(s.skipped - before)")
-        XCTAssertLessThanOrEqual(abs(s.place(position: p, frames: 480)), AudioPlacement.driftTolerance)
+        XCTAssertLessThanOrEqual(abs(s.place(position: p, frames: 480)), AudioPlacement.driftTolerance.frames)
         XCTAssertFalse(s.synchronizer.overlapping)
     }
 }

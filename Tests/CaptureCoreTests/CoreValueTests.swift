@@ -127,12 +127,6 @@ final class DurationAndClockTests: XCTestCase {
         }
     }
 
-    func testVideoTimebaseRoundTrips() {
-        XCTAssertEqual(VideoTimebase.fromNanoseconds(1_000_000_000), 90_000)
-        XCTAssertEqual(VideoTimebase.fromNanoseconds(33_333_333), 3000)
-        XCTAssertEqual(VideoTimebase.toNanoseconds(90_000), 1_000_000_000)
-    }
-
     func testMonotonicSleepUntilDeadline() {
         let start = MonotonicClock.now()
         MonotonicClock.sleep(until: start + 20_000_000)

@@ -32,7 +32,7 @@ final class AudioEncodingTests: TemporaryDirectoryTestCase {
                     block[2 * i + 1] = v
                 }
                 try block.withUnsafeBufferPointer { (samples) throws(CaptureError) in
-                    try encoder.encode(interleaved: samples, ptsSamples: startSample + n, emit: emit)
+                    try encoder.encode(interleaved: samples, pts: SampleFrames(frames: startSample + n), emit: emit)
                 }
                 n += 1024
             }
@@ -121,7 +121,7 @@ final class AudioEncodingTests: TemporaryDirectoryTestCase {
         let encoder = try AudioEncoder()
         let short = [Float](repeating: 0, count: 100)
         XCTAssertThrowsError(try short.withUnsafeBufferPointer { (s) throws(CaptureError) in
-            try encoder.encode(interleaved: s, ptsSamples: 0) { (_) throws(CaptureError) in }
+            try encoder.encode(interleaved: s, pts: SampleFrames(frames: 0)) { (_) throws(CaptureError) in }
         }) { XCTAssertEqual(($0 as? CaptureError)?.code, .invalidRequest) }
         XCTAssertThrowsError(try AudioEncoder(bitrate: 5)) {
             XCTAssertEqual(($0 as? CaptureError)?.code, .invalidRequest)

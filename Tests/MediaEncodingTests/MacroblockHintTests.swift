@@ -107,7 +107,7 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
                 var got = 0
                 var isKeyframe = false
                 let replayedBefore = encoder.replayedFrames
-                try encoder.encode(pts90k: pts, keyframe: keyframe) { (p) throws(CaptureError) in
+                try encoder.encode(pts: Ticks90k(ticks: pts), keyframe: keyframe) { (p) throws(CaptureError) in
                     got += 1
                     bytes += p.byteCount
                     isKeyframe = p.isKeyframe
@@ -394,14 +394,14 @@ final class MacroblockHintTests: TemporaryDirectoryTestCase {
         let image = TestImage(width: 640, height: 360)
         image.drawMoving(frame: 0)
         encoder.updatePicture(from: image.view, dirty: nil)
-        try encoder.encode(pts90k: 0, keyframe: true) { (_) throws(CaptureError) in }
+        try encoder.encode(pts: Ticks90k(ticks: 0), keyframe: true) { (_) throws(CaptureError) in }
         encoder.updatePicture(from: image.view, dirty: image.advance(to: 1))
-        try encoder.encode(pts90k: 3000, keyframe: false) { (_) throws(CaptureError) in }
+        try encoder.encode(pts: Ticks90k(ticks: 3000), keyframe: false) { (_) throws(CaptureError) in }
         XCTAssertEqual(encoder.lastUnchangedMacroblocks, 0, "scaled: a partial update changes every macroblock")
-        try encoder.encode(pts90k: 6000, keyframe: false) { (_) throws(CaptureError) in }
+        try encoder.encode(pts: Ticks90k(ticks: 6000), keyframe: false) { (_) throws(CaptureError) in }
         XCTAssertEqual(encoder.lastUnchangedMacroblocks, 20 * 12, "a repeat: nothing changed")
         encoder.updatePicture(from: image.view, dirty: DirtyRegion())
-        try encoder.encode(pts90k: 9000, keyframe: false) { (_) throws(CaptureError) in }
+        try encoder.encode(pts: Ticks90k(ticks: 9000), keyframe: false) { (_) throws(CaptureError) in }
         XCTAssertEqual(encoder.lastUnchangedMacroblocks, 20 * 12, "an empty update changes nothing")
     }
 }

@@ -47,7 +47,7 @@ final class SourceChangeTests: XCTestCase {
             XCTAssertEqual(luma(1820, row), 235)
         }
         var packets = 0
-        try encoder.encode(pts90k: 0, keyframe: true) { _ in packets += 1 }
+        try encoder.encode(pts: Ticks90k(ticks: 0), keyframe: true) { _ in packets += 1 }
         XCTAssertEqual(packets, 1)
 
         let full = TestImage(width: 1920, height: 1080)
@@ -57,7 +57,7 @@ final class SourceChangeTests: XCTestCase {
         encoder.updatePicture(from: full.view, dirty: nil)
         y = encoder.copyPicture()
         XCTAssertEqual(luma(10, 540), 235, "no pillar once the source has the stream's size again")
-        try encoder.encode(pts90k: 3000, keyframe: false) { _ in packets += 1 }
+        try encoder.encode(pts: Ticks90k(ticks: 3000), keyframe: false) { _ in packets += 1 }
         XCTAssertEqual(packets, 2)
     }
 }

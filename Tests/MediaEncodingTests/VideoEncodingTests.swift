@@ -34,7 +34,7 @@ final class VideoEncodingTests: TemporaryDirectoryTestCase {
         let encoder = try VideoEncoder(sourceWidth: width, sourceHeight: height, settings: settings)
         let muxer = try TSChunkMuxer(stream: encoder.stream)
         let image = TestImage(width: width, height: height)
-        let step = VideoTimebase.hz / Int64(settings.fps)
+        let step = Ticks90k.hz / Int64(settings.fps)
         var result: [Chunk] = []
         var n = 0
         for c in 0..<chunks {
@@ -47,7 +47,7 @@ final class VideoEncodingTests: TemporaryDirectoryTestCase {
                 } else {
                     encoder.updatePicture(from: image.view, dirty: image.advance(to: n))
                 }
-                try encoder.encode(pts90k: firstPTS + Int64(n) * step, keyframe: i == 0) { (packet) throws(CaptureError) in
+                try encoder.encode(pts: Ticks90k(ticks: firstPTS + Int64(n) * step), keyframe: i == 0) { (packet) throws(CaptureError) in
                     if chunk.pts.isEmpty { chunk.firstPacketNALTypes = packet.withUnsafeBytes { Self.nalTypes($0) } }
                     chunk.pts.append(packet.pts)
                     chunk.keyframes.append(packet.isKeyframe)
@@ -147,7 +147,7 @@ final class VideoEncodingTests: TemporaryDirectoryTestCase {
         encoder.updatePicture(from: image.view, dirty: nil)
         try muxer.beginChunk()
         for i in 0..<5 {
-            try encoder.encode(pts90k: Int64(i) * 3000, keyframe: i == 0) { (p) throws(CaptureError) in try muxer.write(p) }
+            try encoder.encode(pts: Ticks90k(ticks: Int64(i) * 3000), keyframe: i == 0) { (p) throws(CaptureError) in try muxer.write(p) }
         }
         let path = directory.appendingPathComponent("odd.ts").path
         try Data(try muxer.finishChunk()).write(to: URL(fileURLWithPath: path))
@@ -213,7 +213,7 @@ final class VideoEncodingTests: TemporaryDirectoryTestCase {
         for (i, pts) in asked.enumerated() {
             image.drawMoving(frame: i)
             encoder.updatePicture(from: image.view, dirty: nil)
-            try encoder.encode(pts90k: pts, keyframe: i == 0) { (p) throws(CaptureError) in
+            try encoder.encode(pts: Ticks90k(ticks: pts), keyframe: i == 0) { (p) throws(CaptureError) in
                 got.append((p.pts, p.dts))
                 try muxer.write(p)
             }
@@ -232,11 +232,11 @@ final class VideoEncodingTests: TemporaryDirectoryTestCase {
         let image = TestImage(width: 64, height: 64)
         encoder.updatePicture(from: image.view, dirty: nil)
         try muxer.beginChunk()
-        try encoder.encode(pts90k: 0, keyframe: true) { (p) throws(CaptureError) in try muxer.write(p) }
+        try encoder.encode(pts: Ticks90k(ticks: 0), keyframe: true) { (p) throws(CaptureError) in try muxer.write(p) }
         _ = try muxer.finishChunk()
         try muxer.beginChunk()
         XCTAssertThrowsError(
-            try encoder.encode(pts90k: 3000, keyframe: false) { (p) throws(CaptureError) in try muxer.write(p) }
+            try encoder.encode(pts: Ticks90k(ticks: 3000), keyframe: false) { (p) throws(CaptureError) in try muxer.write(p) }
         ) { error in
             XCTAssertEqual((error as? CaptureError)?.code, .internalError)
         }
