@@ -126,7 +126,9 @@ final class EndpointRestartTests: XCTestCase {
             endpoint.kill9()
             try endpoint.start()
         }
-        let report = await replay.value
+        // A replay that stops making progress must fail here, not hang the run (seen once,
+        // under a load of 18: the session went silent after a kill and the replay never ended).
+        let report = try await value(of: replay, within: .seconds(180), "the replay across five kills")
         XCTAssertTrue(report.ended, "\(report.closeCodes) \(report.failure ?? "")")
         XCTAssertGreaterThanOrEqual(report.reconnects, 5, "every kill cost the client its connection")
         XCTAssertEqual(report.errors, [])
@@ -174,7 +176,8 @@ final class InterruptedExportTests: XCTestCase {
         options.speed = 0
         var logger = Logger(label: "export-crash")
         logger.logLevel = .critical
-        let report = await UplinkReplayer.run(spool, options: options, logger: logger)
+        let replay = Task { [options, logger] in await UplinkReplayer.run(spool, options: options, logger: logger) }
+        let report = try await value(of: replay, within: .seconds(180), "the replay")
         XCTAssertTrue(report.ended, "\(report)")
 
         let exportURL = "http://127.0.0.1:\(endpoint.port)/collection/default/capture/session/\(session)/export"

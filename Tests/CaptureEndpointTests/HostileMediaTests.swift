@@ -213,7 +213,8 @@ final class HostileMediaTests: XCTestCase {
         if given == nil { (session, token) = try await HTTPJSON.newSession(port: endpoint.port, endUser: "hostile") }
         var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: token, sessionId: session)
         options.speed = 0
-        let report = await UplinkReplayer.run(spool, options: options, logger: logger)
+        let replay = Task { [options] in await UplinkReplayer.run(spool, options: options, logger: logger) }
+        let report = try await value(of: replay, within: .seconds(180), "the replay")
         XCTAssertTrue(report.ended, "\(report)")
 
         let path = base + "/collection/default/capture/session/\(session)/export"

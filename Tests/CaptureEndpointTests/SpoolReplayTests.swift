@@ -88,7 +88,7 @@ final class SpoolReplayTests: XCTestCase {
             ], timeout: .seconds(60))
             XCTAssertEqual(probe.stdout.split(separator: "\n").first, "aac,48000", probe.stdout + probe.stderr)
 
-            let report = await replay.value
+            let report = try await value(of: replay, within: .seconds(180), "the replay")
             XCTAssertTrue(report.ended, "\(report)")
             XCTAssertEqual(report.acked, spool.chunkCount)
             XCTAssertEqual(report.errors, [])
