@@ -217,7 +217,7 @@ let package = Package(
             ]),
 
         // MARK: Tests
-        .target(name: "CaptureTestSupport", dependencies: ["CaptureCore"], path: "Tests/CaptureTestSupport"),
+        .target(name: "CaptureTestSupport", dependencies: ["CaptureCore", "CaptureUplink"], path: "Tests/CaptureTestSupport"),
         .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "CaptureSpool"]),
         .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "CaptureTestSupport"]),
         .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),

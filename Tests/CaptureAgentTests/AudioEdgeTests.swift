@@ -12,7 +12,7 @@ final class AudioEdgeTests: XCTestCase {
         var firstSoundMs: [String: Double] = [:]
         var lengths: [String: Double] = [:]
         /// `repeated` here: repeated + lost, the other two parts of the stream's length.
-        var counters: [String: (captured: Int, filled: Int, repeated: Int)] = [:]
+        var counters: [ChannelID: (captured: Int, filled: Int, repeated: Int)] = [:]
         var durationNs: Int64 = 0
         /// The agent's notices (where silence was filled, and why).
         var log = ""
@@ -24,13 +24,13 @@ final class AudioEdgeTests: XCTestCase {
         let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s", "--json", "--log-level", "notice",
                                "--channel", "mic:default", "--channel", "system_audio:default"], env: Agent.environment(rig))
         XCTAssertEqual(r.status, 0, r.stderr)
-        let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        let summary = try RecordingSummary(json: r.stdout)
         var edges = Edges()
-        edges.durationNs = (summary["durationNs"] as? NSNumber)?.int64Value ?? 0
+        edges.durationNs = summary.durationNs
         edges.log = r.stderr
-        for c in summary["channels"] as? [[String: Any]] ?? [] {
-            edges.counters[c["channel"] as? String ?? "?"] = (c["capturedSamples"] as? Int ?? -1, c["silenceFilledSamples"] as? Int ?? -1,
-                                                              (c["repeatedSamples"] as? Int ?? -1) + (c["lostSamples"] as? Int ?? -1))
+        for c in summary.channels {
+            edges.counters[try ChannelID(parsing: c.channel)] = (c.capturedSamples ?? -1, c.silenceFilledSamples ?? -1,
+                                                            (c.repeatedSamples ?? -1) + (c.lostSamples ?? -1))
         }
         for dir in ["mic-default", "system_audio-default"] {
             let all = try RecordedChannel(out + "/" + dir).concatenated(into: out + "/\(dir).ts")
@@ -50,9 +50,10 @@ final class AudioEdgeTests: XCTestCase {
             XCTAssertLessThanOrEqual(ms, 30, "\(label): \(dir) starts with \(ms) ms of silence", file: file, line: line)
             XCTAssertEqual(e.lengths[dir] ?? 0, Double(seconds), accuracy: 0.025, "\(label): \(dir) length", file: file, line: line)
         }
-        XCTAssertEqual(Set(e.counters.keys), ["mic:default", "system_audio:default"], "\(label): both channels in the summary",
+        XCTAssertEqual(Set(e.counters.keys), [.microphone(nil), .systemAudio(nil)], "\(label): both channels in the summary",
                        file: file, line: line)
-        for (channel, c) in e.counters {
+        for (id, c) in e.counters {
+            let channel = id.description   // as the agent's log names it
             XCTAssertEqual(c.captured + c.filled + c.repeated, seconds * 48_000,
                            "\(label): \(channel): captured \(c.captured) + filled \(c.filled) + repeated \(c.repeated) is the session",
                            file: file, line: line)
@@ -155,17 +156,16 @@ final class BurstySourceTests: XCTestCase {
                                    "--channel", "mic:default", "--channel", "display:1"], env: Agent.environment(rig))
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssertFalse(r.stderr.contains("interrupted"), "run \(run): \(r.stderr)")
-            let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
-            let channels = summary["channels"] as? [[String: Any]] ?? []
-            let mic = try XCTUnwrap(channels.first { $0["channel"] as? String == "mic:default" })
-            let display = try XCTUnwrap(channels.first { $0["channel"] as? String == "display:1" })
-            XCTAssertEqual(mic["chunks"] as? Int, 5, "run \(run): \(mic)")
-            XCTAssertEqual(display["chunks"] as? Int, 5)
-            XCTAssertEqual(mic["discontinuities"] as? Int, 0, "run \(run)")
-            XCTAssertEqual(mic["silenceFilledSamples"] as? Int, 0, "run \(run): the source delivered everything")
-            XCTAssertEqual((mic["capturedSamples"] as? Int ?? 0) + (mic["silenceFilledSamples"] as? Int ?? 0)
-                           + (mic["repeatedSamples"] as? Int ?? 0) + (mic["lostSamples"] as? Int ?? 0), 240_000)
-            XCTAssertEqual(mic["lostSamples"] as? Int, 0, "run \(run): audio lost")
+            let summary = try RecordingSummary(json: r.stdout)
+            let mic = try XCTUnwrap(summary.channel(.microphone(nil)))
+            let display = try XCTUnwrap(summary.channel(.display(1)))
+            XCTAssertEqual(mic.chunks, 5, "run \(run): \(mic)")
+            XCTAssertEqual(display.chunks, 5)
+            XCTAssertEqual(mic.discontinuities, 0, "run \(run)")
+            XCTAssertEqual(mic.silenceFilledSamples, 0, "run \(run): the source delivered everything")
+            XCTAssertEqual((mic.capturedSamples ?? 0) + (mic.silenceFilledSamples ?? 0)
+                           + (mic.repeatedSamples ?? 0) + (mic.lostSamples ?? 0), 240_000)
+            XCTAssertEqual(mic.lostSamples, 0, "run \(run): audio lost")
 
             let all = try RecordedChannel(out + "/mic-default").concatenated(into: out + "/mic.ts")
             XCTAssertEqual(try Media.decodeErrors(all), "")

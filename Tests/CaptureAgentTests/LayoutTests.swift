@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -13,10 +14,10 @@ final class LayoutTests: XCTestCase {
 
         let listing = try Agent.run(["channels", "--json"], env: env)
         XCTAssertEqual(listing.status, 0, listing.stderr)
-        let object = try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [String: Any]
-        let ids = (object?["channels"] as? [[String: Any]] ?? []).compactMap { $0["channel_id"] as? String }
-        XCTAssertTrue(ids.contains("display:1") && ids.contains("display:2"), "\(ids)")
-        XCTAssertFalse(ids.contains("display:3"))
+        struct Listing: Decodable { var channels: [ChannelInfo] }
+        let ids = try JSONCoding.decoder.decode(Listing.self, from: Data(listing.stdout.utf8)).channels.map { try ChannelID(parsing: $0.id) }
+        XCTAssertTrue(ids.contains(.display(1)) && ids.contains(.display(2)), "\(ids)")
+        XCTAssertFalse(ids.contains(.display(3)))
 
         let out = Agent.temporaryDirectory("two-monitors")
         defer { try? FileManager.default.removeItem(atPath: out) }

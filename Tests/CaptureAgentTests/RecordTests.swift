@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -191,16 +192,16 @@ final class RecordTests: XCTestCase {
         let startedAt = try XCTUnwrap((session?["startedAtUnixNs"] as? NSNumber)?.int64Value, "session.json: \(session ?? [:])")
         for chunk in channel.chunks {
             let data = try Data(contentsOf: URL(fileURLWithPath: chunk.media))
-            XCTAssertEqual(chunk.metadata["bytes"] as? Int, data.count)
+            XCTAssertEqual(chunk.bytes, data.count)
             let sum = try runProcess("/usr/bin/sha256sum", [chunk.media], timeout: .seconds(10)).stdout.prefix(64)
-            XCTAssertEqual(chunk.metadata["sha256"] as? String, String(sum))
-            XCTAssertEqual(chunk.metadata["channelId"] as? String, "mic:default")
+            XCTAssertEqual(chunk.sha256, String(sum))
+            XCTAssertEqual(chunk.channelId, ChannelID.microphone(nil).description)
             // When the chunk's first sample was captured: the session's start plus its place on
             // the timeline, in both forms.
-            let unixNs = try XCTUnwrap((chunk.metadata["captureTimeUnixNs"] as? NSNumber)?.int64Value)
-            let startPts = try XCTUnwrap((chunk.metadata["startPtsNs"] as? NSNumber)?.int64Value)
+            let unixNs = chunk.captureTimeUnixNs
+            let startPts = chunk.startPtsNs
             XCTAssertEqual(unixNs, startedAt + startPts, "chunk \(chunk.seq)")
-            let iso = try XCTUnwrap(chunk.metadata["captureTime"] as? String)
+            let iso = chunk.captureTime
             let parsed = try XCTUnwrap(ISO8601DateFormatter.withFractions.date(from: iso), iso)
             XCTAssertEqual(parsed.timeIntervalSince1970, Double(unixNs) / 1e9, accuracy: 0.001, "chunk \(chunk.seq): \(iso)")
         }

@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -25,14 +26,13 @@ final class RobustnessTests: XCTestCase {
         // the 80 frames the encoder could not take would add 8 s.
         XCTAssertLessThan(elapsed, 7, "latency stays bounded: no backlog of frames to encode after the end")
 
-        let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
-        let channels = summary?["channels"] as? [[String: Any]] ?? []
-        let video = try XCTUnwrap(channels.first { $0["channel"] as? String == "display:1" })
-        let dropped = video["dropped"] as? Int ?? 0
-        let encoded = video["encoded"] as? Int ?? 0
+        let summary = try RecordingSummary(json: result.stdout)
+        let video = try XCTUnwrap(summary.channel(.display(1)))
+        let dropped = video.dropped
+        let encoded = video.encoded
         // 10 a second get through (plus the few the queue between grabber and encoder holds).
         XCTAssertEqual(encoded, 40, accuracy: 8, "the encoder's pace: \(video)")
-        XCTAssertEqual(dropped + encoded + (video["leftOut"] as? Int ?? 0), 120,
+        XCTAssertEqual(dropped + encoded + video.leftOut, 120,
                        "every frame slot is accounted for, dropped ones counted: \(video)")
 
         let videoAll = try RecordedChannel(out + "/display-1").concatenated(into: out + "/v.ts")
@@ -42,10 +42,10 @@ final class RobustnessTests: XCTestCase {
         XCTAssertEqual(try Media.decodeErrors(audioAll), "")
         XCTAssertEqual(try Media.probe(audioAll).duration, 4.0, accuracy: 0.05, "all the audio is there")
         XCTAssertEqual(try Media.dominantFrequency(audioAll, seconds: 3), 1000, accuracy: 5)
-        let audioStats = try XCTUnwrap(channels.first { $0["channel"] as? String == "system_audio:default" })
+        let audioStats = try XCTUnwrap(summary.channel(.systemAudio(nil)))
         // At most what the server had not delivered at the stop (AudioEdgeTests' bound on PulseAudio).
-        XCTAssertLessThanOrEqual(audioStats["silenceFilledMs"] as? Int ?? 99, 20, "no hole was papered over: \(audioStats)")
-        XCTAssertEqual(audioStats["lostSamples"] as? Int, 0, "no audio lost to the slow video encoder: \(audioStats)")
+        XCTAssertLessThanOrEqual(audioStats.silenceFilledMs, 20, "no hole was papered over: \(audioStats)")
+        XCTAssertEqual(audioStats.lostSamples, 0, "no audio lost to the slow video encoder: \(audioStats)")
     }
 
     /// SIGKILL mid-recording: every chunk whose metadata exists is complete
@@ -80,9 +80,9 @@ final class RobustnessTests: XCTestCase {
             XCTAssertEqual(channel.chunks.map(\.seq), Array(0..<channel.chunks.count), "\(dir): no gaps")
             for chunk in channel.chunks {
                 let data = try Data(contentsOf: URL(fileURLWithPath: chunk.media))
-                XCTAssertEqual(chunk.metadata["bytes"] as? Int, data.count, "\(dir) chunk \(chunk.seq) complete")
+                XCTAssertEqual(chunk.bytes, data.count, "\(dir) chunk \(chunk.seq) complete")
                 let sum = try runProcess("/usr/bin/sha256sum", [chunk.media], timeout: .seconds(10)).stdout.prefix(64)
-                XCTAssertEqual(chunk.metadata["sha256"] as? String, String(sum))
+                XCTAssertEqual(chunk.sha256, String(sum))
                 XCTAssertEqual(try Media.decodeErrors(chunk.media), "", "\(dir) chunk \(chunk.seq) decodes")
             }
         }

@@ -22,12 +22,12 @@ final class ScreenLayoutTests: XCTestCase {
 
     /// Runs `record` of `channel` for `seconds`, doing `changes` (at their times, seconds after
     /// the recording started) meanwhile; returns the summary of the channel and its directory.
-    private func record(_ rig: TestRig, channel: String, seconds: Int, name: String,
-                        changes: [(at: Double, action: () throws -> Void)]) throws -> (summary: [String: Any], dir: String, out: String) {
+    private func record(_ rig: TestRig, channel: ChannelID, seconds: Int, name: String,
+                        changes: [(at: Double, action: () throws -> Void)]) throws -> (summary: ChannelStatsSnapshot, dir: String, out: String) {
         let out = Agent.temporaryDirectory(name)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Agent.binary)
-        process.arguments = ["record", "--out", out, "--duration", "\(seconds)s", "--channel", channel, "--json"]
+        process.arguments = ["record", "--out", out, "--duration", "\(seconds)s", "--channel", channel.description, "--json"]
         process.environment = Agent.environment(rig)
         let stdout = Pipe()
         process.standardOutput = stdout
@@ -49,9 +49,9 @@ final class ScreenLayoutTests: XCTestCase {
         let logText = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: log)   // its text goes into the failure message
         XCTAssertEqual(process.terminationStatus, 0, "record failed: \(logText)")
-        let summary = try JSONSerialization.jsonObject(with: output) as? [String: Any]
-        let stats = (summary?["channels"] as? [[String: Any]])?.first { $0["channel"] as? String == channel } ?? [:]
-        let dir = out + "/" + channel.replacingOccurrences(of: ":", with: "-")
+        let summary = try RecordingSummary(json: String(decoding: output, as: UTF8.self))
+        let stats = try XCTUnwrap(summary.channel(channel), "no \(channel) in the summary: \(summary)")
+        let dir = out + "/" + channel.directoryName
         return (stats, dir, out)
     }
 
@@ -85,13 +85,13 @@ final class ScreenLayoutTests: XCTestCase {
     func testAModeChangeIsFollowedAndScaledIntoTheStream() throws {
         let rig = try startRig()
         defer { rig.stop() }
-        let (stats, dir, out) = try record(rig, channel: "display:1", seconds: 9, name: "mode-change", changes: [
+        let (stats, dir, out) = try record(rig, channel: .display(1), seconds: 9, name: "mode-change", changes: [
             (3, { try self.xrandr(rig, "--output", "DUMMY0", "--mode", "1680x1050") }),
             (6, { try self.xrandr(rig, "--output", "DUMMY0", "--mode", "1920x1080") }),
         ])
         defer { try? FileManager.default.removeItem(atPath: out) }
-        XCTAssertEqual(stats["layoutChanges"] as? Int, 2, "\(stats)")
-        XCTAssertEqual(stats["offlineFrames"] as? Int, 0)
+        XCTAssertEqual(stats.layoutChanges, 2, "\(stats)")
+        XCTAssertEqual(stats.offlineFrames, 0)
         let all = try assertOneStream(dir, width: 1920, height: 1080, seconds: 9)
         // Left edge: the moving pattern (top-left quarter) before and after, black pillar during.
         let edge = try Media.frameLuma(all, crop: (0, 100, 80, 300))
@@ -115,12 +115,12 @@ final class ScreenLayoutTests: XCTestCase {
         // A grey root window: what DUMMY1 shows when it is on.
         let grey = try runProcess("xsetroot", ["-solid", "#808080"], environment: rig.childEnvironment(), timeout: .seconds(10))
         XCTAssertEqual(grey.status, 0, grey.stderr)
-        let (stats, dir, out) = try record(rig, channel: "display:2", seconds: 8, name: "off-on", changes: [
+        let (stats, dir, out) = try record(rig, channel: .display(2), seconds: 8, name: "off-on", changes: [
             (2.5, { try self.xrandr(rig, "--output", "DUMMY1", "--off") }),
             (5, { try self.xrandr(rig, "--output", "DUMMY1", "--mode", "1280x1024", "--right-of", "DUMMY0") }),
         ])
         defer { try? FileManager.default.removeItem(atPath: out) }
-        XCTAssertEqual(Double(stats["offlineFrames"] as? Int ?? 0), 75, accuracy: 12, "\(stats)")
+        XCTAssertEqual(Double(stats.offlineFrames ?? 0), 75, accuracy: 12, "\(stats)")
         let all = try assertOneStream(dir, width: 1280, height: 1024, seconds: 8)
         // Grey while on, black only while off.
         let luma = try Media.frameLuma(all, crop: (100, 100, 400, 400))
@@ -137,13 +137,13 @@ final class ScreenLayoutTests: XCTestCase {
         let rig = try startRig()
         defer { rig.stop() }
         try xrandr(rig, "--output", "DUMMY1", "--off")
-        let (stats, dir, out) = try record(rig, channel: "display:1", seconds: 6, name: "added", changes: [
+        let (stats, dir, out) = try record(rig, channel: .display(1), seconds: 6, name: "added", changes: [
             (3, { try self.xrandr(rig, "--output", "DUMMY1", "--mode", "1280x1024", "--right-of", "DUMMY0") }),
         ])
         defer { try? FileManager.default.removeItem(atPath: out) }
-        XCTAssertEqual(stats["layoutChanges"] as? Int, 0, "\(stats)")
-        XCTAssertEqual(stats["offlineFrames"] as? Int, 0)
-        XCTAssertLessThanOrEqual(stats["dropped"] as? Int ?? 99, 3, "\(stats)")
+        XCTAssertEqual(stats.layoutChanges, 0, "\(stats)")
+        XCTAssertEqual(stats.offlineFrames, 0)
+        XCTAssertLessThanOrEqual(stats.dropped, 3, "\(stats)")
         _ = try assertOneStream(dir, width: 1920, height: 1080, seconds: 6)
     }
 

@@ -99,7 +99,8 @@ final class CapturectlSessionTests: XCTestCase {
         XCTAssertEqual(info.protocol, 1)
         XCTAssertEqual(info.version, CaptureAgentVersion.string)
         for permission in ["screen-capture", "microphone", "system-audio", "screen_capture"] {
-            XCTAssertEqual(try client.ok("requestPermission", ["permission": .string(permission)])["status"], "granted", permission)
+            XCTAssertEqual(try client.ok(.requestPermission, ["permission": .string(permission)], as: PermissionResult.self).status, "granted",
+                           permission)
         }
         XCTAssertEqual(client.failure("requestPermission", ["permission": "camera"])?.code, .invalidRequest)
         let listed = try client.ok(.getChannels, as: ChannelsResult.self)
@@ -110,11 +111,11 @@ final class CapturectlSessionTests: XCTestCase {
 
         let bare = try DaemonProcess(rig: nil, name: "noperms", env: ["PULSE_SERVER": "unix:/nonexistent/pulse"])
         let c = try bare.client()
-        let denied = try c.ok("requestPermission", ["permission": "screen-capture"])
-        XCTAssertEqual(denied["status"], "denied")
-        XCTAssertEqual(denied["code"], "DISPLAY_UNAVAILABLE")
-        XCTAssertTrue(denied["reason"]?.stringValue?.contains("DISPLAY") ?? false, "\(denied)")
-        XCTAssertEqual(try c.ok("requestPermission", ["permission": "microphone"])["status"], "denied")
+        let denied = try c.ok(.requestPermission, ["permission": "screen-capture"], as: PermissionResult.self)
+        XCTAssertEqual(denied.status, "denied")
+        XCTAssertEqual(denied.code, CaptureErrorCode.displayUnavailable.rawValue)
+        XCTAssertTrue(denied.reason?.contains("DISPLAY") ?? false, "\(denied)")
+        XCTAssertEqual(try c.ok(.requestPermission, ["permission": "microphone"], as: PermissionResult.self).status, "denied")
         XCTAssertEqual(bare.terminate(), 0)
     }
 
@@ -136,7 +137,7 @@ final class CapturectlSessionTests: XCTestCase {
         XCTAssertEqual(token.status, 0, token.stderr)
         XCTAssertEqual(token.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "token accepted (expires 2100-01-01T00:00:00.000Z)")
         XCTAssertFalse(token.stdout.contains("cct_from_a_file") || token.stderr.contains("cct_from_a_file"))
-        XCTAssertEqual(try daemon.client().ok("getStatus")["tokenPresent"], true)
+        XCTAssertEqual(try daemon.client().ok(.getStatus, as: StatusResult.self).tokenPresent, true)
 
         let watch = Process()
         watch.executableURL = URL(fileURLWithPath: Capturectl.binary)

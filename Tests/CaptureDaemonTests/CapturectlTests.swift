@@ -29,6 +29,16 @@ enum Capturectl {
         try JSONCoding.decoder.decode(T.self, from: Data(text.utf8))
     }
 
+    /// What `--json` prints on stdout when a command fails: `{"error":{"code","message"}}`.
+    struct ErrorOutput: Decodable {
+        struct Detail: Decodable {
+            var code: CaptureErrorCode
+            var message: String
+        }
+
+        var error: Detail
+    }
+
     /// Short (a socket path inside it must fit in 107 bytes).
     static func temporaryDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory
@@ -51,9 +61,9 @@ final class CapturectlTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: scratch)
     }
 
-    private func jsonObject(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-        return try XCTUnwrap(object, "not a JSON object: \(text)", file: file, line: line)
+    /// The error a failed `--json` command printed.
+    private func jsonError(_ text: String) throws -> Capturectl.ErrorOutput.Detail {
+        try Capturectl.decode(text, as: Capturectl.ErrorOutput.self).error
     }
 
     // MARK: without a daemon
@@ -77,9 +87,9 @@ final class CapturectlTests: XCTestCase {
         for command in [["status", "--json"], ["channels", "--json"], ["ping", "--json"], ["stop", "--json"]] {
             let r = try Capturectl.run(command, env: env)
             XCTAssertEqual(r.status, 69, "\(command): \(r.stderr)")
-            let error = try XCTUnwrap(try jsonObject(r.stdout)["error"] as? [String: Any], r.stdout)
-            XCTAssertEqual(error["code"] as? String, "AGENT_NOT_RUNNING")
-            XCTAssertTrue((error["message"] as? String ?? "").contains("systemctl --user start capture-agent.socket"))
+            let error = try jsonError(r.stdout)
+            XCTAssertEqual(error.code, .agentNotRunning, r.stdout)
+            XCTAssertTrue(error.message.contains("systemctl --user start capture-agent.socket"))
             XCTAssertTrue(r.stderr.contains("AGENT_NOT_RUNNING"), r.stderr)
         }
     }
@@ -92,7 +102,7 @@ final class CapturectlTests: XCTestCase {
 
         let json = try Capturectl.run(["start", "--json", "--token", "abc"], env: env)
         XCTAssertEqual(json.status, 64)
-        XCTAssertEqual((try jsonObject(json.stdout)["error"] as? [String: Any])?["code"] as? String, "INVALID_REQUEST")
+        XCTAssertEqual(try jsonError(json.stdout).code, .invalidRequest)
 
         for command in ["start", "token"] {
             let help = try Capturectl.run([command, "--help"], env: env)
@@ -112,7 +122,7 @@ final class CapturectlTests: XCTestCase {
 
         let token = try Capturectl.run(["token", "--file", missing, "--json"], env: env)
         XCTAssertEqual(token.status, CaptureErrorCode.invalidToken.exitStatus, token.stderr)
-        XCTAssertEqual((try jsonObject(token.stdout)["error"] as? [String: Any])?["code"] as? String, "INVALID_TOKEN")
+        XCTAssertEqual(try jsonError(token.stdout).code, .invalidToken)
 
         let unset = try Capturectl.run(["start", "--token-env", "CAPTURECTL_TEST_UNSET"], env: env.filter { $0.key != "CAPTURECTL_TEST_UNSET" })
         XCTAssertEqual(unset.status, CaptureErrorCode.invalidToken.exitStatus, unset.stderr)
@@ -294,7 +304,7 @@ final class CapturectlTests: XCTestCase {
 
         let start = try Capturectl.run(["start", "--json"], env: env)
         XCTAssertEqual(start.status, 69, start.stderr)
-        XCTAssertEqual((try jsonObject(start.stdout)["error"] as? [String: Any])?["code"] as? String, "DISPLAY_UNAVAILABLE")
+        XCTAssertEqual(try jsonError(start.stdout).code, .displayUnavailable)
         XCTAssertTrue(start.stderr.hasPrefix("capturectl: DISPLAY_UNAVAILABLE: "), start.stderr)
 
         // Nothing records, so pausing is not allowed now.

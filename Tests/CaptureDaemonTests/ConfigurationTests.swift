@@ -239,11 +239,11 @@ final class ConfigurationTests: XCTestCase {
         let start = try c.ok(.startRecording, ["sessionId": "cfg-1"], as: StartRecordingResult.self)
         XCTAssertEqual(start.channels.map(\.channelId), ["display:1"], "\(start)")
         usleep(1_000_000)
-        let status = try c.ok("getStatus")
-        XCTAssertEqual(status["channels"]?.arrayValue?.first?["fps"], 10, "\(status)")
+        let status = try c.ok(.getStatus, as: StatusResult.self)
+        XCTAssertEqual(status.channels.first?.fps, 10, "\(status)")
         usleep(3_500_000)
-        let stop = try c.ok("stopRecording")
-        let chunks = stop["summary"]?["channels"]?.arrayValue?.first?["chunks"]?.int64Value ?? 0
+        let stop = try c.ok(.stopRecording, as: StopRecordingResult.self)
+        let chunks = stop.summary.channels.first?.chunks ?? 0
         XCTAssertGreaterThanOrEqual(chunks, 2, "4.5 s in 2 s chunks: \(stop)")
         let dir = daemon.sessionDirectory("cfg-1") + "/display-1"
         let media = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".ts") }.sorted()

@@ -27,9 +27,9 @@ final class SDKLaunchTests: XCTestCase {
         defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
         let client = ControlClient(readFD: output.fileHandleForReading.fileDescriptor,
                                    writeFD: input.fileHandleForWriting.fileDescriptor)
-        let info = try client.call("init", params: ["apiUrl": "https://api.videodb.io"], timeout: .seconds(20))
-        XCTAssertEqual(info["pid"]?.int64Value, Int64(process.processIdentifier))
-        XCTAssertEqual(try client.call("ping", timeout: .seconds(10))["pong"], true)
+        let info = try client.call(.initialize, params: ["apiUrl": "https://api.videodb.io"], as: DaemonInfo.self, timeout: .seconds(20))
+        XCTAssertEqual(info.pid, Int(process.processIdentifier))
+        XCTAssertEqual(try client.call(.ping, as: DaemonInfo.self, timeout: .seconds(10)).pong, true)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/capture-agent/control.sock"),
                        "with pipes it should not listen on the socket")
         try input.fileHandleForWriting.close()

@@ -45,8 +45,8 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(resumedEvent.recordingResumed?.atNs, resumeAt)
         XCTAssertNil(client.bufferedEvents.first { $0.name == .recordingPaused }, "a second recording-paused was sent")
         usleep(2_000_000)
-        let stopped = try client.ok("stopRecording", ["sessionId": "pause-1"])
-        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+        let stopped = try client.ok(.stopRecording, ["sessionId": "pause-1"], as: StopRecordingResult.self)
+        let durationNs = stopped.summary.durationNs
         let p = Double(pauseAt) / 1e9, r = Double(resumeAt) / 1e9
         XCTAssertEqual(r - p, 2.0, accuracy: 0.3)
 
@@ -59,7 +59,7 @@ final class SessionTests: XCTestCase {
         let total = Double(samples.count) / 48_000
         // Continuous to AAC's framing (one 21.3 ms frame), and every sample accounted for.
         XCTAssertEqual(total, Double(durationNs) / 1e9, accuracy: 0.025, "the mic stream is not continuous over the pause")
-        let micSummary = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first { $0["channel"] == "mic:default" })
+        let micSummary = try XCTUnwrap(stopped.summary.channel(.microphone(nil)))
         Self.assertSamplesAddUp(micSummary, durationNs: durationNs)
         func level(_ from: Double, _ to: Double) -> Double {
             let a = max(0, Int(from * 48_000)), b = min(samples.count, Int(to * 48_000))
@@ -131,8 +131,8 @@ final class SessionTests: XCTestCase {
             do {
                 let c = try ControlClient(socketPath: socketPath)
                 for _ in 0..<20 { _ = try c.call("ping", timeout: .seconds(10)) }
-                let s = try c.call("getStatus", timeout: .seconds(10))
-                if s["state"] != "active" { failures.add(1, ordering: .relaxed) }
+                let s = try c.call(.getStatus, as: StatusResult.self, timeout: .seconds(10))
+                if s.state != .active { failures.add(1, ordering: .relaxed) }
             } catch {
                 failures.add(1, ordering: .relaxed)
             }
@@ -180,10 +180,10 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(failedEvent.sessionId, "xdeath-1")
         XCTAssertNotNil(try client.event(.recordingStopped))
         XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true)
-        let status = try client.ok("getStatus")
-        XCTAssertEqual(status["state"], "failed")
-        XCTAssertEqual(status["failure"]?["code"], "DISPLAY_UNAVAILABLE")
-        let chunks = status["channels"]?.arrayValue?.first?["chunksSpooled"]?.int64Value ?? 0
+        let status = try client.ok(.getStatus, as: StatusResult.self)
+        XCTAssertEqual(status.state, .failed)
+        XCTAssertEqual(status.failure?.code, CaptureErrorCode.displayUnavailable.rawValue)
+        let chunks = status.channels.first?.chunksSpooled ?? 0
         XCTAssertGreaterThanOrEqual(chunks, 1, "the chunks recorded before the loss are gone")
         // A new start fails cleanly, and the daemon still serves.
         XCTAssertEqual(client.failure("startRecording", ["sessionId": "xdeath-2"])?.code, .displayUnavailable)
@@ -209,7 +209,7 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(stalled.channelID, .display(1))
         XCTAssertEqual(stalled.channelError?.code, .channelStalled)
         XCTAssertEqual(stalled.channelError?.recovered, false)
-        XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
+        XCTAssertEqual(try client.ok(.getStatus, as: StatusResult.self).channels.first?.stalled, true)
         XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true, "the daemon stopped answering during the stall")
         kill(xvfb, SIGCONT)
         resumed = true
@@ -241,7 +241,7 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(stalled.channelID, .microphone(nil))
         XCTAssertEqual(stalled.channelError?.code, .channelStalled, "\(stalled)")
         XCTAssertEqual(stalled.channelError?.recovered, false)
-        XCTAssertEqual(try client.ok("getStatus")["channels"]?.arrayValue?.first?["stalled"], true)
+        XCTAssertEqual(try client.ok(.getStatus, as: StatusResult.self).channels.first?.stalled, true)
         XCTAssertEqual(try daemon.client().ok(.ping, as: DaemonInfo.self).pong, true, "the daemon stopped answering during the stall")
         kill(server, SIGCONT)
         resumed = true
@@ -252,9 +252,9 @@ final class SessionTests: XCTestCase {
         }
         XCTAssertNotNil(recovered, "the recovery was not reported:\n\(daemon.log)")
         usleep(1_000_000)
-        let stopped = try client.ok("stopRecording")
-        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
-        Self.assertSamplesAddUp(channel, durationNs: try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value))
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
+        let channel = try XCTUnwrap(stopped.summary.channels.first)
+        Self.assertSamplesAddUp(channel, durationNs: stopped.summary.durationNs)
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
@@ -267,16 +267,16 @@ final class SessionTests: XCTestCase {
         _ = try client.ok("startRecording", ["sessionId": "pause-sa", "channels": .array([
             .object(["channel_id": "system_audio:default"]), .object(["channel_id": "mic:default"])])])
         usleep(1_500_000)
-        let paused = try client.ok("pauseTracks", ["tracks": ["system_audio"]])
-        XCTAssertEqual(paused["pausedTracks"], .array(["system_audio"]))
+        let paused = try client.ok(.pauseTracks, ["tracks": ["system_audio"]], as: TracksResult.self)
+        XCTAssertEqual(paused.pausedTracks, [.systemAudio])
         usleep(1_500_000)
-        let resumed = try client.ok("resumeTracks", ["tracks": ["system_audio"]])
+        let resumed = try client.ok(.resumeTracks, ["tracks": ["system_audio"]], as: TracksResult.self)
         usleep(1_500_000)
-        let stopped = try client.ok("stopRecording")
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
         XCTAssertEqual(daemon.terminate(), 0)
-        let p = Double(try XCTUnwrap(paused["atNs"]?.int64Value)) / 1e9
-        let r = Double(try XCTUnwrap(resumed["atNs"]?.int64Value)) / 1e9
-        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+        let p = Double(paused.atNs) / 1e9
+        let r = Double(resumed.atNs) / 1e9
+        let durationNs = stopped.summary.durationNs
         let dir = daemon.sessionDirectory("pause-sa")
         for (channelDir, tone, paused) in [("system_audio-default", 1000.0, true), ("mic-default", 440.0, false)] {
             let samples = try Media.decodeFloat(try Self.concatenate(dir, channelDir), channels: 1, sampleRate: 48_000, seconds: nil)
@@ -323,15 +323,15 @@ final class SessionTests: XCTestCase {
         XCTAssertNotNil(back.channelError?.silenceFilledMs)
         XCTAssertEqual(back.channelID, .systemAudio(nil))
         usleep(3_000_000)
-        let status = try client.ok("getStatus")
-        XCTAssertEqual(status["state"], "active", "the session did not survive the audio server restart")
+        let status = try client.ok(.getStatus, as: StatusResult.self)
+        XCTAssertEqual(status.state, .active, "the session did not survive the audio server restart")
         XCTAssertFalse(client.bufferedEvents.contains { $0.channelError?.code == .channelStalled },
                        "a reconnecting audio channel was reported as stalled")
-        let stopped = try client.ok("stopRecording")
-        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
-        XCTAssertGreaterThanOrEqual(channel["discontinuities"]?.int64Value ?? 0, 1)
-        XCTAssertGreaterThan(channel["silenceFilledMs"]?.int64Value ?? 0, 700, "the gap was not filled")
-        let durationNs = try XCTUnwrap(stopped["summary"]?["durationNs"]?.int64Value)
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
+        let channel = try XCTUnwrap(stopped.summary.channels.first)
+        XCTAssertGreaterThanOrEqual(channel.discontinuities, 1)
+        XCTAssertGreaterThan(channel.silenceFilledMs, 700, "the gap was not filled")
+        let durationNs = stopped.summary.durationNs
 
         let audio = try Self.concatenate(daemon.sessionDirectory("pulse-1"), "system_audio-default")
         XCTAssertEqual(try Media.decodeErrors(audio), "")
@@ -349,10 +349,10 @@ final class SessionTests: XCTestCase {
 
     /// The summary's sample counters of an audio channel add up to the session's length
     /// (`slack`: samples it may run over).
-    static func assertSamplesAddUp(_ channel: JSONValue, durationNs: Int64, slack: Int = 0,
+    static func assertSamplesAddUp(_ channel: ChannelStatsSnapshot, durationNs: Int64, slack: Int = 0,
                                    file: StaticString = #filePath, line: UInt = #line) {
-        let parts = ["capturedSamples", "silenceFilledSamples", "repeatedSamples", "lostSamples"]
-        let values = parts.map { channel[$0]?.int64Value }
+        let values = [channel.capturedSamples, channel.silenceFilledSamples, channel.repeatedSamples, channel.lostSamples]
+            .map { $0.map(Int64.init) }
         XCTAssertFalse(values.contains(nil), "counters missing: \(channel)", file: file, line: line)
         let sum = values.compactMap { $0 }.reduce(0, +)
         let expected = (durationNs * 48_000 + 500_000_000) / 1_000_000_000
@@ -402,7 +402,7 @@ final class SessionTests: XCTestCase {
         usleep(1_200_000)   // chunks go with the first token
         let updated = try client.ok(.updateToken, ["token": .string(second), "expiresAt": 4_102_444_800], as: UpdateTokenResult.self)
         XCTAssertEqual(updated.expiresAt, 4_102_444_800)
-        XCTAssertEqual(try client.ok("getStatus")["tokenPresent"], true)
+        XCTAssertEqual(try client.ok(.getStatus, as: StatusResult.self).tokenPresent, true)
         // The endpoint revokes the first token: the uplink goes on with the second.
         try endpoint.revoke(first)
         let handedOver = Date().addingTimeInterval(15)
@@ -501,7 +501,7 @@ extension SessionTests {
         let client = try daemon.client()
         let refused = client.failure("startRecording", ["sessionId": "nochan-1", "channels": .array([.object(["channel_id": "display:9"])])])
         XCTAssertEqual(refused?.code, .invalidChannels)
-        XCTAssertEqual(try client.ok("getStatus")["state"], "idle")
+        XCTAssertEqual(try client.ok(.getStatus, as: StatusResult.self).state, .idle)
         _ = try client.ok("startRecording", ["sessionId": "nochan-2", "channels": .array([.object(["channel_id": "display:1"])])])
         _ = try client.ok("stopRecording")
         XCTAssertEqual(daemon.terminate(), 0)

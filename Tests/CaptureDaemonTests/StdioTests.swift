@@ -156,7 +156,7 @@ final class StdioTests: XCTestCase {
         let channels = try c.ok(.getChannels, as: ChannelsResult.self)
         XCTAssertTrue(channels.problems.contains { $0.code == CaptureErrorCode.displayUnavailable.rawValue }, "no display here: \(channels)")
         XCTAssertEqual(try c.ok(.getStatus, as: StatusResult.self).state, .idle)
-        XCTAssertEqual(try c.ok("requestPermission", ["permission": "screen-capture"])["status"], "denied")
+        XCTAssertEqual(try c.ok(.requestPermission, ["permission": "screen-capture"], as: PermissionResult.self).status, "denied")
 
         // Bad lines get error responses and the conversation goes on.
         try c.sendRaw(Array("videodb_recorder|{not json\n".utf8))

@@ -218,7 +218,7 @@ final class SystemdIntegrationTests: XCTestCase {
             if let c = try? ControlClient(socketPath: daemon.socketPath), (try? c.call("ping", timeout: .seconds(5))) != nil { client = c } else { usleep(50_000) }
         }
         let c = try XCTUnwrap(client, "the stale socket was not replaced")
-        XCTAssertEqual(try c.ok("shutdown")["shuttingDown"], true)
+        XCTAssertEqual(try c.ok(.shutdown, as: ShutdownResult.self).shuttingDown, true)
         let deadline = Date().addingTimeInterval(10)
         while replacement.isRunning && Date() < deadline { usleep(20_000) }
         XCTAssertFalse(replacement.isRunning)

@@ -1,15 +1,23 @@
+public import CaptureUplink
+import CaptureCore
 import Foundation
 
 /// One channel's chunks in a recording directory.
 public struct RecordedChannel {
     public struct Chunk {
         public var media: String
-        public var metadata: [String: Any]
-        public var seq: Int { metadata["seq"] as? Int ?? -1 }
-        public var startPtsNs: Int64 { (metadata["startPtsNs"] as? NSNumber)?.int64Value ?? -1 }
-        public var durationNs: Int64 { (metadata["durationNs"] as? NSNumber)?.int64Value ?? -1 }
-        public var frames: Int { metadata["frames"] as? Int ?? -1 }
-        public var isFinal: Bool { metadata["isFinal"] as? Bool ?? false }
+        /// The chunk's `chunk-NNNNNN.json`, read as the spool writes it.
+        public var metadata: ChunkMetadata
+        public var seq: Int { metadata.seq }
+        public var startPtsNs: Int64 { metadata.startPtsNs }
+        public var durationNs: Int64 { metadata.durationNs }
+        public var frames: Int { metadata.frames }
+        public var isFinal: Bool { metadata.isFinal }
+        public var bytes: Int { metadata.bytes }
+        public var sha256: String { metadata.sha256 }
+        public var channelId: String { metadata.channelId }
+        public var captureTime: String { metadata.captureTime }
+        public var captureTimeUnixNs: Int64 { metadata.captureTimeUnixNs }
     }
 
     public var directory: String
@@ -20,8 +28,8 @@ public struct RecordedChannel {
         let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }.sorted()
         chunks = try names.map { name in
             let data = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
-            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
-            return Chunk(media: directory + "/" + (object["file"] as? String ?? ""), metadata: object)
+            let metadata = try JSONCoding.decoder.decode(ChunkMetadata.self, from: data)
+            return Chunk(media: directory + "/" + metadata.file, metadata: metadata)
         }
     }
 

@@ -110,16 +110,18 @@ final class WaylandScreenTests: XCTestCase {
 
     // MARK: The daemon (the SDK's way: --stdio)
 
-    private func startSession(_ agent: DesktopAgent, _ id: String, channels: [String] = ["display:1"]) throws -> (result: JSONValue, seconds: Double) {
+    private func startSession(_ agent: DesktopAgent, _ id: String, channels: [String] = ["display:1"])
+        throws -> (result: StartRecordingResult, seconds: Double)
+    {
         let started = Date()
         let result = try agent.call("startRecording", [
             "sessionId": .string(id), "channels": .array(channels.map { .object(["channel_id": .string($0)]) }),
         ])
-        return (result, Date().timeIntervalSince(started))
+        return (try result.decode(StartRecordingResult.self), Date().timeIntervalSince(started))
     }
 
-    private func stopSession(_ agent: DesktopAgent, _ id: String) throws -> JSONValue {
-        try agent.call("stopRecording", ["sessionId": .string(id)])
+    private func stopSession(_ agent: DesktopAgent, _ id: String) throws -> StopRecordingResult {
+        try agent.call("stopRecording", ["sessionId": .string(id)]).decode(StopRecordingResult.self)
     }
 
     private func consentStates(_ agent: DesktopAgent) -> [ControlEvent.ScreenConsent.State] {
@@ -135,14 +137,15 @@ final class WaylandScreenTests: XCTestCase {
         var agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
         let asked = try agent.send("requestPermission", ["permission": "screen-capture"])
         try rig.consent(.share(monitor: 1))
-        let permission = try agent.answer(asked)
-        XCTAssertTrue(permission.ok)
-        XCTAssertEqual(permission.value["status"]?.stringValue, "granted", "\(permission.value)")
-        XCTAssertEqual(permission.value["monitor"]?.stringValue, rig.monitorNames.first)
+        let answered = try agent.answer(asked)
+        XCTAssertTrue(answered.ok, "\(answered.value)")
+        let permission = try answered.value.decode(PermissionResult.self)
+        XCTAssertEqual(permission.status, "granted", "\(permission)")
+        XCTAssertEqual(permission.monitor, rig.monitorNames.first)
         XCTAssertEqual(consentStates(agent), [.asking, .granted])
-        let status = try agent.call("getStatus")
-        XCTAssertEqual(status["displayBackend"]?["backend"]?.stringValue, "wayland")
-        XCTAssertEqual(status["daemon"]?["platform"]?.stringValue, "linux-wayland")
+        let status = try agent.call("getStatus").decode(StatusResult.self)
+        XCTAssertEqual(status.displayBackend?.backend, "wayland")
+        XCTAssertEqual(status.daemon?.platform, "linux-wayland")
         agent.shutdown()
 
         // Nobody answers a dialog from here on: a dialog would end in TIMEOUT after 5 s.
@@ -152,7 +155,7 @@ final class WaylandScreenTests: XCTestCase {
         for round in 1...3 {
             let (started, seconds) = try startSession(agent, "wl-again-\(round)")
             startSeconds.append(seconds)
-            XCTAssertEqual(started["state"]?.stringValue, "active")
+            XCTAssertEqual(started.state, .active)
             if round == 2 {
                 _ = try agent.call("pauseTracks", ["tracks": ["screen"]])
                 usleep(1_200_000)
@@ -160,7 +163,7 @@ final class WaylandScreenTests: XCTestCase {
             }
             usleep(2_500_000)
             let stopped = try stopSession(agent, "wl-again-\(round)")
-            XCTAssertEqual(stopped["state"]?.stringValue, "stopped", "\(stopped)")
+            XCTAssertEqual(stopped.state, .stopped, "\(stopped)")
             let chunks = try Recording.videoChunks(state + "/capture-agent/spool/wl-again-\(round)/display-1")
             XCTAssertGreaterThanOrEqual(chunks.count, 2)
             XCTAssertTrue(chunks.allSatisfy { $0.width == 1920 && $0.height == 1080 })
@@ -183,9 +186,9 @@ final class WaylandScreenTests: XCTestCase {
         agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "5s"])
         let (started, seconds) = try startSession(agent, "wl-restarted")
         startSeconds.append(seconds)
-        XCTAssertEqual(started["state"]?.stringValue, "active")
+        XCTAssertEqual(started.state, .active)
         usleep(1_500_000)
-        XCTAssertEqual(try stopSession(agent, "wl-restarted")["state"]?.stringValue, "stopped")
+        XCTAssertEqual(try stopSession(agent, "wl-restarted").state, .stopped)
         XCTAssertEqual(consentStates(agent), [.restored])
         agent.shutdown()
         // Reported, not asserted (a duration is a benchmark's claim: scripts/benchmark-wayland).
@@ -201,7 +204,7 @@ final class WaylandScreenTests: XCTestCase {
         defer { agent.shutdown() }
         let asked = try agent.send("requestPermission", ["permission": "screen-capture"])
         try rig.consent(.share(monitor: 1))
-        XCTAssertEqual(try agent.answer(asked).value["status"]?.stringValue, "granted")
+        XCTAssertEqual(try agent.answer(asked).value.decode(PermissionResult.self).status, "granted")
         let tokens = try String(contentsOfFile: state + "/capture-agent/screencast-tokens.json", encoding: .utf8)
         let token = try XCTUnwrap(tokens.firstMatch(of: /"token":"([^"]+)"/)?.1)
         let revoked = try rig.run(["busctl", "--user", "call", "org.freedesktop.impl.portal.PermissionStore",
@@ -217,7 +220,7 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertTrue(asking.screenConsent?.reason.contains("no longer restores") == true, "\(asking)")
         XCTAssertEqual(asking.channel, "display:1")
         usleep(1_000_000)
-        XCTAssertEqual(try stopSession(agent, "wl-revoked")["state"]?.stringValue, "stopped")
+        XCTAssertEqual(try stopSession(agent, "wl-revoked").state, .stopped)
     }
 
     /// The stream killed under a running session (the desktop's portal backend dies: its
@@ -235,9 +238,9 @@ final class WaylandScreenTests: XCTestCase {
         let restored = try agent.waitForEvent(.displayChanged, timeout: 30) { $0.displayChanged?.state == .restored }
         usleep(3_000_000)
         let stopped = try stopSession(agent, "wl-killed")
-        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
-        let black = try XCTUnwrap(channel["offlineFrames"]?.int64Value)
-        XCTAssertGreaterThan(black, Int64(0), "the frames while the stream was gone are black, and counted")
+        let channel = try XCTUnwrap(stopped.summary.channels.first)
+        let black = try XCTUnwrap(channel.offlineFrames)
+        XCTAssertGreaterThan(black, 0, "the frames while the stream was gone are black, and counted")
         let lostAt = Double(lost.displayChanged?.atNs ?? 0) / 1e9
         let backAt = Double(restored.displayChanged?.atNs ?? 0) / 1e9
         XCTAssertEqual(Double(black) / 30, backAt - lostAt, accuracy: 0.5, "black from lost to restored")
@@ -276,7 +279,7 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertEqual(changed.displayChanged?.output.width, 1920, "the stream keeps its size")
         XCTAssertEqual(changed.displayChanged?.picture.width, 608, "1080x1920 fits 1920x1080 as 608x1080, centred")
         usleep(2_500_000)
-        XCTAssertEqual(try stopSession(agent, "wl-rotated")["state"]?.stringValue, "stopped")
+        XCTAssertEqual(try stopSession(agent, "wl-rotated").state, .stopped)
         let directory = state + "/capture-agent/spool/wl-rotated/display-1"
         XCTAssertTrue(try Recording.videoChunks(directory).allSatisfy { $0.width == 1920 && $0.height == 1080 })
         let video = try Recording.concatenate(directory, into: state + "/../rotated.ts")
@@ -342,7 +345,7 @@ final class WaylandScreenTests: XCTestCase {
         XCTAssertTrue(failed.recordingFailed?.message.contains("went away") == true, "\(failed)")
         let chunks = try Recording.videoChunks(state + "/capture-agent/spool/wl-gone/display-1")
         XCTAssertGreaterThanOrEqual(chunks.count, 2, "the chunks recorded before are kept")
-        XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
+        XCTAssertEqual(try agent.call("getStatus").decode(StatusResult.self).state, .failed)
         agent.shutdown()
     }
 
@@ -367,7 +370,7 @@ final class WaylandScreenTests: XCTestCase {
         let spool = state + "/capture-agent/spool/wl-cancelled"
         let media = (FileManager.default.enumerator(atPath: spool)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".ts") }
         XCTAssertEqual(media, [], "nothing recorded")
-        XCTAssertEqual(try agent.call("getStatus")["state"]?.stringValue, "failed")
+        XCTAssertEqual(try agent.call("getStatus").decode(StatusResult.self).state, .failed)
 
         // The user tries again with a new agent: the desktop shows its dialog and the screen
         // is recorded. Closing the dialog crashes xdg-desktop-portal-gnome before 47 (when the
@@ -379,8 +382,8 @@ final class WaylandScreenTests: XCTestCase {
         try again.startSharing("wl-after-cancel")
         usleep(1_500_000)
         let stopped = try stopSession(again, "wl-after-cancel")
-        let channel = try XCTUnwrap(stopped["summary"]?["channels"]?.arrayValue?.first)
-        XCTAssertGreaterThan(try XCTUnwrap(channel["encoded"]?.int64Value), Int64(20), "\(channel)")
+        let channel = try XCTUnwrap(stopped.summary.channels.first)
+        XCTAssertGreaterThan(channel.encoded, 20, "\(channel)")
     }
 }
 
