@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureUplink
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -129,7 +130,7 @@ final class RecordTests: XCTestCase {
         if process.isRunning { process.terminate(); return }
         XCTAssertEqual(process.terminationStatus, 0)
         let first = try XCTUnwrap(RecordedChannel(out + "/display-1").chunks.first)
-        let startUnixNs = try XCTUnwrap((first.metadata["captureTimeUnixNs"] as? NSNumber)?.int64Value) - first.startPtsNs
+        let startUnixNs = first.metadata.captureTimeUnixNs - first.startPtsNs
         let signalledAt = Double(signalledUnixNs - startUnixNs) / 1e9
         for dir in ["display-1", "system_audio-default"] {
             let channel = try RecordedChannel(out + "/" + dir)
