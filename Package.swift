@@ -38,6 +38,10 @@
 // one Swift wrapper module per library (FFmpeg has two users, MediaEncoding and
 // MediaExport, which hold its objects through FFmpegObjects); nothing above the
 // wrappers touches C.
+//
+// Test support (never shipped): CaptureTestSupport (rigs, processes, media checks) and
+// X11TestSupport -> X11Capture, CX11 (a test drives the X server through the capture's own
+// connection: draws on the root window, moves the pointer, sets its cursor).
 import PackageDescription
 
 let package = Package(
@@ -218,8 +222,9 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "CaptureTestSupport", dependencies: ["CaptureCore", "CaptureUplink"], path: "Tests/CaptureTestSupport"),
+        .target(name: "X11TestSupport", dependencies: ["CaptureCore", "X11Capture", "CX11"], path: "Tests/X11TestSupport"),
         .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "CaptureSpool"]),
-        .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "CaptureTestSupport"]),
+        .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "X11TestSupport", "CaptureTestSupport"]),
         .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),
         .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "PixelConversion", "CaptureTestSupport"]),
         .testTarget(name: "FFmpegObjectsTests", dependencies: ["FFmpegObjects", "CFFmpeg", "CaptureCore", "LinuxSupport"]),

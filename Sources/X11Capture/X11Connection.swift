@@ -1,4 +1,4 @@
-import CX11
+package import CX11
 public import CaptureCore
 #if canImport(Glibc)
 import Glibc
@@ -12,10 +12,10 @@ import Synchronization
 /// defaults are replaced, the connection is marked dead (`isAlive == false`) and every
 /// operation then throws `DISPLAY_UNAVAILABLE` instead of calling into Xlib.
 public final class X11Connection {
-    let display: OpaquePointer
+    package let display: OpaquePointer
     let health: DisplayHealth
     let screen: Int32
-    let root: Window
+    package let root: Window
     let visual: UnsafeMutablePointer<Visual>
     let depth: Int32
 
@@ -127,7 +127,7 @@ public final class X11Connection {
 
     /// Throws DISPLAY_UNAVAILABLE if the connection broke.
     @inline(__always)
-    func checkAlive() throws(CaptureError) {
+    package func checkAlive() throws(CaptureError) {
         if health.isDead { throw Self.serverGone(displayName) }
     }
 
@@ -239,61 +239,5 @@ public final class X11Connection {
             layoutChanged = true
         }
         // Anything else (there should be nothing else) is dropped.
-    }
-
-    // MARK: Diagnostics and test helpers (drive the server from the same process)
-
-    /// Fills `rect` (root coordinates) of the root window with the 0xRRGGBB `color`,
-    /// under any child windows' clipping (ClipByChildren), and waits until the server did it.
-    public func fillRootRectangle(_ rect: PixelRect, color: UInt32) throws(CaptureError) {
-        try checkAlive()
-        let gc = XCreateGC(display, root, 0, nil)
-        XSetForeground(display, gc, UInt(color))
-        XFillRectangle(display, root, gc, rect.x, rect.y, UInt32(max(rect.width, 0)), UInt32(max(rect.height, 0)))
-        XFreeGC(display, gc)
-        XSync(display, 0)
-        try checkAlive()
-    }
-
-    /// Moves the pointer to (x, y) on the root window and waits until the server did it.
-    public func warpPointer(x: Int, y: Int) throws(CaptureError) {
-        try checkAlive()
-        XWarpPointer(display, 0, root, 0, 0, 0, 0, Int32(x), Int32(y))
-        XSync(display, 0)
-        try checkAlive()
-    }
-
-    /// Sets the root window's cursor to glyph `shape` of the standard cursor font
-    /// (X11/cursorfont.h, e.g. 68 = XC_left_ptr, 152 = XC_xterm), or back to the default
-    /// for nil. Waits until the server did it.
-    public func defineRootCursor(fontShape shape: Int?) throws(CaptureError) {
-        try checkAlive()
-        if let shape {
-            let cursor = XCreateFontCursor(display, UInt32(shape))
-            XDefineCursor(display, root, cursor)
-            XFreeCursor(display, cursor)
-        } else {
-            XUndefineCursor(display, root)
-        }
-        XSync(display, 0)
-        try checkAlive()
-    }
-
-    /// Where the pointer is, in root coordinates (nil when it is on another screen).
-    public func pointerPosition() throws(CaptureError) -> (x: Int, y: Int)? {
-        try checkAlive()
-        var rootReturn: Window = 0, child: Window = 0
-        var rx: Int32 = 0, ry: Int32 = 0, wx: Int32 = 0, wy: Int32 = 0
-        var mask: UInt32 = 0
-        let onScreen = XQueryPointer(display, root, &rootReturn, &child, &rx, &ry, &wx, &wy, &mask) != 0
-        try checkAlive()
-        return onScreen ? (Int(rx), Int(ry)) : nil
-    }
-
-    /// Round trip to the server: everything sent so far has been processed when it returns.
-    public func sync() throws(CaptureError) {
-        try checkAlive()
-        XSync(display, 0)
-        try checkAlive()
     }
 }

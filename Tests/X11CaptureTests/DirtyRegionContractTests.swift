@@ -4,6 +4,7 @@ import Foundation
 import Synchronization
 import XCTest
 import X11Capture
+import X11TestSupport
 
 /// The contract the encoder relies on: pixels outside a grab's dirty region are exactly the
 /// previous grab's pixels. Checked frame by frame under real motion (ffplay testsrc2) with a

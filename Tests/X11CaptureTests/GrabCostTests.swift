@@ -2,6 +2,7 @@ import CaptureCore
 import Foundation
 import XCTest
 import X11Capture
+import X11TestSupport
 
 /// Rough costs on this machine, printed for the report (assertions only catch the absurd).
 final class GrabCostTests: XCTestCase {

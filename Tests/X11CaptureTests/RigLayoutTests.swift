@@ -3,6 +3,7 @@ import CaptureTestSupport
 import Foundation
 import XCTest
 import X11Capture
+import X11TestSupport
 
 /// Screen layouts only the rig provides: two monitors (Xorg + dummy driver) and an odd size.
 final class RigLayoutTests: XCTestCase {

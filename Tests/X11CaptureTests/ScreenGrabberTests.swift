@@ -3,6 +3,7 @@ import CaptureTestSupport
 import Foundation
 import XCTest
 import X11Capture
+import X11TestSupport
 
 /// Reads back grabbed pixels (BGRX little endian) as 0xRRGGBB.
 func rgb(_ view: PixelBufferView, _ x: Int, _ y: Int) -> UInt32 {

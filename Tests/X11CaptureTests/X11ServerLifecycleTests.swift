@@ -2,6 +2,7 @@ import CaptureCore
 import Foundation
 import XCTest
 import X11Capture
+import X11TestSupport
 
 /// Connection failures and server death, against Xvfb servers of our own.
 final class X11ServerLifecycleTests: XCTestCase {
