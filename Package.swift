@@ -25,7 +25,15 @@
 //             FFmpegObjects -> CFFmpeg, CaptureCore: FFmpeg's objects (frame, packet, codec,
 //             format, IO and scale contexts), each owned by one value that frees it, for the
 //             two modules that call FFmpeg, MediaEncoding and MediaExport
-//             CaptureCore (pure Swift: rings, locks, clock, errors, ids, JSON, tokens, SHA-256)
+//             CaptureCore (pure Swift vocabulary: errors, channel ids, geometry, media formats and
+//             time, clocks, duration parsing, text formatting, JSON, recording summaries)
+//             CaptureConcurrency -> CaptureCore: threads and the hand-offs between them (SPSC ring,
+//             locks, condition signals, queue wakeups, timers, detached threads, live-instance counts)
+//             CaptureSystem -> CaptureCore: the process's files and POSIX surroundings (EINTR-safe
+//             calls, atomic files, home directory, stdio, token files, AF_UNIX addresses)
+//             SHA256 (no dependencies): SHA-256 for spool chunk checksums and the endpoint's secrets
+//             Most modules above use CaptureConcurrency and/or CaptureSystem next to CaptureCore;
+//             CaptureSpool, CaptureEndpoint and the tests use SHA256
 //             LinuxSupport -> CLinuxShims (mallopt, malloc_trim, THP, accept4, SO_PEERCRED): the daemon,
 //             capturectl and the endpoint reach these Linux calls only through it; the wrapper
 //             modules (PulseCapture, SessionBus, WebSocketUplink) use CLinuxShims' eventfd and
@@ -103,15 +111,24 @@ let package = Package(
         .target(name: "CLinuxShims"),
 
         // MARK: Pure Swift core
+        // The vocabulary: errors, channels, geometry, media formats and time, clocks, parsing, JSON, summaries.
         .target(name: "CaptureCore"),
+        // Threads and the hand-offs between them: the SPSC ring, locks, condition signals, queue
+        // wakeups, repeating timers, detached threads, signal blocking, live-instance counts.
+        .target(name: "CaptureConcurrency", dependencies: ["CaptureCore"]),
+        // The process's files and POSIX surroundings: EINTR-safe calls, atomic files, the home
+        // directory, stdio, token files, AF_UNIX addresses.
+        .target(name: "CaptureSystem", dependencies: ["CaptureCore"]),
+        // SHA-256, dependency-free: spool chunk checksums, the endpoint's secrets and digests.
+        .target(name: "SHA256"),
 
         // MARK: One wrapper per C library
-        .target(name: "X11Capture", dependencies: ["CaptureCore", "CX11", "PixelConversion"]),
+        .target(name: "X11Capture", dependencies: ["CaptureCore", "CaptureConcurrency", "CX11", "PixelConversion"]),
         .target(name: "SessionBus", dependencies: ["CaptureCore", "CSDBus", "CLinuxShims"]),
-        .target(name: "ScreenCastPortal", dependencies: ["CaptureCore", "SessionBus"]),
-        .target(name: "WaylandOutputs", dependencies: ["CaptureCore", "CWayland"]),
-        .target(name: "PipeWireCapture", dependencies: ["CaptureCore", "CPipeWire", "PixelConversion"]),
-        .target(name: "PulseCapture", dependencies: ["CaptureCore", "CPulse", "CLinuxShims"]),
+        .target(name: "ScreenCastPortal", dependencies: ["CaptureCore", "CaptureSystem", "SessionBus"]),
+        .target(name: "WaylandOutputs", dependencies: ["CaptureCore", "CaptureConcurrency", "CWayland"]),
+        .target(name: "PipeWireCapture", dependencies: ["CaptureCore", "CaptureConcurrency", "CPipeWire", "PixelConversion"]),
+        .target(name: "PulseCapture", dependencies: ["CaptureCore", "CaptureConcurrency", "CPulse", "CLinuxShims"]),
         // FFmpeg's objects (frames, packets, codec, format, IO and scale contexts), each owned
         // by one value that frees it: shared by MediaEncoding and MediaExport.
         .target(name: "FFmpegObjects", dependencies: ["CaptureCore", "CFFmpeg"]),
@@ -127,13 +144,13 @@ let package = Package(
         // The uplink's wire messages (hello, chunk frame, ack, errors, close codes) and the
         // chunk metadata: pure Swift, shared by the agent, the endpoint and the tests.
         .target(name: "CaptureUplink", dependencies: ["CaptureCore"]),
-        .target(name: "CaptureSpool", dependencies: ["CaptureCore", "CaptureUplink"]),
+        .target(name: "CaptureSpool", dependencies: ["CaptureCore", "CaptureConcurrency", "CaptureSystem", "SHA256", "CaptureUplink"]),
         // The agent's uplink: libwebsockets on its own thread, the protocol as a value type.
-        .target(name: "WebSocketUplink", dependencies: ["CaptureCore", "CaptureUplink", "CaptureSpool", "CWebSockets", "CLinuxShims"]),
+        .target(name: "WebSocketUplink", dependencies: ["CaptureCore", "CaptureConcurrency", "CaptureSystem", "CaptureUplink", "CaptureSpool", "CWebSockets", "CLinuxShims"]),
         .target(
             name: "CapturePipeline",
             dependencies: [
-                "CaptureCore", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool", "CaptureUplink",
+                "CaptureCore", "CaptureConcurrency", "CaptureSystem", "X11Capture", "PulseCapture", "MediaEncoding", "CaptureSpool", "CaptureUplink",
                 "ScreenCastPortal", "SessionBus", "WaylandOutputs", "PipeWireCapture", "PixelConversion",
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -141,29 +158,29 @@ let package = Package(
         // MARK: Control plane
         // The line protocol (framing, requests, responses, events) and a
         // blocking client; shared by the daemon, capturectl and the tests.
-        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureUplink", "LinuxSupport"]),
+        .target(name: "CaptureControl", dependencies: ["CaptureCore", "CaptureSystem", "CaptureUplink", "LinuxSupport"]),
         // The Swift face of CLinuxShims (memory, AF_UNIX peers) for the modules above the wrappers.
         .target(name: "LinuxSupport", dependencies: ["CLinuxShims"]),
         // sd_notify, socket activation and the watchdog, spoken directly (no libsystemd).
-        .target(name: "SystemdSupport", dependencies: ["CaptureCore"]),
+        .target(name: "SystemdSupport", dependencies: ["CaptureCore", "CaptureSystem"]),
         // The daemon: sessions, the control socket and stdio transports, configuration.
         .target(
             name: "CaptureDaemon",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "LinuxSupport",
+                "CaptureCore", "CaptureConcurrency", "CaptureSystem", "CapturePipeline", "CaptureSpool", "CaptureControl", "SystemdSupport", "LinuxSupport",
                 "CaptureUplink", "WebSocketUplink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]),
 
         // One MP4 from a session's chunks (video copied, audio mixed + each channel copied).
-        .target(name: "MediaExport", dependencies: ["CaptureCore", "CFFmpeg", "FFmpegObjects"]),
+        .target(name: "MediaExport", dependencies: ["CaptureCore", "CaptureConcurrency", "CFFmpeg", "FFmpegObjects"]),
 
         // MARK: The reference endpoint (sessions, tokens, uplink ingest, webhooks, HLS, export)
         .target(
             name: "CaptureEndpoint",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "MediaExport", "CCrypto",
+                "CaptureCore", "CaptureSystem", "SHA256", "CaptureUplink", "MediaExport", "CCrypto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -208,7 +225,7 @@ let package = Package(
         .executableTarget(
             name: "CaptureAgent",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureSpool", "LinuxSupport", "CaptureDaemon", "CaptureUplink",
+                "CaptureCore", "CaptureConcurrency", "CaptureSystem", "CapturePipeline", "CaptureSpool", "LinuxSupport", "CaptureDaemon", "CaptureUplink",
                 "WebSocketUplink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -216,14 +233,15 @@ let package = Package(
         .executableTarget(
             name: "CaptureCtl",
             dependencies: [
-                "CaptureCore", "CaptureControl",
+                "CaptureCore", "CaptureSystem", "CaptureControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         // MARK: Tests
-        .target(name: "CaptureTestSupport", dependencies: ["CaptureCore", "CaptureUplink"], path: "Tests/CaptureTestSupport"),
+        .target(name: "CaptureTestSupport", dependencies: ["CaptureCore", "CaptureSystem", "CaptureUplink"], path: "Tests/CaptureTestSupport"),
         .target(name: "X11TestSupport", dependencies: ["CaptureCore", "X11Capture", "CX11"], path: "Tests/X11TestSupport"),
-        .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "CaptureSpool"]),
+        .testTarget(name: "CaptureCoreTests", dependencies: ["CaptureCore", "SHA256", "CaptureSpool"]),
+        .testTarget(name: "CaptureConcurrencyTests", dependencies: ["CaptureConcurrency", "CaptureCore"]),
         .testTarget(name: "X11CaptureTests", dependencies: ["X11Capture", "X11TestSupport", "CaptureTestSupport"]),
         .testTarget(name: "PulseCaptureTests", dependencies: ["PulseCapture", "CaptureTestSupport"]),
         .testTarget(name: "MediaEncodingTests", dependencies: ["MediaEncoding", "PixelConversion", "CaptureTestSupport"]),
@@ -231,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "CaptureAgentTests",
             dependencies: [
-                "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport",
+                "CaptureCore", "CaptureConcurrency", "CapturePipeline", "CaptureControl", "CaptureTestSupport",
                 // ChunkerTests drive a chunker with real encoders and a real spool.
                 "MediaEncoding", "CaptureSpool", "CaptureUplink",
                 .product(name: "Logging", package: "swift-log"),
@@ -242,12 +260,12 @@ let package = Package(
                 "CaptureCore", "CapturePipeline", "CaptureControl", "CaptureTestSupport", "WaylandOutputs", "ScreenCastPortal",
             ]),
         .testTarget(name: "CaptureControlTests", dependencies: ["CaptureControl", "CaptureCore", "CaptureUplink", "CaptureTestSupport"]),
-        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureTestSupport"]),
-        .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore", "WebSocketUplink"]),
+        .testTarget(name: "SystemdSupportTests", dependencies: ["SystemdSupport", "CaptureCore", "CaptureSystem", "CaptureTestSupport"]),
+        .testTarget(name: "CaptureUplinkTests", dependencies: ["CaptureUplink", "CaptureCore", "SHA256", "WebSocketUplink"]),
         .testTarget(
             name: "CaptureEndpointTests",
             dependencies: [
-                "CaptureEndpoint", "CaptureUplink", "CaptureUplinkReplay", "CaptureCore", "CaptureTestSupport",
+                "CaptureEndpoint", "CaptureUplink", "CaptureUplinkReplay", "CaptureCore", "SHA256", "CaptureTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -261,7 +279,7 @@ let package = Package(
         .testTarget(
             name: "CaptureDaemonTests",
             dependencies: [
-                "CaptureControl", "CaptureCore", "CaptureDaemon", "CaptureTestSupport", "CaptureUplink",
+                "CaptureControl", "CaptureCore", "CaptureSystem", "SHA256", "CaptureDaemon", "CaptureTestSupport", "CaptureUplink",
                 // Reads what the live capture-endpoint stored (its SQLite index), as a backend would not need to.
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import CaptureCore
+import CaptureSystem
 public import CapturePipeline
 #if canImport(FoundationEssentials)
 import FoundationEssentials

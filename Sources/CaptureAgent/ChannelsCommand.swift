@@ -1,5 +1,6 @@
 import ArgumentParser
 import CaptureCore
+import CaptureSystem
 import CapturePipeline
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,5 +1,7 @@
 import ArgumentParser
 import CaptureCore
+import CaptureConcurrency
+import CaptureSystem
 import CaptureDaemon
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,5 +1,7 @@
 import ArgumentParser
 import CaptureCore
+import CaptureConcurrency
+import CaptureSystem
 import CapturePipeline
 import CaptureSpool
 import CaptureUplink

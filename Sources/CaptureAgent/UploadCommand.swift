@@ -1,5 +1,6 @@
 import ArgumentParser
 import CaptureCore
+import CaptureSystem
 import CaptureSpool
 import CaptureUplink
 #if canImport(FoundationEssentials)

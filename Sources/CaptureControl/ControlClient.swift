@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureSystem
 internal import LinuxSupport
 #if canImport(FoundationEssentials)
 public import FoundationEssentials

@@ -1,6 +1,7 @@
 public import ArgumentParser
 public import CaptureControl
 import CaptureCore
+import CaptureSystem
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

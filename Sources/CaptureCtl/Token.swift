@@ -1,6 +1,7 @@
 import ArgumentParser
 import CaptureControl
 import CaptureCore
+import CaptureSystem
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

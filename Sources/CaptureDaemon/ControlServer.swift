@@ -1,5 +1,6 @@
 import CaptureControl
 import CaptureCore
+import CaptureSystem
 import LinuxSupport
 public import Dispatch
 #if canImport(FoundationEssentials)

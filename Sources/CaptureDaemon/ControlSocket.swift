@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureSystem
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

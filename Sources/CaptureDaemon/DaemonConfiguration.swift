@@ -1,5 +1,6 @@
 import CaptureControl
 public import CaptureCore
+import CaptureSystem
 public import CapturePipeline
 import CaptureSpool
 #if canImport(FoundationEssentials)

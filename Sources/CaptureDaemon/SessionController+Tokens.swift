@@ -1,5 +1,6 @@
 import CaptureControl
 import CaptureCore
+import CaptureConcurrency
 import CaptureSpool
 #if canImport(FoundationEssentials)
 import FoundationEssentials

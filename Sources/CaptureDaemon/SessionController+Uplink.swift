@@ -1,5 +1,6 @@
 import CaptureControl
 import CaptureCore
+import CaptureConcurrency
 import CapturePipeline
 import CaptureSpool
 public import CaptureUplink

@@ -1,5 +1,6 @@
 public import CaptureControl
 public import CaptureCore
+import CaptureConcurrency
 import CapturePipeline
 import LinuxSupport
 import CaptureSpool

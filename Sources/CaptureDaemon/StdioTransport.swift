@@ -1,5 +1,7 @@
 import CaptureControl
 import CaptureCore
+import CaptureConcurrency
+import CaptureSystem
 public import Dispatch
 #if canImport(FoundationEssentials)
 import FoundationEssentials

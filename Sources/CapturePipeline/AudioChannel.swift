@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import CaptureSpool
 import Dispatch
 #if canImport(FoundationEssentials)

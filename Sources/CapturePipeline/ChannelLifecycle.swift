@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 
 /// The start and the end of a channel, shared by both channel kinds: one small state machine
 /// under one lock instead of a semaphore per step.

@@ -1,4 +1,6 @@
 public import CaptureCore
+public import CaptureConcurrency
+import CaptureSystem
 public import CaptureSpool
 public import CaptureUplink
 public import Dispatch

@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import Logging
 import PipeWireCapture
 import ScreenCastPortal

@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

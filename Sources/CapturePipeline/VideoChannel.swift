@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureConcurrency
 public import CaptureSpool
 public import Dispatch
 #if canImport(FoundationEssentials)

@@ -1,4 +1,7 @@
 public import CaptureCore
+import CaptureConcurrency
+import CaptureSystem
+import SHA256
 public import CaptureUplink
 import Dispatch
 #if canImport(FoundationEssentials)

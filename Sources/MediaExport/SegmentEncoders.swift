@@ -1,5 +1,6 @@
 internal import CFFmpeg
 import CaptureCore
+import CaptureConcurrency
 import Dispatch
 internal import FFmpegObjects
 

@@ -1,5 +1,6 @@
 internal import CPipeWire
 public import CaptureCore
+public import CaptureConcurrency
 import PixelConversion
 #if canImport(Glibc)
 import Glibc

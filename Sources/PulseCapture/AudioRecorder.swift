@@ -1,4 +1,5 @@
 public import CaptureCore
+public import CaptureConcurrency
 import Synchronization
 #if canImport(Glibc)
 import Glibc

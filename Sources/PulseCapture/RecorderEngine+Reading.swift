@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import CPulse
 #if canImport(Glibc)
 import Glibc

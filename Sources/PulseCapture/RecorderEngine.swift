@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import CPulse
 import Synchronization
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureSystem
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else

@@ -1,5 +1,6 @@
 internal import CWayland
 public import CaptureCore
+public import CaptureConcurrency
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,6 @@
 import CaptureCore
+import CaptureConcurrency
+import CaptureSystem
 import CaptureUplink
 import CLinuxShims
 internal import CWebSockets

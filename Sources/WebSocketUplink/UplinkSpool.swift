@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureSystem
 import CaptureSpool
 public import CaptureUplink
 #if canImport(FoundationEssentials)

@@ -1,5 +1,6 @@
 import CX11
 public import CaptureCore
+public import CaptureConcurrency
 import PixelConversion
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 package import CX11
 public import CaptureCore
+import CaptureConcurrency
 #if canImport(Glibc)
 import Glibc
 import Synchronization

@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 @testable import CapturePipeline
 import CaptureSpool
 import CaptureUplink

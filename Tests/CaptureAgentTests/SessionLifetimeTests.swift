@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import CapturePipeline
 import CaptureTestSupport
 import Foundation

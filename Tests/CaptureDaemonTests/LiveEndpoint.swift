@@ -1,4 +1,6 @@
 import CaptureCore
+import CaptureSystem
+import SHA256
 import CaptureTestSupport
 import Foundation
 import GRDB

@@ -1,5 +1,6 @@
 import CaptureControl
 import CaptureCore
+import CaptureSystem
 import CaptureTestSupport
 import Foundation
 import XCTest

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import CaptureCore
+import SHA256
 import CaptureEndpoint
 import CaptureTestSupport
 import CaptureUplink

@@ -1,4 +1,5 @@
 import CaptureCore
+import SHA256
 import CaptureTestSupport
 import CaptureUplink
 import CaptureUplinkReplay

@@ -1,4 +1,5 @@
 import CaptureCore
+import SHA256
 @testable import CaptureEndpoint
 import CaptureTestSupport
 import Foundation

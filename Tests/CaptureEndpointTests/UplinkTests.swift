@@ -1,4 +1,5 @@
 import CaptureCore
+import SHA256
 import CaptureEndpoint
 import CaptureUplink
 import Foundation

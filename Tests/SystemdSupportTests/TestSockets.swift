@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureSystem
 import Foundation
 import XCTest
 #if canImport(Glibc)

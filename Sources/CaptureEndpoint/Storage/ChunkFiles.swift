@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureSystem
 import CaptureUplink
 import Foundation
 import NIOCore

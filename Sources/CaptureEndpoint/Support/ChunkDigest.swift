@@ -1,9 +1,10 @@
 internal import CCrypto
 import CaptureCore
+import SHA256
 
 /// SHA-256 of chunk payloads through OpenSSL's EVP (hardware SHA where the CPU
 /// has it). Hashing every received chunk was 30% of the endpoint's CPU with the
-/// portable CaptureCore.SHA256; the two agree (a test checks).
+/// portable SHA256 module; the two agree (a test checks).
 enum ChunkDigest {
     static func sha256Hex(_ bytes: UnsafeRawBufferPointer) -> String {
         var digest = [UInt8](repeating: 0, count: 32)

@@ -1,4 +1,5 @@
 public import CaptureCore
+import CaptureSystem
 import Foundation
 
 /// The account an API key stands for. Every key is an account of its own,

@@ -1,4 +1,5 @@
 import CaptureCore
+import SHA256
 import Foundation
 
 /// Random credentials, their stored hashes, and HMAC-SHA256: the endpoint's only

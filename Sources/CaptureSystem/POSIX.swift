@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 public import Glibc
 #endif
+public import CaptureCore
 
 /// A system call that failed, with the errno it left (kept at the failure, before
 /// anything else could overwrite it).

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+public import CaptureCore
 
 /// A directory into which files are published atomically: written to a
 /// hidden temporary name, fsync'ed, renamed into place, and the directory

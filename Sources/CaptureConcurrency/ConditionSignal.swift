@@ -1,5 +1,6 @@
 import Dispatch
 import Synchronization
+import CaptureCore
 
 /// A thread waits until a condition it checks holds, and the thread that may have made it
 /// true says so: woken, not a sleep-and-retry tick. Used where a producer finds its ring full

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+public import CaptureCore
 
 /// Reads an upload token from a file only its owner can read (`-`: standard input).
 /// Tokens never travel in argv (visible to every user through ps and /proc); a file

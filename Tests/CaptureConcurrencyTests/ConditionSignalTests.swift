@@ -1,4 +1,5 @@
 import CaptureCore
+import CaptureConcurrency
 import Foundation
 import Synchronization
 import XCTest
