@@ -362,20 +362,7 @@ extension ControlEvent {
     /// `screen-consent` (Wayland): a display's screen-sharing consent was asked for,
     /// restored, given or refused.
     public struct ScreenConsent: Codable, Sendable, Equatable {
-        public enum State: String, Codable, Sendable {
-            /// The desktop's dialog is shown (no kept consent, or it no longer restores).
-            case asking
-            /// A kept token restored the earlier choice: no dialog.
-            case restored
-            /// Shared in the dialog.
-            case granted
-            /// Declined, or the portal refused.
-            case denied
-            /// Nobody answered within `screen_consent_timeout`.
-            case timedOut = "timed-out"
-            /// Another monitor than the channel's was shared.
-            case mismatch
-        }
+        public typealias State = ScreenConsentState
 
         public var state: State
         /// For humans.

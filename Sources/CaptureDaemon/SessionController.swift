@@ -363,17 +363,9 @@ public final class SessionController: Sendable {
     /// `screen-consent`: a Wayland display's consent was asked for, restored, given or refused
     /// (in a session, or for `requestPermission` with no session).
     static func event(for consent: ScreenConsentEvent, sessionId: String?) -> ControlEvent {
-        let state: ControlEvent.ScreenConsent.State = switch consent.state {
-        case .asking: .asking
-        case .restored: .restored
-        case .granted: .granted
-        case .denied: .denied
-        case .timedOut: .timedOut
-        case .mismatch: .mismatch
-        }
-        return ControlEvent(.screenConsent(.init(state: state, reason: consent.reason, monitor: consent.monitor,
-                                                 sharedMonitor: consent.sharedMonitor)),
-                            sessionId: sessionId, channel: consent.channel?.description)
+        ControlEvent(.screenConsent(.init(state: consent.state, reason: consent.reason, monitor: consent.monitor,
+                                          sharedMonitor: consent.sharedMonitor)),
+                     sessionId: sessionId, channel: consent.channel?.description)
     }
 
     /// Stops the session and drops the controller's reference to it; nil when there is none.

@@ -5,21 +5,7 @@ public import WaylandOutputs
 
 /// What happened with the user's consent to share a monitor (`screen-consent` events).
 public struct ScreenConsentEvent: Sendable, Equatable {
-    public enum State: String, Sendable {
-        /// The desktop's dialog is about to ask (`reason` says why: no kept token, or the kept
-        /// one no longer restores).
-        case asking
-        /// A kept token restored the earlier choice: no dialog.
-        case restored
-        /// The user shared a monitor in the dialog.
-        case granted
-        /// The user declined (Cancel), or the portal refused.
-        case denied
-        /// Nobody answered the dialog within `screen_consent_timeout`.
-        case timedOut = "timed-out"
-        /// The monitor shared in the dialog is not the channel's: nothing is recorded from it.
-        case mismatch
-    }
+    public typealias State = ScreenConsentState
     public var state: State
     /// The display channel asking (nil for `requestPermission`).
     public var channel: ChannelID?
