@@ -27,9 +27,15 @@ public struct RigOptions: Sendable, Hashable {
     /// so "spk.monitor" carries it; source "mic" (the default source) carrying 440 Hz.
     /// Both tones are sines at -6 dBFS peak (-9 dBFS RMS), delivered every 20 ms.
     public var audio: Bool
-    /// ffplay's testsrc2 at 30 fps on the top-left quarter of the first monitor
-    /// (960x540 on 1920x1080); the pointer parked away from it (1500,900 on 1920x1080).
+    /// A moving picture at 30 fps on the top-left quarter of the first monitor (960x540 on
+    /// 1920x1080); the pointer parked away from it (1500,900 on 1920x1080).
     public var motion: Bool
+    /// What moves (scripts/rig --motion-source): `pattern`, scripts/rig-motion's bars, text-like
+    /// marks and a crossing block, drawn by the X server for a few per cent of a core;
+    /// `testsrc2`, ffplay's test picture, about a third of a core, for tests whose
+    /// measurement depends on natural-looking detail (an encoder's quality settings).
+    public var motionSource: MotionSource
+    public enum MotionSource: String, Sendable, Hashable { case pattern, testsrc2 }
     /// Which server speaks the PulseAudio protocol: "pulseaudio" or "pipewire" (pipewire-pulse,
     /// with pipewire and wireplumber on a private D-Bus session bus). Default: the environment's
     /// `CAPTURE_TEST_AUDIO_SERVER`, else pulseaudio, so the whole audio suite runs against
@@ -52,11 +58,13 @@ public struct RigOptions: Sendable, Hashable {
         audio: Bool = true,
         motion: Bool = true,
         audioServer: String = RigOptions.defaultAudioServer,
-        tones: Tones = .shared
+        tones: Tones = .shared,
+        motionSource: MotionSource = .pattern
     ) {
         self.monitors = monitors
         self.audio = audio
         self.motion = motion
+        self.motionSource = motionSource
         self.audioServer = audioServer
         self.tones = tones
     }
@@ -125,7 +133,7 @@ public final class TestRig: Sendable {
         } else {
             args += ["--audio-server", options.audioServer, "--tones", options.tones.rawValue]
         }
-        if !options.motion { args.append("--no-motion") }
+        args += options.motion ? ["--motion-source", options.motionSource.rawValue] : ["--no-motion"]
 
         Registry.track(state)
         let started = ContinuousClock.now
