@@ -241,6 +241,10 @@ final class UplinkInflight: Sendable {
     let gateWaiting = Atomic<Bool>(false)
     /// When the connection last sent bytes or had a message handled (ms, `EndpointClock`).
     let lastActivityMs: Atomic<Int64>
+    /// Since when a read has been passed to the socket with no bytes coming back (ms,
+    /// `EndpointClock`); 0 while the gate holds reads back or bytes just came. What a stall
+    /// is judged by: the sender had the chance to send all that time. Event loop writes.
+    let readAskedAtMs = Atomic<Int64>(0)
     /// How the handler wakes the gate (set once, when the gate is put in place).
     private let ownerWake = Mutex<(@Sendable () -> Void)?>(nil)
 

@@ -64,8 +64,10 @@ actor UplinkHub {
     /// complete while no connection may read.
     static let wedgeMs: Int64 = 2000
     /// While the budget is half full, a connection that holds bytes, whose handler waits for
-    /// the rest of a message, and that has sent nothing for this long (and is not held back
-    /// by the budget) is closed (4015): a sender stopped mid-message, holding its share.
+    /// the rest of a message, and whose socket has been asked for bytes for this long with
+    /// nothing coming is closed (4015): a sender stopped mid-message, holding its share.
+    /// (Time the endpoint itself did not read, held back by the budget or by its own
+    /// backlog, is not the sender's.)
     static let stallMs: Int64 = 5000
 
     init(helloTimeoutSeconds: Int, writeTimeoutSeconds: Int, limits: EndpointLimits, budget: InflightBudget,
@@ -211,13 +213,17 @@ actor UplinkHub {
         for entry in entries.values {
             let inflight = entry.state.inflight
             let idleMs = now - inflight.lastActivityMs.load(ordering: .relaxed)
-            // Stalled: its handler waits for the rest of a message the client does not send.
-            // (Frames queued behind a handler that is still storing are the endpoint's
-            // backlog, not the client's stall.)
-            guard inflight.dataHeld > 0, idleMs >= Self.stallMs, entry.state.awaitingInput.load(ordering: .relaxed),
+            let askedAt = inflight.readAskedAtMs.load(ordering: .relaxed)
+            // Stalled: its handler waits for the rest of a message the client does not send,
+            // though its socket has been read all along. (Frames queued behind a handler that
+            // is still storing, and reads the gate held back, are the endpoint's doing, not the
+            // client's.)
+            guard inflight.dataHeld > 0, idleMs >= Self.stallMs, askedAt != 0, now - askedAt >= Self.stallMs,
+                  entry.state.awaitingInput.load(ordering: .relaxed),
                   !inflight.gateWaiting.load(ordering: .relaxed) else { continue }
             logger.warning("uplink stalled mid-message while the endpoint is busy; closed", metadata: [
-                "connection": "\(entry.state.id)", "held_bytes": "\(inflight.dataHeld)", "idle_ms": "\(idleMs)"])
+                "connection": "\(entry.state.id)", "held_bytes": "\(inflight.dataHeld)", "idle_ms": "\(idleMs)",
+                "read_asked_ms_ago": "\(now - askedAt)"])
             inflight.lastActivityMs.store(now, ordering: .relaxed)   // once
             close(entry, code: .tryLater, reason: "stalled mid-message while the endpoint is busy; retry later")
         }

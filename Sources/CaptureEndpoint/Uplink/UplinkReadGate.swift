@@ -103,6 +103,7 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         guard !closed else { return context.fireChannelRead(data) }
         let bytes = unwrapInboundIn(data).readableBytes
         inflight.lastActivityMs.store(EndpointClock.nowMilliseconds(), ordering: .relaxed)
+        inflight.readAskedAtMs.store(0, ordering: .relaxed)
         let raw = inflight.raw.load(ordering: .relaxed) + bytes
         inflight.raw.store(raw, ordering: .relaxed)
         // The decoder merges these bytes into its buffer before it takes frames out: the
@@ -143,11 +144,19 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         }
         switch reserveRead() {
         case .taken:
-            context.read()
+            readFromSocket(context)
         case let refused:
             readPending = true
             wait(forShare: refused == .noRoomInShare)
         }
+    }
+
+    /// Passes a read on to the socket, noting since when the sender has been free to send.
+    private func readFromSocket(_ context: ChannelHandlerContext) {
+        if inflight.readAskedAtMs.load(ordering: .relaxed) == 0 {
+            inflight.readAskedAtMs.store(EndpointClock.nowMilliseconds(), ordering: .relaxed)
+        }
+        context.read()
     }
 
     /// Takes from the budget, before the read is issued, the most it can add: one buffer of
@@ -173,6 +182,7 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         guard !waiting, let context else { return }
         waiting = true
         inflight.gateWaiting.store(true, ordering: .relaxed)
+        inflight.readAskedAtMs.store(0, ordering: .relaxed)
         if forShare {
             let heldBefore = inflight.held
             inflight.ownerWaiting.store(true, ordering: .sequentiallyConsistent)
@@ -193,7 +203,7 @@ final class UplinkReadGate: ChannelDuplexHandler, RemovableChannelHandler {
         switch reserveRead() {
         case .taken:
             readPending = false
-            context.read()
+            readFromSocket(context)
         case let refused:
             wait(forShare: refused == .noRoomInShare)
         }
