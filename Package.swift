@@ -32,6 +32,9 @@
 //             CaptureSystem -> CaptureCore: the process's files and POSIX surroundings (EINTR-safe
 //             calls, atomic files, home directory, stdio, token files, AF_UNIX addresses)
 //             SHA256 (no dependencies): SHA-256 for spool chunk checksums and the endpoint's secrets
+//             PixelConversion -> CPixelKernels: colour conversion, copies, the pointer's blend and
+//             frame diffs; the two loops over every pixel of a frame are C vector code, so they
+//             keep up in debug builds without an optimization flag forced on the target
 //             Most modules above use CaptureConcurrency and/or CaptureSystem next to CaptureCore;
 //             CaptureSpool, CaptureEndpoint and the tests use SHA256
 //             LinuxSupport -> CLinuxShims (mallopt, malloc_trim, THP, accept4, SO_PEERCRED): the daemon,
@@ -133,12 +136,12 @@ let package = Package(
         // by one value that frees it: shared by MediaEncoding and MediaExport.
         .target(name: "FFmpegObjects", dependencies: ["CaptureCore", "CFFmpeg"]),
         .target(name: "MediaEncoding", dependencies: ["CaptureCore", "CFFmpeg", "FFmpegObjects", "CX264", "PixelConversion"]),
-        // The per-pixel loops (colour conversion, copies, the pointer's blend, frame diffs), SIMD
-        // code that is ~50 times slower unoptimized: built optimized in debug builds too, so
-        // debug test runs keep up with 30 fps.
-        .target(
-            name: "PixelConversion",
-            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // The per-pixel loops (colour conversion, copies, the pointer's blend, frame diffs). The
+        // two that touch every pixel of a frame are C vector code (CPixelKernels), which stays
+        // fast enough unoptimized for debug test runs to keep up with 30 fps; Swift's SIMD types
+        // are ~50 times slower there.
+        .target(name: "CPixelKernels"),
+        .target(name: "PixelConversion", dependencies: ["CPixelKernels"]),
 
         // MARK: Pipeline and storage
         // The uplink's wire messages (hello, chunk frame, ack, errors, close codes) and the

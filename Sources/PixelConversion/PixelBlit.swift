@@ -1,13 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+internal import CPixelKernels
 
 /// Copying rectangles between 32-bit pictures and drawing the pointer over them: the
 /// per-pixel loops the screen sources share (X11's cursor, a screencast's frames and cursor).
 public enum PixelBlit {
     /// Copies a `width` x `height` rectangle of 4-byte pixels. With `swapRedBlue` each pixel's
-    /// first and third bytes trade places (R G B x to B G R x); otherwise rows are memcpy'd.
-    /// Never allocates.
+    /// first and third bytes trade places (R G B x to B G R x, CPixelKernels' vector loop);
+    /// otherwise rows are memcpy'd. Never allocates.
     public static func copy(from source: UnsafeRawPointer, sourceBytesPerRow: Int,
                             to destination: UnsafeMutableRawPointer, destinationBytesPerRow: Int,
                             width: Int, height: Int, swapRedBlue: Bool) {
@@ -18,23 +19,9 @@ public enum PixelBlit {
             }
             return
         }
-        for row in 0..<height {
-            let s = (source + row * sourceBytesPerRow).assumingMemoryBound(to: UInt32.self)
-            let d = (destination + row * destinationBytesPerRow).assumingMemoryBound(to: UInt32.self)
-            var col = 0
-            // Eight pixels at a time: the compiler turns this into vector shuffles.
-            while col + 8 <= width {
-                let v = UnsafeRawPointer(s + col).loadUnaligned(as: SIMD8<UInt32>.self)
-                let swapped = (v & 0xFF00_FF00) | ((v & 0x0000_00FF) &<< 16) | ((v &>> 16) & 0x0000_00FF)
-                UnsafeMutableRawPointer(d + col).storeBytes(of: swapped, as: SIMD8<UInt32>.self)
-                col += 8
-            }
-            while col < width {
-                let p = s[col]
-                d[col] = (p & 0xFF00_FF00) | ((p & 0xFF) << 16) | ((p >> 16) & 0xFF)
-                col += 1
-            }
-        }
+        capture_copy_swap_red_blue(source.assumingMemoryBound(to: UInt8.self), sourceBytesPerRow,
+                                   destination.assumingMemoryBound(to: UInt8.self), destinationBytesPerRow,
+                                   Int32(width), Int32(height))
     }
 
     /// Finds where two pictures of 4-byte pixels differ, in bands of 16 rows (the encoder's
