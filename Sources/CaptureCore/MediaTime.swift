@@ -114,17 +114,20 @@ public struct SampleFrames: StreamTimestamp, Hashable, CustomStringConvertible {
     /// One AAC frame (`AudioFormat.blockFrames`).
     public static let block = SampleFrames(frames: Int64(AudioFormat.blockFrames))
 
-    /// The sample frame nearest `t` (halves up, for t >= 0): exact for multiples of 1/48000 s.
-    /// Seconds and the rest apart for t >= 0 (the same result as `(ns * rate + 5e8) / 1e9`, which
-    /// would overflow after 53 hours). Before zero (audio captured just before a session starts)
-    /// the plain formula as the pipeline always had it: its division truncates toward zero, so a
-    /// negative time lands up to one frame later than the nearest (-1.92 frames gives -1).
+    /// The sample frame nearest `t` (halves up): exact for multiples of 1/48000 s, on both sides
+    /// of zero. Seconds and the rest apart for t >= 0 (the same result as `(ns * rate + 5e8) /
+    /// 1e9`, which would overflow after 53 hours). Before zero (audio captured just before a
+    /// session starts) that formula with a floor division: Swift's truncates toward zero, which
+    /// put a negative time up to a frame later than the nearest (-10 ms gave -479, not -480,
+    /// and the session's first audio one frame longer; AudioSynchronizerTests found it).
     @inlinable public init(rounding t: MediaTime) {
         let ns = t.nanoseconds
         if ns >= 0 {
             frames = ns / 1_000_000_000 * Self.rate + (ns % 1_000_000_000 * Self.rate + 500_000_000) / 1_000_000_000
         } else {
-            frames = (ns * Self.rate + 500_000_000) / 1_000_000_000
+            // Half a frame up, then the floor (division truncates toward zero: one less below zero).
+            let n = ns * Self.rate + 500_000_000
+            frames = n >= 0 ? n / 1_000_000_000 : (n - 999_999_999) / 1_000_000_000
         }
     }
 

@@ -51,8 +51,11 @@ final class SampleBlocks: @unchecked Sendable {
 /// timeline in whole AAC-sized blocks, filling holes with silence; an encoder
 /// queue turns blocks into AAC and chunks.
 ///
+/// Where each block goes on the timeline is `AudioSynchronizer`'s decision; the channel
+/// writes what it decides into blocks.
+///
 /// Why `@unchecked Sendable` is sound: the timeline state (`current*`,
-/// `nextPts`, `started`, `afterDiscontinuity`, `synchronizer`, `preroll`) is touched only from
+/// `nextPts`, `synchronizer`) is touched only from
 /// the recorder's callbacks, which libpulse runs one at a time on its mainloop
 /// thread, and from `finishCapture()`, which runs after `recorder.stop()` has
 /// returned (no callback runs any more). The encoder state (`encoder`,
@@ -60,7 +63,7 @@ final class SampleBlocks: @unchecked Sendable {
 /// wakeup exists and afterwards touched only on the serial `encodeQueue`. The
 /// timeline's end (`limit`), its zero (`startTime`) and `running` are atomics
 /// written by the session's thread and read by the callbacks.
-final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
+final class AudioChannel: AudioCaptureSink, AudioSynchronizer.Writer, @unchecked Sendable {
     let id: ChannelID
     let stats: ChannelStats
     /// Pausing the track: digital silence from the pause instant on.
@@ -96,9 +99,8 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var currentFrames = 0
     private var currentPts = SampleFrames.zero
     private var nextPts = SampleFrames.zero
-    private var started = false
-    private var afterDiscontinuity = false
-    private var synchronizer = AudioPlacement()
+    /// Decides where each block goes; keeps the audio from just before the start.
+    private var synchronizer = AudioSynchronizer(prerollFrames: AudioFormat.sampleRate / 2)
     private var blocksSinceWake = 0
     static let blocksPerWake = 4
     /// End of the timeline (`SampleFrames`; an atomic holds the raw count):
@@ -114,8 +116,6 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     private var expectedPts: SampleFrames?
     private var failed = false
     private let silence: UnsafeMutablePointer<Float>
-    /// The newest audio before the session's zero (capture side).
-    private let preroll = AudioPreroll(capacityFrames: AudioFormat.sampleRate / 2)
 
 
     init(id: ChannelID, target: AudioCaptureTarget, options: RecordingOptions, logger: Logger,
@@ -195,66 +195,43 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
 
     func audioCapture(didCapture samples: UnsafeBufferPointer<Float>, frameCount: Int, captureTime: Int64) {
         guard frameCount > 0, let base = samples.baseAddress else { return }
-        guard running.load(ordering: .acquiring) else {
-            preroll.keep(base, frames: frameCount, captureTime: captureTime)
-            return
-        }
-        if !preroll.isEmpty {
-            // The audio from just before the start: the part from the session's zero on belongs
-            // to the session (a monitor's audio arrives before it is heard, by the sink's latency).
-            place(preroll.samples, frames: preroll.frames, captureTime: preroll.captureTime)
-            preroll.clear()
-        }
-        place(base, frames: frameCount, captureTime: captureTime)
-    }
-
-    /// Puts a block on the timeline: silence before it for a hole, overlap dropped.
-    private func place(_ samples: UnsafePointer<Float>, frames frameCount: Int, captureTime: Int64) {
-        guard nextPts < limitFrames else { return }
-        let t0 = startTime.load(ordering: .relaxed)
-        // Where the first frame belongs on the timeline (round to nearest sample): the capture
-        // time is CLOCK_MONOTONIC, the timeline starts at `t0`.
-        let position = SampleFrames(rounding: MediaTime(nanoseconds: captureTime - t0))
-        var skip = 0
-        if !started {
-            if position + SampleFrames(frames: Int64(frameCount)) <= .zero { return }     // all of it predates the session
-            if position < .zero { skip = Int(-position.frames) }
-            started = true
-            nextPts = .zero
-            let lead = max(position, .zero)
-            if lead > .zero {
-                // Once per session, off the per-block path. A lead within one 20 ms quantum is
-                // the first stamp's precision (it comes from the server's latency report: 1-6
-                // samples on a warm rig, 235 once on a fresh one); more means the start did not
-                // wait for its source (that regression filled 340-930 ms).
-                if lead > SampleFrames(frames: SampleFrames.rate / 50) {
-                    logger.notice("audio starts after the session's zero; the lead is filled with silence",
-                                  metadata: ["channel": "\(id)", "samples": "\(lead.frames)"])
-                }
-                appendSilence(lead)
-            }
-        } else {
-            let placement = synchronizer.decide(drift: position - nextPts, frames: frameCount,
-                                                afterDiscontinuity: afterDiscontinuity)
-            if placement.silence > .zero { appendSilence(placement.silence) }
-            for _ in 0..<placement.repeats {
-                stats.repeatedSamples.add(append(samples, frames: 1), ordering: .relaxed)
-            }
-            skip = placement.skip
-            if skip > 0 { stats.overlapDroppedSamples.add(skip, ordering: .relaxed) }
-        }
-        afterDiscontinuity = false
-        if skip < frameCount {
-            let placed = append(samples + skip * AudioFormat.channels, frames: frameCount - skip)
-            stats.capturedSamples.add(placed, ordering: .relaxed)
-        }
+        synchronizer.admit(base, frames: frameCount, captureTime: captureTime, running: running.load(ordering: .acquiring),
+                           sessionZero: startTime.load(ordering: .relaxed), into: self)
     }
 
     func audioCaptureDidDiscontinue(reason: String) {
         stats.discontinuities.add(1, ordering: .relaxed)
-        afterDiscontinuity = true
+        synchronizer.discontinued()
         logger.notice("audio interrupted; the gap will be filled with silence",
                       metadata: ["channel": "\(id)", "reason": "\(reason)"])
+    }
+
+    // MARK: AudioSynchronizer.Writer (PulseAudio mainloop thread)
+
+    var streamEnd: SampleFrames { nextPts }
+    var timelineEnd: SampleFrames { limitFrames }
+
+    /// Writes a block as the synchronizer placed it, counting what it added and left out.
+    func write(_ samples: UnsafePointer<Float>, frames frameCount: Int, _ placement: AudioSynchronizer.Placement) {
+        if placement.first, placement.silence > SampleFrames(frames: SampleFrames.rate / 50) {
+            // Once per session, off the per-block path. A lead within one 20 ms quantum is the
+            // first stamp's precision (it comes from the server's latency report: 1-6 samples on
+            // a warm rig, 235 once on a fresh one); more means the start did not wait for its
+            // source (that regression filled 340-930 ms).
+            logger.notice("audio starts after the session's zero; the lead is filled with silence",
+                          metadata: ["channel": "\(id)", "samples": "\(placement.silence.frames)"])
+        }
+        if placement.silence > .zero { appendSilence(placement.silence) }
+        for _ in 0..<placement.repeats {
+            stats.repeatedSamples.add(append(samples, frames: 1), ordering: .relaxed)
+        }
+        let skip = placement.skip
+        // At the start, what is left out predates the session; later it is an overlap.
+        if skip > 0, !placement.first { stats.overlapDroppedSamples.add(skip, ordering: .relaxed) }
+        if skip < frameCount {
+            let placed = append(samples + skip * AudioFormat.channels, frames: frameCount - skip)
+            stats.capturedSamples.add(placed, ordering: .relaxed)
+        }
     }
 
     func audioCapture(didFail error: CaptureError) {
@@ -337,10 +314,7 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
     /// queues it and the end marker. Runs after the recorder stopped: no callback runs any more.
     private func finishCapture(fillToLimit: Bool) {
         if fillToLimit && limitFrames.frames != .max {
-            if !started {
-                started = true
-                nextPts = .zero
-            }
+            // (A stream with no audio at all starts at zero: nothing was written.)
             if nextPts < limitFrames {
                 logger.notice("audio up to the stop did not arrive in time; the rest is filled with silence",
                               metadata: ["channel": "\(id)", "samples": "\((limitFrames - nextPts).frames)"])
@@ -424,49 +398,5 @@ final class AudioChannel: AudioCaptureSink, @unchecked Sendable {
         failed = true
         logger.error("audio encoding failed", metadata: ["channel": "\(id)", "error": "\(error)"])
         onFailure(error)
-    }
-}
-
-/// The newest half second of audio that arrived before a session started, with the capture time
-/// of its first frame: the block that straddles the session's zero may arrive before the zero is
-/// set (or, from a monitor, before it is heard). Touched only on the recorder's thread.
-/// Allocated once; `keep` copies, which only happens before the session starts.
-final class AudioPreroll {
-    let capacity: Int
-    private let buffer: UnsafeMutablePointer<Float>
-    private(set) var frames = 0
-    private(set) var captureTime: Int64 = 0
-
-    init(capacityFrames: Int) {
-        capacity = capacityFrames
-        buffer = .allocate(capacity: capacityFrames * AudioFormat.channels)
-    }
-
-    deinit { buffer.deallocate() }
-
-    var isEmpty: Bool { frames == 0 }
-    var samples: UnsafePointer<Float> { UnsafePointer(buffer) }
-
-    func clear() { frames = 0 }
-
-    /// Appends a block, keeping only the newest `capacity` frames; a block that does not follow
-    /// the kept audio (a gap of more than 2 ms) replaces it.
-    func keep(_ source: UnsafePointer<Float>, frames n: Int, captureTime time: Int64) {
-        let period = CaptureClock.nominalNanosecondsPerFrame
-        let end = captureTime + Int64(Double(frames) * period)
-        if frames > 0 && abs(time - end) > 2_000_000 { frames = 0 }
-        if frames == 0 { captureTime = time }
-        let c = AudioFormat.channels
-        let incoming = min(n, capacity)
-        let skipped = n - incoming
-        let overflow = frames + incoming - capacity
-        if overflow > 0 {
-            memmove(buffer, buffer + overflow * c, (frames - overflow) * c * MemoryLayout<Float>.size)
-            frames -= overflow
-            captureTime += Int64(Double(overflow) * period)
-        }
-        if frames == 0 { captureTime = time + Int64(Double(skipped) * period) }
-        (buffer + frames * c).update(from: source + skipped * c, count: incoming * c)
-        frames += incoming
     }
 }

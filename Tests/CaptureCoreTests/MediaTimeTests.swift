@@ -9,7 +9,13 @@ final class MediaTimeTests: XCTestCase {
     // the types must give the same numbers, or pts and chunk boundaries would move.
     private func legacyTicks(ns: Int64) -> Int64 { (ns * 9 + 50_000) / 100_000 }
     private func legacyNs(ticks: Int64, perSecond: Int64) -> Int64 { ticks * 1_000_000_000 / perSecond }
-    private func legacySamples(ns: Int64) -> Int64 { (ns * 48_000 + 500_000_000) / 1_000_000_000 }
+    /// The nearest sample frame, halves up, in 128-bit arithmetic with a floor division (the
+    /// pipeline's old formula for t >= 0; before zero it truncated toward zero, one frame late).
+    private func nearestSample(ns: Int64) -> Int64 {
+        let n = Int128(ns) * 48_000 + 500_000_000
+        let (q, r) = n.quotientAndRemainder(dividingBy: 1_000_000_000)
+        return Int64(r < 0 ? q - 1 : q)
+    }
 
     func testTicksFromMediaTimeRoundToNearest() {
         XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: 1_000_000_000)).ticks, 90_000)
@@ -36,10 +42,12 @@ final class MediaTimeTests: XCTestCase {
         XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: 1_000_000_000)).frames, 48_000)
         XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: 10_416)).frames, 0, "just under half a frame")
         XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: 10_417)).frames, 1, "just over half a frame")
-        // Before the session's zero, `(ns * rate + 5e8) / 1e9` truncates toward zero as it always
-        // did: -1.44 frames -> 0, -1.92 -> -1 (up to one frame later than the nearest).
-        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -30_000)).frames, 0)
-        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -40_000)).frames, -1)
+        // Before the session's zero too: -1.44 frames -> -1, -1.92 -> -2, exactly -480 -> -480.
+        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -30_000)).frames, -1)
+        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -40_000)).frames, -2)
+        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -10_000_000)).frames, -480)
+        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -10_416)).frames, 0, "just under half a frame")
+        XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: -10_417)).frames, -1, "just over half a frame")
         XCTAssertEqual(MediaTime(SampleFrames(frames: 48_000)), MediaTime(nanoseconds: 1_000_000_000))
         XCTAssertEqual(MediaTime(SampleFrames(frames: 3)).nanoseconds, 62_500, "exact for multiples of 3")
         XCTAssertEqual(MediaTime(SampleFrames(frames: 1)).nanoseconds, 20_833, "20 833.3 ns, truncated")
@@ -53,7 +61,7 @@ final class MediaTimeTests: XCTestCase {
         var values: [Int64] = Array(stride(from: -2_000_000, through: 2_000_000, by: 997))
         for _ in 0..<100_000 { values.append(Int64.random(in: -1_000_000_000_000...100_000_000_000_000, using: &rng)) }
         for ns in values {
-            XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: ns)).frames, legacySamples(ns: ns), "\(ns) ns")
+            XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: ns)).frames, nearestSample(ns: ns), "\(ns) ns")
             XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: ns)).ticks, legacyTicks(ns: ns), "\(ns) ns")
         }
         for _ in 0..<100_000 {
