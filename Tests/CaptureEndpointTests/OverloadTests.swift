@@ -100,12 +100,15 @@ final class OverloadTests: XCTestCase {
     }
 
     /// Three senders each send 15 MiB of a chunk message and then stop, before its end. The
-    /// budget is 96 MiB, reads stop at three quarters of it and frames count twice, so the third is held back and nothing can complete. After 2 s the
-    /// endpoint closes the one holding the most (4015). The other two hold the budget past
-    /// half with nothing sent for 5 s: both are closed too. A hello made meanwhile is refused
-    /// as busy, with a retry hint. Once they are gone, a hello gets the whole window and its
-    /// chunk is acknowledged. (Before, the stalled messages held their memory for as long as
-    /// their connections lived.)
+    /// budget is 96 MiB, reads stop at three quarters of it and frames count twice, so the
+    /// third is held back and nothing can complete. After 2 s the endpoint closes the one
+    /// holding the most (4015). Another holds the budget past half with its socket read and
+    /// nothing sent for 5 s: closed too. The last one's 5 s count only from when its socket is
+    /// read again (time the budget held it back is not its stall), so whether it is closed
+    /// depends on whether the budget is still half spent then: if not, it may keep its share.
+    /// A hello made meanwhile is refused as busy, with a retry hint. Once the stalled ones are
+    /// closed, a hello gets the whole window and its chunk is acknowledged. (Before, the
+    /// stalled messages held their memory for as long as their connections lived.)
     func testSendersStalledMidMessageAreClosedAndTheEndpointRecovers() async throws {
         let (work, endpoint) = try Self.startEndpoint("overload-stall")
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -143,7 +146,10 @@ final class OverloadTests: XCTestCase {
                   ContinuousClock.now < deadline { usleep(50_000) }
             usleep(500_000)
             let refused = RawUplink.hello(port: port, session: honest.session, token: honest.token)
-            while done.load(ordering: .sequentiallyConsistent) < 3, ContinuousClock.now < deadline { usleep(100_000) }
+            while done.load(ordering: .sequentiallyConsistent) < 2, ContinuousClock.now < deadline { usleep(100_000) }
+            // The third: closed within its 5 s of being read while the budget is still half spent, or not at all.
+            let third = ContinuousClock.now + .seconds(10)
+            while done.load(ordering: .sequentiallyConsistent) < 3, ContinuousClock.now < third { usleep(100_000) }
             // The stalled connections are gone; a hello gets the whole window and its chunk through.
             var after = RawUplink.HelloOutcome.other("none")
             var acked = false
@@ -169,7 +175,9 @@ final class OverloadTests: XCTestCase {
         let log = (try? String(contentsOfFile: work + "/endpoint.log", encoding: .utf8)) ?? ""
         print("stall: closes \(outcome.closes), meanwhile \(outcome.refused), after \(outcome.after), acked \(outcome.acked); "
               + "peak RSS \(baseline >> 20) -> \(peak >> 20) MB")
-        XCTAssertEqual(outcome.closes, [4015, 4015, 4015], "every stalled sender closed with 4015")
+        // The first two closed with 4015; the third, if it was closed by now, with 4015 too.
+        XCTAssertEqual(Array(outcome.closes.prefix(2)), [4015, 4015], "the stalled senders closed with 4015")
+        XCTAssertTrue(outcome.closes.dropFirst(2).allSatisfy { $0 == 4015 }, "\(outcome.closes)")
         XCTAssertTrue(log.contains("uplink budget wedged"), "the wedge was broken (the one holding the most closed)")
         XCTAssertTrue(log.contains("uplink stalled mid-message"), "the stalled holders were closed")
         guard case .busy(let retryAfterMs, let code) = outcome.refused else {
@@ -177,7 +185,13 @@ final class OverloadTests: XCTestCase {
         }
         XCTAssertTrue((1000...5000).contains(retryAfterMs), "retry hint \(retryAfterMs) ms")
         XCTAssertEqual(code, UplinkCloseCode.tryLater.rawValue)
-        XCTAssertEqual(outcome.after, .welcomed(window: 16))
+        if outcome.closes.count == 3 {
+            XCTAssertEqual(outcome.after, .welcomed(window: 16))
+        } else {
+            // The third still holds its share (less than half the budget): a hello is welcomed,
+            // with the window what is left of the budget allows.
+            guard case .welcomed = outcome.after else { return XCTFail("no welcome after the stalled senders: \(outcome.after)") }
+        }
         XCTAssertTrue(outcome.acked, "the honest chunk was acknowledged")
         XCTAssertLessThan(peak - baseline, Self.budget, "the endpoint grew by its budget at most")
     }

@@ -132,8 +132,21 @@ class WebhookReceiver:
                 self.lock.wait(left)
 
     def types(self, session_id: str) -> list:
+        """The session's webhook types in the order first received, each delivery once: a webhook
+        the endpoint sent again (its first attempt got no answer in time, as on a loaded machine)
+        carries the same webhook-id, by which a receiver recognises the repeat (Standard
+        Webhooks). A delivery without an id counts each time."""
         with self.lock:
-            return [h["body"]["type"] for h in self.received if h["body"].get("capture_session_id") == session_id]
+            seen, types = set(), []
+            for h in self.received:
+                if h["body"].get("capture_session_id") != session_id:
+                    continue
+                webhook_id = next((v for k, v in h["headers"].items() if k.lower() == "webhook-id"), None)
+                if webhook_id is not None and webhook_id in seen:
+                    continue
+                seen.add(webhook_id)
+                types.append(h["body"]["type"])
+            return types
 
     def close(self):
         self.server.shutdown()
