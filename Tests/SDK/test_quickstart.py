@@ -153,7 +153,13 @@ def check_delivered(endpoint, webhooks, session_id: str, events: list, summary: 
             # a whole second halves the power in the exact 440 Hz bin though nothing was lost;
             # over 50 ms (22 periods) it costs at most a few per cent. A 20 ms gap leaves 0.6.
             shares = [tone_share(part[i:i + 2400], 440) for i in range(0, len(part) - 2400 + 1, 2400)]
-            assert min(shares) > 0.85, f"{name}: not the 440 Hz tone throughout: {[round(x, 2) for x in shares]}"
+            # On failure, what the agent counted for the mic: all zero, and the hole was in the
+            # rig's tone player, not in the capture.
+            counted = {k: v for c in summary.get("channels", []) if str(c.get("channel", "")).startswith("mic:")
+                       for k, v in c.items() if k in ("silenceFilledMs", "overlapDroppedMs", "repeatedSamples",
+                                                      "lostSamples", "discontinuities")}
+            assert min(shares) > 0.85, (f"{name}: not the 440 Hz tone throughout: {[round(x, 2) for x in shares]}; "
+                                        f"the agent counted for the mic: {counted}")
         assert len(inside) > 48000
         assert max(abs(s) for s in inside) <= 1, f"the paused span is not silent: {rms_db(inside):.1f} dB"
     return {"duration": duration, "recorded": recorded, "chunks": complete["data"]["chunks"],
