@@ -81,9 +81,14 @@ public struct Ticks90k: StreamTimestamp, Hashable, CustomStringConvertible {
 
     public static let zero = Ticks90k(ticks: 0)
 
-    /// `t` to the nearest tick (halves up, for t >= 0): exact for multiples of 1/90000 s, and
-    /// a 30 fps slot (33 333 333 ns) is 3000 ticks. Valid for |t| < 1.0e18 ns (32 years).
-    @inlinable public init(rounding t: MediaTime) { ticks = (t.nanoseconds * 9 + 50_000) / 100_000 }
+    /// `t` to the nearest tick (halves up): exact for multiples of 1/90000 s, and a 30 fps slot
+    /// (33 333 333 ns) is 3000 ticks. Before zero too (with a floor division: Swift's truncates
+    /// toward zero, which put -0.7 ticks at 0, like SampleFrames before it). Valid for
+    /// |t| < 1.0e18 ns (32 years).
+    @inlinable public init(rounding t: MediaTime) {
+        let n = t.nanoseconds * 9 + 50_000
+        ticks = n >= 0 ? n / 100_000 : (n - 99_999) / 100_000
+    }
 
     /// One frame period at `fps` frames a second, truncated to whole ticks (exact for every
     /// rate that divides 90 000: 3000 at 30 fps, 1500 at 60).

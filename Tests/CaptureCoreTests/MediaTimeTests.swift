@@ -8,6 +8,12 @@ final class MediaTimeTests: XCTestCase {
     // The formulas the pipeline used before the types (VideoTimebase, Chunker, AudioChannel):
     // the types must give the same numbers, or pts and chunk boundaries would move.
     private func legacyTicks(ns: Int64) -> Int64 { (ns * 9 + 50_000) / 100_000 }
+    /// The nearest tick, halves up, in 128-bit arithmetic with a floor division (the old formula
+    /// for t >= 0; before zero it truncated toward zero).
+    private func nearestTick(ns: Int64) -> Int64 {
+        let (q, r) = (Int128(ns) * 9 + 50_000).quotientAndRemainder(dividingBy: 100_000)
+        return Int64(r < 0 ? q - 1 : q)
+    }
     private func legacyNs(ticks: Int64, perSecond: Int64) -> Int64 { ticks * 1_000_000_000 / perSecond }
     /// The nearest sample frame, halves up, in 128-bit arithmetic with a floor division (the
     /// pipeline's old formula for t >= 0; before zero it truncated toward zero, one frame late).
@@ -24,6 +30,11 @@ final class MediaTimeTests: XCTestCase {
         XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: 5_555)).ticks, 0, "just under half a tick")
         XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: 5_556)).ticks, 1, "just over half a tick")
         XCTAssertEqual(Ticks90k(rounding: .zero), .zero)
+        // Before zero: -0.99999 ticks -> -1, -0.5 -> 0 (halves up), -1.5 -> -1, -3000 exactly.
+        XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: -11_111)).ticks, -1)
+        XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: -5_555)).ticks, 0, "just under half a tick")
+        XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: -5_556)).ticks, -1, "just over half a tick")
+        XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: -33_333_333)).ticks, -3000)
     }
 
     func testTicksToMediaTimeIsExactForMultiplesAndTruncatesOtherwise() {
@@ -62,7 +73,8 @@ final class MediaTimeTests: XCTestCase {
         for _ in 0..<100_000 { values.append(Int64.random(in: -1_000_000_000_000...100_000_000_000_000, using: &rng)) }
         for ns in values {
             XCTAssertEqual(SampleFrames(rounding: MediaTime(nanoseconds: ns)).frames, nearestSample(ns: ns), "\(ns) ns")
-            XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: ns)).ticks, legacyTicks(ns: ns), "\(ns) ns")
+            XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: ns)).ticks, nearestTick(ns: ns), "\(ns) ns")
+            if ns >= 0 { XCTAssertEqual(Ticks90k(rounding: MediaTime(nanoseconds: ns)).ticks, legacyTicks(ns: ns), "\(ns) ns") }
         }
         for _ in 0..<100_000 {
             let t = Int64.random(in: 0...9_000_000_000, using: &rng)

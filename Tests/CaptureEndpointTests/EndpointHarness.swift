@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import Synchronization
 import XCTest
 
 /// A real endpoint (real SQLite in a fresh data directory, real routers) for a test.
@@ -39,8 +40,45 @@ struct EndpointHarness {
         try buildApplication(configuration, logger: Self.logger)
     }
 
+    /// As `build()`, with every log entry at `error` or above also kept in `errors`.
+    func build(keepingErrorsIn errors: LoggedErrors) throws -> (some ApplicationProtocol, EndpointComponents) {
+        var logger = Logger(label: "endpoint-test") { label in
+            MultiplexLogHandler([StreamLogHandler.standardError(label: label), errors.handler])
+        }
+        logger.logLevel = Self.logger.logLevel
+        return try buildApplication(configuration, logger: logger)
+    }
+
     func remove() {
         if ProcessInfo.processInfo.environment["ENDPOINT_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dataDirectory) }
+    }
+}
+
+/// The error-level (and critical) entries an endpoint logged. A request a client got wrong
+/// is the client's error, answered with a status: it is logged below `error`, which is kept
+/// for faults of the endpoint itself (so that an operator's alert on it means something).
+final class LoggedErrors: Sendable {
+    private let entries = Mutex<[String]>([])
+
+    var all: [String] { entries.withLock { $0 } }
+
+    /// A handler that keeps entries here (a value: loggers copy and change their handlers).
+    var handler: some LogHandler { Keeper(errors: self) }
+
+    private struct Keeper: LogHandler {
+        let errors: LoggedErrors
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            guard event.level >= .error else { return }
+            errors.entries.withLock { $0.append("\(event.level) \(event.message) \(event.metadata ?? [:])") }
+        }
     }
 }
 

@@ -477,10 +477,13 @@ final class UplinkTests: XCTestCase {
         }
     }
 
+    /// A request the HTTP parser rejects gets 400 and a close; nothing is logged at `error`
+    /// (a client's mistake is not the endpoint's error).
     func testMalformedHTTPGets400AndAClose() async throws {
         let harness = EndpointHarness()
         defer { harness.remove() }
-        let (app, _) = try harness.build()
+        let errors = LoggedErrors()
+        let (app, _) = try harness.build(keepingErrorsIn: errors)
         try await app.test(.live) { client in
             let port = try XCTUnwrap(client.port)
             let requests = ["GET / HTTP/1.1\r\nHost: x\r\nX-Probe: a\u{0}b\r\n\r\n", "GARBAGE\r\n\r\n",
@@ -492,6 +495,7 @@ final class UplinkTests: XCTestCase {
             let health = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
             XCTAssertTrue(health.hasPrefix("HTTP/1.1 200"), health)
         }
+        XCTAssertEqual(errors.all, [], "logged at error level for the malformed requests")
     }
 
     func testASilentClientIsDroppedAfterTheHelloTimeout() async throws {

@@ -59,6 +59,16 @@ struct GuardedServerChannel: ServerChildChannel {
     }
 }
 
+/// Closes a connection a guard has answered. First it tells the handlers after it that no
+/// more input comes: the upgrade handler, still waiting for the request head the guard kept
+/// from it, then gives up as for a client that closed (`ChannelError.inputClosed`, which
+/// Hummingbird logs at trace). A plain close would fail its wait with "inappropriate
+/// operation", which Hummingbird logs at error level for what was the client's mistake.
+private func closeAnswered(_ context: ChannelHandlerContext) {
+    context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+    context.close(promise: nil)
+}
+
 /// Open TCP connections per remote address (IPv6 per /64), of every kind (REST, uplink,
 /// event sockets), counted from the accept: one address cannot hold the endpoint's
 /// sockets, whatever it does or does not send on them.
@@ -127,7 +137,7 @@ final class DeclaredBodySizeGuard: ChannelInboundHandler, RemovableChannelHandle
                       promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            context.close(promise: nil)
+            closeAnswered(context)
         }
     }
 }
@@ -154,7 +164,7 @@ final class HTTPParseErrorResponder: ChannelInboundHandler, RemovableChannelHand
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))),
                       promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            context.close(promise: nil)
+            closeAnswered(context)
         }
     }
 }
