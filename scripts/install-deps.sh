@@ -44,9 +44,12 @@ TEST_PKGS=(
   binutils patchelf man-db lintian
 )
 
+# Installed, or installed with its triggers not yet run: while another dpkg run processes
+# man-db's triggers (the .deb's install test, beside the benchmarks), man-db is
+# "triggers-pending", and asking apt for it then failed on the dpkg lock.
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}" "${TEST_PKGS[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -Eq "^install ok (installed|triggers-pending|triggers-awaited)$"; then
     missing+=("$p")
   fi
 done
@@ -59,5 +62,6 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt or dpkg run (a test installing the .deb) is waited for, up to 5 minutes.
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

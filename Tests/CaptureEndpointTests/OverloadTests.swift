@@ -198,9 +198,11 @@ final class OverloadTests: XCTestCase {
 
     /// 300 connections upgrade and, without a hello, send 600 kB of a 1 MiB frame each: past
     /// three quarters of the budget the rest are told `busy` before their hello and are not
-    /// read while they close, so the endpoint grows by less than its budget; once the idle
-    /// ones are dropped, an honest hello is welcomed. (Read during their close, the refused
-    /// ones grew an endpoint with a 92M budget by 143 MB.)
+    /// read while they close, so the endpoint grows by its budget and what the budget does not
+    /// count (the allocator's slack, per-connection state: a quarter of it at most); once the
+    /// idle ones are dropped, an honest hello is welcomed. (Read during their close, the
+    /// refused ones grew an endpoint with a 92M budget by 143 MB; not read, 59 MB with the
+    /// machine idle, 104 MB beside another test stream.)
     func testConnectionsRefusedForWantOfMemoryAreNotRead() async throws {
         // At notice level: each refusal is logged.
         let (work, endpoint) = try Self.startEndpoint("overload-refused", ["--log-level", "notice"])
@@ -236,7 +238,7 @@ final class OverloadTests: XCTestCase {
               + "(budget \(Self.budget >> 20) MB); then \(String(describing: outcome.welcomed))")
         XCTAssertEqual(outcome.upgraded, 300)
         XCTAssertGreaterThan(refused, 100, "connections past the read limit were refused before their hello")
-        XCTAssertLessThan(peak - baseline, Self.budget, "the endpoint grew by its budget at most")
+        XCTAssertLessThan(peak - baseline, Self.budget + Self.budget / 4, "the endpoint grew by its budget and a quarter at most")
         XCTAssertNotNil(outcome.welcomed, "an honest hello is welcomed once the idle connections are gone")
         XCTAssertTrue(endpoint.process?.isRunning == true)
     }
