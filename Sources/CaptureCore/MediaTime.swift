@@ -87,7 +87,7 @@ public struct Ticks90k: StreamTimestamp, Hashable, CustomStringConvertible {
     /// |t| < 1.0e18 ns (32 years).
     @inlinable public init(rounding t: MediaTime) {
         let n = t.nanoseconds * 9 + 50_000
-        ticks = n >= 0 ? n / 100_000 : (n - 99_999) / 100_000
+        ticks = floorDivide(n, by: 100_000)
     }
 
     /// One frame period at `fps` frames a second, truncated to whole ticks (exact for every
@@ -130,9 +130,8 @@ public struct SampleFrames: StreamTimestamp, Hashable, CustomStringConvertible {
         if ns >= 0 {
             frames = ns / 1_000_000_000 * Self.rate + (ns % 1_000_000_000 * Self.rate + 500_000_000) / 1_000_000_000
         } else {
-            // Half a frame up, then the floor (division truncates toward zero: one less below zero).
-            let n = ns * Self.rate + 500_000_000
-            frames = n >= 0 ? n / 1_000_000_000 : (n - 999_999_999) / 1_000_000_000
+            // Half a frame up, then the floor.
+            frames = floorDivide(ns * Self.rate + 500_000_000, by: 1_000_000_000)
         }
     }
 
@@ -150,4 +149,11 @@ public struct SampleFrames: StreamTimestamp, Hashable, CustomStringConvertible {
     @inlinable public static prefix func - (a: SampleFrames) -> SampleFrames { SampleFrames(frames: -a.frames) }
 
     public var description: String { "\(frames) frames" }
+}
+
+/// `n / d` rounded toward minus infinity (d > 0): Swift's `/` truncates toward zero, one above
+/// the floor for a negative `n` that `d` does not divide. The rounding conversions above add
+/// half a unit, then take this.
+@usableFromInline @inline(__always) func floorDivide(_ n: Int64, by d: Int64) -> Int64 {
+    n >= 0 ? n / d : (n - (d - 1)) / d
 }
