@@ -66,10 +66,12 @@ public enum UplinkReplayer {
         while true {
             connections += 1
             let outcome = await connect(spool, options: options, started: started, report: report, logger: logger)
-            let done = report.withLock { state -> Bool in
+            let (done, acked) = report.withLock { state -> (Bool, Int) in
                 state.closeCodes.append(outcome)
-                return state.ended || Self.terminal.contains(outcome)
+                return (state.ended || Self.terminal.contains(outcome), state.acked)
             }
+            logger.debug("uplink connection ended", metadata: [
+                "connection": "\(connections)", "close_code": "\(outcome)", "acked_so_far": "\(acked)"])
             if done { break }
             if connections > options.maxReconnects {
                 report.withLock { $0.failure = "gave up after \(connections) connections" }
@@ -94,7 +96,7 @@ public enum UplinkReplayer {
                 logger: logger
             ) { inbound, outbound, _ in
                 try await converse(spool, options: options, started: started, report: report,
-                                   inbound: inbound, outbound: outbound)
+                                   inbound: inbound, outbound: outbound, logger: logger)
             }
             return frame.map { Int(codeNumber($0.closeCode)) } ?? 0
         } catch {
@@ -105,12 +107,15 @@ public enum UplinkReplayer {
 
     private static func converse(_ spool: RecordedSpool, options: ReplayOptions, started: ContinuousClock.Instant,
                                  report: Locked<ReplayReport>, inbound: WebSocketInboundStream,
-                                 outbound: WebSocketOutboundWriter) async throws {
+                                 outbound: WebSocketOutboundWriter, logger: Logger) async throws {
         var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
         let hello = UplinkHello(token: options.token, sessionId: options.sessionId, agent: options.agent,
                                 channels: spool.channels)
         try await outbound.write(.text(UplinkTextMessage.encode(hello)))
-        guard case .text(let text)? = try await messages.next() else { return }
+        guard case .text(let text)? = try await messages.next() else {
+            logger.debug("uplink closed before a welcome")
+            return
+        }
         let welcome: UplinkWelcome
         switch try UplinkTextMessage(decoding: text) {
         case .welcome(let message): welcome = message
@@ -121,10 +126,15 @@ public enum UplinkReplayer {
                 state.retryAfterMs = min(max(error.retryAfterMs ?? 0, 0), 60_000)
             }
             return
-        default: return
+        case let other:
+            logger.debug("uplink hello not welcomed", metadata: ["answer": "\(other)"])
+            return
         }
         let next = Dictionary(uniqueKeysWithValues: welcome.channels.map { ($0.channelId, $0.nextSeq) })
         let pending = spool.captureOrder.filter { $0.metadata.seq >= (next[$0.metadata.channelId] ?? 0) }
+        logger.debug("uplink welcome", metadata: [
+            "resume": "\(welcome.channels.map { "\($0.channelId)@\($0.nextSeq)" }.joined(separator: ","))",
+            "to_send": "\(pending.count)", "window": "\(options.window ?? welcome.window)"])
         let window = Window(options.window ?? welcome.window)
         let sentAt = Locked<[String: ContinuousClock.Instant]>([:])
 
@@ -160,6 +170,7 @@ public enum UplinkReplayer {
                 case .ended:
                     report.withLock { $0.ended = true }
                 case .error(let error):
+                    logger.debug("uplink error", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])
                     report.withLock { $0.errors.append("\(error.code.rawValue): \(error.message)") }
                     // Resume from what the endpoint has: a new connection's welcome says.
                     await window.close()

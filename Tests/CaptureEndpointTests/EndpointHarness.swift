@@ -41,7 +41,7 @@ struct EndpointHarness {
     }
 
     /// As `build()`, with every log entry at `error` or above also kept in `errors`.
-    func build(keepingErrorsIn errors: LoggedErrors) throws -> (some ApplicationProtocol, EndpointComponents) {
+    func build(keepingErrorsIn errors: KeptLog) throws -> (some ApplicationProtocol, EndpointComponents) {
         var logger = Logger(label: "endpoint-test") { label in
             MultiplexLogHandler([StreamLogHandler.standardError(label: label), errors.handler])
         }
@@ -54,19 +54,31 @@ struct EndpointHarness {
     }
 }
 
-/// The error-level (and critical) entries an endpoint logged. A request a client got wrong
-/// is the client's error, answered with a status: it is logged below `error`, which is kept
-/// for faults of the endpoint itself (so that an operator's alert on it means something).
-final class LoggedErrors: Sendable {
+/// The entries a logger logged at or above a level, kept in memory. At `.error` (what
+/// `build(keepingErrorsIn:)` keeps): a request a client got wrong is the client's error,
+/// answered with a status, and logged below `error`, which is kept for faults of the endpoint
+/// itself (so that an operator's alert on it means something). At `.debug`: what a client
+/// did, printed when its test fails.
+final class KeptLog: Sendable {
     private let entries = Mutex<[String]>([])
+    let minimumLevel: Logger.Level
+
+    init(from minimumLevel: Logger.Level) { self.minimumLevel = minimumLevel }
 
     var all: [String] { entries.withLock { $0 } }
 
     /// A handler that keeps entries here (a value: loggers copy and change their handlers).
-    var handler: some LogHandler { Keeper(errors: self) }
+    var handler: some LogHandler { Keeper(log: self) }
+
+    /// A logger that logs into this (only).
+    func logger(label: String) -> Logger {
+        var logger = Logger(label: label) { _ in self.handler }
+        logger.logLevel = minimumLevel
+        return logger
+    }
 
     private struct Keeper: LogHandler {
-        let errors: LoggedErrors
+        let log: KeptLog
         var metadata: Logger.Metadata = [:]
         var logLevel: Logger.Level = .trace
 
@@ -76,8 +88,9 @@ final class LoggedErrors: Sendable {
         }
 
         func log(event: LogEvent) {
-            guard event.level >= .error else { return }
-            errors.entries.withLock { $0.append("\(event.level) \(event.message) \(event.metadata ?? [:])") }
+            guard event.level >= log.minimumLevel else { return }
+            let line = "\(WallClock.iso8601(nanoseconds: WallClock.now())) \(event.level) \(event.message) \(event.metadata ?? [:])"
+            log.entries.withLock { $0.append(line) }
         }
     }
 }

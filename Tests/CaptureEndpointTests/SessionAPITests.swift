@@ -1,5 +1,6 @@
 import CaptureEndpoint
 import Foundation
+import Logging
 import HTTPTypes
 import GRDB
 import Hummingbird
@@ -178,7 +179,7 @@ final class SessionAPITests: XCTestCase {
     func testBodiesDeclaredOverTheLimitAreRefusedFromTheHead() async throws {
         let harness = EndpointHarness()
         defer { harness.remove() }
-        let errors = LoggedErrors()
+        let errors = KeptLog(from: .error)
         let (app, _) = try harness.build(keepingErrorsIn: errors)
         try await app.test(.live) { client in
             let port = try XCTUnwrap(client.port)

@@ -3,6 +3,7 @@ import SHA256
 import CaptureEndpoint
 import CaptureUplink
 import Foundation
+import Logging
 import GRDB
 import Hummingbird
 import HummingbirdTesting
@@ -482,7 +483,7 @@ final class UplinkTests: XCTestCase {
     func testMalformedHTTPGets400AndAClose() async throws {
         let harness = EndpointHarness()
         defer { harness.remove() }
-        let errors = LoggedErrors()
+        let errors = KeptLog(from: .error)
         let (app, _) = try harness.build(keepingErrorsIn: errors)
         try await app.test(.live) { client in
             let port = try XCTUnwrap(client.port)

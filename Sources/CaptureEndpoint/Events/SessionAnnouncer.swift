@@ -52,6 +52,8 @@ struct Housekeeping: Service {
                     let failed = try await store.failSilentSessions(
                         silentSince: now - silenceTimeoutMs, unstartedSince: now - unstartedTimeoutMs, now: now)
                     await announcer.announce(failed)
+                } catch where Task.isCancelled {
+                    return  // shutting down (the store's calls end with CancellationError): not a fault
                 } catch {
                     logger.error("silence check failed", metadata: ["error": "\(error)"])
                 }

@@ -214,8 +214,13 @@ final class WebhookDispatcher: Service, Sendable {
             ])
         }
         do {
-            try await store.webhookAttempted(id: delivery.id, status: status, error: failure, delivered: failure == nil,
-                                             nextAttemptAt: next, now: now)
+            // Not cancelled with the dispatcher (graceful shutdown cancels it): an attempt that
+            // was made is recorded, or a restart would count it again and deliver it twice.
+            let store = self.store
+            try await Task {
+                try await store.webhookAttempted(id: delivery.id, status: status, error: failure, delivered: failure == nil,
+                                                 nextAttemptAt: next, now: now)
+            }.value
         } catch {
             logger.error("webhook outbox not updated", metadata: ["webhook_id": "\(delivery.id)", "error": "\(error)"])
         }
