@@ -210,9 +210,14 @@ final class PulseCaptureTests: XCTestCase {
         let tone = try pulse.startTone(frequency: 2500, sink: "spk2", name: "tone-2500")
         defer { PulseControl.kill(tone) }
         try waitForSinkInputs(pulse, count: 3)
-        // Restart spk2's timer on the tone's 20 ms latency, as the rig does for its sinks.
-        try pulse.pactl("suspend-sink", "spk2", "1")
-        try pulse.pactl("suspend-sink", "spk2", "0")
+        // Restart spk2's timer on the tone's 20 ms latency, as the rig does for its sinks, on
+        // PulseAudio only (as the rig): PipeWire's null sinks follow the graph's quantum, and
+        // there, suspended and resumed on a loaded machine, spk2 stayed silent (one CI run:
+        // no 2.5 kHz tone on it, and its monitor delivered nothing for 4 s).
+        if rig.audioServer == "pulseaudio" {
+            try pulse.pactl("suspend-sink", "spk2", "1")
+            try pulse.pactl("suspend-sink", "spk2", "0")
+        }
 
         let system = RecordingSink()
         let systemRecorder = AudioRecorder(target: .defaultSystemAudio, streamName: "pulse-test-follow-sys",
