@@ -322,12 +322,6 @@ final class OverloadTests: XCTestCase {
         return (work, endpoint)
     }
 
-    /// Runs blocking socket work on a thread of its own (not the test's cooperative pool).
-    func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try body() }) }.start()
-        }
-    }
 }
 
 /// An uplink client on a plain socket, for senders that ignore the window or stop

@@ -137,3 +137,11 @@ final class RawSocket {
         }
     }
 }
+
+/// Runs blocking socket work on a thread of its own (not the test's cooperative pool, which
+/// the in-process endpoint's handlers need).
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
