@@ -21,6 +21,10 @@ public struct ReplayOptions: Sendable {
     public var reconnectDelay: Duration = .milliseconds(200)
     /// Give up after this many connections that ended without `ended`.
     public var maxReconnects = 200
+    /// A connection without a welcome this long after it opened, or without an ack this long
+    /// while chunks are in flight, is closed and replaced (docs/uplink-protocol.md, liveness).
+    public var welcomeTimeout: Duration = .seconds(15)
+    public var ackTimeout: Duration = .seconds(30)
     public var agent = "capture-uplink-replay"
 
     public init(url: String, token: String, sessionId: String) {
@@ -109,6 +113,27 @@ public enum UplinkReplayer {
                                  report: Locked<ReplayReport>, inbound: WebSocketInboundStream,
                                  outbound: WebSocketOutboundWriter, logger: Logger) async throws {
         var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        // Liveness, as the protocol asks of a client: no welcome in time, or no ack in time
+        // while chunks are in flight, closes the connection (and the replay reconnects). It
+        // also bounds a connection that stops delivering anything at all, which WSClient was
+        // seen to do when the endpoint's first bytes came with its 101 (QuotaTests).
+        let liveness = Locked(Liveness(since: .now))
+        let watchdog = Task {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .milliseconds(500))
+                let now = ContinuousClock.now
+                let reason: String? = liveness.withLock { state in
+                    if !state.welcomed { return now - state.since > options.welcomeTimeout ? "no welcome in time" : nil }
+                    return state.inFlight > 0 && now - state.since > options.ackTimeout ? "no ack in time" : nil
+                }
+                if let reason {
+                    logger.debug("uplink connection closed by the client", metadata: ["reason": "\(reason)"])
+                    try? await outbound.close(.goingAway, reason: reason)
+                    return
+                }
+            }
+        }
+        defer { watchdog.cancel() }
         let hello = UplinkHello(token: options.token, sessionId: options.sessionId, agent: options.agent,
                                 channels: spool.channels)
         try await outbound.write(.text(UplinkTextMessage.encode(hello)))
@@ -135,6 +160,7 @@ public enum UplinkReplayer {
         logger.debug("uplink welcome", metadata: [
             "resume": "\(welcome.channels.map { "\($0.channelId)@\($0.nextSeq)" }.joined(separator: ","))",
             "to_send": "\(pending.count)", "window": "\(options.window ?? welcome.window)"])
+        liveness.withLock { $0 = Liveness(since: .now, welcomed: true) }
         let window = Window(options.window ?? welcome.window)
         let sentAt = Locked<[String: ContinuousClock.Instant]>([:])
 
@@ -147,6 +173,10 @@ public enum UplinkReplayer {
                     }
                     guard await window.acquire() else { return }
                     sentAt.withLock { $0["\(chunk.metadata.channelId)#\(chunk.metadata.seq)"] = .now }
+                    liveness.withLock { state in
+                        if state.inFlight == 0 { state.since = .now }   // the ack clock starts with the first in flight
+                        state.inFlight += 1
+                    }
                     try await outbound.write(.binary(ByteBuffer(bytes: UplinkChunkFrame.encode(header: chunk.header, payload: chunk.bytes))))
                 }
                 // Everything acknowledged: every credit is back.
@@ -158,6 +188,10 @@ public enum UplinkReplayer {
                 switch try UplinkTextMessage(decoding: text) {
                 case .ack(let ack):
                     let sent = sentAt.withLock { $0.removeValue(forKey: "\(ack.channelId)#\(ack.seq)") }
+                    liveness.withLock { state in
+                        state.since = .now
+                        state.inFlight = max(state.inFlight - 1, 0)
+                    }
                     report.withLock { state in
                         state.acked += 1
                         if ack.duplicate { state.duplicates += 1 }
@@ -188,6 +222,15 @@ public enum UplinkReplayer {
         buffer.write(webSocketErrorCode: code)
         return buffer.readInteger(as: UInt16.self) ?? 0
     }
+}
+
+/// Where a connection stands for its liveness checks.
+struct Liveness: Sendable {
+    /// When the connection opened (before the welcome), or the last ack or first send since
+    /// nothing was in flight (after it).
+    var since: ContinuousClock.Instant
+    var welcomed = false
+    var inFlight = 0
 }
 
 /// Send credits: at most `size` chunks unacknowledged.

@@ -201,3 +201,32 @@ final class SpoolReplayTests: XCTestCase {
         await receiver.stop()
     }
 }
+
+/// The reference client keeps the protocol's liveness rules: a connection whose welcome does
+/// not come in time is closed and replaced (here every hello is held 3 s by the endpoint's
+/// fault injection and the client waits 1 s, so no connection is ever welcomed; without the
+/// rule the second would be, and the replay would end).
+final class ReplayerLivenessTests: XCTestCase {
+    func testAConnectionWithoutAWelcomeInTimeIsReplaced() async throws {
+        let spool = try RecordedFixture.spool()
+        let harness = EndpointHarness { $0.injectedHelloDelay = .seconds(3) }
+        defer { harness.remove() }
+        let (app, _) = try harness.build()
+        try await app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let (session, token) = try await UplinkTests.newSession(client)
+            var options = ReplayOptions(url: "ws://127.0.0.1:\(port)\(UplinkProtocol.path)", token: token, sessionId: session)
+            options.speed = 0
+            options.welcomeTimeout = .seconds(1)
+            options.maxReconnects = 1
+            options.reconnectDelay = .milliseconds(50)
+            let log = KeptLog(from: .debug)
+            let report = await UplinkReplayer.run(spool, options: options, logger: log.logger(label: "liveness"))
+            XCTAssertFalse(report.ended)
+            XCTAssertEqual(report.acked, 0)
+            XCTAssertEqual(report.failure, "gave up after 2 connections")
+            let closedForIt = log.all.filter { $0.contains("connection closed by the client") && $0.contains("no welcome in time") }
+            XCTAssertEqual(closedForIt.count, 2, log.all.joined(separator: "\n"))
+        }
+    }
+}
