@@ -17,9 +17,10 @@
 //   capturectl     CaptureCtl (executable) -> CaptureControl (the control protocol, a blocking client)
 //
 //   capture-endpoint     CaptureEndpointServer (executable) -> CaptureEndpoint
-//                          CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB, AsyncHTTPClient,
+//                          CaptureEndpoint -> Hummingbird, HummingbirdWebSocket, GRDB, CWebhookHTTP (libcurl),
 //                                             MediaExport (-> FFmpegObjects, CFFmpeg), CCrypto (libcrypto), CaptureUplink
-//   capture-uplink-load  CaptureUplinkLoad (executable) -> CaptureUplinkReplay -> HummingbirdWSClient, CaptureSpool
+//   capture-uplink-load  CaptureUplinkLoad (executable) -> CaptureUplinkReplay -> EndpointClient, CaptureSpool
+//                          EndpointClient: plain HTTP/1.1 and ws:// clients over SwiftNIO (the tests use it too)
 //
 //   shared:   CaptureUplink (the uplink's wire messages, chunk metadata) -> CaptureCore
 //             FFmpegObjects -> CFFmpeg, CaptureCore: FFmpeg's objects (frame, packet, codec,
@@ -72,7 +73,6 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
-        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -109,6 +109,9 @@ let package = Package(
         .systemLibrary(
             name: "CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]),
+
+        // The endpoint's webhook POSTs (http and https) over libcurl, one C call per exchange.
+        .target(name: "CWebhookHTTP", linkerSettings: [.linkedLibrary("curl")]),
 
         // libc calls Swift cannot import (variadic prctl; accept4 and SO_PEERCRED need _GNU_SOURCE).
         .target(name: "CLinuxShims"),
@@ -183,12 +186,11 @@ let package = Package(
         .target(
             name: "CaptureEndpoint",
             dependencies: [
-                "CaptureCore", "CaptureSystem", "SHA256", "CaptureUplink", "MediaExport", "CCrypto",
+                "CaptureCore", "CaptureSystem", "SHA256", "CaptureUplink", "MediaExport", "CCrypto", "CWebhookHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -197,12 +199,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Plain HTTP/1.1 and ws:// clients for the endpoint's tests and tools (no TLS: they run
+        // beside it).
+        .target(
+            name: "EndpointClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]),
         // A reference uplink client that replays a recorded spool (tests, the load generator).
         .target(
             name: "CaptureUplinkReplay",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "CaptureSpool",
-                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                "CaptureCore", "CaptureUplink", "CaptureSpool", "EndpointClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -210,9 +223,10 @@ let package = Package(
         .executableTarget(
             name: "CaptureUplinkLoad",
             dependencies: [
-                "CaptureCore", "CaptureUplink", "CaptureUplinkReplay", "CaptureEndpoint",
+                "CaptureCore", "CaptureUplink", "CaptureUplinkReplay", "CaptureEndpoint", "EndpointClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -269,13 +283,12 @@ let package = Package(
             name: "CaptureEndpointTests",
             dependencies: [
                 "CaptureEndpoint", "CaptureUplink", "CaptureUplinkReplay", "CaptureCore", "SHA256", "CaptureTestSupport",
+                "EndpointClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

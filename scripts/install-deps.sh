@@ -11,8 +11,9 @@ BUILD_PKGS=(
   # Wayland desktops: the ScreenCast portal over sd-bus, the compositor's monitors, the
   # screencast's PipeWire stream.
   libsystemd-dev libwayland-dev libpipewire-0.3-dev
-  # capture-endpoint: GRDB links the system SQLite; chunk digests use libcrypto.
-  libsqlite3-dev libssl-dev
+  # capture-endpoint: GRDB links the system SQLite; chunk digests use libcrypto; webhooks
+  # (http and https) go out through libcurl.
+  libsqlite3-dev libssl-dev libcurl4-openssl-dev
 )
 RIG_PKGS=(
   xvfb xserver-xorg-core xserver-xorg-video-dummy

@@ -47,6 +47,8 @@ public struct EndpointConfiguration: Sendable {
     /// A receiver's 307/308 is followed (up to 3, each target checked like the first).
     /// Off: a redirect answer is a failed attempt.
     public var followWebhookRedirects = false
+    /// PEM file of the CAs trusted for https callbacks (a private CA); nil: the system's store.
+    public var webhookCAFile: String?
     /// An export encodes its mixed track in segments this long, on every core.
     public var exportMixSegmentSeconds: Double = 30
 

@@ -61,6 +61,10 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
           help: "Follow a receiver's 307/308 (up to 3, each target checked); otherwise a redirect is a failed attempt.")
     var followWebhookRedirects = false
 
+    @Option(name: .customLong("webhook-ca-file"),
+            help: "PEM file of the CAs trusted for https callbacks (default: the system's store).")
+    var webhookCAFile: String?
+
     @Option(name: .customLong("limit"),
             help: "NAME=VALUE, repeatable: what one account, session or address may take (SECURITY.md lists the names and defaults).")
     var limit: [String] = []
@@ -132,6 +136,12 @@ struct CaptureEndpointCommand: AsyncParsableCommand {
             for assignment in limit { try configuration.limits.set(assignment) }
             configuration.allowPrivateWebhookTargets = allowPrivateWebhookTargets
             configuration.followWebhookRedirects = followWebhookRedirects
+            if let webhookCAFile {
+                guard FileManager.default.isReadableFile(atPath: webhookCAFile) else {
+                    throw ValidationError("--webhook-ca-file: \(webhookCAFile) is not a readable file")
+                }
+                configuration.webhookCAFile = webhookCAFile
+            }
             configuration.injectedExportHoldMarker = environment["CAPTURE_ENDPOINT_TEST_EXPORT_HOLD"]
             configuration.silenceTimeoutSeconds = Int(try parseDuration(silenceTimeout) / 1_000_000_000)
             configuration.pingIntervalSeconds = Int(try parseDuration(pingInterval) / 1_000_000_000)

@@ -1,5 +1,7 @@
 import ArgumentParser
-import AsyncHTTPClient
+import EndpointClient
+import HTTPTypes
+import NIOCore
 import CaptureCore
 import CaptureEndpoint
 import CaptureUplink
@@ -47,18 +49,19 @@ struct CaptureUplinkLoad: AsyncParsableCommand {
         }()
         let key = try String(contentsOfFile: apiKeyFile, encoding: .utf8).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
         let recorded = try RecordedSpool(directory: spool)
-        let client = HTTPClient.shared
         let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
-        let webSocket = (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : "ws://" + base.dropFirst(7)) + UplinkProtocol.path
+        guard let url = URLComponents(string: base), url.scheme == "http", let host = url.host else {
+            throw ValidationError("--endpoint: an http:// URL (the load generator speaks plain HTTP and ws://)")
+        }
+        let client = EndpointHTTPClient(host: host, port: url.port ?? 80, timeout: .seconds(30))
+        let webSocket = "ws://" + base.dropFirst(7) + UplinkProtocol.path
 
         func post<T: Decodable>(_ path: String, _ body: String, as: T.Type) async throws -> T {
-            var request = HTTPClientRequest(url: base + path)
-            request.method = .POST
-            request.headers.add(name: "x-access-token", value: key)
-            request.headers.add(name: "content-type", value: "application/json")
-            request.body = .bytes(ByteBuffer(string: body))
-            let response = try await client.execute(request, timeout: .seconds(30))
-            let bytes = try await response.body.collect(upTo: 1 << 20)
+            let response = try await client.execute(
+                uri: url.path + path, method: .post,
+                headers: [HTTPField.Name("x-access-token")!: key, .contentType: "application/json"],
+                body: ByteBuffer(string: body))
+            let bytes = response.body
             guard response.status.code == 200 else {
                 throw CaptureError(.internalError, "\(path): HTTP \(response.status.code): \(String(buffer: bytes))")
             }

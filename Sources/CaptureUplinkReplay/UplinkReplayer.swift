@@ -2,10 +2,10 @@ public import CaptureCore
 public import CaptureUplink
 public import Foundation
 public import Logging
-public import NIOCore
-public import NIOWebSocket
+
+import NIOWebSocket
 public import Synchronization
-public import HummingbirdWSClient
+import EndpointClient
 
 /// How to replay a spool over the uplink.
 public struct ReplayOptions: Sendable {
@@ -94,29 +94,40 @@ public enum UplinkReplayer {
     /// One connection; returns its close code (0 if it never opened or closed without one).
     private static func connect(_ spool: RecordedSpool, options: ReplayOptions, started: ContinuousClock.Instant,
                                 report: Locked<ReplayReport>, logger: Logger) async -> Int {
+        let connection: WebSocketClientConnection
         do {
-            let frame = try await WebSocketClient.connect(
-                url: options.url, configuration: .init(maxFrameSize: 256 << 10, autoPing: .enabled(timePeriod: .seconds(15))),
-                logger: logger
-            ) { inbound, outbound, _ in
-                try await converse(spool, options: options, started: started, report: report,
-                                   inbound: inbound, outbound: outbound, logger: logger)
-            }
-            return frame.map { Int(codeNumber($0.closeCode)) } ?? 0
+            let (host, port, path) = try Self.parse(options.url)
+            connection = try await WebSocketClientConnection.connect(host: host, port: port, path: path,
+                                                                    maxMessageSize: 1 << 20)
         } catch {
             logger.debug("uplink connection failed", metadata: ["error": "\(error)"])
             return 0
         }
+        do {
+            try await converse(spool, options: options, started: started, report: report, connection: connection,
+                               logger: logger)
+        } catch {
+            logger.debug("uplink connection failed", metadata: ["error": "\(error)"])
+        }
+        connection.close(code: .normalClosure)
+        return Int(await connection.closed()?.code ?? 0)
+    }
+
+    /// Host, port and path of a `ws://` URL.
+    static func parse(_ url: String) throws -> (host: String, port: Int, path: String) {
+        guard let components = URLComponents(string: url), components.scheme == "ws", let host = components.host else {
+            throw CaptureError(.invalidRequest, "not a ws:// URL: \(url)")
+        }
+        return (host, components.port ?? 80, components.path.isEmpty ? "/" : components.path)
     }
 
     private static func converse(_ spool: RecordedSpool, options: ReplayOptions, started: ContinuousClock.Instant,
-                                 report: Locked<ReplayReport>, inbound: WebSocketInboundStream,
-                                 outbound: WebSocketOutboundWriter, logger: Logger) async throws {
-        var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                                 report: Locked<ReplayReport>, connection: WebSocketClientConnection,
+                                 logger: Logger) async throws {
+        var messages = connection.messages.makeAsyncIterator()
         // Liveness, as the protocol asks of a client: no welcome in time, or no ack in time
         // while chunks are in flight, closes the connection (and the replay reconnects). It
-        // also bounds a connection that stops delivering anything at all, which WSClient was
-        // seen to do when the endpoint's first bytes came with its 101 (QuotaTests).
+        // also bounds a connection that stops delivering anything at all.
         let liveness = Locked(Liveness(since: .now))
         let watchdog = Task {
             while !Task.isCancelled {
@@ -128,7 +139,7 @@ public enum UplinkReplayer {
                 }
                 if let reason {
                     logger.debug("uplink connection closed by the client", metadata: ["reason": "\(reason)"])
-                    try? await outbound.close(.goingAway, reason: reason)
+                    connection.close(code: .goingAway, reason: reason)
                     return
                 }
             }
@@ -136,7 +147,7 @@ public enum UplinkReplayer {
         defer { watchdog.cancel() }
         let hello = UplinkHello(token: options.token, sessionId: options.sessionId, agent: options.agent,
                                 channels: spool.channels)
-        try await outbound.write(.text(UplinkTextMessage.encode(hello)))
+        try await connection.send(text: UplinkTextMessage.encode(hello))
         guard case .text(let text)? = try await messages.next() else {
             logger.debug("uplink closed before a welcome")
             return
@@ -177,11 +188,11 @@ public enum UplinkReplayer {
                         if state.inFlight == 0 { state.since = .now }   // the ack clock starts with the first in flight
                         state.inFlight += 1
                     }
-                    try await outbound.write(.binary(ByteBuffer(bytes: UplinkChunkFrame.encode(header: chunk.header, payload: chunk.bytes))))
+                    try await connection.send(binary: UplinkChunkFrame.encode(header: chunk.header, payload: chunk.bytes))
                 }
                 // Everything acknowledged: every credit is back.
                 guard await window.drain() else { return }
-                try await outbound.write(.text(UplinkTextMessage.encode(UplinkEnd())))
+                try await connection.send(text: UplinkTextMessage.encode(UplinkEnd()))
             }
             defer { group.cancelAll() }
             while case .text(let text)? = try await messages.next() {
@@ -208,19 +219,13 @@ public enum UplinkReplayer {
                     report.withLock { $0.errors.append("\(error.code.rawValue): \(error.message)") }
                     // Resume from what the endpoint has: a new connection's welcome says.
                     await window.close()
-                    try? await outbound.close(.normalClosure, reason: "resuming")
+                    connection.close(code: .normalClosure, reason: "resuming")
                 case .hello, .end, .welcome:
                     break
                 }
             }
             await window.close()
         }
-    }
-
-    static func codeNumber(_ code: WebSocketErrorCode) -> UInt16 {
-        var buffer = ByteBuffer()
-        buffer.write(webSocketErrorCode: code)
-        return buffer.readInteger(as: UInt16.self) ?? 0
     }
 }
 

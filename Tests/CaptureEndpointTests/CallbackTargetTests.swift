@@ -4,7 +4,6 @@ import CaptureTestSupport
 import CaptureUplink
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
 /// Webhooks go only where they should (issue 17, server-side request forgery): a callback
@@ -34,7 +33,7 @@ final class CallbackTargetTests: XCTestCase {
         let harness = EndpointHarness { $0.allowPrivateWebhookTargets = false }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             for url in ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data/", "https://10.1.2.3/",
                         "http://192.168.0.10:8080/", "http://[::1]:9/", "http://[::ffff:127.0.0.1]/",
                         "http://[::ffff:7f00:1]/", "http://[fe80::1]/", "http://[fd00::1]/", "http://localhost:9/",
@@ -60,7 +59,7 @@ final class CallbackTargetTests: XCTestCase {
         let harness = EndpointHarness { $0.allowPrivateWebhookTargets = false }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             var urls = ["http://2130706433:\(port)/hook", "http://0x7f.1:\(port)/hook", "http://127.1:\(port)/hook"]
             // A name: this machine's, where /etc/hosts maps it to loopback (Debian does).
             let name = ProcessInfo.processInfo.hostName
@@ -102,7 +101,7 @@ final class CallbackTargetTests: XCTestCase {
             }
             defer { harness.remove() }
             let (app, components) = try harness.build()
-            try await app.test(.live) { client in
+            try await app.serve { client in
                 let ok = try await Self.activeSession(client, callback: base + "/ok")
                 let delivered = try await Self.settledDelivery(components, ok)
                 XCTAssertNotNil(delivered.deliveredAt, "the public receiver: \(delivered.lastError ?? "-")")
@@ -135,11 +134,47 @@ final class CallbackTargetTests: XCTestCase {
         await victim.stop()
     }
 
+    /// An https callback goes over TLS to the address the policy checked (the name pinned for
+    /// the connection, the certificate checked against the name): delivered when the
+    /// receiver's certificate is trusted (`--webhook-ca-file`), refused in the handshake
+    /// when it is not, so nothing reaches the receiver then.
+    func testHTTPSCallbacksAreVerifiedAgainstTheirName() async throws {
+        let receiver = try HTTPSReceiver()
+        defer { receiver.stop() }
+        let callback = "https://localhost:\(receiver.port)/ok"
+        for trusted in [true, false] {
+            let harness = EndpointHarness { if trusted { $0.webhookCAFile = receiver.certificatePath } }
+            defer { harness.remove() }
+            let (app, components) = try harness.build()
+            try await app.serve { client in
+                let before = receiver.requests
+                let session = try await Self.activeSession(client, callback: callback)
+                let delivery = try await Self.settledDelivery(components, session)
+                if trusted {
+                    XCTAssertNotNil(delivery.deliveredAt, delivery.lastError ?? "-")
+                    XCTAssertTrue(receiver.requests.contains("POST /ok host=localhost:\(receiver.port) id=\(delivery.id)"),
+                                  receiver.requests)
+                } else {
+                    XCTAssertNil(delivery.deliveredAt)
+                    XCTAssertTrue(delivery.lastError?.lowercased().contains("certificate") ?? false, delivery.lastError ?? "-")
+                    XCTAssertEqual(receiver.requests, before, "a request reached a receiver whose certificate is not trusted")
+                }
+            }
+        }
+    }
+
+    func testCurlsResolveEntryPinsEveryCheckedAddress() {
+        XCTAssertEqual(WebhookHTTPClient.resolveEntry(host: "hooks.example.com", port: 443, addresses: ["203.0.113.5"]),
+                       "hooks.example.com:443:203.0.113.5")
+        XCTAssertEqual(WebhookHTTPClient.resolveEntry(host: "localhost", port: 8443, addresses: ["::1", "127.0.0.1"]),
+                       "localhost:8443:[::1],127.0.0.1")
+    }
+
     // MARK: Helpers
 
     /// A session with `callback` made active over the uplink (one mic chunk), so its
     /// `capture_session.active` webhook is due.
-    static func activeSession(_ client: some TestClientProtocol, callback: String, key: String = EndpointHarness.keyA)
+    static func activeSession(_ client: EndpointTestClient, callback: String, key: String = EndpointHarness.keyA)
         async throws -> String {
         let (session, token) = try await UplinkTests.newSession(
             client, key: key, body: "{\"end_user_id\": \"hooks\", \"callback_url\": \"\(callback)\"}")
@@ -245,5 +280,73 @@ final class PublicReceiverNamespace {
         _ = try? runProcess("ip", ["link", "del", "v\(name)h"], timeout: .seconds(10))
         _ = try? runProcess("ip", ["netns", "del", name], timeout: .seconds(10))
         try? FileManager.default.removeItem(atPath: logPath)
+    }
+}
+
+/// An https webhook receiver on 127.0.0.1 (Python's http.server in an ssl context) with a
+/// self-signed certificate for `localhost`; it logs each POST's path, Host and webhook-id.
+final class HTTPSReceiver: @unchecked Sendable {
+    // @unchecked: every property is a let set in init; the served test only reads them, and
+    // `server` (a Process) is touched again only by stop(), after the test.
+    let directory: String
+    let port: Int
+    private let server: Process
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.path + "/https-receiver-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let made = try runProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+        ], timeout: .seconds(60))
+        guard made.status == 0 else { throw CaptureError(.internalError, "openssl req: \(made.stderr)") }
+        let script = """
+        import http.server, ssl, sys
+        directory = sys.argv[1]
+        log = open(directory + "/requests.log", "a", buffering=1)
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                log.write("POST %s host=%s id=%s\\n" % (self.path, self.headers.get("host"), self.headers.get("webhook-id")))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+            def log_message(self, *args): pass
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(directory + "/cert.pem", directory + "/key.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        open(directory + "/port.tmp", "w").write(str(server.server_address[1]))
+        import os; os.rename(directory + "/port.tmp", directory + "/port")
+        server.serve_forever()
+        """
+        server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-c", script, directory]
+        try server.run()
+        var found: Int?
+        for _ in 0..<100 {
+            if let text = try? String(contentsOfFile: directory + "/port", encoding: .utf8), let value = Int(text) {
+                found = value
+                break
+            }
+            usleep(100_000)
+        }
+        guard let found else {
+            kill(server.processIdentifier, SIGKILL)
+            throw CaptureError(.timeout, "the https receiver did not start")
+        }
+        port = found
+    }
+
+    var certificatePath: String { directory + "/cert.pem" }
+
+    var requests: String { (try? String(contentsOfFile: directory + "/requests.log", encoding: .utf8)) ?? "" }
+
+    func stop() {
+        // SIGKILL: the test process blocks SIGTERM, and Foundation's Process children inherit the mask.
+        if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+        server.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -1,9 +1,9 @@
+import EndpointClient
 import CaptureCore
 import CaptureEndpoint
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdTesting
 import Logging
 import Synchronization
 import XCTest
@@ -95,7 +95,7 @@ final class KeptLog: Sendable {
     }
 }
 
-extension TestClientProtocol {
+extension EndpointTestClient {
     /// A JSON request with an API key (or none), returning status and parsed body.
     func call(_ method: HTTPRequest.Method, _ uri: String, key: String? = EndpointHarness.keyA, json: String? = nil,
               headers extra: HTTPFields = [:]) async throws -> (status: HTTPResponse.Status, body: [String: Any], raw: String) {
@@ -110,7 +110,7 @@ extension TestClientProtocol {
     }
 }
 
-extension TestClientProtocol {
+extension EndpointTestClient {
     /// The account's webhook secret, new (`POST /capture/webhook/secret`), as a signer.
     func webhookSigner(key: String = EndpointHarness.keyA) async throws -> WebhookSigner {
         let answer = try await call(.post, "/capture/webhook/secret", key: key)

@@ -1,4 +1,4 @@
-import AsyncHTTPClient
+import EndpointClient
 import CaptureCore
 import SHA256
 import CaptureEndpoint
@@ -10,7 +10,7 @@ import GRDB
 import Logging
 import NIOCore
 import XCTest
-import NIOHTTP1
+import HTTPTypes
 
 /// The real capture-endpoint binary as a process of its own, for the tests that kill it.
 final class EndpointProcess {
@@ -266,24 +266,25 @@ enum HTTPJSON {
     }
 
     static func get(_ url: String) async throws -> [String: Any] {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
-        let bytes = try await response.body.collect(upTo: 1 << 20)
-        guard let object = try JSONSerialization.jsonObject(with: Data(bytes.readableBytesView)) as? [String: Any] else {
-            throw CaptureError(.internalError, "GET \(url): not JSON")
-        }
-        return object
+        try await exchange(url, method: .get, headers: [:], body: nil)
     }
 
     static func post(_ url: String, key: String, body: String) async throws -> [String: Any] {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "x-access-token", value: key)
-        request.headers.add(name: "content-type", value: "application/json")
-        request.body = .bytes(ByteBuffer(string: body))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-        let bytes = try await response.body.collect(upTo: 1 << 20)
-        guard let object = try JSONSerialization.jsonObject(with: Data(bytes.readableBytesView)) as? [String: Any] else {
-            throw CaptureError(.internalError, "POST \(url): not JSON")
+        try await exchange(url, method: .post,
+                           headers: [HTTPField.Name("x-access-token")!: key, .contentType: "application/json"],
+                           body: ByteBuffer(string: body))
+    }
+
+    private static func exchange(_ url: String, method: HTTPRequest.Method, headers: HTTPFields, body: ByteBuffer?)
+        async throws -> [String: Any] {
+        guard let parts = URLComponents(string: url), let port = parts.port else {
+            throw CaptureError(.internalError, "not an http://127.0.0.1:port URL: \(url)")
+        }
+        let uri = parts.percentEncodedPath + (parts.percentEncodedQuery.map { "?" + $0 } ?? "")
+        let response = try await EndpointHTTPClient(port: port, timeout: .seconds(30))
+            .execute(uri: uri, method: method, headers: headers, body: body)
+        guard let object = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any] else {
+            throw CaptureError(.internalError, "\(method) \(url): not JSON")
         }
         return object
     }

@@ -4,7 +4,6 @@ import CaptureUplink
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdTesting
 import Logging
 import XCTest
 
@@ -70,7 +69,7 @@ final class EventsAndWebhooksTests: XCTestCase {
         defer { harness.remove() }
         let (app, components) = try harness.build()
         let hookURL = await receiver.url
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let socketURL = try await client.call(.get, "/collection/default/websocket")
             let url = try XCTUnwrap(dataOf(socketURL.body)["websocket_url"] as? String)
@@ -156,7 +155,7 @@ final class EventsAndWebhooksTests: XCTestCase {
         defer { harness.remove() }
         let (app, _) = try harness.build()
         let hookURL = await receiver.url
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let (session, token) = try await UplinkTests.newSession(
                 client, body: "{\"end_user_id\": \"silent\", \"callback_url\": \"\(hookURL)\"}")
             var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))

@@ -2,7 +2,6 @@
 import CaptureTestSupport
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
 /// docs/openapi.yaml and the server agree: the routes are exactly the listed
@@ -45,7 +44,7 @@ final class OpenAPIAgreementTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             var environment = ProcessInfo.processInfo.environment
             environment["SCHEMATHESIS_HOOKS"] = nil

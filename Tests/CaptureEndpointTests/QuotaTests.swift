@@ -3,7 +3,6 @@ import CaptureUplink
 import Foundation
 import Hummingbird
 import NIOCore
-import HummingbirdTesting
 import XCTest
 import NIOPosix
 import CaptureCore
@@ -32,7 +31,7 @@ final class QuotaTests: XCTestCase {
         }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             for _ in 0..<3 {
                 let created = try await client.call(.post, "/collection/default/capture/session", json: #"{"end_user_id": "u"}"#)
                 XCTAssertEqual(created.status, .ok)
@@ -69,7 +68,7 @@ final class QuotaTests: XCTestCase {
         }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
 
             // Bytes per session: 2 x 18 800 fit, the third does not.
@@ -146,7 +145,7 @@ final class QuotaTests: XCTestCase {
         }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             var idle: [UplinkTestClient] = []
             for _ in 0..<3 { idle.append(try await UplinkTestClient.connect(port: port)) }
@@ -154,11 +153,10 @@ final class QuotaTests: XCTestCase {
             // the client has its 101: under load (three CI runs) the fourth was counted before
             // one of the three, admitted, and that one refused instead.
             try await Self.waitFor { await components.uplinkConnectionCount() == 3 }
-            // On a plain socket: the close follows the 101 at once, and WSClient (swift-websocket
-            // over NIO's typed client upgrader), given both in one read on a loaded machine,
-            // saw neither the close frame nor the end of the connection (reproduced 2 in 30 runs
-            // beside three busy loops: the endpoint logged the refusal and closed after its 5 s
-            // close timeout; the client waited out its 60 s).
+            // On a plain socket, byte by byte: the close follows the 101 at once, in the same
+            // read on a loaded machine, and a client that drops what came with the 101 misses it
+            // (WSClient, which these tests used before EndpointClient, did: 2 in 30 runs beside
+            // three busy loops).
             let fourth = try await onThread { () -> String in
                 let uplink = try RawUplink(port: port)
                 return "\(uplink.next())"
@@ -199,7 +197,7 @@ final class QuotaTests: XCTestCase {
         let harness = EndpointHarness { $0.limits.socketsPerAddress = 5 }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             var held: [RawSocket] = []
             for _ in 0..<5 { held.append(try RawSocket(port: port)) }
@@ -219,7 +217,7 @@ final class QuotaTests: XCTestCase {
         let harness = EndpointHarness { $0.limits.chunksPerSecond = 20 }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let (session, token) = try await UplinkTests.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
             try await uplink.send(UplinkTests.hello(session, token, channels: [TestChannels.mic]))

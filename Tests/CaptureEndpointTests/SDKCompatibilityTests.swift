@@ -4,7 +4,6 @@ import CaptureTestSupport
 import CaptureUplink
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
 /// Runs a process on a thread of its own, so the cooperative pool (which the
@@ -35,7 +34,7 @@ final class SDKCompatibilityTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             var environment = ProcessInfo.processInfo.environment
             environment["VIDEO_DB_API_KEY"] = EndpointHarness.keyA

@@ -4,10 +4,9 @@ import Logging
 import HTTPTypes
 import GRDB
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
-/// The REST surface, in process (HummingbirdTesting's router framework) on a
+/// The REST surface, served on a loopback socket (`serve`) from a
 /// real SQLite store: shapes the VideoDB SDK reads, authentication, and every
 /// kind of bad request answered with the standard error body.
 final class SessionAPITests: XCTestCase {
@@ -15,7 +14,7 @@ final class SessionAPITests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.router) { client in
+        try await app.serve { client in
             let created = try await client.call(.post, "/collection/default/capture/session",
                 json: #"{"end_user_id": "user-1", "callback_url": "http://127.0.0.1:9/hook", "metadata": {"team": "a", "n": 3}}"#)
             XCTAssertEqual(created.status, .ok, created.raw)
@@ -64,7 +63,7 @@ final class SessionAPITests: XCTestCase {
         defer { harness.remove() }
         let (app, _) = try harness.build()
         nonisolated(unsafe) var issued: [String] = []  // written inside the test closure, read after it
-        try await app.test(.router) { client in
+        try await app.serve { client in
             let path = "/collection/default/capture/session"
             for key in [nil, "", "wrong-key-wrong-key"] as [String?] {
                 let response = try await client.call(.get, path, key: key)
@@ -83,6 +82,13 @@ final class SessionAPITests: XCTestCase {
                 let response = try await client.call(.post, "/capture/session/token", json: bad)
                 XCTAssertEqual(response.status, .badRequest, bad)
                 assertErrorBody(response.body, "INVALID_REQUEST")
+            }
+            // A number no Int holds: its field is named (it is valid JSON, not "not a valid JSON object").
+            for huge in [#"{"expires_in": 1e300}"#, #"{"expires_in": 1.5}"#, #"{"expires_in": 99999999999999999999999}"#] {
+                let response = try await client.call(.post, "/capture/session/token", json: huge)
+                XCTAssertEqual(response.status, .badRequest, huge)
+                assertErrorBody(response.body, "INVALID_REQUEST")
+                XCTAssertEqual(response.body["message"] as? String, "the field 'expires_in' is not a whole number in range", huge)
             }
 
             // A client token can do nothing on REST: not read, not create, not mint tokens.
@@ -130,7 +136,7 @@ final class SessionAPITests: XCTestCase {
         let harness = EndpointHarness { $0.maxRequestBodyBytes = 4096 }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.router) { client in
+        try await app.serve { client in
             let path = "/collection/default/capture/session"
             let cases: [(String, HTTPResponse.Status, String)] = [
                 ("{not json", .badRequest, "INVALID_REQUEST"),
@@ -181,7 +187,7 @@ final class SessionAPITests: XCTestCase {
         defer { harness.remove() }
         let errors = KeptLog(from: .error)
         let (app, _) = try harness.build(keepingErrorsIn: errors)
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let slice = [UInt8](repeating: 0x20, count: 256 << 10)
             for megabytes in [2, 12, 100] {
@@ -208,7 +214,7 @@ final class SessionAPITests: XCTestCase {
         let harness = EndpointHarness { $0.publicBaseURL = "http://127.0.0.1:8470/" }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.router) { client in
+        try await app.serve { client in
             let response = try await client.call(.get, "/collection/default/websocket")
             XCTAssertEqual(response.status, .ok, response.raw)
             let url = try XCTUnwrap(dataOf(response.body)["websocket_url"] as? String)

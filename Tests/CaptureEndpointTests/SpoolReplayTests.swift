@@ -1,3 +1,4 @@
+import EndpointClient
 import CaptureCore
 import CaptureEndpoint
 import CaptureTestSupport
@@ -6,7 +7,6 @@ import CaptureUplinkReplay
 import Foundation
 import GRDB
 import Hummingbird
-import HummingbirdTesting
 import Logging
 import XCTest
 
@@ -55,7 +55,7 @@ final class SpoolReplayTests: XCTestCase {
         defer { harness.remove() }
         let (app, components) = try harness.build()
         let hookURL = await receiver.url
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let signer = try await client.webhookSigner()
             let (session, token) = try await UplinkTests.newSession(
@@ -69,7 +69,7 @@ final class SpoolReplayTests: XCTestCase {
             let live = try await client.call(.get, "/collection/default/capture/session/\(session)")
             XCTAssertEqual(dataOf(live.body)["status"] as? String, "active")
             let streams = dataOf(live.body)["rtstreams"] as? [[String: Any]] ?? []
-            // HummingbirdTesting's client sends `Host: localhost` without the port, so the URLs are rebased.
+            // The URLs are built from the request's Host; rebased on 127.0.0.1:port so that does not matter here.
             func local(_ url: String) -> String { "http://127.0.0.1:\(port)" + url[url.range(of: "/hls/")!.lowerBound...] }
             let screenURL = local(try XCTUnwrap(streams.first { $0["channel_id"] as? String == "screen" }?["stream_url"] as? String))
             let playlist = try await client.call(.get, String(screenURL[screenURL.range(of: "/hls/")!.lowerBound...]), key: nil)
@@ -212,7 +212,7 @@ final class ReplayerLivenessTests: XCTestCase {
         let harness = EndpointHarness { $0.injectedHelloDelay = .seconds(3) }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await UplinkTests.newSession(client)
             var options = ReplayOptions(url: "ws://127.0.0.1:\(port)\(UplinkProtocol.path)", token: token, sessionId: session)

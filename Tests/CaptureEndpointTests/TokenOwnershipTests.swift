@@ -2,19 +2,18 @@ import CaptureEndpoint
 import CaptureUplink
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
 /// A session belongs to the client token that streams it, and a revoked token is
 /// done everywhere at once (issue 17: one token cannot take over what another streams).
 final class TokenOwnershipTests: XCTestCase {
-    private static func token(_ client: some TestClientProtocol) async throws -> String {
+    private static func token(_ client: EndpointTestClient) async throws -> String {
         let minted = try await client.call(.post, "/capture/session/token", json: #"{"expires_in": 3600}"#)
         XCTAssertEqual(minted.status, .ok, minted.raw)
         return try XCTUnwrap(dataOf(minted.body)["token"] as? String)
     }
 
-    private static func revoke(_ client: some TestClientProtocol, _ token: String) async throws {
+    private static func revoke(_ client: EndpointTestClient, _ token: String) async throws {
         let revoked = try await client.call(.post, "/capture/session/token/revoke", json: "{\"token\": \"\(token)\"}")
         XCTAssertEqual(revoked.status, .ok, revoked.raw)
     }
@@ -23,7 +22,7 @@ final class TokenOwnershipTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, owner) = try await UplinkTests.newSession(client)
             let intruder = try await Self.token(client)
@@ -82,7 +81,7 @@ final class TokenOwnershipTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, shortLived) = try await UplinkTests.newSession(client, expiresIn: 2)
             let next = try await Self.token(client)
@@ -107,7 +106,7 @@ final class TokenOwnershipTests: XCTestCase {
         let harness = EndpointHarness { $0.injectedHelloDelay = .milliseconds(1500) }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await UplinkTests.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: port)

@@ -2,8 +2,7 @@ import CaptureCore
 import SHA256
 import CaptureUplink
 import Foundation
-import HummingbirdWSClient
-import Logging
+import EndpointClient
 import NIOCore
 import NIOWebSocket
 import XCTest
@@ -11,60 +10,36 @@ import XCTest
 /// A scripted uplink client over a real socket: send hellos, frames and raw
 /// bytes, read the endpoint's messages one by one, and learn the close code.
 struct UplinkTestClient {
-    let outbound: WebSocketOutboundWriter
-    private var messages: AsyncStream<WebSocketMessage>.AsyncIterator
-    private let connection: Task<WebSocketCloseFrame?, any Error>
+    let connection: WebSocketClientConnection
+    private var messages: AsyncThrowingStream<WebSocketClientConnection.Message, any Error>.AsyncIterator
+    private let watchdog: Task<Void, Never>
 
     /// Connects to `ws://127.0.0.1:port/capture/uplink`. The connection is closed
     /// from this side after `deadline`, so a silent endpoint fails a test instead of hanging it.
     static func connect(port: Int, path: String = UplinkProtocol.path, deadline: Duration = .seconds(60)) async throws
         -> UplinkTestClient {
-        let (writers, writer) = AsyncStream.makeStream(of: WebSocketOutboundWriter.self)
-        let (messages, message) = AsyncStream.makeStream(of: WebSocketMessage.self)
-        var logger = Logger(label: "uplink-test-client")
-        logger.logLevel = .warning
-        let connection = Task {
-            defer {
-                writer.finish()
-                message.finish()
-            }
-            return try await WebSocketClient.connect(
-                url: "ws://127.0.0.1:\(port)\(path)", configuration: .init(maxFrameSize: 256 << 10), logger: logger
-            ) { inbound, outbound, _ in
-                writer.yield(outbound)
-                writer.finish()
-                let watchdog = Task {
-                    try await Task.sleep(for: deadline)
-                    try? await outbound.close(.goingAway, reason: "test deadline")
-                }
-                defer { watchdog.cancel() }
-                do {
-                    for try await received in inbound.messages(maxSize: 1 << 26) { message.yield(received) }
-                } catch {}
-                message.finish()
-            }
+        let connection = try await WebSocketClientConnection.connect(port: port, path: path, maxMessageSize: 1 << 26)
+        let watchdog = Task {
+            guard (try? await Task.sleep(for: deadline)) != nil else { return }
+            connection.close(code: .goingAway, reason: "test deadline")
         }
-        var iterator = writers.makeAsyncIterator()
-        guard let outbound = await iterator.next() else {
-            _ = try await connection.value
-            throw CaptureError(.internalError, "the uplink connection closed before it opened")
-        }
-        return UplinkTestClient(outbound: outbound, messages: messages.makeAsyncIterator(), connection: connection)
+        return UplinkTestClient(connection: connection, messages: connection.messages.makeAsyncIterator(),
+                                watchdog: watchdog)
     }
 
     func send(_ message: some Encodable) async throws {
-        try await outbound.write(.text(UplinkTextMessage.encode(message)))
+        try await connection.send(text: UplinkTextMessage.encode(message))
     }
 
-    func sendText(_ text: String) async throws { try await outbound.write(.text(text)) }
+    func sendText(_ text: String) async throws { try await connection.send(text: text) }
 
-    func sendBinary(_ bytes: [UInt8]) async throws { try await outbound.write(.binary(ByteBuffer(bytes: bytes))) }
+    func sendBinary(_ bytes: [UInt8]) async throws { try await connection.send(binary: bytes) }
 
     func sendChunk(_ chunk: TestChunk) async throws { try await sendBinary(chunk.frame) }
 
     /// The next text message as it came; nil once the connection is closed.
     mutating func nextText() async -> String? {
-        while let message = await messages.next() {
+        while let message = try? await messages.next() {
             if case .text(let text) = message { return text }
         }
         return nil
@@ -72,7 +47,7 @@ struct UplinkTestClient {
 
     /// The next message from the endpoint, decoded; nil once the connection is closed.
     mutating func next() async throws -> UplinkTextMessage? {
-        guard let message = await messages.next() else { return nil }
+        guard let message = try await messages.next() else { return nil }
         guard case .text(let text) = message else { throw CaptureError(.internalError, "the endpoint sent binary") }
         return try UplinkTextMessage(decoding: text)
     }
@@ -106,9 +81,12 @@ struct UplinkTestClient {
         return error
     }
 
-    /// Closes from this side (if still open) and returns the close frame the endpoint sent, if any.
-    func closeFrame() async throws -> WebSocketCloseFrame? {
-        try await connection.value
+    /// Waits for the connection's end (the deadline closes it from this side) and returns the
+    /// close frame the endpoint sent, if any.
+    func closeFrame() async -> WebSocketClientConnection.CloseFrame? {
+        let frame = await connection.closed()
+        watchdog.cancel()
+        return frame
     }
 
     /// Drains messages until the close and returns the endpoint's close code.
@@ -116,18 +94,14 @@ struct UplinkTestClient {
         while let message = try await next() {
             XCTFail("expected close \(code.rawValue), got \(message)", file: file, line: line)
         }
-        let frame = try await closeFrame()
-        XCTAssertEqual(frame?.closeCode, code.webSocketCode, "close reason: \(frame?.reason ?? "-")", file: file, line: line)
+        let frame = await closeFrame()
+        XCTAssertEqual(frame?.code, code.rawValue, "close reason: \(frame?.reason ?? "-")", file: file, line: line)
     }
 
     func close() async throws {
-        try await outbound.close(.normalClosure, reason: nil)
-        _ = try? await connection.value
+        connection.close(code: .normalClosure)
+        _ = await closeFrame()
     }
-}
-
-extension UplinkCloseCode {
-    var webSocketCode: WebSocketErrorCode { WebSocketErrorCode(codeNumber: Int(rawValue)) }
 }
 
 /// A chunk with made-up media: MPEG-TS packets (the endpoint checks that much: 188-byte

@@ -6,16 +6,15 @@ import Foundation
 import Logging
 import GRDB
 import Hummingbird
-import HummingbirdTesting
-import HummingbirdWSClient
+import EndpointClient
 import XCTest
 
-/// The uplink over real sockets (HummingbirdTesting's live framework, a real
+/// The uplink over real sockets (the endpoint served on loopback, EndpointClient's
 /// WebSocket client): chunks stored exactly once and durably, every refusal with
 /// its code, and every close code a client must act on.
 final class UplinkTests: XCTestCase {
     /// A new session and a client token on `client`'s endpoint.
-    static func newSession(_ client: some TestClientProtocol, key: String = EndpointHarness.keyA, body: String? = nil,
+    static func newSession(_ client: EndpointTestClient, key: String = EndpointHarness.keyA, body: String? = nil,
                            expiresIn: Int = 3600) async throws -> (session: String, token: String) {
         let created = try await client.call(.post, "/collection/default/capture/session", key: key,
                                             json: body ?? #"{"end_user_id": "uplink-test"}"#)
@@ -33,7 +32,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await Self.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: port)
@@ -130,7 +129,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness { $0.maxChunkBytes = 100_000 }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let (session, token) = try await Self.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
             try await uplink.send(Self.hello(session, token, channels: [TestChannels.display, TestChannels.mic]))
@@ -205,7 +204,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let (session, token) = try await Self.newSession(client)
             var uplink = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
             try await uplink.send(Self.hello(session, token, channels: [TestChannels.mic]))
@@ -246,7 +245,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await Self.newSession(client)
 
@@ -309,7 +308,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await Self.newSession(client)
 
@@ -364,7 +363,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness()
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await Self.newSession(client)
             var first = try await UplinkTestClient.connect(port: port)
@@ -405,7 +404,7 @@ final class UplinkTests: XCTestCase {
         }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (stuckSession, stuckToken) = try await Self.newSession(client)
             let (goodSession, goodToken) = try await Self.newSession(client)
@@ -457,7 +456,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness { $0.pingIntervalSeconds = 1 }
         defer { harness.remove() }
         let (app, _) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let (session, token) = try await Self.newSession(client)
             let hello = UplinkTextMessage.encode(Self.hello(session, token, channels: [TestChannels.mic]))
@@ -490,7 +489,7 @@ final class UplinkTests: XCTestCase {
         defer { harness.remove() }
         let errors = KeptLog(from: .error)
         let (app, _) = try harness.build(keepingErrorsIn: errors)
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             let requests = ["GET / HTTP/1.1\r\nHost: x\r\nX-Probe: a\u{0}b\r\n\r\n", "GARBAGE\r\n\r\n",
                             "GET /health HTTP/9.9\r\n\r\n", String(repeating: "A", count: 100_000) + "\r\n\r\n"]
@@ -508,7 +507,7 @@ final class UplinkTests: XCTestCase {
         let harness = EndpointHarness { $0.helloTimeoutSeconds = 1 }
         defer { harness.remove() }
         let (app, components) = try harness.build()
-        try await app.test(.live) { client in
+        try await app.serve { client in
             var silent = try await UplinkTestClient.connect(port: try XCTUnwrap(client.port))
             try await silent.expectClose(.helloTimeout)
             try await Task.sleep(for: .milliseconds(200))

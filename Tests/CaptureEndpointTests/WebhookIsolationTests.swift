@@ -3,7 +3,6 @@ import CaptureEndpoint
 import CaptureTestSupport
 import CaptureUplink
 import Foundation
-import HummingbirdTesting
 import Synchronization
 import XCTest
 #if canImport(Glibc)
@@ -92,7 +91,7 @@ final class WebhookIsolationTests: XCTestCase {
         defer { harness.remove() }
         let (app, _) = try harness.build()
         let healthyURL = await healthy.url
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             func activate(key: String, hook: String) async throws {
                 let (session, token) = try await UplinkTests.newSession(

@@ -1,7 +1,6 @@
 import CaptureEndpoint
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import XCTest
 
 /// A webhook secret per account (issue 17): one account's hooks never verify with another
@@ -15,7 +14,7 @@ final class WebhookSecretTests: XCTestCase {
         defer { harness.remove() }
         let (app, _) = try harness.build()
         let hookURL = await receiver.url
-        try await app.test(.live) { client in
+        try await app.serve { client in
             let a1 = try await client.webhookSigner(key: EndpointHarness.keyA)
             let b = try await client.webhookSigner(key: EndpointHarness.keyB)
             let signingKey = try XCTUnwrap(WebhookSigner(secret: EndpointHarness.webhookSecret))

@@ -140,6 +140,20 @@ enum RequestBodyReader {
             throw APIError.invalid("the field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
         } catch let DecodingError.valueNotFound(_, context) {
             throw APIError.invalid("the field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' must not be null")
+        } catch DecodingError.dataCorrupted {
+            // Foundation's decoder calls valid JSON whose number an Int cannot hold (1e300, 1.5,
+            // 10^23) "not valid JSON", without a field: the field is found here instead.
+            guard let object = (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any] else {
+                throw APIError.invalid("the body is not a valid JSON object")
+            }
+            let suspects = object.filter { _, value in
+                guard let number = value as? NSNumber, !(value is Bool) else { return false }
+                let double = number.doubleValue
+                return double != double.rounded() || Swift.abs(double) >= 9.2e18
+            }.keys.sorted()
+            throw APIError.invalid(suspects.isEmpty
+                ? "a value in the body does not fit its field"
+                : "the field '\(suspects.joined(separator: "', '"))' is not a whole number in range")
         } catch let error as APIError {
             throw error
         } catch {

@@ -22,19 +22,20 @@ struct CallbackTargetPolicy: Sendable {
         var description: String
     }
 
-    /// Where one request goes: the URL to connect to and the Host header it carries.
+    /// Where one request goes: the URL as given, and the checked address its host is pinned
+    /// to for the connection (for http and https alike: the URL, its Host header, the TLS
+    /// server name and the certificate check keep the name; no second lookup is made).
     struct Target: Sendable, Equatable {
         var url: String
-        var hostHeader: String?
-        /// The checked address the connection goes to (for plain http, the URL names it, so
-        /// a second lookup cannot answer otherwise).
-        var address: String
+        var host: String
+        var port: Int
+        /// The checked addresses the connection may go to (every one the name resolved to).
+        var addresses: [String]
+        /// Whether the host is a name (pinned to `addresses`) rather than an address literal.
+        var isName: Bool
     }
 
-    /// Checks `text` and resolves its host. For `http` the URL is rewritten to the checked
-    /// address (with the original Host header), so the connection goes where the check
-    /// looked; for `https` the name stays (certificate and SNI need it) and the address was
-    /// checked just before.
+    /// Checks `text` and resolves its host, refusing non-public addresses unless allowed.
     func target(for text: String) async throws -> Target {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
               scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty else {
@@ -43,7 +44,7 @@ struct CallbackTargetPolicy: Sendable {
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         let addresses = try await Self.resolve(bareHost, port: port)
-        guard let first = addresses.first else { throw Refused(description: "\(bareHost) has no address") }
+        guard !addresses.isEmpty else { throw Refused(description: "\(bareHost) has no address") }
         if !allowPrivateTargets {
             for address in addresses {
                 if let why = Self.nonPublicReason(address) {
@@ -51,13 +52,8 @@ struct CallbackTargetPolicy: Sendable {
                 }
             }
         }
-        let address = Self.text(first)
-        guard scheme == "http" else { return Target(url: text, hostHeader: nil, address: address) }
-        var pinned = components
-        pinned.host = first.count == 16 ? "[\(address)]" : address
-        let defaultPort = components.port == nil
-        return Target(url: pinned.string ?? text,
-                      hostHeader: defaultPort ? host : "\(host):\(port)", address: address)
+        return Target(url: text, host: bareHost, port: port, addresses: addresses.map(Self.text),
+                      isName: Self.literal(bareHost) == nil)
     }
 
     /// The next URL of a redirect answer, or nil when it is not followed.

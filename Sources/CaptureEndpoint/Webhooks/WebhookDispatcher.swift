@@ -1,7 +1,4 @@
-import AsyncHTTPClient
 import Logging
-import NIOCore
-import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
 
@@ -23,6 +20,7 @@ final class WebhookDispatcher: Service, Sendable {
     private let maxBackoffMs: Int64
     private let maxAttempts: Int
     private let timeout: Duration
+    private let client: WebhookHTTPClient
     private let logger: Logger
     private let wakeups: AsyncStream<Void>
     private let wakeup: AsyncStream<Void>.Continuation
@@ -46,6 +44,7 @@ final class WebhookDispatcher: Service, Sendable {
         maxBackoffMs = Int64(configuration.webhookMaxBackoffSeconds) * 1000
         maxAttempts = configuration.webhookMaxAttempts
         timeout = .seconds(configuration.webhookTimeoutSeconds)
+        client = WebhookHTTPClient(caFile: configuration.webhookCAFile)
         self.logger = logger
         (wakeups, wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -60,10 +59,6 @@ final class WebhookDispatcher: Service, Sendable {
     }
 
     func run() async throws {
-        // Its own client: redirects are never followed by it (`attempt` follows the allowed
-        // ones itself, checking each target), and it lives exactly as long as the service.
-        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-                                configuration: .init(redirectConfiguration: .disallow))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 // Polling covers retries that come due; wake-ups cover new rows at once.
@@ -76,7 +71,7 @@ final class WebhookDispatcher: Service, Sendable {
                 for await _ in wakeups {
                     for due in await reserveDue() {
                         group.addTask {
-                            await self.attempt(due, client: client)
+                            await self.attempt(due)
                             self.release(due)
                             self.wake()   // the session's next hook, if any
                         }
@@ -87,7 +82,6 @@ final class WebhookDispatcher: Service, Sendable {
         } onGracefulShutdown: { [wakeup] in
             wakeup.finish()
         }
-        try? await client.shutdown()
     }
 
     /// The due deliveries that may start now, marked in flight.
@@ -119,49 +113,23 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    /// What a receiver answered.
-    private struct Answer: Sendable {
-        var status: Int
-        var location: String?
-    }
-
-    /// POSTs and reads the answer, all within `timeout`; nil when it ran out.
-    private func exchange(_ request: HTTPClientRequest, client: HTTPClient) async throws -> Answer? {
-        try await withThrowingTaskGroup(of: Answer?.self) { group in
-            group.addTask { [timeout] in
-                let response = try await client.execute(request, timeout: .seconds(timeout.components.seconds))
-                // The body counts too: a receiver that answers 200 and trickles must not hold us.
-                _ = try? await response.body.collect(upTo: 64 << 10)
-                return Answer(status: Int(response.status.code), location: response.headers.first(name: "location"))
-            }
-            group.addTask { [timeout] in
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-    }
-
     private func request(_ delivery: WebhookDeliveryRecord, to target: CallbackTargetPolicy.Target,
-                         signers: [WebhookSigner]) -> HTTPClientRequest {
+                         signers: [WebhookSigner]) -> WebhookHTTPClient.Request {
         let timestamp = EndpointClock.nowMilliseconds() / 1000
-        var request = HTTPClientRequest(url: target.url)
-        request.method = .POST
-        if let host = target.hostHeader { request.headers.add(name: "host", value: host) }
-        request.headers.add(name: "content-type", value: "application/json")
-        request.headers.add(name: "user-agent", value: "capture-endpoint/\(EndpointVersion.current)")
-        request.headers.add(name: "webhook-id", value: delivery.id)
-        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
-        request.headers.add(name: "webhook-signature", value: signers.map {
-            $0.signature(id: delivery.id, timestamp: timestamp, body: delivery.payload)
-        }.joined(separator: " "))
-        request.body = .bytes(ByteBuffer(string: delivery.payload))
-        return request
+        let signature = signers.map { $0.signature(id: delivery.id, timestamp: timestamp, body: delivery.payload) }
+        return WebhookHTTPClient.Request(
+            url: target.url, pinnedAddresses: target.isName ? target.addresses : [], host: target.host, port: target.port,
+            headers: [
+                ("content-type", "application/json"),
+                ("user-agent", "capture-endpoint/\(EndpointVersion.current)"),
+                ("webhook-id", delivery.id),
+                ("webhook-timestamp", String(timestamp)),
+                ("webhook-signature", signature.joined(separator: " ")),
+            ],
+            body: Array(delivery.payload.utf8), timeout: timeout)
     }
 
-    private func attempt(_ due: DueWebhook, client: HTTPClient) async {
+    private func attempt(_ due: DueWebhook) async {
         let delivery = due.delivery
         var status: Int?
         var failure: String?
@@ -174,20 +142,22 @@ final class WebhookDispatcher: Service, Sendable {
                                           now: EndpointClock.nowMilliseconds())
             for hop in 0...CallbackTargetPolicy.maxRedirects {
                 let target = try await targets.target(for: url)
-                guard let answer = try await exchange(request(delivery, to: target, signers: signers), client: client) else {
-                    failure = "no complete answer within \(timeout.components.seconds) s"
+                let outcome = await client.post(request(delivery, to: target, signers: signers))
+                guard case .answered(let answered, let location) = outcome else {
+                    failure = if case .failed(let why) = outcome { why }
+                        else { "no complete answer within \(timeout.components.seconds) s" }
                     break
                 }
-                status = answer.status
+                status = answered
                 if hop < CallbackTargetPolicy.maxRedirects,
-                   let next = targets.redirect(status: answer.status, location: answer.location, from: url) {
+                   let next = targets.redirect(status: answered, location: location, from: url) {
                     url = next
                     continue
                 }
-                if !(200..<300).contains(answer.status) {
-                    failure = (300..<400).contains(answer.status)
-                        ? "HTTP \(answer.status): redirect not followed (only 307/308, and only with --follow-webhook-redirects)"
-                        : "HTTP \(answer.status)"
+                if !(200..<300).contains(answered) {
+                    failure = (300..<400).contains(answered)
+                        ? "HTTP \(answered): redirect not followed (only 307/308, and only with --follow-webhook-redirects)"
+                        : "HTTP \(answered)"
                 }
                 break
             }
