@@ -19,10 +19,13 @@ public struct EndpointComponents: Sendable {
     let housekeeping: Housekeeping
     /// Every account's webhook secret (tests verify signatures with it).
     public let webhookSecrets: WebhookSecrets
+    let sockets: SocketsPerAddress
 
     /// Open uplink connections right now.
     public func uplinkConnectionCount() async -> Int { await uplinks.connectionCount }
     public func eventConnectionCount() async -> Int { await events.connectionCount }
+    /// Open TCP connections from `address` (IPv4 text) as the per-address limit counts them.
+    public func socketCount(from address: String) -> Int { sockets.count(address) }
 }
 
 /// Builds the endpoint: storage (creating the data directory and running the
@@ -61,7 +64,8 @@ public func buildApplication(
         checkIntervalMs: Int64(configuration.silenceCheckIntervalMilliseconds), exports: exports, logger: logger)
     let components = EndpointComponents(
         store: store, files: files, uplinks: uplinks, events: events, webhooks: webhooks, announcer: announcer,
-        exports: exports, housekeeping: housekeeping, webhookSecrets: secrets)
+        exports: exports, housekeeping: housekeeping, webhookSecrets: secrets,
+        sockets: SocketsPerAddress(limit: configuration.limits.socketsPerAddress))
 
     let router = buildRouter(configuration, components: components)
     let webSocketRouter = buildWebSocketRouter(configuration, components: components)
@@ -79,7 +83,7 @@ public func buildApplication(
                     autoPing: .enabled(timePeriod: .seconds(Int64(configuration.pingIntervalSeconds))),
                     closeTimeout: .seconds(5))),
             maxBodyBytes: configuration.maxRequestBodyBytes,
-            socketsPerAddress: configuration.limits.socketsPerAddress),
+            sockets: components.sockets),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "capture-endpoint"),
         services: [webhooks, housekeeping],

@@ -7,6 +7,9 @@ import Hummingbird
 import Logging
 import Synchronization
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A real endpoint (real SQLite in a fresh data directory, real routers) for a test.
 struct EndpointHarness {
@@ -50,7 +53,10 @@ struct EndpointHarness {
     }
 
     func remove() {
-        if ProcessInfo.processInfo.environment["ENDPOINT_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dataDirectory) }
+        guard ProcessInfo.processInfo.environment["ENDPOINT_TEST_KEEP"] == nil else { return }
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+        // The shared parent goes with the last one (rmdir refuses while another test's is in it).
+        _ = rmdir((dataDirectory as NSString).deletingLastPathComponent)
     }
 }
 

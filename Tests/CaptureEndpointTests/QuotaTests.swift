@@ -196,16 +196,18 @@ final class QuotaTests: XCTestCase {
     func testSocketsPerAddressAreCountedFromTheAccept() async throws {
         let harness = EndpointHarness { $0.limits.socketsPerAddress = 5 }
         defer { harness.remove() }
-        let (app, _) = try harness.build()
+        let (app, components) = try harness.build()
         try await app.serve { client in
             let port = try XCTUnwrap(client.port)
             var held: [RawSocket] = []
             for _ in 0..<5 { held.append(try RawSocket(port: port)) }
-            try await Task.sleep(for: .milliseconds(200))
+            // Each is counted on its own event loop, so in no set order: the sixth comes after
+            // the endpoint counts five.
+            try await Self.waitFor { components.socketCount(from: "127.0.0.1") == 5 }
             let answer = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
             XCTAssertEqual(answer, "", "the sixth socket was served")
             held.removeAll()
-            try await Task.sleep(for: .milliseconds(300))
+            try await Self.waitFor { components.socketCount(from: "127.0.0.1") == 0 }
             let again = try await RawSocket.exchange(port: port, send: Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
             XCTAssertTrue(again.hasPrefix("HTTP/1.1 200"), again)
         }

@@ -5,7 +5,8 @@ import Synchronization
 import XCTest
 
 /// packaging/build-deb.sh with the real dpkg-deb, dpkg-shlibdeps and lintian, on the release
-/// binaries; then the package installed with apt-get on this machine, used and purged.
+/// binaries (and capture-endpoint linked statically from the debug build's objects); then the
+/// packages installed with apt-get on this machine, used and purged.
 final class DebianPackageTests: XCTestCase {
     private var directory = ""
 
@@ -45,25 +46,54 @@ final class DebianPackageTests: XCTestCase {
         return path
     }
 
-    /// The package of the real binaries, built once for the tests that need it.
-    private static let package = Mutex<Result<String, any Error>?>(nil)
+    /// capture-endpoint as its package ships it, with the Swift runtime and Foundation linked in
+    /// statically: scripts/test links it from the debug build's objects
+    /// (scripts/link-static-endpoint; a static release build would compile everything again).
+    private static func staticEndpoint() throws -> String {
+        guard let path = ProcessInfo.processInfo.environment["CAPTURE_TEST_STATIC_ENDPOINT"], !path.isEmpty else {
+            throw CaptureError(.internalError, "CAPTURE_TEST_STATIC_ENDPOINT is not set: run scripts/test, or "
+                + "scripts/link-static-endpoint OUT and set it to OUT")
+        }
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw CaptureError(.internalError, "no static capture-endpoint at \(path)")
+        }
+        return path
+    }
+
+    /// The two packages of the real binaries (capture-agent's, capture-endpoint's), built once
+    /// for the tests that need them.
+    private static let packages = Mutex<Result<[String], any Error>?>(nil)
     private static let packageDirectory = FileManager.default.temporaryDirectory.path + "/deb-shared-\(getpid())"
 
-    private func realPackage() throws -> String {
-        try Self.package.withLock { built in
+    private func builtPackages() throws -> [String] {
+        try Self.packages.withLock { built in
             if built == nil {
                 built = Result {
                     try? FileManager.default.removeItem(atPath: Self.packageDirectory)
                     try FileManager.default.createDirectory(atPath: Self.packageDirectory, withIntermediateDirectories: true)
                     let r = try Self.buildDeb(binaries: ["capture-agent": try Self.releaseBinary("capture-agent"),
-                                                         "capturectl": try Self.releaseBinary("capturectl")],
+                                                         "capturectl": try Self.releaseBinary("capturectl"),
+                                                         "capture-endpoint": try Self.staticEndpoint()],
                                               in: Self.packageDirectory)
                     guard r.status == 0 else { throw CaptureError(.internalError, "build-deb.sh failed: \(r.stderr)") }
-                    return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                    return r.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                        .filter { !$0.isEmpty }
                 }
             }
             return try built!.get()
         }
+    }
+
+    /// capture-agent's package.
+    private func realPackage() throws -> String {
+        let debs = try builtPackages()
+        return try XCTUnwrap(debs.first { $0.contains("/capture-agent_") }, "\(debs)")
+    }
+
+    /// capture-endpoint's package.
+    private func endpointPackage() throws -> String {
+        let debs = try builtPackages()
+        return try XCTUnwrap(debs.first { $0.contains("/capture-endpoint_") }, "\(debs)")
     }
 
     override class func tearDown() {
@@ -184,9 +214,10 @@ final class DebianPackageTests: XCTestCase {
     }
 
     func testLintianFindsNoError() throws {
-        let deb = try realPackage()
+        let debs = try builtPackages()
+        XCTAssertEqual(debs.count, 2, "\(debs)")
         // TMPDIR: lintian leaves an (empty) mldbm-elf-* directory in it each run.
-        let r = try runProcess("lintian", ["--tag-display-limit", "0", "--pedantic", deb],
+        let r = try runProcess("lintian", ["--tag-display-limit", "0", "--pedantic"] + debs,
                                environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": directory, "TMPDIR": directory],
                                timeout: .seconds(300))
         let tags = (r.stdout + r.stderr).split(separator: "\n").filter { $0.range(of: #"^[EWIPX]: "#, options: .regularExpression) != nil }
@@ -267,6 +298,131 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertEqual(before.subtracting(after).sorted(), [], "removed by install + purge")
         XCTAssertFalse(try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-agent"],
                                       timeout: .seconds(30)).stdout.contains("installed"))
+    }
+
+    /// capture-endpoint's package: the binary as it is (the Swift runtime inside it, nothing
+    /// bundled beside it), its system unit (installed, not enabled), its man page, and Depends
+    /// from what it links (SQLite, libcrypto, libcurl, FFmpeg for exports).
+    func testTheEndpointPackageHoldsItsUnitAndDependsOnWhatItLinks() throws {
+        let deb = try endpointPackage()
+        XCTAssertTrue(deb.hasSuffix("/capture-endpoint_1.2.3_\(try architecture()).deb"), deb)
+        let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
+        XCTAssertEqual(fields.status, 0, fields.stderr)
+        XCTAssertTrue(fields.stdout.contains("Package: capture-endpoint\n"), fields.stdout)
+        let depends = try XCTUnwrap(fields.stdout.split(separator: "\n").first { $0.hasPrefix("Depends: ") })
+        let packages = Set(depends.dropFirst("Depends: ".count).split(separator: ",").map {
+            String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
+        })
+        for package in ["libc6", "libsqlite3-0", "libssl3", "libcurl4", "libavcodec59", "libavformat59", "libavutil57",
+                        "libstdc++6"] {
+            XCTAssertTrue(packages.contains(package), "\(package) is not in \(depends)")
+        }
+        XCTAssertFalse(depends.contains("swift"), String(depends))
+
+        let extracted = try extract(deb)
+        for path in ["usr/bin/capture-endpoint", "usr/lib/systemd/system/capture-endpoint.service",
+                     "usr/share/man/man8/capture-endpoint.8.gz", "usr/share/doc/capture-endpoint/copyright"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: extracted + "/" + path), "missing \(path)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: extracted + "/usr/lib/capture-endpoint"),
+                       "a static binary needs no bundled runtime")
+        let ldd = try runProcess("ldd", [extracted + "/usr/bin/capture-endpoint"], timeout: .seconds(30))
+        XCTAssertEqual(ldd.status, 0, ldd.stderr)
+        XCTAssertFalse(ldd.stdout.contains("not found") || ldd.stdout.contains("libswift") || ldd.stdout.contains("libFoundation"),
+                       ldd.stdout)
+        let version = try runProcess(extracted + "/usr/bin/capture-endpoint", ["--version"],
+                                     environment: ["PATH": "/usr/bin:/bin"], timeout: .seconds(30))
+        XCTAssertEqual(version.status, 0, version.stderr)
+        XCTAssertEqual(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0")
+    }
+
+    /// What an operator does: apt-get install ./capture-endpoint_*.deb, give it its secrets,
+    /// start it, use it, stop it, apt-get purge. systemd is not PID 1 here, so the unit is
+    /// checked with systemd-analyze verify and its ExecStart run as systemd would run it: the
+    /// credentials in a directory of their own ($CREDENTIALS_DIRECTORY), the state directory
+    /// ($STATE_DIRECTORY), SIGTERM to stop (its KillSignal) and a clean exit within its
+    /// TimeoutStopSec. The sandboxing options are systemd's to apply and are not exercised.
+    func testEndpointInstallServeAndPurgeLeaveNoTrace() throws {
+        let deb = try endpointPackage()
+        guard getuid() == 0 else { throw XCTSkip("installing a package needs root (CI runs as root)") }
+        let installed = try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-endpoint"], timeout: .seconds(30))
+        guard !installed.stdout.contains("installed"), !FileManager.default.fileExists(atPath: "/usr/bin/capture-endpoint") else {
+            throw CaptureError(.internalError, "capture-endpoint is already installed here; this test would remove it")
+        }
+        let before = try fileTree()
+        let env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"]
+        var purged = false
+        defer {
+            if !purged { _ = try? runProcess("apt-get", ["purge", "-y", "-qq", "capture-endpoint"], environment: env, timeout: .seconds(300)) }
+        }
+        let install = try runProcess("apt-get", ["install", "-y", "-qq", "--no-install-recommends", deb],
+                                     environment: env, timeout: .seconds(300))
+        XCTAssertEqual(install.status, 0, install.stdout + install.stderr)
+        let unitPath = "/usr/lib/systemd/system/capture-endpoint.service"
+        let verify = try runProcess("/usr/bin/systemd-analyze", ["verify", unitPath], environment: env, timeout: .seconds(60))
+        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+        XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
+        // Installed, not enabled: nothing links it into a target.
+        let wants = try runProcess("find", ["/etc/systemd", "-name", "capture-endpoint.service"], timeout: .seconds(30))
+        XCTAssertEqual(wants.stdout, "", "enabled by the package")
+
+        // The unit's ExecStart (continuation lines joined), as systemd expands it.
+        let unit = try String(contentsOfFile: unitPath, encoding: .utf8).replacingOccurrences(of: "\\\n", with: " ")
+        let execStart = try XCTUnwrap(unit.split(separator: "\n").first { $0.hasPrefix("ExecStart=") })
+        let credentials = directory + "/credentials", state = directory + "/state"
+        for dir in [credentials, state] {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+        let key = "cek_" + String(UInt64.random(in: 0...UInt64.max), radix: 16) + "0123456789abcdef"
+        let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        for (name, value) in [("api-keys", key), ("webhook-secret", secret)] {
+            XCTAssertTrue(FileManager.default.createFile(atPath: credentials + "/" + name, contents: Data((value + "\n").utf8),
+                                                         attributes: [.posixPermissions: 0o600]))
+        }
+        let port = try Loopback.freePort()
+        var argv = execStart.dropFirst("ExecStart=".count).split(separator: " ").map {
+            $0.replacingOccurrences(of: "${STATE_DIRECTORY}", with: state)
+                .replacingOccurrences(of: "${CREDENTIALS_DIRECTORY}", with: credentials)
+        }
+        XCTAssertEqual(argv.first, "/usr/bin/capture-endpoint", String(execStart))
+        let portIndex = try XCTUnwrap(argv.firstIndex(of: "--port"), String(execStart))
+        argv[portIndex + 1] = String(port)   // 8470 may be taken on a test machine
+
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: argv[0])
+        server.arguments = Array(argv.dropFirst())
+        server.environment = ["PATH": "/usr/bin:/bin", "STATE_DIRECTORY": state, "CREDENTIALS_DIRECTORY": credentials]
+        let log = Pipe()
+        server.standardError = log
+        server.standardOutput = log
+        let exited = DispatchSemaphore(value: 0)
+        server.terminationHandler = { _ in exited.signal() }
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        try Loopback.waitForListener(port, timeout: 30)
+        // The API key it was given works; a token comes back.
+        let minted = try runProcess("curl", ["-sS", "-X", "POST", "-H", "x-access-token: \(key)", "-H", "content-type: application/json",
+                                             "-d", "{}", "http://127.0.0.1:\(port)/capture/session/token"], timeout: .seconds(30))
+        XCTAssertEqual(minted.status, 0, minted.stderr)
+        let answer = (try? JSONSerialization.jsonObject(with: Data(minted.stdout.utf8))) as? [String: Any]
+        let token = (answer?["data"] as? [String: Any])?["token"] as? String
+        XCTAssertTrue(token?.hasPrefix("cct_") ?? false, minted.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: state + "/endpoint.sqlite"), "no database in the state directory")
+        // Stopped the way the unit stops it.
+        kill(server.processIdentifier, SIGTERM)
+        XCTAssertEqual(exited.wait(timeout: .now() + 30), .success, "still running 30 s (TimeoutStopSec) after SIGTERM")
+        server.waitUntilExit()
+        let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(server.terminationStatus, 0, output)
+        XCTAssertFalse(output.contains(key) || output.contains(secret), "a secret reached the log")
+
+        let purge = try runProcess("apt-get", ["purge", "-y", "-qq", "capture-endpoint"], environment: env, timeout: .seconds(300))
+        XCTAssertEqual(purge.status, 0, purge.stdout + purge.stderr)
+        purged = true
+        let after = try fileTree()
+        XCTAssertEqual(after.subtracting(before).sorted(), [], "left behind after the purge")
+        XCTAssertEqual(before.subtracting(after).sorted(), [], "removed by install + purge")
     }
 
     /// Every path under /usr and /etc (what a package may touch; /var holds dpkg's own books).

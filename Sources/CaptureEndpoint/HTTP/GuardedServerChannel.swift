@@ -48,9 +48,8 @@ struct GuardedServerChannel: ServerChildChannel {
 
     static func builder(webSocketRouter: Router<EndpointRequestContext>,
                         configuration: HTTP1WebSocketUpgradeChannel.Configuration, maxBodyBytes: Int,
-                        socketsPerAddress: Int) -> HTTPServerBuilder {
+                        sockets: SocketsPerAddress) -> HTTPServerBuilder {
         let webSocketResponder = webSocketRouter.buildResponder()
-        let sockets = SocketsPerAddress(limit: socketsPerAddress)
         return HTTPServerBuilder { responder in
             GuardedServerChannel(inner: HTTP1WebSocketUpgradeChannel(
                 responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
@@ -90,6 +89,8 @@ final class SocketsPerAddress: Sendable {
     func release(_ key: String) {
         counts.withLock { $0.decrementCount(key) }
     }
+
+    func count(_ key: String) -> Int { counts.withLock { $0[key, default: 0] } }
 }
 
 /// Answers a request that declares a body over the limit (Content-Length) with 413 from its
