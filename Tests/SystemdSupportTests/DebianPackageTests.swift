@@ -27,6 +27,8 @@ final class DebianPackageTests: XCTestCase {
         let env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": directory, "LANG": "C.UTF-8"]
         return try runProcess(Repo.root + "/packaging/build-deb.sh",
                               ["--out", directory + "/out", "--binary-dir", bins, "--version", "1.2.3",
+                               // What the packages hold is under test, not how hard they are squeezed.
+                               "--fast-compression",
                                // built by scripts/test (swift build --product generate-manual)
                                "--manual-tool", BuiltProduct.path("generate-manual")],
                               environment: env, timeout: .seconds(300))
@@ -232,72 +234,52 @@ final class DebianPackageTests: XCTestCase {
     func testInstallRecordAndPurgeLeaveNoTrace() throws {
         let deb = try realPackage()
         guard getuid() == 0 else { throw XCTSkip("installing a package needs root (CI runs as root)") }
-        let installed = try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-agent"], timeout: .seconds(30))
-        guard !installed.stdout.contains("installed"), !FileManager.default.fileExists(atPath: "/usr/bin/capture-agent") else {
-            throw CaptureError(.internalError, "capture-agent is already installed here; this test would remove it")
-        }
         let rig = try TestRig.shared()
-        let before = try fileTree()
-        let env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"]
-        var purged = false
-        defer {
-            if !purged { _ = try? runProcess("apt-get", ["purge", "-y", "-qq", "capture-agent"], environment: env, timeout: .seconds(300)) }
+        let env = Self.aptEnvironment
+        try withInstalled("capture-agent", from: deb) {
+            // Every file dpkg says it installed is there.
+            let listed = try runProcess("dpkg", ["-L", "capture-agent"], timeout: .seconds(30)).stdout
+                .split(separator: "\n").map(String.init)
+            for path in ["/usr/bin/capture-agent", "/usr/bin/capturectl", "/usr/lib/systemd/user/capture-agent.service",
+                         "/usr/lib/systemd/user/capture-agent.socket", "/usr/share/man/man1/capturectl.1.gz"] {
+                XCTAssertTrue(listed.contains(path), "dpkg -L lacks \(path)")
+            }
+            for path in listed { XCTAssertTrue(FileManager.default.fileExists(atPath: path), "\(path) is listed but missing") }
+
+            let version = try runProcess("/usr/bin/capturectl", ["--version"], timeout: .seconds(30))
+            let built = try runProcess(try Self.releaseBinary("capturectl"), ["--version"], timeout: .seconds(30))
+            XCTAssertEqual(version.status, 0)
+            XCTAssertEqual(version.stdout, built.stdout)
+            let man = try runProcess("man", ["-w", "capturectl"], environment: env, timeout: .seconds(30))
+            XCTAssertEqual(man.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "/usr/share/man/man1/capturectl.1.gz", man.stderr)
+
+            // The installed units, as systemd reads them.
+            let runtime = directory + "/run"
+            try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let verify = try runProcess("/usr/bin/systemd-analyze", ["--user", "verify", "/usr/lib/systemd/user/capture-agent.service",
+                                                                     "/usr/lib/systemd/user/capture-agent.socket"],
+                                        environment: env.merging(["HOME": directory, "XDG_RUNTIME_DIR": runtime]) { $1 },
+                                        timeout: .seconds(60))
+            XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+            XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
+
+            // A 3 s recording with the installed binary, on the rig.
+            let out = directory + "/rec"
+            let record = try runProcess("/usr/bin/capture-agent", ["record", "--out", out, "--duration", "3s", "--json"],
+                                        environment: rig.childEnvironment(["HOME": directory, "XDG_STATE_HOME": directory + "/state",
+                                                                           "XDG_CONFIG_HOME": directory + "/config"]),
+                                        timeout: .seconds(60))
+            XCTAssertEqual(record.status, 0, record.stderr)
+            let summary = try JSONDecoder().decode(RecordingSummary.self, from: Data(record.stdout.utf8))
+            XCTAssertEqual(Double(summary.durationNs) / 1e9, 3, accuracy: 0.05)
+            XCTAssertEqual(Set(summary.channels.map(\.channel)), ["display:1", "mic:default", "system_audio:default"])
+            for channel in summary.channels { XCTAssertGreaterThanOrEqual(channel.chunks, 3, channel.channel) }
+            let video = try Media.probe(out + "/display-1/chunk-000000.ts")
+            XCTAssertEqual(video.codecName, "h264")
+            XCTAssertEqual(video.width, 1920)
+            XCTAssertEqual(video.height, 1080)
+            try FileManager.default.removeItem(atPath: out)
         }
-        let install = try runProcess("apt-get", ["install", "-y", "-qq", "--no-install-recommends", deb],
-                                     environment: env, timeout: .seconds(300))
-        XCTAssertEqual(install.status, 0, install.stdout + install.stderr)
-
-        // Every file dpkg says it installed is there.
-        let listed = try runProcess("dpkg", ["-L", "capture-agent"], timeout: .seconds(30)).stdout
-            .split(separator: "\n").map(String.init)
-        for path in ["/usr/bin/capture-agent", "/usr/bin/capturectl", "/usr/lib/systemd/user/capture-agent.service",
-                     "/usr/lib/systemd/user/capture-agent.socket", "/usr/share/man/man1/capturectl.1.gz"] {
-            XCTAssertTrue(listed.contains(path), "dpkg -L lacks \(path)")
-        }
-        for path in listed { XCTAssertTrue(FileManager.default.fileExists(atPath: path), "\(path) is listed but missing") }
-
-        let version = try runProcess("/usr/bin/capturectl", ["--version"], timeout: .seconds(30))
-        let built = try runProcess(try Self.releaseBinary("capturectl"), ["--version"], timeout: .seconds(30))
-        XCTAssertEqual(version.status, 0)
-        XCTAssertEqual(version.stdout, built.stdout)
-        let man = try runProcess("man", ["-w", "capturectl"], environment: env, timeout: .seconds(30))
-        XCTAssertEqual(man.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "/usr/share/man/man1/capturectl.1.gz", man.stderr)
-
-        // The installed units, as systemd reads them.
-        let runtime = directory + "/run"
-        try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let verify = try runProcess("/usr/bin/systemd-analyze", ["--user", "verify", "/usr/lib/systemd/user/capture-agent.service",
-                                                                 "/usr/lib/systemd/user/capture-agent.socket"],
-                                    environment: env.merging(["HOME": directory, "XDG_RUNTIME_DIR": runtime]) { $1 },
-                                    timeout: .seconds(60))
-        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
-        XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
-
-        // A 3 s recording with the installed binary, on the rig.
-        let out = directory + "/rec"
-        let record = try runProcess("/usr/bin/capture-agent", ["record", "--out", out, "--duration", "3s", "--json"],
-                                    environment: rig.childEnvironment(["HOME": directory, "XDG_STATE_HOME": directory + "/state",
-                                                                       "XDG_CONFIG_HOME": directory + "/config"]),
-                                    timeout: .seconds(60))
-        XCTAssertEqual(record.status, 0, record.stderr)
-        let summary = try JSONDecoder().decode(RecordingSummary.self, from: Data(record.stdout.utf8))
-        XCTAssertEqual(Double(summary.durationNs) / 1e9, 3, accuracy: 0.05)
-        XCTAssertEqual(Set(summary.channels.map(\.channel)), ["display:1", "mic:default", "system_audio:default"])
-        for channel in summary.channels { XCTAssertGreaterThanOrEqual(channel.chunks, 3, channel.channel) }
-        let video = try Media.probe(out + "/display-1/chunk-000000.ts")
-        XCTAssertEqual(video.codecName, "h264")
-        XCTAssertEqual(video.width, 1920)
-        XCTAssertEqual(video.height, 1080)
-        try FileManager.default.removeItem(atPath: out)
-
-        let purge = try runProcess("apt-get", ["purge", "-y", "-qq", "capture-agent"], environment: env, timeout: .seconds(300))
-        XCTAssertEqual(purge.status, 0, purge.stdout + purge.stderr)
-        purged = true
-        let after = try fileTree()
-        XCTAssertEqual(after.subtracting(before).sorted(), [], "left behind after the purge")
-        XCTAssertEqual(before.subtracting(after).sorted(), [], "removed by install + purge")
-        XCTAssertFalse(try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-agent"],
-                                      timeout: .seconds(30)).stdout.contains("installed"))
     }
 
     /// capture-endpoint's package: the binary as it is (the Swift runtime inside it, nothing
@@ -345,84 +327,97 @@ final class DebianPackageTests: XCTestCase {
     func testEndpointInstallServeAndPurgeLeaveNoTrace() throws {
         let deb = try endpointPackage()
         guard getuid() == 0 else { throw XCTSkip("installing a package needs root (CI runs as root)") }
-        let installed = try runProcess("dpkg-query", ["-W", "-f", "${Status}", "capture-endpoint"], timeout: .seconds(30))
-        guard !installed.stdout.contains("installed"), !FileManager.default.fileExists(atPath: "/usr/bin/capture-endpoint") else {
-            throw CaptureError(.internalError, "capture-endpoint is already installed here; this test would remove it")
+        let env = Self.aptEnvironment
+        try withInstalled("capture-endpoint", from: deb) {
+            let unitPath = "/usr/lib/systemd/system/capture-endpoint.service"
+            let verify = try runProcess("/usr/bin/systemd-analyze", ["verify", unitPath], environment: env, timeout: .seconds(60))
+            XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+            XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
+            // Installed, not enabled: nothing links it into a target.
+            let wants = try runProcess("find", ["/etc/systemd", "-name", "capture-endpoint.service"], timeout: .seconds(30))
+            XCTAssertEqual(wants.stdout, "", "enabled by the package")
+
+            // The unit's ExecStart (continuation lines joined), as systemd expands it.
+            let unit = try String(contentsOfFile: unitPath, encoding: .utf8).replacingOccurrences(of: "\\\n", with: " ")
+            let execStart = try XCTUnwrap(unit.split(separator: "\n").first { $0.hasPrefix("ExecStart=") })
+            let credentials = directory + "/credentials", state = directory + "/state"
+            for dir in [credentials, state] {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            }
+            let key = "cek_" + String(UInt64.random(in: 0...UInt64.max), radix: 16) + "0123456789abcdef"
+            let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            for (name, value) in [("api-keys", key), ("webhook-secret", secret)] {
+                XCTAssertTrue(FileManager.default.createFile(atPath: credentials + "/" + name, contents: Data((value + "\n").utf8),
+                                                             attributes: [.posixPermissions: 0o600]))
+            }
+            let port = try Loopback.freePort()
+            var argv = execStart.dropFirst("ExecStart=".count).split(separator: " ").map {
+                $0.replacingOccurrences(of: "${STATE_DIRECTORY}", with: state)
+                    .replacingOccurrences(of: "${CREDENTIALS_DIRECTORY}", with: credentials)
+            }
+            XCTAssertEqual(argv.first, "/usr/bin/capture-endpoint", String(execStart))
+            let portIndex = try XCTUnwrap(argv.firstIndex(of: "--port"), String(execStart))
+            argv[portIndex + 1] = String(port)   // 8470 may be taken on a test machine
+
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: argv[0])
+            server.arguments = Array(argv.dropFirst())
+            server.environment = ["PATH": "/usr/bin:/bin", "STATE_DIRECTORY": state, "CREDENTIALS_DIRECTORY": credentials]
+            let log = Pipe()
+            server.standardError = log
+            server.standardOutput = log
+            let exited = DispatchSemaphore(value: 0)
+            server.terminationHandler = { _ in exited.signal() }
+            try server.run()
+            defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+            try Loopback.waitForListener(port, timeout: 30)
+            // The API key it was given works; a token comes back.
+            let minted = try runProcess("curl", ["-sS", "-X", "POST", "-H", "x-access-token: \(key)", "-H", "content-type: application/json",
+                                                 "-d", "{}", "http://127.0.0.1:\(port)/capture/session/token"], timeout: .seconds(30))
+            XCTAssertEqual(minted.status, 0, minted.stderr)
+            let answer = (try? JSONSerialization.jsonObject(with: Data(minted.stdout.utf8))) as? [String: Any]
+            let token = (answer?["data"] as? [String: Any])?["token"] as? String
+            XCTAssertTrue(token?.hasPrefix("cct_") ?? false, minted.stdout)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: state + "/endpoint.sqlite"), "no database in the state directory")
+            // Stopped the way the unit stops it.
+            kill(server.processIdentifier, SIGTERM)
+            XCTAssertEqual(exited.wait(timeout: .now() + 30), .success, "still running 30 s (TimeoutStopSec) after SIGTERM")
+            server.waitUntilExit()
+            let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            XCTAssertEqual(server.terminationStatus, 0, output)
+            XCTAssertFalse(output.contains(key) || output.contains(secret), "a secret reached the log")
+        }
+    }
+
+    static let aptEnvironment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"]
+
+    /// apt-get install `deb` (package `name`, which must not be installed yet), `body`, then
+    /// apt-get purge, whatever `body` did; afterwards /usr and /etc are what they were, to the file.
+    private func withInstalled(_ name: String, from deb: String, _ body: () throws -> Void) throws {
+        let env = Self.aptEnvironment
+        let installed = try runProcess("dpkg-query", ["-W", "-f", "${Status}", name], timeout: .seconds(30))
+        guard !installed.stdout.contains("installed"), !FileManager.default.fileExists(atPath: "/usr/bin/" + name) else {
+            throw CaptureError(.internalError, "\(name) is already installed here; this test would remove it")
         }
         let before = try fileTree()
-        let env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"]
         var purged = false
         defer {
-            if !purged { _ = try? runProcess("apt-get", ["purge", "-y", "-qq", "capture-endpoint"], environment: env, timeout: .seconds(300)) }
+            if !purged { _ = try? runProcess("apt-get", ["purge", "-y", "-qq", name], environment: env, timeout: .seconds(300)) }
         }
         let install = try runProcess("apt-get", ["install", "-y", "-qq", "--no-install-recommends", deb],
                                      environment: env, timeout: .seconds(300))
         XCTAssertEqual(install.status, 0, install.stdout + install.stderr)
-        let unitPath = "/usr/lib/systemd/system/capture-endpoint.service"
-        let verify = try runProcess("/usr/bin/systemd-analyze", ["verify", unitPath], environment: env, timeout: .seconds(60))
-        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
-        XCTAssertEqual((verify.stdout + verify.stderr).trimmingCharacters(in: .whitespacesAndNewlines), "")
-        // Installed, not enabled: nothing links it into a target.
-        let wants = try runProcess("find", ["/etc/systemd", "-name", "capture-endpoint.service"], timeout: .seconds(30))
-        XCTAssertEqual(wants.stdout, "", "enabled by the package")
-
-        // The unit's ExecStart (continuation lines joined), as systemd expands it.
-        let unit = try String(contentsOfFile: unitPath, encoding: .utf8).replacingOccurrences(of: "\\\n", with: " ")
-        let execStart = try XCTUnwrap(unit.split(separator: "\n").first { $0.hasPrefix("ExecStart=") })
-        let credentials = directory + "/credentials", state = directory + "/state"
-        for dir in [credentials, state] {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
-        }
-        let key = "cek_" + String(UInt64.random(in: 0...UInt64.max), radix: 16) + "0123456789abcdef"
-        let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        for (name, value) in [("api-keys", key), ("webhook-secret", secret)] {
-            XCTAssertTrue(FileManager.default.createFile(atPath: credentials + "/" + name, contents: Data((value + "\n").utf8),
-                                                         attributes: [.posixPermissions: 0o600]))
-        }
-        let port = try Loopback.freePort()
-        var argv = execStart.dropFirst("ExecStart=".count).split(separator: " ").map {
-            $0.replacingOccurrences(of: "${STATE_DIRECTORY}", with: state)
-                .replacingOccurrences(of: "${CREDENTIALS_DIRECTORY}", with: credentials)
-        }
-        XCTAssertEqual(argv.first, "/usr/bin/capture-endpoint", String(execStart))
-        let portIndex = try XCTUnwrap(argv.firstIndex(of: "--port"), String(execStart))
-        argv[portIndex + 1] = String(port)   // 8470 may be taken on a test machine
-
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: argv[0])
-        server.arguments = Array(argv.dropFirst())
-        server.environment = ["PATH": "/usr/bin:/bin", "STATE_DIRECTORY": state, "CREDENTIALS_DIRECTORY": credentials]
-        let log = Pipe()
-        server.standardError = log
-        server.standardOutput = log
-        let exited = DispatchSemaphore(value: 0)
-        server.terminationHandler = { _ in exited.signal() }
-        try server.run()
-        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-        try Loopback.waitForListener(port, timeout: 30)
-        // The API key it was given works; a token comes back.
-        let minted = try runProcess("curl", ["-sS", "-X", "POST", "-H", "x-access-token: \(key)", "-H", "content-type: application/json",
-                                             "-d", "{}", "http://127.0.0.1:\(port)/capture/session/token"], timeout: .seconds(30))
-        XCTAssertEqual(minted.status, 0, minted.stderr)
-        let answer = (try? JSONSerialization.jsonObject(with: Data(minted.stdout.utf8))) as? [String: Any]
-        let token = (answer?["data"] as? [String: Any])?["token"] as? String
-        XCTAssertTrue(token?.hasPrefix("cct_") ?? false, minted.stdout)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: state + "/endpoint.sqlite"), "no database in the state directory")
-        // Stopped the way the unit stops it.
-        kill(server.processIdentifier, SIGTERM)
-        XCTAssertEqual(exited.wait(timeout: .now() + 30), .success, "still running 30 s (TimeoutStopSec) after SIGTERM")
-        server.waitUntilExit()
-        let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        XCTAssertEqual(server.terminationStatus, 0, output)
-        XCTAssertFalse(output.contains(key) || output.contains(secret), "a secret reached the log")
-
-        let purge = try runProcess("apt-get", ["purge", "-y", "-qq", "capture-endpoint"], environment: env, timeout: .seconds(300))
+        guard install.status == 0 else { return }
+        try body()
+        let purge = try runProcess("apt-get", ["purge", "-y", "-qq", name], environment: env, timeout: .seconds(300))
         XCTAssertEqual(purge.status, 0, purge.stdout + purge.stderr)
         purged = true
         let after = try fileTree()
         XCTAssertEqual(after.subtracting(before).sorted(), [], "left behind after the purge")
         XCTAssertEqual(before.subtracting(after).sorted(), [], "removed by install + purge")
+        XCTAssertFalse(try runProcess("dpkg-query", ["-W", "-f", "${Status}", name],
+                                      timeout: .seconds(30)).stdout.contains("installed"))
     }
 
     /// Every path under /usr and /etc (what a package may touch; /var holds dpkg's own books).
