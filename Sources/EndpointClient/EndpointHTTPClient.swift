@@ -66,9 +66,17 @@ public struct EndpointHTTPClient: Sendable {
                 head.headers.add(name: "content-length", value: String(body.readableBytes))
             }
             head.headers.replaceOrAdd(name: "connection", value: "close")
-            try await outbound.write(.head(head))
-            if let body { try await outbound.write(.body(.byteBuffer(body))) }
-            try await outbound.write(.end(nil))
+            // A server may answer before it has read the whole request and close (the endpoint
+            // answers 413 from the head of a body over its limit): a write that fails then is
+            // not the outcome, the answer is, if one came.
+            var writeFailure: (any Error)?
+            do {
+                try await outbound.write(.head(head))
+                if let body { try await outbound.write(.body(.byteBuffer(body))) }
+                try await outbound.write(.end(nil))
+            } catch {
+                writeFailure = error
+            }
 
             var response: (status: HTTPResponse.Status, headers: HTTPFields)?
             var collected = ByteBuffer()
@@ -90,6 +98,7 @@ public struct EndpointHTTPClient: Sendable {
                     return Response(status: response.status, headers: response.headers, body: collected)
                 }
             }
+            if let writeFailure { throw writeFailure }
             throw Failure(description: "\(method) \(uri): the connection ended before the answer did")
         }
     }
