@@ -195,36 +195,46 @@ public enum UplinkReplayer {
                 try await connection.send(text: UplinkTextMessage.encode(UplinkEnd()))
             }
             defer { group.cancelAll() }
-            while case .text(let text)? = try await messages.next() {
-                switch try UplinkTextMessage(decoding: text) {
-                case .ack(let ack):
-                    let sent = sentAt.withLock { $0.removeValue(forKey: "\(ack.channelId)#\(ack.seq)") }
-                    liveness.withLock { state in
-                        state.since = .now
-                        state.inFlight = max(state.inFlight - 1, 0)
-                    }
-                    report.withLock { state in
-                        state.acked += 1
-                        if ack.duplicate { state.duplicates += 1 }
-                        if let sent {
-                            let elapsed = ContinuousClock.now - sent
-                            state.ackLatenciesNs.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+            // The window is closed however the connection ends: the sender may be parked in
+            // `acquire` or `drain`, whose waits cancellation does not end. A connection reset
+            // (the endpoint SIGKILLed after the last chunks went out, before their acks) ends
+            // the messages with an error; without this the sender waited there forever and the
+            // replay hung (EndpointRestartTests, three CI runs).
+            do {
+                while case .text(let text)? = try await messages.next() {
+                    switch try UplinkTextMessage(decoding: text) {
+                    case .ack(let ack):
+                        let sent = sentAt.withLock { $0.removeValue(forKey: "\(ack.channelId)#\(ack.seq)") }
+                        liveness.withLock { state in
+                            state.since = .now
+                            state.inFlight = max(state.inFlight - 1, 0)
                         }
+                        report.withLock { state in
+                            state.acked += 1
+                            if ack.duplicate { state.duplicates += 1 }
+                            if let sent {
+                                let elapsed = ContinuousClock.now - sent
+                                state.ackLatenciesNs.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                            }
+                        }
+                        await window.release()
+                    case .ended:
+                        report.withLock { $0.ended = true }
+                    case .error(let error):
+                        logger.debug("uplink error", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])
+                        report.withLock { $0.errors.append("\(error.code.rawValue): \(error.message)") }
+                        // Resume from what the endpoint has: a new connection's welcome says.
+                        await window.close()
+                        connection.close(code: .normalClosure, reason: "resuming")
+                    case .hello, .end, .welcome:
+                        break
                     }
-                    await window.release()
-                case .ended:
-                    report.withLock { $0.ended = true }
-                case .error(let error):
-                    logger.debug("uplink error", metadata: ["code": "\(error.code.rawValue)", "message": "\(error.message)"])
-                    report.withLock { $0.errors.append("\(error.code.rawValue): \(error.message)") }
-                    // Resume from what the endpoint has: a new connection's welcome says.
-                    await window.close()
-                    connection.close(code: .normalClosure, reason: "resuming")
-                case .hello, .end, .welcome:
-                    break
                 }
+                await window.close()
+            } catch {
+                await window.close()
+                throw error
             }
-            await window.close()
         }
     }
 }

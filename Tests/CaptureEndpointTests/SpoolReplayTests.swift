@@ -8,7 +8,11 @@ import Foundation
 import GRDB
 import Hummingbird
 import Logging
+import Synchronization
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A real recording replayed over the uplink at real-time pace by the
 /// reference client: stored exactly as recorded, the live HLS playlist plays
@@ -233,5 +237,110 @@ final class ReplayerLivenessTests: XCTestCase {
             let closedForIt = log.all.filter { $0.contains("connection closed by the client") && $0.contains("no welcome in time") }
             XCTAssertEqual(closedForIt.count, 2, log.all.joined(separator: "\n"))
         }
+    }
+
+    /// An endpoint that dies after the last chunks went out and before their acks (SIGKILL:
+    /// the kernel resets the connection) ends the connection with an error while the replayer
+    /// waits for its window to drain; the replay goes on (here: gives up, nothing to reconnect
+    /// to) instead of waiting forever, as it did in three CI runs of EndpointRestartTests.
+    /// The dying endpoint is a fault injected by hand: a socket that answers the upgrade,
+    /// welcomes with a window larger than the spool, reads every chunk and resets.
+    func testAConnectionResetWhileWaitingForAcksEndsTheConnection() async throws {
+        let spool = try RecordedFixture.spool()
+        let endpoint = try ResettingEndpoint(chunks: spool.chunkCount, channels: spool.channels.map(\.channelId))
+        var options = ReplayOptions(url: "ws://127.0.0.1:\(endpoint.port)\(UplinkProtocol.path)", token: "cct_x", sessionId: "cap-x")
+        options.speed = 0
+        options.maxReconnects = 1
+        options.reconnectDelay = .milliseconds(50)
+        let log = KeptLog(from: .debug)
+        let logger = log.logger(label: "reset")
+        let replay = Task { await UplinkReplayer.run(spool, options: options, logger: logger) }
+        let report = try await value(of: replay, within: .seconds(20), "the replay after a reset")
+        XCTAssertEqual(endpoint.chunksRead, spool.chunkCount, "every chunk went out before the reset")
+        XCTAssertFalse(report.ended)
+        XCTAssertEqual(report.acked, 0)
+        XCTAssertEqual(report.failure, "gave up after 2 connections", log.all.joined(separator: "\n"))
+    }
+}
+
+/// Accepts one WebSocket connection, answers its upgrade and hello (a welcome whose window
+/// holds every chunk), reads `chunks` binary frames, then resets the connection (SO_LINGER 0)
+/// and stops listening, as a SIGKILLed endpoint would.
+final class ResettingEndpoint: @unchecked Sendable {
+    // @unchecked: `port` and `listener` are set in init; `read` is atomic.
+    let port: Int
+    private let listener: Int32
+    private let read = Atomic<Int>(0)
+
+    var chunksRead: Int { read.load(ordering: .sequentiallyConsistent) }
+
+    init(chunks: Int, channels: [String]) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw POSIXError(.EADDRINUSE) }
+        listener = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [self] in serve(chunks: chunks, channels: channels) }
+    }
+
+    private func serve(chunks: Int, channels: [String]) {
+        let fd = accept(listener, nil, nil)
+        close(listener)   // nothing to reconnect to
+        guard fd >= 0 else { return }
+        var head: [UInt8] = []
+        while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
+            guard let byte = Self.bytes(fd, 1) else { close(fd); return }
+            head += byte
+        }
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
+        _ = send(fd, answer, answer.utf8.count, Int32(MSG_NOSIGNAL))
+        guard let hello = Self.frame(fd), hello.opcode == 1 else { close(fd); return }
+        let welcome = Array(UplinkTextMessage.encode(UplinkWelcome(
+            sessionId: "cap-x", status: "active", channels: channels.map { UplinkChannelProgress(channelId: $0, nextSeq: 0, complete: false) },
+            maxChunkBytes: 8 << 20, window: chunks + 4)).utf8)
+        var frame: [UInt8] = [0x81, 126, UInt8(welcome.count >> 8), UInt8(welcome.count & 0xFF)] + welcome
+        if welcome.count < 126 { frame = [0x81, UInt8(welcome.count)] + welcome }
+        _ = send(fd, frame, frame.count, Int32(MSG_NOSIGNAL))
+        while chunksRead < chunks, let next = Self.frame(fd) {
+            if next.opcode == 2 { read.add(1, ordering: .sequentiallyConsistent) }
+        }
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(fd)
+    }
+
+    private static func bytes(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
+            guard n > 0 else { return nil }
+            got += n
+        }
+        return out
+    }
+
+    /// One client frame (masked): opcode and unmasked payload.
+    private static func frame(_ fd: Int32) -> (opcode: UInt8, payload: [UInt8])? {
+        guard let start = bytes(fd, 2) else { return nil }
+        var length = Int(start[1] & 0x7F)
+        if length == 126 {
+            guard let b = bytes(fd, 2) else { return nil }
+            length = Int(b[0]) << 8 | Int(b[1])
+        } else if length == 127 {
+            guard let b = bytes(fd, 8) else { return nil }
+            length = b.reduce(0) { $0 << 8 | Int($1) }
+        }
+        guard let mask = start[1] & 0x80 != 0 ? bytes(fd, 4) : [0, 0, 0, 0], var payload = bytes(fd, length) else { return nil }
+        for index in payload.indices { payload[index] ^= mask[index % 4] }
+        return (start[0] & 0x0F, payload)
     }
 }
