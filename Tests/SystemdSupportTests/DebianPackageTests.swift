@@ -107,14 +107,9 @@ final class DebianPackageTests: XCTestCase {
         let deb = try realPackage()
         XCTAssertTrue(deb.hasSuffix("/capture-agent_1.2.3_\(try architecture()).deb"), deb)
 
-        let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
-        XCTAssertEqual(fields.status, 0, fields.stderr)
-        XCTAssertTrue(fields.stdout.contains("Package: capture-agent\n"), fields.stdout)
-        XCTAssertTrue(fields.stdout.contains("Version: 1.2.3\n"), fields.stdout)
-        let depends = try XCTUnwrap(fields.stdout.split(separator: "\n").first { $0.hasPrefix("Depends: ") })
-        let packages = Set(depends.dropFirst("Depends: ".count).split(separator: ",").map {
-            String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
-        })
+        let (fields, depends, packages) = try control(deb)
+        XCTAssertTrue(fields.contains("Package: capture-agent\n"), fields)
+        XCTAssertTrue(fields.contains("Version: 1.2.3\n"), fields)
         // What the binaries link, each by its Debian 12 package: X11 (XShm, XFixes, XDamage,
         // XRandR), Wayland (libwayland-client, sd-bus of libsystemd for the portal, PipeWire),
         // PulseAudio, FFmpeg, x264, libwebsockets; what the bundled Swift runtime links
@@ -288,13 +283,8 @@ final class DebianPackageTests: XCTestCase {
     func testTheEndpointPackageHoldsItsUnitAndDependsOnWhatItLinks() throws {
         let deb = try endpointPackage()
         XCTAssertTrue(deb.hasSuffix("/capture-endpoint_1.2.3_\(try architecture()).deb"), deb)
-        let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
-        XCTAssertEqual(fields.status, 0, fields.stderr)
-        XCTAssertTrue(fields.stdout.contains("Package: capture-endpoint\n"), fields.stdout)
-        let depends = try XCTUnwrap(fields.stdout.split(separator: "\n").first { $0.hasPrefix("Depends: ") })
-        let packages = Set(depends.dropFirst("Depends: ".count).split(separator: ",").map {
-            String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
-        })
+        let (fields, depends, packages) = try control(deb)
+        XCTAssertTrue(fields.contains("Package: capture-endpoint\n"), fields)
         for package in ["libc6", "libsqlite3-0", "libssl3", "libcurl4", "libavcodec59", "libavformat59", "libavutil57",
                         "libstdc++6"] {
             XCTAssertTrue(packages.contains(package), "\(package) is not in \(depends)")
@@ -438,6 +428,18 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("libFoundation.so (needed by capture-agent)"), r.stderr)
         XCTAssertTrue(r.stderr.contains("use FoundationEssentials"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/out/capture-agent_1.2.3_\(try architecture()).deb"))
+    }
+
+    /// A package's control fields, its Depends line, and the packages that line names (the
+    /// first of each alternative, without versions).
+    private func control(_ deb: String) throws -> (fields: String, depends: String, packages: Set<String>) {
+        let fields = try runProcess("dpkg-deb", ["-f", deb], timeout: .seconds(30))
+        XCTAssertEqual(fields.status, 0, fields.stderr)
+        let depends = String(try XCTUnwrap(fields.stdout.split(separator: "\n").first { $0.hasPrefix("Depends: ") }, fields.stdout))
+        let packages = Set(depends.dropFirst("Depends: ".count).split(separator: ",").map {
+            String($0.split(separator: "(")[0].split(separator: "|")[0]).trimmingCharacters(in: .whitespaces)
+        })
+        return (fields.stdout, depends, packages)
     }
 
     /// The package's files under `directory`/x (dpkg-deb -x).
