@@ -1,3 +1,4 @@
+import CaptureCore
 import EndpointClient
 import Foundation
 import HTTPTypes
@@ -103,12 +104,7 @@ private final class BoundPort: Sendable {
             }
             if let now { continuation.resume(returning: now) }
         }
-        guard port > 0 else { throw CaptureTestFailure("the endpoint listened on no port") }
+        guard port > 0 else { throw CaptureError(.internalError, "the endpoint listened on no port") }
         return port
     }
-}
-
-struct CaptureTestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
