@@ -111,9 +111,6 @@ public final class WebSocketClientConnection: Sendable {
         }
     }
 
-    /// Closes the socket at once, without a close handshake.
-    public func abort() async { try? await channel.close() }
-
     /// Waits for the connection to end; the server's close frame, if one came.
     public func closed() async -> CloseFrame? {
         try? await channel.closeFuture.get()
