@@ -32,7 +32,8 @@
 //             locks, condition signals, queue wakeups, timers, detached threads, live-instance counts)
 //             CaptureSystem -> CaptureCore: the process's files and POSIX surroundings (EINTR-safe
 //             calls, atomic files, home directory, stdio, token files, AF_UNIX addresses)
-//             SHA256 (no dependencies): SHA-256 for spool chunk checksums and the endpoint's secrets
+//             SHA256 -> CSHA256 (its compression function in C): SHA-256 for spool chunk checksums
+//             and the endpoint's secrets
 //             PixelConversion -> CPixelKernels: colour conversion, copies, the pointer's blend and
 //             frame diffs; the two loops over every pixel of a frame are C vector code, so they
 //             keep up in debug builds without an optimization flag forced on the target
@@ -126,7 +127,9 @@ let package = Package(
         // directory, stdio, token files, AF_UNIX addresses.
         .target(name: "CaptureSystem", dependencies: ["CaptureCore"]),
         // SHA-256, dependency-free: spool chunk checksums, the endpoint's secrets and digests.
-        .target(name: "SHA256"),
+        // Its compression function is C (CSHA256), fast in the unoptimized builds tests run.
+        .target(name: "CSHA256"),
+        .target(name: "SHA256", dependencies: ["CSHA256"]),
 
         // MARK: One wrapper per C library
         .target(name: "X11Capture", dependencies: ["CaptureCore", "CaptureConcurrency", "CX11", "PixelConversion"]),

@@ -262,11 +262,13 @@ def record_monitor(session, connector, cursor='hidden'):
     stream.connect_to_signal('PipeWireStreamAdded', added,
                              dbus_interface='org.gnome.Mutter.ScreenCast.Stream')
     cast.Start(dbus_interface='org.gnome.Mutter.ScreenCast.Session')
-    GLib.timeout_add(5000, loop.quit)
+    # Usually well under a second; 5 s was not enough once in a loaded CI run (the consent
+    # dialog's first screenshot, beside the lanes), so this waits as long as a frame grab.
+    GLib.timeout_add(15000, loop.quit)
     loop.run()
     if not nodes:
         cast.Stop(dbus_interface='org.gnome.Mutter.ScreenCast.Session')
-        raise Failure('mutter started no PipeWire stream for monitor %s within 5 s' % connector)
+        raise Failure('mutter started no PipeWire stream for monitor %s within 15 s' % connector)
     return cast, nodes[0]
 
 

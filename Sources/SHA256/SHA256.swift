@@ -1,49 +1,42 @@
+internal import CSHA256
+
 /// SHA-256 (FIPS 180-4), incremental. Used for chunk checksums in the spool;
-/// small and dependency-free so the daemon does not need a crypto package.
+/// small and dependency-free so the daemon does not need a crypto package. The
+/// compression function is C (CSHA256: it runs over every byte the agent captures, and
+/// unoptimized Swift was 14 times slower there); the buffering and padding are here.
 public struct SHA256: Sendable {
     private var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
         (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
-    private var buffer = InlineArray<64, UInt8>(repeating: 0)
+    /// The bytes of a block not yet complete (`bufferCount` of them).
+    private var buffer: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     private var bufferCount = 0
     private var totalBytes: UInt64 = 0
-
-    private static let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-    ]
 
     public init() {}
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard var next = bytes.baseAddress, !bytes.isEmpty else { return }
         totalBytes &+= UInt64(bytes.count)
-        var index = 0
-        let n = bytes.count
+        var left = bytes.count
         if bufferCount > 0 {
-            while bufferCount < 64 && index < n {
-                buffer[bufferCount] = bytes[index]
-                bufferCount += 1
-                index += 1
-            }
-            if bufferCount == 64 {
-                var block = buffer
-                withUnsafeBytes(of: &block) { compress($0.baseAddress!) }
-                bufferCount = 0
-            }
+            let taken = min(64 - bufferCount, left)
+            withUnsafeMutableBytes(of: &buffer) { $0.baseAddress!.advanced(by: bufferCount).copyMemory(from: next, byteCount: taken) }
+            bufferCount += taken
+            next += taken
+            left -= taken
+            guard bufferCount == 64 else { return }
+            var block = buffer
+            withUnsafeBytes(of: &block) { compress($0.baseAddress!, blocks: 1) }
+            bufferCount = 0
         }
-        while n - index >= 64 {
-            compress(bytes.baseAddress! + index)
-            index += 64
+        if left >= 64 {
+            compress(next, blocks: left / 64)
+            next += left / 64 * 64
+            left %= 64
         }
-        while index < n {
-            buffer[bufferCount] = bytes[index]
-            bufferCount += 1
-            index += 1
+        if left > 0 {
+            withUnsafeMutableBytes(of: &buffer) { $0.baseAddress!.copyMemory(from: next, byteCount: left) }
+            bufferCount = left
         }
     }
 
@@ -88,32 +81,12 @@ public struct SHA256: Sendable {
         return s
     }
 
-    private mutating func compress(_ p: UnsafeRawPointer) {
-        @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-        var w = InlineArray<64, UInt32>(repeating: 0)
-        for i in 0..<16 {
-            let b = p + i * 4
-            w[i] = UInt32(b.load(as: UInt8.self)) << 24 | UInt32(b.load(fromByteOffset: 1, as: UInt8.self)) << 16
-                | UInt32(b.load(fromByteOffset: 2, as: UInt8.self)) << 8 | UInt32(b.load(fromByteOffset: 3, as: UInt8.self))
+    /// `blocks` whole 64-byte blocks from `p`.
+    private mutating func compress(_ p: UnsafeRawPointer, blocks: Int) {
+        // A homogeneous tuple is laid out as an array of its element type.
+        withUnsafeMutableBytes(of: &state) { words in
+            capture_sha256_blocks(words.baseAddress!.assumingMemoryBound(to: UInt32.self),
+                                  p.assumingMemoryBound(to: UInt8.self), blocks)
         }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, h) = state
-        Self.k.withUnsafeBufferPointer { k in
-            for i in 0..<64 {
-                let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-                let ch = (e & f) ^ (~e & g)
-                let t1 = h &+ s1 &+ ch &+ k[i] &+ w[i]
-                let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-                let maj = (a & b) ^ (a & c) ^ (b & c)
-                let t2 = s0 &+ maj
-                h = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ t2
-            }
-        }
-        state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d,
-                 state.4 &+ e, state.5 &+ f, state.6 &+ g, state.7 &+ h)
     }
 }
