@@ -332,9 +332,11 @@ final class AudioChannel: AudioCaptureSink, AudioSynchronizer.Writer, @unchecked
             }
             // A monitor's audio is stamped with when it will be heard, so it arrives before
             // that by the sink's latency: at the stop the stream may already hold audio from
-            // after the end. What is still in the open block goes (it belongs to no session,
-            // like audio captured after a stop); what was already handed to the encoder (a sink
-            // latency above one AAC frame, 21 ms) stays, and the stream is that much longer.
+            // after the end. When all of it is still in the open block it goes (it belongs to
+            // no session, like audio captured after a stop); when part of it was already handed
+            // to the encoder (the open block holds less than the excess: the block boundary
+            // falls inside the sink's latency) it all stays, and the stream is longer by up to
+            // the sink's latency.
             let excess = nextPts - limitFrames
             if excess > .zero && currentSlot >= 0 && excess.frames <= Int64(currentFrames) {
                 currentFrames -= Int(excess.frames)

@@ -340,10 +340,14 @@ final class SessionTests: XCTestCase {
         let audio = try Self.concatenate(daemon.sessionDirectory("pulse-1"), "system_audio-default")
         XCTAssertEqual(try Media.decodeErrors(audio), "")
         let samples = try Media.decodeFloat(audio, channels: 1, sampleRate: 48_000, seconds: nil)
-        XCTAssertEqual(Double(samples.count) / 48_000, Double(durationNs) / 1e9, accuracy: 0.025, "the stream has a hole")
-        // System audio stopped by stopRecording may run past the duration by the sink's latency
-        // above 21 ms (docs: summary object); the rig's sink has 20 ms.
-        Self.assertSamplesAddUp(channel, durationNs: durationNs, slack: 960)
+        // System audio stopped by stopRecording may run past the duration by up to the sink's
+        // latency (docs: summary object): the rig's sink has 20 ms, which libpulse reports give
+        // or take a few ms on a busy machine (20.7 ms once in a CI stream); allowed: 25 ms. The
+        // decoded stream is also padded to whole AAC frames (1024 samples, 21.3 ms).
+        let decoded = Double(samples.count) / 48_000, duration = Double(durationNs) / 1e9
+        XCTAssertGreaterThanOrEqual(decoded, duration - 0.025, "the stream has a hole")
+        XCTAssertLessThanOrEqual(decoded, duration + 0.025 + 1024.0 / 48_000, "the stream runs past the stop")
+        Self.assertSamplesAddUp(channel, durationNs: durationNs, slack: 1_200)
         let tail = samples.suffix(48_000)
         XCTAssertEqual(Media.dominantFrequency(samples: tail), 1000, accuracy: 5, "no tone after the restart")
         XCTAssertGreaterThan(Media.rmsDB(samples: tail), -30)
