@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages capture-agent needs to build, test and demo.
 # Idempotent: packages already present are skipped quickly.
+#
+#   scripts/install-deps.sh            everything: building, the rigs, the tests, packaging
+#   scripts/install-deps.sh --build    only what `swift build` needs (headers, pkg-config):
+#                                      scripts/test installs the rest beside the build
 set -euo pipefail
+
+only_build=0
+case "${1:-}" in
+  "") ;;
+  --build) only_build=1 ;;
+  *) echo "install-deps: unknown argument '$1' (--build, or nothing)" >&2; exit 64 ;;
+esac
 
 BUILD_PKGS=(
   pkg-config
@@ -48,8 +59,10 @@ TEST_PKGS=(
 # Installed, or installed with its triggers not yet run: while another dpkg run processes
 # man-db's triggers (the .deb's install test, beside the benchmarks), man-db is
 # "triggers-pending", and asking apt for it then failed on the dpkg lock.
+wanted=("${BUILD_PKGS[@]}")
+[ "$only_build" = 1 ] || wanted+=("${RIG_PKGS[@]}" "${TEST_PKGS[@]}")
 missing=()
-for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}" "${TEST_PKGS[@]}"; do
+for p in "${wanted[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -Eq "^install ok (installed|triggers-pending|triggers-awaited)$"; then
     missing+=("$p")
   fi
