@@ -90,6 +90,14 @@ final class SessionAPITests: XCTestCase {
                 assertErrorBody(response.body, "INVALID_REQUEST")
                 XCTAssertEqual(response.body["message"] as? String, "the field 'expires_in' is not a whole number in range", huge)
             }
+            // What two readers could read differently is refused, not read the lenient way (Foundation
+            // took the first of two names: this minted a 60 s token where a reader taking the last saw -5).
+            for ambiguous in [#"{"expires_in": 60, "expires_in": -5}"#, #"{"expires_in": 60,}"#, #"{"expires_in": 60} {}"#] {
+                let response = try await client.call(.post, "/capture/session/token", json: ambiguous)
+                XCTAssertEqual(response.status, .badRequest, ambiguous)
+                assertErrorBody(response.body, "INVALID_REQUEST")
+                XCTAssertTrue((response.body["message"] as? String ?? "").hasPrefix("the body is not valid JSON: "), ambiguous)
+            }
 
             // A client token can do nothing on REST: not read, not create, not mint tokens.
             for (method, uri, body) in [(HTTPRequest.Method.get, path, nil), (.post, path, #"{"end_user_id":"x"}"#),

@@ -132,6 +132,14 @@ enum RequestBodyReader {
         if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
             throw APIError(.unsupportedMediaType, .unsupportedMediaType, "send the body as application/json")
         }
+        // What two readers could understand differently (a name given twice, trailing commas,
+        // a lone surrogate) is refused before Foundation's lenient decoder reads the body: a
+        // proxy or validator in front of the endpoint must not see another request than it.
+        do throws(StrictJSON.SyntaxError) {
+            _ = try StrictJSON.parse(bytes)
+        } catch {
+            throw APIError.invalid("the body is not valid JSON: \(error)")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: bytes)
         } catch let DecodingError.keyNotFound(key, _) {

@@ -1,14 +1,13 @@
-public import CaptureCore
-
-/// JSON exactly as RFC 8259 writes it, for the control protocol's request lines: one pass
-/// over the bytes into a `JSONValue`, refusing what lenient parsers let through and two
-/// readers could understand differently.
+/// JSON exactly as RFC 8259 writes it, for the control protocol's request lines and the
+/// endpoint's request bodies: one pass over the bytes into a `JSONValue`, refusing what lenient
+/// parsers let through and two readers could understand differently.
 ///
 /// Refused (each with the byte offset where it was found):
 /// - anything outside the grammar: trailing commas, comments, single quotes, leading zeros,
 ///   `NaN`/`Infinity`, a `+` sign, bare control characters inside strings, trailing data;
 /// - a name twice in one object (`{"commandId":"a","commandId":"b"}`: Foundation's decoder
-///   takes the first, Python's and JavaScript's the last; the daemon takes neither);
+///   takes the first, Python's and JavaScript's the last; the daemon and the endpoint take
+///   neither);
 /// - bytes that are not UTF-8, and `\u` escapes that leave a lone surrogate;
 /// - numbers beyond a Double's range (`1e400`): there is nothing to hold them;
 /// - nesting deeper than `maxDepth`.
