@@ -196,6 +196,8 @@ public final class RecordingSession: Sendable {
         if !alreadyStopped {
             let endTime = MediaTime(nanoseconds: end)
             for v in video { v.requestStop(at: endTime) }
+            // Every audio channel's end is set before any waits for its source's last moments.
+            for a in audio { a.endTimeline(at: endTime) }
             for a in audio { a.stopAndWait(at: endTime) }
             for v in video { v.waitUntilFinished() }
             do throws(CaptureError) {

@@ -262,6 +262,35 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(daemon.terminate(), 0)
     }
 
+    /// Two microphones, the first a source that delivers in 2 s bursts (PulseAudio's sine
+    /// source): the stop waits up to 2 s for its last burst, and meanwhile the second (the rig's
+    /// microphone) ends at the session's end too: its counters add up to the session's length
+    /// to the sample, and its stream decodes to that length (plus at most the last AAC frame's
+    /// padding). The end used to be set one channel at a time, each after the previous
+    /// channel's wait: the rig's microphone ran on that long past the end (in CI a mic came
+    /// out 33 ms longer than its session behind a system_audio channel's short wait).
+    func testEveryAudioChannelEndsAtTheStopWhileABurstyOneIsWaitedFor() throws {
+        let rig = try TestRig.start(RigOptions(audio: true, motion: false, audioServer: "pulseaudio"))
+        defer { rig.stop() }
+        let pulse = PulseControl(rig: rig)
+        try pulse.pactl("load-module", "module-sine-source", "source_name=bursty", "frequency=440", "rate=48000")
+        let daemon = try DaemonProcess(rig: rig, name: "bursty-end")
+        let client = try daemon.client()
+        _ = try client.ok("startRecording", ["sessionId": "bursty-end", "channels": .array([
+            .object(["channel_id": "mic:bursty"]), .object(["channel_id": "mic:mic"])])])
+        usleep(3_000_000)
+        let stopped = try client.ok(.stopRecording, as: StopRecordingResult.self)
+        XCTAssertEqual(daemon.terminate(), 0)
+        let durationNs = stopped.summary.durationNs
+        let expected = (durationNs * 48_000 + 500_000_000) / 1_000_000_000
+        let rigMic = try XCTUnwrap(stopped.summary.channels.first { $0.channel == "mic:mic" }, "\(stopped.summary)")
+        Self.assertSamplesAddUp(rigMic, durationNs: durationNs)
+        let samples = try Media.decodeFloat(try Self.concatenate(daemon.sessionDirectory("bursty-end"), "mic-mic"),
+                                            channels: 1, sampleRate: 48_000, seconds: nil)
+        XCTAssertGreaterThanOrEqual(samples.count, Int(expected), "the rig's microphone's stream is shorter than the session")
+        XCTAssertLessThan(samples.count, Int(expected) + 1_024, "the rig's microphone's stream runs past the session's end")
+    }
+
     /// Pausing system_audio silences it (the 1 kHz the rig plays into its speakers) from the
     /// pause to the resume, to 25 ms, and only it: the microphone's 440 Hz goes on.
     func testPausingSystemAudioSilencesIt() throws {
