@@ -48,6 +48,39 @@ final class RobustnessTests: XCTestCase {
         XCTAssertEqual(audioStats.lostSamples, 0, "no audio lost to the slow video encoder: \(audioStats)")
     }
 
+    /// The agent frozen (SIGSTOP) for 3 s across the end of a 3 s recording: the slots it
+    /// missed before the end are counted as dropped, the ones after it are not (the session
+    /// never had them): encoded + dropped + left out is the session's 90 slots. They used to
+    /// be counted whole, the stall's slots past the end too.
+    func testAStallAcrossTheEndCountsOnlyTheSessionsSlots() throws {
+        let rig = try TestRig.shared()
+        let out = Agent.temporaryDirectory("stall-end")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Agent.binary)
+        process.arguments = ["record", "--out", out, "--duration", "3s", "--fps", "30", "--json", "--channel", "display:1"]
+        process.environment = Agent.environment(rig)
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGCONT); process.terminate() } }
+        // The session starts once the agent has connected (under a second here): frozen at
+        // 2.5 s after the launch it is inside the recording, and it stays frozen past its end.
+        usleep(2_500_000)
+        kill(process.processIdentifier, SIGSTOP)
+        usleep(3_000_000)
+        kill(process.processIdentifier, SIGCONT)
+        let output = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let video = try XCTUnwrap(try RecordingSummary(json: String(decoding: output, as: UTF8.self)).channel(.display(1)))
+        XCTAssertGreaterThan(video.dropped, 0, "the stall inside the session is counted: \(video)")
+        XCTAssertEqual(video.encoded + video.dropped + video.leftOut, 90, "the session's slots, no more: \(video)")
+        XCTAssertEqual(try Media.probe(try RecordedChannel(out + "/display-1").concatenated(into: out + "/v.ts")).frameCount,
+                       video.encoded)
+    }
+
     /// SIGKILL mid-recording: every chunk whose metadata exists is complete
     /// (size and checksum match, it decodes); nothing half-written poses as done.
     func testChunksSurviveACrash() throws {
