@@ -1,3 +1,4 @@
+import CaptureCore
 import CaptureTestSupport
 import Foundation
 import XCTest
@@ -6,13 +7,21 @@ import XCTest
 /// `--crf`, `--video-bitrate`, `--audio-bitrate`, `--no-cursor`, `--display`.
 final class RecordOptionsTests: XCTestCase {
     /// Records 3 s of the given channels with `options`; returns the directory (removed by the caller).
+    @discardableResult
     private func record(_ rig: TestRig, _ name: String, channels: [String], _ options: [String],
                         env: [String: String?] = [:], seconds: Int = 3) throws -> String {
+        try recordWithSummary(rig, name, channels: channels, options, env: env, seconds: seconds).out
+    }
+
+    /// `record` as above, with `--json`: the directory and the summary.
+    private func recordWithSummary(_ rig: TestRig, _ name: String, channels: [String], _ options: [String],
+                                   env: [String: String?] = [:], seconds: Int = 3) throws -> (out: String, summary: RecordingSummary) {
         let out = Agent.temporaryDirectory(name)
-        let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s"] + channels.flatMap { ["--channel", $0] } + options,
+        let r = try Agent.run(["record", "--out", out, "--duration", "\(seconds)s", "--json"]
+                              + channels.flatMap { ["--channel", $0] } + options,
                               env: Agent.environment(rig, env))
         XCTAssertEqual(r.status, 0, r.stderr)
-        return out
+        return (out, try RecordingSummary(json: r.stdout))
     }
 
     private func bytes(_ dir: String) throws -> Int {
@@ -27,19 +36,26 @@ final class RecordOptionsTests: XCTestCase {
         defer { rig.stop() }
         var dirs: [String] = []
         defer { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
-        func video(_ name: String, _ options: [String]) throws -> Int {
-            let out = try record(rig, name, channels: ["display:1"], options)
+        /// The stream's bytes, and the screen grabs in it (the frames with a picture of their own).
+        func video(_ name: String, _ options: [String]) throws -> (bytes: Int, grabbed: Int) {
+            let (out, summary) = try recordWithSummary(rig, name, channels: ["display:1"], options)
             dirs.append(out)
-            return try bytes(out + "/display-1")
+            let grabbed = try XCTUnwrap(summary.channel(.display(1)), "\(summary)").captured
+            return (try bytes(out + "/display-1"), max(grabbed, 1))
         }
-        // Constant quality: a higher CRF is a smaller stream.
+        // Constant quality: a higher CRF is a smaller stream, per picture: on a loaded machine
+        // the capture grabs fewer of testsrc2's pictures (the rest are dropped; counted), and
+        // a stream with 50 grabs is smaller than one with 90 at any CRF (measured: crf 18 at
+        // 812 kB against crf 40 at 310 kB when the former was the one starved).
         let fine = try video("crf-18", ["--crf", "18"])
         let coarse = try video("crf-40", ["--crf", "40"])
-        XCTAssertLessThan(coarse * 3, fine, "crf 40 (\(coarse) bytes) is far smaller than crf 18 (\(fine) bytes)")
+        print("crf 18: \(fine.bytes) bytes, \(fine.grabbed) grabs; crf 40: \(coarse.bytes) bytes, \(coarse.grabbed) grabs")
+        XCTAssertLessThan(coarse.bytes * 3 / coarse.grabbed, fine.bytes / fine.grabbed,
+                          "crf 40 (\(coarse.bytes) bytes, \(coarse.grabbed) grabs) is far smaller per picture than crf 18 (\(fine.bytes) bytes, \(fine.grabbed) grabs)")
         // A bitrate target: the stream is about that size (3 s x 400 kbit/s = 150 kB), and a
         // tenfold target gives a much larger one.
-        let low = try video("vbr-400k", ["--video-bitrate", "400k"])
-        let high = try video("vbr-4m", ["--video-bitrate", "4M"])
+        let low = try video("vbr-400k", ["--video-bitrate", "400k"]).bytes
+        let high = try video("vbr-4m", ["--video-bitrate", "4M"]).bytes
         XCTAssertEqual(Double(low), 150_000, accuracy: 75_000, "400 kbit/s for 3 s")
         XCTAssertGreaterThan(high, low * 4, "4 Mbit/s (\(high) bytes) against 400 kbit/s (\(low) bytes)")
 
