@@ -46,11 +46,13 @@ final class RecordOptionsTests: XCTestCase {
         // Constant quality: a higher CRF is a smaller stream, per picture: on a loaded machine
         // the capture grabs fewer of testsrc2's pictures (the rest are dropped; counted), and
         // a stream with 50 grabs is smaller than one with 90 at any CRF (measured: crf 18 at
-        // 812 kB against crf 40 at 310 kB when the former was the one starved).
+        // 812 kB against crf 40 at 310 kB when the former was the one starved). Per grab crf 40
+        // measured 4.9 times smaller alone, 4.6 beside three busy loops and 3.6 in a CI lane
+        // (44 and 34 grabs of 90); a CRF that did nothing would give 1.
         let fine = try video("crf-18", ["--crf", "18"])
         let coarse = try video("crf-40", ["--crf", "40"])
         print("crf 18: \(fine.bytes) bytes, \(fine.grabbed) grabs; crf 40: \(coarse.bytes) bytes, \(coarse.grabbed) grabs")
-        XCTAssertLessThan(coarse.bytes * 3 / coarse.grabbed, fine.bytes / fine.grabbed,
+        XCTAssertLessThan(coarse.bytes * 5 / 2 / coarse.grabbed, fine.bytes / fine.grabbed,
                           "crf 40 (\(coarse.bytes) bytes, \(coarse.grabbed) grabs) is far smaller per picture than crf 18 (\(fine.bytes) bytes, \(fine.grabbed) grabs)")
         // A bitrate target: the stream is about that size (3 s x 400 kbit/s = 150 kB), and a
         // tenfold target gives a much larger one.
