@@ -252,7 +252,7 @@ final class VideoChannel: @unchecked Sendable {
     /// slots a session that ends at `end` has.
     static func firstSlot(atOrAfter end: MediaTime, fps: Int64) -> Int64 {
         // frameSlot(k) = floor(k * 1e9 / fps) >= end  <=>  k >= end * fps / 1e9 (end is whole ns).
-        guard end.nanoseconds < Int64.max / fps else { return .max }
+        guard end.nanoseconds < (Int64.max - 999_999_999) / fps else { return .max }
         return (max(0, end.nanoseconds) * fps + 999_999_999) / 1_000_000_000
     }
 

@@ -48,7 +48,9 @@ final class SharedMemoryFallbackTests: XCTestCase {
         // The moving picture was grabbed again and again as it moved (a frozen capture grabs
         // once: the rest would be repeats), and what was grabbed is the picture: testsrc2's colours, not black.
         let grabbed = try XCTUnwrap(Self.count("grabbed", in: fallback.summary), fallback.summary)
-        XCTAssertGreaterThan(grabbed, 15, "frames grabbed in 3 s of a picture moving at 30 fps: \(fallback.summary)")
+        // (In CI lanes on a slow machine: 14, 19, 30 and 50 grabs in the 3 s. The bound is
+        // what a frozen capture cannot reach, not a frame rate.)
+        XCTAssertGreaterThan(grabbed, 5, "frames grabbed in 3 s of a picture moving at 30 fps: \(fallback.summary)")
         let meanLuma = fallback.luma.reduce(0, +) / Double(max(fallback.luma.count, 1))
         XCTAssertGreaterThan(meanLuma, 40, "the moving region's mean luma (black is 16)")
         print("without MIT-SHM: \(fallback.summary)")
