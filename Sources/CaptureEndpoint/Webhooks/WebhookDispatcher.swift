@@ -32,6 +32,11 @@ final class WebhookDispatcher: Service, Sendable {
     private struct InFlight {
         var ids = Set<String>()
         var perAccount: [String: Int] = [:]
+        /// The deliveries whose attempt ended while `reserveDue` read the due rows (nil: no
+        /// read under way). That read's snapshot may predate the attempt's record: such a row
+        /// still looks due there, and taking it would POST it again (a delivered hook twice, or
+        /// a failed one again before its backoff). The next read sees the record.
+        var endedDuringRead: Set<String>?
     }
     private let inFlight = Mutex(InFlight())
 
@@ -85,17 +90,22 @@ final class WebhookDispatcher: Service, Sendable {
     }
 
     /// The due deliveries that may start now, marked in flight.
+    /// (Called only from `run`'s loop, one read at a time.)
     private func reserveDue() async -> [DueWebhook] {
+        inFlight.withLock { $0.endedDuringRead = [] }
         let due: [DueWebhook]
         do {
             due = try await store.dueWebhooks(now: EndpointClock.nowMilliseconds(), limit: 256)
         } catch {
+            inFlight.withLock { $0.endedDuringRead = nil }
             logger.error("webhook outbox unreadable", metadata: ["error": "\(error)"])
             return []
         }
         return inFlight.withLock { state in
+            let ended = state.endedDuringRead ?? []
+            state.endedDuringRead = nil
             var starting: [DueWebhook] = []
-            for candidate in due where !state.ids.contains(candidate.delivery.id) {
+            for candidate in due where !state.ids.contains(candidate.delivery.id) && !ended.contains(candidate.delivery.id) {
                 guard state.ids.count < Self.maxInFlight else { break }
                 guard state.perAccount[candidate.accountId, default: 0] < Self.maxInFlightPerAccount else { continue }
                 state.ids.insert(candidate.delivery.id)
@@ -110,6 +120,7 @@ final class WebhookDispatcher: Service, Sendable {
         inFlight.withLock { state in
             state.ids.remove(due.delivery.id)
             state.perAccount.decrementCount(due.accountId)
+            state.endedDuringRead?.insert(due.delivery.id)
         }
     }
 
