@@ -90,7 +90,10 @@ final class WaylandMonitorsTests: XCTestCase {
         XCTAssertLessThanOrEqual(sent, 10, "a still screen: the compositor sends the first frame and next to nothing after")
         XCTAssertLessThanOrEqual(grabbed, 10)
         XCTAssertEqual(superseded, 0)
-        XCTAssertEqual(dropped, 0)
+        // A slot is dropped when the capture thread comes to it too late (counted): 1-3 in a
+        // busy CI lane, beside the other lanes. A channel that waited for the compositor's next
+        // frame instead of its slot's time would drop most of the 150.
+        XCTAssertLessThanOrEqual(dropped, 10, "slots dropped on a still screen")
         XCTAssertGreaterThan(leftOut, 100, "still frames are left out, as on X11")
         XCTAssertEqual(encoded + leftOut + dropped, 150, "every slot of 5 s at 30 fps is accounted for")
         XCTAssertTrue(try String(contentsOfFile: state + "/capture-agent/screencast-tokens.json", encoding: .utf8)
