@@ -14,6 +14,10 @@ import Glibc
 ///
 /// One desktop serves the whole class; each test has an agent state directory of its own, so
 /// what consent it holds is its own (the portal's permission store is the desktop's).
+///
+/// Where the dialog is answered, the agent waits up to 60 s for it: the answer comes as soon as
+/// the dialog is up, but a freshly started desktop beside two busy test lanes once put it up
+/// too late for 20 s. Where nobody answers, the timeout is short on purpose.
 final class WaylandScreenTests: XCTestCase {
     nonisolated(unsafe) static var desktop: WaylandRig?
 
@@ -134,7 +138,7 @@ final class WaylandScreenTests: XCTestCase {
     func testConsentAskedOnceThenSessionsAndARestartedDaemonStartWithoutDialog() throws {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
-        var agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        var agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         let asked = try agent.send("requestPermission", ["permission": "screen-capture"])
         try rig.consent(.share(monitor: 1))
         let answered = try agent.answer(asked)
@@ -200,7 +204,7 @@ final class WaylandScreenTests: XCTestCase {
     func testConsentThatNoLongerRestoresIsAskedAgain() throws {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
-        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         defer { agent.shutdown() }
         let asked = try agent.send("requestPermission", ["permission": "screen-capture"])
         try rig.consent(.share(monitor: 1))
@@ -229,7 +233,7 @@ final class WaylandScreenTests: XCTestCase {
     func testStreamKilledMidSessionGivesBlackThenResumes() throws {
         let rig = try rig()
         let state = try rig.makeDirectory("state")
-        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         defer { agent.shutdown() }
         try agent.startSharing("wl-killed")
         usleep(3_000_000)
@@ -266,7 +270,7 @@ final class WaylandScreenTests: XCTestCase {
         let rig = try WaylandRig.start(audio: false, motion: false)
         defer { rig.stop() }
         let state = try rig.makeDirectory("state")
-        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         defer { agent.shutdown() }
         try agent.startSharing("wl-rotated")
         usleep(2_000_000)
@@ -336,7 +340,7 @@ final class WaylandScreenTests: XCTestCase {
         let rig = try WaylandRig.start(audio: false, motion: false)
         defer { rig.stop() }
         let state = try rig.makeDirectory("state")
-        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let agent = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         try agent.startSharing("wl-gone")
         usleep(2_500_000)
         XCTAssertEqual(kill(try rig.pid(of: "mutter"), SIGKILL), 0, "mutter was running")
@@ -377,7 +381,7 @@ final class WaylandScreenTests: XCTestCase {
         // agent goes, at the latest); the bus starts a new one, which answers the first
         // request with 2 until it serves ScreenCast (seen in 2 of 3 runs here).
         agent.shutdown()
-        let again = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "20s"])
+        let again = try DesktopAgent(rig: rig, stateHome: state, settings: ["screen_consent_timeout": "60s"])
         defer { again.shutdown() }
         try again.startSharing("wl-after-cancel")
         usleep(1_500_000)
